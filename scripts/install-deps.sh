@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every build, test and runtime dependency of ephemera from Debian's
+# packages. Idempotent; needs root (or sudo) and a reachable Debian mirror.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config clang-format git
+  # libraries (one per concern, see DESIGN.md)
+  libvirt-dev libssh-dev libsqlite3-dev libssl-dev nlohmann-json3-dev
+  libyaml-cpp-dev libcli11-dev libboost-dev libboost-system-dev
+  libspdlog-dev libfmt-dev libarchive-dev libnftables-dev libnl-3-dev
+  libnl-route-3-dev libseccomp-dev libcap-dev libsystemd-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # programs the daemon drives
+  qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
+  # guest image build
+  busybox-static cpio e2fsprogs xz-utils zstd kmod fakeroot
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

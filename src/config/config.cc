@@ -1,0 +1,194 @@
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace ephemera {
+
+std::string_view AccelName(Accel accel) {
+  switch (accel) {
+    case Accel::kAuto: return "auto";
+    case Accel::kKvm: return "kvm";
+    case Accel::kTcg: return "tcg";
+  }
+  return "?";
+}
+
+std::string_view MachineTypeName(MachineType machine) {
+  return machine == MachineType::kMicrovm ? "microvm" : "q35";
+}
+
+namespace {
+
+// Walks one YAML mapping, remembering which keys were read so that the
+// rest can be reported as unknown.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string path) : node_(node), path_(std::move(path)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a mapping", Display());
+    }
+  }
+
+  std::string KeyPath(std::string_view key) const {
+    return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
+  }
+
+  template <typename T>
+  void Read(std::string_view key, T& out) {
+    YAML::Node value = Take(key);
+    if (!value) return;
+    if (!value.IsScalar()) Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a scalar", KeyPath(key));
+    try {
+      out = value.as<T>();
+    } catch (const YAML::Exception&) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not a valid {}", KeyPath(key),
+           value.Scalar(), TypeName<T>());
+    }
+  }
+
+  void ReadUnsigned(std::string_view key, unsigned& out, unsigned min, unsigned max) {
+    YAML::Node value = Take(key);
+    if (!value) return;
+    long long parsed = 0;
+    try {
+      if (!value.IsScalar()) throw YAML::Exception(YAML::Mark(), "");
+      parsed = value.as<long long>();
+    } catch (const YAML::Exception&) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected an integer", KeyPath(key));
+    }
+    if (parsed < min || parsed > max) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': {} is out of range [{}, {}]", KeyPath(key),
+           parsed, min, max);
+    }
+    out = static_cast<unsigned>(parsed);
+  }
+
+  template <typename Enum>
+  void ReadEnum(std::string_view key, Enum& out, const std::map<std::string, Enum>& choices) {
+    std::string text;
+    Read(key, text);
+    if (text.empty() && !Has(key)) return;
+    auto it = choices.find(text);
+    if (it == choices.end()) {
+      std::string names;
+      for (const auto& [name, _] : choices) names += (names.empty() ? "" : ", ") + name;
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not one of {}", KeyPath(key), text,
+           names);
+    }
+    out = it->second;
+  }
+
+  Section Child(std::string_view key) { return Section(Take(key), KeyPath(key)); }
+
+  // Throws for any key that nobody read.
+  void RejectUnknown() const {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& entry : node_) {
+      auto key = entry.first.as<std::string>();
+      if (!read_.count(key)) Fail(ErrorCode::kInvalidArgument, "config key '{}' is unknown", KeyPath(key));
+    }
+  }
+
+ private:
+  template <typename T>
+  static constexpr std::string_view TypeName() {
+    if constexpr (std::is_same_v<T, bool>) return "boolean";
+    if constexpr (std::is_integral_v<T>) return "integer";
+    return "string";
+  }
+  bool Has(std::string_view key) const { return read_.count(std::string(key)) && node_[std::string(key)]; }
+  std::string Display() const { return path_.empty() ? "<top>" : path_; }
+  YAML::Node Take(std::string_view key) {
+    read_.insert(std::string(key));
+    if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    YAML::Node value = node_[std::string(key)];
+    if (value && value.IsNull()) return YAML::Node(YAML::NodeType::Undefined);
+    return value;
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  std::set<std::string> read_;
+};
+
+void ReadPath(Section& section, std::string_view key, std::filesystem::path& out) {
+  std::string text = out.string();
+  section.Read(key, text);
+  if (text.empty() || text[0] != '/') {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' must be an absolute path",
+         section.KeyPath(key), text);
+  }
+  out = text;
+}
+
+void ReadChoice(Section& section, std::string_view key, std::string& out,
+                const std::vector<std::string>& choices) {
+  section.Read(key, out);
+  for (const auto& c : choices) {
+    if (c == out) return;
+  }
+  std::string names;
+  for (const auto& c : choices) names += (names.empty() ? "" : ", ") + c;
+  Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not one of {}", section.KeyPath(key),
+       out, names);
+}
+
+}  // namespace
+
+Config ParseConfig(std::string_view yaml_text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    Fail(ErrorCode::kInvalidArgument, "config is not valid YAML: {}", e.what());
+  }
+  Config config;
+  Section top(root, "");
+  ReadPath(top, "state_dir", config.state_dir);
+  ReadPath(top, "image_dir", config.image_dir);
+
+  Section log = top.Child("log");
+  ReadChoice(log, "level", config.log.level, {"trace", "debug", "info", "warn", "error"});
+  ReadChoice(log, "format", config.log.format, {"text", "json"});
+  log.RejectUnknown();
+
+  Section vm = top.Child("vm");
+  ReadChoice(vm, "driver", config.vm.driver, {"qemu"});
+  vm.Read("qemu_binary", config.vm.qemu_binary);
+  vm.Read("qemu_img_binary", config.vm.qemu_img_binary);
+  vm.ReadEnum("machine", config.vm.machine,
+              {{"microvm", MachineType::kMicrovm}, {"q35", MachineType::kQ35}});
+  vm.ReadEnum("accel", config.vm.accel,
+              {{"auto", Accel::kAuto}, {"kvm", Accel::kKvm}, {"tcg", Accel::kTcg}});
+  vm.ReadUnsigned("tcg_tb_size_mib", config.vm.tcg_tb_size_mib, 8, 4096);
+  vm.ReadUnsigned("powerdown_timeout_ms", config.vm.powerdown_timeout_ms, 0, 600000);
+  vm.RejectUnknown();
+
+  Section defaults = top.Child("defaults");
+  defaults.Read("image", config.defaults.image);
+  defaults.ReadUnsigned("memory_mib", config.defaults.memory_mib, 128, 1 << 20);
+  defaults.ReadUnsigned("vcpus", config.defaults.vcpus, 1, 256);
+  defaults.RejectUnknown();
+
+  top.RejectUnknown();
+  return config;
+}
+
+Config LoadConfigFile(const std::filesystem::path& path) {
+  std::string text = ReadFile(path);
+  try {
+    return ParseConfig(text);
+  } catch (const Error& e) {
+    throw e.WithContext(path.string());
+  }
+}
+
+}  // namespace ephemera

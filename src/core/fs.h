@@ -1,0 +1,20 @@
+// Small file-system helpers whose failures carry the path in the message.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace ephemera {
+
+std::string ReadFile(const std::filesystem::path& path);
+// Writes to a temporary sibling, fsyncs and renames it over `path`, so
+// readers see the old or the new content, never a torn one.
+void WriteFileAtomic(const std::filesystem::path& path, std::string_view content,
+                     unsigned mode = 0600);
+// Removes a file or a whole tree; absent is success (idempotent).
+void RemoveAll(const std::filesystem::path& path);
+// Creates a directory (and parents) with `mode` on the last component.
+void MakeDirs(const std::filesystem::path& path, unsigned mode = 0700);
+
+}  // namespace ephemera

@@ -1,0 +1,38 @@
+#include "core/sandbox.h"
+
+#include "core/error.h"
+
+namespace ephemera {
+
+std::string_view StateName(SandboxState state) {
+  switch (state) {
+    case SandboxState::kCreating: return "creating";
+    case SandboxState::kProvisioning: return "provisioning";
+    case SandboxState::kReady: return "ready";
+    case SandboxState::kDestroying: return "destroying";
+    case SandboxState::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+SandboxState ParseState(std::string_view name) {
+  for (auto s : {SandboxState::kCreating, SandboxState::kProvisioning, SandboxState::kReady,
+                 SandboxState::kDestroying, SandboxState::kFailed}) {
+    if (StateName(s) == name) return s;
+  }
+  Fail(ErrorCode::kInvalidArgument, "unknown sandbox state '{}'", name);
+}
+
+bool IsAllowedTransition(SandboxState from, SandboxState to) {
+  using S = SandboxState;
+  switch (from) {
+    case S::kCreating: return to == S::kProvisioning || to == S::kFailed || to == S::kDestroying;
+    case S::kProvisioning: return to == S::kReady || to == S::kFailed || to == S::kDestroying;
+    case S::kReady: return to == S::kDestroying || to == S::kFailed;
+    case S::kFailed: return to == S::kDestroying;
+    case S::kDestroying: return false;
+  }
+  return false;
+}
+
+}  // namespace ephemera

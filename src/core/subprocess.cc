@@ -1,0 +1,153 @@
+#include "core/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/unique_fd.h"
+
+extern char** environ;
+
+namespace ephemera {
+
+namespace fs = std::filesystem;
+
+std::optional<fs::path> FindProgram(const std::string& name) {
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) == 0) return fs::path(name);
+    return std::nullopt;
+  }
+  const char* env_path = std::getenv("PATH");
+  std::string search = env_path ? env_path : "/usr/bin:/bin";
+  search += ":/usr/local/sbin:/usr/sbin:/sbin";
+  std::stringstream dirs(search);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    fs::path candidate = fs::path(dir) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+struct Pipe {
+  UniqueFd read;
+  UniqueFd write;
+};
+
+Pipe MakePipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) FailErrno("pipe2", errno);
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+int WaitChild(pid_t pid, int* status) {
+  for (;;) {
+    pid_t r = ::waitpid(pid, status, 0);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
+}  // namespace
+
+ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                         std::size_t max_output) {
+  if (argv.empty()) Fail(ErrorCode::kInternal, "RunProcess: empty argv");
+  auto program = FindProgram(argv[0]);
+  if (!program) Fail(ErrorCode::kUnavailable, "program '{}' not found", argv[0]);
+
+  Pipe out = MakePipe();
+  Pipe err = MakePipe();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out.write.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, err.write.get(), 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigaddset(&defaults, SIGTERM);
+  sigaddset(&defaults, SIGINT);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, program->c_str(), &actions, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) FailErrno(fmt::format("cannot start {}", program->string()), rc, ErrorCode::kUnavailable);
+  out.write.reset();
+  err.write.reset();
+
+  ProcessResult result;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out.read.get(), POLLIN, 0}, {err.read.get(), POLLIN, 0}};
+  std::string* sinks[2] = {&result.out, &result.err};
+  int open_streams = 2;
+  bool timed_out = false;
+  while (open_streams > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                      std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    int n = ::poll(fds, 2, static_cast<int>(left.count()));
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buffer[8192];
+      ssize_t got = ::read(fds[i].fd, buffer, sizeof buffer);
+      if (got <= 0) {
+        if (got < 0 && errno == EINTR) continue;
+        fds[i].fd = -1;
+        --open_streams;
+        continue;
+      }
+      std::size_t room = max_output - std::min(max_output, sinks[i]->size());
+      sinks[i]->append(buffer, std::min(room, static_cast<std::size_t>(got)));
+    }
+  }
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  WaitChild(pid, &status);
+  if (timed_out) {
+    Fail(ErrorCode::kTimeout, "{} did not finish within {} ms", argv[0], timeout.count());
+  }
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.term_signal = WTERMSIG(status);
+  return result;
+}
+
+ProcessResult RunChecked(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  ProcessResult result = RunProcess(argv, timeout);
+  if (!result.ok()) {
+    std::string detail = result.err.empty() ? result.out : result.err;
+    while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+    if (result.term_signal != 0) {
+      Fail(ErrorCode::kInternal, "{} was killed by signal {}", argv[0], result.term_signal);
+    }
+    Fail(ErrorCode::kInternal, "{} failed (exit {}): {}", argv[0], result.exit_code, detail);
+  }
+  return result;
+}
+
+}  // namespace ephemera

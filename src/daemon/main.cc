@@ -1,0 +1,69 @@
+// ephemerad: the ephemera daemon.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "config/config.h"
+#include "core/error.h"
+#include "daemon/logging.h"
+#include "daemon/selftest.h"
+
+namespace {
+
+constexpr char kDefaultConfig[] = "/etc/ephemera/config.yaml";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ephemera;
+  CLI::App app{"ephemerad: hands out disposable, isolated Linux machines"};
+  app.set_version_flag("--version", "ephemerad 0.1.0");
+  std::string config_path;
+  std::string state_dir;
+  std::string image_dir;
+  std::string log_level;
+  app.add_option("--config", config_path, "configuration file (default " + std::string(kDefaultConfig) +
+                                              " if it exists)");
+  app.add_option("--state-dir", state_dir, "state directory (overrides state_dir)");
+  app.add_option("--image-dir", image_dir, "image cache directory (overrides image_dir)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides log.level)");
+  app.require_subcommand(1);
+
+  SelfTestOptions check;
+  unsigned boot_timeout_s = 60;
+  CLI::App* check_cmd =
+      app.add_subcommand("check", "boot one VM from an image, wait for its sshd, power it off, remove it");
+  check_cmd->add_option("--image", check.image, "image name")->capture_default_str();
+  check_cmd->add_option("--memory", check.memory_mib, "guest memory in MiB")->capture_default_str();
+  check_cmd->add_option("--boot-timeout", boot_timeout_s, "seconds to wait for the guest")
+      ->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    Config config;
+    if (!config_path.empty()) {
+      config = LoadConfigFile(config_path);
+    } else if (std::filesystem::exists(kDefaultConfig)) {
+      config = LoadConfigFile(kDefaultConfig);
+    }
+    if (!state_dir.empty()) config.state_dir = std::filesystem::absolute(state_dir);
+    if (!image_dir.empty()) config.image_dir = std::filesystem::absolute(image_dir);
+    if (!log_level.empty()) config.log.level = log_level;
+    SetupLogging(config.log.level, config.log.format);
+
+    if (check_cmd->parsed()) {
+      check.boot_timeout = std::chrono::seconds(boot_timeout_s);
+      SelfTestReport r = RunSelfTest(config, check);
+      std::printf("check: ok: launch %lld ms, guest init %lld ms, sshd up %lld ms, power-off %lld ms (%s)\n",
+                  static_cast<long long>(r.start.count()), static_cast<long long>(r.init.count()),
+                  static_cast<long long>(r.sshd.count()), static_cast<long long>(r.powerdown.count()),
+                  r.graceful ? "graceful" : "forced");
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ephemerad: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,56 @@
+#include "daemon/selftest.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "image/catalog.h"
+#include "vm/console.h"
+#include "vm/qemu/accel.h"
+#include "vm/qemu/qemu_driver.h"
+
+namespace ephemera {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+SelfTestReport RunSelfTest(const Config& config, const SelfTestOptions& options) {
+  AccelChoice accel = ChooseAccel(config.vm.accel, ProbeKvm());
+  spdlog::info("accelerator: {} ({})", AccelName(accel.accel), accel.reason);
+  ImageCatalog catalog(config.image_dir);
+  QemuDriver driver({config.state_dir, config.vm, accel});
+
+  VmSpec spec(SandboxId::Generate());
+  spec.image = catalog.Get(options.image);
+  spec.memory_mib = options.memory_mib;
+  SelfTestReport report;
+  auto t0 = Clock::now();
+  VmInfo info = driver.Start(spec);
+  report.start = duration_cast<milliseconds>(Clock::now() - t0);
+  // Whatever happens next, the VM goes.
+  struct Cleanup {
+    QemuDriver& driver;
+    SandboxId id;
+    ~Cleanup() {
+      try {
+        driver.Destroy(id);
+      } catch (const Error& e) {
+        spdlog::error("vm {}: destroy failed: {}", id.str(), e.what());
+      }
+    }
+  } cleanup{driver, spec.id};
+
+  auto running = [&] { return driver.Inspect(spec.id).state != VmState::kShutoff; };
+  auto remaining = [&] { return duration_cast<milliseconds>(options.boot_timeout - (Clock::now() - t0)); };
+  WaitForConsoleMarker(info.serial_log, "EPHEMERA_GUEST_INIT", remaining(), running);
+  report.init = duration_cast<milliseconds>(Clock::now() - t0);
+  WaitForConsoleMarker(info.serial_log, "EPHEMERA_SSHD_READY", remaining(), running);
+  report.sshd = duration_cast<milliseconds>(Clock::now() - t0);
+
+  auto t1 = Clock::now();
+  report.graceful = driver.Shutdown(spec.id, milliseconds(config.vm.powerdown_timeout_ms));
+  report.powerdown = duration_cast<milliseconds>(Clock::now() - t1);
+  return report;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,178 @@
+#include "image/catalog.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "image/file_probe.h"
+#include "image/sha256.h"
+
+namespace ephemera {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr char kManifest[] = "manifest.json";
+constexpr char kDigestCache[] = "sha256sums.json";
+
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
+}
+
+std::string RequireString(const json& manifest, const std::string& key, const fs::path& where) {
+  auto it = manifest.find(key);
+  if (it == manifest.end() || !it->is_string() || it->get<std::string>().empty()) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: field '{}' must be a non-empty string",
+         where.string(), key);
+  }
+  return it->get<std::string>();
+}
+
+void ExpectKind(const ImageFile& file, std::initializer_list<FileKind> kinds, const std::string& field) {
+  FileKind kind = ProbeFileKind(file.path);
+  for (FileKind k : kinds) {
+    if (k == kind) return;
+  }
+  Fail(ErrorCode::kFailedPrecondition, "image {} '{}' is {}, not a usable {}", field,
+       file.path.string(), FileKindName(kind), field);
+}
+
+}  // namespace
+
+ImageCatalog::ImageCatalog(fs::path image_dir) : image_dir_(std::move(image_dir)) {}
+
+std::vector<std::string> ImageCatalog::List() const {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
+    std::string name = entry.path().filename().string();
+    if (IsValidImageName(name) && fs::exists(entry.path() / kManifest, ec)) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Image ImageCatalog::Get(const std::string& name) {
+  if (!IsValidImageName(name)) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' is not a valid image name", name.substr(0, 80));
+  }
+  fs::path link = image_dir_ / name;
+  std::error_code ec;
+  fs::path dir = fs::canonical(link, ec);
+  if (ec || !fs::is_directory(dir)) {
+    Fail(ErrorCode::kNotFound, "image '{}' not found in {}", name, image_dir_.string());
+  }
+  fs::path manifest_path = dir / kManifest;
+  json manifest;
+  try {
+    manifest = json::parse(ReadFile(manifest_path));
+  } catch (const json::exception& e) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: not valid JSON: {}", manifest_path.string(), e.what());
+  } catch (const Error& e) {
+    throw e.WithContext(fmt::format("image '{}'", name));
+  }
+  if (!manifest.is_object()) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: expected a JSON object", manifest_path.string());
+  }
+
+  Image image;
+  image.name = name;
+  image.dir = dir;
+  auto version = manifest.find("version");
+  if (version == manifest.end() || !version->is_number_integer() || version->get<int>() < 0) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: field 'version' must be a non-negative integer",
+         manifest_path.string());
+  }
+  image.version = version->get<int>();
+  std::string format = RequireString(manifest, "format", manifest_path);
+  if (format == "kernel") {
+    image.format = ImageFormat::kKernel;
+    image.kernel = Describe(dir, "kernel", RequireString(manifest, "kernel", manifest_path));
+    ExpectKind(*image.kernel, {FileKind::kElf, FileKind::kBzImage}, "kernel");
+    if (manifest.contains("kernel_compressed")) {
+      image.kernel_compressed =
+          Describe(dir, "kernel_compressed", RequireString(manifest, "kernel_compressed", manifest_path));
+      ExpectKind(*image.kernel_compressed, {FileKind::kBzImage}, "kernel_compressed");
+    }
+    image.initrd = Describe(dir, "initrd", RequireString(manifest, "initrd", manifest_path));
+    image.rootfs = Describe(dir, "rootfs", RequireString(manifest, "rootfs", manifest_path));
+    ExpectKind(*image.rootfs, {FileKind::kExt4, FileKind::kQcow2}, "rootfs");
+    image.rootfs_format =
+        ProbeFileKind(image.rootfs->path) == FileKind::kQcow2 ? DiskFormat::kQcow2 : DiskFormat::kRaw;
+    image.cmdline = manifest.value("cmdline", std::string("console=ttyS0 root=/dev/vda rw"));
+  } else if (format == "iso") {
+    image.format = ImageFormat::kIso;
+    image.iso = Describe(dir, "iso", RequireString(manifest, "iso", manifest_path));
+    ExpectKind(*image.iso, {FileKind::kIso9660}, "iso");
+  } else {
+    Fail(ErrorCode::kFailedPrecondition, "{}: field 'format' is '{}', expected 'kernel' or 'iso'",
+         manifest_path.string(), format);
+  }
+  return image;
+}
+
+ImageFile ImageCatalog::Describe(const fs::path& dir, const std::string& field,
+                                 const std::string& file_name) {
+  if (!IsPlainFileName(file_name)) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: field '{}' must name a file inside the image directory",
+         (dir / kManifest).string(), field);
+  }
+  ImageFile file;
+  file.path = dir / file_name;
+  struct stat st {};
+  if (::stat(file.path.c_str(), &st) != 0) {
+    Fail(ErrorCode::kNotFound, "image {} file {} is missing", field, file.path.string());
+  }
+  if (!S_ISREG(st.st_mode)) {
+    Fail(ErrorCode::kFailedPrecondition, "image {} {} is not a regular file", field, file.path.string());
+  }
+  if (st.st_size == 0) {
+    Fail(ErrorCode::kFailedPrecondition, "image {} {} is empty", field, file.path.string());
+  }
+  file.size = static_cast<std::uint64_t>(st.st_size);
+  std::int64_t mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  file.sha256 = CachedSha256(file.path, file.size, mtime_ns);
+  return file;
+}
+
+std::string ImageCatalog::CachedSha256(const fs::path& path, std::uint64_t size, std::int64_t mtime_ns) {
+  auto key = std::make_tuple(path.string(), size, mtime_ns);
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = digests_.find(key); it != digests_.end()) return it->second;
+  }
+  // The sidecar keeps digests across daemon restarts.
+  fs::path sidecar = path.parent_path() / kDigestCache;
+  json cache = json::object();
+  try {
+    cache = json::parse(ReadFile(sidecar));
+  } catch (const std::exception&) {
+    cache = json::object();  // absent or damaged: recompute
+  }
+  std::string file = path.filename().string();
+  std::string digest;
+  if (cache.is_object() && cache.contains(file) && cache[file].is_object() &&
+      cache[file].value("size", std::uint64_t{0}) == size &&
+      cache[file].value("mtime_ns", std::int64_t{0}) == mtime_ns && cache[file].contains("sha256") &&
+      cache[file]["sha256"].is_string()) {
+    digest = cache[file]["sha256"].get<std::string>();
+  } else {
+    digest = Sha256File(path);
+    if (!cache.is_object()) cache = json::object();
+    cache[file] = {{"size", size}, {"mtime_ns", mtime_ns}, {"sha256", digest}};
+    try {
+      WriteFileAtomic(sidecar, cache.dump(2) + "\n", 0644);
+    } catch (const Error&) {
+      // A read-only image dir still works; the digest is then kept in memory only.
+    }
+  }
+  std::lock_guard lock(mutex_);
+  digests_[key] = digest;
+  return digest;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,43 @@
+// The image catalog: image directories under one cache dir, each with a
+// manifest.json. Digests are computed once per file version and remembered
+// (in memory and in a sidecar file), never per sandbox.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "image/image.h"
+
+namespace ephemera {
+
+class ImageCatalog {
+ public:
+  explicit ImageCatalog(std::filesystem::path image_dir);
+
+  // Loads and validates the image `name` (image_dir/name/manifest.json).
+  // kInvalidArgument for a bad name, kNotFound for a missing image or file,
+  // kFailedPrecondition for a manifest or file that is wrong.
+  Image Get(const std::string& name);
+
+  // Names of the images present (entries with a manifest), sorted.
+  std::vector<std::string> List() const;
+
+  const std::filesystem::path& dir() const { return image_dir_; }
+
+ private:
+  ImageFile Describe(const std::filesystem::path& dir, const std::string& field,
+                     const std::string& file_name);
+  std::string CachedSha256(const std::filesystem::path& path, std::uint64_t size,
+                           std::int64_t mtime_ns);
+
+  std::filesystem::path image_dir_;
+  std::mutex mutex_;
+  // (path, size, mtime) -> digest; a rewritten file gets a new key.
+  std::map<std::tuple<std::string, std::uint64_t, std::int64_t>, std::string> digests_;
+};
+
+}  // namespace ephemera

@@ -1,0 +1,24 @@
+#include "image/image.h"
+
+namespace ephemera {
+
+std::string_view DiskFormatName(DiskFormat format) {
+  return format == DiskFormat::kRaw ? "raw" : "qcow2";
+}
+
+const std::string& Image::PrimarySha256() const {
+  if (iso) return iso->sha256;
+  return rootfs->sha256;
+}
+
+bool IsValidImageName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  auto lower_alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_alnum(name[0])) return false;
+  for (char c : name) {
+    if (!lower_alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,45 @@
+// An image: what a sandbox boots from. Either a kernel + initrd + rootfs
+// (direct kernel boot) or an ISO (firmware boot, as Anweddol's live ISOs).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ephemera {
+
+enum class ImageFormat { kKernel, kIso };
+enum class DiskFormat { kRaw, kQcow2 };
+
+std::string_view DiskFormatName(DiskFormat format);
+
+struct ImageFile {
+  std::filesystem::path path;  // absolute
+  std::uint64_t size = 0;
+  std::string sha256;  // lowercase hex, computed once per file version
+};
+
+struct Image {
+  std::string name;
+  int version = 0;
+  ImageFormat format = ImageFormat::kKernel;
+  std::filesystem::path dir;  // resolved (symlinks followed)
+  std::string cmdline;        // kernel command line (kernel format)
+  std::optional<ImageFile> kernel;
+  std::optional<ImageFile> kernel_compressed;  // bzImage, for firmware-style machines
+  std::optional<ImageFile> initrd;
+  std::optional<ImageFile> rootfs;
+  DiskFormat rootfs_format = DiskFormat::kRaw;
+  std::optional<ImageFile> iso;
+
+  // The digest Anweddol clients see as container_iso_sha256: the ISO's, or
+  // for kernel images the rootfs's.
+  const std::string& PrimarySha256() const;
+};
+
+// True for names safe to use as a path component: [a-z0-9][a-z0-9._-]{0,63}.
+bool IsValidImageName(std::string_view name);
+
+}  // namespace ephemera

@@ -1,0 +1,84 @@
+#include "vm/qemu/command.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace ephemera {
+
+void CheckQemuOptionValue(const std::string& what, const std::string& value) {
+  // ',' separates QEMU sub-options (escaping is ",,"); refuse rather than escape
+  // so that no path can smuggle in an extra option.
+  if (value.find(',') != std::string::npos || value.find('\n') != std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument, "{} '{}' contains a ',' or newline, which QEMU options cannot carry",
+         what, value);
+  }
+}
+
+std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
+  const VmSpec& spec = launch.spec;
+  const VmDir& dir = launch.dir;
+  const bool microvm = launch.machine == MachineType::kMicrovm;
+  const bool iso = spec.image.format == ImageFormat::kIso;
+  for (const auto& path : {dir.root.string(), launch.binary}) CheckQemuOptionValue("path", path);
+
+  std::vector<std::string> args = {launch.binary};
+  auto add = [&args](std::initializer_list<std::string> items) {
+    args.insert(args.end(), items.begin(), items.end());
+  };
+  add({"-name", fmt::format("ephemera-{},debug-threads=on", spec.id.ShortName())});
+  add({"-uuid", spec.id.str()});
+  if (iso) {
+    // Firmware boot of a live ISO, as Anweddol's domain XML does.
+    add({"-machine", "pc"});
+  } else if (microvm) {
+    // No PCI, no firmware: the fastest path to the guest kernel under TCG.
+    add({"-machine", "microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on"});
+  } else {
+    add({"-machine", "q35"});
+  }
+  if (launch.accel == Accel::kKvm) {
+    add({"-accel", "kvm", "-cpu", "host"});
+  } else {
+    add({"-accel", fmt::format("tcg,tb-size={}", launch.tcg_tb_size_mib), "-cpu", "max"});
+  }
+  add({"-m", std::to_string(spec.memory_mib), "-smp", std::to_string(spec.vcpus)});
+  add({"-nodefaults", "-no-user-config", "-nographic"});
+
+  const std::string blk = microvm && !iso ? "virtio-blk-device" : "virtio-blk-pci";
+  const std::string net = microvm && !iso ? "virtio-net-device" : "virtio-net-pci";
+  if (iso) {
+    CheckQemuOptionValue("ISO path", spec.image.iso->path.string());
+    add({"-drive", fmt::format("id=cd0,file={},format=raw,media=cdrom,readonly=on,if=ide",
+                               spec.image.iso->path.string())});
+    add({"-boot", "order=d"});
+  } else {
+    CheckQemuOptionValue("kernel path", spec.image.kernel->path.string());
+    CheckQemuOptionValue("initrd path", spec.image.initrd->path.string());
+    std::string cmdline = spec.image.cmdline;
+    if (!spec.extra_cmdline.empty()) cmdline += " " + spec.extra_cmdline;
+    add({"-kernel", spec.image.kernel->path.string(), "-initrd", spec.image.initrd->path.string(),
+         "-append", cmdline});
+    add({"-drive", fmt::format("id=root,file={},format=qcow2,if=none,discard=unmap,cache=writeback",
+                               dir.overlay().string())});
+    add({"-device", fmt::format("{},drive=root", blk)});
+  }
+  if (spec.nic) {
+    CheckQemuOptionValue("TAP name", spec.nic->tap);
+    CheckQemuOptionValue("MAC address", spec.nic->mac);
+    add({"-netdev", fmt::format("tap,id=net0,ifname={},script=no,downscript=no", spec.nic->tap)});
+    add({"-device", fmt::format("{},netdev=net0,mac={}", net, spec.nic->mac)});
+  }
+  for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
+    CheckQemuOptionValue("guest file name", spec.guest_files[i].name);
+    add({"-fw_cfg", fmt::format("name={},file={}", spec.guest_files[i].name, dir.guest_file(i).string())});
+  }
+  add({"-chardev", fmt::format("file,id=serial0,path={}", dir.serial_log().string()),
+       "-serial", "chardev:serial0"});
+  add({"-qmp", fmt::format("unix:{},server=on,wait=off", dir.qmp_socket().string())});
+  add({"-pidfile", dir.pidfile().string(), "-daemonize"});
+  add({"-D", dir.qemu_log().string()});
+  return args;
+}
+
+}  // namespace ephemera

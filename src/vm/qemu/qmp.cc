@@ -1,0 +1,123 @@
+#include "vm/qemu/qmp.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ephemera {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t kMaxMessage = 1 << 20;
+
+UniqueFd ConnectUnix(const std::filesystem::path& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.string().size() >= sizeof addr.sun_path) {
+    Fail(ErrorCode::kInvalidArgument, "QMP socket path {} is too long", path.string());
+  }
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) FailErrno("socket", errno);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
+  return fd;
+}
+
+}  // namespace
+
+QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  UniqueFd fd;
+  for (;;) {
+    fd = ConnectUnix(socket);
+    if (fd) break;
+    if (Clock::now() >= deadline) {
+      Fail(ErrorCode::kUnavailable, "QMP socket {} does not answer: {}", socket.string(),
+           std::strerror(errno));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  QmpClient client(std::move(fd));
+  json greeting = client.ReadMessage(deadline);
+  if (!greeting.contains("QMP")) {
+    Fail(ErrorCode::kInternal, "QMP socket {} sent no greeting", socket.string());
+  }
+  client.Execute("qmp_capabilities", nullptr,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+  return client;
+}
+
+void QmpClient::Send(const std::string& line) {
+  std::size_t done = 0;
+  while (done < line.size()) {
+    ssize_t n = ::send(fd_.get(), line.data() + done, line.size() - done, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      FailErrno("QMP send", errno, ErrorCode::kUnavailable);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+json QmpClient::ReadMessage(Clock::time_point deadline) {
+  for (;;) {
+    auto newline = buffer_.find('\n');
+    if (newline != std::string::npos) {
+      std::string line = buffer_.substr(0, newline);
+      buffer_.erase(0, newline + 1);
+      if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+      try {
+        return json::parse(line);
+      } catch (const json::exception& e) {
+        Fail(ErrorCode::kInternal, "QMP sent malformed JSON: {}", e.what());
+      }
+    }
+    if (buffer_.size() > kMaxMessage) Fail(ErrorCode::kInternal, "QMP message exceeds {} bytes", kMaxMessage);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) Fail(ErrorCode::kTimeout, "QMP did not answer in time");
+    pollfd pfd{fd_.get(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(left));
+    if (ready < 0 && errno != EINTR) FailErrno("QMP poll", errno);
+    if (ready <= 0) continue;
+    char chunk[4096];
+    ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
+    if (n == 0) Fail(ErrorCode::kUnavailable, "QMP connection closed (QEMU exited?)");
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      FailErrno("QMP recv", errno, ErrorCode::kUnavailable);
+    }
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+json QmpClient::Execute(const std::string& command, const json& arguments,
+                        std::chrono::milliseconds timeout) {
+  json request = {{"execute", command}};
+  if (!arguments.is_null()) request["arguments"] = arguments;
+  Send(request.dump() + "\n");
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    json message = ReadMessage(deadline);
+    if (message.contains("event")) {
+      events_.push_back(std::move(message));
+      continue;
+    }
+    if (message.contains("error")) {
+      Fail(ErrorCode::kFailedPrecondition, "QMP {} failed: {}", command,
+           message["error"].value("desc", std::string("unknown error")));
+    }
+    if (message.contains("return")) return message["return"];
+  }
+}
+
+}  // namespace ephemera

@@ -1,0 +1,41 @@
+// A QMP (QEMU Machine Protocol) client over the VM's unix socket: one
+// command at a time, every read bounded by a deadline.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/unique_fd.h"
+
+namespace ephemera {
+
+class QmpClient {
+ public:
+  // Connects and negotiates capabilities. kUnavailable if the socket does
+  // not answer, kTimeout if the greeting does not arrive in time.
+  static QmpClient Connect(const std::filesystem::path& socket,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Runs one command and returns its "return" value; a QMP error becomes
+  // kFailedPrecondition with QEMU's description.
+  nlohmann::json Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Asynchronous events ("SHUTDOWN", "POWERDOWN", ...) seen so far.
+  const std::vector<nlohmann::json>& events() const { return events_; }
+
+ private:
+  explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  nlohmann::json ReadMessage(std::chrono::steady_clock::time_point deadline);
+  void Send(const std::string& line);
+
+  UniqueFd fd_;
+  std::string buffer_;
+  std::vector<nlohmann::json> events_;
+};
+
+}  // namespace ephemera

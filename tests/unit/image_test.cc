@@ -1,0 +1,151 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "image/catalog.h"
+#include "image/file_probe.h"
+#include "image/sha256.h"
+#include "unit/test_files.h"
+
+namespace ephemera {
+namespace {
+
+namespace fs = std::filesystem;
+using test::TempDir;
+
+// Expects catalog.Get(name) to fail with `code` and `needle` in the message.
+void ExpectGetError(ImageCatalog& catalog, const std::string& name, ErrorCode code,
+                    const std::string& needle) {
+  try {
+    catalog.Get(name);
+    ADD_FAILURE() << "loaded " << name;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sha256Test, KnownVector) {
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  TempDir dir;
+  test::WriteBytes(dir.path() / "f", "abc");
+  EXPECT_EQ(Sha256File(dir.path() / "f"), Sha256Hex("abc"));
+}
+
+TEST(FileProbeTest, RecognisesHeaders) {
+  TempDir dir;
+  test::WriteFakeElf(dir.path() / "elf");
+  test::WriteFakeExt4(dir.path() / "ext4");
+  test::WriteFakeIso(dir.path() / "iso");
+  test::WriteBytes(dir.path() / "qcow", std::string("QFI\xfb", 4) + std::string(100, '\0'));
+  test::WriteBytes(dir.path() / "junk", "not an image at all");
+  EXPECT_EQ(ProbeFileKind(dir.path() / "elf"), FileKind::kElf);
+  EXPECT_EQ(ProbeFileKind(dir.path() / "ext4"), FileKind::kExt4);
+  EXPECT_EQ(ProbeFileKind(dir.path() / "iso"), FileKind::kIso9660);
+  EXPECT_EQ(ProbeFileKind(dir.path() / "qcow"), FileKind::kQcow2);
+  EXPECT_EQ(ProbeFileKind(dir.path() / "junk"), FileKind::kUnknown);
+}
+
+TEST(CatalogTest, LoadsKernelImageWithDigests) {
+  TempDir dir;
+  fs::path image_dir = test::MakeFakeKernelImage(dir.path(), "default-abc");
+  fs::create_directory_symlink("default-abc", dir.path() / "default");
+  ImageCatalog catalog(dir.path());
+  Image image = catalog.Get("default");
+  EXPECT_EQ(image.version, 3);
+  EXPECT_EQ(image.format, ImageFormat::kKernel);
+  EXPECT_EQ(image.dir, fs::canonical(image_dir));
+  EXPECT_EQ(image.rootfs_format, DiskFormat::kRaw);
+  EXPECT_EQ(image.rootfs->sha256, Sha256File(image_dir / "rootfs.ext4"));
+  EXPECT_EQ(image.PrimarySha256(), image.rootfs->sha256);
+  EXPECT_EQ(image.cmdline, "console=ttyS0 root=/dev/vda rw");
+  EXPECT_EQ(catalog.List(), (std::vector<std::string>{"default", "default-abc"}));
+}
+
+TEST(CatalogTest, DigestIsCachedUntilTheFileChanges) {
+  TempDir dir;
+  fs::path image_dir = test::MakeFakeKernelImage(dir.path(), "img");
+  {
+    ImageCatalog catalog(dir.path());
+    catalog.Get("img");
+  }
+  ASSERT_TRUE(fs::exists(image_dir / "sha256sums.json"));
+  // A new catalog (a restarted daemon) trusts the sidecar for an unchanged
+  // file: poison the cached value and see it come back.
+  std::string sidecar = ReadFile(image_dir / "sha256sums.json");
+  std::string real = Sha256File(image_dir / "initrd.img");
+  auto pos = sidecar.find(real);
+  ASSERT_NE(pos, std::string::npos);
+  sidecar.replace(pos, real.size(), std::string(64, 'f'));
+  WriteFileAtomic(image_dir / "sha256sums.json", sidecar, 0644);
+  EXPECT_EQ(ImageCatalog(dir.path()).Get("img").initrd->sha256, std::string(64, 'f'));
+  // Rewriting the file (new size) invalidates the entry.
+  test::WriteBytes(image_dir / "initrd.img", "a different initrd");
+  EXPECT_EQ(ImageCatalog(dir.path()).Get("img").initrd->sha256, Sha256Hex("a different initrd"));
+}
+
+TEST(CatalogTest, LoadsIsoImage) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "anweddol");
+  test::WriteFakeIso(dir.path() / "anweddol" / "live.iso");
+  test::WriteBytes(dir.path() / "anweddol" / "manifest.json",
+                      R"({"version":7,"format":"iso","iso":"live.iso"})");
+  Image image = ImageCatalog(dir.path()).Get("anweddol");
+  EXPECT_EQ(image.format, ImageFormat::kIso);
+  EXPECT_EQ(image.PrimarySha256(), image.iso->sha256);
+}
+
+TEST(CatalogTest, BadImagesGiveClearErrors) {
+  TempDir dir;
+  ImageCatalog catalog(dir.path());
+  ExpectGetError(catalog, "../etc", ErrorCode::kInvalidArgument, "not a valid image name");
+  ExpectGetError(catalog, "absent", ErrorCode::kNotFound, "image 'absent' not found");
+
+  fs::path img = test::MakeFakeKernelImage(dir.path(), "nokernel");
+  fs::remove(img / "vmlinux");
+  ExpectGetError(catalog, "nokernel", ErrorCode::kNotFound, "kernel file");
+
+  img = test::MakeFakeKernelImage(dir.path(), "badroot");
+  test::WriteBytes(img / "rootfs.ext4", std::string(8192, 'x'));
+  ExpectGetError(catalog, "badroot", ErrorCode::kFailedPrecondition, "not a usable rootfs");
+
+  img = test::MakeFakeKernelImage(dir.path(), "emptyinitrd");
+  test::WriteBytes(img / "initrd.img", "");
+  ExpectGetError(catalog, "emptyinitrd", ErrorCode::kFailedPrecondition, "is empty");
+
+  img = test::MakeFakeKernelImage(dir.path(), "escape");
+  test::WriteBytes(img / "manifest.json",
+                      R"({"version":1,"format":"kernel","kernel":"../../vmlinux","initrd":"i","rootfs":"r"})");
+  ExpectGetError(catalog, "escape", ErrorCode::kFailedPrecondition, "inside the image directory");
+
+  img = test::MakeFakeKernelImage(dir.path(), "badjson");
+  test::WriteBytes(img / "manifest.json", "{not json");
+  ExpectGetError(catalog, "badjson", ErrorCode::kFailedPrecondition, "not valid JSON");
+
+  img = test::MakeFakeKernelImage(dir.path(), "noversion");
+  test::WriteBytes(img / "manifest.json", R"({"format":"kernel"})");
+  ExpectGetError(catalog, "noversion", ErrorCode::kFailedPrecondition, "'version'");
+
+  img = test::MakeFakeKernelImage(dir.path(), "badformat");
+  test::WriteBytes(img / "manifest.json", R"({"version":1,"format":"floppy"})");
+  ExpectGetError(catalog, "badformat", ErrorCode::kFailedPrecondition, "'format' is 'floppy'");
+}
+
+TEST(CatalogTest, ConcurrentGetsAgree) {
+  TempDir dir;
+  test::MakeFakeKernelImage(dir.path(), "img");
+  ImageCatalog catalog(dir.path());
+  std::vector<std::string> digests(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] { digests[i] = catalog.Get("img").rootfs->sha256; });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& d : digests) EXPECT_EQ(d, digests[0]);
+}
+
+}  // namespace
+}  // namespace ephemera

@@ -1,0 +1,350 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <thread>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "image/catalog.h"
+#include "unit/test_files.h"
+#include "vm/console.h"
+#include "vm/qemu/accel.h"
+#include "vm/qemu/command.h"
+#include "vm/qemu/host.h"
+#include "vm/qemu/process.h"
+#include "vm/qemu/qemu_driver.h"
+#include "vm/qemu/qmp.h"
+
+namespace ephemera {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using test::TempDir;
+
+// The value after `flag` in argv (first occurrence), or "" if absent.
+std::string ArgAfter(const std::vector<std::string>& argv, const std::string& flag) {
+  for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) return argv[i + 1];
+  }
+  return "";
+}
+
+std::vector<std::string> AllAfter(const std::vector<std::string>& argv, const std::string& flag) {
+  std::vector<std::string> values;
+  for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) values.push_back(argv[i + 1]);
+  }
+  return values;
+}
+
+class QemuCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test::MakeFakeKernelImage(dir_.path(), "img");
+    launch_.spec.image = ImageCatalog(dir_.path()).Get("img");
+    launch_.spec.memory_mib = 256;
+    launch_.spec.vcpus = 2;
+  }
+  TempDir dir_;
+  QemuLaunch launch_ = MakeLaunch(SandboxId::Generate());
+
+  static QemuLaunch MakeLaunch(const SandboxId& id) {
+    return QemuLaunch{.binary = "/usr/bin/qemu-system-x86_64",
+                      .machine = MachineType::kMicrovm,
+                      .accel = Accel::kTcg,
+                      .tcg_tb_size_mib = 64,
+                      .spec = VmSpec(id),
+                      .dir = VmDir::For("/var/lib/ephemera/vms", id)};
+  }
+};
+
+TEST_F(QemuCommandTest, MicrovmKernelBootUnderTcg) {
+  launch_.spec.extra_cmdline = "ephemera.x=1";
+  auto argv = BuildQemuArgs(launch_);
+  const std::string root = launch_.dir.root.string();
+  EXPECT_EQ(argv[0], "/usr/bin/qemu-system-x86_64");
+  EXPECT_THAT(ArgAfter(argv, "-machine"), HasSubstr("microvm"));
+  EXPECT_EQ(ArgAfter(argv, "-accel"), "tcg,tb-size=64");
+  EXPECT_EQ(ArgAfter(argv, "-m"), "256");
+  EXPECT_EQ(ArgAfter(argv, "-smp"), "2");
+  EXPECT_EQ(ArgAfter(argv, "-uuid"), launch_.spec.id.str());
+  EXPECT_EQ(ArgAfter(argv, "-kernel"), launch_.spec.image.kernel->path.string());
+  EXPECT_EQ(ArgAfter(argv, "-append"), "console=ttyS0 root=/dev/vda rw ephemera.x=1");
+  // The guest writes only to its own overlay, never to the shared base.
+  EXPECT_THAT(ArgAfter(argv, "-drive"), HasSubstr("file=" + root + "/disk.qcow2,format=qcow2"));
+  EXPECT_THAT(AllAfter(argv, "-device"), ElementsAre("virtio-blk-device,drive=root"));
+  EXPECT_EQ(ArgAfter(argv, "-qmp"), "unix:" + root + "/qmp.sock,server=on,wait=off");
+  EXPECT_EQ(ArgAfter(argv, "-pidfile"), root + "/qemu.pid");
+  EXPECT_EQ(ArgAfter(argv, "-chardev"), "file,id=serial0,path=" + root + "/serial.log");
+  EXPECT_THAT(argv, Contains("-daemonize"));
+  EXPECT_THAT(argv, Contains("-nodefaults"));
+  EXPECT_EQ(ArgAfter(argv, "-netdev"), "");
+}
+
+TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
+  launch_.accel = Accel::kKvm;
+  launch_.machine = MachineType::kQ35;
+  launch_.spec.nic = NicSpec{"eph-1234abcd", "52:54:00:12:34:56"};
+  launch_.spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", "ssh-ed25519 AAAA"}};
+  auto argv = BuildQemuArgs(launch_);
+  EXPECT_EQ(ArgAfter(argv, "-machine"), "q35");
+  EXPECT_EQ(ArgAfter(argv, "-accel"), "kvm");
+  EXPECT_EQ(ArgAfter(argv, "-cpu"), "host");
+  EXPECT_EQ(ArgAfter(argv, "-netdev"), "tap,id=net0,ifname=eph-1234abcd,script=no,downscript=no");
+  EXPECT_THAT(AllAfter(argv, "-device"),
+              ElementsAre("virtio-blk-pci,drive=root", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56"));
+  EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=" +
+                                           launch_.dir.root.string() + "/guest-file-0");
+}
+
+TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
+  test::WriteFakeIso(dir_.path() / "live.iso");
+  fs::create_directories(dir_.path() / "live");
+  fs::rename(dir_.path() / "live.iso", dir_.path() / "live" / "live.iso");
+  test::WriteBytes(dir_.path() / "live" / "manifest.json", R"({"version":1,"format":"iso","iso":"live.iso"})");
+  launch_.spec.image = ImageCatalog(dir_.path()).Get("live");
+  auto argv = BuildQemuArgs(launch_);
+  EXPECT_EQ(ArgAfter(argv, "-machine"), "pc");
+  EXPECT_THAT(ArgAfter(argv, "-drive"), HasSubstr("media=cdrom,readonly=on"));
+  EXPECT_EQ(ArgAfter(argv, "-kernel"), "");
+}
+
+TEST_F(QemuCommandTest, RefusesOptionInjection) {
+  launch_.spec.nic = NicSpec{"tap0,script=/tmp/evil", "52:54:00:12:34:56"};
+  EXPECT_THROW(BuildQemuArgs(launch_), Error);
+}
+
+TEST(AccelTest, AutoFallsBackToTcgWithReason) {
+  KvmProbe unusable{false, "/dev/kvm is the PVM flavour of KVM"};
+  AccelChoice choice = ChooseAccel(Accel::kAuto, unusable);
+  EXPECT_EQ(choice.accel, Accel::kTcg);
+  EXPECT_THAT(choice.reason, HasSubstr("PVM"));
+  EXPECT_EQ(ChooseAccel(Accel::kAuto, KvmProbe{true, "ok"}).accel, Accel::kKvm);
+  EXPECT_EQ(ChooseAccel(Accel::kTcg, KvmProbe{true, "ok"}).accel, Accel::kTcg);
+  try {
+    ChooseAccel(Accel::kKvm, unusable);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(e.what(), HasSubstr("PVM"));
+  }
+}
+
+TEST(AccelTest, ProbeDetectsMissingDeviceAndPvmModule) {
+  EXPECT_FALSE(ProbeKvm("/nonexistent/kvm").usable);
+  EXPECT_THAT(ProbeKvm("/nonexistent/kvm").reason, HasSubstr("cannot be opened"));
+  TempDir sysfs;
+  fs::create_directories(sysfs.path() / "kvm_pvm");
+  if (::access("/dev/kvm", R_OK | W_OK) == 0) {
+    KvmProbe probe = ProbeKvm("/dev/kvm", sysfs.path().string());
+    EXPECT_FALSE(probe.usable);
+    EXPECT_THAT(probe.reason, HasSubstr("PVM"));
+  }
+}
+
+TEST(HostTest, MacAndTapChecks) {
+  EXPECT_TRUE(IsValidMac("52:54:00:ab:cd:ef"));
+  EXPECT_FALSE(IsValidMac("53:54:00:ab:cd:ef"));  // multicast
+  EXPECT_FALSE(IsValidMac("52:54:00:ab:cd"));
+  EXPECT_FALSE(IsValidMac("52-54-00-ab-cd-ef"));
+  EXPECT_FALSE(IsTapDevice("lo"));  // exists, but is no TAP
+  EXPECT_FALSE(IsTapDevice("../../etc"));
+  EXPECT_FALSE(IsTapDevice("ephemera-none0"));
+  EXPECT_GT(HostMemoryMib(), 0u);
+  EXPECT_GE(HostCpuCount(), 1u);
+}
+
+TEST(VmProcessTest, UntrustedPidfilesAreIgnored) {
+  TempDir dir;
+  EXPECT_FALSE(VmProcess::Find(dir.path() / "absent.pid", dir.path()));
+  test::WriteBytes(dir.path() / "garbage.pid", "12ab\n");
+  EXPECT_FALSE(VmProcess::Find(dir.path() / "garbage.pid", dir.path()));
+  // A live process that is not this VM's QEMU (pid reuse) is not trusted.
+  test::WriteBytes(dir.path() / "self.pid", std::to_string(::getpid()) + "\n");
+  EXPECT_FALSE(VmProcess::Find(dir.path() / "self.pid", dir.path()));
+}
+
+// A QMP peer on a unix socket speaking a scripted conversation.
+class FakeQmpServer {
+ public:
+  FakeQmpServer(fs::path path, std::vector<std::string> replies)
+      : path_(std::move(path)), replies_(std::move(replies)) {
+    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listen_fd_, 1) != 0) {
+      throw std::runtime_error("fake QMP bind failed");
+    }
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeQmpServer() {
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::vector<std::string> received;
+
+ private:
+  void Serve() {
+    int fd = ::accept(listen_fd_, nullptr, nullptr);
+    auto send_line = [fd](const std::string& s) { (void)!::write(fd, (s + "\r\n").data(), s.size() + 2); };
+    send_line(R"({"QMP": {"version": {}, "capabilities": []}})");
+    std::string pending;
+    for (const auto& reply : replies_) {
+      char c;
+      std::string line;
+      while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+      received.push_back(line);
+      send_line(reply);
+    }
+    ::close(fd);
+  }
+  fs::path path_;
+  std::vector<std::string> replies_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+};
+
+TEST(QmpClientTest, NegotiatesSkipsEventsAndReportsErrors) {
+  TempDir dir;
+  fs::path sock = dir.path() / "qmp.sock";
+  std::vector<std::string> replies = {
+      R"({"return": {}})",
+      R"({"event": "POWERDOWN", "timestamp": {}}
+{"return": {"status": "running", "running": true}})",
+      R"({"error": {"class": "GenericError", "desc": "no such thing"}})"};
+  auto server = std::make_unique<FakeQmpServer>(sock, replies);
+  {
+    QmpClient client = QmpClient::Connect(sock);
+    auto status = client.Execute("query-status");
+    EXPECT_EQ(status["status"], "running");
+    ASSERT_EQ(client.events().size(), 1u);
+    EXPECT_EQ(client.events()[0]["event"], "POWERDOWN");
+    try {
+      client.Execute("bogus", {{"x", 1}});
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("no such thing"));
+    }
+  }
+  server.reset();
+}
+
+TEST(QmpClientTest, AbsentSocketIsUnavailable) {
+  TempDir dir;
+  try {
+    QmpClient::Connect(dir.path() / "none.sock", std::chrono::milliseconds(50));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+  }
+}
+
+TEST(ConsoleTest, FindsMarkerSplitAcrossWritesAndTimesOut) {
+  TempDir dir;
+  fs::path log = dir.path() / "serial.log";
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    test::WriteBytes(log, "boot...\nEPHEMERA_GU");
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    test::WriteBytes(log, "boot...\nEPHEMERA_GUEST_INIT\n");
+  });
+  auto waited = WaitForConsoleMarker(log, "EPHEMERA_GUEST_INIT", std::chrono::seconds(5), [] { return true; });
+  writer.join();
+  EXPECT_GE(waited.count(), 25);
+  try {
+    WaitForConsoleMarker(log, "NEVER", std::chrono::milliseconds(50), [] { return true; });
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kTimeout);
+    EXPECT_THAT(e.what(), HasSubstr("EPHEMERA_GUEST_INIT"));  // the console tail is quoted
+  }
+  try {
+    WaitForConsoleMarker(log, "NEVER", std::chrono::seconds(5), [] { return false; });
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+  }
+}
+
+class QemuDriverValidationTest : public ::testing::Test {
+ protected:
+  QemuDriverValidationTest()
+      : driver_({state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "test"}}) {
+    test::MakeFakeKernelImage(images_.path(), "img");
+    spec_.image = ImageCatalog(images_.path()).Get("img");
+  }
+  void ExpectRejected(const std::string& needle, ErrorCode code = ErrorCode::kInvalidArgument) {
+    try {
+      driver_.Start(spec_);
+      ADD_FAILURE() << "started";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+      EXPECT_THAT(e.what(), HasSubstr(needle));
+    }
+    // Nothing is left behind by a refused start.
+    EXPECT_TRUE(driver_.List().empty());
+    EXPECT_FALSE(fs::exists(state_.path() / "vms" / spec_.id.str()));
+  }
+  TempDir state_;
+  TempDir images_;
+  QemuDriver driver_;
+  VmSpec spec_{SandboxId::Generate()};
+};
+
+TEST_F(QemuDriverValidationTest, RejectsBadSpecsLeavingNothing) {
+  spec_.memory_mib = 64;
+  ExpectRejected("memory_mib 64 is out of range");
+  spec_.memory_mib = 1u << 30;
+  ExpectRejected("out of range");
+  spec_.memory_mib = 256;
+  spec_.vcpus = 0;
+  ExpectRejected("vcpus 0");
+  spec_.vcpus = 1;
+  spec_.nic = NicSpec{"ephemera-none0", "52:54:00:00:00:01"};
+  ExpectRejected("TAP device 'ephemera-none0' does not exist");
+  spec_.nic.reset();
+  spec_.guest_files = {{"etc/passwd", "x"}};
+  ExpectRejected("must start with opt/");
+  spec_.guest_files.clear();
+  fs::remove(spec_.image.kernel->path);
+  ExpectRejected("is missing", ErrorCode::kNotFound);
+}
+
+TEST_F(QemuDriverValidationTest, CorruptBaseDiskFailsCloneLeavingNothing) {
+  // A qcow2 header whose body is garbage: qemu-img refuses it as a backing file.
+  std::string broken = std::string("QFI\xfb\x00\x00\x00\x03", 8) + std::string(504, '\xff');
+  test::WriteBytes(spec_.image.rootfs->path, broken);
+  spec_.image.rootfs_format = DiskFormat::kQcow2;
+  ExpectRejected("cannot clone base disk", ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(QemuDriverValidationTest, DestroyAndShutdownOfUnknownVmAreNoOps) {
+  EXPECT_NO_THROW(driver_.Destroy(spec_.id));
+  EXPECT_NO_THROW(driver_.Destroy(spec_.id));
+  EXPECT_TRUE(driver_.Shutdown(spec_.id, std::chrono::milliseconds(10)));
+  EXPECT_THROW(driver_.Inspect(spec_.id), Error);
+}
+
+TEST(QemuDriverTest, MissingQemuIsNamed) {
+  TempDir state;
+  VmConfig config;
+  config.qemu_binary = "qemu-system-nonexistent";
+  try {
+    QemuDriver driver({state.path(), config, AccelChoice{Accel::kTcg, "test"}});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(e.what(), HasSubstr("qemu-system-nonexistent"));
+    EXPECT_THAT(e.what(), HasSubstr("qemu-system-x86"));
+  }
+}
+
+}  // namespace
+}  // namespace ephemera
