@@ -14,9 +14,12 @@ namespace ephemera {
 
 std::string_view AccelName(Accel accel) {
   switch (accel) {
-    case Accel::kAuto: return "auto";
-    case Accel::kKvm: return "kvm";
-    case Accel::kTcg: return "tcg";
+    case Accel::kAuto:
+      return "auto";
+    case Accel::kKvm:
+      return "kvm";
+    case Accel::kTcg:
+      return "tcg";
   }
   return "?";
 }
@@ -45,7 +48,8 @@ class Section {
   void Read(std::string_view key, T& out) {
     YAML::Node value = Take(key);
     if (!value) return;
-    if (!value.IsScalar()) Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a scalar", KeyPath(key));
+    if (!value.IsScalar())
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a scalar", KeyPath(key));
     try {
       out = value.as<T>();
     } catch (const YAML::Exception&) {
@@ -65,8 +69,8 @@ class Section {
       Fail(ErrorCode::kInvalidArgument, "config key '{}': expected an integer", KeyPath(key));
     }
     if (parsed < min || parsed > max) {
-      Fail(ErrorCode::kInvalidArgument, "config key '{}': {} is out of range [{}, {}]", KeyPath(key),
-           parsed, min, max);
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': {} is out of range [{}, {}]",
+           KeyPath(key), parsed, min, max);
     }
     out = static_cast<unsigned>(parsed);
   }
@@ -80,8 +84,8 @@ class Section {
     if (it == choices.end()) {
       std::string names;
       for (const auto& [name, _] : choices) names += (names.empty() ? "" : ", ") + name;
-      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not one of {}", KeyPath(key), text,
-           names);
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not one of {}", KeyPath(key),
+           text, names);
     }
     out = it->second;
   }
@@ -93,7 +97,8 @@ class Section {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& entry : node_) {
       auto key = entry.first.as<std::string>();
-      if (!read_.count(key)) Fail(ErrorCode::kInvalidArgument, "config key '{}' is unknown", KeyPath(key));
+      if (!read_.count(key))
+        Fail(ErrorCode::kInvalidArgument, "config key '{}' is unknown", KeyPath(key));
     }
   }
 
@@ -104,7 +109,9 @@ class Section {
     if constexpr (std::is_integral_v<T>) return "integer";
     return "string";
   }
-  bool Has(std::string_view key) const { return read_.count(std::string(key)) && node_[std::string(key)]; }
+  bool Has(std::string_view key) const {
+    return read_.count(std::string(key)) && node_[std::string(key)];
+  }
   std::string Display() const { return path_.empty() ? "<top>" : path_; }
   YAML::Node Take(std::string_view key) {
     read_.insert(std::string(key));

@@ -6,11 +6,16 @@ namespace ephemera {
 
 std::string_view StateName(SandboxState state) {
   switch (state) {
-    case SandboxState::kCreating: return "creating";
-    case SandboxState::kProvisioning: return "provisioning";
-    case SandboxState::kReady: return "ready";
-    case SandboxState::kDestroying: return "destroying";
-    case SandboxState::kFailed: return "failed";
+    case SandboxState::kCreating:
+      return "creating";
+    case SandboxState::kProvisioning:
+      return "provisioning";
+    case SandboxState::kReady:
+      return "ready";
+    case SandboxState::kDestroying:
+      return "destroying";
+    case SandboxState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
@@ -26,11 +31,16 @@ SandboxState ParseState(std::string_view name) {
 bool IsAllowedTransition(SandboxState from, SandboxState to) {
   using S = SandboxState;
   switch (from) {
-    case S::kCreating: return to == S::kProvisioning || to == S::kFailed || to == S::kDestroying;
-    case S::kProvisioning: return to == S::kReady || to == S::kFailed || to == S::kDestroying;
-    case S::kReady: return to == S::kDestroying || to == S::kFailed;
-    case S::kFailed: return to == S::kDestroying;
-    case S::kDestroying: return false;
+    case S::kCreating:
+      return to == S::kProvisioning || to == S::kFailed || to == S::kDestroying;
+    case S::kProvisioning:
+      return to == S::kReady || to == S::kFailed || to == S::kDestroying;
+    case S::kReady:
+      return to == S::kDestroying || to == S::kFailed;
+    case S::kFailed:
+      return to == S::kDestroying;
+    case S::kDestroying:
+      return false;
   }
   return false;
 }

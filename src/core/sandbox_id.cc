@@ -31,7 +31,8 @@ bool SandboxId::IsValid(std::string_view text) {
     }
   }
   // Version 4, RFC 4122 variant.
-  return text[14] == '4' && (text[19] == '8' || text[19] == '9' || text[19] == 'a' || text[19] == 'b');
+  return text[14] == '4' &&
+         (text[19] == '8' || text[19] == '9' || text[19] == 'a' || text[19] == 'b');
 }
 
 SandboxId SandboxId::Parse(std::string_view text) {

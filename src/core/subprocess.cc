@@ -93,7 +93,8 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
   int rc = posix_spawn(&pid, program->c_str(), &actions, &attr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) FailErrno(fmt::format("cannot start {}", program->string()), rc, ErrorCode::kUnavailable);
+  if (rc != 0)
+    FailErrno(fmt::format("cannot start {}", program->string()), rc, ErrorCode::kUnavailable);
   out.write.reset();
   err.write.reset();
 
@@ -104,8 +105,8 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
   int open_streams = 2;
   bool timed_out = false;
   while (open_streams > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                      std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;

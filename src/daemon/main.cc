@@ -1,6 +1,7 @@
 // ephemerad: the ephemera daemon.
-#include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -24,8 +25,8 @@ int main(int argc, char** argv) {
   std::string state_dir;
   std::string image_dir;
   std::string log_level;
-  app.add_option("--config", config_path, "configuration file (default " + std::string(kDefaultConfig) +
-                                              " if it exists)");
+  app.add_option("--config", config_path,
+                 "configuration file (default " + std::string(kDefaultConfig) + " if it exists)");
   app.add_option("--state-dir", state_dir, "state directory (overrides state_dir)");
   app.add_option("--image-dir", image_dir, "image cache directory (overrides image_dir)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides log.level)");
@@ -33,8 +34,8 @@ int main(int argc, char** argv) {
 
   SelfTestOptions check;
   unsigned boot_timeout_s = 60;
-  CLI::App* check_cmd =
-      app.add_subcommand("check", "boot one VM from an image, wait for its sshd, power it off, remove it");
+  CLI::App* check_cmd = app.add_subcommand(
+      "check", "boot one VM from an image, wait for its sshd, power it off, remove it");
   check_cmd->add_option("--image", check.image, "image name")->capture_default_str();
   check_cmd->add_option("--memory", check.memory_mib, "guest memory in MiB")->capture_default_str();
   check_cmd->add_option("--boot-timeout", boot_timeout_s, "seconds to wait for the guest")
@@ -56,10 +57,11 @@ int main(int argc, char** argv) {
     if (check_cmd->parsed()) {
       check.boot_timeout = std::chrono::seconds(boot_timeout_s);
       SelfTestReport r = RunSelfTest(config, check);
-      std::printf("check: ok: launch %lld ms, guest init %lld ms, sshd up %lld ms, power-off %lld ms (%s)\n",
-                  static_cast<long long>(r.start.count()), static_cast<long long>(r.init.count()),
-                  static_cast<long long>(r.sshd.count()), static_cast<long long>(r.powerdown.count()),
-                  r.graceful ? "graceful" : "forced");
+      fmt::print(
+          "check: ok: launch {} ms, guest init {} ms, sshd up {} ms, power-off {} ms ({}), "
+          "qemu rss {} KiB\n",
+          r.start.count(), r.init.count(), r.sshd.count(), r.powerdown.count(),
+          r.graceful ? "graceful" : "forced", r.qemu_rss_kib);
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "ephemerad: %s\n", e.what());

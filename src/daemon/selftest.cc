@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sstream>
+
 #include "core/error.h"
+#include "core/fs.h"
 #include "image/catalog.h"
 #include "vm/console.h"
 #include "vm/qemu/accel.h"
@@ -13,6 +16,22 @@ namespace ephemera {
 using Clock = std::chrono::steady_clock;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
+
+namespace {
+
+std::uint64_t ProcessRssKib(pid_t pid) {
+  try {
+    std::istringstream status(ReadFile(fmt::format("/proc/{}/status", pid)));
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    }
+  } catch (const std::exception&) {
+  }
+  return 0;
+}
+
+}  // namespace
 
 SelfTestReport RunSelfTest(const Config& config, const SelfTestOptions& options) {
   AccelChoice accel = ChooseAccel(config.vm.accel, ProbeKvm());
@@ -41,11 +60,14 @@ SelfTestReport RunSelfTest(const Config& config, const SelfTestOptions& options)
   } cleanup{driver, spec.id};
 
   auto running = [&] { return driver.Inspect(spec.id).state != VmState::kShutoff; };
-  auto remaining = [&] { return duration_cast<milliseconds>(options.boot_timeout - (Clock::now() - t0)); };
+  auto remaining = [&] {
+    return duration_cast<milliseconds>(options.boot_timeout - (Clock::now() - t0));
+  };
   WaitForConsoleMarker(info.serial_log, "EPHEMERA_GUEST_INIT", remaining(), running);
   report.init = duration_cast<milliseconds>(Clock::now() - t0);
   WaitForConsoleMarker(info.serial_log, "EPHEMERA_SSHD_READY", remaining(), running);
   report.sshd = duration_cast<milliseconds>(Clock::now() - t0);
+  report.qemu_rss_kib = ProcessRssKib(info.pid);
 
   auto t1 = Clock::now();
   report.graceful = driver.Shutdown(spec.id, milliseconds(config.vm.powerdown_timeout_ms));

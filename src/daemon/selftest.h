@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "config/config.h"
@@ -22,6 +23,7 @@ struct SelfTestReport {
   std::chrono::milliseconds sshd{0};       // sshd marker after launch
   std::chrono::milliseconds powerdown{0};  // graceful power-off
   bool graceful = false;
+  std::uint64_t qemu_rss_kib = 0;  // QEMU's resident memory once sshd is up
 };
 
 // Throws with the console's last lines when the guest does not come up.

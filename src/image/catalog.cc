@@ -32,7 +32,8 @@ std::string RequireString(const json& manifest, const std::string& key, const fs
   return it->get<std::string>();
 }
 
-void ExpectKind(const ImageFile& file, std::initializer_list<FileKind> kinds, const std::string& field) {
+void ExpectKind(const ImageFile& file, std::initializer_list<FileKind> kinds,
+                const std::string& field) {
   FileKind kind = ProbeFileKind(file.path);
   for (FileKind k : kinds) {
     if (k == kind) return;
@@ -71,7 +72,8 @@ Image ImageCatalog::Get(const std::string& name) {
   try {
     manifest = json::parse(ReadFile(manifest_path));
   } catch (const json::exception& e) {
-    Fail(ErrorCode::kFailedPrecondition, "{}: not valid JSON: {}", manifest_path.string(), e.what());
+    Fail(ErrorCode::kFailedPrecondition, "{}: not valid JSON: {}", manifest_path.string(),
+         e.what());
   } catch (const Error& e) {
     throw e.WithContext(fmt::format("image '{}'", name));
   }
@@ -94,15 +96,15 @@ Image ImageCatalog::Get(const std::string& name) {
     image.kernel = Describe(dir, "kernel", RequireString(manifest, "kernel", manifest_path));
     ExpectKind(*image.kernel, {FileKind::kElf, FileKind::kBzImage}, "kernel");
     if (manifest.contains("kernel_compressed")) {
-      image.kernel_compressed =
-          Describe(dir, "kernel_compressed", RequireString(manifest, "kernel_compressed", manifest_path));
+      image.kernel_compressed = Describe(
+          dir, "kernel_compressed", RequireString(manifest, "kernel_compressed", manifest_path));
       ExpectKind(*image.kernel_compressed, {FileKind::kBzImage}, "kernel_compressed");
     }
     image.initrd = Describe(dir, "initrd", RequireString(manifest, "initrd", manifest_path));
     image.rootfs = Describe(dir, "rootfs", RequireString(manifest, "rootfs", manifest_path));
     ExpectKind(*image.rootfs, {FileKind::kExt4, FileKind::kQcow2}, "rootfs");
-    image.rootfs_format =
-        ProbeFileKind(image.rootfs->path) == FileKind::kQcow2 ? DiskFormat::kQcow2 : DiskFormat::kRaw;
+    image.rootfs_format = ProbeFileKind(image.rootfs->path) == FileKind::kQcow2 ? DiskFormat::kQcow2
+                                                                                : DiskFormat::kRaw;
     image.cmdline = manifest.value("cmdline", std::string("console=ttyS0 root=/dev/vda rw"));
   } else if (format == "iso") {
     image.format = ImageFormat::kIso;
@@ -118,8 +120,9 @@ Image ImageCatalog::Get(const std::string& name) {
 ImageFile ImageCatalog::Describe(const fs::path& dir, const std::string& field,
                                  const std::string& file_name) {
   if (!IsPlainFileName(file_name)) {
-    Fail(ErrorCode::kFailedPrecondition, "{}: field '{}' must name a file inside the image directory",
-         (dir / kManifest).string(), field);
+    Fail(ErrorCode::kFailedPrecondition,
+         "{}: field '{}' must name a file inside the image directory", (dir / kManifest).string(),
+         field);
   }
   ImageFile file;
   file.path = dir / file_name;
@@ -128,18 +131,21 @@ ImageFile ImageCatalog::Describe(const fs::path& dir, const std::string& field,
     Fail(ErrorCode::kNotFound, "image {} file {} is missing", field, file.path.string());
   }
   if (!S_ISREG(st.st_mode)) {
-    Fail(ErrorCode::kFailedPrecondition, "image {} {} is not a regular file", field, file.path.string());
+    Fail(ErrorCode::kFailedPrecondition, "image {} {} is not a regular file", field,
+         file.path.string());
   }
   if (st.st_size == 0) {
     Fail(ErrorCode::kFailedPrecondition, "image {} {} is empty", field, file.path.string());
   }
   file.size = static_cast<std::uint64_t>(st.st_size);
-  std::int64_t mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  std::int64_t mtime_ns =
+      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   file.sha256 = CachedSha256(file.path, file.size, mtime_ns);
   return file;
 }
 
-std::string ImageCatalog::CachedSha256(const fs::path& path, std::uint64_t size, std::int64_t mtime_ns) {
+std::string ImageCatalog::CachedSha256(const fs::path& path, std::uint64_t size,
+                                       std::int64_t mtime_ns) {
   auto key = std::make_tuple(path.string(), size, mtime_ns);
   {
     std::lock_guard lock(mutex_);
@@ -157,8 +163,8 @@ std::string ImageCatalog::CachedSha256(const fs::path& path, std::uint64_t size,
   std::string digest;
   if (cache.is_object() && cache.contains(file) && cache[file].is_object() &&
       cache[file].value("size", std::uint64_t{0}) == size &&
-      cache[file].value("mtime_ns", std::int64_t{0}) == mtime_ns && cache[file].contains("sha256") &&
-      cache[file]["sha256"].is_string()) {
+      cache[file].value("mtime_ns", std::int64_t{0}) == mtime_ns &&
+      cache[file].contains("sha256") && cache[file]["sha256"].is_string()) {
     digest = cache[file]["sha256"].get<std::string>();
   } else {
     digest = Sha256File(path);

@@ -14,12 +14,18 @@ namespace ephemera {
 
 std::string_view FileKindName(FileKind kind) {
   switch (kind) {
-    case FileKind::kElf: return "ELF kernel";
-    case FileKind::kBzImage: return "bzImage kernel";
-    case FileKind::kQcow2: return "qcow2 disk";
-    case FileKind::kExt4: return "ext2/3/4 filesystem";
-    case FileKind::kIso9660: return "ISO 9660 image";
-    case FileKind::kUnknown: break;
+    case FileKind::kElf:
+      return "ELF kernel";
+    case FileKind::kBzImage:
+      return "bzImage kernel";
+    case FileKind::kQcow2:
+      return "qcow2 disk";
+    case FileKind::kExt4:
+      return "ext2/3/4 filesystem";
+    case FileKind::kIso9660:
+      return "ISO 9660 image";
+    case FileKind::kUnknown:
+      break;
   }
   return "unrecognised data";
 }
@@ -35,7 +41,11 @@ FileKind ProbeFileKind(const std::filesystem::path& path) {
     return static_cast<std::size_t>(n) >= offset + length &&
            std::memcmp(head.data() + offset, magic, length) == 0;
   };
-  if (has(0, "\x7f" "ELF", 4)) return FileKind::kElf;
+  if (has(0,
+          "\x7f"
+          "ELF",
+          4))
+    return FileKind::kElf;
   if (has(0, "QFI\xfb", 4)) return FileKind::kQcow2;
   if (has(0x202, "HdrS", 4)) return FileKind::kBzImage;
   if (has(0x438, "\x53\xef", 2)) return FileKind::kExt4;

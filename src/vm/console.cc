@@ -61,12 +61,13 @@ std::chrono::milliseconds WaitForConsoleMarker(const std::filesystem::path& log,
       }
     }
     if (!still_running()) {
-      Fail(ErrorCode::kUnavailable, "the VM stopped before printing '{}'; console ends with:\n{}", marker,
-           ConsoleTail(log));
+      Fail(ErrorCode::kUnavailable, "the VM stopped before printing '{}'; console ends with:\n{}",
+           marker, ConsoleTail(log));
     }
     if (Clock::now() - start > timeout) {
-      Fail(ErrorCode::kTimeout, "'{}' did not appear on the console within {} ms; console ends with:\n{}",
-           marker, timeout.count(), ConsoleTail(log));
+      Fail(ErrorCode::kTimeout,
+           "'{}' did not appear on the console within {} ms; console ends with:\n{}", marker,
+           timeout.count(), ConsoleTail(log));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -28,7 +28,7 @@ TEST(SandboxIdTest, GeneratedIdsAreValidDistinctUuid4) {
 TEST(SandboxIdTest, ParseRejectsMalformed) {
   EXPECT_NO_THROW(SandboxId::Parse("123e4567-e89b-42d3-a456-426614174000"));
   for (const char* bad : {"", "123e4567-e89b-12d3-a456-426614174000",  // version 1
-                          "123E4567-E89B-42D3-A456-426614174000",       // uppercase
+                          "123E4567-E89B-42D3-A456-426614174000",      // uppercase
                           "123e4567e89b42d3a456426614174000", "../../etc/passwd",
                           "123e4567-e89b-42d3-c456-426614174000"}) {  // wrong variant
     try {

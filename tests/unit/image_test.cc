@@ -92,7 +92,7 @@ TEST(CatalogTest, LoadsIsoImage) {
   fs::create_directories(dir.path() / "anweddol");
   test::WriteFakeIso(dir.path() / "anweddol" / "live.iso");
   test::WriteBytes(dir.path() / "anweddol" / "manifest.json",
-                      R"({"version":7,"format":"iso","iso":"live.iso"})");
+                   R"({"version":7,"format":"iso","iso":"live.iso"})");
   Image image = ImageCatalog(dir.path()).Get("anweddol");
   EXPECT_EQ(image.format, ImageFormat::kIso);
   EXPECT_EQ(image.PrimarySha256(), image.iso->sha256);
@@ -117,8 +117,9 @@ TEST(CatalogTest, BadImagesGiveClearErrors) {
   ExpectGetError(catalog, "emptyinitrd", ErrorCode::kFailedPrecondition, "is empty");
 
   img = test::MakeFakeKernelImage(dir.path(), "escape");
-  test::WriteBytes(img / "manifest.json",
-                      R"({"version":1,"format":"kernel","kernel":"../../vmlinux","initrd":"i","rootfs":"r"})");
+  test::WriteBytes(
+      img / "manifest.json",
+      R"({"version":1,"format":"kernel","kernel":"../../vmlinux","initrd":"i","rootfs":"r"})");
   ExpectGetError(catalog, "escape", ErrorCode::kFailedPrecondition, "inside the image directory");
 
   img = test::MakeFakeKernelImage(dir.path(), "badjson");

@@ -26,7 +26,12 @@ void WriteBytes(const fs::path& path, const std::string& bytes) {
   if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
-void WriteFakeElf(const fs::path& path) { WriteBytes(path, std::string("\x7f" "ELF", 4) + std::string(60, '\0')); }
+void WriteFakeElf(const fs::path& path) {
+  WriteBytes(path, std::string("\x7f"
+                               "ELF",
+                               4) +
+                       std::string(60, '\0'));
+}
 
 void WriteFakeExt4(const fs::path& path) {
   std::string bytes(4096, '\0');

@@ -26,6 +26,7 @@ void WriteFakeElf(const std::filesystem::path& path);
 void WriteFakeExt4(const std::filesystem::path& path);
 void WriteFakeIso(const std::filesystem::path& path);
 // An image directory `dir/name` with a kernel-format manifest.
-std::filesystem::path MakeFakeKernelImage(const std::filesystem::path& dir, const std::string& name);
+std::filesystem::path MakeFakeKernelImage(const std::filesystem::path& dir,
+                                          const std::string& name);
 
 }  // namespace ephemera::test

@@ -21,10 +21,10 @@ namespace ephemera {
 namespace {
 
 namespace fs = std::filesystem;
+using test::TempDir;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using test::TempDir;
 
 // The value after `flag` in argv (first occurrence), or "" if absent.
 std::string ArgAfter(const std::vector<std::string>& argv, const std::string& flag) {
@@ -96,8 +96,9 @@ TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
   EXPECT_EQ(ArgAfter(argv, "-accel"), "kvm");
   EXPECT_EQ(ArgAfter(argv, "-cpu"), "host");
   EXPECT_EQ(ArgAfter(argv, "-netdev"), "tap,id=net0,ifname=eph-1234abcd,script=no,downscript=no");
-  EXPECT_THAT(AllAfter(argv, "-device"),
-              ElementsAre("virtio-blk-pci,drive=root", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56"));
+  EXPECT_THAT(
+      AllAfter(argv, "-device"),
+      ElementsAre("virtio-blk-pci,drive=root", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56"));
   EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=" +
                                            launch_.dir.root.string() + "/guest-file-0");
 }
@@ -106,7 +107,8 @@ TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
   test::WriteFakeIso(dir_.path() / "live.iso");
   fs::create_directories(dir_.path() / "live");
   fs::rename(dir_.path() / "live.iso", dir_.path() / "live" / "live.iso");
-  test::WriteBytes(dir_.path() / "live" / "manifest.json", R"({"version":1,"format":"iso","iso":"live.iso"})");
+  test::WriteBytes(dir_.path() / "live" / "manifest.json",
+                   R"({"version":1,"format":"iso","iso":"live.iso"})");
   launch_.spec.image = ImageCatalog(dir_.path()).Get("live");
   auto argv = BuildQemuArgs(launch_);
   EXPECT_EQ(ArgAfter(argv, "-machine"), "pc");
@@ -193,7 +195,9 @@ class FakeQmpServer {
  private:
   void Serve() {
     int fd = ::accept(listen_fd_, nullptr, nullptr);
-    auto send_line = [fd](const std::string& s) { (void)!::write(fd, (s + "\r\n").data(), s.size() + 2); };
+    auto send_line = [fd](const std::string& s) {
+      (void)!::write(fd, (s + "\r\n").data(), s.size() + 2);
+    };
     send_line(R"({"QMP": {"version": {}, "capabilities": []}})");
     std::string pending;
     for (const auto& reply : replies_) {
@@ -255,7 +259,8 @@ TEST(ConsoleTest, FindsMarkerSplitAcrossWritesAndTimesOut) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     test::WriteBytes(log, "boot...\nEPHEMERA_GUEST_INIT\n");
   });
-  auto waited = WaitForConsoleMarker(log, "EPHEMERA_GUEST_INIT", std::chrono::seconds(5), [] { return true; });
+  auto waited = WaitForConsoleMarker(log, "EPHEMERA_GUEST_INIT", std::chrono::seconds(5),
+                                     [] { return true; });
   writer.join();
   EXPECT_GE(waited.count(), 25);
   try {

@@ -54,7 +54,8 @@ std::string RunHltGuest(int kvm_fd) {
     sregs.cs.selector = 0;
     regs.rip = 0x1000;
     regs.rflags = 0x2;
-    if (::ioctl(vcpu.get(), KVM_SET_SREGS, &sregs) < 0 || ::ioctl(vcpu.get(), KVM_SET_REGS, &regs) < 0) {
+    if (::ioctl(vcpu.get(), KVM_SET_SREGS, &sregs) < 0 ||
+        ::ioctl(vcpu.get(), KVM_SET_REGS, &regs) < 0) {
       failure = fmt::format("setting vCPU registers failed: {}", std::strerror(errno));
     } else if (::ioctl(vcpu.get(), KVM_RUN, 0) < 0) {
       failure = fmt::format("KVM_RUN failed: {}", std::strerror(errno));
@@ -78,14 +79,16 @@ KvmProbe ProbeKvm(const std::string& device, const std::string& sysfs_module_dir
   }
   int version = ::ioctl(kvm.get(), KVM_GET_API_VERSION, 0);
   if (version != KVM_API_VERSION) {
-    probe.reason = fmt::format("{} reports KVM API version {}, expected {}", device, version,
-                               KVM_API_VERSION);
+    probe.reason =
+        fmt::format("{} reports KVM API version {}, expected {}", device, version, KVM_API_VERSION);
     return probe;
   }
   std::error_code ec;
   if (std::filesystem::exists(std::filesystem::path(sysfs_module_dir) / "kvm_pvm", ec)) {
-    probe.reason = fmt::format("{} is the PVM flavour of KVM (kvm_pvm is loaded), which boots only "
-                               "PVM-enabled guest kernels", device);
+    probe.reason = fmt::format(
+        "{} is the PVM flavour of KVM (kvm_pvm is loaded), which boots only "
+        "PVM-enabled guest kernels",
+        device);
     return probe;
   }
   std::string failure = RunHltGuest(kvm.get());
@@ -103,7 +106,8 @@ AccelChoice ChooseAccel(Accel requested, const KvmProbe& probe) {
     case Accel::kTcg:
       return {Accel::kTcg, "TCG requested by configuration"};
     case Accel::kKvm:
-      if (!probe.usable) Fail(ErrorCode::kUnavailable, "accel 'kvm' requested but {}", probe.reason);
+      if (!probe.usable)
+        Fail(ErrorCode::kUnavailable, "accel 'kvm' requested but {}", probe.reason);
       return {Accel::kKvm, "KVM requested by configuration: " + probe.reason};
     case Accel::kAuto:
       if (probe.usable) return {Accel::kKvm, "KVM is usable: " + probe.reason};

@@ -10,8 +10,8 @@ void CheckQemuOptionValue(const std::string& what, const std::string& value) {
   // ',' separates QEMU sub-options (escaping is ",,"); refuse rather than escape
   // so that no path can smuggle in an extra option.
   if (value.find(',') != std::string::npos || value.find('\n') != std::string::npos) {
-    Fail(ErrorCode::kInvalidArgument, "{} '{}' contains a ',' or newline, which QEMU options cannot carry",
-         what, value);
+    Fail(ErrorCode::kInvalidArgument,
+         "{} '{}' contains a ',' or newline, which QEMU options cannot carry", what, value);
   }
 }
 
@@ -71,10 +71,11 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
   }
   for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
     CheckQemuOptionValue("guest file name", spec.guest_files[i].name);
-    add({"-fw_cfg", fmt::format("name={},file={}", spec.guest_files[i].name, dir.guest_file(i).string())});
+    add({"-fw_cfg",
+         fmt::format("name={},file={}", spec.guest_files[i].name, dir.guest_file(i).string())});
   }
-  add({"-chardev", fmt::format("file,id=serial0,path={}", dir.serial_log().string()),
-       "-serial", "chardev:serial0"});
+  add({"-chardev", fmt::format("file,id=serial0,path={}", dir.serial_log().string()), "-serial",
+       "chardev:serial0"});
   add({"-qmp", fmt::format("unix:{},server=on,wait=off", dir.qmp_socket().string())});
   add({"-pidfile", dir.pidfile().string(), "-daemonize"});
   add({"-D", dir.qemu_log().string()});

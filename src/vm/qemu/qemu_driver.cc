@@ -2,8 +2,8 @@
 
 #include <sys/stat.h>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -36,7 +36,8 @@ bool IsValidGuestFileName(const std::string& name) {
   // QEMU reserves names outside opt/; keep ours to a plain character set.
   if (name.rfind("opt/", 0) != 0 || name.size() > 55) return false;
   for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '/' && c != '_' && c != '.' && c != '-') {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '/' && c != '_' && c != '.' &&
+        c != '-') {
       return false;
     }
   }
@@ -54,13 +55,14 @@ QemuDriver::QemuDriver(QemuDriverOptions options) : options_(std::move(options))
 void QemuDriver::Validate(const VmSpec& spec) const {
   const std::uint64_t host_mib = HostMemoryMib();
   if (spec.memory_mib < kMinMemoryMib || spec.memory_mib > host_mib) {
-    Fail(ErrorCode::kInvalidArgument, "memory_mib {} is out of range [{}, {}] (the host has {} MiB)",
-         spec.memory_mib, kMinMemoryMib, host_mib, host_mib);
+    Fail(ErrorCode::kInvalidArgument,
+         "memory_mib {} is out of range [{}, {}] (the host has {} MiB)", spec.memory_mib,
+         kMinMemoryMib, host_mib, host_mib);
   }
   const unsigned host_cpus = HostCpuCount();
   if (spec.vcpus < 1 || spec.vcpus > host_cpus) {
-    Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}] (the host's CPUs)", spec.vcpus,
-         host_cpus);
+    Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}] (the host's CPUs)",
+         spec.vcpus, host_cpus);
   }
   const Image& image = spec.image;
   if (image.format == ImageFormat::kKernel) {
@@ -69,7 +71,8 @@ void QemuDriver::Validate(const VmSpec& spec) const {
     }
     for (const ImageFile* file : {&*image.kernel, &*image.initrd, &*image.rootfs}) {
       if (!fs::is_regular_file(file->path)) {
-        Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name, file->path.string());
+        Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name,
+             file->path.string());
       }
     }
   } else if (!image.iso || !fs::is_regular_file(image.iso->path)) {
@@ -85,8 +88,8 @@ void QemuDriver::Validate(const VmSpec& spec) const {
   }
   for (const auto& file : spec.guest_files) {
     if (!IsValidGuestFileName(file.name)) {
-      Fail(ErrorCode::kInvalidArgument, "guest file name '{}' must start with opt/ and use [A-Za-z0-9/_.-]",
-           file.name);
+      Fail(ErrorCode::kInvalidArgument,
+           "guest file name '{}' must start with opt/ and use [A-Za-z0-9/_.-]", file.name);
     }
   }
 }
@@ -95,7 +98,8 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
   Validate(spec);
   VmDir dir = VmDir::For(vms_dir(), spec.id);
   if (::mkdir(dir.root.c_str(), 0700) != 0) {
-    if (errno == EEXIST) Fail(ErrorCode::kAlreadyExists, "a VM with id {} already exists", spec.id.str());
+    if (errno == EEXIST)
+      Fail(ErrorCode::kAlreadyExists, "a VM with id {} already exists", spec.id.str());
     FailErrno(fmt::format("cannot create {}", dir.root.string()), errno);
   }
   try {
@@ -122,8 +126,9 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir) const {
     if (!result.ok()) {
       std::string detail = result.err.empty() ? result.out : result.err;
       while (!detail.empty() && detail.back() == '\n') detail.pop_back();
-      ErrorCode code = detail.find("No space left") != std::string::npos ? ErrorCode::kResourceExhausted
-                                                                          : ErrorCode::kFailedPrecondition;
+      ErrorCode code = detail.find("No space left") != std::string::npos
+                           ? ErrorCode::kResourceExhausted
+                           : ErrorCode::kFailedPrecondition;
       Fail(code, "cannot clone base disk {}: {}", spec.image.rootfs->path.string(), detail);
     }
   }
@@ -163,8 +168,8 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir) const {
   if (!VmProcess::Find(dir.pidfile(), dir.root)) {
     Fail(ErrorCode::kInternal, "QEMU reported success but VM {} is not running", spec.id.str());
   }
-  spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {})", spec.id.str(), spec.memory_mib, spec.vcpus,
-               MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel));
+  spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {})", spec.id.str(), spec.memory_mib,
+               spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel));
 }
 
 VmInfo QemuDriver::Inspect(const SandboxId& id) {

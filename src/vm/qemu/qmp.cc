@@ -35,7 +35,8 @@ UniqueFd ConnectUnix(const std::filesystem::path& path) {
 
 }  // namespace
 
-QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout) {
+QmpClient QmpClient::Connect(const std::filesystem::path& socket,
+                             std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   UniqueFd fd;
   for (;;) {
@@ -82,8 +83,10 @@ json QmpClient::ReadMessage(Clock::time_point deadline) {
         Fail(ErrorCode::kInternal, "QMP sent malformed JSON: {}", e.what());
       }
     }
-    if (buffer_.size() > kMaxMessage) Fail(ErrorCode::kInternal, "QMP message exceeds {} bytes", kMaxMessage);
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (buffer_.size() > kMaxMessage)
+      Fail(ErrorCode::kInternal, "QMP message exceeds {} bytes", kMaxMessage);
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) Fail(ErrorCode::kTimeout, "QMP did not answer in time");
     pollfd pfd{fd_.get(), POLLIN, 0};
     int ready = ::poll(&pfd, 1, static_cast<int>(left));

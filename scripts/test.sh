@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit and integration tests (real QEMU guests
+# under TCG) on a release build, then the unit tests again under
+# AddressSanitizer + UBSan. Needs root (guests, and later TAPs and nft).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc)
+image_dir=${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}
+export EPHEMERA_IMAGE_DIR=$image_dir
+
+echo "== formatting"
+bash scripts/format.sh --check
+
+echo "== build (release)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$jobs"
+
+echo "== default guest image"
+bash images/default/build.sh --cache-dir "$image_dir"
+
+echo "== unit and integration tests"
+ctest --test-dir build --output-on-failure -j "$jobs" -L unit
+ctest --test-dir build --output-on-failure -j 1 -L integration
+
+echo "== unit tests under AddressSanitizer + UBSan"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPHEMERA_SANITIZE=ON \
+  -DEPHEMERA_INTEGRATION_TESTS=OFF >/dev/null
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
