@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -90,6 +91,22 @@ class Section {
     out = it->second;
   }
 
+  // Reads a sequence of scalars; false if the key is absent.
+  bool ReadList(std::string_view key, std::vector<std::string>& out) {
+    YAML::Node value = Take(key);
+    if (!value) return false;
+    if (!value.IsSequence()) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a list", KeyPath(key));
+    }
+    for (const auto& item : value) {
+      if (!item.IsScalar())
+        Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a list of scalars",
+             KeyPath(key));
+      out.push_back(item.Scalar());
+    }
+    return true;
+  }
+
   Section Child(std::string_view key) { return Section(Take(key), KeyPath(key)); }
 
   // Throws for any key that nobody read.
@@ -148,6 +165,52 @@ void ReadChoice(Section& section, std::string_view key, std::string& out,
        out, names);
 }
 
+// Parses through `parse` (which throws Error), re-raising with the key named.
+template <typename T, typename Parser>
+T ParseValue(const Section& section, std::string_view key, const std::string& text, Parser parse) {
+  try {
+    return parse(text);
+  } catch (const Error& e) {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': {}", section.KeyPath(key), e.what());
+  }
+}
+
+void ReadNetwork(Section& section, NetworkConfig& out) {
+  std::string pool = out.pool.str();
+  section.Read("pool", pool);
+  out.pool = ParseValue<Ipv4Cidr>(section, "pool", pool, Ipv4Cidr::Parse);
+  if (out.pool.prefix > 30) {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': {} is too small to hold a /30",
+         section.KeyPath("pool"), pool);
+  }
+  std::vector<std::string> dns;
+  if (section.ReadList("dns_servers", dns)) {
+    out.dns_servers.clear();
+    for (const auto& d : dns)
+      out.dns_servers.push_back(ParseValue<Ipv4>(section, "dns_servers", d, Ipv4::Parse));
+  }
+  section.Read("outbound_nat", out.outbound_nat);
+  section.Read("dnsmasq_binary", out.dnsmasq_binary);
+  section.Read("forward_address", out.forward_address);
+  ParseValue<Ipv4>(section, "forward_address", out.forward_address, Ipv4::Parse);
+  std::string ports = fmt::format("{}-{}", out.forward_port_first, out.forward_port_last);
+  section.Read("forward_ports", ports);
+  unsigned first = 0, last = 0;
+  char dash = 0, extra = 0;
+  if (std::sscanf(ports.c_str(), "%u%c%u%c", &first, &dash, &last, &extra) != 3 || dash != '-' ||
+      first == 0 || last > 65535) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key '{}': '{}' is not a port range FIRST-LAST (1-65535)",
+         section.KeyPath("forward_ports"), ports);
+  }
+  if (first > last) {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': range '{}' is reversed",
+         section.KeyPath("forward_ports"), ports);
+  }
+  out.forward_port_first = static_cast<std::uint16_t>(first);
+  out.forward_port_last = static_cast<std::uint16_t>(last);
+}
+
 }  // namespace
 
 Config ParseConfig(std::string_view yaml_text) {
@@ -178,6 +241,10 @@ Config ParseConfig(std::string_view yaml_text) {
   vm.ReadUnsigned("tcg_tb_size_mib", config.vm.tcg_tb_size_mib, 8, 4096);
   vm.ReadUnsigned("powerdown_timeout_ms", config.vm.powerdown_timeout_ms, 0, 600000);
   vm.RejectUnknown();
+
+  Section network = top.Child("network");
+  ReadNetwork(network, config.network);
+  network.RejectUnknown();
 
   Section defaults = top.Child("defaults");
   defaults.Read("image", config.defaults.image);

@@ -6,6 +6,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "core/ipv4.h"
 
 namespace ephemera {
 
@@ -31,6 +34,18 @@ struct VmConfig {
   unsigned powerdown_timeout_ms = 5000;
 };
 
+struct NetworkConfig {
+  // /30 subnets for sandboxes are carved from here.
+  Ipv4Cidr pool = Ipv4Cidr{Ipv4{0xac100000}, 16};      // 172.16.0.0/16
+  std::vector<Ipv4> dns_servers = {Ipv4{0x01010101}};  // 1.1.1.1, offered by DHCP
+  bool outbound_nat = false;
+  std::string dnsmasq_binary = "dnsmasq";
+  // Clients reach a sandbox's sshd on forward_address:<port from forward_ports>.
+  std::string forward_address = "0.0.0.0";
+  std::uint16_t forward_port_first = 10000;
+  std::uint16_t forward_port_last = 15000;
+};
+
 struct DefaultsConfig {
   std::string image = "default";
   unsigned memory_mib = 256;
@@ -42,6 +57,7 @@ struct Config {
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
   LogConfig log;
   VmConfig vm;
+  NetworkConfig network;
   DefaultsConfig defaults;
 };
 

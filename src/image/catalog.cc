@@ -6,8 +6,8 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/sha256.h"
 #include "image/file_probe.h"
-#include "image/sha256.h"
 
 namespace ephemera {
 

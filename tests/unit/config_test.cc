@@ -24,6 +24,29 @@ TEST(ConfigTest, EmptyDocumentGivesDefaults) {
   EXPECT_EQ(c.vm.accel, Accel::kAuto);
   EXPECT_EQ(c.vm.machine, MachineType::kMicrovm);
   EXPECT_EQ(c.defaults.memory_mib, 256u);
+  EXPECT_EQ(c.network.pool.str(), "172.16.0.0/16");
+  ASSERT_EQ(c.network.dns_servers.size(), 1u);
+  EXPECT_EQ(c.network.dns_servers[0].str(), "1.1.1.1");
+  EXPECT_FALSE(c.network.outbound_nat);
+  EXPECT_EQ(c.network.forward_port_first, 10000);
+  EXPECT_EQ(c.network.forward_port_last, 15000);
+}
+
+TEST(ConfigTest, ReadsNetwork) {
+  Config c = ParseConfig(R"(
+network:
+  pool: 10.99.0.0/20
+  dns_servers: [9.9.9.9, 149.112.112.112]
+  outbound_nat: true
+  forward_address: 127.0.0.1
+  forward_ports: 20000-20010
+)");
+  EXPECT_EQ(c.network.pool.str(), "10.99.0.0/20");
+  EXPECT_EQ(c.network.dns_servers.size(), 2u);
+  EXPECT_TRUE(c.network.outbound_nat);
+  EXPECT_EQ(c.network.forward_address, "127.0.0.1");
+  EXPECT_EQ(c.network.forward_port_first, 20000);
+  EXPECT_EQ(c.network.forward_port_last, 20010);
 }
 
 TEST(ConfigTest, ReadsEveryKey) {
@@ -60,6 +83,16 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectConfigError("vm: [1, 2]", "'vm': expected a mapping");
   ExpectConfigError("vm: {tcg_tb_size_mib: -5}", "'vm.tcg_tb_size_mib'");
   ExpectConfigError("key: [unclosed", "not valid YAML");
+  ExpectConfigError("network: {pool: 'fd00::/64'}", "'network.pool'");
+  ExpectConfigError("network: {pool: 10.0.0.0/31}", "too small");
+  ExpectConfigError("network: {pool: 10.0.0.1/24}", "host bits");
+  ExpectConfigError("network: {forward_ports: 15000-10000}", "reversed");
+  ExpectConfigError("network: {forward_ports: 10000}", "'network.forward_ports'");
+  ExpectConfigError("network: {forward_ports: 0-10}", "'network.forward_ports'");
+  ExpectConfigError("network: {dns_servers: 1.1.1.1}", "expected a list");
+  ExpectConfigError("network: {dns_servers: [nameserver]}", "'network.dns_servers'");
+  ExpectConfigError("network: {outbound_nat: perhaps}", "'network.outbound_nat'");
+  ExpectConfigError("network: {forward_address: localhost}", "'network.forward_address'");
 }
 
 }  // namespace

@@ -5,9 +5,9 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/sha256.h"
 #include "image/catalog.h"
 #include "image/file_probe.h"
-#include "image/sha256.h"
 #include "unit/test_files.h"
 
 namespace ephemera {

@@ -7,13 +7,14 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/netdev.h"
+#include "core/tracked_process.h"
 #include "image/catalog.h"
 #include "unit/test_files.h"
 #include "vm/console.h"
 #include "vm/qemu/accel.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
-#include "vm/qemu/process.h"
 #include "vm/qemu/qemu_driver.h"
 #include "vm/qemu/qmp.h"
 
@@ -154,21 +155,21 @@ TEST(HostTest, MacAndTapChecks) {
   EXPECT_FALSE(IsValidMac("53:54:00:ab:cd:ef"));  // multicast
   EXPECT_FALSE(IsValidMac("52:54:00:ab:cd"));
   EXPECT_FALSE(IsValidMac("52-54-00-ab-cd-ef"));
-  EXPECT_FALSE(IsTapDevice("lo"));  // exists, but is no TAP
-  EXPECT_FALSE(IsTapDevice("../../etc"));
-  EXPECT_FALSE(IsTapDevice("ephemera-none0"));
+  EXPECT_FALSE(IsTunTapDevice("lo"));  // exists, but is no TAP
+  EXPECT_FALSE(IsTunTapDevice("../../etc"));
+  EXPECT_FALSE(IsTunTapDevice("ephemera-none0"));
   EXPECT_GT(HostMemoryMib(), 0u);
   EXPECT_GE(HostCpuCount(), 1u);
 }
 
-TEST(VmProcessTest, UntrustedPidfilesAreIgnored) {
+TEST(TrackedProcessTest, UntrustedPidfilesAreIgnored) {
   TempDir dir;
-  EXPECT_FALSE(VmProcess::Find(dir.path() / "absent.pid", dir.path()));
+  EXPECT_FALSE(TrackedProcess::Find(dir.path() / "absent.pid", dir.path()));
   test::WriteBytes(dir.path() / "garbage.pid", "12ab\n");
-  EXPECT_FALSE(VmProcess::Find(dir.path() / "garbage.pid", dir.path()));
+  EXPECT_FALSE(TrackedProcess::Find(dir.path() / "garbage.pid", dir.path()));
   // A live process that is not this VM's QEMU (pid reuse) is not trusted.
   test::WriteBytes(dir.path() / "self.pid", std::to_string(::getpid()) + "\n");
-  EXPECT_FALSE(VmProcess::Find(dir.path() / "self.pid", dir.path()));
+  EXPECT_FALSE(TrackedProcess::Find(dir.path() / "self.pid", dir.path()));
 }
 
 // A QMP peer on a unix socket speaking a scripted conversation.

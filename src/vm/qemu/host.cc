@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <filesystem>
 #include <sstream>
 
 #include "core/error.h"
@@ -24,14 +23,6 @@ std::uint64_t HostMemoryMib() {
 unsigned HostCpuCount() {
   long n = ::sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<unsigned>(n) : 1;
-}
-
-bool IsTapDevice(const std::string& name) {
-  if (name.empty() || name.size() > 15 || name.find('/') != std::string::npos || name[0] == '.') {
-    return false;
-  }
-  std::error_code ec;
-  return std::filesystem::exists(std::filesystem::path("/sys/class/net") / name / "tun_flags", ec);
 }
 
 bool IsValidMac(const std::string& mac) {

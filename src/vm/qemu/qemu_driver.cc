@@ -7,10 +7,11 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/netdev.h"
 #include "core/subprocess.h"
+#include "core/tracked_process.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
-#include "vm/qemu/process.h"
 #include "vm/qemu/qmp.h"
 #include "vm/qemu/vm_dir.h"
 
@@ -79,7 +80,7 @@ void QemuDriver::Validate(const VmSpec& spec) const {
     Fail(ErrorCode::kNotFound, "image '{}' has no ISO file", image.name);
   }
   if (spec.nic) {
-    if (!IsTapDevice(spec.nic->tap)) {
+    if (!IsTunTapDevice(spec.nic->tap)) {
       Fail(ErrorCode::kInvalidArgument, "TAP device '{}' does not exist", spec.nic->tap);
     }
     if (!IsValidMac(spec.nic->mac)) {
@@ -165,7 +166,7 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir) const {
     Fail(ErrorCode::kFailedPrecondition, "QEMU failed to start VM {}: {}", spec.id.str(),
          detail.empty() ? "exit status " + std::to_string(result.exit_code) : detail);
   }
-  if (!VmProcess::Find(dir.pidfile(), dir.root)) {
+  if (!TrackedProcess::Find(dir.pidfile(), dir.root)) {
     Fail(ErrorCode::kInternal, "QEMU reported success but VM {} is not running", spec.id.str());
   }
   spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {})", spec.id.str(), spec.memory_mib,
@@ -176,7 +177,7 @@ VmInfo QemuDriver::Inspect(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
   if (!fs::is_directory(dir.root)) Fail(ErrorCode::kNotFound, "no VM with id {}", id.str());
   VmInfo info{id, VmState::kShutoff, 0, dir.root, dir.serial_log()};
-  auto process = VmProcess::Find(dir.pidfile(), dir.root);
+  auto process = TrackedProcess::Find(dir.pidfile(), dir.root);
   if (!process) return info;
   info.pid = process->pid();
   info.state = VmState::kRunning;
@@ -192,7 +193,7 @@ VmInfo QemuDriver::Inspect(const SandboxId& id) {
 
 bool QemuDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) {
   VmDir dir = VmDir::For(vms_dir(), id);
-  auto process = VmProcess::Find(dir.pidfile(), dir.root);
+  auto process = TrackedProcess::Find(dir.pidfile(), dir.root);
   if (!process) return true;
   try {
     QmpClient::Connect(dir.qmp_socket(), 2s).Execute("system_powerdown");
@@ -206,7 +207,7 @@ bool QemuDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout
 
 void QemuDriver::Destroy(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
-  if (auto process = VmProcess::Find(dir.pidfile(), dir.root)) {
+  if (auto process = TrackedProcess::Find(dir.pidfile(), dir.root)) {
     // A hard stop: the disk is thrown away, so nothing needs flushing.
     process->Kill();
     if (!process->WaitExit(10s)) {

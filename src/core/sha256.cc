@@ -1,4 +1,4 @@
-#include "image/sha256.h"
+#include "core/sha256.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>

@@ -1,4 +1,4 @@
-#include "vm/qemu/process.h"
+#include "core/tracked_process.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -36,8 +36,8 @@ bool CmdlineMentions(pid_t pid, const std::string& needle) {
 
 }  // namespace
 
-std::optional<VmProcess> VmProcess::Find(const std::filesystem::path& pidfile,
-                                         const std::filesystem::path& vm_dir) {
+std::optional<TrackedProcess> TrackedProcess::Find(const std::filesystem::path& pidfile,
+                                                   const std::filesystem::path& owner_dir) {
   std::string text;
   try {
     text = ReadFile(pidfile);
@@ -53,19 +53,28 @@ std::optional<VmProcess> VmProcess::Find(const std::filesystem::path& pidfile,
   UniqueFd pidfd(PidfdOpen(pid));
   if (!pidfd) return std::nullopt;
   // Checked after taking the pidfd: the pidfd now pins this very process.
-  if (!CmdlineMentions(pid, vm_dir.string() + "/")) return std::nullopt;
-  return VmProcess(pid, std::move(pidfd));
+  if (!CmdlineMentions(pid, owner_dir.string() + "/")) return std::nullopt;
+  return TrackedProcess(pid, std::move(pidfd));
 }
 
-bool VmProcess::Alive() const { return !WaitExit(std::chrono::milliseconds(0)); }
+bool TrackedProcess::Alive() const { return !WaitExit(std::chrono::milliseconds(0)); }
 
-void VmProcess::Kill() {
-  if (PidfdSendSignal(pidfd_.get(), SIGKILL) != 0 && errno != ESRCH) {
-    FailErrno("cannot kill QEMU pid " + std::to_string(pid_), errno);
+void TrackedProcess::Signal(int sig) {
+  if (PidfdSendSignal(pidfd_.get(), sig) != 0 && errno != ESRCH) {
+    FailErrno("cannot signal pid " + std::to_string(pid_), errno);
   }
 }
 
-bool VmProcess::WaitExit(std::chrono::milliseconds timeout) const {
+void TrackedProcess::Stop(std::chrono::milliseconds grace) {
+  Signal(SIGTERM);
+  if (WaitExit(grace)) return;
+  Signal(SIGKILL);
+  if (!WaitExit(std::chrono::seconds(10))) {
+    Fail(ErrorCode::kInternal, "pid {} did not exit after SIGKILL", pid_);
+  }
+}
+
+bool TrackedProcess::WaitExit(std::chrono::milliseconds timeout) const {
   // A pidfd becomes readable when the process exits (for non-children too).
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {

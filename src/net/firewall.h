@@ -1,0 +1,57 @@
+// The nftables table ephemera owns ("inet ephemera"), written through
+// libnftables. The whole table is replaced in one atomic transaction from
+// the list of sandbox networks, so it is always exactly what the daemon
+// knows: a sandbox may reach its gateway for DHCP (and ping) and nothing
+// else on the host, sandboxes never reach each other, spoofed sources are
+// dropped, and outbound NAT is on only when configured.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/ipv4.h"
+
+struct nft_ctx;
+
+namespace ephemera {
+
+struct FirewallEntry {
+  std::string tap;
+  Subnet30 subnet;
+};
+
+struct FirewallPolicy {
+  Ipv4Cidr pool;
+  bool outbound_nat = false;
+};
+
+// The nft script for the table (a pure function, tested as text).
+std::string BuildFirewallScript(const FirewallPolicy& policy,
+                                const std::vector<FirewallEntry>& entries);
+
+class Firewall {
+ public:
+  Firewall();
+  ~Firewall();
+  Firewall(const Firewall&) = delete;
+  Firewall& operator=(const Firewall&) = delete;
+
+  // Replaces the table atomically. kPermissionDenied without CAP_NET_ADMIN,
+  // kUnavailable when the kernel lacks nf_tables.
+  void Apply(const FirewallPolicy& policy, const std::vector<FirewallEntry>& entries);
+  // Deletes the table; absent is fine (idempotent).
+  void Remove();
+  // The table as `nft list` prints it, or "" if absent.
+  std::string List();
+
+  static constexpr std::string_view kTable = "ephemera";
+
+ private:
+  std::string Run(const std::string& script);
+
+  std::mutex mutex_;
+  nft_ctx* ctx_;
+};
+
+}  // namespace ephemera

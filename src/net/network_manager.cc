@@ -1,0 +1,225 @@
+#include "net/network_manager.h"
+
+#include <sys/capability.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/netdev.h"
+#include "core/subprocess.h"
+#include "net/dhcp_server.h"
+#include "net/sysctl.h"
+#include "net/tap.h"
+
+namespace ephemera {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr char kRecord[] = "network.json";
+
+bool HasNetAdmin() {
+  cap_t caps = cap_get_proc();
+  if (!caps) return false;
+  cap_flag_value_t value = CAP_CLEAR;
+  cap_get_flag(caps, CAP_NET_ADMIN, CAP_EFFECTIVE, &value);
+  cap_free(caps);
+  return value == CAP_SET;
+}
+
+json ToJson(const SandboxNetwork& n) {
+  return {{"id", n.id.str()},        {"tap", n.tap},          {"subnet_index", n.subnet.index},
+          {"subnet", n.subnet.cidr()}, {"mac", n.mac},        {"host_port", n.host_port},
+          {"guest_port", n.guest_port}};
+}
+
+SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
+  SandboxNetwork n{SandboxId::Parse(j.at("id").get<std::string>()), j.at("tap").get<std::string>(),
+                   {}, j.at("mac").get<std::string>(), j.at("host_port").get<std::uint16_t>(),
+                   j.at("guest_port").get<std::uint16_t>()};
+  auto index = pool.IndexOf(Ipv4Cidr::Parse(j.at("subnet").get<std::string>()).base);
+  if (!index || *index != j.at("subnet_index").get<std::uint32_t>()) {
+    Fail(ErrorCode::kFailedPrecondition, "recorded subnet {} is not in the configured pool",
+         j.at("subnet").get<std::string>());
+  }
+  n.subnet.index = *index;
+  return n;
+}
+
+}  // namespace
+
+std::string NetworkManager::MacFor(const SandboxId& id) {
+  // Locally administered unicast (52:54:00 is QEMU's) + 3 bytes of the id.
+  const std::string& s = id.str();
+  return fmt::format("52:54:00:{}:{}:{}", s.substr(0, 2), s.substr(2, 2), s.substr(4, 2));
+}
+
+NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config)
+    : net_dir_(state_dir / "net"), config_(std::move(config)), pool_(config_.pool) {
+  if (!HasNetAdmin()) {
+    Fail(ErrorCode::kPermissionDenied,
+         "sandbox networking needs CAP_NET_ADMIN (run ephemerad as root or grant the capability)");
+  }
+  if (!FindProgram(config_.dnsmasq_binary)) {
+    Fail(ErrorCode::kUnavailable,
+         "config key 'network.dnsmasq_binary': '{}' not found (install the Debian package dnsmasq-base)",
+         config_.dnsmasq_binary);
+  }
+  if (config_.outbound_nat) {
+    std::string previous = SetSysctl("net.ipv4.ip_forward", "1");
+    spdlog::info("network: outbound NAT on: net.ipv4.ip_forward=1 (was {})", previous);
+  } else {
+    spdlog::info("network: outbound NAT off: sandboxes reach only their gateway's DHCP");
+  }
+  forwarder_ = std::make_unique<PortForwarder>(ForwarderOptions{
+      config_.forward_address, {config_.forward_port_first, config_.forward_port_last}, 64});
+  MakeDirs(net_dir_, 0700);
+}
+
+NetworkManager::~NetworkManager() = default;
+
+void NetworkManager::Record(const SandboxNetwork& network) const {
+  WriteFileAtomic(DirOf(network.id) / kRecord, ToJson(network).dump(2) + "\n", 0600);
+}
+
+void NetworkManager::ApplyFirewallLocked() {
+  std::vector<FirewallEntry> entries;
+  for (const auto& [id, n] : networks_) entries.push_back({n.tap, n.subnet});
+  firewall_.Apply({config_.pool, config_.outbound_nat}, entries);
+}
+
+// TAP, its sysctls and dnsmasq, each made only if missing (so Reconcile can
+// call it on a half-present network).
+void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileReport* report) {
+  if (!IsTunTapDevice(n.tap)) {
+    CreateTap(n.tap, n.subnet.gateway());
+    if (report) report->restored.push_back("TAP " + n.tap);
+  }
+  // Strict reverse-path filtering: a guest can only send from its own /30.
+  SetSysctl(fmt::format("net.ipv4.conf.{}.rp_filter", n.tap), "1");
+  SetSysctl(fmt::format("net.ipv6.conf.{}.disable_ipv6", n.tap), "1");
+  if (!DhcpServerRunning(DirOf(n.id))) {
+    StartDhcpServer({config_.dnsmasq_binary, n.tap, n.subnet, config_.dns_servers, DirOf(n.id)});
+    if (report) report->restored.push_back("dnsmasq for " + n.tap);
+  }
+}
+
+SandboxNetwork NetworkManager::Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive) {
+  std::lock_guard lock(mutex_);
+  if (networks_.count(id) || fs::exists(DirOf(id))) {
+    Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
+  }
+  Subnet30 subnet = derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
+  SandboxNetwork network{id, TapNameFor(id), subnet, MacFor(id), 0, 22};
+  try {
+    MakeDirs(DirOf(id), 0700);
+    Record(network);  // before the host is touched: a crash from here on is reconciled
+    if (InterfaceExists(network.tap)) {
+      Fail(ErrorCode::kAlreadyExists, "TAP name clash: an interface named {} already exists", network.tap);
+    }
+    BuildHostSide(network, nullptr);
+    networks_.insert_or_assign(id, network);
+    ApplyFirewallLocked();
+    network.host_port = forwarder_->Open(id, subnet.guest(), network.guest_port);
+    networks_.insert_or_assign(id, network);
+    Record(network);
+  } catch (...) {
+    try {
+      TeardownLocked(id);
+    } catch (const Error& e) {
+      spdlog::error("network {}: cleanup after failed setup: {}", id.str(), e.what());
+    }
+    throw;
+  }
+  return network;
+}
+
+void NetworkManager::Teardown(const SandboxId& id) {
+  std::lock_guard lock(mutex_);
+  TeardownLocked(id);
+}
+
+void NetworkManager::TeardownLocked(const SandboxId& id) {
+  forwarder_->Close(id);
+  StopDhcpServer(DirOf(id));
+  if (networks_.erase(id)) ApplyFirewallLocked();
+  std::string tap = TapNameFor(id);
+  DeleteTap(tap);
+  pool_.Release(id);
+  RemoveAll(DirOf(id));
+}
+
+std::optional<SandboxNetwork> NetworkManager::Find(const SandboxId& id) const {
+  std::lock_guard lock(mutex_);
+  auto it = networks_.find(id);
+  if (it == networks_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<SandboxNetwork> NetworkManager::List() const {
+  std::lock_guard lock(mutex_);
+  std::vector<SandboxNetwork> list;
+  for (const auto& [id, n] : networks_) list.push_back(n);
+  return list;
+}
+
+NetworkReconcileReport NetworkManager::Reconcile() {
+  std::lock_guard lock(mutex_);
+  NetworkReconcileReport report;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(net_dir_, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!SandboxId::IsValid(name)) continue;
+    SandboxId id = SandboxId::Parse(name);
+    if (networks_.count(id)) continue;
+    try {
+      SandboxNetwork n = FromJson(json::parse(ReadFile(entry.path() / kRecord)), pool_);
+      if (n.id != id) Fail(ErrorCode::kFailedPrecondition, "record names sandbox {}", n.id.str());
+      pool_.Reserve(id, n.subnet.index);
+      n.subnet = Subnet30{n.subnet.index, Ipv4{config_.pool.base.value + n.subnet.index * 4}};
+      BuildHostSide(n, &report);
+      networks_.insert_or_assign(id, n);
+      if (n.host_port != 0) {
+        try {
+          forwarder_->Open(id, n.subnet.guest(), n.guest_port, n.host_port);
+        } catch (const Error& e) {
+          // Someone took the port while we were down: take a new one.
+          n.host_port = forwarder_->Open(id, n.subnet.guest(), n.guest_port);
+          report.restored.push_back(fmt::format("forward for {} moved to port {} ({})", id.str(),
+                                                n.host_port, e.what()));
+        }
+        networks_.insert_or_assign(id, n);
+        Record(n);
+      }
+    } catch (const std::exception& e) {
+      // Unreadable or half-written: nothing can use it, so remove it.
+      report.removed.push_back(fmt::format("network {} ({})", id.str(), e.what()));
+      TeardownLocked(id);
+    }
+  }
+  std::set<std::string> known;
+  for (const auto& [id, n] : networks_) known.insert(n.tap);
+  for (const auto& tap : ListEphemeraTaps()) {
+    if (!known.count(tap)) {
+      DeleteTap(tap);
+      report.removed.push_back("TAP " + tap);
+    }
+  }
+  ApplyFirewallLocked();
+  return report;
+}
+
+void NetworkManager::TeardownAll() {
+  std::lock_guard lock(mutex_);
+  std::vector<SandboxId> ids;
+  for (const auto& [id, n] : networks_) ids.push_back(id);
+  for (const auto& id : ids) TeardownLocked(id);
+  firewall_.Remove();
+}
+
+}  // namespace ephemera

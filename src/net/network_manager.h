@@ -1,0 +1,83 @@
+// Everything a sandbox's network is made of, set up and torn down as one:
+// a /30 from the pool, a TAP, its dnsmasq, its entries in the nftables
+// table, and the host-port forward to the guest's sshd. Each network is
+// recorded in state_dir/net/<id>/network.json before the host is touched,
+// so a crash at any point is repaired by Reconcile() at the next start.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/ipv4.h"
+#include "core/sandbox_id.h"
+#include "net/address_pool.h"
+#include "net/firewall.h"
+#include "net/port_forwarder.h"
+
+namespace ephemera {
+
+struct SandboxNetwork {
+  SandboxId id;
+  std::string tap;
+  Subnet30 subnet;
+  std::string mac;              // the guest NIC's
+  std::uint16_t host_port = 0;  // forwarded to guest_port
+  std::uint16_t guest_port = 22;
+};
+
+// For pipelines that want the same addresses every run.
+struct DerivedSubnet {
+  std::string run_id;
+  std::string machine;
+};
+
+struct NetworkReconcileReport {
+  std::vector<std::string> restored;  // one line per repaired piece
+  std::vector<std::string> removed;   // one line per stale piece
+};
+
+class NetworkManager {
+ public:
+  // Checks the host (CAP_NET_ADMIN, dnsmasq present) and sets the sysctls
+  // the configuration needs, logging each; throws naming what is missing.
+  NetworkManager(std::filesystem::path state_dir, NetworkConfig config);
+  ~NetworkManager();
+
+  // Builds the sandbox's network; on failure removes whatever it made.
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {});
+  // Removes every piece of it; unknown or half-made networks are fine.
+  void Teardown(const SandboxId& id);
+  std::optional<SandboxNetwork> Find(const SandboxId& id) const;
+  std::vector<SandboxNetwork> List() const;
+
+  // Restores every recorded network (TAP, dnsmasq, forward, rules) and
+  // removes ephemera TAPs and dnsmasq instances nothing records.
+  NetworkReconcileReport Reconcile();
+  // Tears down every network and deletes the nftables table.
+  void TeardownAll();
+
+  static std::string MacFor(const SandboxId& id);
+
+ private:
+  std::filesystem::path DirOf(const SandboxId& id) const { return net_dir_ / id.str(); }
+  void Record(const SandboxNetwork& network) const;
+  void BuildHostSide(const SandboxNetwork& network, NetworkReconcileReport* report);
+  void ApplyFirewallLocked();
+  void TeardownLocked(const SandboxId& id);
+
+  std::filesystem::path net_dir_;
+  NetworkConfig config_;
+  AddressPool pool_;
+  Firewall firewall_;
+  std::unique_ptr<PortForwarder> forwarder_;
+  mutable std::mutex mutex_;
+  std::map<SandboxId, SandboxNetwork> networks_;
+};
+
+}  // namespace ephemera

@@ -1,0 +1,317 @@
+#include "net/port_forwarder.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/random.h"
+
+namespace ephemera {
+
+namespace {
+
+constexpr std::size_t kSpliceChunk = 1 << 16;  // one default pipe's capacity
+constexpr std::uint64_t kWakeupKey = 0;
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+}  // namespace
+
+// One direction of a connection: bytes move from -> pipe -> to.
+struct PortForwarder::Direction {
+  int from = -1;
+  int to = -1;
+  UniqueFd pipe_read;
+  UniqueFd pipe_write;
+  std::size_t in_pipe = 0;
+  bool eof = false;        // `from` has no more to send
+  bool shut_down = false;  // and that end-of-stream was passed on to `to`
+};
+
+struct PortForwarder::Connection {
+  SandboxId owner;
+  UniqueFd client;
+  UniqueFd upstream;
+  std::uint64_t client_key = 0;
+  std::uint64_t upstream_key = 0;
+  bool connecting = true;
+  Direction up;    // client -> guest
+  Direction down;  // guest -> client
+};
+
+struct PortForwarder::Forward {
+  SandboxId owner;
+  UniqueFd listener;
+  sockaddr_in target{};
+  std::uint16_t port = 0;
+  std::size_t connections = 0;
+};
+
+PortForwarder::PortForwarder(ForwarderOptions options) : options_(std::move(options)) {
+  in_addr addr{};
+  if (::inet_pton(AF_INET, options_.listen_address.c_str(), &addr) != 1) {
+    Fail(ErrorCode::kInvalidArgument, "forward listen address '{}' is not an IPv4 address",
+         options_.listen_address);
+  }
+  listen_address_ = addr.s_addr;
+  if (options_.ports.first == 0 || options_.ports.first > options_.ports.last) {
+    Fail(ErrorCode::kInvalidArgument, "forward port range {}-{} is empty or reversed",
+         options_.ports.first, options_.ports.last);
+  }
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) FailErrno("epoll_create1", errno);
+  wakeup_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wakeup_) FailErrno("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeupKey;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wakeup_.get(), &ev);
+  // Start the port search somewhere random so restarts spread out.
+  std::byte b[4];
+  FillRandom(b);
+  std::uint32_t span = options_.ports.last - options_.ports.first + 1u;
+  std::uint32_t r;
+  std::memcpy(&r, b, sizeof r);
+  next_port_offset_ = r % span;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+PortForwarder::~PortForwarder() {
+  stopping_ = true;
+  std::uint64_t one = 1;
+  (void)!::write(wakeup_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+std::uint64_t PortForwarder::Register(int fd, std::uint32_t events) {
+  std::uint64_t key = next_key_++;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = key;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) FailErrno("epoll_ctl", errno);
+  return key;
+}
+
+std::uint16_t PortForwarder::Open(const SandboxId& owner, Ipv4 target, std::uint16_t target_port,
+                                  std::optional<std::uint16_t> port) {
+  std::lock_guard lock(mutex_);
+  if (listener_of_.count(owner)) {
+    Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a port forward", owner.str());
+  }
+  auto forward = std::make_unique<Forward>(Forward{owner, {}, {}, 0, 0});
+  forward->target.sin_family = AF_INET;
+  forward->target.sin_addr.s_addr = htonl(target.value);
+  forward->target.sin_port = htons(target_port);
+
+  const std::uint32_t span = options_.ports.last - options_.ports.first + 1u;
+  const std::uint32_t attempts = port ? 1 : span;
+  for (std::uint32_t i = 0; i < attempts && !forward->listener; ++i) {
+    std::uint16_t candidate =
+        port ? *port
+             : static_cast<std::uint16_t>(options_.ports.first + (next_port_offset_ + i) % span);
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) FailErrno("socket", errno);
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = listen_address_;
+    addr.sin_port = htons(candidate);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      if (errno == EADDRINUSE && !port) continue;
+      FailErrno(fmt::format("cannot listen on {}:{}", options_.listen_address, candidate), errno,
+                errno == EADDRINUSE ? ErrorCode::kAlreadyExists : ErrorCode::kInternal);
+    }
+    if (::listen(fd.get(), 128) != 0) FailErrno("listen", errno);
+    forward->listener = std::move(fd);
+    forward->port = candidate;
+    if (!port) next_port_offset_ = (next_port_offset_ + i + 1) % span;
+  }
+  if (!forward->listener) {
+    Fail(ErrorCode::kResourceExhausted, "no free port in the forward range {}-{}",
+         options_.ports.first, options_.ports.last);
+  }
+  std::uint64_t key = Register(forward->listener.get(), EPOLLIN);
+  std::uint16_t bound = forward->port;
+  listener_of_[owner] = key;
+  listeners_[key] = std::move(forward);
+  return bound;
+}
+
+void PortForwarder::Close(const SandboxId& owner) {
+  std::lock_guard lock(mutex_);
+  auto it = listener_of_.find(owner);
+  if (it != listener_of_.end()) {
+    auto listener = listeners_.find(it->second);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener->second->listener.get(), nullptr);
+    listeners_.erase(listener);
+    listener_of_.erase(it);
+  }
+  std::vector<std::uint64_t> doomed;
+  for (const auto& [key, connection] : connections_) {
+    if (connection->owner == owner && key == connection->client_key) doomed.push_back(key);
+  }
+  for (auto key : doomed) CloseConnectionLocked(key);
+}
+
+std::optional<std::uint16_t> PortForwarder::PortOf(const SandboxId& owner) const {
+  std::lock_guard lock(mutex_);
+  auto it = listener_of_.find(owner);
+  if (it == listener_of_.end()) return std::nullopt;
+  return listeners_.at(it->second)->port;
+}
+
+std::size_t PortForwarder::ConnectionCount(const SandboxId& owner) const {
+  std::lock_guard lock(mutex_);
+  std::size_t count = 0;
+  for (const auto& [key, connection] : connections_) {
+    if (connection->owner == owner && key == connection->client_key) ++count;
+  }
+  return count;
+}
+
+void PortForwarder::Loop() {
+  std::vector<epoll_event> events(64);
+  while (!stopping_) {
+    int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    std::lock_guard lock(mutex_);
+    for (int i = 0; i < n; ++i) {
+      std::uint64_t key = events[i].data.u64;
+      if (key == kWakeupKey) {
+        std::uint64_t value;
+        (void)!::read(wakeup_.get(), &value, sizeof value);
+      } else if (listeners_.count(key)) {
+        HandleListener(key);
+      } else if (connections_.count(key)) {
+        HandleConnection(key);
+      }  // else: closed after epoll_wait returned; ignore the stale event
+    }
+  }
+}
+
+void PortForwarder::HandleListener(std::uint64_t key) {
+  Forward& forward = *listeners_.at(key);
+  for (;;) {
+    UniqueFd client(
+        ::accept4(forward.listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!client) return;  // EAGAIN, or a connection that died in the queue
+    if (forward.connections >= options_.max_connections_per_sandbox) continue;  // refused: closed
+    auto c = std::make_shared<Connection>(
+        Connection{forward.owner, std::move(client), {}, 0, 0, true, {}, {}});
+    c->upstream.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!c->upstream) continue;
+    SetNoDelay(c->client.get());
+    SetNoDelay(c->upstream.get());
+    if (::connect(c->upstream.get(), reinterpret_cast<sockaddr*>(&forward.target),
+                  sizeof forward.target) != 0 &&
+        errno != EINPROGRESS) {
+      continue;
+    }
+    bool pipes_ok = true;
+    for (Direction* d : {&c->up, &c->down}) {
+      int fds[2];
+      if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        pipes_ok = false;
+        break;
+      }
+      d->pipe_read.reset(fds[0]);
+      d->pipe_write.reset(fds[1]);
+    }
+    if (!pipes_ok) continue;
+    c->up.from = c->client.get();
+    c->up.to = c->upstream.get();
+    c->down.from = c->upstream.get();
+    c->down.to = c->client.get();
+    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    c->client_key = Register(c->client.get(), events);
+    c->upstream_key = Register(c->upstream.get(), events);
+    connections_[c->client_key] = c;
+    connections_[c->upstream_key] = c;
+    ++forward.connections;
+  }
+}
+
+bool PortForwarder::Pump(Connection& c, Direction& d) {
+  (void)c;
+  for (;;) {
+    if (d.in_pipe > 0) {
+      ssize_t m = ::splice(d.pipe_read.get(), nullptr, d.to, nullptr, d.in_pipe,
+                           SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+      if (m > 0) {
+        d.in_pipe -= static_cast<std::size_t>(m);
+        continue;
+      }
+      return m < 0 && errno == EAGAIN;  // wait for `to` to drain, or fail
+    }
+    if (d.eof) {
+      if (!d.shut_down) {
+        ::shutdown(d.to, SHUT_WR);
+        d.shut_down = true;
+      }
+      return true;
+    }
+    // Only read with an empty pipe, so EAGAIN means the socket is drained.
+    ssize_t n = ::splice(d.from, nullptr, d.pipe_write.get(), nullptr, kSpliceChunk,
+                         SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      d.in_pipe = static_cast<std::size_t>(n);
+    } else if (n == 0) {
+      d.eof = true;
+    } else {
+      return errno == EAGAIN;
+    }
+  }
+}
+
+void PortForwarder::HandleConnection(std::uint64_t key) {
+  std::shared_ptr<Connection> c = connections_.at(key);
+  if (c->connecting) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(c->upstream.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      CloseConnectionLocked(c->client_key);
+      return;
+    }
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof peer;
+    if (::getpeername(c->upstream.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
+      return;  // still connecting; the client's bytes wait in its socket
+    }
+    c->connecting = false;
+  }
+  bool ok = Pump(*c, c->up) && Pump(*c, c->down);
+  if (!ok || (c->up.shut_down && c->down.shut_down)) CloseConnectionLocked(c->client_key);
+}
+
+void PortForwarder::CloseConnectionLocked(std::uint64_t key) {
+  auto it = connections_.find(key);
+  if (it == connections_.end()) return;
+  std::shared_ptr<Connection> c = it->second;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->client.get(), nullptr);
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->upstream.get(), nullptr);
+  connections_.erase(c->client_key);
+  connections_.erase(c->upstream_key);
+  if (auto l = listener_of_.find(c->owner); l != listener_of_.end()) {
+    --listeners_.at(l->second)->connections;
+  }
+}
+
+}  // namespace ephemera

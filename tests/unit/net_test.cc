@@ -1,0 +1,328 @@
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+#include "core/error.h"
+#include "core/ipv4.h"
+#include "core/unique_fd.h"
+#include "net/address_pool.h"
+#include "net/dhcp_server.h"
+#include "net/firewall.h"
+#include "net/network_manager.h"
+#include "net/port_forwarder.h"
+#include "net/tap.h"
+
+namespace ephemera {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+TEST(Ipv4Test, ParsesAndPrints) {
+  EXPECT_EQ(Ipv4::Parse("172.16.0.1").str(), "172.16.0.1");
+  EXPECT_THROW(Ipv4::Parse("172.16.0"), Error);
+  EXPECT_THROW(Ipv4::Parse("::1"), Error);
+  Ipv4Cidr c = Ipv4Cidr::Parse("172.16.0.0/16");
+  EXPECT_EQ(c.size(), 65536u);
+  EXPECT_TRUE(c.Contains(Ipv4::Parse("172.16.255.255")));
+  EXPECT_FALSE(c.Contains(Ipv4::Parse("172.17.0.0")));
+  EXPECT_THROW(Ipv4Cidr::Parse("172.16.0.1/16"), Error);  // host bits
+  EXPECT_THROW(Ipv4Cidr::Parse("172.16.0.0/33"), Error);
+  EXPECT_THROW(Ipv4Cidr::Parse("172.16.0.0"), Error);
+}
+
+TEST(AddressPoolTest, DefaultPoolHas16384SubnetsLaidOutAsSlash30s) {
+  AddressPool pool(Ipv4Cidr::Parse("172.16.0.0/16"));
+  EXPECT_EQ(pool.capacity(), 16384u);
+  Subnet30 s = pool.Allocate(SandboxId::Generate());
+  EXPECT_EQ(s.cidr(), "172.16.0.0/30");
+  EXPECT_EQ(s.gateway().str(), "172.16.0.1");
+  EXPECT_EQ(s.guest().str(), "172.16.0.2");
+  EXPECT_EQ(s.broadcast().str(), "172.16.0.3");
+  EXPECT_EQ(pool.Allocate(SandboxId::Generate()).cidr(), "172.16.0.4/30");
+}
+
+TEST(AddressPoolTest, RejectsPoolsTooSmall) {
+  EXPECT_THROW(AddressPool(Ipv4Cidr::Parse("10.0.0.0/31")), Error);
+  EXPECT_EQ(AddressPool(Ipv4Cidr::Parse("10.0.0.0/30")).capacity(), 1u);
+}
+
+TEST(AddressPoolTest, ExhaustionAndReuse) {
+  AddressPool pool(Ipv4Cidr::Parse("10.0.0.0/28"));  // 4 subnets
+  std::vector<SandboxId> ids;
+  std::set<std::string> seen;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(SandboxId::Generate());
+    seen.insert(pool.Allocate(ids.back()).cidr());
+  }
+  EXPECT_EQ(seen.size(), 4u);
+  try {
+    pool.Allocate(SandboxId::Generate());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("exhausted"));
+  }
+  Subnet30 freed = *pool.Find(ids[1]);
+  pool.Release(ids[1]);
+  pool.Release(ids[1]);  // idempotent
+  EXPECT_FALSE(pool.Find(ids[1]));
+  EXPECT_EQ(pool.Allocate(SandboxId::Generate()), freed);
+  EXPECT_EQ(pool.in_use(), 4u);
+}
+
+TEST(AddressPoolTest, ReleasedSubnetIsNotReusedImmediately) {
+  AddressPool pool(Ipv4Cidr::Parse("10.0.0.0/24"));
+  SandboxId a = SandboxId::Generate();
+  Subnet30 first = pool.Allocate(a);
+  pool.Release(a);
+  EXPECT_NE(pool.Allocate(SandboxId::Generate()), first);
+}
+
+TEST(AddressPoolTest, DerivationIsDeterministicAndCollisionsAreReported) {
+  AddressPool one(Ipv4Cidr::Parse("172.16.0.0/16"));
+  AddressPool two(Ipv4Cidr::Parse("172.16.0.0/16"));
+  SandboxId a = SandboxId::Generate();
+  Subnet30 s1 = one.AllocateDerived(a, "run-42", "kernel-6.1");
+  Subnet30 s2 = two.AllocateDerived(SandboxId::Generate(), "run-42", "kernel-6.1");
+  EXPECT_EQ(s1, s2);  // same inputs, same subnet, on any host
+  EXPECT_NE(one.AllocateDerived(SandboxId::Generate(), "run-42", "kernel-6.6"), s1);
+  try {
+    one.AllocateDerived(SandboxId::Generate(), "run-42", "kernel-6.1");
+    FAIL() << "a collision was shared silently";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), HasSubstr(a.str()));
+    EXPECT_THAT(e.what(), HasSubstr("run-42"));
+  }
+  EXPECT_THROW(one.AllocateDerived(SandboxId::Generate(), "", "m"), Error);
+}
+
+TEST(AddressPoolTest, ReserveRestoresAndRefusesDoubleUse) {
+  AddressPool pool(Ipv4Cidr::Parse("172.16.0.0/16"));
+  SandboxId a = SandboxId::Generate();
+  EXPECT_EQ(pool.Reserve(a, 7).cidr(), "172.16.0.28/30");
+  EXPECT_THROW(pool.Reserve(SandboxId::Generate(), 7), Error);
+  EXPECT_THROW(pool.Reserve(a, 8), Error);  // one subnet per sandbox
+  EXPECT_THROW(pool.Reserve(SandboxId::Generate(), 16384), Error);
+  EXPECT_EQ(pool.IndexOf(Ipv4::Parse("172.16.0.30")), 7u);
+  EXPECT_FALSE(pool.IndexOf(Ipv4::Parse("10.0.0.1")));
+}
+
+TEST(AddressPoolTest, ConcurrentAllocationsNeverShare) {
+  AddressPool pool(Ipv4Cidr::Parse("10.0.0.0/20"));  // 1024
+  std::vector<std::vector<std::string>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 256; ++i) got[t].push_back(pool.Allocate(SandboxId::Generate()).cidr());
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<std::string> all;
+  for (auto& v : got) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all.size(), 1024u);
+  EXPECT_THROW(pool.Allocate(SandboxId::Generate()), Error);
+}
+
+TEST(TapTest, NamesFitIfnamsizAndCarryTheId) {
+  SandboxId id = SandboxId::Parse("1234abcd-e89b-42d3-a456-426614174000");
+  EXPECT_EQ(TapNameFor(id), "eph1234abcd");
+  EXPECT_LT(TapNameFor(id).size(), 16u);
+  EXPECT_EQ(NetworkManager::MacFor(id), "52:54:00:12:34:ab");
+}
+
+TEST(DnsmasqTest, ServesExactlyTheGuestOnItsTapWithoutDns) {
+  DhcpServerSpec spec{"dnsmasq", "eph1234abcd", Subnet30{5, Ipv4::Parse("172.16.0.20")},
+                      {Ipv4::Parse("1.1.1.1"), Ipv4::Parse("9.9.9.9")}, "/var/lib/ephemera/net/x"};
+  auto args = BuildDnsmasqArgs(spec);
+  EXPECT_THAT(args, Contains("--port=0"));
+  EXPECT_THAT(args, Contains("--interface=eph1234abcd"));
+  EXPECT_THAT(args, Contains("--bind-interfaces"));
+  EXPECT_THAT(args, Contains("--conf-file=/dev/null"));
+  EXPECT_THAT(args, Contains("--dhcp-range=172.16.0.22,172.16.0.22,255.255.255.252,1h"));
+  EXPECT_THAT(args, Contains("--dhcp-option=option:router,172.16.0.21"));
+  EXPECT_THAT(args, Contains("--dhcp-option=option:dns-server,1.1.1.1,9.9.9.9"));
+  EXPECT_THAT(args, Contains("--pid-file=/var/lib/ephemera/net/x/dnsmasq.pid"));
+}
+
+TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
+  std::vector<FirewallEntry> entries = {{"ephaaaaaaaa", Subnet30{0, Ipv4::Parse("172.16.0.0")}},
+                                        {"ephbbbbbbbb", Subnet30{1, Ipv4::Parse("172.16.0.4")}}};
+  std::string off = BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), false}, entries);
+  EXPECT_THAT(off, HasSubstr("delete table inet ephemera"));
+  EXPECT_THAT(off, HasSubstr("\"ephaaaaaaaa\" . 172.16.0.2"));  // anti-spoof: TAP . guest
+  EXPECT_THAT(off, HasSubstr("\"ephbbbbbbbb\" . 172.16.0.5"));  // gateways
+  EXPECT_THAT(off, HasSubstr("iifname @taps oifname @taps drop"));
+  EXPECT_THAT(off, HasSubstr("udp sport 68 udp dport 67 accept"));
+  EXPECT_THAT(off, ::testing::Not(HasSubstr("masquerade")));
+  std::string on = BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), true}, entries);
+  EXPECT_THAT(on, HasSubstr("ip saddr 172.16.0.0/16 oifname != @taps masquerade"));
+  // An empty table is still valid nft (no empty element lists).
+  EXPECT_THAT(BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), false}, {}),
+              ::testing::Not(HasSubstr("elements")));
+}
+
+// --- the forwarder, against an echo server on loopback ---
+
+class EchoServer {
+ public:
+  EchoServer() {
+    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_.get(), 64);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_.get(), nullptr, nullptr);
+        if (c < 0) return;
+        std::thread([c] {
+          char buf[65536];
+          ssize_t n;
+          while ((n = ::read(c, buf, sizeof buf)) > 0) {
+            if (::write(c, buf, n) != n) break;
+          }
+          ::close(c);
+        }).detach();
+      }
+    });
+  }
+  ~EchoServer() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  UniqueFd fd_;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+UniqueFd ConnectLoopback(std::uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
+  return fd;
+}
+
+std::string RoundTrip(int fd, const std::string& payload) {
+  std::thread writer([&] {
+    std::size_t done = 0;
+    while (done < payload.size()) {
+      ssize_t n = ::write(fd, payload.data() + done, payload.size() - done);
+      if (n <= 0) return;
+      done += n;
+    }
+  });
+  std::string got;
+  char buf[65536];
+  while (got.size() < payload.size()) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, n);
+  }
+  writer.join();
+  return got;
+}
+
+ForwarderOptions LoopbackRange(std::uint16_t first, std::uint16_t last) {
+  return ForwarderOptions{"127.0.0.1", {first, last}, 64};
+}
+
+TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
+  EchoServer echo;
+  PortForwarder forwarder(LoopbackRange(41000, 41999));
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
+  EXPECT_GE(port, 41000);
+  EXPECT_LE(port, 41999);
+  EXPECT_EQ(forwarder.PortOf(id), port);
+  std::vector<std::thread> clients;
+  std::vector<bool> ok(16, false);
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&, i] {
+      UniqueFd fd = ConnectLoopback(port);
+      std::string payload(1 << 20, static_cast<char>('a' + i));
+      for (std::size_t j = 0; j < payload.size(); j += 4093) payload[j] = static_cast<char>(j);
+      ok[i] = fd && RoundTrip(fd.get(), payload) == payload;
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < 16; ++i) EXPECT_TRUE(ok[i]) << "client " << i;
+}
+
+TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
+  EchoServer echo;
+  PortForwarder forwarder(LoopbackRange(42000, 42999));
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
+  UniqueFd open_conn = ConnectLoopback(port);
+  ASSERT_TRUE(open_conn);
+  EXPECT_EQ(RoundTrip(open_conn.get(), "ping"), "ping");
+  EXPECT_EQ(forwarder.ConnectionCount(id), 1u);
+  forwarder.Close(id);
+  forwarder.Close(id);  // idempotent
+  char c;
+  EXPECT_LE(::read(open_conn.get(), &c, 1), 0);  // the live connection was closed
+  EXPECT_FALSE(ConnectLoopback(port));             // nothing listens any more
+  EXPECT_FALSE(forwarder.PortOf(id));
+}
+
+TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
+  EchoServer echo;
+  PortForwarder forwarder(LoopbackRange(43000, 43002));
+  // A port taken by someone else is skipped, not shared.
+  UniqueFd squatter(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(43001);
+  ASSERT_EQ(::bind(squatter.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(squatter.get(), 1), 0);
+  std::set<std::uint16_t> ports;
+  ports.insert(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port()));
+  ports.insert(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port()));
+  EXPECT_EQ(ports, (std::set<std::uint16_t>{43000, 43002}));
+  try {
+    forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+  }
+  // Asking for a specific port in use is an error naming it.
+  EXPECT_THROW(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port(), 43001), Error);
+}
+
+TEST(PortForwarderTest, UnreachableTargetClosesTheClient) {
+  PortForwarder forwarder(LoopbackRange(44000, 44099));
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), 1);  // nothing on port 1
+  UniqueFd fd = ConnectLoopback(port);
+  ASSERT_TRUE(fd);
+  char c;
+  EXPECT_LE(::read(fd.get(), &c, 1), 0);
+}
+
+TEST(PortForwarderTest, BadOptionsAreRejected) {
+  EXPECT_THROW(PortForwarder(LoopbackRange(15000, 10000)), Error);
+  EXPECT_THROW(PortForwarder(LoopbackRange(0, 10)), Error);
+  EXPECT_THROW(PortForwarder(ForwarderOptions{"localhost", {10000, 10001}, 1}), Error);
+}
+
+}  // namespace
+}  // namespace ephemera
