@@ -2,9 +2,9 @@
 
 #include <sys/capability.h>
 
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -33,14 +33,17 @@ bool HasNetAdmin() {
 }
 
 json ToJson(const SandboxNetwork& n) {
-  return {{"id", n.id.str()},        {"tap", n.tap},          {"subnet_index", n.subnet.index},
-          {"subnet", n.subnet.cidr()}, {"mac", n.mac},        {"host_port", n.host_port},
+  return {{"id", n.id.str()},          {"tap", n.tap}, {"subnet_index", n.subnet.index},
+          {"subnet", n.subnet.cidr()}, {"mac", n.mac}, {"host_port", n.host_port},
           {"guest_port", n.guest_port}};
 }
 
 SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
-  SandboxNetwork n{SandboxId::Parse(j.at("id").get<std::string>()), j.at("tap").get<std::string>(),
-                   {}, j.at("mac").get<std::string>(), j.at("host_port").get<std::uint16_t>(),
+  SandboxNetwork n{SandboxId::Parse(j.at("id").get<std::string>()),
+                   j.at("tap").get<std::string>(),
+                   {},
+                   j.at("mac").get<std::string>(),
+                   j.at("host_port").get<std::uint16_t>(),
                    j.at("guest_port").get<std::uint16_t>()};
   auto index = pool.IndexOf(Ipv4Cidr::Parse(j.at("subnet").get<std::string>()).base);
   if (!index || *index != j.at("subnet_index").get<std::uint32_t>()) {
@@ -67,7 +70,8 @@ NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config)
   }
   if (!FindProgram(config_.dnsmasq_binary)) {
     Fail(ErrorCode::kUnavailable,
-         "config key 'network.dnsmasq_binary': '{}' not found (install the Debian package dnsmasq-base)",
+         "config key 'network.dnsmasq_binary': '{}' not found (install the Debian package "
+         "dnsmasq-base)",
          config_.dnsmasq_binary);
   }
   if (config_.outbound_nat) {
@@ -109,18 +113,21 @@ void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileRepo
   }
 }
 
-SandboxNetwork NetworkManager::Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive) {
+SandboxNetwork NetworkManager::Setup(const SandboxId& id,
+                                     const std::optional<DerivedSubnet>& derive) {
   std::lock_guard lock(mutex_);
   if (networks_.count(id) || fs::exists(DirOf(id))) {
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
   }
-  Subnet30 subnet = derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
+  Subnet30 subnet =
+      derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
   SandboxNetwork network{id, TapNameFor(id), subnet, MacFor(id), 0, 22};
   try {
     MakeDirs(DirOf(id), 0700);
     Record(network);  // before the host is touched: a crash from here on is reconciled
     if (InterfaceExists(network.tap)) {
-      Fail(ErrorCode::kAlreadyExists, "TAP name clash: an interface named {} already exists", network.tap);
+      Fail(ErrorCode::kAlreadyExists, "TAP name clash: an interface named {} already exists",
+           network.tap);
     }
     BuildHostSide(network, nullptr);
     networks_.insert_or_assign(id, network);
@@ -190,8 +197,8 @@ NetworkReconcileReport NetworkManager::Reconcile() {
         } catch (const Error& e) {
           // Someone took the port while we were down: take a new one.
           n.host_port = forwarder_->Open(id, n.subnet.guest(), n.guest_port);
-          report.restored.push_back(fmt::format("forward for {} moved to port {} ({})", id.str(),
-                                                n.host_port, e.what()));
+          report.restored.push_back(
+              fmt::format("forward for {} moved to port {} ({})", id.str(), n.host_port, e.what()));
         }
         networks_.insert_or_assign(id, n);
         Record(n);

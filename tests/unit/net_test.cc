@@ -139,8 +139,11 @@ TEST(TapTest, NamesFitIfnamsizAndCarryTheId) {
 }
 
 TEST(DnsmasqTest, ServesExactlyTheGuestOnItsTapWithoutDns) {
-  DhcpServerSpec spec{"dnsmasq", "eph1234abcd", Subnet30{5, Ipv4::Parse("172.16.0.20")},
-                      {Ipv4::Parse("1.1.1.1"), Ipv4::Parse("9.9.9.9")}, "/var/lib/ephemera/net/x"};
+  DhcpServerSpec spec{"dnsmasq",
+                      "eph1234abcd",
+                      Subnet30{5, Ipv4::Parse("172.16.0.20")},
+                      {Ipv4::Parse("1.1.1.1"), Ipv4::Parse("9.9.9.9")},
+                      "/var/lib/ephemera/net/x"};
   auto args = BuildDnsmasqArgs(spec);
   EXPECT_THAT(args, Contains("--port=0"));
   EXPECT_THAT(args, Contains("--interface=eph1234abcd"));
@@ -279,7 +282,7 @@ TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
   forwarder.Close(id);  // idempotent
   char c;
   EXPECT_LE(::read(open_conn.get(), &c, 1), 0);  // the live connection was closed
-  EXPECT_FALSE(ConnectLoopback(port));             // nothing listens any more
+  EXPECT_FALSE(ConnectLoopback(port));           // nothing listens any more
   EXPECT_FALSE(forwarder.PortOf(id));
 }
 
@@ -305,7 +308,8 @@ TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
     EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
   }
   // Asking for a specific port in use is an error naming it.
-  EXPECT_THROW(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port(), 43001), Error);
+  EXPECT_THROW(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port(), 43001),
+               Error);
 }
 
 TEST(PortForwarderTest, UnreachableTargetClosesTheClient) {
