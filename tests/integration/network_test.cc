@@ -33,7 +33,8 @@ NetworkConfig TestNetworkConfig() {
 std::string Output(const std::vector<std::string>& argv) { return RunChecked(argv).out; }
 
 bool Listening(std::uint16_t port) {
-  return Output({"ss", "-Htln", "sport", "= :" + std::to_string(port)}).find("LISTEN") != std::string::npos;
+  return Output({"ss", "-Htln", "sport", "= :" + std::to_string(port)}).find("LISTEN") !=
+         std::string::npos;
 }
 
 class NetworkTest : public ::testing::Test {
@@ -54,7 +55,8 @@ TEST_F(NetworkTest, SetupBuildsEveryPieceAndTeardownRemovesThem) {
   SandboxNetwork n = manager_->Setup(id);
   EXPECT_EQ(n.tap, TapNameFor(id));
   EXPECT_TRUE(IsTunTapDevice(n.tap));
-  EXPECT_THAT(Output({"ip", "-4", "-o", "addr", "show", "dev", n.tap}), HasSubstr(n.subnet.gateway().str() + "/30"));
+  EXPECT_THAT(Output({"ip", "-4", "-o", "addr", "show", "dev", n.tap}),
+              HasSubstr(n.subnet.gateway().str() + "/30"));
   EXPECT_THAT(Output({"ip", "-o", "link", "show", "dev", n.tap}), HasSubstr(",UP"));
   EXPECT_EQ(ReadFile("/proc/sys/net/ipv4/conf/" + n.tap + "/rp_filter"), "1\n");
   // dnsmasq: DHCP bound to this TAP only, no DNS port at all.

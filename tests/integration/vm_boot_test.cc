@@ -26,7 +26,16 @@ fs::path ImageDir() {
   return dir ? dir : "/var/cache/ephemera/images";
 }
 
-bool ProcessExists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+// Whether `pid` is still there after a grace period: an exited daemonized
+// QEMU is a zombie until init reaps it, which takes a moment.
+bool ProcessExists(pid_t pid) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (::kill(pid, 0) == 0 || errno != ESRCH) {
+    if (std::chrono::steady_clock::now() > deadline) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
 
 // Whether any process's command line mentions `needle` (a VM directory).
 bool AnyProcessMentions(const std::string& needle) {

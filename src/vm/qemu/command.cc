@@ -33,7 +33,7 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     add({"-machine", "pc"});
   } else if (microvm) {
     // No PCI, no firmware: the fastest path to the guest kernel under TCG.
-    add({"-machine", "microvm,acpi=on,pit=off,pic=off,rtc=on,isa-serial=on"});
+    add({"-machine", "microvm,acpi=on"});
   } else {
     add({"-machine", "q35"});
   }
@@ -43,7 +43,8 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     add({"-accel", fmt::format("tcg,tb-size={}", launch.tcg_tb_size_mib), "-cpu", "max"});
   }
   add({"-m", std::to_string(spec.memory_mib), "-smp", std::to_string(spec.vcpus)});
-  add({"-nodefaults", "-no-user-config", "-nographic"});
+  // A guest reboot ends the VM: a sandbox that reboots is done, like one that powers off.
+  add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
 
   const std::string blk = microvm && !iso ? "virtio-blk-device" : "virtio-blk-pci";
   const std::string net = microvm && !iso ? "virtio-net-device" : "virtio-net-pci";
