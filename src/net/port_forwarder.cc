@@ -20,7 +20,9 @@ namespace ephemera {
 
 namespace {
 
-constexpr std::size_t kSpliceChunk = 1 << 16;  // one default pipe's capacity
+// Pipes are grown to this size (fewer splice calls per byte); the chunk
+// matches whatever size the kernel actually granted.
+constexpr int kPipeSize = 1 << 20;
 constexpr std::uint64_t kWakeupKey = 0;
 
 void SetNoDelay(int fd) {
@@ -37,6 +39,7 @@ struct PortForwarder::Direction {
   UniqueFd pipe_read;
   UniqueFd pipe_write;
   std::size_t in_pipe = 0;
+  std::size_t capacity = 65536;
   bool eof = false;        // `from` has no more to send
   bool shut_down = false;  // and that end-of-stream was passed on to `to`
 };
@@ -48,8 +51,10 @@ struct PortForwarder::Connection {
   std::uint64_t client_key = 0;
   std::uint64_t upstream_key = 0;
   bool connecting = true;
-  Direction up;    // client -> guest
-  Direction down;  // guest -> client
+  Direction up;                     // client -> guest
+  Direction down;                   // guest -> client
+  std::uint32_t client_events = 0;  // what epoll watches now, per fd
+  std::uint32_t upstream_events = 0;
 };
 
 struct PortForwarder::Forward {
@@ -233,15 +238,19 @@ void PortForwarder::HandleListener(std::uint64_t key) {
       }
       d->pipe_read.reset(fds[0]);
       d->pipe_write.reset(fds[1]);
+      int granted = ::fcntl(fds[1], F_SETPIPE_SZ, kPipeSize);
+      if (granted <= 0) granted = ::fcntl(fds[1], F_GETPIPE_SZ);
+      d->capacity = static_cast<std::size_t>(granted > 0 ? granted : 65536);
     }
     if (!pipes_ok) continue;
     c->up.from = c->client.get();
     c->up.to = c->upstream.get();
     c->down.from = c->upstream.get();
     c->down.to = c->client.get();
-    const std::uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    c->client_key = Register(c->client.get(), events);
-    c->upstream_key = Register(c->upstream.get(), events);
+    // Until the guest accepts, only the connect's completion matters.
+    c->client_key = Register(c->client.get(), 0);
+    c->upstream_key = Register(c->upstream.get(), EPOLLOUT);
+    c->upstream_events = EPOLLOUT;
     connections_[c->client_key] = c;
     connections_[c->upstream_key] = c;
     ++forward.connections;
@@ -268,7 +277,7 @@ bool PortForwarder::Pump(Connection& c, Direction& d) {
       return true;
     }
     // Only read with an empty pipe, so EAGAIN means the socket is drained.
-    ssize_t n = ::splice(d.from, nullptr, d.pipe_write.get(), nullptr, kSpliceChunk,
+    ssize_t n = ::splice(d.from, nullptr, d.pipe_write.get(), nullptr, d.capacity,
                          SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (n > 0) {
       d.in_pipe = static_cast<std::size_t>(n);
@@ -298,7 +307,34 @@ void PortForwarder::HandleConnection(std::uint64_t key) {
     c->connecting = false;
   }
   bool ok = Pump(*c, c->up) && Pump(*c, c->down);
-  if (!ok || (c->up.shut_down && c->down.shut_down)) CloseConnectionLocked(c->client_key);
+  if (!ok || (c->up.shut_down && c->down.shut_down)) {
+    CloseConnectionLocked(c->client_key);
+    return;
+  }
+  UpdateInterest(*c);
+}
+
+// Level-triggered, and only for what can make progress: read a side while
+// its pipe is empty, watch for writability only while a pipe is stuck. A
+// full receiver thus stops reading from the sender (backpressure) and no
+// wakeup is wasted on an idle direction.
+void PortForwarder::UpdateInterest(Connection& c) {
+  auto wanted = [](const Direction& reading, const Direction& writing) {
+    std::uint32_t events = 0;
+    if (!reading.eof && reading.in_pipe == 0) events |= EPOLLIN;
+    if (writing.in_pipe > 0) events |= EPOLLOUT;
+    return events;
+  };
+  auto apply = [this](int fd, std::uint64_t key, std::uint32_t events, std::uint32_t& current) {
+    if (events == current) return;
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = key;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+    current = events;
+  };
+  apply(c.client.get(), c.client_key, wanted(c.up, c.down), c.client_events);
+  apply(c.upstream.get(), c.upstream_key, wanted(c.down, c.up), c.upstream_events);
 }
 
 void PortForwarder::CloseConnectionLocked(std::uint64_t key) {

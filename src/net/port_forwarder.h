@@ -59,6 +59,7 @@ class PortForwarder {
   void HandleListener(std::uint64_t key);
   void HandleConnection(std::uint64_t key);
   bool Pump(Connection& c, Direction& d);
+  void UpdateInterest(Connection& c);
   void CloseConnectionLocked(std::uint64_t key);
   std::uint64_t Register(int fd, std::uint32_t events);
 

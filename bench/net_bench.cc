@@ -1,0 +1,146 @@
+// Sandbox network figures, in a private network namespace:
+//  - setup + teardown of one sandbox network (TAP, dnsmasq, nft, forward),
+//    median and max of N;
+//  - port-forwarder throughput over loopback against a direct connection to
+//    the same sink, measured in the same run, as a ratio.
+// Usage: net_bench [--runs N] [--megabytes M]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/unique_fd.h"
+#include "integration/netns.h"
+#include "net/network_manager.h"
+#include "unit/test_files.h"
+
+using namespace ephemera;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// A TCP sink on loopback that reads and discards until EOF.
+class Sink {
+ public:
+  Sink() {
+    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_.get(), 16);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_.get(), nullptr, nullptr);
+        if (c < 0) return;
+        std::vector<char> buf(1 << 20);
+        while (::read(c, buf.data(), buf.size()) > 0) {
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~Sink() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  UniqueFd fd_;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// Sends `megabytes` MiB to 127.0.0.1:port and returns MB/s.
+double Throughput(std::uint16_t port, std::size_t megabytes) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return 0;
+  std::vector<char> buf(1 << 20, 'x');
+  auto start = Clock::now();
+  for (std::size_t i = 0; i < megabytes; ++i) {
+    std::size_t done = 0;
+    while (done < buf.size()) {
+      ssize_t n = ::write(fd.get(), buf.data() + done, buf.size() - done);
+      if (n <= 0) return 0;
+      done += n;
+    }
+  }
+  ::shutdown(fd.get(), SHUT_WR);
+  char c;
+  (void)!::read(fd.get(), &c, 1);  // wait for the sink to finish (EOF)
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return megabytes * 1.048576 / seconds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 20;
+  std::size_t megabytes = 2048;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--runs")) runs = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--megabytes")) megabytes = std::strtoul(argv[i + 1], nullptr, 10);
+  }
+  test::EnterPrivateNetworkNamespace();
+  test::TempDir state;
+  NetworkConfig config;
+  config.forward_address = "127.0.0.1";
+  NetworkManager manager(state.path(), config);
+
+  std::vector<double> setup, teardown, total;
+  for (int i = 0; i < runs; ++i) {
+    SandboxId id = SandboxId::Generate();
+    auto t0 = Clock::now();
+    manager.Setup(id);
+    auto t1 = Clock::now();
+    manager.Teardown(id);
+    auto t2 = Clock::now();
+    setup.push_back(Ms(t1 - t0));
+    teardown.push_back(Ms(t2 - t1));
+    total.push_back(Ms(t2 - t0));
+  }
+  std::printf("network setup     median %7.2f ms  max %7.2f ms  (%d runs)\n", Median(setup),
+              *std::max_element(setup.begin(), setup.end()), runs);
+  std::printf("network teardown  median %7.2f ms  max %7.2f ms\n", Median(teardown),
+              *std::max_element(teardown.begin(), teardown.end()));
+  std::printf("setup + teardown  median %7.2f ms  max %7.2f ms\n", Median(total),
+              *std::max_element(total.begin(), total.end()));
+
+  Sink sink;
+  PortForwarder forwarder(ForwarderOptions{"127.0.0.1", {30000, 30100}, 64});
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), sink.port());
+  std::vector<double> direct, forwarded;
+  for (int i = 0; i < 3; ++i) {  // interleaved, so both see the same machine
+    direct.push_back(Throughput(sink.port(), megabytes));
+    forwarded.push_back(Throughput(port, megabytes));
+  }
+  double d = Median(direct), f = Median(forwarded);
+  std::printf("direct loopback   median %8.0f MB/s (%zu MiB x 3)\n", d, megabytes);
+  std::printf("through forwarder median %8.0f MB/s\n", f);
+  std::printf("forwarder/direct  %.2f\n", f / d);
+  return 0;
+}
