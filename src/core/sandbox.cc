@@ -28,6 +28,12 @@ SandboxState ParseState(std::string_view name) {
   Fail(ErrorCode::kInvalidArgument, "unknown sandbox state '{}'", name);
 }
 
+UnixSeconds NowUnix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 bool IsAllowedTransition(SandboxState from, SandboxState to) {
   using S = SandboxState;
   switch (from) {

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "core/sandbox_id.h"
 
 namespace ephemera {
 
@@ -24,6 +27,33 @@ struct SandboxSpec {
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
   std::optional<std::chrono::seconds> ttl;  // none: the configured default
+};
+
+// Seconds since the Unix epoch (what the store and the API carry).
+using UnixSeconds = std::int64_t;
+UnixSeconds NowUnix();
+
+// A sandbox as recorded: never the client's password or token, only the
+// token's SHA-256.
+struct Sandbox {
+  explicit Sandbox(SandboxId sandbox_id) : id(std::move(sandbox_id)) {}
+
+  SandboxId id;
+  SandboxState state = SandboxState::kCreating;
+  std::string reason;  // why it failed or is being destroyed
+  SandboxSpec spec;
+  std::string image_sha256;
+  std::string owner = "local";  // who created it (an access token's id, or local)
+  std::string token_sha256;
+  // Filled in as creation proceeds:
+  std::string tap;
+  std::string subnet;  // a.b.c.d/30
+  std::string guest_ip;
+  std::uint16_t host_port = 0;
+  std::string username;
+  std::string host_key_fingerprint;  // SHA256:... as ssh-keygen prints it
+  UnixSeconds created_at = 0;
+  std::optional<UnixSeconds> expires_at;
 };
 
 }  // namespace ephemera

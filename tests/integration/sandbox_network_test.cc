@@ -59,7 +59,8 @@ class SandboxNetworkTest : public ::testing::Test {
     VmSpec spec(id);
     spec.image = image_;
     spec.nic = NicSpec{network.tap, network.mac};
-    spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", ReadFile(key_.string() + ".pub")}};
+    spec.guest_files = {
+        {"opt/ephemera/endpoint_authorized_keys", ReadFile(key_.string() + ".pub")}};
     return Guest{network, driver_->Start(spec)};
   }
 
@@ -70,11 +71,11 @@ class SandboxNetworkTest : public ::testing::Test {
 
   // Runs `command` in the guest as endpoint, through the forwarded port.
   ProcessResult Ssh(const Guest& g, const std::string& command) {
-    return RunProcess({"ssh", "-i", key_.string(), "-p", std::to_string(g.network.host_port),
-                       "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-                       "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o",
-                       "LogLevel=ERROR", "endpoint@127.0.0.1", command},
-                      60s);
+    return RunProcess(
+        {"ssh", "-i", key_.string(), "-p", std::to_string(g.network.host_port), "-o",
+         "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "endpoint@127.0.0.1", command},
+        60s);
   }
 
   // The guest's sshd is up before DHCP may have finished: retry briefly.
@@ -104,7 +105,8 @@ TEST_F(SandboxNetworkTest, TwoGuestsAreAddressedIsolatedAndReachable) {
   for (const Guest* g : {&a, &b}) {
     SCOPED_TRACE(g->network.tap);
     // DHCP: the guest has exactly its /30 address and the default route.
-    ProcessResult addr = SshUntil(*g, "busybox ip -4 -o addr show; busybox ip route", g->network.subnet.guest().str());
+    ProcessResult addr = SshUntil(*g, "busybox ip -4 -o addr show; busybox ip route",
+                                  g->network.subnet.guest().str());
     ASSERT_TRUE(addr.ok()) << addr.err << ConsoleTail(g->vm.serial_log);
     EXPECT_THAT(addr.out, HasSubstr(g->network.subnet.guest().str() + "/30"));
     EXPECT_THAT(addr.out, HasSubstr("default via " + g->network.subnet.gateway().str()));
@@ -120,7 +122,8 @@ TEST_F(SandboxNetworkTest, TwoGuestsAreAddressedIsolatedAndReachable) {
     ProcessResult tcp = Ssh(*from, "busybox nc -w 2 " + other + " 22 </dev/null");
     EXPECT_THAT(tcp.out, Not(HasSubstr("SSH-"))) << "TCP reached " << other;
     // Nor the other sandbox's gateway, nor any host port but DHCP.
-    ProcessResult other_gw = Ssh(*from, "busybox ping -c 1 -W 2 " + to->network.subnet.gateway().str());
+    ProcessResult other_gw =
+        Ssh(*from, "busybox ping -c 1 -W 2 " + to->network.subnet.gateway().str());
     EXPECT_FALSE(other_gw.ok());
   }
 

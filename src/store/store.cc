@@ -1,0 +1,237 @@
+#include "store/store.h"
+
+#include "core/error.h"
+
+namespace ephemera {
+
+namespace {
+
+// Append only: a released version's migration is never edited.
+constexpr const char* kMigrations[] = {
+    // 1: sandboxes and events
+    R"sql(
+CREATE TABLE sandboxes (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  image TEXT NOT NULL,
+  image_sha256 TEXT NOT NULL DEFAULT '',
+  memory_mib INTEGER NOT NULL,
+  vcpus INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  token_sha256 TEXT NOT NULL,
+  tap TEXT NOT NULL DEFAULT '',
+  subnet TEXT NOT NULL DEFAULT '',
+  guest_ip TEXT NOT NULL DEFAULT '',
+  host_port INTEGER NOT NULL DEFAULT 0,
+  username TEXT NOT NULL DEFAULT '',
+  host_key_fingerprint TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  sandbox_id TEXT NOT NULL DEFAULT '',
+  kind TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_by_sandbox ON events(sandbox_id);
+)sql",
+};
+
+constexpr char kColumns[] =
+    "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
+    "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at";
+
+Sandbox ReadRow(const sqlite::Statement& row) {
+  Sandbox s(SandboxId::Parse(row.Text(0)));
+  s.state = ParseState(row.Text(1));
+  s.reason = row.Text(2);
+  s.spec.image = row.Text(3);
+  s.image_sha256 = row.Text(4);
+  s.spec.memory_mib = static_cast<unsigned>(row.Int(5));
+  s.spec.vcpus = static_cast<unsigned>(row.Int(6));
+  s.owner = row.Text(7);
+  s.token_sha256 = row.Text(8);
+  s.tap = row.Text(9);
+  s.subnet = row.Text(10);
+  s.guest_ip = row.Text(11);
+  s.host_port = static_cast<std::uint16_t>(row.Int(12));
+  s.username = row.Text(13);
+  s.host_key_fingerprint = row.Text(14);
+  s.created_at = row.Int(15);
+  s.expires_at = row.OptionalInt(16);
+  return s;
+}
+
+}  // namespace
+
+int Store::LatestSchemaVersion() { return static_cast<int>(std::size(kMigrations)); }
+
+Store::Store(const std::filesystem::path& path) : db_(path) {
+  db_.Exec("PRAGMA journal_mode=WAL");
+  db_.Exec("PRAGMA synchronous=NORMAL");  // WAL + NORMAL: durable across a daemon crash
+  db_.Exec("PRAGMA foreign_keys=ON");
+  Migrate();
+}
+
+int Store::SchemaVersion() {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare("PRAGMA user_version");
+  stmt.Step();
+  return static_cast<int>(stmt.Int(0));
+}
+
+void Store::Migrate() {
+  auto stmt = db_.Prepare("PRAGMA user_version");
+  stmt.Step();
+  int version = static_cast<int>(stmt.Int(0));
+  if (version > LatestSchemaVersion()) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "the state database has schema version {}, newer than this ephemerad knows ({})", version,
+         LatestSchemaVersion());
+  }
+  for (int v = version; v < LatestSchemaVersion(); ++v) {
+    sqlite::Transaction tx(db_);
+    db_.Exec(kMigrations[v]);
+    db_.Exec("PRAGMA user_version = " + std::to_string(v + 1));
+    tx.Commit();
+  }
+}
+
+void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit) {
+  std::lock_guard lock(mutex_);
+  sqlite::Transaction tx(db_);
+  if (limit) {
+    auto count = db_.Prepare("SELECT COUNT(*) FROM sandboxes");
+    count.Step();
+    if (static_cast<std::size_t>(count.Int(0)) >= *limit) {
+      Fail(ErrorCode::kResourceExhausted, "the limit of {} sandboxes is reached", *limit);
+    }
+  }
+  auto insert = db_.Prepare(fmt::format(
+      "INSERT INTO sandboxes ({}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", kColumns));
+  insert.Bind(1, s.id.str())
+      .Bind(2, StateName(s.state))
+      .Bind(3, s.reason)
+      .Bind(4, s.spec.image)
+      .Bind(5, s.image_sha256)
+      .Bind(6, std::int64_t{s.spec.memory_mib})
+      .Bind(7, std::int64_t{s.spec.vcpus})
+      .Bind(8, s.owner)
+      .Bind(9, s.token_sha256)
+      .Bind(10, s.tap)
+      .Bind(11, s.subnet)
+      .Bind(12, s.guest_ip)
+      .Bind(13, std::int64_t{s.host_port})
+      .Bind(14, s.username)
+      .Bind(15, s.host_key_fingerprint)
+      .Bind(16, s.created_at)
+      .Bind(17, s.expires_at)
+      .Bind(18, NowUnix());
+  try {
+    insert.Run();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kAlreadyExists) {
+      Fail(ErrorCode::kAlreadyExists, "sandbox {} already exists", s.id.str());
+    }
+    throw;
+  }
+  tx.Commit();
+}
+
+std::optional<Sandbox> Store::GetLocked(const SandboxId& id) {
+  auto stmt = db_.Prepare(fmt::format("SELECT {} FROM sandboxes WHERE id = ?", kColumns));
+  stmt.Bind(1, id.str());
+  if (!stmt.Step()) return std::nullopt;
+  return ReadRow(stmt);
+}
+
+std::optional<Sandbox> Store::Get(const SandboxId& id) {
+  std::lock_guard lock(mutex_);
+  return GetLocked(id);
+}
+
+Sandbox Store::Transition(const SandboxId& id, SandboxState to, const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  sqlite::Transaction tx(db_);
+  auto current = GetLocked(id);
+  if (!current) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  if (!IsAllowedTransition(current->state, to)) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {} cannot go from {} to {}", id.str(),
+         StateName(current->state), StateName(to));
+  }
+  auto stmt = db_.Prepare("UPDATE sandboxes SET state = ?, reason = ?, updated_at = ? WHERE id = ?");
+  stmt.Bind(1, StateName(to)).Bind(2, reason).Bind(3, NowUnix()).Bind(4, id.str()).Run();
+  tx.Commit();
+  current->state = to;
+  current->reason = reason;
+  return *current;
+}
+
+void Store::Update(const Sandbox& s) {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare(
+      "UPDATE sandboxes SET reason = ?, image_sha256 = ?, tap = ?, subnet = ?, guest_ip = ?, "
+      "host_port = ?, username = ?, host_key_fingerprint = ?, expires_at = ?, updated_at = ? "
+      "WHERE id = ?");
+  stmt.Bind(1, s.reason)
+      .Bind(2, s.image_sha256)
+      .Bind(3, s.tap)
+      .Bind(4, s.subnet)
+      .Bind(5, s.guest_ip)
+      .Bind(6, std::int64_t{s.host_port})
+      .Bind(7, s.username)
+      .Bind(8, s.host_key_fingerprint)
+      .Bind(9, s.expires_at)
+      .Bind(10, NowUnix())
+      .Bind(11, s.id.str())
+      .Run();
+  if (db_.Changes() == 0) Fail(ErrorCode::kNotFound, "no sandbox {}", s.id.str());
+}
+
+std::vector<Sandbox> Store::List() {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare(fmt::format("SELECT {} FROM sandboxes ORDER BY created_at, id", kColumns));
+  std::vector<Sandbox> all;
+  while (stmt.Step()) all.push_back(ReadRow(stmt));
+  return all;
+}
+
+std::size_t Store::Count() {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare("SELECT COUNT(*) FROM sandboxes");
+  stmt.Step();
+  return static_cast<std::size_t>(stmt.Int(0));
+}
+
+void Store::Delete(const SandboxId& id) {
+  std::lock_guard lock(mutex_);
+  db_.Prepare("DELETE FROM sandboxes WHERE id = ?").Bind(1, id.str()).Run();
+}
+
+void Store::AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail) {
+  std::lock_guard lock(mutex_);
+  db_.Prepare("INSERT INTO events (at, sandbox_id, kind, detail) VALUES (?,?,?,?)")
+      .Bind(1, NowUnix())
+      .Bind(2, sandbox_id)
+      .Bind(3, kind)
+      .Bind(4, detail)
+      .Run();
+}
+
+std::vector<Event> Store::Events(std::int64_t after_seq, std::size_t limit) {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare(
+      "SELECT seq, at, sandbox_id, kind, detail FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
+  stmt.Bind(1, after_seq).Bind(2, static_cast<std::int64_t>(limit));
+  std::vector<Event> events;
+  while (stmt.Step()) {
+    events.push_back({stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Text(3), stmt.Text(4)});
+  }
+  return events;
+}
+
+}  // namespace ephemera

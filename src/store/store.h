@@ -1,0 +1,61 @@
+// The daemon's state in one SQLite file (WAL): sandboxes with their state
+// machine, and an event log. Schema changes are numbered migrations applied
+// in order at open. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/sandbox.h"
+#include "store/sqlite.h"
+
+namespace ephemera {
+
+struct Event {
+  std::int64_t seq = 0;
+  UnixSeconds at = 0;
+  std::string sandbox_id;  // empty for daemon-wide events
+  std::string kind;
+  std::string detail;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) and migrates. kUnavailable if the file
+  // cannot be opened; kFailedPrecondition if it is from a newer ephemera.
+  explicit Store(const std::filesystem::path& path);
+
+  static int LatestSchemaVersion();
+  int SchemaVersion();
+
+  // Records a new sandbox, atomically refusing (kResourceExhausted) when
+  // `limit` sandboxes (any state) already exist. kAlreadyExists on a
+  // duplicate id.
+  void Insert(const Sandbox& sandbox, std::optional<std::size_t> limit = std::nullopt);
+  // Moves the sandbox to `to` if IsAllowedTransition allows it from its
+  // current state; kFailedPrecondition otherwise, kNotFound if absent.
+  Sandbox Transition(const SandboxId& id, SandboxState to, const std::string& reason = "");
+  // Writes every field but id, state and created_at.
+  void Update(const Sandbox& sandbox);
+  std::optional<Sandbox> Get(const SandboxId& id);
+  std::vector<Sandbox> List();
+  std::size_t Count();
+  // Removes the record; absent is fine (idempotent).
+  void Delete(const SandboxId& id);
+
+  void AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail);
+  std::vector<Event> Events(std::int64_t after_seq = 0, std::size_t limit = 1000);
+
+ private:
+  void Migrate();
+  std::optional<Sandbox> GetLocked(const SandboxId& id);
+
+  std::mutex mutex_;
+  sqlite::Database db_;
+};
+
+}  // namespace ephemera

@@ -1,0 +1,187 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "core/error.h"
+#include "store/sqlite.h"
+#include "store/store.h"
+#include "unit/test_files.h"
+
+namespace ephemera {
+namespace {
+
+using ::testing::HasSubstr;
+
+Sandbox MakeSandbox() {
+  Sandbox s(SandboxId::Generate());
+  s.spec.image = "default";
+  s.spec.memory_mib = 256;
+  s.spec.vcpus = 1;
+  s.image_sha256 = std::string(64, 'a');
+  s.token_sha256 = std::string(64, 'b');
+  s.created_at = NowUnix();
+  return s;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  test::TempDir dir_;
+  std::filesystem::path path_ = dir_.path() / "state.db";
+};
+
+TEST_F(StoreTest, FreshDatabaseIsMigratedToTheLatestSchemaInWalMode) {
+  Store store(path_);
+  EXPECT_EQ(store.SchemaVersion(), Store::LatestSchemaVersion());
+  sqlite::Database raw(path_);
+  auto mode = raw.Prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(mode.Step());
+  EXPECT_EQ(mode.Text(0), "wal");
+}
+
+TEST_F(StoreTest, ReopeningKeepsDataAndDoesNotRemigrate) {
+  Sandbox s = MakeSandbox();
+  {
+    Store store(path_);
+    store.Insert(s);
+  }
+  Store again(path_);
+  ASSERT_TRUE(again.Get(s.id));
+  EXPECT_EQ(again.Get(s.id)->image_sha256, s.image_sha256);
+}
+
+TEST_F(StoreTest, NewerSchemaIsRefused) {
+  { Store store(path_); }
+  {
+    sqlite::Database raw(path_);
+    raw.Exec("PRAGMA user_version = 999");
+  }
+  try {
+    Store store(path_);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("999"));
+  }
+}
+
+TEST_F(StoreTest, RoundTripsEveryField) {
+  Store store(path_);
+  Sandbox s = MakeSandbox();
+  s.expires_at = s.created_at + 600;
+  store.Insert(s);
+  s.tap = "eph12345678";
+  s.subnet = "172.16.0.0/30";
+  s.guest_ip = "172.16.0.2";
+  s.host_port = 10042;
+  s.username = "user_12345";
+  s.host_key_fingerprint = "SHA256:abc";
+  store.Update(s);
+  Sandbox got = *store.Get(s.id);
+  EXPECT_EQ(got.state, SandboxState::kCreating);
+  EXPECT_EQ(got.tap, s.tap);
+  EXPECT_EQ(got.subnet, s.subnet);
+  EXPECT_EQ(got.guest_ip, s.guest_ip);
+  EXPECT_EQ(got.host_port, 10042);
+  EXPECT_EQ(got.username, "user_12345");
+  EXPECT_EQ(got.host_key_fingerprint, "SHA256:abc");
+  EXPECT_EQ(got.token_sha256, s.token_sha256);
+  EXPECT_EQ(got.expires_at, s.expires_at);
+  EXPECT_EQ(got.spec.memory_mib, 256u);
+}
+
+TEST_F(StoreTest, NoColumnCanHoldAPasswordOrAToken) {
+  Store store(path_);
+  sqlite::Database raw(path_);
+  auto columns = raw.Prepare("SELECT name FROM pragma_table_info('sandboxes')");
+  while (columns.Step()) {
+    std::string name = columns.Text(0);
+    EXPECT_THAT(name, ::testing::Not(HasSubstr("password")));
+    if (name.find("token") != std::string::npos) {
+      EXPECT_EQ(name, "token_sha256");
+    }
+  }
+}
+
+TEST_F(StoreTest, TransitionsFollowTheStateMachine) {
+  Store store(path_);
+  Sandbox s = MakeSandbox();
+  store.Insert(s);
+  EXPECT_EQ(store.Transition(s.id, SandboxState::kProvisioning).state, SandboxState::kProvisioning);
+  try {
+    store.Transition(s.id, SandboxState::kCreating);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("provisioning to creating"));
+  }
+  store.Transition(s.id, SandboxState::kFailed, "sshd never came up");
+  EXPECT_EQ(store.Get(s.id)->reason, "sshd never came up");
+  store.Transition(s.id, SandboxState::kDestroying, "rollback");
+  EXPECT_THROW(store.Transition(SandboxId::Generate(), SandboxState::kReady), Error);
+}
+
+TEST_F(StoreTest, DuplicateIdAndIdempotentDelete) {
+  Store store(path_);
+  Sandbox s = MakeSandbox();
+  store.Insert(s);
+  try {
+    store.Insert(s);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+  }
+  store.Delete(s.id);
+  store.Delete(s.id);
+  EXPECT_FALSE(store.Get(s.id));
+  EXPECT_EQ(store.Count(), 0u);
+}
+
+TEST_F(StoreTest, LimitHoldsUnderConcurrentInserts) {
+  Store store(path_);
+  std::atomic<int> accepted{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        try {
+          store.Insert(MakeSandbox(), 7);
+          ++accepted;
+        } catch (const Error& e) {
+          if (e.code() == ErrorCode::kResourceExhausted) ++refused;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(accepted.load(), 7);
+  EXPECT_EQ(refused.load(), 33);
+  EXPECT_EQ(store.List().size(), 7u);
+}
+
+TEST_F(StoreTest, EventsAreOrderedAndPaged) {
+  Store store(path_);
+  store.AddEvent("create", "a", "x");
+  store.AddEvent("destroy", "a", "y");
+  store.AddEvent("start", "", "");
+  auto all = store.Events();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].kind, "create");
+  EXPECT_LT(all[0].seq, all[1].seq);
+  auto rest = store.Events(all[0].seq, 1);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].kind, "destroy");
+}
+
+TEST_F(StoreTest, UnopenablePathIsUnavailable) {
+  try {
+    Store store(dir_.path() / "missing" / "dir" / "state.db");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+  }
+}
+
+}  // namespace
+}  // namespace ephemera
