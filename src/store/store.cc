@@ -112,7 +112,8 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit) {
     }
   }
   auto insert = db_.Prepare(fmt::format(
-      "INSERT INTO sandboxes ({}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", kColumns));
+      "INSERT INTO sandboxes ({}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+      kColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
       .Bind(3, s.reason)
@@ -163,7 +164,8 @@ Sandbox Store::Transition(const SandboxId& id, SandboxState to, const std::strin
     Fail(ErrorCode::kFailedPrecondition, "sandbox {} cannot go from {} to {}", id.str(),
          StateName(current->state), StateName(to));
   }
-  auto stmt = db_.Prepare("UPDATE sandboxes SET state = ?, reason = ?, updated_at = ? WHERE id = ?");
+  auto stmt =
+      db_.Prepare("UPDATE sandboxes SET state = ?, reason = ?, updated_at = ? WHERE id = ?");
   stmt.Bind(1, StateName(to)).Bind(2, reason).Bind(3, NowUnix()).Bind(4, id.str()).Run();
   tx.Commit();
   current->state = to;
@@ -194,7 +196,8 @@ void Store::Update(const Sandbox& s) {
 
 std::vector<Sandbox> Store::List() {
   std::lock_guard lock(mutex_);
-  auto stmt = db_.Prepare(fmt::format("SELECT {} FROM sandboxes ORDER BY created_at, id", kColumns));
+  auto stmt =
+      db_.Prepare(fmt::format("SELECT {} FROM sandboxes ORDER BY created_at, id", kColumns));
   std::vector<Sandbox> all;
   while (stmt.Step()) all.push_back(ReadRow(stmt));
   return all;
@@ -212,7 +215,8 @@ void Store::Delete(const SandboxId& id) {
   db_.Prepare("DELETE FROM sandboxes WHERE id = ?").Bind(1, id.str()).Run();
 }
 
-void Store::AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail) {
+void Store::AddEvent(const std::string& kind, const std::string& sandbox_id,
+                     const std::string& detail) {
   std::lock_guard lock(mutex_);
   db_.Prepare("INSERT INTO events (at, sandbox_id, kind, detail) VALUES (?,?,?,?)")
       .Bind(1, NowUnix())

@@ -11,9 +11,9 @@
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "image/catalog.h"
+#include "integration/guest_fixture.h"
 #include "net/network_manager.h"
 #include "net/tap.h"
-#include "unit/test_files.h"
 #include "vm/console.h"
 #include "vm/qemu/qemu_driver.h"
 
@@ -25,49 +25,15 @@ using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-fs::path ImageDir() {
-  const char* dir = std::getenv("EPHEMERA_IMAGE_DIR");
-  return dir ? dir : "/var/cache/ephemera/images";
-}
-
-class SandboxNetworkTest : public ::testing::Test {
+class SandboxNetworkTest : public test::GuestFixture {
  protected:
   void SetUp() override {
-    NetworkConfig net;
-    net.forward_address = "127.0.0.1";
-    networks_ = std::make_unique<NetworkManager>(state_.path(), net);
-    driver_ = std::make_unique<QemuDriver>(
-        QemuDriverOptions{state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "tests use TCG"}});
-    image_ = ImageCatalog(ImageDir()).Get("default");
+    GuestFixture::SetUp();
     key_ = state_.path() / "id_ed25519";
     RunChecked({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key_.string()});
   }
 
-  void TearDown() override {
-    for (const auto& id : driver_->List()) driver_->Destroy(id);
-    networks_->TeardownAll();
-  }
-
-  struct Guest {
-    SandboxNetwork network;
-    VmInfo vm;
-  };
-
-  Guest Boot() {
-    SandboxId id = SandboxId::Generate();
-    SandboxNetwork network = networks_->Setup(id);
-    VmSpec spec(id);
-    spec.image = image_;
-    spec.nic = NicSpec{network.tap, network.mac};
-    spec.guest_files = {
-        {"opt/ephemera/endpoint_authorized_keys", ReadFile(key_.string() + ".pub")}};
-    return Guest{network, driver_->Start(spec)};
-  }
-
-  void WaitReady(const Guest& g) {
-    WaitForConsoleMarker(g.vm.serial_log, "EPHEMERA_SSHD_READY", 120s,
-                         [&] { return driver_->Inspect(g.network.id).state != VmState::kShutoff; });
-  }
+  Guest Boot() { return GuestFixture::Boot(ReadFile(key_.string() + ".pub")); }
 
   // Runs `command` in the guest as endpoint, through the forwarded port.
   ProcessResult Ssh(const Guest& g, const std::string& command) {
@@ -89,10 +55,6 @@ class SandboxNetworkTest : public ::testing::Test {
     return r;
   }
 
-  test::TempDir state_;
-  std::unique_ptr<NetworkManager> networks_;
-  std::unique_ptr<QemuDriver> driver_;
-  Image image_;
   fs::path key_;
 };
 

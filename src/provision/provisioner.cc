@@ -1,0 +1,90 @@
+#include "provision/provisioner.h"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "core/error.h"
+#include "provision/ssh_session.h"
+
+namespace ephemera {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Connects until sshd completes a handshake or the deadline passes, backing
+// off from 50 ms to 500 ms between attempts.
+std::unique_ptr<SshSession> ConnectWithRetry(const std::string& host, std::uint16_t port,
+                                             const std::string& user, Clock::time_point deadline) {
+  milliseconds backoff(50);
+  std::string last_error = "no attempt made";
+  while (Clock::now() < deadline) {
+    auto left = duration_cast<milliseconds>(deadline - Clock::now());
+    try {
+      return std::make_unique<SshSession>(host, port, user, std::min(left, milliseconds(3000)));
+    } catch (const Error& e) {
+      last_error = e.what();
+    }
+    std::this_thread::sleep_for(std::min(backoff, duration_cast<milliseconds>(deadline - Clock::now())));
+    backoff = std::min(backoff * 2, milliseconds(500));
+  }
+  Fail(ErrorCode::kTimeout, "the guest's sshd at {}:{} did not answer in time (last: {})", host, port,
+       last_error);
+}
+
+bool EndpointLogin(SshSession& session, const EndpointAuth& auth) {
+  if (auth.key && session.AuthenticateWithKey(*auth.key)) return true;
+  return auth.password && session.AuthenticateWithPassword(*auth.password);
+}
+
+}  // namespace
+
+ProvisionResult Provision(const ProvisionRequest& request) {
+  ProvisionResult result;
+  auto t0 = Clock::now();
+  auto session = ConnectWithRetry(request.host, request.port, request.endpoint_user,
+                                  t0 + request.sshd_timeout);
+  result.sshd_wait = duration_cast<milliseconds>(Clock::now() - t0);
+  result.host_key_fingerprint = session->HostKeyFingerprint();
+  result.host_key = session->HostKeyLine();
+  if (!EndpointLogin(*session, request.endpoint)) {
+    Fail(ErrorCode::kFailedPrecondition, "the guest refused the endpoint user's credentials");
+  }
+
+  auto t1 = Clock::now();
+  result.credentials = GenerateClientCredentials();
+  CommandResult setup = session->Execute(
+      fmt::format("sudo /bin/anweddol_container_setup.sh {} {} {}", result.credentials.username,
+                  result.credentials.password, request.client_port),
+      request.setup_timeout);
+  session.reset();
+  if (setup.exit_status != 0) {
+    std::string detail = setup.err.empty() ? setup.out : setup.err;
+    while (!detail.empty() && detail.back() == '\n') detail.pop_back();
+    Fail(ErrorCode::kFailedPrecondition, "the guest's setup script failed (exit {}): {}",
+         setup.exit_status, detail.substr(0, 500));
+  }
+
+  // sshd re-executes to take the new configuration: retry while it restarts.
+  auto deadline = Clock::now() + request.setup_timeout;
+  auto client = ConnectWithRetry(request.host, request.client_port, result.credentials.username, deadline);
+  if (client->HostKeyFingerprint() != result.host_key_fingerprint) {
+    Fail(ErrorCode::kFailedPrecondition, "the guest's host key changed during provisioning");
+  }
+  if (!client->AuthenticateWithPassword(result.credentials.password)) {
+    Fail(ErrorCode::kFailedPrecondition, "the new user {} cannot log in after setup",
+         result.credentials.username);
+  }
+  client.reset();
+  auto endpoint = ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);
+  if (EndpointLogin(*endpoint, request.endpoint)) {
+    Fail(ErrorCode::kFailedPrecondition, "the endpoint user can still log in after setup");
+  }
+  result.setup = duration_cast<milliseconds>(Clock::now() - t1);
+  return result;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,43 @@
+// Provisioning a fresh guest over SSH, per the guest contract: wait for its
+// sshd, log in as the endpoint user, run the setup script with a generated
+// username and password, then prove that the client's login works and the
+// endpoint's no longer does.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "provision/credentials.h"
+
+namespace ephemera {
+
+struct EndpointAuth {
+  const EndpointKey* key = nullptr;  // per-sandbox key (the default image)
+  std::optional<std::string> password;  // fixed password (Anweddol ISOs)
+};
+
+struct ProvisionRequest {
+  std::string host;  // the guest's address
+  std::uint16_t port = 22;
+  std::string endpoint_user = "endpoint";
+  EndpointAuth endpoint;
+  std::uint16_t client_port = 22;  // where the setup script moves sshd
+  std::chrono::milliseconds sshd_timeout{60000};
+  std::chrono::milliseconds setup_timeout{30000};
+};
+
+struct ProvisionResult {
+  ClientCredentials credentials;
+  std::string host_key_fingerprint;  // SHA256:...
+  std::string host_key;              // "ssh-ed25519 AAAA..."
+  std::chrono::milliseconds sshd_wait{0};
+  std::chrono::milliseconds setup{0};
+};
+
+// kTimeout when sshd never answers, kFailedPrecondition when the guest
+// refuses the endpoint or the setup script fails (quoting its stderr), or
+// when the result cannot be verified.
+ProvisionResult Provision(const ProvisionRequest& request);
+
+}  // namespace ephemera

@@ -1,0 +1,46 @@
+#include "integration/guest_fixture.h"
+
+#include <cstdlib>
+
+#include "vm/console.h"
+
+namespace ephemera::test {
+
+using namespace std::chrono_literals;
+
+std::filesystem::path ImageDir() {
+  const char* dir = std::getenv("EPHEMERA_IMAGE_DIR");
+  return dir ? dir : "/var/cache/ephemera/images";
+}
+
+void GuestFixture::SetUp() {
+  NetworkConfig net;
+  net.forward_address = "127.0.0.1";
+  networks_ = std::make_unique<NetworkManager>(state_.path(), net);
+  driver_ = std::make_unique<QemuDriver>(
+      QemuDriverOptions{state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "tests use TCG"}});
+  image_ = ImageCatalog(ImageDir()).Get("default");
+}
+
+void GuestFixture::TearDown() {
+  // Whatever failed, no guest or network outlives the test.
+  for (const auto& id : driver_->List()) driver_->Destroy(id);
+  networks_->TeardownAll();
+}
+
+GuestFixture::Guest GuestFixture::Boot(const std::string& authorized_key) {
+  SandboxId id = SandboxId::Generate();
+  SandboxNetwork network = networks_->Setup(id);
+  VmSpec spec(id);
+  spec.image = image_;
+  spec.nic = NicSpec{network.tap, network.mac};
+  spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", authorized_key}};
+  return Guest{network, driver_->Start(spec)};
+}
+
+void GuestFixture::WaitReady(const Guest& guest) {
+  WaitForConsoleMarker(guest.vm.serial_log, "EPHEMERA_SSHD_READY", 120s,
+                       [&] { return driver_->Inspect(guest.network.id).state != VmState::kShutoff; });
+}
+
+}  // namespace ephemera::test

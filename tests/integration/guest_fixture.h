@@ -1,0 +1,43 @@
+// A test fixture that boots real default-image guests on real sandbox
+// networks (TAP, dnsmasq, nftables, forward) under TCG. Use it only from
+// NETNS tests: everything happens in the test's private network namespace.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "image/catalog.h"
+#include "net/network_manager.h"
+#include "unit/test_files.h"
+#include "vm/qemu/qemu_driver.h"
+
+namespace ephemera::test {
+
+std::filesystem::path ImageDir();  // $EPHEMERA_IMAGE_DIR or the default cache
+
+class GuestFixture : public ::testing::Test {
+ protected:
+  struct Guest {
+    SandboxNetwork network;
+    VmInfo vm;
+  };
+
+  void SetUp() override;
+  void TearDown() override;
+
+  // Starts a guest whose endpoint user accepts `authorized_key` (a
+  // public-key line), on a network of its own.
+  Guest Boot(const std::string& authorized_key);
+  // Waits for the guest's sshd (its console marker).
+  void WaitReady(const Guest& guest);
+
+  TempDir state_;
+  std::unique_ptr<NetworkManager> networks_;
+  std::unique_ptr<QemuDriver> driver_;
+  Image image_;
+};
+
+}  // namespace ephemera::test
