@@ -42,7 +42,19 @@ struct NetworkReconcileReport {
   std::vector<std::string> removed;   // one line per stale piece
 };
 
-class NetworkManager {
+// What the engine needs of sandbox networking (NetworkManager below; fakes
+// in the engine's unit tests).
+class SandboxNetworks {
+ public:
+  virtual ~SandboxNetworks() = default;
+  virtual SandboxNetwork Setup(const SandboxId& id,
+                               const std::optional<DerivedSubnet>& derive = {}) = 0;
+  virtual void Teardown(const SandboxId& id) = 0;
+  virtual std::vector<SandboxNetwork> List() const = 0;
+  virtual NetworkReconcileReport Reconcile() = 0;
+};
+
+class NetworkManager : public SandboxNetworks {
  public:
   // Checks the host (CAP_NET_ADMIN, dnsmasq present) and sets the sysctls
   // the configuration needs, logging each; throws naming what is missing.
@@ -50,15 +62,16 @@ class NetworkManager {
   ~NetworkManager();
 
   // Builds the sandbox's network; on failure removes whatever it made.
-  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {});
+  SandboxNetwork Setup(const SandboxId& id,
+                       const std::optional<DerivedSubnet>& derive = {}) override;
   // Removes every piece of it; unknown or half-made networks are fine.
-  void Teardown(const SandboxId& id);
+  void Teardown(const SandboxId& id) override;
   std::optional<SandboxNetwork> Find(const SandboxId& id) const;
-  std::vector<SandboxNetwork> List() const;
+  std::vector<SandboxNetwork> List() const override;
 
   // Restores every recorded network (TAP, dnsmasq, forward, rules) and
   // removes ephemera TAPs and dnsmasq instances nothing records.
-  NetworkReconcileReport Reconcile();
+  NetworkReconcileReport Reconcile() override;
   // Tears down every network and deletes the nftables table.
   void TeardownAll();
 

@@ -28,11 +28,12 @@ std::unique_ptr<SshSession> ConnectWithRetry(const std::string& host, std::uint1
     } catch (const Error& e) {
       last_error = e.what();
     }
-    std::this_thread::sleep_for(std::min(backoff, duration_cast<milliseconds>(deadline - Clock::now())));
+    std::this_thread::sleep_for(
+        std::min(backoff, duration_cast<milliseconds>(deadline - Clock::now())));
     backoff = std::min(backoff * 2, milliseconds(500));
   }
-  Fail(ErrorCode::kTimeout, "the guest's sshd at {}:{} did not answer in time (last: {})", host, port,
-       last_error);
+  Fail(ErrorCode::kTimeout, "the guest's sshd at {}:{} did not answer in time (last: {})", host,
+       port, last_error);
 }
 
 bool EndpointLogin(SshSession& session, const EndpointAuth& auth) {
@@ -70,7 +71,8 @@ ProvisionResult Provision(const ProvisionRequest& request) {
 
   // sshd re-executes to take the new configuration: retry while it restarts.
   auto deadline = Clock::now() + request.setup_timeout;
-  auto client = ConnectWithRetry(request.host, request.client_port, result.credentials.username, deadline);
+  auto client =
+      ConnectWithRetry(request.host, request.client_port, result.credentials.username, deadline);
   if (client->HostKeyFingerprint() != result.host_key_fingerprint) {
     Fail(ErrorCode::kFailedPrecondition, "the guest's host key changed during provisioning");
   }
@@ -79,7 +81,8 @@ ProvisionResult Provision(const ProvisionRequest& request) {
          result.credentials.username);
   }
   client.reset();
-  auto endpoint = ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);
+  auto endpoint =
+      ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);
   if (EndpointLogin(*endpoint, request.endpoint)) {
     Fail(ErrorCode::kFailedPrecondition, "the endpoint user can still log in after setup");
   }

@@ -13,7 +13,7 @@
 namespace ephemera {
 
 struct EndpointAuth {
-  const EndpointKey* key = nullptr;  // per-sandbox key (the default image)
+  const EndpointKey* key = nullptr;     // per-sandbox key (the default image)
   std::optional<std::string> password;  // fixed password (Anweddol ISOs)
 };
 
@@ -39,5 +39,17 @@ struct ProvisionResult {
 // refuses the endpoint or the setup script fails (quoting its stderr), or
 // when the result cannot be verified.
 ProvisionResult Provision(const ProvisionRequest& request);
+
+// The seam the engine calls (SshProvisioner below; fakes in unit tests).
+class Provisioner {
+ public:
+  virtual ~Provisioner() = default;
+  virtual ProvisionResult Run(const ProvisionRequest& request) = 0;
+};
+
+class SshProvisioner : public Provisioner {
+ public:
+  ProvisionResult Run(const ProvisionRequest& request) override { return Provision(request); }
+};
 
 }  // namespace ephemera

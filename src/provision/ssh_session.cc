@@ -57,7 +57,8 @@ SshSession::SshSession(const std::string& host, std::uint16_t port, const std::s
   ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
   if (ssh_connect(s) != SSH_OK) {
     std::string message = ssh_get_error(s);
-    ErrorCode code = message.find("imeout") != std::string::npos ? ErrorCode::kTimeout : ErrorCode::kUnavailable;
+    ErrorCode code =
+        message.find("imeout") != std::string::npos ? ErrorCode::kTimeout : ErrorCode::kUnavailable;
     Fail(code, "SSH to {} failed: {}", impl_->where, message);
   }
   ssh_key key = nullptr;
@@ -72,7 +73,8 @@ SshSession::~SshSession() = default;
 std::string SshSession::HostKeyFingerprint() const {
   unsigned char* hash = nullptr;
   size_t length = 0;
-  if (ssh_get_publickey_hash(impl_->host_key.get(), SSH_PUBLICKEY_HASH_SHA256, &hash, &length) != 0) {
+  if (ssh_get_publickey_hash(impl_->host_key.get(), SSH_PUBLICKEY_HASH_SHA256, &hash, &length) !=
+      0) {
     Fail(ErrorCode::kInternal, "cannot hash the host key of {}", impl_->where);
   }
   char* text = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, length);
@@ -87,7 +89,8 @@ std::string SshSession::HostKeyLine() const {
   if (ssh_pki_export_pubkey_base64(impl_->host_key.get(), &base64) != SSH_OK) {
     Fail(ErrorCode::kInternal, "cannot export the host key of {}", impl_->where);
   }
-  std::string line = std::string(ssh_key_type_to_char(ssh_key_type(impl_->host_key.get()))) + " " + base64;
+  std::string line =
+      std::string(ssh_key_type_to_char(ssh_key_type(impl_->host_key.get()))) + " " + base64;
   ssh_string_free_char(base64);
   return line;
 }
@@ -112,16 +115,19 @@ CommandResult SshSession::Execute(const std::string& command, std::chrono::milli
   auto deadline = std::chrono::steady_clock::now() + timeout;
   char buffer[4096];
   while (!ssh_channel_is_eof(channel.get())) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       Fail(ErrorCode::kTimeout, "SSH to {}: '{}' did not finish within {} ms", impl_->where,
            command.substr(0, command.find(' ')), timeout.count());
     }
     int slice = static_cast<int>(std::min<long>(left.count(), 200));
     for (int is_stderr : {0, 1}) {
-      int n = ssh_channel_read_timeout(channel.get(), buffer, sizeof buffer, is_stderr, is_stderr ? 0 : slice);
+      int n = ssh_channel_read_timeout(channel.get(), buffer, sizeof buffer, is_stderr,
+                                       is_stderr ? 0 : slice);
       if (n == SSH_ERROR) {
-        Fail(ErrorCode::kUnavailable, "SSH to {}: read failed: {}", impl_->where, ssh_get_error(impl_->session));
+        Fail(ErrorCode::kUnavailable, "SSH to {}: read failed: {}", impl_->where,
+             ssh_get_error(impl_->session));
       }
       std::string& sink = is_stderr ? result.err : result.out;
       if (n > 0 && sink.size() < kMaxOutput) sink.append(buffer, static_cast<std::size_t>(n));
@@ -130,7 +136,8 @@ CommandResult SshSession::Execute(const std::string& command, std::chrono::milli
   // Drain what arrived together with EOF.
   for (int is_stderr : {0, 1}) {
     int n;
-    while ((n = ssh_channel_read_nonblocking(channel.get(), buffer, sizeof buffer, is_stderr)) > 0) {
+    while ((n = ssh_channel_read_nonblocking(channel.get(), buffer, sizeof buffer, is_stderr)) >
+           0) {
       std::string& sink = is_stderr ? result.err : result.out;
       if (sink.size() < kMaxOutput) sink.append(buffer, static_cast<std::size_t>(n));
     }

@@ -39,8 +39,9 @@ GuestFixture::Guest GuestFixture::Boot(const std::string& authorized_key) {
 }
 
 void GuestFixture::WaitReady(const Guest& guest) {
-  WaitForConsoleMarker(guest.vm.serial_log, "EPHEMERA_SSHD_READY", 120s,
-                       [&] { return driver_->Inspect(guest.network.id).state != VmState::kShutoff; });
+  WaitForConsoleMarker(guest.vm.serial_log, "EPHEMERA_SSHD_READY", 120s, [&] {
+    return driver_->Inspect(guest.network.id).state != VmState::kShutoff;
+  });
 }
 
 }  // namespace ephemera::test

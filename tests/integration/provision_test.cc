@@ -36,7 +36,8 @@ TEST_F(ProvisionGuestTest, CreatesTheClientUserAndLocksTheEndpoint) {
   CommandResult id = client.Execute("id -un", 30s);
   EXPECT_EQ(id.exit_status, 0);
   EXPECT_EQ(id.out, r.credentials.username + "\n");
-  CommandResult root = client.Execute("echo '" + r.credentials.password + "' | sudo -S -p '' id -u", 30s);
+  CommandResult root =
+      client.Execute("echo '" + r.credentials.password + "' | sudo -S -p '' id -u", 30s);
   EXPECT_EQ(root.exit_status, 0) << root.err;
   EXPECT_EQ(root.out, "0\n");
 

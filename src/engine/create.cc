@@ -1,0 +1,152 @@
+// The create pipeline: validate, record, network, VM, provision, ready.
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "core/sha256.h"
+#include "engine/engine.h"
+
+namespace ephemera {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Releases a counting-semaphore slot on every path out.
+template <typename Semaphore>
+class SlotGuard {
+ public:
+  explicit SlotGuard(Semaphore& s) : s_(s) { s_.acquire(); }
+  ~SlotGuard() { s_.release(); }
+
+ private:
+  Semaphore& s_;
+};
+
+constexpr std::string_view kTokenAlphabet =
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
+
+}  // namespace
+
+Engine::Validated Engine::Validate(const CreateRequest& request) {
+  Validated v;
+  v.spec.image = request.image.value_or(options_.default_image);
+  v.spec.memory_mib = request.memory_mib.value_or(options_.default_memory_mib);
+  v.spec.vcpus = request.vcpus.value_or(options_.default_vcpus);
+  if (v.spec.memory_mib < 128 || v.spec.memory_mib > options_.max_memory_mib) {
+    Fail(ErrorCode::kInvalidArgument, "memory_mib {} is out of range [128, {}]", v.spec.memory_mib,
+         options_.max_memory_mib);
+  }
+  if (v.spec.vcpus < 1 || v.spec.vcpus > options_.max_vcpus) {
+    Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}]", v.spec.vcpus, options_.max_vcpus);
+  }
+  std::int64_t ttl = request.ttl_seconds.value_or(options_.default_ttl.count());
+  if (ttl <= 0 || ttl > options_.max_ttl.count()) {
+    Fail(ErrorCode::kInvalidArgument, "ttl_seconds {} is out of range [1, {}]", ttl, options_.max_ttl.count());
+  }
+  v.spec.ttl = std::chrono::seconds(ttl);
+  try {
+    v.image = images_.Get(v.spec.image);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kNotFound || e.code() == ErrorCode::kInvalidArgument) {
+      Fail(ErrorCode::kInvalidArgument, "unknown image '{}'", v.spec.image.substr(0, 64));
+    }
+    throw;
+  }
+  return v;
+}
+
+CreateResult Engine::Create(const CreateRequest& request) {
+  Validated v = Validate(request);
+  auto t0 = Clock::now();
+  Sandbox sandbox(SandboxId::Generate());
+  sandbox.spec = v.spec;
+  sandbox.image_sha256 = v.image.PrimarySha256();
+  sandbox.owner = request.owner;
+  sandbox.created_at = NowUnix();
+  std::string token = RandomString(kTokenLength, kTokenAlphabet);
+  sandbox.token_sha256 = Sha256Hex(token);
+  // Recorded before the host is touched, so a crash from here on is
+  // reconciled; the count includes it, so the limit holds under races.
+  store_.Insert(sandbox, options_.max_sandboxes);
+  store_.AddEvent("create", sandbox.id.str(), v.spec.image);
+
+  CreateResult result{sandbox, "", token, "", {}};
+  try {
+    SlotGuard slot(create_slots_);
+    auto t1 = Clock::now();
+    SandboxNetwork net = networks_.Setup(sandbox.id);
+    sandbox.tap = net.tap;
+    sandbox.subnet = net.subnet.cidr();
+    sandbox.guest_ip = net.subnet.guest().str();
+    sandbox.host_port = net.host_port;
+    store_.Update(sandbox);
+    result.phases.network = duration_cast<milliseconds>(Clock::now() - t1);
+
+    auto t2 = Clock::now();
+    EndpointKey key = EndpointKey::Generate();
+    VmSpec spec(sandbox.id);
+    spec.image = v.image;
+    spec.memory_mib = v.spec.memory_mib;
+    spec.vcpus = v.spec.vcpus;
+    spec.nic = NicSpec{net.tap, net.mac};
+    spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
+    vms_.Start(spec);
+    result.phases.vm_start = duration_cast<milliseconds>(Clock::now() - t2);
+    store_.Transition(sandbox.id, SandboxState::kProvisioning);
+
+    ProvisionRequest provision;
+    provision.host = sandbox.guest_ip;
+    provision.port = net.guest_port;
+    provision.client_port = net.guest_port;
+    provision.endpoint.key = &key;
+    provision.endpoint.password = options_.endpoint_password;
+    provision.sshd_timeout = options_.sshd_timeout;
+    ProvisionResult provisioned = provisioner_.Run(provision);
+    result.phases.sshd_up = provisioned.sshd_wait;
+    result.phases.provision = provisioned.setup;
+
+    sandbox.username = provisioned.credentials.username;
+    sandbox.host_key_fingerprint = provisioned.host_key_fingerprint;
+    sandbox.expires_at = NowUnix() + v.spec.ttl->count();
+    store_.Update(sandbox);
+    sandbox = store_.Transition(sandbox.id, SandboxState::kReady);
+    result.password = provisioned.credentials.password;
+    result.host_key = provisioned.host_key;
+  } catch (const Error& e) {
+    Rollback(sandbox.id, e.what());
+    throw;
+  } catch (const std::exception& e) {
+    Rollback(sandbox.id, e.what());
+    Fail(ErrorCode::kInternal, "create failed: {}", e.what());
+  }
+  result.sandbox = sandbox;
+  result.phases.total = duration_cast<milliseconds>(Clock::now() - t0);
+  store_.AddEvent("ready", sandbox.id.str(), fmt::format("{} ms", result.phases.total.count()));
+  spdlog::info("sandbox {}: ready in {} ms (network {} ms, vm {} ms, sshd {} ms, provision {} ms)",
+               sandbox.id.str(), result.phases.total.count(), result.phases.network.count(),
+               result.phases.vm_start.count(), result.phases.sshd_up.count(),
+               result.phases.provision.count());
+  return result;
+}
+
+void Engine::Rollback(const SandboxId& id, const std::string& reason) {
+  spdlog::warn("sandbox {}: create failed, rolling back: {}", id.str(), reason);
+  try {
+    TearDownHost(id);
+    store_.Delete(id);
+    store_.AddEvent("create_failed", id.str(), reason);
+  } catch (const Error& e) {
+    // Marked failed, the reaper retries the teardown; a crash before this
+    // leaves it creating or provisioning, which reconcile destroys.
+    spdlog::error("sandbox {}: rollback incomplete: {}", id.str(), e.what());
+    try {
+      store_.Transition(id, SandboxState::kFailed, reason);
+    } catch (const Error&) {
+    }
+  }
+}
+
+}  // namespace ephemera

@@ -1,0 +1,132 @@
+// The engine: the only part that knows all the others. It turns the small
+// set of front-door requests (create, destroy, get, list, status) into
+// pipelines over the store, image catalog, VM driver, networks and
+// provisioner, and keeps the host consistent with the store: rollback on a
+// failed create, a reaper for stopped or expired sandboxes, reconcile at
+// startup. Split by job: create.cc, destroy.cc, reaper.cc, reconcile.cc.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <semaphore>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/sandbox.h"
+#include "image/catalog.h"
+#include "net/network_manager.h"
+#include "provision/provisioner.h"
+#include "store/store.h"
+#include "vm/driver.h"
+
+namespace ephemera {
+
+struct EngineOptions {
+  std::size_t max_sandboxes = 16;
+  std::size_t max_parallel_creates = 4;
+  std::chrono::seconds default_ttl{3600};
+  std::chrono::seconds max_ttl{86400};
+  unsigned default_memory_mib = 256;
+  unsigned max_memory_mib = 4096;
+  unsigned default_vcpus = 1;
+  unsigned max_vcpus = 4;
+  std::string default_image = "default";
+  std::chrono::milliseconds sshd_timeout{120000};
+  std::optional<std::string> endpoint_password;  // for images without key injection
+  std::chrono::milliseconds reaper_interval{500};
+};
+
+struct CreatePhases {
+  std::chrono::milliseconds network{0};
+  std::chrono::milliseconds vm_start{0};  // clone + QEMU launch
+  std::chrono::milliseconds sshd_up{0};   // boot until sshd answers
+  std::chrono::milliseconds provision{0};
+  std::chrono::milliseconds total{0};
+};
+
+struct CreateRequest {
+  std::optional<std::string> image;
+  std::optional<unsigned> memory_mib;
+  std::optional<unsigned> vcpus;
+  std::optional<std::int64_t> ttl_seconds;
+  std::string owner = "local";
+};
+
+struct CreateResult {
+  Sandbox sandbox;
+  std::string password;  // shown once, never stored
+  std::string token;     // shown once; the store keeps its SHA-256
+  std::string host_key;  // "ssh-ed25519 AAAA..." for pinning
+  CreatePhases phases;
+};
+
+struct EngineStatus {
+  std::size_t sandboxes = 0;
+  std::size_t max_sandboxes = 0;
+  std::int64_t uptime_seconds = 0;
+};
+
+struct ReconcileReport {
+  std::vector<std::string> actions;  // one human-readable line each
+};
+
+class Engine {
+ public:
+  Engine(EngineOptions options, Store& store, ImageCatalog& images, VmDriver& vms,
+         SandboxNetworks& networks, Provisioner& provisioner);
+  ~Engine();  // stops the reaper; sandboxes keep running
+
+  // kInvalidArgument for a bad request, kResourceExhausted at the limit;
+  // any failure rolls back every step already taken.
+  CreateResult Create(const CreateRequest& request);
+
+  // Destroys the sandbox. With a token, the token must be the sandbox's
+  // (compared in constant time; kPermissionDenied otherwise); without one
+  // the caller is an administrator. Idempotent for a sandbox mid-destroy.
+  void Destroy(const SandboxId& id, const std::optional<std::string>& token,
+               const std::string& reason = "destroyed by request");
+
+  std::optional<Sandbox> Get(const SandboxId& id);
+  std::vector<Sandbox> List();
+  EngineStatus Status();
+
+  // Brings the host and the store into agreement (call once at startup).
+  ReconcileReport Reconcile();
+  // One reaper pass (the reaper thread calls this every reaper_interval).
+  void ReapOnce();
+  void StartReaper();
+  // Destroys every sandbox (for destroy_on_exit).
+  void DestroyAll(const std::string& reason);
+
+  static constexpr std::size_t kTokenLength = 255;
+
+ private:
+  struct Validated {
+    Image image;
+    SandboxSpec spec;
+  };
+  Validated Validate(const CreateRequest& request);
+  void Rollback(const SandboxId& id, const std::string& reason);
+  void TearDownHost(const SandboxId& id);
+
+  EngineOptions options_;
+  Store& store_;
+  ImageCatalog& images_;
+  VmDriver& vms_;
+  SandboxNetworks& networks_;
+  Provisioner& provisioner_;
+  std::counting_semaphore<1024> create_slots_;
+  std::chrono::steady_clock::time_point started_;
+
+  std::mutex reaper_mutex_;
+  std::condition_variable reaper_wake_;
+  bool stopping_ = false;
+  std::thread reaper_;
+};
+
+}  // namespace ephemera

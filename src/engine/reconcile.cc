@@ -1,0 +1,57 @@
+// Reconcile at startup: whatever the store says exists but the host does
+// not, or the reverse, is cleaned up or adopted, and each action is logged.
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "core/error.h"
+#include "engine/engine.h"
+
+namespace ephemera {
+
+ReconcileReport Engine::Reconcile() {
+  ReconcileReport report;
+  auto note = [&report](std::string line) {
+    spdlog::info("reconcile: {}", line);
+    report.actions.push_back(std::move(line));
+  };
+  NetworkReconcileReport net = networks_.Reconcile();
+  for (const auto& line : net.restored) note("restored " + line);
+  for (const auto& line : net.removed) note("removed stale " + line);
+
+  std::set<SandboxId> known;
+  for (const auto& s : store_.List()) {
+    known.insert(s.id);
+    std::string reason;
+    if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
+      reason = "its creation was interrupted";  // its password is lost with the old process
+    } else if (s.state == SandboxState::kFailed || s.state == SandboxState::kDestroying) {
+      reason = "its teardown was interrupted";
+    } else {
+      try {
+        if (vms_.Inspect(s.id).state == VmState::kShutoff) reason = "its VM stopped while the daemon was down";
+      } catch (const Error&) {
+        reason = "its VM is gone";
+      }
+    }
+    if (reason.empty()) {
+      note(fmt::format("adopted sandbox {} ({})", s.id.str(), s.tap));
+      continue;
+    }
+    Destroy(s.id, std::nullopt, reason);
+    note(fmt::format("destroyed sandbox {}: {}", s.id.str(), reason));
+  }
+  for (const auto& id : vms_.List()) {
+    if (known.count(id)) continue;
+    vms_.Destroy(id);
+    note(fmt::format("removed VM {} that no sandbox owns", id.str()));
+  }
+  for (const auto& n : networks_.List()) {
+    if (known.count(n.id)) continue;
+    networks_.Teardown(n.id);
+    note(fmt::format("removed network {} ({}) that no sandbox owns", n.id.str(), n.tap));
+  }
+  return report;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,282 @@
+// The engine with fake drivers (VM, network, provisioner) over a real store
+// and image catalog: rollback at every step, limits under concurrency, TTL,
+// the reaper, tokens and reconcile.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "core/error.h"
+#include "core/sha256.h"
+#include "engine/engine.h"
+#include "unit/test_files.h"
+
+namespace ephemera {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+class FakeVms : public VmDriver {
+ public:
+  std::string_view name() const override { return "fake"; }
+  VmInfo Start(const VmSpec& spec) override {
+    std::lock_guard lock(mutex);
+    if (fail_start) Fail(ErrorCode::kFailedPrecondition, "fake: QEMU refused");
+    last_guest_files = spec.guest_files;
+    vms.insert_or_assign(spec.id, VmState::kRunning);
+    return VmInfo{spec.id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
+  }
+  VmInfo Inspect(const SandboxId& id) override {
+    std::lock_guard lock(mutex);
+    auto it = vms.find(id);
+    if (it == vms.end()) Fail(ErrorCode::kNotFound, "no VM");
+    return VmInfo{id, it->second, 1234, "/fake", "/fake/serial.log"};
+  }
+  bool Shutdown(const SandboxId& id, std::chrono::milliseconds) override {
+    std::lock_guard lock(mutex);
+    vms.insert_or_assign(id, VmState::kShutoff);
+    return true;
+  }
+  void Destroy(const SandboxId& id) override {
+    std::lock_guard lock(mutex);
+    vms.erase(id);
+  }
+  std::vector<SandboxId> List() override {
+    std::lock_guard lock(mutex);
+    std::vector<SandboxId> ids;
+    for (const auto& [id, _] : vms) ids.push_back(id);
+    return ids;
+  }
+  std::mutex mutex;
+  std::map<SandboxId, VmState> vms;
+  std::vector<GuestFile> last_guest_files;
+  bool fail_start = false;
+};
+
+class FakeNetworks : public SandboxNetworks {
+ public:
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>&) override {
+    std::lock_guard lock(mutex);
+    if (fail_setup) Fail(ErrorCode::kResourceExhausted, "fake: address pool exhausted");
+    SandboxNetwork n{id, "eph" + id.ShortName(), Subnet30{next, Ipv4{0xac100000 + next * 4}},
+                     "52:54:00:00:00:01", static_cast<std::uint16_t>(10000 + next), 22};
+    ++next;
+    live.insert_or_assign(id, n);
+    return n;
+  }
+  void Teardown(const SandboxId& id) override {
+    std::lock_guard lock(mutex);
+    live.erase(id);
+  }
+  std::vector<SandboxNetwork> List() const override {
+    std::lock_guard lock(mutex);
+    std::vector<SandboxNetwork> all;
+    for (const auto& [_, n] : live) all.push_back(n);
+    return all;
+  }
+  NetworkReconcileReport Reconcile() override { return {}; }
+  mutable std::mutex mutex;
+  std::map<SandboxId, SandboxNetwork> live;
+  std::uint32_t next = 0;
+  bool fail_setup = false;
+};
+
+class FakeProvisioner : public Provisioner {
+ public:
+  ProvisionResult Run(const ProvisionRequest& request) override {
+    int now = ++running;
+    int seen = max_running.load();
+    while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(delay);
+    --running;
+    if (fail) Fail(ErrorCode::kFailedPrecondition, "fake: setup script failed (exit 1)");
+    last_host = request.host;
+    ProvisionResult r;
+    r.credentials = GenerateClientCredentials();
+    r.host_key_fingerprint = "SHA256:fake";
+    r.host_key = "ssh-ed25519 AAAAfake";
+    return r;
+  }
+  std::atomic<int> running{0}, max_running{0};
+  std::chrono::milliseconds delay{0};
+  bool fail = false;
+  std::string last_host;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() : store_(state_.path() / "state.db"), images_(images_dir_.path()) {
+    test::MakeFakeKernelImage(images_dir_.path(), "default");
+    options_.max_sandboxes = 3;
+    options_.max_parallel_creates = 2;
+    options_.reaper_interval = 20ms;
+  }
+  Engine& engine() {
+    if (!engine_) engine_ = std::make_unique<Engine>(options_, store_, images_, vms_, networks_, provisioner_);
+    return *engine_;
+  }
+  void ExpectNothingLeft() {
+    EXPECT_TRUE(store_.List().empty());
+    EXPECT_TRUE(vms_.vms.empty());
+    EXPECT_TRUE(networks_.live.empty());
+  }
+  void ExpectCreateFails(const CreateRequest& request, ErrorCode code, const std::string& needle) {
+    try {
+      engine().Create(request);
+      ADD_FAILURE() << "created";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+      EXPECT_THAT(e.what(), HasSubstr(needle));
+    }
+    ExpectNothingLeft();
+  }
+
+  test::TempDir state_;
+  test::TempDir images_dir_;
+  Store store_;
+  ImageCatalog images_;
+  FakeVms vms_;
+  FakeNetworks networks_;
+  FakeProvisioner provisioner_;
+  EngineOptions options_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, CreateReturnsCredentialsOnceAndStoresOnlyHashes) {
+  CreateResult r = engine().Create({});
+  EXPECT_EQ(r.sandbox.state, SandboxState::kReady);
+  EXPECT_EQ(r.password.size(), 120u);
+  EXPECT_EQ(r.token.size(), Engine::kTokenLength);
+  EXPECT_EQ(r.sandbox.guest_ip, "172.16.0.2");
+  EXPECT_EQ(provisioner_.last_host, "172.16.0.2");
+  EXPECT_EQ(r.sandbox.host_key_fingerprint, "SHA256:fake");
+  ASSERT_TRUE(r.sandbox.expires_at);
+  EXPECT_NEAR(*r.sandbox.expires_at, NowUnix() + 3600, 5);
+  Sandbox stored = *store_.Get(r.sandbox.id);
+  EXPECT_EQ(stored.token_sha256, Sha256Hex(r.token));
+  EXPECT_EQ(stored.username, r.sandbox.username);
+  // The guest got a per-sandbox public key, no password.
+  ASSERT_EQ(vms_.last_guest_files.size(), 1u);
+  EXPECT_THAT(vms_.last_guest_files[0].content, ::testing::StartsWith("ssh-ed25519 "));
+}
+
+TEST_F(EngineTest, RollsBackWhenTheNetworkFails) {
+  networks_.fail_setup = true;
+  ExpectCreateFails({}, ErrorCode::kResourceExhausted, "address pool exhausted");
+}
+
+TEST_F(EngineTest, RollsBackWhenTheVmFails) {
+  vms_.fail_start = true;
+  ExpectCreateFails({}, ErrorCode::kFailedPrecondition, "QEMU refused");
+}
+
+TEST_F(EngineTest, RollsBackWhenProvisioningFails) {
+  provisioner_.fail = true;
+  ExpectCreateFails({}, ErrorCode::kFailedPrecondition, "setup script failed");
+  bool logged = false;
+  for (const auto& e : store_.Events()) logged |= e.kind == "create_failed";
+  EXPECT_TRUE(logged);
+}
+
+TEST_F(EngineTest, BadRequestsAreRejectedBeforeAnythingIsMade) {
+  ExpectCreateFails({.image = "nope"}, ErrorCode::kInvalidArgument, "unknown image 'nope'");
+  ExpectCreateFails({.image = "../../etc"}, ErrorCode::kInvalidArgument, "unknown image");
+  ExpectCreateFails({.memory_mib = 64}, ErrorCode::kInvalidArgument, "memory_mib 64");
+  ExpectCreateFails({.memory_mib = 1 << 20}, ErrorCode::kInvalidArgument, "memory_mib");
+  ExpectCreateFails({.vcpus = 0}, ErrorCode::kInvalidArgument, "vcpus 0");
+  ExpectCreateFails({.ttl_seconds = 0}, ErrorCode::kInvalidArgument, "ttl_seconds 0");
+  ExpectCreateFails({.ttl_seconds = -5}, ErrorCode::kInvalidArgument, "ttl_seconds -5");
+  ExpectCreateFails({.ttl_seconds = 10'000'000}, ErrorCode::kInvalidArgument, "ttl_seconds");
+}
+
+TEST_F(EngineTest, LimitHoldsUnderConcurrentCreatesAndParallelismIsBounded) {
+  provisioner_.delay = 100ms;
+  Engine& shared = engine();  // built before the threads share it
+  std::atomic<int> created{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      try {
+        shared.Create({});
+        ++created;
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::kResourceExhausted) ++refused;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 3);
+  EXPECT_EQ(refused.load(), 5);
+  EXPECT_LE(provisioner_.max_running.load(), 2);
+  EXPECT_EQ(store_.List().size(), 3u);
+  EXPECT_EQ(vms_.vms.size(), 3u);
+}
+
+TEST_F(EngineTest, DestroyNeedsTheSandboxsTokenUnlessAdmin) {
+  CreateResult a = engine().Create({});
+  CreateResult b = engine().Create({});
+  try {
+    engine().Destroy(a.sandbox.id, b.token);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kPermissionDenied);
+  }
+  EXPECT_TRUE(store_.Get(a.sandbox.id));
+  EXPECT_TRUE(vms_.vms.count(a.sandbox.id));
+  engine().Destroy(a.sandbox.id, a.token);
+  engine().Destroy(b.sandbox.id, std::nullopt);  // the local admin
+  ExpectNothingLeft();
+  EXPECT_THROW(engine().Destroy(a.sandbox.id, std::nullopt), Error);  // now unknown
+}
+
+TEST_F(EngineTest, ReaperDestroysExpiredAndStoppedSandboxes) {
+  CreateResult expiring = engine().Create({.ttl_seconds = 1});
+  CreateResult stopping = engine().Create({});
+  CreateResult staying = engine().Create({});
+  vms_.Shutdown(stopping.sandbox.id, 0ms);  // the guest powered itself off
+  engine().StartReaper();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (store_.Count() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(store_.Get(expiring.sandbox.id));
+  EXPECT_FALSE(store_.Get(stopping.sandbox.id));
+  EXPECT_TRUE(store_.Get(staying.sandbox.id));
+  EXPECT_EQ(vms_.vms.size(), 1u);
+  EXPECT_EQ(networks_.live.size(), 1u);
+}
+
+TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
+  CreateResult running = engine().Create({});
+  // A create interrupted by a crash: recorded, VM and network half made.
+  Sandbox interrupted(SandboxId::Generate());
+  interrupted.token_sha256 = std::string(64, '0');
+  interrupted.created_at = NowUnix();
+  store_.Insert(interrupted);
+  store_.Transition(interrupted.id, SandboxState::kProvisioning);
+  networks_.Setup(interrupted.id, {});
+  vms_.vms.insert_or_assign(interrupted.id, VmState::kRunning);
+  // A VM and a network nothing records.
+  SandboxId orphan = SandboxId::Generate();
+  vms_.vms.insert_or_assign(orphan, VmState::kRunning);
+  networks_.Setup(SandboxId::Generate(), {});
+
+  engine_.reset();  // the daemon restarts
+  ReconcileReport report = engine().Reconcile();
+  EXPECT_TRUE(store_.Get(running.sandbox.id));
+  EXPECT_FALSE(store_.Get(interrupted.id));
+  EXPECT_EQ(vms_.vms.size(), 1u);
+  EXPECT_TRUE(vms_.vms.count(running.sandbox.id));
+  EXPECT_EQ(networks_.live.size(), 1u);
+  std::string all;
+  for (const auto& line : report.actions) all += line + "\n";
+  EXPECT_THAT(all, HasSubstr("adopted sandbox " + running.sandbox.id.str()));
+  EXPECT_THAT(all, HasSubstr("destroyed sandbox " + interrupted.id.str() + ": its creation was interrupted"));
+  EXPECT_THAT(all, HasSubstr("removed VM " + orphan.str()));
+  EXPECT_THAT(all, HasSubstr("removed network"));
+}
+
+}  // namespace
+}  // namespace ephemera
