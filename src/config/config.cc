@@ -224,6 +224,34 @@ Config ParseConfig(std::string_view yaml_text) {
   Section top(root, "");
   ReadPath(top, "state_dir", config.state_dir);
   ReadPath(top, "image_dir", config.image_dir);
+  ReadPath(top, "socket", config.socket);
+  std::string mode = fmt::format("{:04o}", config.socket_mode);
+  top.Read("socket_mode", mode);
+  unsigned parsed_mode = 0;
+  if (std::sscanf(mode.c_str(), "%o", &parsed_mode) != 1 || parsed_mode > 0777 ||
+      mode.find_first_not_of("01234567") != std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key 'socket_mode': '{}' is not an octal mode such as 0660", mode);
+  }
+  config.socket_mode = parsed_mode;
+  top.Read("client_host", config.client_host);
+  top.Read("destroy_on_exit", config.destroy_on_exit);
+  top.Read("endpoint_password", config.endpoint_password);
+
+  Section limits = top.Child("limits");
+  limits.ReadUnsigned("max_sandboxes", config.limits.max_sandboxes, 1, 16384);
+  limits.ReadUnsigned("max_parallel_creates", config.limits.max_parallel_creates, 1, 256);
+  limits.ReadUnsigned("default_ttl_seconds", config.limits.default_ttl_seconds, 1, 365 * 86400);
+  limits.ReadUnsigned("max_ttl_seconds", config.limits.max_ttl_seconds, 1, 365 * 86400);
+  limits.ReadUnsigned("max_memory_mib", config.limits.max_memory_mib, 128, 1 << 22);
+  limits.ReadUnsigned("max_vcpus", config.limits.max_vcpus, 1, 256);
+  limits.ReadUnsigned("sshd_timeout_seconds", config.limits.sshd_timeout_seconds, 1, 3600);
+  limits.RejectUnknown();
+  if (config.limits.default_ttl_seconds > config.limits.max_ttl_seconds) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key 'limits.default_ttl_seconds': {} exceeds limits.max_ttl_seconds ({})",
+         config.limits.default_ttl_seconds, config.limits.max_ttl_seconds);
+  }
 
   Section log = top.Child("log");
   ReadChoice(log, "level", config.log.level, {"trace", "debug", "info", "warn", "error"});

@@ -52,9 +52,28 @@ struct DefaultsConfig {
   unsigned vcpus = 1;
 };
 
+struct LimitsConfig {
+  unsigned max_sandboxes = 16;
+  unsigned max_parallel_creates = 4;
+  unsigned default_ttl_seconds = 3600;
+  unsigned max_ttl_seconds = 86400;
+  unsigned max_memory_mib = 4096;
+  unsigned max_vcpus = 4;
+  unsigned sshd_timeout_seconds = 120;
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
+  std::filesystem::path socket = "/run/ephemera/ephemera.sock";
+  unsigned socket_mode = 0660;
+  // The host name or address clients use to reach forwarded ports; empty:
+  // network.forward_address, or this host's name when that is 0.0.0.0.
+  std::string client_host;
+  bool destroy_on_exit = false;
+  // Only for images whose endpoint takes a fixed password (Anweddol ISOs).
+  std::string endpoint_password;
+  LimitsConfig limits;
   LogConfig log;
   VmConfig vm;
   NetworkConfig network;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "daemon/logging.h"
 #include "daemon/selftest.h"
+#include "daemon/serve.h"
 
 namespace {
 
@@ -29,8 +30,10 @@ int main(int argc, char** argv) {
                  "configuration file (default " + std::string(kDefaultConfig) + " if it exists)");
   app.add_option("--state-dir", state_dir, "state directory (overrides state_dir)");
   app.add_option("--image-dir", image_dir, "image cache directory (overrides image_dir)");
+  std::string socket;
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides log.level)");
-  app.require_subcommand(1);
+  app.add_option("--socket", socket, "local API socket (overrides socket)");
+  app.require_subcommand(0, 1);
 
   SelfTestOptions check;
   unsigned boot_timeout_s = 60;
@@ -52,9 +55,11 @@ int main(int argc, char** argv) {
     if (!state_dir.empty()) config.state_dir = std::filesystem::absolute(state_dir);
     if (!image_dir.empty()) config.image_dir = std::filesystem::absolute(image_dir);
     if (!log_level.empty()) config.log.level = log_level;
+    if (!socket.empty()) config.socket = std::filesystem::absolute(socket);
     SetupLogging(config.log.level, config.log.format);
 
-    if (check_cmd->parsed()) {
+    if (!check_cmd->parsed()) return Serve(config);
+    {
       check.boot_timeout = std::chrono::seconds(boot_timeout_s);
       SelfTestReport r = RunSelfTest(config, check);
       fmt::print(

@@ -40,11 +40,13 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          options_.max_memory_mib);
   }
   if (v.spec.vcpus < 1 || v.spec.vcpus > options_.max_vcpus) {
-    Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}]", v.spec.vcpus, options_.max_vcpus);
+    Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}]", v.spec.vcpus,
+         options_.max_vcpus);
   }
   std::int64_t ttl = request.ttl_seconds.value_or(options_.default_ttl.count());
   if (ttl <= 0 || ttl > options_.max_ttl.count()) {
-    Fail(ErrorCode::kInvalidArgument, "ttl_seconds {} is out of range [1, {}]", ttl, options_.max_ttl.count());
+    Fail(ErrorCode::kInvalidArgument, "ttl_seconds {} is out of range [1, {}]", ttl,
+         options_.max_ttl.count());
   }
   v.spec.ttl = std::chrono::seconds(ttl);
   try {

@@ -14,7 +14,8 @@ Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, VmDriv
       vms_(vms),
       networks_(networks),
       provisioner_(provisioner),
-      create_slots_(static_cast<std::ptrdiff_t>(std::clamp<std::size_t>(options_.max_parallel_creates, 1, 1024))),
+      create_slots_(static_cast<std::ptrdiff_t>(
+          std::clamp<std::size_t>(options_.max_parallel_creates, 1, 1024))),
       started_(std::chrono::steady_clock::now()) {}
 
 Engine::~Engine() {
@@ -31,10 +32,10 @@ std::optional<Sandbox> Engine::Get(const SandboxId& id) { return store_.Get(id);
 std::vector<Sandbox> Engine::List() { return store_.List(); }
 
 EngineStatus Engine::Status() {
-  return EngineStatus{store_.Count(), options_.max_sandboxes,
-                      std::chrono::duration_cast<std::chrono::seconds>(
-                          std::chrono::steady_clock::now() - started_)
-                          .count()};
+  return EngineStatus{
+      store_.Count(), options_.max_sandboxes,
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count()};
 }
 
 }  // namespace ephemera

@@ -28,7 +28,8 @@ void Engine::ReapOnce() {
     try {
       Destroy(s.id, std::nullopt, reason);
     } catch (const Error& e) {
-      if (e.code() != ErrorCode::kNotFound) spdlog::error("reaper: sandbox {}: {}", s.id.str(), e.what());
+      if (e.code() != ErrorCode::kNotFound)
+        spdlog::error("reaper: sandbox {}: {}", s.id.str(), e.what());
     }
   }
 }

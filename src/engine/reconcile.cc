@@ -29,7 +29,8 @@ ReconcileReport Engine::Reconcile() {
       reason = "its teardown was interrupted";
     } else {
       try {
-        if (vms_.Inspect(s.id).state == VmState::kShutoff) reason = "its VM stopped while the daemon was down";
+        if (vms_.Inspect(s.id).state == VmState::kShutoff)
+          reason = "its VM stopped while the daemon was down";
       } catch (const Error&) {
         reason = "its VM is gone";
       }

@@ -25,6 +25,10 @@ TEST(ConfigTest, EmptyDocumentGivesDefaults) {
   EXPECT_EQ(c.vm.machine, MachineType::kMicrovm);
   EXPECT_EQ(c.defaults.memory_mib, 256u);
   EXPECT_EQ(c.network.pool.str(), "172.16.0.0/16");
+  EXPECT_EQ(c.socket, "/run/ephemera/ephemera.sock");
+  EXPECT_EQ(c.socket_mode, 0660u);
+  EXPECT_FALSE(c.destroy_on_exit);
+  EXPECT_EQ(c.limits.max_sandboxes, 16u);
   ASSERT_EQ(c.network.dns_servers.size(), 1u);
   EXPECT_EQ(c.network.dns_servers[0].str(), "1.1.1.1");
   EXPECT_FALSE(c.network.outbound_nat);
@@ -84,6 +88,13 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectConfigError("vm: {tcg_tb_size_mib: -5}", "'vm.tcg_tb_size_mib'");
   ExpectConfigError("key: [unclosed", "not valid YAML");
   ExpectConfigError("network: {pool: 'fd00::/64'}", "'network.pool'");
+  ExpectConfigError("socket_mode: rw", "'socket_mode'");
+  ExpectConfigError("socket: run/x.sock", "'socket'");
+  ExpectConfigError("limits: {max_sandboxes: 0}", "'limits.max_sandboxes'");
+  ExpectConfigError("limits: {default_ttl_seconds: 100, max_ttl_seconds: 10}",
+                    "'limits.default_ttl_seconds'");
+  ExpectConfigError("limits: {max_sandbox: 3}", "'limits.max_sandbox' is unknown");
+  ExpectConfigError("destroy_on_exit: maybe", "'destroy_on_exit'");
   ExpectConfigError("network: {pool: 10.0.0.0/31}", "too small");
   ExpectConfigError("network: {pool: 10.0.0.1/24}", "host bits");
   ExpectConfigError("network: {forward_ports: 15000-10000}", "reversed");

@@ -61,8 +61,12 @@ class FakeNetworks : public SandboxNetworks {
   SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>&) override {
     std::lock_guard lock(mutex);
     if (fail_setup) Fail(ErrorCode::kResourceExhausted, "fake: address pool exhausted");
-    SandboxNetwork n{id, "eph" + id.ShortName(), Subnet30{next, Ipv4{0xac100000 + next * 4}},
-                     "52:54:00:00:00:01", static_cast<std::uint16_t>(10000 + next), 22};
+    SandboxNetwork n{id,
+                     "eph" + id.ShortName(),
+                     Subnet30{next, Ipv4{0xac100000 + next * 4}},
+                     "52:54:00:00:00:01",
+                     static_cast<std::uint16_t>(10000 + next),
+                     22};
     ++next;
     live.insert_or_assign(id, n);
     return n;
@@ -116,7 +120,8 @@ class EngineTest : public ::testing::Test {
     options_.reaper_interval = 20ms;
   }
   Engine& engine() {
-    if (!engine_) engine_ = std::make_unique<Engine>(options_, store_, images_, vms_, networks_, provisioner_);
+    if (!engine_)
+      engine_ = std::make_unique<Engine>(options_, store_, images_, vms_, networks_, provisioner_);
     return *engine_;
   }
   void ExpectNothingLeft() {
@@ -240,7 +245,8 @@ TEST_F(EngineTest, ReaperDestroysExpiredAndStoppedSandboxes) {
   vms_.Shutdown(stopping.sandbox.id, 0ms);  // the guest powered itself off
   engine().StartReaper();
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (store_.Count() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  while (store_.Count() > 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(store_.Get(expiring.sandbox.id));
   EXPECT_FALSE(store_.Get(stopping.sandbox.id));
   EXPECT_TRUE(store_.Get(staying.sandbox.id));
@@ -273,7 +279,8 @@ TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
   std::string all;
   for (const auto& line : report.actions) all += line + "\n";
   EXPECT_THAT(all, HasSubstr("adopted sandbox " + running.sandbox.id.str()));
-  EXPECT_THAT(all, HasSubstr("destroyed sandbox " + interrupted.id.str() + ": its creation was interrupted"));
+  EXPECT_THAT(all, HasSubstr("destroyed sandbox " + interrupted.id.str() +
+                             ": its creation was interrupted"));
   EXPECT_THAT(all, HasSubstr("removed VM " + orphan.str()));
   EXPECT_THAT(all, HasSubstr("removed network"));
 }

@@ -1,0 +1,110 @@
+#include "api/wire.h"
+
+#include <chrono>
+#include <ctime>
+
+namespace ephemera {
+
+using nlohmann::json;
+
+namespace {
+
+std::string Iso8601(UnixSeconds t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buffer;
+}
+
+template <typename T>
+std::optional<T> OptionalInteger(const json& body, const char* key, std::int64_t min, std::int64_t max) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer()) Fail(ErrorCode::kInvalidArgument, "'{}' must be an integer", key);
+  std::int64_t value = it->get<std::int64_t>();
+  if (value < min || value > max) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' must be between {} and {}, not {}", key, min, max, value);
+  }
+  return static_cast<T>(value);
+}
+
+}  // namespace
+
+CreateRequest ParseCreateRequest(std::string_view body) {
+  if (body.size() > kMaxRequestBody) {
+    Fail(ErrorCode::kInvalidArgument, "request body exceeds {} bytes", kMaxRequestBody);
+  }
+  CreateRequest request;
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return request;
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) Fail(ErrorCode::kInvalidArgument, "request body is not valid JSON");
+  if (!parsed.is_object()) Fail(ErrorCode::kInvalidArgument, "request body must be a JSON object");
+  for (const auto& [key, _] : parsed.items()) {
+    if (key != "image" && key != "memory_mib" && key != "vcpus" && key != "ttl_seconds") {
+      Fail(ErrorCode::kInvalidArgument, "unknown field '{}'", key.substr(0, 64));
+    }
+  }
+  if (auto it = parsed.find("image"); it != parsed.end() && !it->is_null()) {
+    if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'image' must be a string");
+    request.image = it->get<std::string>();
+  }
+  // Wide bounds here; the engine applies the configured ones.
+  request.memory_mib = OptionalInteger<unsigned>(parsed, "memory_mib", 0, 1 << 24);
+  request.vcpus = OptionalInteger<unsigned>(parsed, "vcpus", 0, 1024);
+  request.ttl_seconds = OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
+  return request;
+}
+
+json SandboxToJson(const Sandbox& s, const std::string& host) {
+  json j = {{"id", s.id.str()},
+            {"state", std::string(StateName(s.state))},
+            {"image", s.spec.image},
+            {"image_sha256", s.image_sha256},
+            {"memory_mib", s.spec.memory_mib},
+            {"vcpus", s.spec.vcpus},
+            {"host", host},
+            {"port", s.host_port},
+            {"username", s.username},
+            {"guest_ip", s.guest_ip},
+            {"host_key_fingerprint", s.host_key_fingerprint},
+            {"created_at", Iso8601(s.created_at)},
+            {"expires_at", s.expires_at ? json(Iso8601(*s.expires_at)) : json(nullptr)}};
+  if (!s.reason.empty()) j["reason"] = s.reason;
+  return j;
+}
+
+json CreateResultToJson(const CreateResult& r, const std::string& host) {
+  json j = SandboxToJson(r.sandbox, host);
+  j["password"] = r.password;
+  j["token"] = r.token;
+  j["host_key"] = r.host_key;
+  j["phases_ms"] = {{"network", r.phases.network.count()},
+                    {"vm_start", r.phases.vm_start.count()},
+                    {"sshd_up", r.phases.sshd_up.count()},
+                    {"provision", r.phases.provision.count()},
+                    {"total", r.phases.total.count()}};
+  return j;
+}
+
+json ErrorToJson(const Error& error) {
+  return {{"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
+}
+
+unsigned HttpStatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists: return 409;
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kResourceExhausted: return 429;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kTimeout: return 504;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,30 @@
+// The /v1 JSON wire format: request bodies parsed strictly (types checked,
+// unknown fields rejected, sizes bounded) and records rendered the same way
+// for every front door and the CLI.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "engine/engine.h"
+
+namespace ephemera {
+
+inline constexpr std::size_t kMaxRequestBody = 64 * 1024;
+
+// POST /v1/sandboxes body: {"image"?, "memory_mib"?, "vcpus"?, "ttl_seconds"?}.
+// An empty body means all defaults. kInvalidArgument naming the field.
+CreateRequest ParseCreateRequest(std::string_view body);
+
+// A sandbox as GET returns it: never a password or token.
+nlohmann::json SandboxToJson(const Sandbox& sandbox, const std::string& host);
+// The create answer: the record plus password, token and host key, once.
+nlohmann::json CreateResultToJson(const CreateResult& result, const std::string& host);
+
+nlohmann::json ErrorToJson(const Error& error);
+unsigned HttpStatusFor(ErrorCode code);
+
+}  // namespace ephemera

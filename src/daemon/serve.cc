@@ -1,0 +1,105 @@
+#include "daemon/serve.h"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "api/http_server.h"
+#include "api/router.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "engine/engine.h"
+#include "net/network_manager.h"
+#include "provision/provisioner.h"
+#include "store/store.h"
+#include "vm/qemu/qemu_driver.h"
+
+namespace ephemera {
+
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+EngineOptions EngineOptionsFrom(const Config& c) {
+  EngineOptions o;
+  o.max_sandboxes = c.limits.max_sandboxes;
+  o.max_parallel_creates = c.limits.max_parallel_creates;
+  o.default_ttl = std::chrono::seconds(c.limits.default_ttl_seconds);
+  o.max_ttl = std::chrono::seconds(c.limits.max_ttl_seconds);
+  o.default_memory_mib = c.defaults.memory_mib;
+  o.max_memory_mib = c.limits.max_memory_mib;
+  o.default_vcpus = c.defaults.vcpus;
+  o.max_vcpus = c.limits.max_vcpus;
+  o.default_image = c.defaults.image;
+  o.sshd_timeout = std::chrono::seconds(c.limits.sshd_timeout_seconds);
+  if (!c.endpoint_password.empty()) o.endpoint_password = c.endpoint_password;
+  return o;
+}
+
+std::string ClientHost(const Config& c) {
+  if (!c.client_host.empty()) return c.client_host;
+  if (c.network.forward_address != "0.0.0.0") return c.network.forward_address;
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+}  // namespace
+
+int Serve(const Config& config) {
+  // Signals are taken synchronously by this thread; every other thread
+  // (created below) inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  MakeDirs(config.state_dir, 0700);
+  AccelChoice accel = ChooseAccel(config.vm.accel, ProbeKvm());
+  spdlog::info("accelerator: {} ({})", AccelName(accel.accel), accel.reason);
+  Store store(config.state_dir / "ephemera.db");
+  ImageCatalog images(config.image_dir);
+  // Digest the default image now (once per file version), not in the first create.
+  try {
+    Image image = images.Get(config.defaults.image);
+    spdlog::info("default image '{}' version {} sha256 {}", image.name, image.version, image.PrimarySha256());
+  } catch (const Error& e) {
+    spdlog::warn("default image: {}", e.what());
+  }
+  QemuDriver vms({config.state_dir, config.vm, accel});
+  NetworkManager networks(config.state_dir, config.network);
+  SshProvisioner provisioner;
+  Engine engine(EngineOptionsFrom(config), store, images, vms, networks, provisioner);
+
+  ReconcileReport report = engine.Reconcile();
+  spdlog::info("reconcile: {} action(s)", report.actions.size());
+  engine.StartReaper();
+  store.AddEvent("daemon_start", "", kVersion);
+
+  ApiContext context{&engine, ClientHost(config), kVersion,
+                     fmt::format("{} ({})", AccelName(accel.accel), accel.reason), true};
+  UnixHttpServer server({config.socket, config.socket_mode},
+                        [&context](const HttpRequest& r) { return HandleApiRequest(context, r); });
+  spdlog::info("listening on {} (images in {}, state in {})", config.socket.string(),
+               config.image_dir.string(), config.state_dir.string());
+  sd_notify(0, "READY=1\nSTATUS=serving");
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}, stopping", strsignal(sig));
+  sd_notify(0, "STOPPING=1");
+  if (config.destroy_on_exit) {
+    engine.DestroyAll("the daemon stopped (destroy_on_exit)");
+    networks.TeardownAll();
+  } else {
+    spdlog::info("sandboxes keep running and are adopted at the next start");
+  }
+  store.AddEvent("daemon_stop", "", strsignal(sig));
+  return 0;
+}
+
+}  // namespace ephemera
