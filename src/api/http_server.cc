@@ -3,9 +3,9 @@
 #include <sys/stat.h>
 
 #include <atomic>
-#include <optional>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -21,14 +21,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto kIdleTimeout = 60s;    // between requests on a kept-alive connection
+constexpr auto kIdleTimeout = 60s;  // between requests on a kept-alive connection
 constexpr auto kWriteTimeout = 30s;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(UnixSocket::socket socket, asio::thread_pool& workers, const HttpHandler& handler,
           std::size_t max_body, std::atomic<std::size_t>& open)
-      : stream_(std::move(socket)), workers_(workers), handler_(handler), max_body_(max_body), open_(open) {
+      : stream_(std::move(socket)),
+        workers_(workers),
+        handler_(handler),
+        max_body_(max_body),
+        open_(open) {
     ++open_;
   }
   ~Session() { --open_; }
@@ -41,8 +45,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(max_body_);
     parser_->header_limit(16 * 1024);
     stream_.expires_after(kIdleTimeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -55,9 +60,10 @@ class Session : public std::enable_shared_from_this<Session> {
                                                      : http::status::bad_request,
                        11};
       bad.set(http::field::content_type, "application/json");
-      bad.body() = std::string(R"({"error":{"code":"invalid_argument","message":")") +
-                   (ec == http::error::body_limit ? "request body too large" : "malformed HTTP request") +
-                   "\"}}";
+      bad.body() =
+          std::string(R"({"error":{"code":"invalid_argument","message":")") +
+          (ec == http::error::body_limit ? "request body too large" : "malformed HTTP request") +
+          "\"}}";
       bad.keep_alive(false);
       bad.prepare_payload();
       return Write(std::move(bad));
@@ -77,10 +83,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void Write(HttpResponse response) {
     response_ = std::make_shared<HttpResponse>(std::move(response));
     stream_.expires_after(kWriteTimeout);
-    http::async_write(stream_, *response_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec || !self->response_->keep_alive()) return self->Close();
-      self->Read();
-    });
+    http::async_write(stream_, *response_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec || !self->response_->keep_alive()) return self->Close();
+                        self->Read();
+                      });
   }
 
   void Close() {
@@ -111,7 +118,9 @@ struct UnixHttpServer::Impl {
   std::thread thread;
 
   Impl(UnixServerOptions o, HttpHandler h)
-      : options(std::move(o)), handler(std::move(h)), workers(std::max<std::size_t>(1, options.workers)) {}
+      : options(std::move(o)),
+        handler(std::move(h)),
+        workers(std::max<std::size_t>(1, options.workers)) {}
 
   void Accept() {
     acceptor.async_accept([this](beast::error_code ec, UnixSocket::socket socket) {
@@ -120,7 +129,8 @@ struct UnixHttpServer::Impl {
         if (open_connections.load() >= options.max_connections) {
           socket.close();  // over the limit: refuse rather than queue without bound
         } else {
-          std::make_shared<Session>(std::move(socket), workers, handler, options.max_body, open_connections)
+          std::make_shared<Session>(std::move(socket), workers, handler, options.max_body,
+                                    open_connections)
               ->Start();
         }
       }

@@ -29,14 +29,16 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
   const auto method = request.method();
 
   if (target == "/v1/status") {
-    if (method != http::verb::get) Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
+    if (method != http::verb::get)
+      Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
     EngineStatus s = c.engine->Status();
-    return Json(http::status::ok, {{"version", c.version},
-                                   {"sandboxes", s.sandboxes},
-                                   {"max_sandboxes", s.max_sandboxes},
-                                   {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
-                                   {"uptime_seconds", s.uptime_seconds},
-                                   {"accelerator", c.accelerator}});
+    return Json(http::status::ok,
+                {{"version", c.version},
+                 {"sandboxes", s.sandboxes},
+                 {"max_sandboxes", s.max_sandboxes},
+                 {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
+                 {"uptime_seconds", s.uptime_seconds},
+                 {"accelerator", c.accelerator}});
   }
   if (target == kSandboxes) {
     if (method == http::verb::post) {
@@ -50,7 +52,8 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
     }
     Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
   }
-  if (target.size() > kSandboxes.size() + 1 && target.substr(0, kSandboxes.size() + 1) == "/v1/sandboxes/") {
+  if (target.size() > kSandboxes.size() + 1 &&
+      target.substr(0, kSandboxes.size() + 1) == "/v1/sandboxes/") {
     SandboxId id = SandboxId::Parse(target.substr(kSandboxes.size() + 1));
     if (method == http::verb::get) {
       auto sandbox = c.engine->Get(id);
@@ -62,7 +65,8 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
       if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
         token = std::string(it->value());
       }
-      if (!c.admin && !token) Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
+      if (!c.admin && !token)
+        Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
       c.engine->Destroy(id, token);
       return Json(http::status::ok, {{"id", id.str()}, {"state", "destroyed"}});
     }
@@ -78,14 +82,15 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
     return Route(context, request);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kInternal) {
-      spdlog::error("api: {} {}: {}", std::string(request.method_string()), std::string(request.target()),
-                    e.what());
+      spdlog::error("api: {} {}: {}", std::string(request.method_string()),
+                    std::string(request.target()), e.what());
     }
     return Json(static_cast<http::status>(HttpStatusFor(e.code())), ErrorToJson(e));
   } catch (const std::exception& e) {
-    spdlog::error("api: {} {}: {}", std::string(request.method_string()), std::string(request.target()),
-                  e.what());
-    return Json(http::status::internal_server_error, ErrorToJson(Error(ErrorCode::kInternal, e.what())));
+    spdlog::error("api: {} {}: {}", std::string(request.method_string()),
+                  std::string(request.target()), e.what());
+    return Json(http::status::internal_server_error,
+                ErrorToJson(Error(ErrorCode::kInternal, e.what())));
   }
 }
 

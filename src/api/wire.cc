@@ -19,13 +19,15 @@ std::string Iso8601(UnixSeconds t) {
 }
 
 template <typename T>
-std::optional<T> OptionalInteger(const json& body, const char* key, std::int64_t min, std::int64_t max) {
+std::optional<T> OptionalInteger(const json& body, const char* key, std::int64_t min,
+                                 std::int64_t max) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return std::nullopt;
   if (!it->is_number_integer()) Fail(ErrorCode::kInvalidArgument, "'{}' must be an integer", key);
   std::int64_t value = it->get<std::int64_t>();
   if (value < min || value > max) {
-    Fail(ErrorCode::kInvalidArgument, "'{}' must be between {} and {}, not {}", key, min, max, value);
+    Fail(ErrorCode::kInvalidArgument, "'{}' must be between {} and {}, not {}", key, min, max,
+         value);
   }
   return static_cast<T>(value);
 }
@@ -89,20 +91,30 @@ json CreateResultToJson(const CreateResult& r, const std::string& host) {
 }
 
 json ErrorToJson(const Error& error) {
-  return {{"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
+  return {
+      {"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
 }
 
 unsigned HttpStatusFor(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kAlreadyExists: return 409;
-    case ErrorCode::kFailedPrecondition: return 409;
-    case ErrorCode::kResourceExhausted: return 429;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kTimeout: return 504;
-    case ErrorCode::kInternal: return 500;
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kPermissionDenied:
+      return 403;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kAlreadyExists:
+      return 409;
+    case ErrorCode::kFailedPrecondition:
+      return 409;
+    case ErrorCode::kResourceExhausted:
+      return 429;
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kTimeout:
+      return 504;
+    case ErrorCode::kInternal:
+      return 500;
   }
   return 500;
 }

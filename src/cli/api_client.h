@@ -12,7 +12,8 @@ namespace ephemera::cli {
 // A failed request: the server's message (or why it could not be reached).
 class ApiError : public std::runtime_error {
  public:
-  ApiError(unsigned status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  ApiError(unsigned status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
   unsigned status() const { return status_; }  // 0 when the daemon could not be reached
 
  private:

@@ -14,7 +14,8 @@ namespace ephemera::cli {
 namespace fs = std::filesystem;
 
 fs::path ConfigDir() {
-  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg && *xdg) return fs::path(xdg) / "ephemera";
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg && *xdg)
+    return fs::path(xdg) / "ephemera";
   const char* home = std::getenv("HOME");
   return fs::path(home && *home ? home : "/root") / ".config" / "ephemera";
 }
@@ -39,7 +40,8 @@ void Remembered::Save(const nlohmann::json& all) const {
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("cannot write " + temp.string());
   std::string text = all.dump(2) + "\n";
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+            ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || ::rename(temp.c_str(), file_.c_str()) != 0) {
     throw std::runtime_error("cannot write " + file_.string());

@@ -66,7 +66,8 @@ int Serve(const Config& config) {
   // Digest the default image now (once per file version), not in the first create.
   try {
     Image image = images.Get(config.defaults.image);
-    spdlog::info("default image '{}' version {} sha256 {}", image.name, image.version, image.PrimarySha256());
+    spdlog::info("default image '{}' version {} sha256 {}", image.name, image.version,
+                 image.PrimarySha256());
   } catch (const Error& e) {
     spdlog::warn("default image: {}", e.what());
   }

@@ -5,6 +5,7 @@
 #include "core/random.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
+#include "vm/console.h"
 
 namespace ephemera {
 
@@ -95,7 +96,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     spec.vcpus = v.spec.vcpus;
     spec.nic = NicSpec{net.tap, net.mac};
     spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
-    vms_.Start(spec);
+    VmInfo vm = vms_.Start(spec);
     result.phases.vm_start = duration_cast<milliseconds>(Clock::now() - t2);
     store_.Transition(sandbox.id, SandboxState::kProvisioning);
 
@@ -106,7 +107,15 @@ CreateResult Engine::Create(const CreateRequest& request) {
     provision.endpoint.key = &key;
     provision.endpoint.password = options_.endpoint_password;
     provision.sshd_timeout = options_.sshd_timeout;
-    ProvisionResult provisioned = provisioner_.Run(provision);
+    ProvisionResult provisioned;
+    try {
+      provisioned = provisioner_.Run(provision);
+    } catch (const Error& e) {
+      // The console usually says why a guest never became reachable.
+      spdlog::warn("sandbox {}: provisioning failed; guest console ends with:\n{}",
+                   sandbox.id.str(), ConsoleTail(vm.serial_log, 30));
+      throw;
+    }
     result.phases.sshd_up = provisioned.sshd_wait;
     result.phases.provision = provisioned.setup;
 
