@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Sandbox lifecycle figures with the real daemon, CLI and default image,
+# inside a private network namespace (nothing leaves this machine):
+#   - create to SSH-ready, N sequential runs, split into phases;
+#   - destroy time;
+#   - K concurrent creates, total wall time;
+#   - host memory per idle sandbox (QEMU RSS, and the daemon's share).
+#   bench/lifecycle.sh [-n RUNS] [-c CONCURRENT] [-m GUEST_MIB] [-t TB_MIB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=5 concurrent=10 memory=128 tb=64
+while getopts "n:c:m:t:" opt; do
+  case $opt in
+    n) runs=$OPTARG ;; c) concurrent=$OPTARG ;; m) memory=$OPTARG ;; t) tb=$OPTARG ;;
+    *) echo "usage: $0 [-n RUNS] [-c CONCURRENT] [-m GUEST_MIB] [-t TB_MIB]" >&2; exit 2 ;;
+  esac
+done
+[ "${EPHEMERA_BENCH_IN_NETNS:-}" = 1 ] || {
+  EPHEMERA_BENCH_IN_NETNS=1 exec unshare --net --mount --propagation private "$0" "$@"
+}
+mount -t sysfs sysfs /sys
+ip link set lo up
+
+bin=$PWD/build/src
+work=$(mktemp -d /tmp/ephemera-bench.XXXXXX)
+export XDG_CONFIG_HOME=$work/client
+cat >"$work/config.yaml" <<YAML
+state_dir: $work/state
+image_dir: ${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}
+socket: $work/api.sock
+log: {level: warn}
+network: {forward_address: 127.0.0.1}
+vm: {accel: tcg, tcg_tb_size_mib: $tb}
+defaults: {memory_mib: $memory}
+limits: {max_sandboxes: $((concurrent + 2)), max_parallel_creates: $concurrent}
+destroy_on_exit: true
+YAML
+"$bin/daemon/ephemerad" --config "$work/config.yaml" 2>"$work/daemon.log" &
+daemon=$!
+cleanup() { kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+e() { "$bin/cli/ephemera" --socket "$work/api.sock" "$@"; }
+for _ in $(seq 100); do e status >/dev/null 2>&1 && break; sleep 0.05; done
+
+now_ms() { date +%s%3N; }
+stats() { sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "median %6.0f  max %6.0f", m, v[NR]}'; }
+
+echo "== create to SSH-ready, $runs sequential runs (${memory} MiB guest, TCG tb-size ${tb} MiB)"
+: >"$work/phases" ; : >"$work/destroy"
+for _ in $(seq "$runs"); do
+  t0=$(now_ms)
+  e create --json >"$work/one.json"
+  t1=$(now_ms)
+  python3 - "$work/one.json" $((t1 - t0)) >>"$work/phases" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))["phases_ms"]
+print(sys.argv[2], p["network"], p["vm_start"], p["sshd_up"], p["provision"])
+PY
+  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/one.json")
+  e ssh "$id" -- true  # it really is reachable with what it returned
+  t2=$(now_ms); e destroy "$id" >/dev/null; t3=$(now_ms)
+  echo $((t3 - t2)) >>"$work/destroy"
+done
+printf "  %-22s %s\n" "client-observed total" "$(awk '{print $1}' "$work/phases" | stats) ms"
+printf "  %-22s %s\n" "network" "$(awk '{print $2}' "$work/phases" | stats) ms"
+printf "  %-22s %s\n" "clone + QEMU launch" "$(awk '{print $3}' "$work/phases" | stats) ms"
+printf "  %-22s %s\n" "boot to sshd up" "$(awk '{print $4}' "$work/phases" | stats) ms"
+printf "  %-22s %s\n" "provisioning" "$(awk '{print $5}' "$work/phases" | stats) ms"
+printf "  %-22s %s\n" "destroy" "$(stats <"$work/destroy") ms"
+
+echo "== $concurrent concurrent creates"
+daemon_rss_before=$(awk '/VmRSS/{print $2}' "/proc/$daemon/status")
+t0=$(now_ms)
+for i in $(seq "$concurrent"); do e create --json >"$work/c$i.json" & done
+wait
+t1=$(now_ms)
+ok=$(e list --json | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["state"]=="ready"))')
+echo "  total $((t1 - t0)) ms, $ok of $concurrent ready"
+sleep 2  # idle
+qemu_kib=0
+for pidfile in "$work"/state/vms/*/qemu.pid; do
+  qemu_kib=$((qemu_kib + $(awk '/VmRSS/{print $2}' "/proc/$(cat "$pidfile")/status")))
+done
+daemon_rss_after=$(awk '/VmRSS/{print $2}' "/proc/$daemon/status")
+echo "  QEMU RSS per idle sandbox: $((qemu_kib / ok / 1024)) MiB (guest RAM ${memory} MiB)"
+echo "  daemon RSS growth per sandbox: $(((daemon_rss_after - daemon_rss_before) / ok)) KiB"
+t0=$(now_ms)
+for s in $(e list --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))'); do
+  e destroy "$s" >/dev/null &
+done
+wait
+echo "  destroying all $ok: $(($(now_ms) - t0)) ms"
