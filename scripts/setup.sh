@@ -18,3 +18,5 @@ echo "== boot a sandbox VM"
 state_dir=$(mktemp -d /tmp/ephemera-setup.XXXXXX)
 trap 'rm -rf "$state_dir"' EXIT
 build/src/daemon/ephemerad --state-dir "$state_dir" --image-dir "$image_dir" check
+echo "== a sandbox from create to destroy"
+EPHEMERA_IMAGE_DIR=$image_dir bash scripts/demo.sh
