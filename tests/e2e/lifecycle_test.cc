@@ -3,9 +3,9 @@
 // forwarded port, sudo, endpoint refused, destroy, and nothing left; the
 // same after kill -9 of QEMU (the reaper) and of ephemerad mid-create
 // (reconcile at the next start).
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -28,9 +28,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using nlohmann::json;
 
 std::string Output(const std::vector<std::string>& argv) { return RunChecked(argv, 60s).out; }
 
@@ -39,8 +39,8 @@ class LifecycleTest : public ::testing::Test {
   void SetUp() override {
     socket_ = state_.path() / "api.sock";
     config_ = state_.path() / "config.yaml";
-    test::WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() +
-                                  "\nimage_dir: " + test::ImageDir().string() + "\nsocket: " + socket_.string() +
+    test::WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() + "\nimage_dir: " +
+                                  test::ImageDir().string() + "\nsocket: " + socket_.string() +
                                   "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg}\n");
     ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
     StartDaemon();
@@ -102,7 +102,8 @@ class LifecycleTest : public ::testing::Test {
     EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr("\"eph")));
     EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "vms"));
     EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
-    EXPECT_THAT(RunProcess({"pgrep", "-f", (state_.path() / "state").string() + "/vms/"}).out, ::testing::IsEmpty());
+    EXPECT_THAT(RunProcess({"pgrep", "-f", (state_.path() / "state").string() + "/vms/"}).out,
+                ::testing::IsEmpty());
   }
 
   pid_t QemuPid(const std::string& id) {
@@ -117,8 +118,8 @@ class LifecycleTest : public ::testing::Test {
 
 TEST_F(LifecycleTest, CreateLoginSudoDestroyLeavesNothing) {
   json s = Create();
-  for (const char* key : {"id", "state", "host", "port", "username", "password", "token", "host_key_fingerprint",
-                          "guest_ip", "expires_at"}) {
+  for (const char* key : {"id", "state", "host", "port", "username", "password", "token",
+                          "host_key_fingerprint", "guest_ip", "expires_at"}) {
     EXPECT_TRUE(s.contains(key)) << key;
   }
   EXPECT_EQ(s["state"], "ready");
@@ -135,12 +136,14 @@ TEST_F(LifecycleTest, CreateLoginSudoDestroyLeavesNothing) {
   EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
   ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
   EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
-  CommandResult sudo = client.Execute("echo '" + s["password"].get<std::string>() + "' | sudo -S -p '' id -u", 30s);
+  CommandResult sudo =
+      client.Execute("echo '" + s["password"].get<std::string>() + "' | sudo -S -p '' id -u", 30s);
   EXPECT_EQ(sudo.out, "0\n") << sudo.err;
   SshSession endpoint(s["host"], s["port"].get<std::uint16_t>(), "endpoint", 30s);
   EXPECT_FALSE(endpoint.AuthenticateWithPassword("endpoint"));
   // And through the CLI, which pins the host key.
-  EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})), s["username"].get<std::string>() + "\n");
+  EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})),
+            s["username"].get<std::string>() + "\n");
 
   Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeft();
@@ -151,7 +154,8 @@ TEST_F(LifecycleTest, ReaperRemovesASandboxWhoseQemuWasKilled) {
   json s = Create();
   ASSERT_EQ(::kill(QemuPid(s["id"]), SIGKILL), 0);
   auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!List().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(100ms);
+  while (!List().empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
   ExpectNothingLeft();
 }
 
@@ -164,7 +168,8 @@ TEST_F(LifecycleTest, RestartAfterKill9MidCreateReconciles) {
   argv.push_back(nullptr);
   ASSERT_EQ(posix_spawn(&create, args[0].c_str(), nullptr, nullptr, argv.data(), environ), 0);
   auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!fs::exists(state_.path() / "state" / "vms") || fs::is_empty(state_.path() / "state" / "vms")) {
+  while (!fs::exists(state_.path() / "state" / "vms") ||
+         fs::is_empty(state_.path() / "state" / "vms")) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no VM appeared";
     std::this_thread::sleep_for(20ms);
   }
@@ -192,12 +197,13 @@ TEST_F(LifecycleTest, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
   EXPECT_THAT(r.err, HasSubstr("no sandbox"));
   // Raw HTTP: not JSON, too large.
   std::string url = "http://localhost/v1/sandboxes";
-  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", socket_.string(), "-X",
-                  "POST", "-d", "{not json", url});
+  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket",
+                  socket_.string(), "-X", "POST", "-d", "{not json", url});
   EXPECT_EQ(r.out, "400");
   test::WriteBytes(state_.path() / "big.json", std::string(100 * 1024, ' '));
-  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", socket_.string(), "-X",
-                  "POST", "--data-binary", "@" + (state_.path() / "big.json").string(), url});
+  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket",
+                  socket_.string(), "-X", "POST", "--data-binary",
+                  "@" + (state_.path() / "big.json").string(), url});
   EXPECT_EQ(r.out, "413");
   EXPECT_TRUE(RunProcess(Cli({"status"})).ok());
   ExpectNothingLeft();

@@ -59,6 +59,7 @@ class QemuCommandTest : public ::testing::Test {
                       .machine = MachineType::kMicrovm,
                       .accel = Accel::kTcg,
                       .tcg_tb_size_mib = 64,
+                      .tsc_khz = 2596122,
                       .spec = VmSpec(id),
                       .dir = VmDir::For("/var/lib/ephemera/vms", id)};
   }
@@ -75,7 +76,8 @@ TEST_F(QemuCommandTest, MicrovmKernelBootUnderTcg) {
   EXPECT_EQ(ArgAfter(argv, "-smp"), "2");
   EXPECT_EQ(ArgAfter(argv, "-uuid"), launch_.spec.id.str());
   EXPECT_EQ(ArgAfter(argv, "-kernel"), launch_.spec.image.kernel->path.string());
-  EXPECT_EQ(ArgAfter(argv, "-append"), "console=ttyS0 root=/dev/vda rw ephemera.x=1");
+  EXPECT_EQ(ArgAfter(argv, "-append"),
+            "console=ttyS0 root=/dev/vda rw tsc_early_khz=2596122 ephemera.x=1");
   // The guest writes only to its own overlay, never to the shared base.
   EXPECT_THAT(ArgAfter(argv, "-drive"), HasSubstr("file=" + root + "/disk.qcow2,format=qcow2"));
   EXPECT_THAT(AllAfter(argv, "-device"), ElementsAre("virtio-blk-device,drive=root"));
@@ -96,6 +98,8 @@ TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
   EXPECT_EQ(ArgAfter(argv, "-machine"), "q35");
   EXPECT_EQ(ArgAfter(argv, "-accel"), "kvm");
   EXPECT_EQ(ArgAfter(argv, "-cpu"), "host");
+  EXPECT_THAT(ArgAfter(argv, "-append"),
+              ::testing::Not(HasSubstr("tsc_early_khz")));  // KVM has kvmclock
   EXPECT_EQ(ArgAfter(argv, "-netdev"), "tap,id=net0,ifname=eph-1234abcd,script=no,downscript=no");
   EXPECT_THAT(
       AllAfter(argv, "-device"),
@@ -147,6 +151,14 @@ TEST(AccelTest, ProbeDetectsMissingDeviceAndPvmModule) {
     KvmProbe probe = ProbeKvm("/dev/kvm", sysfs.path().string());
     EXPECT_FALSE(probe.usable);
     EXPECT_THAT(probe.reason, HasSubstr("PVM"));
+  }
+}
+
+TEST(HostTest, TscRateIsPlausible) {
+  auto khz = HostTscKhz();
+  if (khz) {
+    EXPECT_GT(*khz, 100'000u);     // > 100 MHz
+    EXPECT_LT(*khz, 10'000'000u);  // < 10 GHz
   }
 }
 

@@ -57,6 +57,9 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     CheckQemuOptionValue("kernel path", spec.image.kernel->path.string());
     CheckQemuOptionValue("initrd path", spec.image.initrd->path.string());
     std::string cmdline = spec.image.cmdline;
+    if (microvm && launch.accel == Accel::kTcg && launch.tsc_khz) {
+      cmdline += fmt::format(" tsc_early_khz={}", *launch.tsc_khz);
+    }
     if (!spec.extra_cmdline.empty()) cmdline += " " + spec.extra_cmdline;
     add({"-kernel", spec.image.kernel->path.string(), "-initrd", spec.image.initrd->path.string(),
          "-append", cmdline});

@@ -2,6 +2,8 @@
 // line is tested without starting anything.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@ struct QemuLaunch {
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kTcg;  // resolved: kKvm or kTcg
   unsigned tcg_tb_size_mib = 64;
+  std::optional<std::uint64_t> tsc_khz;  // passed to microvm guests under TCG
   VmSpec spec;
   VmDir dir;
 };

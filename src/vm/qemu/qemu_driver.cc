@@ -51,6 +51,11 @@ QemuDriver::QemuDriver(QemuDriverOptions options) : options_(std::move(options))
   qemu_binary_ = RequireProgram(options_.vm.qemu_binary, "qemu-system-x86");
   qemu_img_binary_ = RequireProgram(options_.vm.qemu_img_binary, "qemu-utils");
   MakeDirs(vms_dir(), 0700);
+  if (options_.accel.accel == Accel::kTcg && options_.vm.machine == MachineType::kMicrovm) {
+    tsc_khz_ = HostTscKhz();
+    spdlog::info("qemu: host TSC {} kHz, passed to microvm guests",
+                 tsc_khz_ ? std::to_string(*tsc_khz_) : "unknown (not invariant)");
+  }
 }
 
 void QemuDriver::Validate(const VmSpec& spec) const {
@@ -155,6 +160,7 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir) const {
                     .machine = options_.vm.machine,
                     .accel = options_.accel.accel,
                     .tcg_tb_size_mib = options_.vm.tcg_tb_size_mib,
+                    .tsc_khz = tsc_khz_,
                     .spec = spec,
                     .dir = dir};
   // With -daemonize, QEMU returns once the VM is set up (or has failed), so

@@ -40,6 +40,7 @@ class QemuDriver : public VmDriver {
   QemuDriverOptions options_;
   std::filesystem::path qemu_binary_;
   std::filesystem::path qemu_img_binary_;
+  std::optional<std::uint64_t> tsc_khz_;
 };
 
 }  // namespace ephemera
