@@ -19,9 +19,9 @@ cmake --build build -j "$jobs"
 echo "== default guest image"
 bash images/default/build.sh --cache-dir "$image_dir"
 
-echo "== unit and integration tests"
+echo "== unit, integration and end-to-end tests"
 ctest --test-dir build --output-on-failure -j "$jobs" -L unit
-ctest --test-dir build --output-on-failure -j 1 -L integration
+ctest --test-dir build --output-on-failure -j 1 -L "integration|e2e"
 
 echo "== unit tests under AddressSanitizer + UBSan"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPHEMERA_SANITIZE=ON \
