@@ -16,32 +16,14 @@ while getopts "n:c:m:t:" opt; do
     *) echo "usage: $0 [-n RUNS] [-c CONCURRENT] [-m GUEST_MIB] [-t TB_MIB]" >&2; exit 2 ;;
   esac
 done
-[ "${EPHEMERA_BENCH_IN_NETNS:-}" = 1 ] || {
-  EPHEMERA_BENCH_IN_NETNS=1 exec unshare --net --mount --propagation private "$0" "$@"
-}
-mount -t sysfs sysfs /sys
-ip link set lo up
-
-bin=$PWD/build/src
+# shellcheck source=scripts/lib/daemon-in-netns.sh
+. scripts/lib/daemon-in-netns.sh
+in_private_netns "$0" "$@"
 work=$(mktemp -d /tmp/ephemera-bench.XXXXXX)
-export XDG_CONFIG_HOME=$work/client
-cat >"$work/config.yaml" <<YAML
-state_dir: $work/state
-image_dir: ${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}
-socket: $work/api.sock
-log: {level: warn}
-network: {forward_address: 127.0.0.1}
-vm: {accel: tcg, tcg_tb_size_mib: $tb}
-defaults: {memory_mib: $memory}
-limits: {max_sandboxes: $((concurrent + 2)), max_parallel_creates: $concurrent}
-destroy_on_exit: true
-YAML
-"$bin/daemon/ephemerad" --config "$work/config.yaml" 2>"$work/daemon.log" &
-daemon=$!
-cleanup() { kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-e() { "$bin/cli/ephemera" --socket "$work/api.sock" "$@"; }
-for _ in $(seq 100); do e status >/dev/null 2>&1 && break; sleep 0.05; done
+trap stop_daemon EXIT
+start_daemon "$work" "log: {level: warn}" "vm: {accel: tcg, tcg_tb_size_mib: $tb}" \
+  "defaults: {memory_mib: $memory}" \
+  "limits: {max_sandboxes: $((concurrent + 2)), max_parallel_creates: $concurrent}"
 
 now_ms() { date +%s%3N; }
 stats() { sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "median %6.0f  max %6.0f", m, v[NR]}'; }

@@ -20,6 +20,7 @@
 #include "core/unique_fd.h"
 #include "integration/netns.h"
 #include "net/network_manager.h"
+#include "unit/loopback_server.h"
 #include "unit/test_files.h"
 
 using namespace ephemera;
@@ -34,50 +35,10 @@ double Median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-// A TCP sink on loopback that reads and discards until EOF.
-class Sink {
- public:
-  Sink() {
-    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(fd_.get(), 16);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] {
-      for (;;) {
-        int c = ::accept(fd_.get(), nullptr, nullptr);
-        if (c < 0) return;
-        std::vector<char> buf(1 << 20);
-        while (::read(c, buf.data(), buf.size()) > 0) {
-        }
-        ::close(c);
-      }
-    });
-  }
-  ~Sink() {
-    ::shutdown(fd_.get(), SHUT_RDWR);
-    thread_.join();
-  }
-  std::uint16_t port() const { return port_; }
-
- private:
-  UniqueFd fd_;
-  std::uint16_t port_ = 0;
-  std::thread thread_;
-};
-
 // Sends `megabytes` MiB to 127.0.0.1:port and returns MB/s.
 double Throughput(std::uint16_t port, std::size_t megabytes) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return 0;
+  UniqueFd fd = test::ConnectLoopback(port);
+  if (!fd) return 0;
   std::vector<char> buf(1 << 20, 'x');
   auto start = Clock::now();
   for (std::size_t i = 0; i < megabytes; ++i) {
@@ -129,7 +90,7 @@ int main(int argc, char** argv) {
   std::printf("setup + teardown  median %7.2f ms  max %7.2f ms\n", Median(total),
               *std::max_element(total.begin(), total.end()));
 
-  Sink sink;
+  test::LoopbackServer sink(test::LoopbackServer::Discard);
   PortForwarder forwarder(ForwarderOptions{"127.0.0.1", {30000, 30100}, 64});
   SandboxId id = SandboxId::Generate();
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), sink.port());

@@ -14,6 +14,8 @@
 #include "integration/guest_fixture.h"
 #include "net/network_manager.h"
 #include "net/tap.h"
+#include "provision/provisioner.h"
+#include "provision/ssh_session.h"
 #include "vm/console.h"
 #include "vm/qemu/qemu_driver.h"
 
@@ -27,66 +29,69 @@ using ::testing::Not;
 
 class SandboxNetworkTest : public test::GuestFixture {
  protected:
-  void SetUp() override {
-    GuestFixture::SetUp();
-    key_ = state_.path() / "id_ed25519";
-    RunChecked({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key_.string()});
+  // A guest provisioned per the guest contract: its user may sudo (ping
+  // and nc as root see exactly what the firewall lets through).
+  struct Ready {
+    Guest guest;
+    ProvisionResult provisioned;
+  };
+
+  Ready BootAndProvision() {
+    EndpointKey key = EndpointKey::Generate();
+    Guest g = Boot(key.AuthorizedKeysLine());
+    ProvisionRequest request;
+    request.host = g.network.subnet.guest().str();  // DHCP gave it this address
+    request.endpoint.key = &key;
+    request.sshd_timeout = 120s;
+    return Ready{g, Provision(request)};
   }
 
-  Guest Boot() { return GuestFixture::Boot(ReadFile(key_.string() + ".pub")); }
-
-  // Runs `command` in the guest as endpoint, through the forwarded port.
-  ProcessResult Ssh(const Guest& g, const std::string& command) {
-    return RunProcess(
-        {"ssh", "-i", key_.string(), "-p", std::to_string(g.network.host_port), "-o",
-         "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "endpoint@127.0.0.1", command},
+  // Runs `command` as root in the guest, logged in through the forwarded port.
+  CommandResult AsRoot(const Ready& r, const std::string& command) {
+    SshSession session("127.0.0.1", r.guest.network.host_port, r.provisioned.credentials.username,
+                       30s);
+    if (!session.AuthenticateWithPassword(r.provisioned.credentials.password)) {
+      ADD_FAILURE() << "login refused";
+      return {};
+    }
+    return session.Execute(
+        "echo '" + r.provisioned.credentials.password + "' | sudo -S -p '' sh -c '" + command + "'",
         60s);
   }
-
-  // The guest's sshd is up before DHCP may have finished: retry briefly.
-  ProcessResult SshUntil(const Guest& g, const std::string& command, const std::string& expect) {
-    ProcessResult r;
-    for (int i = 0; i < 30; ++i) {
-      r = Ssh(g, command);
-      if (r.ok() && r.out.find(expect) != std::string::npos) break;
-      std::this_thread::sleep_for(500ms);
-    }
-    return r;
-  }
-
-  fs::path key_;
 };
 
 TEST_F(SandboxNetworkTest, TwoGuestsAreAddressedIsolatedAndReachable) {
-  Guest a = Boot();
-  Guest b = Boot();
-  WaitReady(a);
-  WaitReady(b);
+  Ready ra = BootAndProvision();
+  Ready rb = BootAndProvision();
+  const Guest& a = ra.guest;
+  const Guest& b = rb.guest;
 
-  for (const Guest* g : {&a, &b}) {
-    SCOPED_TRACE(g->network.tap);
+  for (const Ready* r : {&ra, &rb}) {
+    const SandboxNetwork& n = r->guest.network;
+    SCOPED_TRACE(n.tap);
     // DHCP: the guest has exactly its /30 address and the default route.
-    ProcessResult addr = SshUntil(*g, "busybox ip -4 -o addr show; busybox ip route",
-                                  g->network.subnet.guest().str());
-    ASSERT_TRUE(addr.ok()) << addr.err << ConsoleTail(g->vm.serial_log);
-    EXPECT_THAT(addr.out, HasSubstr(g->network.subnet.guest().str() + "/30"));
-    EXPECT_THAT(addr.out, HasSubstr("default via " + g->network.subnet.gateway().str()));
+    CommandResult addr = AsRoot(*r, "busybox ip -4 -o addr show; busybox ip route");
+    EXPECT_THAT(addr.out, HasSubstr(n.subnet.guest().str() + "/30"));
+    EXPECT_THAT(addr.out, HasSubstr("default via " + n.subnet.gateway().str()));
     // Its gateway answers.
-    ProcessResult gw = Ssh(*g, "busybox ping -c 1 -W 3 " + g->network.subnet.gateway().str());
-    EXPECT_TRUE(gw.ok()) << gw.out << gw.err;
+    CommandResult gw = AsRoot(*r, "busybox ping -c 1 -W 3 " + n.subnet.gateway().str());
+    EXPECT_EQ(gw.exit_status, 0) << gw.out << gw.err;
   }
-  // Neither reaches the other, by ping or TCP.
-  for (auto [from, to] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
-    const std::string other = to->network.subnet.guest().str();
-    ProcessResult ping = Ssh(*from, "busybox ping -c 1 -W 2 " + other);
-    EXPECT_FALSE(ping.ok()) << "reached " << other << ": " << ping.out;
-    ProcessResult tcp = Ssh(*from, "busybox nc -w 2 " + other + " 22 </dev/null");
+  // Neither reaches the other, by ping or TCP, nor the other's gateway.
+  for (auto [from, to] : {std::pair{&ra, &rb}, std::pair{&rb, &ra}}) {
+    const std::string other = to->guest.network.subnet.guest().str();
+    CommandResult ping = AsRoot(*from, "busybox ping -c 1 -W 2 " + other);
+    EXPECT_NE(ping.exit_status, 0) << "reached " << other << ": " << ping.out;
+    CommandResult tcp = AsRoot(*from, "busybox nc -w 2 " + other + " 22 </dev/null");
     EXPECT_THAT(tcp.out, Not(HasSubstr("SSH-"))) << "TCP reached " << other;
-    // Nor the other sandbox's gateway, nor any host port but DHCP.
-    ProcessResult other_gw =
-        Ssh(*from, "busybox ping -c 1 -W 2 " + to->network.subnet.gateway().str());
-    EXPECT_FALSE(other_gw.ok());
+    CommandResult other_gw =
+        AsRoot(*from, "busybox ping -c 1 -W 2 " + to->guest.network.subnet.gateway().str());
+    EXPECT_NE(other_gw.exit_status, 0);
+    // Nor any other service of the host on its own gateway.
+    CommandResult host_tcp =
+        AsRoot(*from, "busybox nc -w 2 " + from->guest.network.subnet.gateway().str() + " " +
+                          std::to_string(from->guest.network.host_port) + " </dev/null");
+    EXPECT_THAT(host_tcp.out, Not(HasSubstr("SSH-")));
   }
 
   for (const Guest* g : {&a, &b}) {

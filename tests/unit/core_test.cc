@@ -1,4 +1,7 @@
+#include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <map>
 #include <set>
@@ -70,6 +73,18 @@ TEST(SubprocessTest, CapturesOutputAndExitCode) {
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.out, "out\n");
   EXPECT_EQ(r.err, "err\n");
+}
+
+TEST(SubprocessTest, ChildrenInheritNoDescriptorsButStdio) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);  // deliberately without O_CLOEXEC
+  int high = ::fcntl(fds[0], F_DUPFD, 100);
+  ASSERT_GE(high, 100);
+  ProcessResult r = RunProcess({"sh", "-c", "ls /proc/self/fd"});
+  for (int fd : {fds[0], fds[1], high}) ::close(fd);
+  // 0, 1, 2 and the directory ls itself opened; never our pipe.
+  EXPECT_THAT(r.out, ::testing::Not(::testing::HasSubstr(std::to_string(high))));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("2\n"));
 }
 
 TEST(SubprocessTest, MissingProgramIsUnavailable) {

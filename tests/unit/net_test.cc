@@ -17,6 +17,7 @@
 #include "net/network_manager.h"
 #include "net/port_forwarder.h"
 #include "net/tap.h"
+#include "unit/loopback_server.h"
 
 namespace ephemera {
 namespace {
@@ -174,55 +175,6 @@ TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
 
 // --- the forwarder, against an echo server on loopback ---
 
-class EchoServer {
- public:
-  EchoServer() {
-    fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(fd_.get(), 64);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] {
-      for (;;) {
-        int c = ::accept(fd_.get(), nullptr, nullptr);
-        if (c < 0) return;
-        std::thread([c] {
-          char buf[65536];
-          ssize_t n;
-          while ((n = ::read(c, buf, sizeof buf)) > 0) {
-            if (::write(c, buf, n) != n) break;
-          }
-          ::close(c);
-        }).detach();
-      }
-    });
-  }
-  ~EchoServer() {
-    ::shutdown(fd_.get(), SHUT_RDWR);
-    thread_.join();
-  }
-  std::uint16_t port() const { return port_; }
-
- private:
-  UniqueFd fd_;
-  std::uint16_t port_ = 0;
-  std::thread thread_;
-};
-
-UniqueFd ConnectLoopback(std::uint16_t port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
-  return fd;
-}
-
 std::string RoundTrip(int fd, const std::string& payload) {
   std::thread writer([&] {
     std::size_t done = 0;
@@ -248,7 +200,7 @@ ForwarderOptions LoopbackRange(std::uint16_t first, std::uint16_t last) {
 }
 
 TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
-  EchoServer echo;
+  test::LoopbackServer echo(test::LoopbackServer::Echo);
   PortForwarder forwarder(LoopbackRange(41000, 41999));
   SandboxId id = SandboxId::Generate();
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
@@ -259,7 +211,7 @@ TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
   std::vector<bool> ok(16, false);
   for (int i = 0; i < 16; ++i) {
     clients.emplace_back([&, i] {
-      UniqueFd fd = ConnectLoopback(port);
+      UniqueFd fd = test::ConnectLoopback(port);
       std::string payload(1 << 20, static_cast<char>('a' + i));
       for (std::size_t j = 0; j < payload.size(); j += 4093) payload[j] = static_cast<char>(j);
       ok[i] = fd && RoundTrip(fd.get(), payload) == payload;
@@ -270,11 +222,11 @@ TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
 }
 
 TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
-  EchoServer echo;
+  test::LoopbackServer echo(test::LoopbackServer::Echo);
   PortForwarder forwarder(LoopbackRange(42000, 42999));
   SandboxId id = SandboxId::Generate();
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
-  UniqueFd open_conn = ConnectLoopback(port);
+  UniqueFd open_conn = test::ConnectLoopback(port);
   ASSERT_TRUE(open_conn);
   EXPECT_EQ(RoundTrip(open_conn.get(), "ping"), "ping");
   EXPECT_EQ(forwarder.ConnectionCount(id), 1u);
@@ -282,12 +234,12 @@ TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
   forwarder.Close(id);  // idempotent
   char c;
   EXPECT_LE(::read(open_conn.get(), &c, 1), 0);  // the live connection was closed
-  EXPECT_FALSE(ConnectLoopback(port));           // nothing listens any more
+  EXPECT_FALSE(test::ConnectLoopback(port));     // nothing listens any more
   EXPECT_FALSE(forwarder.PortOf(id));
 }
 
 TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
-  EchoServer echo;
+  test::LoopbackServer echo(test::LoopbackServer::Echo);
   PortForwarder forwarder(LoopbackRange(43000, 43002));
   // A port taken by someone else is skipped, not shared.
   UniqueFd squatter(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -316,7 +268,7 @@ TEST(PortForwarderTest, UnreachableTargetClosesTheClient) {
   PortForwarder forwarder(LoopbackRange(44000, 44099));
   SandboxId id = SandboxId::Generate();
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), 1);  // nothing on port 1
-  UniqueFd fd = ConnectLoopback(port);
+  UniqueFd fd = test::ConnectLoopback(port);
   ASSERT_TRUE(fd);
   char c;
   EXPECT_LE(::read(fd.get(), &c, 1), 0);

@@ -1,0 +1,42 @@
+# Sourced by scripts that run a real ephemerad in a private network
+# namespace (its TAPs, dnsmasq and guests touch no real network).
+#   in_private_netns "$0" "$@"     re-executes the caller inside one
+#   start_daemon WORK [YAML...]    config in WORK, ephemerad started, socket up;
+#                                  sets $daemon and the function e (the CLI)
+#   stop_daemon                    SIGTERM and wait; removes WORK
+
+in_private_netns() {
+  if [ "${EPHEMERA_IN_PRIVATE_NETNS:-}" != 1 ]; then
+    EPHEMERA_IN_PRIVATE_NETNS=1 exec unshare --net --mount --propagation private "$@"
+  fi
+  mount -t sysfs sysfs /sys
+  ip link set lo up
+}
+
+start_daemon() {
+  daemon_work=$1
+  shift
+  daemon_bin=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/src
+  export XDG_CONFIG_HOME=$daemon_work/client
+  {
+    echo "state_dir: $daemon_work/state"
+    echo "image_dir: ${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
+    echo "socket: $daemon_work/ephemera.sock"
+    echo "network: {forward_address: 127.0.0.1}"
+    echo "destroy_on_exit: true"
+    for line in "$@"; do echo "$line"; done
+  } >"$daemon_work/config.yaml"
+  "$daemon_bin/daemon/ephemerad" --config "$daemon_work/config.yaml" 2>"$daemon_work/ephemerad.log" &
+  daemon=$!
+  for _ in $(seq 100); do e status >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "ephemerad did not start:" >&2
+  cat "$daemon_work/ephemerad.log" >&2
+  return 1
+}
+
+e() { "$daemon_bin/cli/ephemera" --socket "$daemon_work/ephemera.sock" "$@"; }
+
+stop_daemon() {
+  kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  rm -rf "$daemon_work"
+}
