@@ -25,7 +25,8 @@ sockaddr_in Loopback(std::uint16_t port) {
 LoopbackServer::LoopbackServer(std::function<void(int fd)> serve) : serve_(std::move(serve)) {
   fd_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr = Loopback(0);
-  if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_.get(), 64) != 0) {
+  if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd_.get(), 64) != 0) {
     throw std::runtime_error("loopback server: bind/listen failed");
   }
   socklen_t len = sizeof addr;
