@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=5 concurrent=10 memory=128 tb=64
+runs=5 concurrent=10 memory=128 tb=32
 while getopts "n:c:m:t:" opt; do
   case $opt in
     n) runs=$OPTARG ;; c) concurrent=$OPTARG ;; m) memory=$OPTARG ;; t) tb=$OPTARG ;;
@@ -54,22 +54,34 @@ printf "  %-22s %s\n" "destroy" "$(stats <"$work/destroy") ms"
 echo "== $concurrent concurrent creates"
 daemon_rss_before=$(awk '/VmRSS/{print $2}' "/proc/$daemon/status")
 t0=$(now_ms)
-for i in $(seq "$concurrent"); do e create --json >"$work/c$i.json" & done
-wait
+pids=()
+for i in $(seq "$concurrent"); do
+  e create --json >"$work/c$i.json" &
+  pids+=($!)
+done
+wait "${pids[@]}"  # not a bare wait: the daemon is a child too
 t1=$(now_ms)
 ok=$(e list --json | python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["state"]=="ready"))')
 echo "  total $((t1 - t0)) ms, $ok of $concurrent ready"
 sleep 2  # idle
-qemu_kib=0
+# PSS shares pages that all QEMUs map (binary, libraries, the guest kernel
+# file) among them; anonymous memory is each one's own.
+pss_kib=0 anon_kib=0 rss_kib=0
 for pidfile in "$work"/state/vms/*/qemu.pid; do
-  qemu_kib=$((qemu_kib + $(awk '/VmRSS/{print $2}' "/proc/$(cat "$pidfile")/status")))
+  rollup=/proc/$(cat "$pidfile")/smaps_rollup
+  pss_kib=$((pss_kib + $(awk '/^Pss:/{print $2}' "$rollup")))
+  anon_kib=$((anon_kib + $(awk '/^Anonymous:/{print $2}' "$rollup")))
+  rss_kib=$((rss_kib + $(awk '/^Rss:/{print $2}' "$rollup")))
 done
 daemon_rss_after=$(awk '/VmRSS/{print $2}' "/proc/$daemon/status")
-echo "  QEMU RSS per idle sandbox: $((qemu_kib / ok / 1024)) MiB (guest RAM ${memory} MiB)"
+echo "  QEMU memory per idle sandbox (guest RAM ${memory} MiB): PSS $((pss_kib / ok / 1024)) MiB," \
+  "anonymous $((anon_kib / ok / 1024)) MiB, RSS $((rss_kib / ok / 1024)) MiB"
 echo "  daemon RSS growth per sandbox: $(((daemon_rss_after - daemon_rss_before) / ok)) KiB"
 t0=$(now_ms)
+pids=()
 for s in $(e list --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))'); do
   e destroy "$s" >/dev/null &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"
 echo "  destroying all $ok: $(($(now_ms) - t0)) ms"

@@ -1,6 +1,7 @@
 #include "cli/remembered.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,7 +49,28 @@ void Remembered::Save(const nlohmann::json& all) const {
   }
 }
 
+namespace {
+
+// Serialises read-modify-write cycles of concurrent ephemera processes.
+class FileLock {
+ public:
+  explicit FileLock(const fs::path& file) {
+    fs::create_directories(file.parent_path());
+    ::chmod(file.parent_path().c_str(), 0700);
+    fd_ = ::open((file.string() + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0 || ::flock(fd_, LOCK_EX) != 0)
+      throw std::runtime_error("cannot lock " + file.string());
+  }
+  ~FileLock() { ::close(fd_); }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
+
 void Remembered::Put(const std::string& id, const nlohmann::json& entry) {
+  FileLock lock(file_);
   auto all = Load();
   all[id] = entry;
   Save(all);
@@ -61,6 +83,7 @@ std::optional<nlohmann::json> Remembered::Get(const std::string& id) const {
 }
 
 void Remembered::Forget(const std::string& id) {
+  FileLock lock(file_);
   auto all = Load();
   if (all.erase(id)) Save(all);
 }

@@ -30,7 +30,7 @@ struct VmConfig {
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kAuto;
   // Bounds QEMU's TCG translation cache (1 GiB by default); see docs/benchmarks.md.
-  unsigned tcg_tb_size_mib = 64;
+  unsigned tcg_tb_size_mib = 32;
   unsigned powerdown_timeout_ms = 5000;
 };
 

@@ -17,7 +17,7 @@ struct QemuLaunch {
   std::string binary;
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kTcg;  // resolved: kKvm or kTcg
-  unsigned tcg_tb_size_mib = 64;
+  unsigned tcg_tb_size_mib = 32;
   std::optional<std::uint64_t> tsc_khz;  // passed to microvm guests under TCG
   VmSpec spec;
   VmDir dir;
