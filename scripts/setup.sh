@@ -9,11 +9,7 @@ image_dir=${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}
 
 echo "== dependencies"
 bash scripts/install-deps.sh
-echo "== build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$(nproc)"
-echo "== default guest image"
-bash images/default/build.sh --cache-dir "$image_dir"
+EPHEMERA_IMAGE_DIR=$image_dir bash scripts/build.sh
 echo "== boot a sandbox VM"
 state_dir=$(mktemp -d /tmp/ephemera-setup.XXXXXX)
 trap 'rm -rf "$state_dir"' EXIT

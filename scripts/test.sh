@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit and integration tests (real QEMU guests
-# under TCG) on a release build, then the unit tests again under
-# AddressSanitizer + UBSan. Needs root (guests, and later TAPs and nft).
+# Runs the whole test suite: unit, integration and end-to-end tests (real QEMU guests,
+# dnsmasq and nftables, in private network namespaces) on a release build, then the unit tests again under
+# AddressSanitizer + UBSan. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,12 +12,7 @@ export EPHEMERA_IMAGE_DIR=$image_dir
 echo "== formatting"
 bash scripts/format.sh --check
 
-echo "== build (release)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$jobs"
-
-echo "== default guest image"
-bash images/default/build.sh --cache-dir "$image_dir"
+bash scripts/build.sh
 
 echo "== unit, integration and end-to-end tests"
 ctest --test-dir build --output-on-failure -j "$jobs" -L unit

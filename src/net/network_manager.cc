@@ -187,8 +187,7 @@ NetworkReconcileReport NetworkManager::Reconcile() {
     try {
       SandboxNetwork n = FromJson(json::parse(ReadFile(entry.path() / kRecord)), pool_);
       if (n.id != id) Fail(ErrorCode::kFailedPrecondition, "record names sandbox {}", n.id.str());
-      pool_.Reserve(id, n.subnet.index);
-      n.subnet = Subnet30{n.subnet.index, Ipv4{config_.pool.base.value + n.subnet.index * 4}};
+      n.subnet = pool_.Reserve(id, n.subnet.index);
       BuildHostSide(n, &report);
       networks_.insert_or_assign(id, n);
       if (n.host_port != 0) {

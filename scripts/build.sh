@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds ephemera (release, in build/) and the default guest image (cached
+# by the hash of its inputs, so a second run takes well under a second).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== build (release)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc)"
+echo "== default guest image"
+bash images/default/build.sh --cache-dir "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
