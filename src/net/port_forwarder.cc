@@ -205,7 +205,7 @@ void PortForwarder::Loop() {
       } else if (listeners_.count(key)) {
         HandleListener(key);
       } else if (connections_.count(key)) {
-        HandleConnection(key);
+        HandleConnection(key, events[i].events);
       }  // else: closed after epoll_wait returned; ignore the stale event
     }
   }
@@ -289,8 +289,9 @@ bool PortForwarder::Pump(Connection& c, Direction& d) {
   }
 }
 
-void PortForwarder::HandleConnection(std::uint64_t key) {
+void PortForwarder::HandleConnection(std::uint64_t key, std::uint32_t events) {
   std::shared_ptr<Connection> c = connections_.at(key);
+  bool just_connected = false;
   if (c->connecting) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -305,8 +306,18 @@ void PortForwarder::HandleConnection(std::uint64_t key) {
       return;  // still connecting; the client's bytes wait in its socket
     }
     c->connecting = false;
+    just_connected = true;
   }
-  bool ok = Pump(*c, c->up) && Pump(*c, c->down);
+  // Pump only what this event can move: readable feeds the direction
+  // leaving this socket, writable drains the one entering it. Errors and
+  // hang-ups (and the first event after connecting) pump both.
+  const bool is_client = key == c->client_key;
+  const bool everything = just_connected || (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP));
+  Direction& outgoing = is_client ? c->up : c->down;
+  Direction& incoming = is_client ? c->down : c->up;
+  bool ok = true;
+  if (everything || (events & EPOLLIN)) ok = Pump(*c, outgoing);
+  if (ok && (everything || (events & EPOLLOUT))) ok = Pump(*c, incoming);
   if (!ok || (c->up.shut_down && c->down.shut_down)) {
     CloseConnectionLocked(c->client_key);
     return;
