@@ -45,10 +45,11 @@ class Section {
     return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
   }
 
+  // Leaves `out` at its default and returns false when the key is absent.
   template <typename T>
-  void Read(std::string_view key, T& out) {
+  bool Read(std::string_view key, T& out) {
     YAML::Node value = Take(key);
-    if (!value) return;
+    if (!value) return false;
     if (!value.IsScalar())
       Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a scalar", KeyPath(key));
     try {
@@ -57,6 +58,7 @@ class Section {
       Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not a valid {}", KeyPath(key),
            value.Scalar(), TypeName<T>());
     }
+    return true;
   }
 
   void ReadUnsigned(std::string_view key, unsigned& out, unsigned min, unsigned max) {
@@ -79,8 +81,7 @@ class Section {
   template <typename Enum>
   void ReadEnum(std::string_view key, Enum& out, const std::map<std::string, Enum>& choices) {
     std::string text;
-    Read(key, text);
-    if (text.empty() && !Has(key)) return;
+    if (!Read(key, text)) return;
     auto it = choices.find(text);
     if (it == choices.end()) {
       std::string names;
@@ -126,9 +127,6 @@ class Section {
     if constexpr (std::is_integral_v<T>) return "integer";
     return "string";
   }
-  bool Has(std::string_view key) const {
-    return read_.count(std::string(key)) && node_[std::string(key)];
-  }
   std::string Display() const { return path_.empty() ? "<top>" : path_; }
   YAML::Node Take(std::string_view key) {
     read_.insert(std::string(key));
@@ -155,14 +153,9 @@ void ReadPath(Section& section, std::string_view key, std::filesystem::path& out
 
 void ReadChoice(Section& section, std::string_view key, std::string& out,
                 const std::vector<std::string>& choices) {
-  section.Read(key, out);
-  for (const auto& c : choices) {
-    if (c == out) return;
-  }
-  std::string names;
-  for (const auto& c : choices) names += (names.empty() ? "" : ", ") + c;
-  Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not one of {}", section.KeyPath(key),
-       out, names);
+  std::map<std::string, std::string> map;
+  for (const auto& c : choices) map.emplace(c, c);
+  section.ReadEnum(key, out, map);
 }
 
 // Parses through `parse` (which throws Error), re-raising with the key named.

@@ -257,8 +257,7 @@ void PortForwarder::HandleListener(std::uint64_t key) {
   }
 }
 
-bool PortForwarder::Pump(Connection& c, Direction& d) {
-  (void)c;
+bool PortForwarder::Pump(Direction& d) {
   for (;;) {
     if (d.in_pipe > 0) {
       ssize_t m = ::splice(d.pipe_read.get(), nullptr, d.to, nullptr, d.in_pipe,
@@ -316,8 +315,8 @@ void PortForwarder::HandleConnection(std::uint64_t key, std::uint32_t events) {
   Direction& outgoing = is_client ? c->up : c->down;
   Direction& incoming = is_client ? c->down : c->up;
   bool ok = true;
-  if (everything || (events & EPOLLIN)) ok = Pump(*c, outgoing);
-  if (ok && (everything || (events & EPOLLOUT))) ok = Pump(*c, incoming);
+  if (everything || (events & EPOLLIN)) ok = Pump(outgoing);
+  if (ok && (everything || (events & EPOLLOUT))) ok = Pump(incoming);
   if (!ok || (c->up.shut_down && c->down.shut_down)) {
     CloseConnectionLocked(c->client_key);
     return;

@@ -58,7 +58,7 @@ class PortForwarder {
   void Loop();
   void HandleListener(std::uint64_t key);
   void HandleConnection(std::uint64_t key, std::uint32_t events);
-  bool Pump(Connection& c, Direction& d);
+  static bool Pump(Direction& d);
   void UpdateInterest(Connection& c);
   void CloseConnectionLocked(std::uint64_t key);
   std::uint64_t Register(int fd, std::uint32_t events);

@@ -45,6 +45,25 @@ constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at";
 
+// What changes after a sandbox is recorded, bound in this order by
+// BindMutable (for both INSERT and UPDATE).
+constexpr std::string_view kMutableColumns =
+    "reason, image_sha256, tap, subnet, guest_ip, host_port, username, host_key_fingerprint, "
+    "expires_at, updated_at";
+
+void BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
+  stmt.Bind(first, s.reason)
+      .Bind(first + 1, s.image_sha256)
+      .Bind(first + 2, s.tap)
+      .Bind(first + 3, s.subnet)
+      .Bind(first + 4, s.guest_ip)
+      .Bind(first + 5, std::int64_t{s.host_port})
+      .Bind(first + 6, s.username)
+      .Bind(first + 7, s.host_key_fingerprint)
+      .Bind(first + 8, s.expires_at)
+      .Bind(first + 9, NowUnix());
+}
+
 Sandbox ReadRow(const sqlite::Statement& row) {
   Sandbox s(SandboxId::Parse(row.Text(0)));
   s.state = ParseState(row.Text(1));
@@ -111,27 +130,20 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit) {
       Fail(ErrorCode::kResourceExhausted, "the limit of {} sandboxes is reached", *limit);
     }
   }
-  auto insert = db_.Prepare(fmt::format(
-      "INSERT INTO sandboxes ({}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-      kColumns));
+  auto insert =
+      db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
+                              "token_sha256, created_at, {}) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
-      .Bind(3, s.reason)
-      .Bind(4, s.spec.image)
-      .Bind(5, s.image_sha256)
-      .Bind(6, std::int64_t{s.spec.memory_mib})
-      .Bind(7, std::int64_t{s.spec.vcpus})
-      .Bind(8, s.owner)
-      .Bind(9, s.token_sha256)
-      .Bind(10, s.tap)
-      .Bind(11, s.subnet)
-      .Bind(12, s.guest_ip)
-      .Bind(13, std::int64_t{s.host_port})
-      .Bind(14, s.username)
-      .Bind(15, s.host_key_fingerprint)
-      .Bind(16, s.created_at)
-      .Bind(17, s.expires_at)
-      .Bind(18, NowUnix());
+      .Bind(3, s.spec.image)
+      .Bind(4, std::int64_t{s.spec.memory_mib})
+      .Bind(5, std::int64_t{s.spec.vcpus})
+      .Bind(6, s.owner)
+      .Bind(7, s.token_sha256)
+      .Bind(8, s.created_at);
+  BindMutable(insert, 9, s);
   try {
     insert.Run();
   } catch (const Error& e) {
@@ -175,22 +187,15 @@ Sandbox Store::Transition(const SandboxId& id, SandboxState to, const std::strin
 
 void Store::Update(const Sandbox& s) {
   std::lock_guard lock(mutex_);
-  auto stmt = db_.Prepare(
-      "UPDATE sandboxes SET reason = ?, image_sha256 = ?, tap = ?, subnet = ?, guest_ip = ?, "
-      "host_port = ?, username = ?, host_key_fingerprint = ?, expires_at = ?, updated_at = ? "
-      "WHERE id = ?");
-  stmt.Bind(1, s.reason)
-      .Bind(2, s.image_sha256)
-      .Bind(3, s.tap)
-      .Bind(4, s.subnet)
-      .Bind(5, s.guest_ip)
-      .Bind(6, std::int64_t{s.host_port})
-      .Bind(7, s.username)
-      .Bind(8, s.host_key_fingerprint)
-      .Bind(9, s.expires_at)
-      .Bind(10, NowUnix())
-      .Bind(11, s.id.str())
-      .Run();
+  std::string assignments;
+  for (std::string_view rest = kMutableColumns; !rest.empty();) {
+    auto comma = rest.find(", ");
+    assignments += fmt::format("{}{} = ?", assignments.empty() ? "" : ", ", rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? "" : rest.substr(comma + 2);
+  }
+  auto stmt = db_.Prepare(fmt::format("UPDATE sandboxes SET {} WHERE id = ?", assignments));
+  BindMutable(stmt, 1, s);
+  stmt.Bind(11, s.id.str()).Run();
   if (db_.Changes() == 0) Fail(ErrorCode::kNotFound, "no sandbox {}", s.id.str());
 }
 
