@@ -11,8 +11,8 @@ packages=(
   libyaml-cpp-dev libcli11-dev libboost-dev libboost-system-dev
   libspdlog-dev libfmt-dev libarchive-dev libnftables-dev libnl-3-dev
   libnl-route-3-dev libseccomp-dev libcap-dev libsystemd-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (curl: a real HTTPS client; clang + compiler-rt: libFuzzer)
+  libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
   # guest image build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, integration and end-to-end tests (real QEMU guests,
 # dnsmasq and nftables, in private network namespaces) on a release build, then the unit tests again under
-# AddressSanitizer + UBSan. Needs root.
+# AddressSanitizer + UBSan, then each libFuzzer target for a bounded time. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +24,6 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPHEMERA_SANITIZE=O
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
+
+echo "== fuzzing (libFuzzer, ${EPHEMERA_FUZZ_SECONDS:-30} s per target)"
+bash scripts/fuzz.sh

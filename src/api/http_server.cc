@@ -2,9 +2,11 @@
 
 #include <sys/stat.h>
 
+#include <spdlog/spdlog.h>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <optional>
 #include <thread>
 
@@ -16,64 +18,87 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using UnixSocket = asio::local::stream_protocol;
-using Stream = beast::basic_stream<UnixSocket, asio::any_io_executor, beast::unlimited_rate_policy>;
-using namespace std::chrono_literals;
+using tcp = asio::ip::tcp;
+using UnixStream =
+    beast::basic_stream<UnixSocket, asio::any_io_executor, beast::unlimited_rate_policy>;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 namespace {
 
-constexpr auto kIdleTimeout = 60s;  // between requests on a kept-alive connection
-constexpr auto kWriteTimeout = 30s;
+HttpResponse ProtocolError(http::error ec_kind) {
+  const bool too_large = ec_kind == http::error::body_limit;
+  HttpResponse bad{too_large ? http::status::payload_too_large : http::status::bad_request, 11};
+  bad.set(http::field::content_type, "application/json");
+  bad.body() = std::string(R"({"error":{"code":"invalid_argument","message":")") +
+               (too_large ? "request body too large" : "malformed HTTP request") + "\"}}\n";
+  bad.keep_alive(false);
+  bad.prepare_payload();
+  return bad;
+}
 
-class Session : public std::enable_shared_from_this<Session> {
+struct Shared {
+  HttpServerOptions options;
+  HttpHandler handler;
+  asio::thread_pool& workers;
+  std::atomic<std::size_t> open{0};
+};
+
+// One connection. Stream is a unix stream, a tcp_stream or a TLS stream over
+// one; everything else is the same.
+template <typename Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
  public:
-  Session(UnixSocket::socket socket, asio::thread_pool& workers, const HttpHandler& handler,
-          std::size_t max_body, std::atomic<std::size_t>& open)
-      : stream_(std::move(socket)),
-        workers_(workers),
-        handler_(handler),
-        max_body_(max_body),
-        open_(open) {
-    ++open_;
+  Session(Stream stream, Peer peer, Shared& shared)
+      : stream_(std::move(stream)), peer_(std::move(peer)), shared_(shared) {
+    ++shared_.open;
   }
-  ~Session() { --open_; }
+  ~Session() { --shared_.open; }
 
-  void Start() { Read(); }
+  void Start() {
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      beast::get_lowest_layer(stream_).expires_after(shared_.options.io_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                  spdlog::debug("https: TLS handshake with {} failed: {}",
+                                                self->peer_.ToString(), ec.message());
+                                  return;  // the socket closes with the session
+                                }
+                                self->Read();
+                              });
+    } else {
+      Read();
+    }
+  }
 
  private:
   void Read() {
     parser_.emplace();
-    parser_->body_limit(max_body_);
+    parser_->body_limit(shared_.options.max_body);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(kIdleTimeout);
+    beast::get_lowest_layer(stream_).expires_after(shared_.options.idle_timeout);
     http::async_read(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
+        ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted) {
       return Close();
     }
     if (ec) {
-      // Malformed or oversized: answer once if the channel allows, then close.
-      HttpResponse bad{ec == http::error::body_limit ? http::status::payload_too_large
-                                                     : http::status::bad_request,
-                       11};
-      bad.set(http::field::content_type, "application/json");
-      bad.body() =
-          std::string(R"({"error":{"code":"invalid_argument","message":")") +
-          (ec == http::error::body_limit ? "request body too large" : "malformed HTTP request") +
-          "\"}}";
-      bad.keep_alive(false);
-      bad.prepare_payload();
-      return Write(std::move(bad));
+      // Malformed or oversized: answer once, then close.
+      return Write(ProtocolError(ec == http::error::body_limit ? http::error::body_limit
+                                                               : http::error::bad_method));
     }
     request_ = parser_->release();
     // The handler may block: run it off the I/O thread.
-    asio::post(workers_, [self = shared_from_this()] {
-      HttpResponse response = self->handler_(self->request_);
+    asio::post(shared_.workers, [self = this->shared_from_this()] {
+      HttpResponse response = self->shared_.handler(self->request_, self->peer_);
       response.version(self->request_.version());
-      response.keep_alive(self->request_.keep_alive());
+      response.keep_alive(self->request_.keep_alive() && response.keep_alive());
       response.prepare_payload();
       asio::post(self->stream_.get_executor(),
                  [self, r = std::move(response)]() mutable { self->Write(std::move(r)); });
@@ -82,9 +107,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Write(HttpResponse response) {
     response_ = std::make_shared<HttpResponse>(std::move(response));
-    stream_.expires_after(kWriteTimeout);
+    beast::get_lowest_layer(stream_).expires_after(shared_.options.io_timeout);
     http::async_write(stream_, *response_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                         if (ec || !self->response_->keep_alive()) return self->Close();
                         self->Read();
                       });
@@ -92,91 +117,169 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Close() {
     beast::error_code ignored;
-    stream_.socket().shutdown(UnixSocket::socket::shutdown_send, ignored);
+    if constexpr (std::is_same_v<Stream, TlsStream>) {
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->stream_)
+            .socket()
+            .shutdown(tcp::socket::shutdown_both, ignored);
+      });
+    } else {
+      beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_send, ignored);
+    }
   }
 
   Stream stream_;
-  asio::thread_pool& workers_;
-  const HttpHandler& handler_;
-  std::size_t max_body_;
-  std::atomic<std::size_t>& open_;
+  Peer peer_;
+  Shared& shared_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
   std::shared_ptr<HttpResponse> response_;
 };
 
+ErrorCode BindErrorCode(const beast::error_code& ec) {
+  if (ec == asio::error::access_denied) return ErrorCode::kPermissionDenied;
+  return ErrorCode::kUnavailable;
+}
+
 }  // namespace
 
-struct UnixHttpServer::Impl {
-  UnixServerOptions options;
-  HttpHandler handler;
-  asio::io_context io;
+struct HttpServer::Impl {
+  // Declared so that the io_context, whose destructor frees pending
+  // sessions, goes before the state those sessions point at.
+  HttpListener listener;
   asio::thread_pool workers;
-  UnixSocket::acceptor acceptor{io};
-  std::atomic<std::size_t> open_connections{0};
+  Shared shared;
+  asio::io_context io;
+  UnixSocket::acceptor unix_acceptor{io};
+  tcp::acceptor tcp_acceptor{io};
   std::thread thread;
 
-  Impl(UnixServerOptions o, HttpHandler h)
-      : options(std::move(o)),
-        handler(std::move(h)),
-        workers(std::max<std::size_t>(1, options.workers)) {}
+  Impl(HttpListener l, HttpServerOptions o, HttpHandler h)
+      : listener(std::move(l)),
+        workers(std::max<std::size_t>(1, o.workers)),
+        shared{o, std::move(h), workers} {}
 
-  void Accept() {
-    acceptor.async_accept([this](beast::error_code ec, UnixSocket::socket socket) {
+  bool OverLimit() const { return shared.open.load() >= shared.options.max_connections; }
+
+  void AcceptUnix() {
+    unix_acceptor.async_accept([this](beast::error_code ec, UnixSocket::socket socket) {
       if (ec == asio::error::operation_aborted) return;
       if (!ec) {
-        if (open_connections.load() >= options.max_connections) {
+        if (OverLimit()) {
           socket.close();  // over the limit: refuse rather than queue without bound
         } else {
-          std::make_shared<Session>(std::move(socket), workers, handler, options.max_body,
-                                    open_connections)
+          std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), Peer{true, {}},
+                                                shared)
               ->Start();
         }
       }
-      Accept();
+      AcceptUnix();
     });
+  }
+
+  void AcceptTcp() {
+    tcp_acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) {
+        beast::error_code peer_ec;
+        auto remote = socket.remote_endpoint(peer_ec);
+        if (OverLimit() || peer_ec) {
+          socket.close();
+        } else {
+          socket.set_option(tcp::no_delay(true), peer_ec);
+          Peer peer{false, remote.address()};
+          if (listener.tls) {
+            std::make_shared<Session<TlsStream>>(
+                TlsStream(beast::tcp_stream(std::move(socket)), *listener.tls), peer, shared)
+                ->Start();
+          } else {
+            std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), peer,
+                                                         shared)
+                ->Start();
+          }
+        }
+      }
+      AcceptTcp();
+    });
+  }
+
+  void ListenUnix() {
+    const auto& path = listener.socket;
+    std::error_code fs_ec;
+    std::filesystem::create_directories(path.parent_path(), fs_ec);
+    if (std::filesystem::exists(path)) {
+      // A live server answers a connect; a stale file from a crash does not.
+      UnixSocket::socket probe(io);
+      beast::error_code ec;
+      probe.connect(UnixSocket::endpoint(path.string()), ec);
+      if (!ec) Fail(ErrorCode::kAlreadyExists, "another server is listening on {}", path.string());
+      std::filesystem::remove(path, fs_ec);
+    }
+    beast::error_code ec;
+    unix_acceptor.open(UnixSocket(), ec);
+    if (!ec) unix_acceptor.bind(UnixSocket::endpoint(path.string()), ec);
+    if (!ec) unix_acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) Fail(BindErrorCode(ec), "cannot listen on {}: {}", path.string(), ec.message());
+    ::chmod(path.c_str(), listener.socket_mode);
+    AcceptUnix();
+  }
+
+  void ListenTcp() {
+    const auto& endpoint = listener.endpoint;
+    beast::error_code ec;
+    tcp_acceptor.open(endpoint.protocol(), ec);
+    if (!ec) tcp_acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) tcp_acceptor.bind(endpoint, ec);
+    if (!ec) tcp_acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      Fail(BindErrorCode(ec), "cannot listen on {}:{}: {}", endpoint.address().to_string(),
+           endpoint.port(), ec.message());
+    }
+    AcceptTcp();
   }
 };
 
-UnixHttpServer::UnixHttpServer(UnixServerOptions options, HttpHandler handler)
-    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {
-  const auto& path = impl_->options.socket;
-  std::error_code fs_ec;
-  std::filesystem::create_directories(path.parent_path(), fs_ec);
-  if (std::filesystem::exists(path)) {
-    // A live server answers a connect; a stale file from a crash does not.
-    UnixSocket::socket probe(impl_->io);
-    beast::error_code ec;
-    probe.connect(UnixSocket::endpoint(path.string()), ec);
-    if (!ec) Fail(ErrorCode::kAlreadyExists, "another server is listening on {}", path.string());
-    std::filesystem::remove(path, fs_ec);
+HttpServer::HttpServer(HttpListener listener, HttpServerOptions options, HttpHandler handler)
+    : impl_(std::make_unique<Impl>(std::move(listener), options, std::move(handler))) {
+  if (!impl_->listener.socket.empty()) {
+    impl_->ListenUnix();
+  } else {
+    impl_->ListenTcp();
   }
-  beast::error_code ec;
-  impl_->acceptor.open(UnixSocket(), ec);
-  if (!ec) impl_->acceptor.bind(UnixSocket::endpoint(path.string()), ec);
-  if (!ec) impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    Fail(ec == asio::error::access_denied ? ErrorCode::kPermissionDenied : ErrorCode::kUnavailable,
-         "cannot listen on {}: {}", path.string(), ec.message());
-  }
-  ::chmod(path.c_str(), impl_->options.mode);
-  impl_->Accept();
   impl_->thread = std::thread([this] { impl_->io.run(); });
 }
 
-UnixHttpServer::~UnixHttpServer() {
+HttpServer::~HttpServer() {
   asio::post(impl_->io, [this] {
     beast::error_code ignored;
-    impl_->acceptor.close(ignored);
+    impl_->unix_acceptor.close(ignored);
+    impl_->tcp_acceptor.close(ignored);
   });
   impl_->workers.join();
   impl_->io.stop();
   impl_->thread.join();
-  std::error_code ec;
-  std::filesystem::remove(impl_->options.socket, ec);
+  if (!impl_->listener.socket.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(impl_->listener.socket, ec);
+  }
 }
 
-const std::filesystem::path& UnixHttpServer::socket() const { return impl_->options.socket; }
+std::uint16_t HttpServer::port() const {
+  if (!impl_->listener.socket.empty()) return 0;
+  beast::error_code ec;
+  return impl_->tcp_acceptor.local_endpoint(ec).port();
+}
+
+std::string HttpServer::address() const {
+  if (!impl_->listener.socket.empty()) return impl_->listener.socket.string();
+  beast::error_code ec;
+  auto local = impl_->tcp_acceptor.local_endpoint(ec);
+  if (local.address().is_v6())
+    return fmt::format("[{}]:{}", local.address().to_string(), local.port());
+  return fmt::format("{}:{}", local.address().to_string(), local.port());
+}
 
 }  // namespace ephemera

@@ -1,38 +1,68 @@
-// An HTTP/1.1 server (Boost.Beast) on a unix socket. Connections are read
-// and written asynchronously on one I/O thread with deadlines; handlers,
-// which may block for seconds (a create boots a VM), run on a bounded
-// worker pool.
+// An HTTP/1.1 server (Boost.Beast) on one listener: a unix socket, plain
+// TCP, or TCP with TLS. Connections are read and written asynchronously on
+// one I/O thread with deadlines; handlers, which may block for seconds (a
+// create boots a VM), run on a bounded worker pool.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
 
 namespace ephemera {
 
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
 using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
-using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
-struct UnixServerOptions {
-  std::filesystem::path socket;
-  unsigned mode = 0660;
-  std::size_t workers = 8;
-  std::size_t max_body = 64 * 1024;
-  std::size_t max_connections = 256;
+// Who sent a request: the local admin socket, or a TCP peer.
+struct Peer {
+  bool local = false;
+  boost::asio::ip::address address;  // unspecified for the local socket
+  std::string ToString() const { return local ? "local" : address.to_string(); }
 };
 
-class UnixHttpServer {
- public:
-  // Binds the socket (replacing a stale one, refusing one another process
-  // still serves) and starts serving. kAlreadyExists, kPermissionDenied.
-  UnixHttpServer(UnixServerOptions options, HttpHandler handler);
-  ~UnixHttpServer();  // stops accepting, finishes, removes the socket file
+using HttpHandler = std::function<HttpResponse(const HttpRequest&, const Peer&)>;
 
-  const std::filesystem::path& socket() const;
+struct HttpListener {
+  // A unix socket when `socket` is set, else TCP on `endpoint`.
+  std::filesystem::path socket;
+  unsigned socket_mode = 0660;
+  boost::asio::ip::tcp::endpoint endpoint;
+  std::shared_ptr<boost::asio::ssl::context> tls;  // TCP only; null: plain HTTP
+
+  static HttpListener Unix(std::filesystem::path socket, unsigned mode) {
+    return {std::move(socket), mode, {}, nullptr};
+  }
+  static HttpListener Tcp(boost::asio::ip::tcp::endpoint endpoint,
+                          std::shared_ptr<boost::asio::ssl::context> tls) {
+    return {{}, 0, endpoint, std::move(tls)};
+  }
+};
+
+struct HttpServerOptions {
+  std::size_t workers = 8;
+  std::size_t max_body = 64 * 1024;
+  std::size_t max_connections = 256;      // open at once; more are closed at accept
+  std::chrono::seconds idle_timeout{60};  // waiting for the next request
+  std::chrono::seconds io_timeout{30};    // TLS handshake, reading a started request, writing
+};
+
+class HttpServer {
+ public:
+  // Binds and starts serving. A unix socket replaces a stale file but
+  // refuses one another process still serves (kAlreadyExists); a TCP
+  // address in use is kUnavailable; kPermissionDenied for either.
+  HttpServer(HttpListener listener, HttpServerOptions options, HttpHandler handler);
+  ~HttpServer();  // stops accepting, finishes, removes a unix socket file
+
+  std::uint16_t port() const;   // the bound TCP port (0 for a unix socket)
+  std::string address() const;  // "ADDR:PORT" or the socket path
 
  private:
   struct Impl;

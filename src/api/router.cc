@@ -21,16 +21,68 @@ HttpResponse Json(http::status status, const json& body) {
 }
 
 constexpr std::string_view kSandboxes = "/v1/sandboxes";
+constexpr std::string_view kTokens = "/v1/tokens";
 
-HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
+// "/v1/sandboxes/ID" -> "ID" for prefix "/v1/sandboxes"; empty otherwise.
+std::string_view Child(std::string_view target, std::string_view collection) {
+  if (target.size() <= collection.size() + 1 || target.substr(0, collection.size()) != collection ||
+      target[collection.size()] != '/') {
+    return {};
+  }
+  return target.substr(collection.size() + 1);
+}
+
+[[noreturn]] void MethodNotAllowed(std::string_view target) {
+  Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
+}
+
+bool Visible(const Sandbox& sandbox, const std::optional<Caller>& caller) {
+  return !caller || sandbox.owner == caller->owner;
+}
+
+HttpResponse Tokens(const ApiContext& c, const HttpRequest& request, std::string_view target,
+                    const std::optional<Caller>& caller) {
+  if (caller) Fail(ErrorCode::kPermissionDenied, "access tokens are managed on the local socket");
+  const auto method = request.method();
+  if (target == kTokens) {
+    if (method == http::verb::post) {
+      IssuedAccessToken issued = c.engine->AddAccessToken(ParseNewAccessToken(request.body()));
+      json body = AccessTokenToJson(issued.record);
+      body["token"] = issued.secret;
+      return Json(http::status::created, body);
+    }
+    if (method == http::verb::get) {
+      json list = json::array();
+      for (const auto& t : c.engine->ListAccessTokens()) list.push_back(AccessTokenToJson(t));
+      return Json(http::status::ok, {{"tokens", list}});
+    }
+    MethodNotAllowed(target);
+  }
+  const std::string id(Child(target, kTokens));
+  if (method == http::verb::patch) {
+    return Json(http::status::ok, AccessTokenToJson(c.engine->SetAccessTokenEnabled(
+                                      id, ParseTokenEnabled(request.body()))));
+  }
+  if (method == http::verb::delete_) {
+    c.engine->DeleteAccessToken(id);
+    return Json(http::status::ok, {{"id", id}, {"deleted", true}});
+  }
+  MethodNotAllowed(target);
+}
+
+HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& peer) {
+  std::optional<Caller> caller;
+  if (!peer.local) {
+    if (!c.access) Fail(ErrorCode::kInternal, "a remote front door without access control");
+    caller = c.access->Admit(peer, BearerToken(request));
+  }
   const std::string target_text(request.target());
   std::string_view target = target_text;
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
   const auto method = request.method();
 
   if (target == "/v1/status") {
-    if (method != http::verb::get)
-      Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
+    if (method != http::verb::get) MethodNotAllowed(target);
     EngineStatus s = c.engine->Status();
     return Json(http::status::ok,
                 {{"version", c.version},
@@ -38,26 +90,37 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
                  {"max_sandboxes", s.max_sandboxes},
                  {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
                  {"uptime_seconds", s.uptime_seconds},
-                 {"accelerator", c.accelerator}});
+                 {"accelerator", c.accelerator},
+                 {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
+  }
+  if (target == kTokens || !Child(target, kTokens).empty()) {
+    return Tokens(c, request, target, caller);
   }
   if (target == kSandboxes) {
     if (method == http::verb::post) {
-      CreateResult result = c.engine->Create(ParseCreateRequest(request.body()));
+      CreateRequest create = ParseCreateRequest(request.body());
+      if (caller) {
+        create.owner = caller->owner;
+        create.owner_limit = caller->owner_limit;
+      }
+      CreateResult result = c.engine->Create(create);
       return Json(http::status::created, CreateResultToJson(result, c.client_host));
     }
     if (method == http::verb::get) {
       json list = json::array();
-      for (const auto& s : c.engine->List()) list.push_back(SandboxToJson(s, c.client_host));
+      for (const auto& s : c.engine->List()) {
+        if (Visible(s, caller)) list.push_back(SandboxToJson(s, c.client_host));
+      }
       return Json(http::status::ok, {{"sandboxes", list}});
     }
-    Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
+    MethodNotAllowed(target);
   }
-  if (target.size() > kSandboxes.size() + 1 &&
-      target.substr(0, kSandboxes.size() + 1) == "/v1/sandboxes/") {
-    SandboxId id = SandboxId::Parse(target.substr(kSandboxes.size() + 1));
+  if (std::string_view child = Child(target, kSandboxes); !child.empty()) {
+    SandboxId id = SandboxId::Parse(child);
     if (method == http::verb::get) {
       auto sandbox = c.engine->Get(id);
-      if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+      if (!sandbox || !Visible(*sandbox, caller))
+        Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
       return Json(http::status::ok, SandboxToJson(*sandbox, c.client_host));
     }
     if (method == http::verb::delete_) {
@@ -65,30 +128,41 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request) {
       if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
         token = std::string(it->value());
       }
-      if (!c.admin && !token)
+      if (caller && !token) {
         Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
+      }
       c.engine->Destroy(id, token);
       return Json(http::status::ok, {{"id", id.str()}, {"state", "destroyed"}});
     }
-    Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
+    MethodNotAllowed(target);
   }
   Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(target).substr(0, 100));
 }
 
 }  // namespace
 
-HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request) {
+HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
+                              const Peer& peer) {
   try {
-    return Route(context, request);
+    return Route(context, request, peer);
+  } catch (const RateLimitedError& e) {
+    HttpResponse response = Json(http::status::too_many_requests, ErrorToJson(e));
+    response.set(http::field::retry_after, std::to_string(e.retry_after().count()));
+    return response;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kInternal) {
-      spdlog::error("api: {} {}: {}", std::string(request.method_string()),
-                    std::string(request.target()), e.what());
+      spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
+                    std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     }
-    return Json(static_cast<http::status>(HttpStatusFor(e.code())), ErrorToJson(e));
+    HttpResponse response =
+        Json(static_cast<http::status>(HttpStatusFor(e.code())), ErrorToJson(e));
+    if (e.code() == ErrorCode::kUnauthenticated) {
+      response.set(http::field::www_authenticate, "Bearer");
+    }
+    return response;
   } catch (const std::exception& e) {
-    spdlog::error("api: {} {}: {}", std::string(request.method_string()),
-                  std::string(request.target()), e.what());
+    spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
+                  std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     return Json(http::status::internal_server_error,
                 ErrorToJson(Error(ErrorCode::kInternal, e.what())));
   }

@@ -1,5 +1,6 @@
 #include "api/wire.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
@@ -34,20 +35,33 @@ std::optional<T> OptionalInteger(const json& body, const char* key, std::int64_t
 
 }  // namespace
 
-CreateRequest ParseCreateRequest(std::string_view body) {
+json ParseJsonObject(std::string_view body) {
   if (body.size() > kMaxRequestBody) {
     Fail(ErrorCode::kInvalidArgument, "request body exceeds {} bytes", kMaxRequestBody);
   }
-  CreateRequest request;
-  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return request;
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object();
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) Fail(ErrorCode::kInvalidArgument, "request body is not valid JSON");
   if (!parsed.is_object()) Fail(ErrorCode::kInvalidArgument, "request body must be a JSON object");
-  for (const auto& [key, _] : parsed.items()) {
-    if (key != "image" && key != "memory_mib" && key != "vcpus" && key != "ttl_seconds") {
+  return parsed;
+}
+
+namespace {
+
+void RejectUnknownFields(const json& body, std::initializer_list<std::string_view> known) {
+  for (const auto& [key, _] : body.items()) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
       Fail(ErrorCode::kInvalidArgument, "unknown field '{}'", key.substr(0, 64));
     }
   }
+}
+
+}  // namespace
+
+CreateRequest ParseCreateRequest(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  CreateRequest request;
+  RejectUnknownFields(parsed, {"image", "memory_mib", "vcpus", "ttl_seconds"});
   if (auto it = parsed.find("image"); it != parsed.end() && !it->is_null()) {
     if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'image' must be a string");
     request.image = it->get<std::string>();
@@ -90,6 +104,51 @@ json CreateResultToJson(const CreateResult& r, const std::string& host) {
   return j;
 }
 
+NewAccessToken ParseNewAccessToken(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"name", "expires_in_seconds", "max_sandboxes", "rate_per_minute"});
+  NewAccessToken request;
+  if (auto it = parsed.find("name"); it != parsed.end() && !it->is_null()) {
+    if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'name' must be a string");
+    request.name = it->get<std::string>();
+  }
+  // The engine checks the ranges.
+  request.expires_in_seconds =
+      OptionalInteger<std::int64_t>(parsed, "expires_in_seconds", INT32_MIN, INT32_MAX);
+  request.max_sandboxes =
+      OptionalInteger<std::int64_t>(parsed, "max_sandboxes", INT32_MIN, INT32_MAX);
+  request.rate_per_minute =
+      OptionalInteger<std::int64_t>(parsed, "rate_per_minute", INT32_MIN, INT32_MAX);
+  return request;
+}
+
+bool ParseTokenEnabled(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"enabled"});
+  auto it = parsed.find("enabled");
+  if (it == parsed.end() || !it->is_boolean()) {
+    Fail(ErrorCode::kInvalidArgument, "'enabled' must be given as true or false");
+  }
+  return it->get<bool>();
+}
+
+json AccessTokenToJson(const AccessToken& t) {
+  auto optional_time = [](const std::optional<UnixSeconds>& at) {
+    return at ? json(Iso8601(*at)) : json(nullptr);
+  };
+  auto optional_int = [](const std::optional<std::int64_t>& v) {
+    return v ? json(*v) : json(nullptr);
+  };
+  return {{"id", t.id},
+          {"name", t.name},
+          {"enabled", t.enabled},
+          {"created_at", Iso8601(t.created_at)},
+          {"expires_at", optional_time(t.expires_at)},
+          {"max_sandboxes", optional_int(t.max_sandboxes)},
+          {"rate_per_minute", optional_int(t.rate_per_minute)},
+          {"last_used_at", optional_time(t.last_used_at)}};
+}
+
 json ErrorToJson(const Error& error) {
   return {
       {"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
@@ -101,6 +160,8 @@ unsigned HttpStatusFor(ErrorCode code) {
       return 400;
     case ErrorCode::kPermissionDenied:
       return 403;
+    case ErrorCode::kUnauthenticated:
+      return 401;
     case ErrorCode::kNotFound:
       return 404;
     case ErrorCode::kAlreadyExists:

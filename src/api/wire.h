@@ -24,6 +24,16 @@ nlohmann::json SandboxToJson(const Sandbox& sandbox, const std::string& host);
 // The create answer: the record plus password, token and host key, once.
 nlohmann::json CreateResultToJson(const CreateResult& result, const std::string& host);
 
+// POST /v1/tokens body: {"name"?, "expires_in_seconds"?, "max_sandboxes"?, "rate_per_minute"?}.
+NewAccessToken ParseNewAccessToken(std::string_view body);
+// PATCH /v1/tokens/{id} body: {"enabled": bool}.
+bool ParseTokenEnabled(std::string_view body);
+// A token as GET returns it: never the secret or its hash.
+nlohmann::json AccessTokenToJson(const AccessToken& token);
+
+// The body as a JSON object (empty: {}); kInvalidArgument otherwise.
+nlohmann::json ParseJsonObject(std::string_view body);
+
 nlohmann::json ErrorToJson(const Error& error);
 unsigned HttpStatusFor(ErrorCode code);
 

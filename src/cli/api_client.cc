@@ -1,49 +1,335 @@
 #include "cli/api_client.h"
 
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cstdio>
+
+#include "cli/servers.h"
 
 namespace ephemera::cli {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+using HttpRequest = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// Runs one asynchronous step until it completes or `limit` passes; on
+// timeout `cancel` aborts it and the step reports timed_out. Each blocking
+// step has its own deadline this way, which Asio's synchronous calls lack.
+template <typename Start, typename Cancel>
+beast::error_code Step(asio::io_context& io, std::chrono::milliseconds limit, Start start,
+                       Cancel cancel) {
+  std::optional<beast::error_code> result;
+  io.restart();
+  start([&result](beast::error_code ec) { result = ec; });
+  io.run_for(limit);
+  if (result) return *result;
+  cancel();
+  io.restart();
+  io.run();
+  return asio::error::timed_out;
+}
+
+std::string Describe(const beast::error_code& ec, std::chrono::milliseconds limit) {
+  if (ec == asio::error::timed_out) {
+    return "timed out after " + std::to_string((limit.count() + 999) / 1000) + " s";
+  }
+  return ec.message();
+}
+
+// The SHA-256 of a certificate's DER encoding, as hex; empty on failure.
+std::string CertificateSha256(X509* certificate) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned size = 0;
+  if (!certificate || X509_digest(certificate, EVP_sha256(), digest, &size) != 1) return "";
+  return Hex(digest, size);
+}
+
+// The state of one handshake's certificate check.
+struct PinCheck {
+  std::optional<std::string> expected;  // none: first contact
+  std::string presented;
+};
+
+// Replaces OpenSSL's chain verification: the daemon's certificate is usually
+// self-signed, so the only question is whether the leaf is the pinned one.
+// Refusing here aborts the handshake before any request byte is written.
+int VerifyLeaf(X509_STORE_CTX* store, void* arg) {
+  auto* check = static_cast<PinCheck*>(arg);
+  check->presented = CertificateSha256(X509_STORE_CTX_get0_cert(store));
+  if (check->presented.empty() || (check->expected && *check->expected != check->presented)) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_CERT_REJECTED);
+    return 0;
+  }
+  return 1;
+}
+
+std::string ChangedMessage(const std::string& server, const std::string& pinned,
+                           const std::string& presented, const std::string& file) {
+  return "refusing " + server +
+         ": its TLS certificate has changed\n"
+         "  pinned:    sha256 " +
+         pinned + "\n  presented: sha256 " + presented +
+         "\n"
+         "  Nothing was sent to it. Someone may be intercepting the connection, or the\n"
+         "  server has a new certificate. If you trust the new one (compare it with the\n"
+         "  certificate_sha256 that `ephemera status` shows on the server), forget the\n"
+         "  old pin and retry:\n"
+         "    ephemera server forget " +
+         server + "\n  (or pass --pin " + presented + "; pins are kept in " + file + ")";
+}
+
+std::string PinMismatchMessage(const std::string& server, const std::string& demanded,
+                               const std::string& presented) {
+  return "refusing " + server +
+         ": its TLS certificate is not the one given with --pin\n"
+         "  demanded:  sha256 " +
+         demanded + "\n  presented: sha256 " + presented + "\n  Nothing was sent to it.";
+}
+
+// Writes the request and reads the answer on a connected stream.
+template <typename Stream, typename Cancel>
+Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpRequest& request,
+                  const ClientOptions& options, const std::string& where) {
+  const Timeouts& t = options.timeouts;
+  beast::error_code ec = Step(
+      io, t.write,
+      [&](auto done) {
+        http::async_write(stream, request,
+                          [done](beast::error_code e, std::size_t) mutable { done(e); });
+      },
+      cancel);
+  if (ec)
+    throw ApiError(0, "talking to ephemerad at " + where + " failed: " + Describe(ec, t.write));
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(options.max_response_body);
+  ec = Step(
+      io, t.response,
+      [&](auto done) {
+        http::async_read(stream, buffer, parser,
+                         [done](beast::error_code e, std::size_t) mutable { done(e); });
+      },
+      cancel);
+  if (ec) {
+    throw ApiError(0, "talking to ephemerad at " + where + " failed: " + Describe(ec, t.response));
+  }
+  return parser.release();
+}
+
+tcp::resolver::results_type Resolve(asio::io_context& io, const ServerUrl& server,
+                                    const Timeouts& t) {
+  tcp::resolver resolver(io);
+  tcp::resolver::results_type results;
+  beast::error_code ec = Step(
+      io, t.connect,
+      [&](auto done) {
+        resolver.async_resolve(
+            server.host, std::to_string(server.port),
+            [&results, done](beast::error_code e, tcp::resolver::results_type r) mutable {
+              results = std::move(r);
+              done(e);
+            });
+      },
+      [&] { resolver.cancel(); });
+  if (ec) {
+    throw ApiError(
+        0, "cannot resolve " + server.host + " (" + server.str() + "): " + Describe(ec, t.connect));
+  }
+  return results;
+}
+
+void Connect(asio::io_context& io, tcp::socket& socket, const tcp::resolver::results_type& where,
+             const ServerUrl& server, const Timeouts& t) {
+  beast::error_code ec = Step(
+      io, t.connect,
+      [&](auto done) {
+        asio::async_connect(socket, where,
+                            [done](beast::error_code e, const tcp::endpoint&) mutable { done(e); });
+      },
+      [&] {
+        beast::error_code ignored;
+        socket.close(ignored);
+      });
+  if (ec) {
+    throw ApiError(0, "cannot reach ephemerad at " + server.str() + ": " + Describe(ec, t.connect));
+  }
+}
+
+}  // namespace
+
+ApiClient::ApiClient(std::filesystem::path socket) { options_.socket = std::move(socket); }
+
+ApiClient::ApiClient(ClientOptions options) : options_(std::move(options)) {}
+
+std::string ApiClient::where() const {
+  return options_.server ? options_.server->str() : options_.socket.string();
+}
+
+void ApiClient::Notice(const std::string& message) const {
+  if (options_.notice) {
+    options_.notice(message);
+  } else {
+    std::fprintf(stderr, "ephemera: %s\n", message.c_str());
+  }
+}
+
+void ApiClient::RememberToken() {
+  if (token_remembered_ || !options_.remember_token || !options_.server || !options_.token) return;
+  ServerStore store(options_.servers_file);
+  const std::string url = options_.server->str();
+  auto entry = store.Get(url);
+  if (!entry || entry->token != options_.token) store.SetToken(url, *options_.token);
+  token_remembered_ = true;
+}
 
 nlohmann::json ApiClient::Request(const std::string& method, const std::string& target,
-                                  const std::string& body) {
-  asio::io_context io;
-  asio::local::stream_protocol::socket socket(io);
-  beast::error_code ec;
-  socket.connect(asio::local::stream_protocol::endpoint(socket_.string()), ec);
-  if (ec) {
-    throw ApiError(0, "cannot reach ephemerad at " + socket_.string() + ": " + ec.message());
-  }
-  http::request<http::string_body> request{http::string_to_verb(method), target, 11};
-  request.set(http::field::host, "localhost");
+                                  const std::string& body, const Headers& headers) {
+  HttpRequest request{http::string_to_verb(method), target, 11};
+  request.set(http::field::host, options_.server ? options_.server->authority() : "localhost");
   request.set(http::field::user_agent, "ephemera-cli");
+  // The local socket's authority is its file mode; a token is for servers.
+  if (options_.server && options_.token) {
+    request.set(http::field::authorization, "Bearer " + *options_.token);
+  }
+  for (const auto& [name, value] : headers) request.set(name, value);
   if (!body.empty()) {
     request.set(http::field::content_type, "application/json");
     request.body() = body;
   }
   request.prepare_payload();
-  http::write(socket, request, ec);
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 * 1024 * 1024);
-  if (!ec) http::read(socket, buffer, parser, ec);
-  if (ec) throw ApiError(0, "talking to ephemerad failed: " + ec.message());
-  auto response = parser.release();
+
+  asio::io_context io;
+  const Timeouts& t = options_.timeouts;
+  const std::string where = this->where();
+  Response response;
+  if (!options_.server) {
+    asio::local::stream_protocol::socket socket(io);
+    auto close = [&] {
+      beast::error_code ignored;
+      socket.close(ignored);
+    };
+    beast::error_code ec = Step(
+        io, t.connect,
+        [&](auto done) {
+          socket.async_connect(asio::local::stream_protocol::endpoint(options_.socket.string()),
+                               [done](beast::error_code e) mutable { done(e); });
+        },
+        close);
+    if (ec)
+      throw ApiError(0, "cannot reach ephemerad at " + where + ": " + Describe(ec, t.connect));
+    response = Exchange(io, socket, close, request, options_, where);
+  } else if (!options_.server->tls) {
+    tcp::socket socket(io);
+    Connect(io, socket, Resolve(io, *options_.server, t), *options_.server, t);
+    response = Exchange(
+        io, socket,
+        [&] {
+          beast::error_code ignored;
+          socket.close(ignored);
+        },
+        request, options_, where);
+  } else {
+    // Read before connecting: a corrupt store stops us before any traffic.
+    ServerStore store(options_.servers_file);
+    auto known = store.Get(where);
+    PinCheck check;
+    if (options_.pin) {
+      check.expected = *options_.pin;
+    } else if (known && known->certificate_sha256) {
+      check.expected = *known->certificate_sha256;
+    }
+
+    ssl::context context(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(context.native_handle(), TLS1_2_VERSION);
+    context.set_verify_mode(ssl::verify_peer);
+    SSL_CTX_set_cert_verify_callback(context.native_handle(), &VerifyLeaf, &check);
+    beast::ssl_stream<tcp::socket> stream(io, context);
+    if (!options_.server->host_is_address() &&
+        !SSL_set_tlsext_host_name(stream.native_handle(), options_.server->host.c_str())) {
+      throw ApiError(0, "cannot set the TLS server name " + options_.server->host);
+    }
+    auto close = [&] {
+      beast::error_code ignored;
+      beast::get_lowest_layer(stream).close(ignored);
+    };
+    Connect(io, beast::get_lowest_layer(stream), Resolve(io, *options_.server, t), *options_.server,
+            t);
+    beast::error_code ec = Step(
+        io, t.connect,
+        [&](auto done) {
+          stream.async_handshake(ssl::stream_base::client,
+                                 [done](beast::error_code e) mutable { done(e); });
+        },
+        close);
+    if (check.expected && !check.presented.empty() && check.presented != *check.expected) {
+      close();
+      if (options_.pin)
+        throw CertificateRejected(PinMismatchMessage(where, *options_.pin, check.presented));
+      throw CertificateRejected(
+          ChangedMessage(where, *check.expected, check.presented, store.file().string()));
+    }
+    if (ec) {
+      throw ApiError(0, "TLS handshake with " + where + " failed: " + Describe(ec, t.connect));
+    }
+    // The handshake succeeded, so VerifyLeaf accepted this very certificate;
+    // compare once more so that no other code path can skip the check.
+    const std::string presented =
+        CertificateSha256(SSL_get0_peer_certificate(stream.native_handle()));
+    if (presented.empty() || presented != check.presented) {
+      close();
+      throw CertificateRejected("refusing " + where + ": its TLS certificate could not be checked");
+    }
+    if (options_.pin) {
+      // A fingerprint the user vouched for becomes the pin for later commands.
+      if (!known || known->certificate_sha256 != presented) {
+        store.SetPin(where, presented);
+        Notice("pinned the TLS certificate of " + where + " given with --pin (sha256 " + presented +
+               ")");
+      }
+    } else if (!check.expected) {
+      std::string pinned = store.PinIfUnpinned(where, presented);
+      if (pinned != presented) {
+        close();
+        throw CertificateRejected(ChangedMessage(where, pinned, presented, store.file().string()));
+      }
+      Notice("first contact with " + where +
+             ": trusting its TLS certificate from now on\n"
+             "  certificate sha256 " +
+             presented +
+             "\n"
+             "  (compare it with the certificate_sha256 that `ephemera status` shows on the\n"
+             "  server; the pin is kept in " +
+             store.file().string() + ")");
+    }
+    response = Exchange(io, stream, close, request, options_, where);
+  }
+
   nlohmann::json json = nlohmann::json::parse(response.body(), nullptr, false);
   unsigned status = response.result_int();
   if (status / 100 != 2) {
     std::string message = "HTTP " + std::to_string(status);
-    if (json.is_object() && json.contains("error") && json["error"].is_object()) {
-      message = json["error"].value("message", message);
+    if (json.is_object() && json.contains("error") && json["error"].is_object() &&
+        json["error"].contains("message") && json["error"]["message"].is_string()) {
+      message = json["error"]["message"].get<std::string>();
     }
     throw ApiError(status, message);
   }
   if (json.is_discarded()) throw ApiError(status, "ephemerad sent a body that is not JSON");
+  RememberToken();
   return json;
 }
 

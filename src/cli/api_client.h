@@ -1,11 +1,25 @@
-// The CLI's HTTP client for the daemon's /v1 API on a unix socket.
+// The CLI's HTTP client for the daemon's /v1 API: on the local unix socket,
+// or on a remote server over http:// or https://. Over https the server's
+// certificate must match the one pinned for it in servers.json (recorded on
+// first contact) or the one demanded with --pin; the check happens during
+// the TLS handshake, so nothing (not the bearer token) reaches a server that
+// fails it.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "cli/parse.h"
+#include "cli/private_file.h"
 
 namespace ephemera::cli {
 
@@ -20,17 +34,53 @@ class ApiError : public std::runtime_error {
   unsigned status_;
 };
 
+// The server's certificate is not the pinned or demanded one; nothing was sent.
+class CertificateRejected : public ApiError {
+ public:
+  explicit CertificateRejected(const std::string& message) : ApiError(0, message) {}
+};
+
+struct Timeouts {
+  std::chrono::milliseconds connect{10'000};  // each of: resolve, connect, TLS handshake
+  std::chrono::milliseconds write{30'000};
+  std::chrono::milliseconds response{600'000};  // a create waits for a VM to boot
+};
+
+struct ClientOptions {
+  std::filesystem::path socket = "/run/ephemera/ephemera.sock";  // when there is no server
+  std::optional<ServerUrl> server;
+  std::optional<std::string> token;  // sent to a server as "Authorization: Bearer"
+  bool remember_token = false;       // kept in servers.json once a request with it succeeds
+  std::optional<std::string> pin;    // demanded certificate SHA-256 (64 hex), no TOFU
+  std::filesystem::path servers_file = ConfigDir() / "servers.json";
+  Timeouts timeouts;
+  std::size_t max_response_body = 16 * 1024 * 1024;
+  // Messages for the user (a certificate pinned); stderr when unset.
+  std::function<void(const std::string&)> notice;
+};
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
 class ApiClient {
  public:
-  explicit ApiClient(std::filesystem::path socket) : socket_(std::move(socket)) {}
+  explicit ApiClient(std::filesystem::path socket);
+  explicit ApiClient(ClientOptions options);
 
   // Sends one request and returns the parsed JSON body of a 2xx answer;
-  // throws ApiError otherwise.
+  // throws ApiError otherwise (CertificateRejected for a pinning failure).
   nlohmann::json Request(const std::string& method, const std::string& target,
-                         const std::string& body = "");
+                         const std::string& body = "", const Headers& headers = {});
+
+  // The server URL or the socket path, for messages.
+  std::string where() const;
+  const std::optional<ServerUrl>& server() const { return options_.server; }
 
  private:
-  std::filesystem::path socket_;
+  void Notice(const std::string& message) const;
+  void RememberToken();
+
+  ClientOptions options_;
+  bool token_remembered_ = false;
 };
 
 }  // namespace ephemera::cli

@@ -3,19 +3,28 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 
 #include "cli/api_client.h"
+#include "cli/parse.h"
 #include "cli/remembered.h"
+#include "cli/servers.h"
 
 namespace {
 
 using ephemera::cli::ApiClient;
 using ephemera::cli::ApiError;
+using ephemera::cli::ClientOptions;
+using ephemera::cli::Headers;
+using ephemera::cli::NormalizeFingerprint;
+using ephemera::cli::ParseDuration;
+using ephemera::cli::ParseServerUrl;
 using ephemera::cli::Remembered;
+using ephemera::cli::ServerStore;
 using nlohmann::json;
 
 constexpr char kDefaultSocket[] = "/run/ephemera/ephemera.sock";
@@ -24,6 +33,43 @@ constexpr char kAskpassVariable[] = "EPHEMERA_ASKPASS_ID";
 std::string Field(const json& j, const char* key) {
   if (!j.contains(key) || j[key].is_null()) return "-";
   return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+std::optional<std::string> Env(const char* name) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) return std::nullopt;
+  return std::string(value);
+}
+
+// Percent-encodes an id for use as one path segment.
+std::string PathSegment(const std::string& text) {
+  static constexpr char kDigits[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += {'%', kDigits[c >> 4], kDigits[c & 15]};
+    }
+  }
+  return out;
+}
+
+// Left-aligned columns two spaces apart; the first row is the header.
+void PrintColumns(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
 }
 
 void PrintTable(const json& sandboxes) {
@@ -37,13 +83,122 @@ void PrintTable(const json& sandboxes) {
   }
 }
 
-void PrintDetails(const json& s) {
-  for (const char* key : {"id", "state", "image", "image_sha256", "memory_mib", "vcpus", "host",
-                          "port", "username", "password", "token", "guest_ip",
-                          "host_key_fingerprint", "created_at", "expires_at", "reason"}) {
-    if (s.contains(key))
-      std::printf("%-22s %s\n", (std::string(key) + ":").c_str(), Field(s, key).c_str());
+void PrintFields(const json& j, std::initializer_list<const char*> keys) {
+  for (const char* key : keys) {
+    if (j.contains(key))
+      std::printf("%-22s %s\n", (std::string(key) + ":").c_str(), Field(j, key).c_str());
   }
+}
+
+void PrintDetails(const json& s) {
+  PrintFields(s, {"id", "state", "image", "image_sha256", "memory_mib", "vcpus", "host", "port",
+                  "username", "password", "token", "guest_ip", "host_key_fingerprint", "created_at",
+                  "expires_at", "reason"});
+}
+
+void PrintStatus(const json& r) {
+  for (auto& [k, v] : r.items()) {
+    if (k != "front_doors")
+      std::printf("%-16s %s\n", (k + ":").c_str(), Field(r, k.c_str()).c_str());
+  }
+  auto doors = r.find("front_doors");
+  if (doors == r.end() || !doors->is_object() || doors->empty()) return;
+  std::printf("front doors:\n");
+  std::vector<std::vector<std::string>> rows;
+  for (auto& [name, door] : doors->items()) {
+    if (!door.is_object()) continue;
+    std::vector<std::string> row = {"  " + name, Field(door, "listen")};
+    std::string details;
+    if (auto tls = door.find("tls"); tls != door.end() && tls->is_boolean())
+      details = *tls ? "tls" : "no tls";
+    if (door.contains("certificate_sha256"))
+      details += (details.empty() ? "" : ", ") + std::string("certificate sha256 ") +
+                 Field(door, "certificate_sha256");
+    if (door.contains("rsa_key_sha256"))
+      details += (details.empty() ? "" : ", ") + std::string("rsa key sha256 ") +
+                 Field(door, "rsa_key_sha256");
+    row.push_back(details);
+    rows.push_back(row);
+  }
+  PrintColumns(rows);
+}
+
+void PrintTokens(const json& tokens) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "NAME", "ENABLED", "CREATED", "EXPIRES", "LAST USED", "MAX", "RATE/MIN"}};
+  for (const auto& t : tokens) {
+    rows.push_back({Field(t, "id"), Field(t, "name"), Field(t, "enabled"), Field(t, "created_at"),
+                    Field(t, "expires_at"), Field(t, "last_used_at"), Field(t, "max_sandboxes"),
+                    Field(t, "rate_per_minute")});
+  }
+  PrintColumns(rows);
+}
+
+// The global options that say where requests go.
+struct Target {
+  std::string socket = kDefaultSocket;
+  std::string remote, token, pin;
+  CLI::Option *socket_option = nullptr, *remote_option = nullptr, *token_option = nullptr,
+              *pin_option = nullptr;
+
+  // `remembered`: the server a remembered sandbox came from ("" for the local
+  // socket). --remote or --socket overrides it; it overrides EPHEMERA_REMOTE.
+  ApiClient Client(const std::optional<std::string>& remembered = std::nullopt) const {
+    ClientOptions options;
+    options.socket = socket;
+    std::optional<std::string> url;
+    std::string source;          // where the URL came from, for errors
+    bool chosen_remote = false;  // by --remote or EPHEMERA_REMOTE rather than a remembered one
+    if (remote_option->count()) {
+      url = remote;
+      chosen_remote = true;
+    } else if (socket_option->count()) {
+    } else if (remembered) {
+      if (!remembered->empty()) url = *remembered;
+      source = "the remembered server: ";
+    } else if (auto env = Env("EPHEMERA_REMOTE")) {
+      url = env;
+      source = "EPHEMERA_REMOTE: ";
+      chosen_remote = true;
+    }
+    if (!url) {
+      if (pin_option->count()) throw std::invalid_argument("--pin needs an https:// --remote");
+      return ApiClient(options);
+    }
+    try {
+      options.server = ParseServerUrl(*url);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(source + e.what());
+    }
+    if (token_option->count()) {
+      options.token = token;
+      options.remember_token = true;
+    } else if (auto env = Env("EPHEMERA_TOKEN"); env && chosen_remote) {
+      options.token = env;
+    } else if (auto known = ServerStore().Get(options.server->str()); known && known->token) {
+      options.token = known->token;
+    }
+    if (pin_option->count()) {
+      if (!options.server->tls) throw std::invalid_argument("--pin needs an https:// server");
+      options.pin = NormalizeFingerprint(pin);
+    }
+    return ApiClient(options);
+  }
+};
+
+// A CLI11 validator from one of our parsers.
+template <typename Parse>
+CLI::Validator Valid(Parse parse, const char* name) {
+  return CLI::Validator(
+      [parse](std::string& text) -> std::string {
+        try {
+          parse(text);
+          return "";
+        } catch (const std::invalid_argument& e) {
+          return e.what();
+        }
+      },
+      "", name);
 }
 
 // As SSH_ASKPASS: prints the remembered password of the sandbox named in
@@ -115,6 +270,14 @@ int Ssh(const std::string& id, const std::vector<std::string>& command) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
+// The server a remembered sandbox came from: "" for the local socket,
+// nullopt when it is not remembered.
+std::optional<std::string> RememberedServer(const std::optional<json>& entry) {
+  if (!entry) return std::nullopt;
+  auto it = entry->find("server");
+  return it != entry->end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,12 +285,29 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ephemera: create, inspect and destroy disposable Linux machines"};
   app.set_version_flag("--version", "ephemera 0.1.0");
-  std::string socket = kDefaultSocket;
+  Target target;
   bool as_json = false;
-  app.add_option("--socket", socket, "ephemerad's local API socket")->capture_default_str();
+  target.socket_option = app.add_option("--socket", target.socket, "ephemerad's local API socket")
+                             ->capture_default_str();
+  target.remote_option = app.add_option("--remote", target.remote,
+                                        "a remote ephemerad: https://HOST:PORT or http://HOST:PORT "
+                                        "(default: $EPHEMERA_REMOTE, else the local socket)")
+                             ->type_name("URL")
+                             ->check(Valid(ParseServerUrl, "URL"));
+  target.token_option =
+      app.add_option("--token", target.token,
+                     "access token for the remote server (default: $EPHEMERA_TOKEN, else the one "
+                     "remembered "
+                     "for that server); remembered once a request with it succeeds")
+          ->type_name("TOKEN");
+  target.pin_option = app.add_option("--pin", target.pin,
+                                     "demand this SHA-256 fingerprint of the server's TLS "
+                                     "certificate instead of trusting it on first use")
+                          ->type_name("SHA256")
+                          ->check(Valid(NormalizeFingerprint, "SHA256"));
   app.add_flag("--json", as_json, "print JSON for scripts");
   app.require_subcommand(1);
-  app.fallthrough();  // --json and --socket also after the subcommand
+  app.fallthrough();  // the global options also after the subcommand
 
   auto* create = app.add_subcommand("create", "create a sandbox and print its SSH credentials");
   std::optional<std::string> image;
@@ -149,44 +329,82 @@ int main(int argc, char** argv) {
   ssh->add_option("id", id, "sandbox id")->required();
   ssh->add_option("command", command, "command to run instead of a shell");
   ssh->allow_extras(false);
+
+  auto* token = app.add_subcommand("token", "manage access tokens for remote clients");
+  token->require_subcommand(1);
+  auto* token_add = token->add_subcommand("add", "create an access token and print it (once)");
+  std::optional<std::string> token_name, expires_in;
+  std::optional<long long> max_sandboxes, rate;
+  token_add->add_option("--name", token_name, "a name to recognise it by");
+  token_add->add_option("--expires-in", expires_in, "lifetime: seconds, or 90m, 12h, 7d")
+      ->type_name("DURATION")
+      ->check(Valid(ParseDuration, "DURATION"));
+  token_add->add_option("--max-sandboxes", max_sandboxes, "sandboxes it may hold at once")
+      ->check(CLI::NonNegativeNumber);
+  token_add->add_option("--rate", rate, "requests it may make per minute")
+      ->check(CLI::NonNegativeNumber);
+  auto* token_list = token->add_subcommand("list", "list access tokens");
+  std::string token_id;
+  auto* token_enable = token->add_subcommand("enable", "enable an access token");
+  token_enable->add_option("id", token_id, "token id")->required();
+  auto* token_disable = token->add_subcommand("disable", "disable an access token");
+  token_disable->add_option("id", token_id, "token id")->required();
+  auto* token_delete = token->add_subcommand("delete", "delete an access token");
+  token_delete->add_option("id", token_id, "token id")->required();
+
+  auto* server = app.add_subcommand("server", "remote servers whose certificates are pinned");
+  server->require_subcommand(1);
+  auto* server_list = server->add_subcommand("list", "list pinned servers");
+  std::string server_url;
+  auto* server_forget =
+      server->add_subcommand("forget", "forget a server's pinned certificate and remembered token");
+  server_forget->add_option("url", server_url, "https://HOST:PORT")
+      ->required()
+      ->type_name("URL")
+      ->check(Valid(ParseServerUrl, "URL"));
   CLI11_PARSE(app, argc, argv);
 
-  ApiClient client(socket);
   try {
     if (create->parsed()) {
+      ApiClient client = target.Client();
       json body = json::object();
       if (image) body["image"] = *image;
       if (memory) body["memory_mib"] = *memory;
       if (vcpus) body["vcpus"] = *vcpus;
       if (ttl) body["ttl_seconds"] = *ttl;
       json s = client.Request("POST", "/v1/sandboxes", body.dump());
-      Remembered().Put(s["id"], {{"host", s["host"]},
-                                 {"port", s["port"]},
-                                 {"username", s["username"]},
-                                 {"password", s["password"]},
-                                 {"token", s["token"]},
-                                 {"host_key", s["host_key"]}});
+      json entry = {{"host", s["host"]},         {"port", s["port"]},
+                    {"username", s["username"]}, {"password", s["password"]},
+                    {"token", s["token"]},       {"host_key", s["host_key"]}};
+      if (client.server()) entry["server"] = client.server()->str();
+      Remembered().Put(s["id"], entry);
       if (as_json) {
         std::cout << s.dump(2) << "\n";
       } else {
         PrintDetails(s);
       }
     } else if (list->parsed()) {
-      json r = client.Request("GET", "/v1/sandboxes");
+      json r = target.Client().Request("GET", "/v1/sandboxes");
       if (as_json) {
         std::cout << r["sandboxes"].dump(2) << "\n";
       } else {
         PrintTable(r["sandboxes"]);
       }
     } else if (show->parsed()) {
-      json s = client.Request("GET", "/v1/sandboxes/" + id);
+      ApiClient client = target.Client(RememberedServer(Remembered().Get(id)));
+      json s = client.Request("GET", "/v1/sandboxes/" + PathSegment(id));
       if (as_json) {
         std::cout << s.dump(2) << "\n";
       } else {
         PrintDetails(s);
       }
     } else if (destroy->parsed()) {
-      json r = client.Request("DELETE", "/v1/sandboxes/" + id);
+      auto entry = Remembered().Get(id);
+      ApiClient client = target.Client(RememberedServer(entry));
+      Headers headers;
+      if (entry && entry->contains("token") && (*entry)["token"].is_string())
+        headers.emplace_back("X-Ephemera-Token", (*entry)["token"].get<std::string>());
+      json r = client.Request("DELETE", "/v1/sandboxes/" + PathSegment(id), "", headers);
       Remembered().Forget(id);
       if (as_json) {
         std::cout << r.dump(2) << "\n";
@@ -194,15 +412,81 @@ int main(int argc, char** argv) {
         std::printf("destroyed %s\n", id.c_str());
       }
     } else if (status->parsed()) {
-      json r = client.Request("GET", "/v1/status");
+      json r = target.Client().Request("GET", "/v1/status");
       if (as_json) {
         std::cout << r.dump(2) << "\n";
       } else {
-        for (auto& [k, v] : r.items())
-          std::printf("%-16s %s\n", (k + ":").c_str(), Field(r, k.c_str()).c_str());
+        PrintStatus(r);
       }
     } else if (ssh->parsed()) {
       return Ssh(id, command);
+    } else if (token_add->parsed()) {
+      json body = json::object();
+      if (token_name) body["name"] = *token_name;
+      if (expires_in) body["expires_in_seconds"] = ParseDuration(*expires_in);
+      if (max_sandboxes) body["max_sandboxes"] = *max_sandboxes;
+      if (rate) body["rate_per_minute"] = *rate;
+      json t = target.Client().Request("POST", "/v1/tokens", body.dump());
+      if (as_json) {
+        std::cout << t.dump(2) << "\n";
+      } else {
+        PrintFields(t, {"id", "name", "token", "enabled", "created_at", "expires_at",
+                        "max_sandboxes", "rate_per_minute"});
+      }
+      std::fflush(stdout);
+      std::fprintf(stderr,
+                   "ephemera: the token is shown only this once; ephemerad keeps only a hash of "
+                   "it.\n  Use it as: ephemera --remote https://HOST:PORT --token TOKEN create\n");
+    } else if (token_list->parsed()) {
+      json r = target.Client().Request("GET", "/v1/tokens");
+      if (as_json) {
+        std::cout << r["tokens"].dump(2) << "\n";
+      } else {
+        PrintTokens(r["tokens"]);
+      }
+    } else if (token_enable->parsed() || token_disable->parsed()) {
+      bool enable = token_enable->parsed();
+      json t = target.Client().Request("PATCH", "/v1/tokens/" + PathSegment(token_id),
+                                       json{{"enabled", enable}}.dump());
+      if (as_json) {
+        std::cout << t.dump(2) << "\n";
+      } else {
+        std::printf("%s token %s\n", enable ? "enabled" : "disabled", token_id.c_str());
+      }
+    } else if (token_delete->parsed()) {
+      json r = target.Client().Request("DELETE", "/v1/tokens/" + PathSegment(token_id));
+      if (as_json) {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        std::printf("deleted token %s\n", token_id.c_str());
+      }
+    } else if (server_list->parsed()) {
+      json servers = json::array();
+      std::vector<std::vector<std::string>> rows = {
+          {"SERVER", "CERTIFICATE SHA256", "PINNED AT", "TOKEN"}};
+      for (const auto& [url, entry] : ServerStore().All()) {
+        servers.push_back(
+            {{"server", url},
+             {"certificate_sha256",
+              entry.certificate_sha256 ? json(*entry.certificate_sha256) : json(nullptr)},
+             {"pinned_at", entry.pinned_at ? json(*entry.pinned_at) : json(nullptr)},
+             {"token_remembered", entry.token.has_value()}});
+        rows.push_back({url, entry.certificate_sha256.value_or("-"), entry.pinned_at.value_or("-"),
+                        entry.token ? "remembered" : "-"});
+      }
+      if (as_json) {
+        std::cout << servers.dump(2) << "\n";
+      } else {
+        PrintColumns(rows);
+      }
+    } else if (server_forget->parsed()) {
+      std::string url = ParseServerUrl(server_url).str();
+      ServerStore store;
+      if (!store.Forget(url)) {
+        std::fprintf(stderr, "ephemera: %s is not in %s\n", url.c_str(), store.file().c_str());
+        return 1;
+      }
+      std::printf("forgot %s: its certificate will be trusted anew on next contact\n", url.c_str());
     }
   } catch (const ApiError& e) {
     std::fprintf(stderr, "ephemera: %s\n", e.what());

@@ -1,5 +1,6 @@
 // Sandboxes this user created, remembered with their one-time secrets
-// (password, client token, host key) in $XDG_CONFIG_HOME/ephemera/
+// (password, client token, host key) and the server they came from ("server":
+// its URL; absent for the local socket) in $XDG_CONFIG_HOME/ephemera/
 // sandboxes.json, mode 0600, so `ephemera ssh ID` and `destroy ID` need
 // nothing else.
 #pragma once
@@ -10,9 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace ephemera::cli {
+#include "cli/private_file.h"
 
-std::filesystem::path ConfigDir();  // $XDG_CONFIG_HOME/ephemera or ~/.config/ephemera
+namespace ephemera::cli {
 
 class Remembered {
  public:

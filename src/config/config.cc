@@ -2,6 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <arpa/inet.h>
+
+#include <charconv>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -204,7 +207,85 @@ void ReadNetwork(Section& section, NetworkConfig& out) {
   out.forward_port_last = static_cast<std::uint16_t>(last);
 }
 
+void ReadListen(Section& section, std::string_view key, std::optional<ListenAddress>& out) {
+  std::string text;
+  if (!section.Read(key, text) || text.empty()) return;
+  out = ParseValue<ListenAddress>(section, key, text, ListenAddress::Parse);
+}
+
+void ReadRemote(Section& section, RemoteConfig& out) {
+  ReadListen(section, "listen", out.listen);
+  std::string certificate, key;
+  section.Read("tls_certificate", certificate);
+  section.Read("tls_key", key);
+  for (auto [name, text] : {std::pair{"tls_certificate", &certificate}, {"tls_key", &key}}) {
+    if (!text->empty() && (*text)[0] != '/') {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' must be an absolute path",
+           section.KeyPath(name), *text);
+    }
+  }
+  if (certificate.empty() != key.empty()) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key '{}': tls_certificate and tls_key go together (or neither, for a "
+         "self-signed pair)",
+         section.KeyPath(certificate.empty() ? "tls_key" : "tls_certificate"));
+  }
+  out.tls_certificate = certificate;
+  out.tls_key = key;
+  section.Read("insecure_http", out.insecure_http);
+  section.Read("access_tokens", out.access_tokens);
+  section.ReadList("allow", out.allow);
+  section.ReadList("deny", out.deny);
+  section.ReadUnsigned("rate_limit_per_minute", out.rate_limit_per_minute, 1, 10000000);
+  section.ReadUnsigned("rate_limit_burst", out.rate_limit_burst, 1, 1000000);
+  section.ReadUnsigned("max_connections", out.max_connections, 1, 100000);
+}
+
+void ReadAnweddol(Section& section, AnweddolConfig& out) {
+  ReadListen(section, "listen", out.listen);
+  ReadListen(section, "web_listen", out.web_listen);
+  section.Read("web_tls", out.web_tls);
+  section.Read("one_time_keys", out.one_time_keys);
+  section.ReadUnsigned("rsa_bits", out.rsa_bits, 2048, 16384);
+}
+
 }  // namespace
+
+std::string ListenAddress::str() const {
+  if (address.find(':') != std::string::npos) return fmt::format("[{}]:{}", address, port);
+  return fmt::format("{}:{}", address, port);
+}
+
+ListenAddress ListenAddress::Parse(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' is not ADDR:PORT ({})", text.substr(0, 80), why);
+  };
+  ListenAddress out;
+  std::string_view port_text;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find("]:");
+    if (close == std::string_view::npos) bad("an IPv6 address goes in brackets: [::1]:8443");
+    out.address = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+    struct in6_addr v6;
+    if (inet_pton(AF_INET6, out.address.c_str(), &v6) != 1) bad("not an IPv6 address");
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) bad("no port");
+    out.address = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+    struct in_addr v4;
+    if (inet_pton(AF_INET, out.address.c_str(), &v4) != 1) bad("not a numeric IPv4 address");
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port_text.empty() ||
+      port > 65535) {
+    bad("the port must be 0 to 65535");
+  }
+  out.port = static_cast<std::uint16_t>(port);
+  return out;
+}
 
 Config ParseConfig(std::string_view yaml_text) {
   YAML::Node root;
@@ -272,6 +353,14 @@ Config ParseConfig(std::string_view yaml_text) {
   defaults.ReadUnsigned("memory_mib", config.defaults.memory_mib, 128, 1 << 20);
   defaults.ReadUnsigned("vcpus", config.defaults.vcpus, 1, 256);
   defaults.RejectUnknown();
+
+  Section remote = top.Child("remote");
+  ReadRemote(remote, config.remote);
+  remote.RejectUnknown();
+
+  Section anweddol = top.Child("anweddol");
+  ReadAnweddol(anweddol, config.anweddol);
+  anweddol.RejectUnknown();
 
   top.RejectUnknown();
   return config;

@@ -62,6 +62,38 @@ struct LimitsConfig {
   unsigned sshd_timeout_seconds = 120;
 };
 
+// "ADDR:PORT" or "[IPv6]:PORT" for a TCP listener; the address is numeric.
+struct ListenAddress {
+  std::string address;  // without brackets
+  std::uint16_t port = 0;
+  std::string str() const;
+  // kInvalidArgument naming the text.
+  static ListenAddress Parse(std::string_view text);
+};
+
+// The /v1 API for other machines (HTTPS), and who may use the remote doors.
+struct RemoteConfig {
+  std::optional<ListenAddress> listen;    // none: off
+  std::filesystem::path tls_certificate;  // none with no key: self-signed in state_dir/tls
+  std::filesystem::path tls_key;
+  bool insecure_http = false;      // plain HTTP on `listen`, for a trusted network only
+  bool access_tokens = true;       // every remote request needs an access token
+  std::vector<std::string> allow;  // CIDRs, addresses or "any"; empty: any
+  std::vector<std::string> deny;
+  unsigned rate_limit_per_minute = 600;  // per token (per address without tokens)
+  unsigned rate_limit_burst = 60;
+  unsigned max_connections = 256;  // per front door
+};
+
+// Front doors for unmodified Anweddol clients.
+struct AnweddolConfig {
+  std::optional<ListenAddress> listen;      // classic protocol (Anweddol's default port 6150)
+  std::optional<ListenAddress> web_listen;  // web protocol (default port 8080)
+  bool web_tls = false;                     // HTTPS for the web protocol, same identity as /v1
+  bool one_time_keys = false;               // a fresh server RSA key per connection
+  unsigned rsa_bits = 4096;
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
@@ -78,6 +110,8 @@ struct Config {
   VmConfig vm;
   NetworkConfig network;
   DefaultsConfig defaults;
+  RemoteConfig remote;
+  AnweddolConfig anweddol;
 };
 
 // Parses YAML text; throws kInvalidArgument naming the offending key.

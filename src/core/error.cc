@@ -22,6 +22,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "timeout";
     case ErrorCode::kPermissionDenied:
       return "permission_denied";
+    case ErrorCode::kUnauthenticated:
+      return "unauthenticated";
     case ErrorCode::kInternal:
       return "internal";
   }

@@ -19,6 +19,7 @@ enum class ErrorCode {
   kUnavailable,         // a dependency (program, device, guest) is not there
   kTimeout,             // a bounded wait ran out
   kPermissionDenied,    // the caller may not do this
+  kUnauthenticated,     // the caller did not prove who it is
   kInternal,            // a bug or an unexpected host failure
 };
 

@@ -33,6 +33,20 @@ int main(int argc, char** argv) {
   std::string socket;
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides log.level)");
   app.add_option("--socket", socket, "local API socket (overrides socket)");
+  std::string listen, anweddol_listen, anweddol_web_listen;
+  bool insecure_http = false, no_access_tokens = false;
+  app.add_option("--listen", listen,
+                 "serve the /v1 API over HTTPS on ADDR:PORT (overrides remote.listen)");
+  app.add_option("--anweddol-listen", anweddol_listen,
+                 "serve the Anweddol classic protocol on ADDR:PORT, e.g. 0.0.0.0:6150 "
+                 "(overrides anweddol.listen)");
+  app.add_option("--anweddol-web-listen", anweddol_web_listen,
+                 "serve the Anweddol web protocol on ADDR:PORT, e.g. 0.0.0.0:8080 "
+                 "(overrides anweddol.web_listen)");
+  app.add_flag("--insecure-http", insecure_http,
+               "serve /v1 on --listen as plain HTTP, without TLS (trusted networks only)");
+  app.add_flag("--no-access-tokens", no_access_tokens,
+               "remote requests need no access token (trusted networks only)");
   app.require_subcommand(0, 1);
 
   SelfTestOptions check;
@@ -56,6 +70,22 @@ int main(int argc, char** argv) {
     if (!image_dir.empty()) config.image_dir = std::filesystem::absolute(image_dir);
     if (!log_level.empty()) config.log.level = log_level;
     if (!socket.empty()) config.socket = std::filesystem::absolute(socket);
+    auto flag_address = [](const char* flag, const std::string& text) {
+      try {
+        return ListenAddress::Parse(text);
+      } catch (const Error& e) {
+        throw e.WithContext(flag);
+      }
+    };
+    if (!listen.empty()) config.remote.listen = flag_address("--listen", listen);
+    if (!anweddol_listen.empty()) {
+      config.anweddol.listen = flag_address("--anweddol-listen", anweddol_listen);
+    }
+    if (!anweddol_web_listen.empty()) {
+      config.anweddol.web_listen = flag_address("--anweddol-web-listen", anweddol_web_listen);
+    }
+    if (insecure_http) config.remote.insecure_http = true;
+    if (no_access_tokens) config.remote.access_tokens = false;
     SetupLogging(config.log.level, config.log.format);
 
     if (!check_cmd->parsed()) return Serve(config);

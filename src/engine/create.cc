@@ -73,7 +73,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
   sandbox.token_sha256 = Sha256Hex(token);
   // Recorded before the host is touched, so a crash from here on is
   // reconciled; the count includes it, so the limit holds under races.
-  store_.Insert(sandbox, options_.max_sandboxes);
+  store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit);
   store_.AddEvent("create", sandbox.id.str(), v.spec.image);
 
   CreateResult result{sandbox, "", token, "", {}};

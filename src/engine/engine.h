@@ -6,6 +6,7 @@
 // startup. Split by job: create.cc, destroy.cc, reaper.cc, reconcile.cc.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -15,6 +16,7 @@
 #include <semaphore>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/sandbox.h"
@@ -55,6 +57,19 @@ struct CreateRequest {
   std::optional<unsigned> vcpus;
   std::optional<std::int64_t> ttl_seconds;
   std::string owner = "local";
+  std::optional<std::size_t> owner_limit;  // sandboxes this owner may hold at once
+};
+
+struct NewAccessToken {
+  std::string name;
+  std::optional<std::int64_t> expires_in_seconds;
+  std::optional<std::int64_t> max_sandboxes;
+  std::optional<std::int64_t> rate_per_minute;
+};
+
+struct IssuedAccessToken {
+  AccessToken record;
+  std::string secret;  // shown once; the store keeps its SHA-256
 };
 
 struct CreateResult {
@@ -95,6 +110,15 @@ class Engine {
   std::vector<Sandbox> List();
   EngineStatus Status();
 
+  // Access tokens for the remote front doors (access_tokens.cc).
+  IssuedAccessToken AddAccessToken(const NewAccessToken& request);
+  std::vector<AccessToken> ListAccessTokens();
+  AccessToken SetAccessTokenEnabled(const std::string& id, bool enabled);  // kNotFound
+  void DeleteAccessToken(const std::string& id);                           // kNotFound
+  // The enabled, unexpired token with this secret; kUnauthenticated saying
+  // which of unknown, disabled or expired it is otherwise.
+  AccessToken Authenticate(std::string_view secret);
+
   // Brings the host and the store into agreement (call once at startup).
   ReconcileReport Reconcile();
   // One reaper pass (the reaper thread calls this every reaper_interval).
@@ -122,6 +146,13 @@ class Engine {
   Provisioner& provisioner_;
   std::counting_semaphore<1024> create_slots_;
   std::chrono::steady_clock::time_point started_;
+
+  // Tokens by SHA-256, loaded from the store on first use; the daemon is
+  // the store's only writer, so the cache cannot go stale.
+  void LoadAccessTokensLocked();
+  std::mutex tokens_mutex_;
+  bool tokens_loaded_ = false;
+  std::map<std::string, AccessToken> tokens_by_hash_;
 
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;

@@ -39,6 +39,21 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_sandbox ON events(sandbox_id);
 )sql",
+    // 2: access tokens for remote front doors; sandboxes counted per owner
+    R"sql(
+CREATE TABLE access_tokens (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  token_sha256 TEXT NOT NULL UNIQUE,
+  enabled INTEGER NOT NULL DEFAULT 1,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  max_sandboxes INTEGER,
+  rate_per_minute INTEGER,
+  last_used_at INTEGER
+);
+CREATE INDEX sandboxes_by_owner ON sandboxes(owner);
+)sql",
 };
 
 constexpr char kColumns[] =
@@ -120,7 +135,8 @@ void Store::Migrate() {
   }
 }
 
-void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit) {
+void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
+                   std::optional<std::size_t> owner_limit) {
   std::lock_guard lock(mutex_);
   sqlite::Transaction tx(db_);
   if (limit) {
@@ -128,6 +144,14 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit) {
     count.Step();
     if (static_cast<std::size_t>(count.Int(0)) >= *limit) {
       Fail(ErrorCode::kResourceExhausted, "the limit of {} sandboxes is reached", *limit);
+    }
+  }
+  if (owner_limit) {
+    auto count = db_.Prepare("SELECT COUNT(*) FROM sandboxes WHERE owner = ?");
+    count.Bind(1, s.owner).Step();
+    if (static_cast<std::size_t>(count.Int(0)) >= *owner_limit) {
+      Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} sandboxes is reached",
+           *owner_limit);
     }
   }
   auto insert =
@@ -241,6 +265,83 @@ std::vector<Event> Store::Events(std::int64_t after_seq, std::size_t limit) {
     events.push_back({stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Text(3), stmt.Text(4)});
   }
   return events;
+}
+
+namespace {
+
+constexpr char kTokenColumns[] =
+    "id, name, token_sha256, enabled, created_at, expires_at, max_sandboxes, rate_per_minute, "
+    "last_used_at";
+
+AccessToken ReadToken(const sqlite::Statement& row) {
+  AccessToken t;
+  t.id = row.Text(0);
+  t.name = row.Text(1);
+  t.token_sha256 = row.Text(2);
+  t.enabled = row.Int(3) != 0;
+  t.created_at = row.Int(4);
+  t.expires_at = row.OptionalInt(5);
+  t.max_sandboxes = row.OptionalInt(6);
+  t.rate_per_minute = row.OptionalInt(7);
+  t.last_used_at = row.OptionalInt(8);
+  return t;
+}
+
+}  // namespace
+
+void Store::InsertToken(const AccessToken& t) {
+  std::lock_guard lock(mutex_);
+  auto insert = db_.Prepare(
+      fmt::format("INSERT INTO access_tokens ({}) VALUES (?,?,?,?,?,?,?,?,?)", kTokenColumns));
+  insert.Bind(1, t.id)
+      .Bind(2, t.name)
+      .Bind(3, t.token_sha256)
+      .Bind(4, std::int64_t{t.enabled})
+      .Bind(5, t.created_at)
+      .Bind(6, t.expires_at)
+      .Bind(7, t.max_sandboxes)
+      .Bind(8, t.rate_per_minute)
+      .Bind(9, t.last_used_at);
+  try {
+    insert.Run();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kAlreadyExists) {
+      Fail(ErrorCode::kAlreadyExists, "access token {} already exists", t.id);
+    }
+    throw;
+  }
+}
+
+std::vector<AccessToken> Store::ListTokens() {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare(
+      fmt::format("SELECT {} FROM access_tokens ORDER BY created_at, id", kTokenColumns));
+  std::vector<AccessToken> all;
+  while (stmt.Step()) all.push_back(ReadToken(stmt));
+  return all;
+}
+
+bool Store::SetTokenEnabled(const std::string& id, bool enabled) {
+  std::lock_guard lock(mutex_);
+  db_.Prepare("UPDATE access_tokens SET enabled = ? WHERE id = ?")
+      .Bind(1, std::int64_t{enabled})
+      .Bind(2, id)
+      .Run();
+  return db_.Changes() > 0;
+}
+
+void Store::SetTokenLastUsed(const std::string& id, UnixSeconds at) {
+  std::lock_guard lock(mutex_);
+  db_.Prepare("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
+      .Bind(1, at)
+      .Bind(2, id)
+      .Run();
+}
+
+bool Store::DeleteToken(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  db_.Prepare("DELETE FROM access_tokens WHERE id = ?").Bind(1, id).Run();
+  return db_.Changes() > 0;
 }
 
 }  // namespace ephemera

@@ -23,6 +23,19 @@ struct Event {
   std::string detail;
 };
 
+// A credential for the remote front doors. Only its SHA-256 is kept.
+struct AccessToken {
+  std::string id;  // public handle for management ("tok_" + hex)
+  std::string name;
+  std::string token_sha256;
+  bool enabled = true;
+  UnixSeconds created_at = 0;
+  std::optional<UnixSeconds> expires_at;
+  std::optional<std::int64_t> max_sandboxes;    // running at once; none: only the global limit
+  std::optional<std::int64_t> rate_per_minute;  // requests; none: the configured default
+  std::optional<UnixSeconds> last_used_at;
+};
+
 class Store {
  public:
   // Opens (creating if needed) and migrates. kUnavailable if the file
@@ -33,9 +46,10 @@ class Store {
   int SchemaVersion();
 
   // Records a new sandbox, atomically refusing (kResourceExhausted) when
-  // `limit` sandboxes (any state) already exist. kAlreadyExists on a
-  // duplicate id.
-  void Insert(const Sandbox& sandbox, std::optional<std::size_t> limit = std::nullopt);
+  // `limit` sandboxes (any state) already exist, or `owner_limit` of the
+  // same owner. kAlreadyExists on a duplicate id.
+  void Insert(const Sandbox& sandbox, std::optional<std::size_t> limit = std::nullopt,
+              std::optional<std::size_t> owner_limit = std::nullopt);
   // Moves the sandbox to `to` if IsAllowedTransition allows it from its
   // current state; kFailedPrecondition otherwise, kNotFound if absent.
   Sandbox Transition(const SandboxId& id, SandboxState to, const std::string& reason = "");
@@ -46,6 +60,13 @@ class Store {
   std::size_t Count();
   // Removes the record; absent is fine (idempotent).
   void Delete(const SandboxId& id);
+
+  // Access tokens. kAlreadyExists on a duplicate id or hash.
+  void InsertToken(const AccessToken& token);
+  std::vector<AccessToken> ListTokens();
+  bool SetTokenEnabled(const std::string& id, bool enabled);  // false if absent
+  void SetTokenLastUsed(const std::string& id, UnixSeconds at);
+  bool DeleteToken(const std::string& id);  // false if absent
 
   void AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail);
   std::vector<Event> Events(std::int64_t after_seq = 0, std::size_t limit = 1000);

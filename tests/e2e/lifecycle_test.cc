@@ -17,9 +17,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/subprocess.h"
-#include "integration/guest_fixture.h"
+#include "e2e/daemon_fixture.h"
 #include "provision/ssh_session.h"
-#include "unit/test_files.h"
 
 extern char** environ;
 
@@ -32,89 +31,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Output(const std::vector<std::string>& argv) { return RunChecked(argv, 60s).out; }
-
-class LifecycleTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    socket_ = state_.path() / "api.sock";
-    config_ = state_.path() / "config.yaml";
-    test::WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() + "\nimage_dir: " +
-                                  test::ImageDir().string() + "\nsocket: " + socket_.string() +
-                                  "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg}\n");
-    ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
-    StartDaemon();
-  }
-
-  void TearDown() override {
-    // Leave nothing even if the test failed: destroy through the daemon,
-    // then stop it.
-    if (daemon_ > 0) {
-      for (const auto& s : List()) RunProcess(Cli({"destroy", s["id"]}), 60s);
-      StopDaemon(SIGTERM);
-    }
-  }
-
-  std::vector<std::string> Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), {EPHEMERA_CLI, "--socket", socket_.string()});
-    return args;
-  }
-
-  void StartDaemon() {
-    std::vector<std::string> args = {EPHEMERAD, "--config", config_.string()};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    std::string log = (state_.path() / "ephemerad.log").string();
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    ASSERT_EQ(posix_spawn(&daemon_, EPHEMERAD, &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    for (int i = 0; i < 200; ++i) {
-      if (RunProcess(Cli({"status"})).ok()) return;
-      std::this_thread::sleep_for(50ms);
-    }
-    FAIL() << "ephemerad did not start:\n" << ReadFile(log);
-  }
-
-  void StopDaemon(int sig) {
-    ::kill(daemon_, sig);
-    int status = 0;
-    ::waitpid(daemon_, &status, 0);
-    daemon_ = -1;
-  }
-
-  json Create() {
-    ProcessResult r = RunProcess(Cli({"create", "--json", "--ttl", "600"}), 180s);
-    EXPECT_TRUE(r.ok()) << r.err << ReadFile(state_.path() / "ephemerad.log");
-    return json::parse(r.out);
-  }
-
-  json List() { return json::parse(Output(Cli({"list", "--json"}))); }
-
-  // No QEMU, TAP, dnsmasq, listener, rule, clone or row is left.
-  void ExpectNothingLeft() {
-    EXPECT_TRUE(List().empty());
-    EXPECT_THAT(Output({"ip", "-o", "link", "show"}), Not(HasSubstr("eph")));
-    EXPECT_THAT(Output({"ss", "-Hulpn"}), Not(HasSubstr("dnsmasq")));
-    EXPECT_THAT(Output({"ss", "-Htlpn"}), Not(HasSubstr("ephemerad")));
-    EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr("\"eph")));
-    EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "vms"));
-    EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
-    EXPECT_THAT(RunProcess({"pgrep", "-f", (state_.path() / "state").string() + "/vms/"}).out,
-                ::testing::IsEmpty());
-  }
-
-  pid_t QemuPid(const std::string& id) {
-    return std::stoi(ReadFile(state_.path() / "state" / "vms" / id / "qemu.pid"));
-  }
-
-  test::TempDir state_;
-  fs::path socket_;
-  fs::path config_;
-  pid_t daemon_ = -1;
-};
+class LifecycleTest : public test::DaemonTest {};
 
 TEST_F(LifecycleTest, CreateLoginSudoDestroyLeavesNothing) {
   json s = Create();
@@ -191,7 +108,7 @@ TEST_F(LifecycleTest, RestartAfterKill9MidCreateReconciles) {
   // Half a sandbox is on the host now; the restarted daemon removes it.
   StartDaemon();
   ExpectNothingLeft();
-  EXPECT_THAT(ReadFile(state_.path() / "ephemerad.log"), HasSubstr("its creation was interrupted"));
+  EXPECT_THAT(DaemonLog(), HasSubstr("its creation was interrupted"));
 }
 
 TEST_F(LifecycleTest, SandboxesOutliveADaemonRestartAndAreAdopted) {
@@ -205,8 +122,7 @@ TEST_F(LifecycleTest, SandboxesOutliveADaemonRestartAndAreAdopted) {
   EXPECT_EQ(listed[0]["port"], s["port"]);  // the forward came back on its port
   EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})),
             s["username"].get<std::string>() + "\n");
-  EXPECT_THAT(ReadFile(state_.path() / "ephemerad.log"),
-              HasSubstr("adopted sandbox " + s["id"].get<std::string>()));
+  EXPECT_THAT(DaemonLog(), HasSubstr("adopted sandbox " + s["id"].get<std::string>()));
   Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeft();
 }

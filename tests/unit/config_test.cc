@@ -106,5 +106,58 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectConfigError("network: {forward_address: localhost}", "'network.forward_address'");
 }
 
+TEST(ConfigTest, RemoteFrontDoorsAreOffUntilAsked) {
+  Config c = ParseConfig("");
+  EXPECT_FALSE(c.remote.listen);
+  EXPECT_FALSE(c.anweddol.listen);
+  EXPECT_FALSE(c.anweddol.web_listen);
+  EXPECT_TRUE(c.remote.access_tokens);
+  EXPECT_FALSE(c.remote.insecure_http);
+  EXPECT_EQ(c.anweddol.rsa_bits, 4096u);
+}
+
+TEST(ConfigTest, ReadsRemoteAndAnweddol) {
+  Config c = ParseConfig(R"(
+remote:
+  listen: "[::1]:8443"
+  tls_certificate: /etc/ephemera/cert.pem
+  tls_key: /etc/ephemera/key.pem
+  access_tokens: false
+  allow: [10.0.0.0/8, any]
+  deny: [10.9.0.0/16]
+  rate_limit_per_minute: 120
+anweddol:
+  listen: 0.0.0.0:6150
+  web_listen: 127.0.0.1:8080
+  web_tls: true
+  one_time_keys: true
+  rsa_bits: 2048
+)");
+  ASSERT_TRUE(c.remote.listen);
+  EXPECT_EQ(c.remote.listen->address, "::1");
+  EXPECT_EQ(c.remote.listen->port, 8443);
+  EXPECT_EQ(c.remote.listen->str(), "[::1]:8443");
+  EXPECT_EQ(c.remote.tls_key, "/etc/ephemera/key.pem");
+  EXPECT_FALSE(c.remote.access_tokens);
+  EXPECT_EQ(c.remote.allow.size(), 2u);
+  EXPECT_EQ(c.remote.rate_limit_per_minute, 120u);
+  EXPECT_EQ(c.anweddol.listen->str(), "0.0.0.0:6150");
+  EXPECT_TRUE(c.anweddol.web_tls);
+  EXPECT_TRUE(c.anweddol.one_time_keys);
+  EXPECT_EQ(c.anweddol.rsa_bits, 2048u);
+}
+
+TEST(ConfigTest, BadListenAddressesAndTlsFilesNameTheKey) {
+  ExpectConfigError("remote: {listen: 'localhost:8443'}", "'remote.listen'");
+  ExpectConfigError("remote: {listen: '127.0.0.1'}", "no port");
+  ExpectConfigError("remote: {listen: '127.0.0.1:99999'}", "port must be 0 to 65535");
+  ExpectConfigError("remote: {listen: '::1:80'}", "'remote.listen'");
+  ExpectConfigError("anweddol: {web_listen: '1.2.3.4:x'}", "'anweddol.web_listen'");
+  ExpectConfigError("remote: {tls_certificate: /a/cert.pem}", "go together");
+  ExpectConfigError("remote: {tls_key: key.pem, tls_certificate: /a/c.pem}", "absolute path");
+  ExpectConfigError("anweddol: {rsa_bits: 1024}", "'anweddol.rsa_bits'");
+  ExpectConfigError("remote: {alow: []}", "'remote.alow' is unknown");
+}
+
 }  // namespace
 }  // namespace ephemera

@@ -285,5 +285,76 @@ TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
   EXPECT_THAT(all, HasSubstr("removed network"));
 }
 
+void ExpectUnauthenticated(Engine& engine, const std::string& secret, const std::string& needle) {
+  try {
+    engine.Authenticate(secret);
+    ADD_FAILURE() << "authenticated";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnauthenticated);
+    EXPECT_THAT(e.what(), HasSubstr(needle));
+  }
+}
+
+TEST_F(EngineTest, AccessTokensAuthenticateUntilDisabledExpiredOrDeleted) {
+  IssuedAccessToken issued = engine().AddAccessToken({"ci", std::nullopt, 2, 60});
+  EXPECT_EQ(issued.secret.size(), 64u);
+  EXPECT_THAT(issued.record.id, ::testing::StartsWith("tok_"));
+  EXPECT_EQ(issued.record.token_sha256, Sha256Hex(issued.secret));
+  EXPECT_EQ(engine().Authenticate(issued.secret).id, issued.record.id);
+  ExpectUnauthenticated(engine(), issued.secret + "x", "unknown access token");
+
+  engine().SetAccessTokenEnabled(issued.record.id, false);
+  ExpectUnauthenticated(engine(), issued.secret, "is disabled");
+  engine().SetAccessTokenEnabled(issued.record.id, true);
+  EXPECT_NO_THROW(engine().Authenticate(issued.secret));
+
+  // A restarted engine (fresh cache) sees the same tokens.
+  engine_.reset();
+  ASSERT_EQ(engine().ListAccessTokens().size(), 1u);
+  EXPECT_EQ(engine().ListAccessTokens()[0].max_sandboxes, 2);
+  EXPECT_TRUE(engine().ListAccessTokens()[0].last_used_at);
+  engine().DeleteAccessToken(issued.record.id);
+  ExpectUnauthenticated(engine(), issued.secret, "unknown access token");
+  EXPECT_THROW(engine().DeleteAccessToken(issued.record.id), Error);
+
+  // Expiry is checked at use; seconds resolution, so back-date it.
+  IssuedAccessToken expiring = engine().AddAccessToken({"", 1, std::nullopt, std::nullopt});
+  AccessToken record = expiring.record;
+  engine_.reset();
+  store_.DeleteToken(record.id);
+  record.expires_at = NowUnix() - 1;
+  store_.InsertToken(record);
+  ExpectUnauthenticated(engine(), expiring.secret, "has expired");
+}
+
+TEST_F(EngineTest, BadAccessTokenRequestsNameTheField) {
+  EXPECT_THROW(engine().AddAccessToken({"bad name/with slash", {}, {}, {}}), Error);
+  try {
+    engine().AddAccessToken({"", std::nullopt, 0, std::nullopt});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("max_sandboxes"));
+  }
+  EXPECT_TRUE(engine().ListAccessTokens().empty());
+}
+
+TEST_F(EngineTest, APerOwnerLimitBoundsThatOwnerOnly) {
+  CreateRequest mine;
+  mine.owner = "token:tok_a";
+  mine.owner_limit = 1;
+  engine().Create(mine);
+  try {
+    engine().Create(mine);
+    ADD_FAILURE() << "created over the owner's limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+  }
+  EXPECT_EQ(store_.Count(), 1u);
+  CreateRequest theirs;
+  theirs.owner = "token:tok_b";
+  theirs.owner_limit = 1;
+  EXPECT_NO_THROW(engine().Create(theirs));
+}
+
 }  // namespace
 }  // namespace ephemera

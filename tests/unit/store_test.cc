@@ -183,5 +183,63 @@ TEST_F(StoreTest, UnopenablePathIsUnavailable) {
   }
 }
 
+TEST_F(StoreTest, AccessTokensRoundTripAndKeepOnlyTheirHash) {
+  {
+    Store store(path_);
+    AccessToken t;
+    t.id = "tok_1";
+    t.name = "ci";
+    t.token_sha256 = std::string(64, 'c');
+    t.created_at = 100;
+    t.expires_at = 200;
+    t.max_sandboxes = 2;
+    store.InsertToken(t);
+    AccessToken duplicate = t;
+    duplicate.id = "tok_2";  // same hash
+    EXPECT_THROW(store.InsertToken(duplicate), Error);
+    EXPECT_TRUE(store.SetTokenEnabled("tok_1", false));
+    EXPECT_FALSE(store.SetTokenEnabled("tok_absent", false));
+    store.SetTokenLastUsed("tok_1", 150);
+  }
+  Store reopened(path_);
+  auto tokens = reopened.ListTokens();
+  ASSERT_EQ(tokens.size(), 1u);
+  EXPECT_EQ(tokens[0].name, "ci");
+  EXPECT_FALSE(tokens[0].enabled);
+  EXPECT_EQ(tokens[0].expires_at, 200);
+  EXPECT_EQ(tokens[0].max_sandboxes, 2);
+  EXPECT_FALSE(tokens[0].rate_per_minute);
+  EXPECT_EQ(tokens[0].last_used_at, 150);
+  EXPECT_TRUE(reopened.DeleteToken("tok_1"));
+  EXPECT_FALSE(reopened.DeleteToken("tok_1"));
+  sqlite::Database raw(path_);
+  auto columns = raw.Prepare("SELECT name FROM pragma_table_info('access_tokens')");
+  while (columns.Step()) {
+    if (columns.Text(0).find("token") != std::string::npos) {
+      EXPECT_EQ(columns.Text(0), "token_sha256");
+    }
+  }
+}
+
+TEST_F(StoreTest, TheOwnerLimitCountsOnlyThatOwnersSandboxes) {
+  Store store(path_);
+  Sandbox a = MakeSandbox();
+  a.owner = "token:tok_a";
+  store.Insert(a, 10, 1);
+  Sandbox b = MakeSandbox();
+  b.owner = "token:tok_b";
+  store.Insert(b, 10, 1);  // another owner: allowed
+  Sandbox a2 = MakeSandbox();
+  a2.owner = "token:tok_a";
+  try {
+    store.Insert(a2, 10, 1);
+    FAIL() << "inserted over the owner's limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("limit of 1"));
+  }
+  EXPECT_EQ(store.Count(), 2u);
+}
+
 }  // namespace
 }  // namespace ephemera

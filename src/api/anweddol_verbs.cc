@@ -1,0 +1,228 @@
+#include "api/anweddol_verbs.h"
+
+#include <spdlog/spdlog.h>
+
+#include "api/wire.h"
+#include "core/sandbox_id.h"
+
+namespace ephemera {
+
+namespace http = boost::beast::http;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kMaxVerbLength = 32;
+
+bool IsClientToken(const std::string& token) {
+  return token.size() == Engine::kTokenLength &&
+         token.find_first_not_of(
+             "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-") ==
+             std::string::npos;
+}
+
+std::optional<std::string> OptionalString(const json& parameters, const char* key) {
+  auto it = parameters.find(key);
+  if (it == parameters.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'{}' must be a string", key);
+  return it->get<std::string>();
+}
+
+json Create(const AnweddolContext& c, const Caller& caller) {
+  CreateRequest request;
+  request.owner = caller.owner;
+  request.owner_limit = caller.owner_limit;
+  CreateResult r = c.engine->Create(request);
+  return AnweddolResponse(true, kAnweddolOk,
+                          {{"container_uuid", r.sandbox.id.str()},
+                           {"client_token", r.token},
+                           {"container_iso_sha256", r.sandbox.image_sha256},
+                           {"container_username", r.sandbox.username},
+                           {"container_password", r.password},
+                           {"container_listen_port", r.sandbox.host_port}});
+}
+
+json Destroy(const AnweddolContext& c, const json& parameters) {
+  auto uuid = OptionalString(parameters, "container_uuid");
+  auto token = OptionalString(parameters, "client_token");
+  if (!uuid || !token) {
+    Fail(ErrorCode::kInvalidArgument, "'container_uuid' and 'client_token' are required");
+  }
+  if (!SandboxId::IsValid(*uuid)) {
+    Fail(ErrorCode::kInvalidArgument, "'container_uuid' is not a lowercase UUID4");
+  }
+  if (!IsClientToken(*token)) {
+    Fail(ErrorCode::kInvalidArgument, "'client_token' is not {} characters of [0-9a-zA-Z_-]",
+         Engine::kTokenLength);
+  }
+  try {
+    c.engine->Destroy(SandboxId::Parse(*uuid), *token);
+  } catch (const Error& e) {
+    // One answer for an unknown sandbox and a wrong token: neither reveals
+    // which sandboxes exist.
+    if (e.code() == ErrorCode::kNotFound || e.code() == ErrorCode::kPermissionDenied) {
+      Fail(ErrorCode::kUnauthenticated, "invalid container credentials");
+    }
+    throw;
+  }
+  return AnweddolResponse(true, kAnweddolOk);
+}
+
+json Stat(const AnweddolContext& c) {
+  EngineStatus s = c.engine->Status();
+  return AnweddolResponse(
+      true, kAnweddolOk,
+      {{"version", c.version},
+       {"uptime", s.uptime_seconds},
+       {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)}});
+}
+
+json ResponseFor(const Error& e) {
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument:
+      return AnweddolResponse(false, kAnweddolBadRequest, json::object(), e.what());
+    case ErrorCode::kUnauthenticated:
+      return AnweddolResponse(false, kAnweddolBadAuth, json::object(), e.what());
+    case ErrorCode::kPermissionDenied:
+    case ErrorCode::kNotFound:
+      return AnweddolResponse(false, kAnweddolRefused, json::object(), e.what());
+    case ErrorCode::kResourceExhausted:
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kTimeout:
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition:
+      return AnweddolResponse(false, kAnweddolUnavailable, json::object(), e.what());
+    case ErrorCode::kInternal:
+      break;
+  }
+  return AnweddolResponse(false, kAnweddolInternal);
+}
+
+struct Outcome {
+  json response;
+  std::optional<std::chrono::seconds> retry_after;
+};
+
+Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& parameters,
+                 const Peer& peer);
+
+}  // namespace
+
+json AnweddolResponse(bool success, std::string_view message, const json& data,
+                      std::string_view reason) {
+  std::string text(message);
+  if (!reason.empty()) text += " (" + std::string(reason.substr(0, 200)) + ")";
+  return {{"success", success}, {"message", text}, {"data", data}};
+}
+
+json HandleAnweddolVerb(const AnweddolContext& c, std::string_view verb, const json& parameters,
+                        const Peer& peer) {
+  return Dispatch(c, verb, parameters, peer).response;
+}
+
+namespace {
+
+Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& parameters,
+                 const Peer& peer) {
+  try {
+    if (!parameters.is_object())
+      Fail(ErrorCode::kInvalidArgument, "'parameters' must be an object");
+    if (!c.access->AdmitsAddress(peer.address)) {
+      Fail(ErrorCode::kPermissionDenied, "address {} is not allowed", peer.address.to_string());
+    }
+    std::optional<std::string> access_token = OptionalString(parameters, "access_token");
+    if (c.access->requires_tokens() && !access_token) {
+      Fail(ErrorCode::kInvalidArgument, "Access token is required");
+    }
+    Caller caller = c.access->Admit(peer, access_token);
+    if (verb == "CREATE") return {Create(c, caller), {}};
+    if (verb == "DESTROY") return {Destroy(c, parameters), {}};
+    if (verb == "STAT") return {Stat(c), {}};
+    Fail(ErrorCode::kInvalidArgument, "unknown verb '{}'", verb.substr(0, kMaxVerbLength));
+  } catch (const RateLimitedError& e) {
+    return {AnweddolResponse(false, kAnweddolRefused, json::object(), e.what()), e.retry_after()};
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kInternal) {
+      spdlog::error("anweddol: {} from {}: {}", verb.substr(0, kMaxVerbLength), peer.ToString(),
+                    e.what());
+    }
+    return {ResponseFor(e), {}};
+  } catch (const std::exception& e) {
+    spdlog::error("anweddol: {} from {}: {}", verb.substr(0, kMaxVerbLength), peer.ToString(),
+                  e.what());
+    return {AnweddolResponse(false, kAnweddolInternal), {}};
+  }
+}
+
+}  // namespace
+
+AnweddolRequest ParseAnweddolRequest(std::string_view body) {
+  json request = ParseJsonObject(body);
+  auto verb = request.find("verb");
+  if (verb == request.end() || !verb->is_string() || verb->get<std::string>().empty() ||
+      verb->get<std::string>().size() > kMaxVerbLength) {
+    Fail(ErrorCode::kInvalidArgument, "'verb' must be a non-empty upper-case string");
+  }
+  AnweddolRequest parsed;
+  parsed.verb = verb->get<std::string>();
+  for (char ch : parsed.verb) {
+    if (!(ch >= 'A' && ch <= 'Z') && ch != '_') {
+      Fail(ErrorCode::kInvalidArgument, "'verb' must be upper-case letters");
+    }
+  }
+  if (auto parameters = request.find("parameters"); parameters != request.end()) {
+    if (!parameters->is_object()) {
+      Fail(ErrorCode::kInvalidArgument, "'parameters' must be an object");
+    }
+    parsed.parameters = std::move(*parameters);
+  }
+  return parsed;
+}
+
+json HandleAnweddolRequest(const AnweddolContext& c, std::string_view body, const Peer& peer) {
+  AnweddolRequest request;
+  try {
+    request = ParseAnweddolRequest(body);
+  } catch (const Error& e) {
+    return AnweddolResponse(false, kAnweddolBadRequest, json::object(), e.what());
+  }
+  return HandleAnweddolVerb(c, request.verb, request.parameters, peer);
+}
+
+HttpResponse HandleAnweddolWebRequest(const AnweddolContext& c, const HttpRequest& request,
+                                      const Peer& peer) {
+  Outcome answer;
+  std::string target(request.target().substr(0, 128));
+  if (auto q = target.find('?'); q != std::string::npos) target.resize(q);
+  const bool one_segment =
+      target.size() > 1 && target[0] == '/' && target.find('/', 1) == std::string::npos;
+  if (!one_segment || target.size() - 1 > kMaxVerbLength) {
+    answer.response = AnweddolResponse(false, kAnweddolBadRequest, json::object(), "unknown path");
+  } else if (request.method() != http::verb::get && request.method() != http::verb::post) {
+    answer.response =
+        AnweddolResponse(false, kAnweddolBadRequest, json::object(), "use GET or POST");
+  } else {
+    std::string verb = target.substr(1);
+    for (char& ch : verb) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    try {
+      json parameters =
+          request.method() == http::verb::post ? ParseJsonObject(request.body()) : json::object();
+      answer = Dispatch(c, verb, parameters, peer);
+    } catch (const Error& e) {
+      answer.response = AnweddolResponse(false, kAnweddolBadRequest, json::object(), e.what());
+    }
+  }
+  // Like the reference: HTTP 200, failure only in `success`; except too
+  // many requests, which also says so in HTTP for proxies and scripts.
+  HttpResponse response{answer.retry_after ? http::status::too_many_requests : http::status::ok,
+                        11};
+  if (answer.retry_after) {
+    response.set(http::field::retry_after, std::to_string(answer.retry_after->count()));
+  }
+  response.set(http::field::content_type, "application/json");
+  response.set(http::field::cache_control, "no-store");
+  response.body() = answer.response.dump() + "\n";
+  return response;
+}
+
+}  // namespace ephemera

@@ -1,0 +1,111 @@
+#include "e2e/daemon_fixture.h"
+
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <thread>
+
+#include "core/fs.h"
+#include "core/subprocess.h"
+#include "integration/guest_fixture.h"
+
+extern char** environ;
+
+namespace ephemera::test {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+void DaemonTest::SetUp() {
+  socket_ = state_.path() / "api.sock";
+  config_ = state_.path() / "config.yaml";
+  WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() +
+                          "\nimage_dir: " + ImageDir().string() + "\nsocket: " + socket_.string() +
+                          "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg}\n" +
+                          ExtraConfig());
+  ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
+  StartDaemon();
+}
+
+void DaemonTest::TearDown() {
+  // Leave nothing even if the test failed: destroy through the daemon,
+  // then stop it.
+  if (daemon_ > 0) {
+    for (const auto& s : List()) RunProcess(Cli({"destroy", s["id"]}), 60s);
+    StopDaemon(SIGTERM);
+  }
+}
+
+std::vector<std::string> DaemonTest::Cli(std::vector<std::string> args) const {
+  args.insert(args.begin(), {EPHEMERA_CLI, "--socket", socket_.string()});
+  return args;
+}
+
+std::string DaemonTest::Output(const std::vector<std::string>& argv) const {
+  ProcessResult r = RunProcess(argv, 120s);
+  EXPECT_TRUE(r.ok()) << argv[0] << " failed: " << r.err;
+  return r.out;
+}
+
+void DaemonTest::StartDaemon() {
+  std::vector<std::string> args = {EPHEMERAD, "--config", config_.string()};
+  for (auto& a : ExtraArgs()) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  std::string log = (state_.path() / "ephemerad.log").string();
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  ASSERT_EQ(posix_spawn(&daemon_, EPHEMERAD, &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  // The first start may generate an RSA-4096 key for the classic protocol.
+  for (int i = 0; i < 400; ++i) {
+    if (RunProcess(Cli({"status"})).ok()) return;
+    std::this_thread::sleep_for(50ms);
+  }
+  FAIL() << "ephemerad did not start:\n" << DaemonLog();
+}
+
+void DaemonTest::StopDaemon(int sig) {
+  ::kill(daemon_, sig);
+  int status = 0;
+  ::waitpid(daemon_, &status, 0);
+  daemon_ = -1;
+}
+
+json DaemonTest::Create() {
+  ProcessResult r = RunProcess(Cli({"create", "--json", "--ttl", "600"}), 180s);
+  EXPECT_TRUE(r.ok()) << r.err << DaemonLog();
+  return json::parse(r.out);
+}
+
+json DaemonTest::List() { return json::parse(Output(Cli({"list", "--json"}))); }
+
+std::string DaemonTest::DaemonLog() const { return ReadFile(state_.path() / "ephemerad.log"); }
+
+void DaemonTest::ExpectNothingLeft() {
+  EXPECT_TRUE(List().empty());
+  EXPECT_THAT(Output({"ip", "-o", "link", "show"}), Not(HasSubstr("eph")));
+  EXPECT_THAT(Output({"ss", "-Hulpn"}), Not(HasSubstr("dnsmasq")));
+  // No forwarded port is left; the daemon's own front doors may listen.
+  EXPECT_THAT(Output({"ss", "-Htlpn", "( sport >= :10000 and sport <= :15000 )"}),
+              Not(HasSubstr("ephemerad")));
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr("\"eph")));
+  EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "vms"));
+  EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
+  EXPECT_THAT(RunProcess({"pgrep", "-f", (state_.path() / "state").string() + "/vms/"}).out,
+              ::testing::IsEmpty());
+}
+
+pid_t DaemonTest::QemuPid(const std::string& id) const {
+  return std::stoi(ReadFile(state_.path() / "state" / "vms" / id / "qemu.pid"));
+}
+
+}  // namespace ephemera::test

@@ -1,0 +1,47 @@
+// A real ephemerad (and the ephemera CLI) for end-to-end tests, run inside
+// the test's private network namespace with its own state, socket and
+// client config directory; everything is destroyed and stopped afterwards.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "unit/test_files.h"
+
+namespace ephemera::test {
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // Extra YAML lines for the config (the defaults are fine for most tests).
+  virtual std::string ExtraConfig() const { return ""; }
+  // Extra ephemerad arguments (front doors, flags).
+  virtual std::vector<std::string> ExtraArgs() const { return {}; }
+
+  std::vector<std::string> Cli(std::vector<std::string> args) const;
+  // Runs the CLI and returns its stdout; fails the test if it fails.
+  std::string Output(const std::vector<std::string>& argv) const;
+  void StartDaemon();
+  void StopDaemon(int sig);
+  nlohmann::json Create();  // ephemera create --json
+  nlohmann::json List();
+  std::string DaemonLog() const;
+  // No QEMU, TAP, dnsmasq, listener, rule, clone or row is left.
+  void ExpectNothingLeft();
+  pid_t QemuPid(const std::string& id) const;
+
+  TempDir state_;
+  std::filesystem::path socket_;
+  std::filesystem::path config_;
+  pid_t daemon_ = -1;
+};
+
+}  // namespace ephemera::test

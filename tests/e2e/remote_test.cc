@@ -1,0 +1,245 @@
+// The HTTPS /v1 front door end to end, with curl as the client: access
+// tokens (missing, wrong, disabled, expired, deleted), the IP filter, the
+// rate limit, bad bodies, a per-token cap, and a remote create, SSH login
+// and destroy that needs the sandbox's client token.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include <signal.h>
+
+#include "core/fs.h"
+#include "core/subprocess.h"
+#include "e2e/daemon_fixture.h"
+#include "e2e/http_client.h"
+#include "provision/ssh_session.h"
+
+namespace ephemera {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using test::Curl;
+using test::CurlResult;
+using ::testing::HasSubstr;
+
+constexpr char kBase[] = "https://127.0.0.1:8443";
+
+class RemoteTest : public test::DaemonTest {
+ protected:
+  std::string ExtraConfig() const override {
+    return "remote: {deny: [127.0.0.2/32], rate_limit_per_minute: 6000, rate_limit_burst: 600}\n";
+  }
+  std::vector<std::string> ExtraArgs() const override { return {"--listen", "127.0.0.1:8443"}; }
+
+  // Verifies the daemon's self-signed certificate for real: it names 127.0.0.1.
+  std::vector<std::string> Tls() const {
+    return {"--cacert", (state_.path() / "state" / "tls" / "cert.pem").string()};
+  }
+
+  CurlResult Remote(const std::string& method, const std::string& path, const std::string& token,
+                    const std::string& body = "", std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = Tls();
+    args.insert(args.end(), {"-X", method});
+    if (!token.empty()) args.insert(args.end(), {"-H", "Authorization: Bearer " + token});
+    if (!body.empty()) args.insert(args.end(), {"--data-binary", body});
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(std::string(kBase) + path);
+    return Curl(args);
+  }
+
+  // Token management is the local socket's.
+  CurlResult Local(const std::string& method, const std::string& path,
+                   const std::string& body = "") {
+    std::vector<std::string> args = {"--unix-socket", socket_.string(), "-X", method};
+    if (!body.empty()) args.insert(args.end(), {"--data-binary", body});
+    args.push_back("http://localhost" + path);
+    return Curl(args);
+  }
+
+  json AddToken(const json& request) {
+    CurlResult r = Local("POST", "/v1/tokens", request.is_null() ? "{}" : request.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.Json();
+  }
+};
+
+TEST_F(RemoteTest, EveryRemoteRequestNeedsAValidEnabledUnexpiredToken) {
+  CurlResult r = Remote("GET", "/v1/status", "");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(r.headers["www-authenticate"], "Bearer");
+  EXPECT_THAT(r.body, HasSubstr("an access token is required"));
+  r = Remote("GET", "/v1/status", "not-a-token");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, HasSubstr("unknown access token"));
+
+  json token = AddToken({{"name", "ci"}});
+  const std::string secret = token["token"];
+  EXPECT_EQ(secret.size(), 64u);
+  r = Remote("GET", "/v1/status", secret);
+  ASSERT_EQ(r.status, 200) << r.body;
+  // The status names the certificate the client just verified.
+  EXPECT_EQ(r.Json()["front_doors"]["https"]["certificate_sha256"].get<std::string>().size(), 64u);
+
+  // The secret is never listed; the list shows it was used.
+  CurlResult listed = Local("GET", "/v1/tokens");
+  EXPECT_THAT(listed.body, ::testing::Not(HasSubstr(secret)));
+  EXPECT_FALSE(listed.Json()["tokens"][0]["last_used_at"].is_null());
+
+  const std::string id = token["id"];
+  ASSERT_EQ(Local("PATCH", "/v1/tokens/" + id, R"({"enabled": false})").status, 200);
+  r = Remote("GET", "/v1/status", secret);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, HasSubstr("is disabled"));
+  ASSERT_EQ(Local("PATCH", "/v1/tokens/" + id, R"({"enabled": true})").status, 200);
+  EXPECT_EQ(Remote("GET", "/v1/status", secret).status, 200);
+  ASSERT_EQ(Local("DELETE", "/v1/tokens/" + id).status, 200);
+  r = Remote("GET", "/v1/status", secret);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, HasSubstr("unknown access token"));
+  EXPECT_EQ(Local("DELETE", "/v1/tokens/" + id).status, 404);
+
+  json short_lived = AddToken({{"expires_in_seconds", 1}});
+  std::this_thread::sleep_for(2100ms);
+  r = Remote("GET", "/v1/status", short_lived["token"]);
+  EXPECT_EQ(r.status, 401);
+  EXPECT_THAT(r.body, HasSubstr("has expired"));
+
+  // Tokens cannot manage tokens remotely.
+  json other = AddToken({});
+  r = Remote("POST", "/v1/tokens", other["token"], "{}");
+  EXPECT_EQ(r.status, 403);
+  // Bad management requests get errors naming the field.
+  r = Local("POST", "/v1/tokens", R"({"max_sandboxes": 0})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("max_sandboxes"));
+  r = Local("POST", "/v1/tokens", R"({"colour": "red"})");
+  EXPECT_THAT(r.body, HasSubstr("unknown field 'colour'"));
+}
+
+TEST_F(RemoteTest, ADeniedAddressIsRefusedAndPlainHttpIsNotSpoken) {
+  json token = AddToken({});
+  CurlResult r = Remote("GET", "/v1/status", token["token"], "", {"--interface", "127.0.0.2"});
+  EXPECT_EQ(r.status, 403);
+  EXPECT_THAT(r.body, HasSubstr("address 127.0.0.2 is not allowed"));
+  EXPECT_EQ(Remote("GET", "/v1/status", token["token"]).status, 200);
+  // Plain HTTP to the TLS port gets no HTTP answer.
+  EXPECT_EQ(Curl({"http://127.0.0.1:8443/v1/status"}).status, 0);
+}
+
+TEST_F(RemoteTest, TheRateLimitAnswers429WithRetryAfter) {
+  json token = AddToken({{"rate_per_minute", 3}});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Remote("GET", "/v1/status", token["token"]).status, 200);
+  CurlResult r = Remote("GET", "/v1/status", token["token"]);
+  EXPECT_EQ(r.status, 429);
+  ASSERT_TRUE(r.headers.count("retry-after"));
+  EXPECT_GE(std::stoi(r.headers["retry-after"]), 1);
+  EXPECT_LE(std::stoi(r.headers["retry-after"]), 20);
+  // Another token is not slowed down by this one.
+  EXPECT_EQ(Remote("GET", "/v1/status", AddToken({})["token"]).status, 200);
+}
+
+TEST_F(RemoteTest, MalformedAndOversizedBodiesGetClearErrors) {
+  const std::string token = AddToken({})["token"];
+  CurlResult r = Remote("POST", "/v1/sandboxes", token, "{not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("not valid JSON"));
+  r = Remote("POST", "/v1/sandboxes", token, R"({"memory_mib": "lots"})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("'memory_mib' must be an integer"));
+  test::WriteBytes(state_.path() / "big.json", std::string(100 * 1024, ' '));
+  r = Remote("POST", "/v1/sandboxes", token, "@" + (state_.path() / "big.json").string());
+  EXPECT_EQ(r.status, 413);
+  r = Remote("GET", "/v1/sandboxes/not-an-id", token);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Remote("GET", "/v1/status", token).status, 200);
+  EXPECT_TRUE(List().empty());
+}
+
+TEST_F(RemoteTest, RemoteCreateLoginAndDestroyNeedTheClientToken) {
+  json owner = AddToken({{"name", "owner"}, {"max_sandboxes", 1}});
+  json stranger = AddToken({{"name", "stranger"}});
+  CurlResult r = Remote("POST", "/v1/sandboxes", owner["token"], R"({"ttl_seconds": 600})");
+  ASSERT_EQ(r.status, 201) << r.body << DaemonLog();
+  json s = r.Json();
+  const std::string id = s["id"];
+
+  // The per-token cap holds; the stranger sees nothing of it.
+  r = Remote("POST", "/v1/sandboxes", owner["token"], "{}");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_THAT(r.body, HasSubstr("limit of 1 sandboxes"));
+  EXPECT_TRUE(Remote("GET", "/v1/sandboxes", stranger["token"]).Json()["sandboxes"].empty());
+  EXPECT_EQ(Remote("GET", "/v1/sandboxes/" + id, stranger["token"]).status, 404);
+  EXPECT_EQ(Remote("GET", "/v1/sandboxes", owner["token"]).Json()["sandboxes"].size(), 1u);
+
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 30s);
+  EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
+  ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+
+  // Without the client token, or with a wrong one, nothing is destroyed.
+  r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"]);
+  EXPECT_EQ(r.status, 403);
+  std::string wrong = s["token"];
+  wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+  r = Remote("DELETE", "/v1/sandboxes/" + id, stranger["token"], "",
+             {"-H", "X-Ephemera-Token: " + wrong});
+  EXPECT_EQ(r.status, 403);
+  ASSERT_EQ(List().size(), 1u);
+  r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"], "",
+             {"-H", "X-Ephemera-Token: " + s["token"].get<std::string>()});
+  EXPECT_EQ(r.status, 200) << r.body;
+  ExpectNothingLeft();
+}
+
+TEST_F(RemoteTest, TheRemoteCliPinsTheCertificateAndRemembersItsSandboxes) {
+  const std::string token = AddToken({{"name", "laptop"}})["token"];
+  auto remote = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {EPHEMERA_CLI, "--remote", kBase});
+    return args;
+  };
+  // First use pins the certificate (and remembers the token for this server).
+  ProcessResult r = RunProcess(remote({"--token", token, "status", "--json"}), 30s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  json status = json::parse(r.out);
+  EXPECT_THAT(r.err,
+              HasSubstr(status["front_doors"]["https"]["certificate_sha256"].get<std::string>()));
+
+  r = RunProcess(remote({"create", "--json", "--ttl", "600"}), 180s);
+  ASSERT_TRUE(r.ok()) << r.err << DaemonLog();
+  json s = json::parse(r.out);
+  // ssh and destroy need nothing but the id: the client remembers the rest.
+  r = RunProcess({EPHEMERA_CLI, "ssh", s["id"], "--", "id", "-un"}, 60s);
+  EXPECT_EQ(r.out, s["username"].get<std::string>() + "\n") << r.err;
+  r = RunProcess({EPHEMERA_CLI, "destroy", s["id"]}, 60s);
+  EXPECT_TRUE(r.ok()) << r.err;
+  ExpectNothingLeft();
+
+  // A new certificate (the daemon regenerates a missing one) is refused
+  // before the token is sent.
+  StopDaemon(SIGTERM);
+  RemoveAll(state_.path() / "state" / "tls");
+  StartDaemon();
+  r = RunProcess(remote({"status"}), 30s);
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(r.err, HasSubstr("certificate has changed"));
+  EXPECT_THAT(r.err, HasSubstr("Nothing was sent"));
+}
+
+class TrustedNetworkTest : public test::DaemonTest {
+ protected:
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--listen", "127.0.0.1:8080", "--insecure-http", "--no-access-tokens"};
+  }
+};
+
+TEST_F(TrustedNetworkTest, PlainHttpWithoutTokensWhenAskedFor) {
+  CurlResult r = Curl({"http://127.0.0.1:8080/v1/status"});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(r.Json()["front_doors"]["https"]["tls"].get<bool>());
+  EXPECT_THAT(DaemonLog(), HasSubstr("without access tokens"));
+}
+
+}  // namespace
+}  // namespace ephemera

@@ -1,0 +1,257 @@
+// The api part's pieces that stand alone: the IP filter, the rate limiter,
+// bearer tokens, the token wire format, the TLS identity, and the HTTP
+// server on TCP with and without TLS.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include "api/access.h"
+#include "api/http_server.h"
+#include "api/ip_filter.h"
+#include "api/rate_limiter.h"
+#include "api/tls.h"
+#include "api/wire.h"
+#include "core/fs.h"
+#include "unit/test_files.h"
+
+namespace ephemera {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+asio::ip::address Address(const char* text) { return asio::ip::make_address(text); }
+
+template <typename F>
+void ExpectError(F f, ErrorCode code, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one containing: " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr(needle));
+  }
+}
+
+TEST(IpFilterTest, DenyWinsThenAllowDecidesAndEmptyAllowsAny) {
+  IpFilter any;
+  EXPECT_TRUE(any.Admits(Address("203.0.113.9")));
+  IpFilter filter({"10.0.0.0/8", "fd00::/8", "192.0.2.7"}, {"10.1.0.0/16"});
+  EXPECT_TRUE(filter.Admits(Address("10.2.3.4")));
+  EXPECT_FALSE(filter.Admits(Address("10.1.3.4")));
+  EXPECT_TRUE(filter.Admits(Address("192.0.2.7")));
+  EXPECT_FALSE(filter.Admits(Address("192.0.2.8")));
+  EXPECT_TRUE(filter.Admits(Address("fd12::1")));
+  EXPECT_FALSE(filter.Admits(Address("fe80::1")));
+  // An IPv4 peer on a dual-stack socket arrives IPv4-mapped.
+  EXPECT_TRUE(filter.Admits(Address("::ffff:10.2.3.4")));
+  EXPECT_FALSE(filter.Admits(Address("::ffff:10.1.3.4")));
+  IpFilter deny_all({"any"}, {"any"});
+  EXPECT_FALSE(deny_all.Admits(Address("127.0.0.1")));
+  IpFilter odd_prefix({"172.16.0.0/12"}, {});
+  EXPECT_TRUE(odd_prefix.Admits(Address("172.31.255.255")));
+  EXPECT_FALSE(odd_prefix.Admits(Address("172.32.0.0")));
+}
+
+TEST(IpFilterTest, BadEntriesNameTheListAndTheEntry) {
+  ExpectError([] { IpFilter({"10.0.0.0/33"}, {}); }, ErrorCode::kInvalidArgument,
+              "allow: '10.0.0.0/33' has a bad prefix");
+  ExpectError([] { IpFilter({}, {"example.com"}); }, ErrorCode::kInvalidArgument,
+              "deny: 'example.com' is not an IP address");
+  ExpectError([] { IpFilter({"10.1.2.3/8"}, {}); }, ErrorCode::kInvalidArgument, "host bits");
+  ExpectError([] { IpFilter({"10.0.0.0/"}, {}); }, ErrorCode::kInvalidArgument, "bad prefix");
+}
+
+TEST(RateLimiterTest, BurstThenSteadyRateWithRetryAfter) {
+  RateLimiter limiter;
+  auto t0 = RateLimiter::Clock::now();
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(limiter.Take("a", 60, 3, t0));
+  auto wait = limiter.Take("a", 60, 3, t0);
+  ASSERT_TRUE(wait);
+  EXPECT_EQ(wait->count(), 1);                 // 60/min: one more after a second
+  EXPECT_FALSE(limiter.Take("b", 60, 3, t0));  // callers are independent
+  EXPECT_FALSE(limiter.Take("a", 60, 3, t0 + 1s));
+  EXPECT_TRUE(limiter.Take("a", 60, 3, t0 + 1s));
+  // A slow rate asks for a longer wait.
+  EXPECT_FALSE(limiter.Take("slow", 2, 1, t0));
+  auto slow = limiter.Take("slow", 2, 1, t0);
+  ASSERT_TRUE(slow);
+  EXPECT_EQ(slow->count(), 30);
+}
+
+TEST(RateLimiterTest, MemoryStaysBounded) {
+  RateLimiter limiter(100);
+  auto t0 = RateLimiter::Clock::now();
+  for (int i = 0; i < 1000; ++i) limiter.Take("caller" + std::to_string(i), 60, 10, t0);
+  EXPECT_LE(limiter.size(), 100u);
+  // Idle callers are pruned first: a minute later all buckets are full.
+  for (int i = 0; i < 50; ++i) limiter.Take("later" + std::to_string(i), 60, 10, t0 + 60s);
+  EXPECT_LE(limiter.size(), 100u);
+}
+
+TEST(BearerTokenTest, ParsesTheSchemeCaseInsensitively) {
+  HttpRequest request;
+  EXPECT_FALSE(BearerToken(request));
+  request.set(http::field::authorization, "Bearer abc-123");
+  EXPECT_EQ(BearerToken(request), "abc-123");
+  request.set(http::field::authorization, "bearer  xyz");
+  EXPECT_EQ(BearerToken(request), "xyz");
+  request.set(http::field::authorization, "Basic dXNlcjpwdw==");
+  EXPECT_FALSE(BearerToken(request));
+  request.set(http::field::authorization, "Bearer");
+  EXPECT_FALSE(BearerToken(request));
+}
+
+TEST(WireTest, TokenRequestsAreStrict) {
+  NewAccessToken t =
+      ParseNewAccessToken(R"({"name":"ci","expires_in_seconds":60,"max_sandboxes":2})");
+  EXPECT_EQ(t.name, "ci");
+  EXPECT_EQ(t.expires_in_seconds, 60);
+  EXPECT_EQ(t.max_sandboxes, 2);
+  EXPECT_FALSE(t.rate_per_minute);
+  EXPECT_EQ(ParseNewAccessToken("").name, "");
+  ExpectError([] { ParseNewAccessToken(R"({"name": 5})"); }, ErrorCode::kInvalidArgument,
+              "'name' must be a string");
+  ExpectError([] { ParseNewAccessToken(R"({"secret": "x"})"); }, ErrorCode::kInvalidArgument,
+              "unknown field 'secret'");
+  ExpectError([] { ParseNewAccessToken("[1]"); }, ErrorCode::kInvalidArgument,
+              "must be a JSON object");
+  EXPECT_TRUE(ParseTokenEnabled(R"({"enabled": true})"));
+  EXPECT_FALSE(ParseTokenEnabled(R"({"enabled": false})"));
+  ExpectError([] { ParseTokenEnabled(R"({"enabled": "yes"})"); }, ErrorCode::kInvalidArgument,
+              "'enabled' must be given as true or false");
+  AccessToken record;
+  record.id = "tok_1";
+  record.token_sha256 = std::string(64, 'f');
+  record.created_at = 0;
+  auto j = AccessTokenToJson(record);
+  EXPECT_EQ(j["created_at"], "1970-01-01T00:00:00Z");
+  EXPECT_TRUE(j["expires_at"].is_null());
+  EXPECT_FALSE(j.contains("token_sha256"));
+  EXPECT_FALSE(j.contains("token"));
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  test::TempDir dir_;
+};
+
+TEST_F(TlsTest, AGeneratedIdentityIsKeptAcrossStarts) {
+  TlsIdentity first = EnsureTlsIdentity("", "", dir_.path() / "tls", "host.example");
+  EXPECT_TRUE(first.generated);
+  EXPECT_EQ(first.certificate_sha256.size(), 64u);
+  EXPECT_EQ(std::filesystem::status(first.key).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  TlsIdentity again = EnsureTlsIdentity("", "", dir_.path() / "tls", "host.example");
+  EXPECT_EQ(again.certificate_sha256, first.certificate_sha256);
+  // Configured files are used as they are.
+  TlsIdentity configured =
+      EnsureTlsIdentity(first.certificate, first.key, dir_.path() / "unused", "");
+  EXPECT_FALSE(configured.generated);
+  EXPECT_EQ(configured.certificate_sha256, first.certificate_sha256);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "unused"));
+}
+
+TEST_F(TlsTest, BadCertificateOrKeyFilesAreNamed) {
+  TlsIdentity a = EnsureTlsIdentity("", "", dir_.path() / "a", "a");
+  TlsIdentity b = EnsureTlsIdentity("", "", dir_.path() / "b", "b");
+  ExpectError([&] { EnsureTlsIdentity(a.certificate, b.key, dir_.path(), ""); },
+              ErrorCode::kInvalidArgument, "does not match certificate");
+  ExpectError([&] { EnsureTlsIdentity(dir_.path() / "missing.pem", a.key, dir_.path(), ""); },
+              ErrorCode::kInvalidArgument, "missing.pem");
+  test::WriteBytes(dir_.path() / "garbage.pem", "not a certificate");
+  ExpectError([&] { EnsureTlsIdentity(dir_.path() / "garbage.pem", a.key, dir_.path(), ""); },
+              ErrorCode::kInvalidArgument, "garbage.pem is not a PEM certificate");
+  ExpectError([&] { EnsureTlsIdentity(a.certificate, "", dir_.path(), ""); },
+              ErrorCode::kInvalidArgument, "both a certificate and a key");
+}
+
+// Requests over one kept-alive connection; returns the bodies.
+template <typename Stream>
+std::vector<std::string> Exchange(Stream& stream, int count) {
+  std::vector<std::string> bodies;
+  beast::flat_buffer buffer;
+  for (int i = 0; i < count; ++i) {
+    http::request<http::string_body> request{http::verb::get, "/who", 11};
+    request.set(http::field::host, "localhost");
+    request.keep_alive(true);
+    http::write(stream, request);
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    bodies.push_back(response.body());
+  }
+  return bodies;
+}
+
+HttpHandler Echo() {
+  return [](const HttpRequest& request, const Peer& peer) {
+    HttpResponse response{http::status::ok, 11};
+    response.body() = std::string(request.target()) + " from " + peer.ToString();
+    return response;
+  };
+}
+
+TEST(HttpServerTest, PlainTcpKeepsConnectionsAliveAndKnowsThePeer) {
+  HttpServer server(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr), {}, Echo());
+  ASSERT_NE(server.port(), 0);
+  EXPECT_EQ(server.address(), "127.0.0.1:" + std::to_string(server.port()));
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.connect({Address("127.0.0.1"), server.port()});
+  EXPECT_THAT(Exchange(stream, 3), ::testing::Each(std::string("/who from 127.0.0.1")));
+}
+
+TEST(HttpServerTest, TlsServesTheIdentitysCertificate) {
+  test::TempDir dir;
+  TlsIdentity identity = EnsureTlsIdentity("", "", dir.path(), "localhost");
+  HttpServer server(HttpListener::Tcp({Address("127.0.0.1"), 0}, MakeServerTlsContext(identity)),
+                    {}, Echo());
+  asio::io_context io;
+  asio::ssl::context client_tls(asio::ssl::context::tls_client);
+  client_tls.load_verify_file(identity.certificate.string());
+  client_tls.set_verify_mode(asio::ssl::verify_peer);
+  beast::ssl_stream<beast::tcp_stream> stream(io, client_tls);
+  beast::get_lowest_layer(stream).connect({Address("127.0.0.1"), server.port()});
+  stream.handshake(asio::ssl::stream_base::client);  // verifies against the generated cert
+  EXPECT_THAT(Exchange(stream, 2), ::testing::Each(std::string("/who from 127.0.0.1")));
+}
+
+TEST(HttpServerTest, AnAddressInUseIsAClearError) {
+  HttpServer first(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr), {}, Echo());
+  ExpectError(
+      [&] {
+        HttpServer second(HttpListener::Tcp({Address("127.0.0.1"), first.port()}, nullptr), {},
+                          Echo());
+      },
+      ErrorCode::kUnavailable, "cannot listen on 127.0.0.1:" + std::to_string(first.port()));
+}
+
+TEST(HttpServerTest, ConnectionsOverTheLimitAreClosedAtAccept) {
+  HttpServerOptions options;
+  options.max_connections = 1;
+  HttpServer server(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr), options, Echo());
+  asio::io_context io;
+  beast::tcp_stream first(io);
+  first.connect({Address("127.0.0.1"), server.port()});
+  EXPECT_EQ(Exchange(first, 1).size(), 1u);  // the first is open and served
+  beast::tcp_stream second(io);
+  second.connect({Address("127.0.0.1"), server.port()});
+  http::request<http::string_body> request{http::verb::get, "/who", 11};
+  request.set(http::field::host, "localhost");
+  beast::error_code ec;
+  http::write(second, request, ec);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(second, buffer, response, ec);
+  EXPECT_TRUE(ec) << "the second connection was served";
+}
+
+}  // namespace
+}  // namespace ephemera
