@@ -18,12 +18,12 @@ echo "== unit, integration and end-to-end tests"
 ctest --test-dir build --output-on-failure -j "$jobs" -L unit
 ctest --test-dir build --output-on-failure -j 1 -L "integration|e2e"
 
-echo "== unit tests under AddressSanitizer + UBSan"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPHEMERA_SANITIZE=ON \
-  -DEPHEMERA_INTEGRATION_TESTS=OFF >/dev/null
+echo "== unit tests under AddressSanitizer + UBSan, then the fuzz targets (one clang build)"
+CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DEPHEMERA_SANITIZE=ON -DEPHEMERA_FUZZ=ON -DEPHEMERA_INTEGRATION_TESTS=OFF >/dev/null
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit
 
 echo "== fuzzing (libFuzzer, ${EPHEMERA_FUZZ_SECONDS:-30} s per target)"
-bash scripts/fuzz.sh
+EPHEMERA_FUZZ_BUILD=build-asan bash scripts/fuzz.sh

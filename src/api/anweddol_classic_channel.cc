@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <span>
 
+#include "api/openssl_util.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/random.h"
@@ -23,10 +24,9 @@ namespace ephemera::anweddol {
 
 namespace {
 
-struct BioFree {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-using Bio = std::unique_ptr<BIO, BioFree>;
+using openssl::Bio;
+using openssl::BioContents;
+using openssl::MemoryBio;
 
 struct PkeyCtxFree {
   void operator()(EVP_PKEY_CTX* ctx) const { EVP_PKEY_CTX_free(ctx); }
@@ -38,34 +38,8 @@ struct CipherCtxFree {
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
 
-// The first queued OpenSSL error as text, clearing the queue (it is per
-// thread, and a stale entry would be blamed on the next failure).
-std::string TakeOpenSslError() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "unknown OpenSSL error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof buffer);
-  return buffer;
-}
-
 // Never prompts on a terminal for a passphrase: an encrypted key is refused.
 int NoPassphrase(char*, int, int, void*) { return 0; }
-
-Bio MemoryBio(std::string_view data) {
-  if (data.size() > static_cast<std::size_t>(INT_MAX)) {
-    Fail(ErrorCode::kInvalidArgument, "PEM too large");
-  }
-  Bio bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-  if (!bio) Fail(ErrorCode::kInternal, "BIO_new_mem_buf: {}", TakeOpenSslError());
-  return bio;
-}
-
-std::string BioContents(BIO* bio) {
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio, &data);
-  return std::string(data, static_cast<std::size_t>(std::max(0L, size)));
-}
 
 const unsigned char* Bytes(std::string_view s) {
   return reinterpret_cast<const unsigned char*>(s.data());
@@ -79,7 +53,7 @@ PkeyCtx OaepContext(const RsaKey& key, bool encrypt) {
       EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_OAEP_PADDING) != 1 ||
       EVP_PKEY_CTX_set_rsa_oaep_md(ctx.get(), EVP_sha256()) != 1 ||
       EVP_PKEY_CTX_set_rsa_mgf1_md(ctx.get(), EVP_sha256()) != 1) {
-    Fail(ErrorCode::kInternal, "cannot set up RSA-OAEP: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "cannot set up RSA-OAEP: {}", openssl::TakeError());
   }
   return ctx;
 }
@@ -103,14 +77,14 @@ std::string AesCbc(bool encrypt, const AesKey& key, const AesIv& iv, std::string
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   if (!ctx || EVP_CipherInit_ex(ctx.get(), EVP_aes_256_cbc(), nullptr, key.data(), iv.data(),
                                 encrypt ? 1 : 0) != 1) {
-    Fail(ErrorCode::kInternal, "cannot set up AES-256-CBC: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "cannot set up AES-256-CBC: {}", openssl::TakeError());
   }
   std::string out(in.size() + kAesBlockBytes, '\0');
   auto* dst = reinterpret_cast<unsigned char*>(out.data());
   int n1 = 0;
   int n2 = 0;
   if (EVP_CipherUpdate(ctx.get(), dst, &n1, Bytes(in), static_cast<int>(in.size())) != 1) {
-    Fail(ErrorCode::kInternal, "AES-256-CBC: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "AES-256-CBC: {}", openssl::TakeError());
   }
   if (EVP_CipherFinal_ex(ctx.get(), dst + n1, &n2) != 1) {
     ERR_clear_error();
@@ -141,7 +115,7 @@ RsaKey RsaKey::Generate(unsigned bits) {
          kMaxPeerRsaBits);
   }
   EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(bits));
-  if (!key) Fail(ErrorCode::kInternal, "RSA-{} key generation: {}", bits, TakeOpenSslError());
+  if (!key) Fail(ErrorCode::kInternal, "RSA-{} key generation: {}", bits, openssl::TakeError());
   return RsaKey(key, true);
 }
 
@@ -150,7 +124,7 @@ RsaKey RsaKey::FromPrivatePem(std::string_view pem, std::string_view what) {
   EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr);
   if (!raw) {
     Fail(ErrorCode::kInvalidArgument, "{} is not a valid RSA private key (PEM): {}", what,
-         TakeOpenSslError());
+         openssl::TakeError());
   }
   RsaKey key(raw, true);
   CheckRsaBits(raw, what);
@@ -190,13 +164,13 @@ RsaKey RsaKey::FromPeerPublicPem(std::string_view pem) {
   Bio bio = MemoryBio(pem);
   EVP_PKEY* raw = PEM_read_bio_PUBKEY(bio.get(), nullptr, NoPassphrase, nullptr);
   if (!raw) {
-    Fail(ErrorCode::kInvalidArgument, "not a public key PEM: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInvalidArgument, "not a public key PEM: {}", openssl::TakeError());
   }
   RsaKey key(raw, false);
   CheckRsaBits(raw, "peer key");
   BIGNUM* e = nullptr;
   if (EVP_PKEY_get_bn_param(raw, OSSL_PKEY_PARAM_RSA_E, &e) != 1) {
-    Fail(ErrorCode::kInvalidArgument, "peer key has no RSA exponent: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInvalidArgument, "peer key has no RSA exponent: {}", openssl::TakeError());
   }
   bool usable = BN_is_odd(e) && !BN_is_one(e);
   BN_free(e);
@@ -220,7 +194,7 @@ std::string RsaKey::PrivatePem() const {
   Bio bio(BIO_new(BIO_s_secmem()));
   if (!bio ||
       PEM_write_bio_PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    Fail(ErrorCode::kInternal, "cannot write private key PEM: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "cannot write private key PEM: {}", openssl::TakeError());
   }
   return BioContents(bio.get());
 }
@@ -228,7 +202,7 @@ std::string RsaKey::PrivatePem() const {
 std::string RsaKey::PublicPem() const {
   Bio bio(BIO_new(BIO_s_mem()));
   if (!bio || !key_ || PEM_write_bio_PUBKEY(bio.get(), key_.get()) != 1) {
-    Fail(ErrorCode::kInternal, "cannot write public key PEM: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "cannot write public key PEM: {}", openssl::TakeError());
   }
   return BioContents(bio.get());
 }
@@ -237,7 +211,7 @@ std::string RsaKey::PublicDer() const {
   if (!key_) Fail(ErrorCode::kInternal, "no key");
   unsigned char* der = nullptr;
   int length = i2d_PUBKEY(key_.get(), &der);
-  if (length <= 0) Fail(ErrorCode::kInternal, "cannot encode public key: {}", TakeOpenSslError());
+  if (length <= 0) Fail(ErrorCode::kInternal, "cannot encode public key: {}", openssl::TakeError());
   std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
   OPENSSL_free(der);
   return out;
@@ -259,13 +233,13 @@ std::string RsaOaepEncrypt(const RsaKey& public_key, std::string_view plain) {
   PkeyCtx ctx = OaepContext(public_key, true);
   std::size_t length = 0;
   if (EVP_PKEY_encrypt(ctx.get(), nullptr, &length, Bytes(plain), plain.size()) != 1) {
-    Fail(ErrorCode::kInternal, "RSA-OAEP encrypt: {}", TakeOpenSslError());
+    Fail(ErrorCode::kInternal, "RSA-OAEP encrypt: {}", openssl::TakeError());
   }
   std::string out(length, '\0');
   if (EVP_PKEY_encrypt(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &length,
                        Bytes(plain), plain.size()) != 1) {
     Fail(ErrorCode::kInvalidArgument, "RSA-OAEP encrypt of {} bytes: {}", plain.size(),
-         TakeOpenSslError());
+         openssl::TakeError());
   }
   out.resize(length);
   return out;

@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "api/openssl_util.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
@@ -20,25 +21,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string OpenSslError() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "unknown OpenSSL error";
-  char text[256];
-  ERR_error_string_n(code, text, sizeof text);
-  return text;
-}
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
 struct X509Deleter {
   void operator()(X509* x) const { X509_free(x); }
 };
 struct PkeyDeleter {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
-using UniqueBio = std::unique_ptr<BIO, BioDeleter>;
 using UniqueX509 = std::unique_ptr<X509, X509Deleter>;
 using UniquePkey = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
 
@@ -51,21 +39,21 @@ std::string ReadPem(const fs::path& path, const char* what) {
 }
 
 UniqueX509 ParseCertificate(const std::string& pem, const fs::path& path) {
-  UniqueBio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  openssl::Bio bio = openssl::MemoryBio(pem);
   UniqueX509 cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
   if (!cert) {
     Fail(ErrorCode::kInvalidArgument, "TLS certificate {} is not a PEM certificate: {}",
-         path.string(), OpenSslError());
+         path.string(), openssl::TakeError());
   }
   return cert;
 }
 
 UniquePkey ParseKey(const std::string& pem, const fs::path& path) {
-  UniqueBio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  openssl::Bio bio = openssl::MemoryBio(pem);
   UniquePkey key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) {
     Fail(ErrorCode::kInvalidArgument, "TLS key {} is not an unencrypted PEM private key: {}",
-         path.string(), OpenSslError());
+         path.string(), openssl::TakeError());
   }
   return key;
 }
@@ -73,7 +61,8 @@ UniquePkey ParseKey(const std::string& pem, const fs::path& path) {
 std::string CertificateSha256(X509* cert) {
   unsigned char* der = nullptr;
   int length = i2d_X509(cert, &der);
-  if (length <= 0) Fail(ErrorCode::kInternal, "cannot encode a certificate: {}", OpenSslError());
+  if (length <= 0)
+    Fail(ErrorCode::kInternal, "cannot encode a certificate: {}", openssl::TakeError());
   std::string digest =
       Sha256Hex(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(length)));
   OPENSSL_free(der);
@@ -87,7 +76,7 @@ void AddExtension(X509* cert, int nid, const std::string& value) {
   X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
   if (!ext || !X509_add_ext(cert, ext, -1)) {
     X509_EXTENSION_free(ext);
-    Fail(ErrorCode::kInternal, "cannot add a certificate extension: {}", OpenSslError());
+    Fail(ErrorCode::kInternal, "cannot add a certificate extension: {}", openssl::TakeError());
   }
   X509_EXTENSION_free(ext);
 }
@@ -95,7 +84,7 @@ void AddExtension(X509* cert, int nid, const std::string& value) {
 void GenerateSelfSigned(const fs::path& cert_path, const fs::path& key_path,
                         const std::string& host_name) {
   UniquePkey key(EVP_EC_gen("P-256"));
-  if (!key) Fail(ErrorCode::kInternal, "cannot generate a TLS key: {}", OpenSslError());
+  if (!key) Fail(ErrorCode::kInternal, "cannot generate a TLS key: {}", openssl::TakeError());
   UniqueX509 cert(X509_new());
   X509_set_version(cert.get(), 2);
   unsigned char serial[16];
@@ -117,20 +106,15 @@ void GenerateSelfSigned(const fs::path& cert_path, const fs::path& key_path,
   AddExtension(cert.get(), NID_basic_constraints, "critical,CA:FALSE");
   AddExtension(cert.get(), NID_ext_key_usage, "serverAuth");
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) {
-    Fail(ErrorCode::kInternal, "cannot sign the TLS certificate: {}", OpenSslError());
+    Fail(ErrorCode::kInternal, "cannot sign the TLS certificate: {}", openssl::TakeError());
   }
-  UniqueBio key_bio(BIO_new(BIO_s_mem()));
-  UniqueBio cert_bio(BIO_new(BIO_s_mem()));
+  openssl::Bio key_bio(BIO_new(BIO_s_mem()));
+  openssl::Bio cert_bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   PEM_write_bio_X509(cert_bio.get(), cert.get());
-  auto text = [](BIO* bio) {
-    char* data = nullptr;
-    long size = BIO_get_mem_data(bio, &data);
-    return std::string(data, static_cast<size_t>(size));
-  };
   // The key first: a certificate without its key is useless, the reverse is redone.
-  WriteFileAtomic(key_path, text(key_bio.get()), 0600);
-  WriteFileAtomic(cert_path, text(cert_bio.get()), 0644);
+  WriteFileAtomic(key_path, openssl::BioContents(key_bio.get()), 0600);
+  WriteFileAtomic(cert_path, openssl::BioContents(cert_bio.get()), 0644);
 }
 
 }  // namespace

@@ -233,6 +233,13 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
       throw ApiError(0, "cannot reach ephemerad at " + where + ": " + Describe(ec, t.connect));
     response = Exchange(io, socket, close, request, options_, where);
   } else if (!options_.server->tls) {
+    if (options_.token && !warned_plain_token_) {
+      std::fprintf(stderr,
+                   "ephemera: warning: %s is plain HTTP: the access token travels "
+                   "unencrypted\n",
+                   where.c_str());
+      warned_plain_token_ = true;
+    }
     tcp::socket socket(io);
     Connect(io, socket, Resolve(io, *options_.server, t), *options_.server, t);
     response = Exchange(

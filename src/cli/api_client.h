@@ -80,6 +80,7 @@ class ApiClient {
   void RememberToken();
 
   ClientOptions options_;
+  bool warned_plain_token_ = false;
   bool token_remembered_ = false;
 };
 

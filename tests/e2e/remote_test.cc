@@ -241,5 +241,20 @@ TEST_F(TrustedNetworkTest, PlainHttpWithoutTokensWhenAskedFor) {
   EXPECT_THAT(DaemonLog(), HasSubstr("without access tokens"));
 }
 
+TEST(RemoteStartTest, ABadCertificateOrKeyFileStopsTheStartWithItsName) {
+  test::TempDir dir;
+  test::WriteBytes(dir.path() / "cert.pem", "not a certificate\n");
+  test::WriteBytes(dir.path() / "config.yaml",
+                   "state_dir: " + (dir.path() / "state").string() +
+                       "\nsocket: " + (dir.path() / "api.sock").string() +
+                       "\nremote: {listen: '127.0.0.1:8443', tls_certificate: " +
+                       (dir.path() / "cert.pem").string() +
+                       ", tls_key: " + (dir.path() / "missing-key.pem").string() + "}\n");
+  ProcessResult r = RunProcess({EPHEMERAD, "--config", (dir.path() / "config.yaml").string()}, 60s);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cert.pem is not a PEM certificate"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "api.sock"));
+}
+
 }  // namespace
 }  // namespace ephemera
