@@ -221,7 +221,7 @@ HttpResponse HandleAnweddolWebRequest(const AnweddolContext& c, const HttpReques
   }
   response.set(http::field::content_type, "application/json");
   response.set(http::field::cache_control, "no-store");
-  response.body() = answer.response.dump() + "\n";
+  response.body() = answer.response.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   return response;
 }
 

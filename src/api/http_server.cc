@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -39,9 +40,23 @@ HttpResponse ProtocolError(http::error ec_kind) {
 struct Shared {
   HttpServerOptions options;
   HttpHandler handler;
-  asio::thread_pool& workers;
+  asio::thread_pool* workers = nullptr;
   std::atomic<std::size_t> open{0};
+  // Taken to hand a request to a worker and to set `stopping`, so that no
+  // request reaches the pool after it has been joined.
+  std::mutex dispatch;
+  bool stopping = false;                  // under `dispatch`
+  std::atomic<bool> closing{false};       // the same, for the I/O thread's fast path
+  std::atomic<std::size_t> answering{0};  // requests read but not yet answered
 };
+
+HttpResponse InternalError() {
+  HttpResponse response{http::status::internal_server_error, 11};
+  response.set(http::field::content_type, "application/json");
+  response.body() = R"({"error":{"code":"internal","message":"internal error"}})"
+                    "\n";
+  return response;
+}
 
 // One connection. Stream is a unix stream, a tcp_stream or a TLS stream over
 // one; everything else is the same.
@@ -94,9 +109,21 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                                                : http::error::bad_method));
     }
     request_ = parser_->release();
+    std::lock_guard dispatch(shared_.dispatch);
+    if (shared_.stopping) return Close();
+    ++shared_.answering;
+    answering_ = true;
     // The handler may block: run it off the I/O thread.
-    asio::post(shared_.workers, [self = this->shared_from_this()] {
-      HttpResponse response = self->shared_.handler(self->request_, self->peer_);
+    asio::post(*shared_.workers, [self = this->shared_from_this()] {
+      HttpResponse response;
+      try {
+        response = self->shared_.handler(self->request_, self->peer_);
+      } catch (const std::exception& e) {
+        // Handlers answer errors themselves; this is a bug, not a reason to
+        // take the daemon down.
+        spdlog::error("http: handler failed for {}: {}", self->peer_.ToString(), e.what());
+        response = InternalError();
+      }
       response.version(self->request_.version());
       response.keep_alive(self->request_.keep_alive() && response.keep_alive());
       response.prepare_payload();
@@ -110,7 +137,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     beast::get_lowest_layer(stream_).expires_after(shared_.options.io_timeout);
     http::async_write(stream_, *response_,
                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                        if (ec || !self->response_->keep_alive()) return self->Close();
+                        if (self->answering_) {
+                          self->answering_ = false;
+                          --self->shared_.answering;
+                        }
+                        if (ec || !self->response_->keep_alive() || self->shared_.closing) {
+                          return self->Close();
+                        }
                         self->Read();
                       });
   }
@@ -137,7 +170,17 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
   std::shared_ptr<HttpResponse> response_;
+  bool answering_ = false;
 };
+
+// An IPv4 peer on a dual-stack socket arrives IPv4-mapped; every door
+// names it the same way.
+asio::ip::address Unmapped(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  return address;
+}
 
 ErrorCode BindErrorCode(const beast::error_code& ec) {
   if (ec == asio::error::access_denied) return ErrorCode::kPermissionDenied;
@@ -147,34 +190,48 @@ ErrorCode BindErrorCode(const beast::error_code& ec) {
 }  // namespace
 
 struct HttpServer::Impl {
-  // Declared so that the io_context, whose destructor frees pending
-  // sessions, goes before the state those sessions point at.
+  // Declared so that whatever frees pending sessions (the worker pool's
+  // queue, then the io_context) goes before what those sessions point at.
   HttpListener listener;
-  asio::thread_pool workers;
   Shared shared;
   asio::io_context io;
   UnixSocket::acceptor unix_acceptor{io};
   tcp::acceptor tcp_acceptor{io};
+  asio::steady_timer accept_retry{io};
+  // Keeps io.run() going while every session waits on a worker (no I/O
+  // pending) after the acceptors close.
+  asio::executor_work_guard<asio::io_context::executor_type> keep_running{io.get_executor()};
+  asio::thread_pool workers;
   std::thread thread;
 
   Impl(HttpListener l, HttpServerOptions o, HttpHandler h)
       : listener(std::move(l)),
-        workers(std::max<std::size_t>(1, o.workers)),
-        shared{o, std::move(h), workers} {}
+        shared{o, std::move(h)},
+        workers(std::max<std::size_t>(1, o.workers)) {
+    shared.workers = &workers;
+  }
+
+  // After an accept error (EMFILE, ENOBUFS) wait a little instead of
+  // spinning on it.
+  template <typename Again>
+  void RetryAcceptLater(Again again) {
+    accept_retry.expires_after(std::chrono::milliseconds(100));
+    accept_retry.async_wait([again](beast::error_code ec) {
+      if (!ec) again();
+    });
+  }
 
   bool OverLimit() const { return shared.open.load() >= shared.options.max_connections; }
 
   void AcceptUnix() {
     unix_acceptor.async_accept([this](beast::error_code ec, UnixSocket::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (OverLimit()) {
-          socket.close();  // over the limit: refuse rather than queue without bound
-        } else {
-          std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), Peer{true, {}},
-                                                shared)
-              ->Start();
-        }
+      if (ec) return RetryAcceptLater([this] { AcceptUnix(); });
+      if (OverLimit()) {
+        socket.close();  // over the limit: refuse rather than queue without bound
+      } else {
+        std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), Peer{true, {}}, shared)
+            ->Start();
       }
       AcceptUnix();
     });
@@ -183,23 +240,23 @@ struct HttpServer::Impl {
   void AcceptTcp() {
     tcp_acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        beast::error_code peer_ec;
-        auto remote = socket.remote_endpoint(peer_ec);
-        if (OverLimit() || peer_ec) {
-          socket.close();
+      if (ec) return RetryAcceptLater([this] { AcceptTcp(); });
+      beast::error_code peer_ec;
+      auto remote = socket.remote_endpoint(peer_ec);
+      Peer peer{false, Unmapped(remote.address())};
+      // Filtered addresses are dropped before any TLS work or buffer.
+      if (OverLimit() || peer_ec || (listener.admit && !listener.admit(peer.address))) {
+        socket.close();
+      } else {
+        socket.set_option(tcp::no_delay(true), peer_ec);
+        if (listener.tls) {
+          std::make_shared<Session<TlsStream>>(
+              TlsStream(beast::tcp_stream(std::move(socket)), *listener.tls), peer, shared)
+              ->Start();
         } else {
-          socket.set_option(tcp::no_delay(true), peer_ec);
-          Peer peer{false, remote.address()};
-          if (listener.tls) {
-            std::make_shared<Session<TlsStream>>(
-                TlsStream(beast::tcp_stream(std::move(socket)), *listener.tls), peer, shared)
-                ->Start();
-          } else {
-            std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), peer,
-                                                         shared)
-                ->Start();
-          }
+          std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), peer,
+                                                       shared)
+              ->Start();
         }
       }
       AcceptTcp();
@@ -253,12 +310,23 @@ HttpServer::HttpServer(HttpListener listener, HttpServerOptions options, HttpHan
 }
 
 HttpServer::~HttpServer() {
+  // Stop accepting and reading new requests, let the handlers running now
+  // finish and their answers go out (for a few seconds at most), then stop.
+  {
+    std::lock_guard dispatch(impl_->shared.dispatch);
+    impl_->shared.stopping = true;
+    impl_->shared.closing = true;
+  }
   asio::post(impl_->io, [this] {
     beast::error_code ignored;
     impl_->unix_acceptor.close(ignored);
     impl_->tcp_acceptor.close(ignored);
+    impl_->accept_retry.cancel();
   });
   impl_->workers.join();
+  for (int i = 0; i < 300 && impl_->shared.answering.load() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   impl_->io.stop();
   impl_->thread.join();
   if (!impl_->listener.socket.empty()) {

@@ -35,13 +35,16 @@ struct HttpListener {
   unsigned socket_mode = 0660;
   boost::asio::ip::tcp::endpoint endpoint;
   std::shared_ptr<boost::asio::ssl::context> tls;  // TCP only; null: plain HTTP
+  // TCP only: a peer this refuses is closed at accept, before any TLS.
+  std::function<bool(const boost::asio::ip::address&)> admit;
 
   static HttpListener Unix(std::filesystem::path socket, unsigned mode) {
-    return {std::move(socket), mode, {}, nullptr};
+    return {std::move(socket), mode, {}, nullptr, {}};
   }
   static HttpListener Tcp(boost::asio::ip::tcp::endpoint endpoint,
-                          std::shared_ptr<boost::asio::ssl::context> tls) {
-    return {{}, 0, endpoint, std::move(tls)};
+                          std::shared_ptr<boost::asio::ssl::context> tls,
+                          std::function<bool(const boost::asio::ip::address&)> admit = {}) {
+    return {{}, 0, endpoint, std::move(tls), std::move(admit)};
   }
 };
 

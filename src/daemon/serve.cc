@@ -98,7 +98,7 @@ class RemoteDoors {
       api_context_ = local_context;
       api_context_.access = access_.get();
       api_server_ = std::make_unique<HttpServer>(
-          HttpListener::Tcp(Endpoint(*r.listen), https ? tls_ : nullptr), http_options,
+          HttpListener::Tcp(Endpoint(*r.listen), https ? tls_ : nullptr, Admission()), http_options,
           [this](const HttpRequest& q, const Peer& p) {
             return HandleApiRequest(api_context_, q, p);
           });
@@ -111,8 +111,8 @@ class RemoteDoors {
     anweddol_context_ = {&engine, access_.get(), local_context.version};
     if (a.web_listen) {
       web_server_ = std::make_unique<HttpServer>(
-          HttpListener::Tcp(Endpoint(*a.web_listen), a.web_tls ? tls_ : nullptr), http_options,
-          [this](const HttpRequest& q, const Peer& p) {
+          HttpListener::Tcp(Endpoint(*a.web_listen), a.web_tls ? tls_ : nullptr, Admission()),
+          http_options, [this](const HttpRequest& q, const Peer& p) {
             return HandleAnweddolWebRequest(anweddol_context_, q, p);
           });
       doors["anweddol_web"] = {{"listen", web_server_->address()}, {"tls", a.web_tls}};
@@ -132,9 +132,7 @@ class RemoteDoors {
           [this](std::string_view body, const boost::asio::ip::address& address) {
             return HandleAnweddolRequest(anweddol_context_, body, Peer{false, address});
           },
-          [this](const boost::asio::ip::address& address) {
-            return access_->AdmitsAddress(address);
-          });
+          Admission());
       ListenAddress bound = *a.listen;
       bound.port = classic_server_->port();
       doors["anweddol_classic"] = {{"listen", bound.str()},
@@ -147,6 +145,15 @@ class RemoteDoors {
   }
 
  private:
+  // The IP filter, applied by every door as a connection is accepted.
+  std::function<bool(const boost::asio::ip::address&)> Admission() {
+    return [this](const boost::asio::ip::address& address) {
+      if (access_->AdmitsAddress(address)) return true;
+      spdlog::debug("refused a connection from {} (IP filter)", address.to_string());
+      return false;
+    };
+  }
+
   std::unique_ptr<AccessControl> access_;
   std::optional<TlsIdentity> identity_;
   std::shared_ptr<boost::asio::ssl::context> tls_;
@@ -197,8 +204,8 @@ int Serve(const Config& config) {
   ApiContext context{&engine,  ClientHost(config),
                      kVersion, fmt::format("{} ({})", AccelName(accel.accel), accel.reason),
                      nullptr,  &front_doors};
-  RemoteDoors remote(config, engine, context, front_doors);
-  HttpServer server(
+  auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
+  auto server = std::make_unique<HttpServer>(
       HttpListener::Unix(config.socket, config.socket_mode), HttpServerOptions{},
       [&context](const HttpRequest& r, const Peer& p) { return HandleApiRequest(context, r, p); });
   spdlog::info("listening on {} (images in {}, state in {})", config.socket.string(),
@@ -209,6 +216,10 @@ int Serve(const Config& config) {
   sigwait(&signals, &sig);
   spdlog::info("received {}, stopping", strsignal(sig));
   sd_notify(0, "STOPPING=1");
+  // No request may start a sandbox while they are being destroyed: close
+  // the doors first (each finishes the requests it is serving).
+  server.reset();
+  remote.reset();
   if (config.destroy_on_exit) {
     engine.DestroyAll("the daemon stopped (destroy_on_exit)");
     networks.TeardownAll();

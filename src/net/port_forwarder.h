@@ -1,6 +1,8 @@
 // The host-port forwarder: one TCP listener per sandbox on a port from a
-// range, each accepted connection spliced (zero-copy, through a pipe per
-// direction) to the guest's sshd. One epoll thread serves every sandbox.
+// range, each accepted connection relayed to the guest's sshd through a
+// buffer per direction that grows with the traffic (large copies beat
+// splice here; see port_forwarder.cc). One epoll thread serves every
+// sandbox.
 #pragma once
 
 #include <atomic>

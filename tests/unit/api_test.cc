@@ -4,6 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <utility>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -13,6 +17,7 @@
 #include "api/http_server.h"
 #include "api/ip_filter.h"
 #include "api/rate_limiter.h"
+#include "api/router.h"
 #include "api/tls.h"
 #include "api/wire.h"
 #include "core/fs.h"
@@ -251,6 +256,78 @@ TEST(HttpServerTest, ConnectionsOverTheLimitAreClosedAtAccept) {
   http::response<http::string_body> response;
   http::read(second, buffer, response, ec);
   EXPECT_TRUE(ec) << "the second connection was served";
+}
+
+TEST(HttpServerTest, AFilteredPeerIsClosedAtAcceptAndAThrowingHandlerIsA500) {
+  HttpServer server(
+      HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr,
+                        [](const asio::ip::address& a) { return a != Address("127.0.0.2"); }),
+      {},
+      [](const HttpRequest&, const Peer&) -> HttpResponse { throw std::runtime_error("a bug"); });
+  asio::io_context io;
+  beast::tcp_stream denied(io);
+  denied.socket().open(asio::ip::tcp::v4());
+  denied.socket().bind({Address("127.0.0.2"), 0});
+  denied.connect({Address("127.0.0.1"), server.port()});
+  char byte;
+  beast::error_code ec;
+  denied.socket().read_some(asio::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+
+  beast::tcp_stream allowed(io);
+  allowed.connect({Address("127.0.0.1"), server.port()});
+  http::request<http::string_body> request{http::verb::get, "/", 11};
+  request.set(http::field::host, "localhost");
+  http::write(allowed, request);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(allowed, buffer, response);
+  EXPECT_EQ(response.result(), http::status::internal_server_error);
+}
+
+TEST(HttpServerTest, DestroyingTheServerUnderLoadIsClean) {
+  // Kept-alive clients keep sending while the server goes away; the
+  // sanitizer build checks that no session outlives what it points at.
+  auto server =
+      std::make_unique<HttpServer>(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr),
+                                   HttpServerOptions{}, [](const HttpRequest&, const Peer&) {
+                                     std::this_thread::sleep_for(2ms);
+                                     return HttpResponse{http::status::ok, 11};
+                                   });
+  const std::uint16_t port = server->port();
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back([&] {
+      asio::io_context io;
+      beast::tcp_stream stream(io);
+      beast::error_code ec;
+      stream.socket().connect({Address("127.0.0.1"), port}, ec);
+      beast::flat_buffer buffer;
+      while (!ec) {
+        http::request<http::string_body> request{http::verb::get, "/", 11};
+        request.set(http::field::host, "localhost");
+        http::write(stream, request, ec);
+        http::response<http::string_body> response;
+        if (!ec) http::read(stream, buffer, response, ec);
+        if (!ec) ++answered;
+      }
+    });
+  }
+  while (answered.load() < 50) std::this_thread::sleep_for(1ms);
+  server.reset();
+  for (auto& c : clients) c.join();  // every client sees its connection end
+  EXPECT_GE(answered.load(), 50);
+}
+
+TEST(RouterTest, InvalidUtf8InATargetGetsAnAnswerNotACrash) {
+  ApiContext context;  // no engine: these requests never reach it
+  HttpRequest request{http::verb::get, "/v1/\xff\xfe", 11};
+  HttpResponse response = HandleApiRequest(context, request, Peer{true, {}});
+  EXPECT_EQ(response.result(), http::status::not_found);
+  EXPECT_THAT(response.body(), HasSubstr("no such endpoint"));
+  request.target("/v1/sandboxes/\xc3");
+  EXPECT_EQ(HandleApiRequest(context, request, Peer{true, {}}).result(), http::status::bad_request);
 }
 
 }  // namespace
