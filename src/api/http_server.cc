@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -48,6 +49,23 @@ struct Shared {
   bool stopping = false;                  // under `dispatch`
   std::atomic<bool> closing{false};       // the same, for the I/O thread's fast path
   std::atomic<std::size_t> answering{0};  // requests read but not yet answered
+
+  // Open TCP connections per peer address.
+  std::mutex per_address_mutex;
+  std::map<asio::ip::address, std::size_t> per_address;
+
+  bool TakeAddressSlot(const asio::ip::address& address) {
+    std::lock_guard lock(per_address_mutex);
+    std::size_t& count = per_address[address];
+    if (count >= options.max_connections_per_address) return false;
+    ++count;
+    return true;
+  }
+  void ReleaseAddressSlot(const asio::ip::address& address) {
+    std::lock_guard lock(per_address_mutex);
+    auto it = per_address.find(address);
+    if (it != per_address.end() && --it->second == 0) per_address.erase(it);
+  }
 };
 
 HttpResponse InternalError() {
@@ -67,7 +85,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       : stream_(std::move(stream)), peer_(std::move(peer)), shared_(shared) {
     ++shared_.open;
   }
-  ~Session() { --shared_.open; }
+  ~Session() {
+    if (!peer_.local) shared_.ReleaseAddressSlot(peer_.address);
+    --shared_.open;
+  }
 
   void Start() {
     if constexpr (std::is_same_v<Stream, TlsStream>) {
@@ -245,7 +266,8 @@ struct HttpServer::Impl {
       auto remote = socket.remote_endpoint(peer_ec);
       Peer peer{false, Unmapped(remote.address())};
       // Filtered addresses are dropped before any TLS work or buffer.
-      if (OverLimit() || peer_ec || (listener.admit && !listener.admit(peer.address))) {
+      if (OverLimit() || peer_ec || (listener.admit && !listener.admit(peer.address)) ||
+          !shared.TakeAddressSlot(peer.address)) {
         socket.close();
       } else {
         socket.set_option(tcp::no_delay(true), peer_ec);

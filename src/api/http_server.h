@@ -51,9 +51,10 @@ struct HttpListener {
 struct HttpServerOptions {
   std::size_t workers = 8;
   std::size_t max_body = 64 * 1024;
-  std::size_t max_connections = 256;      // open at once; more are closed at accept
-  std::chrono::seconds idle_timeout{60};  // waiting for the next request
-  std::chrono::seconds io_timeout{30};    // TLS handshake, reading a started request, writing
+  std::size_t max_connections = 256;             // open at once; more are closed at accept
+  std::size_t max_connections_per_address = 32;  // TCP: so one peer cannot take them all
+  std::chrono::seconds idle_timeout{60};         // waiting for the next request
+  std::chrono::seconds io_timeout{30};  // TLS handshake, reading a started request, writing
 };
 
 class HttpServer {

@@ -239,6 +239,7 @@ void ReadRemote(Section& section, RemoteConfig& out) {
   section.ReadUnsigned("rate_limit_per_minute", out.rate_limit_per_minute, 1, 10000000);
   section.ReadUnsigned("rate_limit_burst", out.rate_limit_burst, 1, 1000000);
   section.ReadUnsigned("max_connections", out.max_connections, 1, 100000);
+  section.ReadUnsigned("max_connections_per_address", out.max_connections_per_address, 1, 100000);
 }
 
 void ReadAnweddol(Section& section, AnweddolConfig& out) {

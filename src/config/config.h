@@ -83,6 +83,7 @@ struct RemoteConfig {
   unsigned rate_limit_per_minute = 600;  // per token (per address without tokens)
   unsigned rate_limit_burst = 60;
   unsigned max_connections = 256;  // per front door
+  unsigned max_connections_per_address = 32;
 };
 
 // Front doors for unmodified Anweddol clients.

@@ -238,6 +238,35 @@ TEST(HttpServerTest, AnAddressInUseIsAClearError) {
       ErrorCode::kUnavailable, "cannot listen on 127.0.0.1:" + std::to_string(first.port()));
 }
 
+TEST(HttpServerTest, OnePeerCannotTakeEveryConnection) {
+  HttpServerOptions options;
+  options.max_connections_per_address = 2;
+  HttpServer server(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr), options, Echo());
+  asio::io_context io;
+  auto connect_from = [&](const char* source) {
+    auto stream = std::make_unique<beast::tcp_stream>(io);
+    stream->socket().open(asio::ip::tcp::v4());
+    stream->socket().bind({Address(source), 0});
+    stream->connect({Address("127.0.0.1"), server.port()});
+    return stream;
+  };
+  auto a1 = connect_from("127.0.0.1");
+  auto a2 = connect_from("127.0.0.1");
+  EXPECT_EQ(Exchange(*a1, 1).size(), 1u);
+  EXPECT_EQ(Exchange(*a2, 1).size(), 1u);
+  auto a3 = connect_from("127.0.0.1");  // the third from the same address is closed
+  char byte;
+  beast::error_code ec;
+  a3->socket().read_some(asio::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  auto b1 = connect_from("127.0.0.3");  // another address is served
+  EXPECT_EQ(Exchange(*b1, 1), std::vector<std::string>{"/who from 127.0.0.3"});
+  a1.reset();  // a closed connection frees its slot
+  std::this_thread::sleep_for(50ms);
+  auto a4 = connect_from("127.0.0.1");
+  EXPECT_EQ(Exchange(*a4, 1).size(), 1u);
+}
+
 TEST(HttpServerTest, ConnectionsOverTheLimitAreClosedAtAccept) {
   HttpServerOptions options;
   options.max_connections = 1;
