@@ -119,6 +119,34 @@ RsaKey RsaKey::Generate(unsigned bits) {
   return RsaKey(key, true);
 }
 
+RsaKey RsaKey::Generate(unsigned bits, const std::function<bool()>& keep_going) {
+  if (bits < kMinPeerRsaBits || bits > kMaxPeerRsaBits) {
+    Fail(ErrorCode::kInvalidArgument, "RSA key size {} out of range {}..{}", bits, kMinPeerRsaBits,
+         kMaxPeerRsaBits);
+  }
+  PkeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
+  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) <= 0 ||
+      EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), static_cast<int>(bits)) <= 0) {
+    Fail(ErrorCode::kInternal, "RSA-{} key generation: {}", bits, openssl::TakeError());
+  }
+  if (keep_going) {
+    EVP_PKEY_CTX_set_app_data(ctx.get(), const_cast<std::function<bool()>*>(&keep_going));
+    EVP_PKEY_CTX_set_cb(ctx.get(), [](EVP_PKEY_CTX* c) -> int {
+      return (*static_cast<const std::function<bool()>*>(EVP_PKEY_CTX_get_app_data(c)))() ? 1 : 0;
+    });
+  }
+  EVP_PKEY* key = nullptr;
+  if (EVP_PKEY_keygen(ctx.get(), &key) <= 0) {
+    EVP_PKEY_free(key);
+    if (keep_going && !keep_going()) {
+      ERR_clear_error();
+      Fail(ErrorCode::kUnavailable, "RSA-{} key generation cancelled", bits);
+    }
+    Fail(ErrorCode::kInternal, "RSA-{} key generation: {}", bits, openssl::TakeError());
+  }
+  return RsaKey(key, true);
+}
+
 RsaKey RsaKey::FromPrivatePem(std::string_view pem, std::string_view what) {
   Bio bio = MemoryBio(pem);
   EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr);

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,6 +49,10 @@ class RsaKey {
   RsaKey() = default;
 
   static RsaKey Generate(unsigned bits = kDefaultRsaBits);
+  // The same, abandoned (kUnavailable) as soon as `keep_going` returns false:
+  // OpenSSL asks it at every prime candidate, so a large key can be stopped
+  // promptly. It is called on this thread and must not throw.
+  static RsaKey Generate(unsigned bits, const std::function<bool()>& keep_going);
   // A private key in PEM (PKCS#8 or PKCS#1); `what` names its origin in errors.
   static RsaKey FromPrivatePem(std::string_view pem, std::string_view what = "private key");
   // kNotFound when absent; kInvalidArgument naming the file when it is not

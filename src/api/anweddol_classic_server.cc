@@ -8,9 +8,13 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <exception>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -35,6 +39,7 @@ namespace {
 constexpr auto kLingerTimeout = 2s;
 constexpr std::size_t kLingerDiscardBytes = 64 * 1024;
 constexpr auto kAcceptRetry = 100ms;  // after an accept error such as EMFILE
+constexpr auto kKeyRetry = 1s;        // after a failed one-time key generation
 
 json Failure(std::string_view message) {
   return {{"success", false}, {"message", message}, {"data", json::object()}};
@@ -54,6 +59,129 @@ std::string EndpointText(const tcp::endpoint& endpoint) {
   return fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
 }
 
+// One-time server keys, made ahead of need by one thread: however many
+// connections arrive, key generation uses at most one core, and a
+// connection without a ready key waits for the next one instead of making
+// its own on a worker.
+class KeyPool {
+ public:
+  struct Key {
+    std::shared_ptr<const aw::RsaKey> key;
+    std::string pem;
+  };
+  // Called at most once, on the generator's thread or the caller of Return,
+  // without the pool's lock held; it must only hand the key on.
+  using Waiter = std::function<void(Key)>;
+
+  KeyPool(unsigned bits, std::size_t capacity) : bits_(bits), capacity_(capacity) {}
+  ~KeyPool() { Stop(); }
+  KeyPool(const KeyPool&) = delete;
+  KeyPool& operator=(const KeyPool&) = delete;
+
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  // Stops the generator (mid-key too) and forgets the waiters. Idempotent.
+  void Stop() {
+    std::deque<std::pair<std::uint64_t, Waiter>> waiters;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      ready_.clear();
+      waiters.swap(waiters_);
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // A ready key; or, if there is none, nullopt once `waiter` is queued for
+  // the next key, under `*ticket` (for Cancel).
+  std::optional<Key> TakeOrWait(Waiter waiter, std::uint64_t* ticket) {
+    std::unique_lock lock(mu_);
+    if (!ready_.empty()) {
+      Key key = std::move(ready_.front());
+      ready_.pop_front();
+      lock.unlock();
+      cv_.notify_all();  // room to refill
+      return key;
+    }
+    *ticket = 0;
+    if (stopping_) return std::nullopt;
+    *ticket = ++next_ticket_;
+    waiters_.emplace_back(*ticket, std::move(waiter));
+    lock.unlock();
+    cv_.notify_all();  // with a pool of 0, a waiter is what starts a key
+    return std::nullopt;
+  }
+
+  // False if that waiter was already served: its key is then on its way.
+  bool Cancel(std::uint64_t ticket) {
+    std::lock_guard lock(mu_);
+    auto it = std::find_if(waiters_.begin(), waiters_.end(),
+                           [ticket](const auto& w) { return w.first == ticket; });
+    if (it == waiters_.end()) return false;
+    waiters_.erase(it);
+    return true;
+  }
+
+  // A key handed to a waiter that closed before sending it: no peer has
+  // seen it, so it may serve another connection.
+  void Return(Key key) { Offer(std::move(key)); }
+
+ private:
+  void Run() {
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock,
+                 [this] { return stopping_ || ready_.size() < capacity_ || !waiters_.empty(); });
+        if (stopping_) return;
+      }
+      Key key;
+      try {
+        auto fresh = std::make_shared<aw::RsaKey>(
+            aw::RsaKey::Generate(bits_, [this] { return !stopping_.load(); }));
+        key.pem = fresh->PublicPem();
+        key.key = std::move(fresh);
+      } catch (const std::exception& e) {
+        std::unique_lock lock(mu_);
+        if (stopping_) return;
+        spdlog::error("anweddol: one-time RSA-{} key generation: {}", bits_, e.what());
+        cv_.wait_for(lock, kKeyRetry, [this] { return stopping_.load(); });
+        continue;
+      }
+      Offer(std::move(key));
+    }
+  }
+
+  // The oldest waiter gets the key, else the pool if it has room.
+  void Offer(Key key) {
+    Waiter waiter;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      if (waiters_.empty()) {
+        if (ready_.size() < capacity_) ready_.push_back(std::move(key));
+        return;
+      }
+      waiter = std::move(waiters_.front().second);
+      waiters_.pop_front();
+    }
+    waiter(std::move(key));
+  }
+
+  const unsigned bits_;
+  const std::size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> stopping_{false};  // written under mu_; read without it to cancel a key
+  std::deque<Key> ready_;              // guarded by mu_
+  std::deque<std::pair<std::uint64_t, Waiter>> waiters_;  // guarded by mu_, oldest first
+  std::uint64_t next_ticket_ = 0;                         // guarded by mu_
+  std::thread thread_;
+};
+
 class Session;
 
 // What every session needs; sessions hold it by shared_ptr, so it outlives
@@ -62,6 +190,7 @@ struct Shared {
   AnweddolClassicOptions options;
   AnweddolRequestHandler handler;
   std::shared_ptr<const aw::RsaKey> key;  // null with one_time_keys
+  std::shared_ptr<KeyPool> keys;          // with one_time_keys only
   std::string key_pem;
   std::string key_sha256;
   std::atomic<std::size_t> open{0};
@@ -74,6 +203,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, asio::ip::address peer, std::shared_ptr<Shared> shared,
           asio::thread_pool& workers)
       : stream_(std::move(socket)),
+        key_wait_(stream_.get_executor()),
         peer_(std::move(peer)),
         peer_text_(peer_.to_string()),
         shared_(std::move(shared)),
@@ -181,22 +311,51 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnClientKey() {
-    OffIo(
-        [this] {
-          client_key_ = aw::RsaKey::FromPeerPublicPem(buffer_);
-          if (shared_->key) {
-            server_key_ = shared_->key;
-            server_pem_ = shared_->key_pem;
-          } else {
-            auto fresh = std::make_shared<aw::RsaKey>(aw::RsaKey::Generate(options().rsa_bits));
-            server_pem_ = fresh->PublicPem();
-            server_key_ = std::move(fresh);
-          }
+    OffIo([this] { client_key_ = aw::RsaKey::FromPeerPublicPem(buffer_); },
+          [this](std::exception_ptr error) {
+            if (error) return RefuseAfter("client key", error);
+            TakeServerKey();
+          });
+  }
+
+  // Only a client whose key was accepted gets to use up a one-time key.
+  void TakeServerKey() {
+    if (shared_->key) {
+      server_key_ = shared_->key;
+      server_pem_ = shared_->key_pem;
+      return SendServerKey();
+    }
+    std::optional<KeyPool::Key> ready = shared_->keys->TakeOrWait(
+        [weak = weak_from_this(), pool = std::weak_ptr<KeyPool>(shared_->keys),
+         executor = stream_.get_executor()](KeyPool::Key key) {
+          asio::post(executor, [weak, pool, key = std::move(key)]() mutable {
+            auto self = weak.lock();
+            if (self && self->key_ticket_ != 0 && !self->closed_) {
+              return self->UseServerKey(std::move(key));
+            }
+            if (auto keys = pool.lock()) keys->Return(std::move(key));
+          });
         },
-        [this](std::exception_ptr error) {
-          if (error) return RefuseAfter("client key", error);
-          SendServerKey();
-        });
+        &key_ticket_);
+    if (ready) return UseServerKey(std::move(*ready));
+    spdlog::debug("anweddol {}: waiting for a one-time key (none ready)", peer_text_);
+    key_wait_.expires_after(options().io_timeout);
+    key_wait_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->closed_ || self->key_ticket_ == 0) return;
+      self->shared_->keys->Cancel(self->key_ticket_);
+      self->key_ticket_ = 0;
+      spdlog::debug("anweddol {}: dropped: no one-time key within {} ms", self->peer_text_,
+                    self->options().io_timeout.count());
+      self->Close();
+    });
+  }
+
+  void UseServerKey(KeyPool::Key key) {
+    key_ticket_ = 0;
+    key_wait_.cancel();
+    server_key_ = std::move(key.key);
+    server_pem_ = std::move(key.pem);
+    SendServerKey();
   }
 
   void SendServerKey() {
@@ -339,12 +498,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Close() {
     closed_ = true;
+    key_wait_.cancel();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
   }
 
   beast::tcp_stream stream_;
+  asio::steady_timer key_wait_;   // while waiting for a one-time key
+  std::uint64_t key_ticket_ = 0;  // nonzero while waiting for a one-time key
   asio::ip::address peer_;
   std::string peer_text_;
   std::shared_ptr<Shared> shared_;
@@ -461,7 +623,14 @@ AnweddolClassicServer::AnweddolClassicServer(AnweddolClassicOptions options,
   shared->handler = std::move(handler);
   const AnweddolClassicOptions& opts = shared->options;
 
-  if (!opts.one_time_keys) {
+  if (opts.one_time_keys) {
+    if (opts.rsa_bits < aw::kMinPeerRsaBits || opts.rsa_bits > aw::kMaxPeerRsaBits) {
+      Fail(ErrorCode::kInvalidArgument,
+           "anweddol classic server: RSA key size {} out of range {}..{}", opts.rsa_bits,
+           aw::kMinPeerRsaBits, aw::kMaxPeerRsaBits);
+    }
+    shared->keys = std::make_shared<KeyPool>(opts.rsa_bits, opts.one_time_key_pool);
+  } else {
     if (opts.key_file.empty()) {
       Fail(ErrorCode::kInvalidArgument,
            "anweddol classic server: a key file is required unless one-time keys are on");
@@ -497,6 +666,7 @@ AnweddolClassicServer::AnweddolClassicServer(AnweddolClassicOptions options,
   }
   const tcp::endpoint bound = impl_->acceptor.local_endpoint(ec);
   impl_->port = bound.port();
+  if (impl_->shared->keys) impl_->shared->keys->Start();
   impl_->Accept();
   impl_->thread = std::thread([impl = impl_.get()] {
     for (;;) {
@@ -518,6 +688,9 @@ AnweddolClassicServer::~AnweddolClassicServer() {
     stopped.set_value();
   });
   stopped.get_future().wait();
+  // Keys already handed out are posted to sessions that are closed now: they
+  // go back to the stopped pool, which drops them.
+  if (impl_->shared->keys) impl_->shared->keys->Stop();
   // Work in flight finishes (a handler may be booting a VM); its results find
   // their sessions closed.
   impl_->workers.join();

@@ -4,7 +4,8 @@
 // I/O is asynchronous on one Boost.Asio thread, with a deadline on every
 // read and write step, so a silent or slow client delays nobody and is
 // dropped after io_timeout. RSA private-key work and the handler (which may
-// block for seconds: it boots a VM) run on a bounded worker pool.
+// block for seconds: it boots a VM) run on a bounded worker pool; one-time
+// keys are made ahead by a single thread of their own.
 //
 // A refused handshake step or message header is answered with the ack byte
 // '0' and the connection closes; a message body that does not decrypt gets
@@ -30,7 +31,11 @@ struct AnweddolClassicOptions {
   boost::asio::ip::tcp::endpoint listen;  // port 0 = ephemeral
   std::filesystem::path key_file;         // server RSA private key PEM; generated (0600) if absent
   unsigned rsa_bits = 4096;
-  bool one_time_keys = false;         // a fresh key pair per connection (key_file unused then)
+  bool one_time_keys = false;  // a fresh key pair per connection (key_file unused then)
+  // With one_time_keys: key pairs kept ready, made by one background thread
+  // (so at most one core), each used for one connection only. A connection
+  // that finds none waits for the next, up to io_timeout (0: none kept ahead).
+  std::size_t one_time_key_pool = 4;
   std::size_t workers = 4;            // threads for RSA work and handlers
   std::size_t max_connections = 128;  // open connections; over it a new one is closed at once
   std::chrono::milliseconds io_timeout{10000};  // each read/write step

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +47,44 @@ std::string Bytes(std::size_t n, std::uint32_t seed) {
   for (char& c : s) c = static_cast<char>(rng());
   return s;
 }
+
+// Captures the log, debug level included, while it lives. Make it while no
+// server runs: the default logger is swapped without a lock.
+class LogCapture {
+ public:
+  LogCapture()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(4096)),
+        previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>("anweddol-test-capture", sink_);
+    logger->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(std::move(logger));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+
+  std::size_t Count(std::string_view text) {
+    std::size_t n = 0;
+    for (const std::string& line : sink_->last_formatted()) {
+      if (line.find(text) != std::string::npos) ++n;
+    }
+    return n;
+  }
+
+  bool WaitFor(std::string_view text, std::chrono::milliseconds within) {
+    for (auto deadline = Clock::now() + within; Clock::now() < deadline;
+         std::this_thread::sleep_for(10ms)) {
+      if (Count(text) > 0) return true;
+    }
+    return Count(text) > 0;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+constexpr std::string_view kWaitingForKey = "waiting for a one-time key";
 
 // ---- The channel's pure functions ------------------------------------------
 
@@ -180,6 +221,24 @@ class AnweddolClassicTest : public ::testing::Test {
 
   test::AnweddolClientOptions ClientOptions() { return {.key = client_key_, .timeout = 10s}; }
 
+  AnweddolClassicOptions OneTimeKeyOptions(const test::TempDir& dir, std::size_t pool) {
+    auto o = Options();
+    o.one_time_keys = true;
+    o.rsa_bits = 2048;
+    o.one_time_key_pool = pool;
+    o.key_file = dir.path() / "unused.pem";
+    return o;
+  }
+
+  // Sends the client's key without waiting for the server's answer, which
+  // comes once the server has a key of its own for this connection.
+  void SendClientKeyOnly(AnweddolClassicConnection& c) {
+    const std::string& pem = client_key_->public_pem();
+    c.SendRaw(aw::EncodeLengthField(pem.size()));
+    c.ExpectAck("client key length");
+    c.SendRaw(pem);
+  }
+
   json Stat(std::uint16_t port) {
     return test::AnweddolClassicRequest("127.0.0.1", port, {{"verb", "STAT"}, {"parameters", {}}},
                                         ClientOptions());
@@ -298,6 +357,106 @@ TEST_F(AnweddolClassicTest, OneTimeKeysDifferPerConnection) {
   EXPECT_EQ(a.server_key_sha256.size(), 64u);
   EXPECT_NE(a.server_key_sha256, b.server_key_sha256);
   EXPECT_FALSE(std::filesystem::exists(options.key_file));
+}
+
+TEST_F(AnweddolClassicTest, OneTimeKeyBurstWaitsForTheGeneratorAndNeverReusesAKey) {
+  test::TempDir dir;
+  auto options = OneTimeKeyOptions(dir, 2);
+  options.io_timeout = 20s;  // the last connection waits for several keys on a busy machine
+  LogCapture log;
+  std::set<std::string> fingerprints;
+  {
+    AnweddolClassicServer server(options, Recorder());
+    // All ask for a key at once: more than the pool holds.
+    constexpr std::size_t kConnections = 8;
+    std::vector<std::unique_ptr<AnweddolClassicConnection>> connections;
+    for (std::size_t i = 0; i < kConnections; ++i) {
+      connections.push_back(Connect(server.port(), 20s));
+      SendClientKeyOnly(*connections.back());
+    }
+    for (std::size_t i = 0; i < kConnections; ++i) {
+      auto& c = *connections[i];
+      c.ExpectAck("client key");
+      c.ReceiveServerKey();
+      c.SendSessionKey();
+      c.ReceiveSessionKey(*client_key_);
+      json request = {{"verb", "STAT"}, {"parameters", {{"i", i}}}};
+      c.SendRequest(request);
+      EXPECT_EQ(c.ReceiveResponse()["data"]["echo"], request);
+      EXPECT_EQ(c.server_key_sha256().size(), 64u);
+      fingerprints.insert(c.server_key_sha256());
+    }
+    EXPECT_EQ(fingerprints.size(), kConnections);  // a key per connection
+    EXPECT_EQ(calls(), kConnections);
+    // And after the burst, the pool serves again.
+    auto after = test::AnweddolClassicExchange(
+        "127.0.0.1", server.port(), {{"verb", "STAT"}, {"parameters", {}}}, ClientOptions());
+    EXPECT_EQ(after.response["success"], true);
+    EXPECT_EQ(fingerprints.count(after.server_key_sha256), 0u);
+  }
+  EXPECT_GE(log.Count(kWaitingForKey), 1u);
+}
+
+TEST_F(AnweddolClassicTest, OneTimeKeysWithoutAPoolAreMadeOnDemand) {
+  test::TempDir dir;
+  AnweddolClassicServer server(OneTimeKeyOptions(dir, 0), Recorder());
+  json stat = {{"verb", "STAT"}, {"parameters", {}}};
+  auto a = test::AnweddolClassicExchange("127.0.0.1", server.port(), stat, ClientOptions());
+  auto b = test::AnweddolClassicExchange("127.0.0.1", server.port(), stat, ClientOptions());
+  EXPECT_EQ(a.response["success"], true);
+  EXPECT_EQ(b.response["success"], true);
+  EXPECT_NE(a.server_key_sha256, b.server_key_sha256);
+}
+
+TEST_F(AnweddolClassicTest, StoppingWhileConnectionsWaitForKeysIsClean) {
+  test::TempDir dir;
+  LogCapture log;
+  auto server = std::make_unique<AnweddolClassicServer>(OneTimeKeyOptions(dir, 1), Recorder());
+  std::vector<std::unique_ptr<AnweddolClassicConnection>> waiting;
+  for (int i = 0; i < 10; ++i) {
+    waiting.push_back(Connect(server->port()));
+    SendClientKeyOnly(*waiting.back());
+  }
+  ASSERT_TRUE(log.WaitFor(kWaitingForKey, 5s));
+  auto start = Clock::now();
+  server.reset();
+  EXPECT_LT(Clock::now() - start, 2s);
+  for (auto& c : waiting) EXPECT_TRUE(c->WaitClosed(1s));
+}
+
+TEST_F(AnweddolClassicTest, ConnectionWaitingLongerThanIoTimeoutForAKeyIsClosed) {
+  test::TempDir dir;
+  auto options = OneTimeKeyOptions(dir, 1);
+  // The first key of this size takes seconds to minutes to make, so the
+  // connection surely waits; stopping then abandons it.
+  options.rsa_bits = aw::kMaxPeerRsaBits;
+  options.io_timeout = 300ms;
+  LogCapture log;
+  auto server = std::make_unique<AnweddolClassicServer>(options, Recorder());
+  auto c = Connect(server->port());
+  SendClientKeyOnly(*c);
+  auto start = Clock::now();
+  ExpectClientError([&] { c->ReceiveExactly(1); }, Kind::kClosed);  // not even the key's ack
+  EXPECT_GE(Clock::now() - start, 250ms);
+  EXPECT_LT(Clock::now() - start, 3s);
+  EXPECT_EQ(log.Count(kWaitingForKey), 1u);
+  EXPECT_EQ(log.Count("no one-time key within 300 ms"), 1u);
+  start = Clock::now();
+  server.reset();  // with a key half made
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_EQ(calls(), 0u);
+}
+
+TEST_F(AnweddolClassicTest, OneTimeKeySizeIsCheckedAtStart) {
+  test::TempDir dir;
+  auto options = OneTimeKeyOptions(dir, 4);
+  options.rsa_bits = 1024;
+  try {
+    AnweddolClassicServer server(options, Recorder());
+    ADD_FAILURE() << "accepted RSA-1024 one-time keys";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
 }
 
 TEST_F(AnweddolClassicTest, InvalidKeyFileIsNamed) {
