@@ -19,41 +19,14 @@
 #include <thread>
 #include <vector>
 
+#include "cli/parse.h"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-struct Target {
-  bool tls = false;
-  std::string host;
-  std::string port;
-};
-
-Target ParseUrl(const std::string& url) {
-  Target t;
-  std::string rest;
-  if (url.rfind("https://", 0) == 0) {
-    t.tls = true;
-    rest = url.substr(8);
-  } else if (url.rfind("http://", 0) == 0) {
-    rest = url.substr(7);
-  } else {
-    std::fprintf(stderr, "api_bench: URL must start with http:// or https://\n");
-    std::exit(2);
-  }
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos) {
-    std::fprintf(stderr, "api_bench: URL needs a port\n");
-    std::exit(2);
-  }
-  t.host = rest.substr(0, colon);
-  t.port = rest.substr(colon + 1);
-  while (!t.port.empty() && t.port.back() == '/') t.port.pop_back();
-  return t;
-}
 
 struct Tally {
   std::mutex mutex;
@@ -62,10 +35,10 @@ struct Tally {
 };
 
 template <typename Stream>
-void Loop(Stream& stream, const Target& target, const std::string& token, Clock::time_point end,
-          Tally& tally) {
+void Loop(Stream& stream, const ephemera::cli::ServerUrl& target, const std::string& token,
+          Clock::time_point end, Tally& tally) {
   http::request<http::empty_body> request{http::verb::get, "/v1/status", 11};
-  request.set(http::field::host, target.host);
+  request.set(http::field::host, target.authority());
   request.keep_alive(true);
   if (!token.empty()) request.set(http::field::authorization, "Bearer " + token);
   beast::flat_buffer buffer;
@@ -87,11 +60,12 @@ void Loop(Stream& stream, const Target& target, const std::string& token, Clock:
   tally.failures += failures;
 }
 
-void Client(const Target& target, const std::string& token, Clock::time_point end, Tally& tally) {
+void Client(const ephemera::cli::ServerUrl& target, const std::string& token, Clock::time_point end,
+            Tally& tally) {
   try {
     asio::io_context io;
     asio::ip::tcp::resolver resolver(io);
-    auto endpoints = resolver.resolve(target.host, target.port);
+    auto endpoints = resolver.resolve(target.host, std::to_string(target.port));
     if (target.tls) {
       asio::ssl::context tls(asio::ssl::context::tls_client);
       tls.set_verify_mode(asio::ssl::verify_none);
@@ -118,7 +92,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: api_bench URL [--token T] [--connections N] [--seconds S]\n");
     return 2;
   }
-  Target target = ParseUrl(argv[1]);
+  ephemera::cli::ServerUrl target;
+  try {
+    target = ephemera::cli::ParseServerUrl(argv[1]);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "api_bench: %s\n", e.what());
+    return 2;
+  }
   std::string token;
   int connections = 4;
   int seconds = 5;
@@ -150,9 +130,9 @@ int main(int argc, char** argv) {
     return l.empty() ? 0.0 : l[std::min(l.size() - 1, static_cast<std::size_t>(p * l.size()))];
   };
   std::printf(
-      "api_bench: %s %s:%s, %d kept-alive connections, %.1f s: %.0f STAT/s "
+      "api_bench: %s %s, %d kept-alive connections, %.1f s: %.0f STAT/s "
       "(p50 %.2f ms, p99 %.2f ms), %zu failures\n",
-      target.tls ? "https" : "http", target.host.c_str(), target.port.c_str(), connections, elapsed,
+      target.tls ? "https" : "http", target.authority().c_str(), connections, elapsed,
       static_cast<double>(l.size()) / elapsed, pct(0.5), pct(0.99), tally.failures);
   return tally.failures == 0 ? 0 : 1;
 }

@@ -19,19 +19,20 @@ while getopts "s:c:" opt; do
 done
 bin=$(cd "$(dirname "$0")/.." && pwd)/build/bench
 
+# An access token for the bench, from the local socket.
+bench_token() { e token add --name bench --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p'; }
+
 work=$(mktemp -d)
 trap stop_daemon EXIT
 # The rate limit is lifted so that it does not cap the measurement.
 start_daemon "$work" "remote: {listen: '127.0.0.1:8443', rate_limit_per_minute: 10000000, rate_limit_burst: 1000000}"
-token=$(e token add --name bench --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
-"$bin/api_bench" https://127.0.0.1:8443 --token "$token" --connections "$connections" --seconds "$seconds"
+"$bin/api_bench" https://127.0.0.1:8443 --token "$(bench_token)" --connections "$connections" --seconds "$seconds"
 stop_daemon
 trap - EXIT
 
 work=$(mktemp -d)
 trap stop_daemon EXIT
 start_daemon "$work" "remote: {listen: '127.0.0.1:8080', insecure_http: true, rate_limit_per_minute: 10000000, rate_limit_burst: 1000000}"
-token=$(e token add --name bench --json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
-"$bin/api_bench" http://127.0.0.1:8080 --token "$token" --connections "$connections" --seconds "$seconds"
+"$bin/api_bench" http://127.0.0.1:8080 --token "$(bench_token)" --connections "$connections" --seconds "$seconds"
 
 "$bin/anweddol_classic_bench" --seconds "$seconds"

@@ -127,9 +127,6 @@ Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& pa
   try {
     if (!parameters.is_object())
       Fail(ErrorCode::kInvalidArgument, "'parameters' must be an object");
-    if (!c.access->AdmitsAddress(peer.address)) {
-      Fail(ErrorCode::kPermissionDenied, "address {} is not allowed", peer.address.to_string());
-    }
     std::optional<std::string> access_token = OptionalString(parameters, "access_token");
     if (c.access->requires_tokens() && !access_token) {
       Fail(ErrorCode::kInvalidArgument, "Access token is required");
@@ -214,14 +211,10 @@ HttpResponse HandleAnweddolWebRequest(const AnweddolContext& c, const HttpReques
   }
   // Like the reference: HTTP 200, failure only in `success`; except too
   // many requests, which also says so in HTTP for proxies and scripts.
-  HttpResponse response{answer.retry_after ? http::status::too_many_requests : http::status::ok,
-                        11};
+  HttpResponse response = JsonResponse(answer.retry_after ? 429 : 200, answer.response);
   if (answer.retry_after) {
     response.set(http::field::retry_after, std::to_string(answer.retry_after->count()));
   }
-  response.set(http::field::content_type, "application/json");
-  response.set(http::field::cache_control, "no-store");
-  response.body() = answer.response.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   return response;
 }
 

@@ -46,8 +46,7 @@ struct Shared {
   // Taken to hand a request to a worker and to set `stopping`, so that no
   // request reaches the pool after it has been joined.
   std::mutex dispatch;
-  bool stopping = false;                  // under `dispatch`
-  std::atomic<bool> closing{false};       // the same, for the I/O thread's fast path
+  std::atomic<bool> stopping{false};      // set under `dispatch`
   std::atomic<std::size_t> answering{0};  // requests read but not yet answered
 
   // Open TCP connections per peer address.
@@ -162,7 +161,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                           self->answering_ = false;
                           --self->shared_.answering;
                         }
-                        if (ec || !self->response_->keep_alive() || self->shared_.closing) {
+                        if (ec || !self->response_->keep_alive() || self->shared_.stopping) {
                           return self->Close();
                         }
                         self->Read();
@@ -337,7 +336,6 @@ HttpServer::~HttpServer() {
   {
     std::lock_guard dispatch(impl_->shared.dispatch);
     impl_->shared.stopping = true;
-    impl_->shared.closing = true;
   }
   asio::post(impl_->io, [this] {
     beast::error_code ignored;

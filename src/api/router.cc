@@ -13,11 +13,7 @@ using nlohmann::json;
 namespace {
 
 HttpResponse Json(http::status status, const json& body) {
-  HttpResponse response{status, 11};
-  response.set(http::field::content_type, "application/json");
-  response.set(http::field::cache_control, "no-store");
-  response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-  return response;
+  return JsonResponse(static_cast<unsigned>(status), body);
 }
 
 constexpr std::string_view kSandboxes = "/v1/sandboxes";

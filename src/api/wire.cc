@@ -154,6 +154,15 @@ json ErrorToJson(const Error& error) {
       {"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
 }
 
+HttpResponse JsonResponse(unsigned status, const json& body) {
+  namespace http = boost::beast::http;
+  HttpResponse response{static_cast<http::status>(status), 11};
+  response.set(http::field::content_type, "application/json");
+  response.set(http::field::cache_control, "no-store");
+  response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  return response;
+}
+
 unsigned HttpStatusFor(ErrorCode code) {
   switch (code) {
     case ErrorCode::kInvalidArgument:

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/http_server.h"
 #include "core/error.h"
 #include "engine/engine.h"
 
@@ -35,6 +36,9 @@ nlohmann::json AccessTokenToJson(const AccessToken& token);
 nlohmann::json ParseJsonObject(std::string_view body);
 
 nlohmann::json ErrorToJson(const Error& error);
+// An HTTP answer with `body` as JSON, never cached. Bytes that are not
+// UTF-8 (echoed from a request) are replaced rather than thrown on.
+HttpResponse JsonResponse(unsigned status, const nlohmann::json& body);
 unsigned HttpStatusFor(ErrorCode code);
 
 }  // namespace ephemera
