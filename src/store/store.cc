@@ -79,6 +79,17 @@ void BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
       .Bind(first + 9, NowUnix());
 }
 
+// Runs an INSERT; a constraint violation names what already exists.
+void RunInsert(sqlite::Statement& insert, const std::string& what) {
+  try {
+    insert.Run();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kAlreadyExists)
+      Fail(ErrorCode::kAlreadyExists, "{} already exists", what);
+    throw;
+  }
+}
+
 Sandbox ReadRow(const sqlite::Statement& row) {
   Sandbox s(SandboxId::Parse(row.Text(0)));
   s.state = ParseState(row.Text(1));
@@ -168,14 +179,7 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(7, s.token_sha256)
       .Bind(8, s.created_at);
   BindMutable(insert, 9, s);
-  try {
-    insert.Run();
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kAlreadyExists) {
-      Fail(ErrorCode::kAlreadyExists, "sandbox {} already exists", s.id.str());
-    }
-    throw;
-  }
+  RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }
 
@@ -302,14 +306,7 @@ void Store::InsertToken(const AccessToken& t) {
       .Bind(7, t.max_sandboxes)
       .Bind(8, t.rate_per_minute)
       .Bind(9, t.last_used_at);
-  try {
-    insert.Run();
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kAlreadyExists) {
-      Fail(ErrorCode::kAlreadyExists, "access token {} already exists", t.id);
-    }
-    throw;
-  }
+  RunInsert(insert, "access token " + t.id);
 }
 
 std::vector<AccessToken> Store::ListTokens() {

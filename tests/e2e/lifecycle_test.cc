@@ -18,6 +18,7 @@
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
+#include "e2e/http_client.h"
 #include "provision/ssh_session.h"
 
 extern char** environ;
@@ -141,14 +142,14 @@ TEST_F(LifecycleTest, BadRequestsGetClearErrorsAndTheDaemonKeepsServing) {
   EXPECT_THAT(r.err, HasSubstr("no sandbox"));
   // Raw HTTP: not JSON, too large.
   std::string url = "http://localhost/v1/sandboxes";
-  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket",
-                  socket_.string(), "-X", "POST", "-d", "{not json", url});
-  EXPECT_EQ(r.out, "400");
+  EXPECT_EQ(
+      test::Curl({"--unix-socket", socket_.string(), "-X", "POST", "-d", "{not json", url}).status,
+      400);
   test::WriteBytes(state_.path() / "big.json", std::string(100 * 1024, ' '));
-  r = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket",
-                  socket_.string(), "-X", "POST", "--data-binary",
-                  "@" + (state_.path() / "big.json").string(), url});
-  EXPECT_EQ(r.out, "413");
+  EXPECT_EQ(test::Curl({"--unix-socket", socket_.string(), "-X", "POST", "--data-binary",
+                        "@" + (state_.path() / "big.json").string(), url})
+                .status,
+            413);
   EXPECT_TRUE(RunProcess(Cli({"status"})).ok());
   ExpectNothingLeft();
 }
