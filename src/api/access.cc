@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "api/peer_limits.h"
+
 namespace ephemera {
 
 Caller AccessControl::Admit(const Peer& peer, std::optional<std::string_view> token) {
@@ -22,13 +24,9 @@ Caller AccessControl::Admit(const Peer& peer, std::optional<std::string_view> to
     caller.owner = "address:" + peer.address.to_string();
   }
   const double burst = std::min(policy_.rate_burst, std::max(1.0, per_minute));
-  // Without tokens an IPv6 client may hold a whole /64: limit it as one.
-  std::string limit_key = caller.owner;
-  if (!policy_.require_tokens && peer.address.is_v6()) {
-    auto bytes = peer.address.to_v6().to_bytes();
-    std::fill(bytes.begin() + 8, bytes.end(), 0);
-    limit_key = "prefix:" + boost::asio::ip::make_address_v6(bytes).to_string() + "/64";
-  }
+  // Without tokens the caller is its address; an IPv6 client may hold a
+  // whole /64, so it is limited as one.
+  std::string limit_key = policy_.require_tokens ? caller.owner : PeerKey(peer.address);
   if (auto wait = limiter_.Take(limit_key, per_minute, burst)) throw RateLimitedError(*wait);
   return caller;
 }

@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "api/anweddol_classic_channel.h"
+#include "api/peer_limits.h"
+#include "api/rate_limiter.h"
 #include "core/error.h"
 
 namespace ephemera {
@@ -40,6 +42,11 @@ constexpr auto kLingerTimeout = 2s;
 constexpr std::size_t kLingerDiscardBytes = 64 * 1024;
 constexpr auto kAcceptRetry = 100ms;  // after an accept error such as EMFILE
 constexpr auto kKeyRetry = 1s;        // after a failed one-time key generation
+
+bool IsJsonObject(std::string_view text) {
+  json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_object();
+}
 
 json Failure(std::string_view message) {
   return {{"success", false}, {"message", message}, {"data", json::object()}};
@@ -194,31 +201,48 @@ struct Shared {
   std::string key_pem;
   std::string key_sha256;
   std::atomic<std::size_t> open{0};
+  std::unique_ptr<PeerSlots> per_peer;  // open connections per peer key
+  RateLimiter handshakes;               // key exchanges per peer key
+  RateLimiter one_time_keys;            // one-time keys per peer key
   std::mutex mu;
   std::unordered_map<const Session*, std::weak_ptr<Session>> sessions;  // guarded by mu
 };
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, asio::ip::address peer, std::shared_ptr<Shared> shared,
-          asio::thread_pool& workers)
+  // `peer_key` holds a slot of shared->per_peer, released with the session.
+  Session(tcp::socket socket, asio::ip::address peer, std::string peer_key,
+          std::shared_ptr<Shared> shared, asio::thread_pool& crypto, asio::thread_pool& handlers)
       : stream_(std::move(socket)),
         key_wait_(stream_.get_executor()),
+        handshake_deadline_(stream_.get_executor()),
         peer_(std::move(peer)),
+        peer_key_(std::move(peer_key)),
         peer_text_(peer_.to_string()),
         shared_(std::move(shared)),
-        workers_(workers) {
+        crypto_(crypto),
+        handlers_(handlers) {
     ++shared_->open;
   }
 
   ~Session() {
     --shared_->open;
+    shared_->per_peer->Release(peer_key_);
     std::lock_guard lock(shared_->mu);
     shared_->sessions.erase(this);
   }
 
   // All of the following run on the I/O thread.
   void Start() {
+    // However slowly a client trickles its steps (each within io_timeout),
+    // the whole exchange up to the request must end by this deadline.
+    handshake_deadline_.expires_after(options().handshake_timeout);
+    handshake_deadline_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->closed_ || self->request_read_) return;
+      spdlog::debug("anweddol {}: dropped: the handshake took over {} ms", self->peer_text_,
+                    self->options().handshake_timeout.count());
+      self->Close();
+    });
     ReadExactly(aw::kLengthFieldBytes, "client key length", [this] {
       std::size_t length;
       try {
@@ -277,11 +301,11 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
-  // Runs `work` on the worker pool, then `done` on the I/O thread with the
-  // exception `work` threw, if any (skipped if the session closed meanwhile).
-  void OffIo(Next work, std::function<void(std::exception_ptr)> done) {
-    asio::post(workers_, [self = shared_from_this(), work = std::move(work),
-                          done = std::move(done)]() mutable {
+  // Runs `work` on `pool`, then `done` on the I/O thread with the exception
+  // `work` threw, if any (skipped if the session closed meanwhile).
+  void OffIo(asio::thread_pool& pool, Next work, std::function<void(std::exception_ptr)> done) {
+    asio::post(pool, [self = shared_from_this(), work = std::move(work),
+                      done = std::move(done)]() mutable {
       std::exception_ptr error;
       try {
         work();
@@ -311,11 +335,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnClientKey() {
-    OffIo([this] { client_key_ = aw::RsaKey::FromPeerPublicPem(buffer_); },
-          [this](std::exception_ptr error) {
-            if (error) return RefuseAfter("client key", error);
-            TakeServerKey();
-          });
+    OffIo(
+        crypto_, [this] { client_key_ = aw::RsaKey::FromPeerPublicPem(buffer_); },
+        [this](std::exception_ptr error) {
+          if (error) return RefuseAfter("client key", error);
+          TakeServerKey();
+        });
   }
 
   // Only a client whose key was accepted gets to use up a one-time key.
@@ -324,6 +349,12 @@ class Session : public std::enable_shared_from_this<Session> {
       server_key_ = shared_->key;
       server_pem_ = shared_->key_pem;
       return SendServerKey();
+    }
+    // One-time keys are the scarce resource here: one peer may not drain them.
+    if (shared_->one_time_keys.Take(peer_key_, options().one_time_keys_per_minute,
+                                    options().one_time_key_burst)) {
+      spdlog::debug("anweddol {}: refused: over its one-time key budget", peer_text_);
+      return Refuse("client key", "over the one-time key budget");
     }
     std::optional<KeyPool::Key> ready = shared_->keys->TakeOrWait(
         [weak = weak_from_this(), pool = std::weak_ptr<KeyPool>(shared_->keys),
@@ -373,17 +404,22 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnSessionKey() {
     OffIo(
+        crypto_,
         [this] {
+          // The client's blob is checked (it must decrypt to a well-formed
+          // key and IV) but never used or sent back: reflecting it would let
+          // anyone who recorded a session replay the blob under a key of
+          // their own and read the recorded session. The session runs under
+          // a fresh key and IV of ours, which the Anweddol client adopts.
           std::string plain = aw::RsaOaepDecrypt(*server_key_, buffer_);
           try {
-            session_ = aw::SessionKey::Parse(plain);
+            aw::SessionKey::Parse(plain);
           } catch (...) {
             OPENSSL_cleanse(plain.data(), plain.size());
             throw;
           }
           OPENSSL_cleanse(plain.data(), plain.size());
-          // As the reference server does, send back the client's own key and
-          // IV (under the client's public key): both ends then use them.
+          session_ = aw::SessionKey::Random();
           std::string serialized = session_.Serialize();
           echo_ = aw::RsaOaepEncrypt(client_key_, serialized);
           OPENSSL_cleanse(serialized.data(), serialized.size());
@@ -413,13 +449,22 @@ class Session : public std::enable_shared_from_this<Session> {
     // The next IV is the raw tail, so even a body that does not decrypt can
     // be answered under it.
     next_iv_ = aw::IvFromBytes(std::string_view(buffer_).substr(buffer_.size() - 16));
+    // A body that does not decrypt and one that decrypts to anything but a
+    // JSON object get the same answer at the same point, so the answer
+    // tells nothing about the padding (no padding oracle).
     try {
       request_ = aw::DecodeBody(session_.key, session_.iv, buffer_).text;
+      if (!IsJsonObject(request_)) Fail(ErrorCode::kInvalidArgument, "not a JSON object");
     } catch (const Error& e) {
+      OPENSSL_cleanse(request_.data(), request_.size());
+      request_.clear();
       spdlog::debug("anweddol {}: request body: {}", peer_text_, e.what());
       return Respond(Failure("Bad request"));
     }
+    request_read_ = true;
+    handshake_deadline_.cancel();
     OffIo(
+        handlers_,
         [this] {
           try {
             response_ = shared_->handler(request_, peer_);
@@ -499,19 +544,24 @@ class Session : public std::enable_shared_from_this<Session> {
   void Close() {
     closed_ = true;
     key_wait_.cancel();
+    handshake_deadline_.cancel();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
   }
 
   beast::tcp_stream stream_;
-  asio::steady_timer key_wait_;   // while waiting for a one-time key
+  asio::steady_timer key_wait_;  // while waiting for a one-time key
+  asio::steady_timer handshake_deadline_;
   std::uint64_t key_ticket_ = 0;  // nonzero while waiting for a one-time key
   asio::ip::address peer_;
+  std::string peer_key_;
   std::string peer_text_;
   std::shared_ptr<Shared> shared_;
-  asio::thread_pool& workers_;
-  bool closed_ = false;  // I/O thread only
+  asio::thread_pool& crypto_;
+  asio::thread_pool& handlers_;
+  bool closed_ = false;        // I/O thread only
+  bool request_read_ = false;  // I/O thread only
   std::string buffer_;
   std::string out_;
   std::size_t discarded_ = 0;
@@ -534,7 +584,8 @@ struct AnweddolClassicServer::Impl {
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
   asio::steady_timer retry{io};
-  asio::thread_pool workers;
+  asio::thread_pool crypto;
+  asio::thread_pool handlers;
   std::thread thread;
   std::uint16_t port = 0;
   bool stopping = false;  // I/O thread only
@@ -542,7 +593,8 @@ struct AnweddolClassicServer::Impl {
   Impl(std::shared_ptr<Shared> s, PeerAdmission a)
       : shared(std::move(s)),
         admit(std::move(a)),
-        workers(std::max<std::size_t>(1, shared->options.workers)) {}
+        crypto(std::max<std::size_t>(1, shared->options.workers)),
+        handlers(std::max<std::size_t>(1, shared->options.handler_workers)) {}
 
   void Accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
@@ -584,8 +636,23 @@ struct AnweddolClassicServer::Impl {
       socket.close(ec);
       return;
     }
+    // Budgets per peer, before any RSA work is spent on it.
+    std::string key = PeerKey(peer);
+    if (shared->handshakes.Take(key, shared->options.handshakes_per_minute,
+                                shared->options.handshake_burst)) {
+      spdlog::debug("anweddol {}: connection refused: over its handshake budget", key);
+      socket.close(ec);
+      return;
+    }
+    if (!shared->per_peer->Take(key)) {
+      spdlog::debug("anweddol {}: connection refused: {} connections open from it", key,
+                    shared->options.max_connections_per_peer);
+      socket.close(ec);
+      return;
+    }
     socket.set_option(tcp::no_delay(true), ec);  // the protocol is all small ping-pong steps
-    auto session = std::make_shared<Session>(std::move(socket), peer, shared, workers);
+    auto session =
+        std::make_shared<Session>(std::move(socket), peer, key, shared, crypto, handlers);
     {
       std::lock_guard lock(shared->mu);
       shared->sessions.emplace(session.get(), session);
@@ -618,9 +685,15 @@ AnweddolClassicServer::AnweddolClassicServer(AnweddolClassicOptions options,
   if (options.io_timeout <= std::chrono::milliseconds::zero()) {
     Fail(ErrorCode::kInvalidArgument, "anweddol classic server: io_timeout must be positive");
   }
+  if (options.handshake_timeout <= std::chrono::milliseconds::zero()) {
+    Fail(ErrorCode::kInvalidArgument,
+         "anweddol classic server: handshake_timeout must be positive");
+  }
   auto shared = std::make_shared<Shared>();
   shared->options = std::move(options);
   shared->handler = std::move(handler);
+  shared->per_peer = std::make_unique<PeerSlots>(
+      std::max<std::size_t>(1, shared->options.max_connections_per_peer));
   const AnweddolClassicOptions& opts = shared->options;
 
   if (opts.one_time_keys) {
@@ -693,7 +766,8 @@ AnweddolClassicServer::~AnweddolClassicServer() {
   if (impl_->shared->keys) impl_->shared->keys->Stop();
   // Work in flight finishes (a handler may be booting a VM); its results find
   // their sessions closed.
-  impl_->workers.join();
+  impl_->crypto.join();
+  impl_->handlers.join();
   impl_->io.stop();
   impl_->thread.join();
 }

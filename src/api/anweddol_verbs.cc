@@ -91,6 +91,7 @@ json ResponseFor(const Error& e) {
     case ErrorCode::kTimeout:
     case ErrorCode::kAlreadyExists:
     case ErrorCode::kFailedPrecondition:
+    case ErrorCode::kNoSpace:
       return AnweddolResponse(false, kAnweddolUnavailable, json::object(), e.what());
     case ErrorCode::kInternal:
       break;
@@ -184,6 +185,13 @@ json HandleAnweddolRequest(const AnweddolContext& c, std::string_view body, cons
     return AnweddolResponse(false, kAnweddolBadRequest, json::object(), e.what());
   }
   return HandleAnweddolVerb(c, request.verb, request.parameters, peer);
+}
+
+bool IsSlowAnweddolWebRequest(const HttpRequest& request) {
+  std::string target(request.target().substr(0, 128));
+  if (auto q = target.find('?'); q != std::string::npos) target.resize(q);
+  for (char& ch : target) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return target == "/create" || target == "/destroy";
 }
 
 HttpResponse HandleAnweddolWebRequest(const AnweddolContext& c, const HttpRequest& request,

@@ -51,5 +51,7 @@ nlohmann::json HandleAnweddolVerb(const AnweddolContext& context, std::string_vi
 // The web protocol: GET or POST /<verb>, POST body = the parameters.
 HttpResponse HandleAnweddolWebRequest(const AnweddolContext& context, const HttpRequest& request,
                                       const Peer& peer);
+// CREATE and DESTROY, which may take seconds (HttpServerOptions::is_slow).
+bool IsSlowAnweddolWebRequest(const HttpRequest& request);
 
 }  // namespace ephemera

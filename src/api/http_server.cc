@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "api/peer_limits.h"
 #include "core/error.h"
 
 namespace ephemera {
@@ -42,6 +43,7 @@ struct Shared {
   HttpServerOptions options;
   HttpHandler handler;
   asio::thread_pool* workers = nullptr;
+  asio::thread_pool* slow_workers = nullptr;
   std::atomic<std::size_t> open{0};
   // Taken to hand a request to a worker and to set `stopping`, so that no
   // request reaches the pool after it has been joined.
@@ -49,22 +51,8 @@ struct Shared {
   std::atomic<bool> stopping{false};      // set under `dispatch`
   std::atomic<std::size_t> answering{0};  // requests read but not yet answered
 
-  // Open TCP connections per peer address.
-  std::mutex per_address_mutex;
-  std::map<asio::ip::address, std::size_t> per_address;
-
-  bool TakeAddressSlot(const asio::ip::address& address) {
-    std::lock_guard lock(per_address_mutex);
-    std::size_t& count = per_address[address];
-    if (count >= options.max_connections_per_address) return false;
-    ++count;
-    return true;
-  }
-  void ReleaseAddressSlot(const asio::ip::address& address) {
-    std::lock_guard lock(per_address_mutex);
-    auto it = per_address.find(address);
-    if (it != per_address.end() && --it->second == 0) per_address.erase(it);
-  }
+  // Open TCP connections per peer (IPv6 by /64).
+  PeerSlots per_peer{options.max_connections_per_address};
 };
 
 HttpResponse InternalError() {
@@ -85,7 +73,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     ++shared_.open;
   }
   ~Session() {
-    if (!peer_.local) shared_.ReleaseAddressSlot(peer_.address);
+    if (!peer_.local) shared_.per_peer.Release(PeerKey(peer_.address));
     --shared_.open;
   }
 
@@ -133,8 +121,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (shared_.stopping) return Close();
     ++shared_.answering;
     answering_ = true;
-    // The handler may block: run it off the I/O thread.
-    asio::post(*shared_.workers, [self = this->shared_from_this()] {
+    // The handler may block: run it off the I/O thread, on the pool its
+    // kind of request has.
+    const bool slow = shared_.options.is_slow && shared_.options.is_slow(request_);
+    asio::post(slow ? *shared_.slow_workers : *shared_.workers, [self = this->shared_from_this()] {
       HttpResponse response;
       try {
         response = self->shared_.handler(self->request_, self->peer_);
@@ -222,13 +212,16 @@ struct HttpServer::Impl {
   // pending) after the acceptors close.
   asio::executor_work_guard<asio::io_context::executor_type> keep_running{io.get_executor()};
   asio::thread_pool workers;
+  asio::thread_pool slow_workers;
   std::thread thread;
 
   Impl(HttpListener l, HttpServerOptions o, HttpHandler h)
       : listener(std::move(l)),
         shared{o, std::move(h)},
-        workers(std::max<std::size_t>(1, o.workers)) {
+        workers(std::max<std::size_t>(1, o.workers)),
+        slow_workers(std::max<std::size_t>(1, o.slow_workers)) {
     shared.workers = &workers;
+    shared.slow_workers = &slow_workers;
   }
 
   // After an accept error (EMFILE, ENOBUFS) wait a little instead of
@@ -266,7 +259,7 @@ struct HttpServer::Impl {
       Peer peer{false, Unmapped(remote.address())};
       // Filtered addresses are dropped before any TLS work or buffer.
       if (OverLimit() || peer_ec || (listener.admit && !listener.admit(peer.address)) ||
-          !shared.TakeAddressSlot(peer.address)) {
+          !shared.per_peer.Take(PeerKey(peer.address))) {
         socket.close();
       } else {
         socket.set_option(tcp::no_delay(true), peer_ec);
@@ -344,6 +337,7 @@ HttpServer::~HttpServer() {
     impl_->accept_retry.cancel();
   });
   impl_->workers.join();
+  impl_->slow_workers.join();
   for (int i = 0; i < 300 && impl_->shared.answering.load() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

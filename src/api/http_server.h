@@ -49,7 +49,12 @@ struct HttpListener {
 };
 
 struct HttpServerOptions {
+  // Quick requests (status, list, show) run on `workers`; requests that
+  // `is_slow` names (a create boots a VM) on `slow_workers` of their own,
+  // so a burst of creates never stalls everyone else's quick ones.
   std::size_t workers = 8;
+  std::size_t slow_workers = 32;
+  std::function<bool(const HttpRequest&)> is_slow;
   std::size_t max_body = 64 * 1024;
   std::size_t max_connections = 256;             // open at once; more are closed at accept
   std::size_t max_connections_per_address = 32;  // TCP: so one peer cannot take them all

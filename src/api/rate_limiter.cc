@@ -5,31 +5,26 @@
 
 namespace ephemera {
 
-namespace {
-
-void Refill(double& tokens, double per_second, double burst, double elapsed_seconds) {
-  tokens = std::min(burst, tokens + elapsed_seconds * per_second);
-}
-
-}  // namespace
-
 std::optional<std::chrono::seconds> RateLimiter::Take(const std::string& key, double per_minute,
                                                       double burst, Clock::time_point now) {
   const double per_second = std::max(per_minute, 1e-6) / 60.0;
   burst = std::max(burst, 1.0);
   std::lock_guard lock(mutex_);
-  auto it = buckets_.find(key);
-  if (it == buckets_.end()) {
-    if (buckets_.size() >= max_keys_) PruneLocked(now);
-    // Still full of busy callers: forget one rather than grow without bound.
-    if (buckets_.size() >= max_keys_) buckets_.erase(buckets_.begin());
-    it = buckets_.emplace(key, Bucket{burst, now, per_second, burst}).first;
+  auto found = index_.find(key);
+  if (found == index_.end()) {
+    if (!lru_.empty() && lru_.size() >= std::max<std::size_t>(max_keys_, 1)) {
+      index_.erase(lru_.back().key);
+      lru_.pop_back();
+    }
+    lru_.push_front(Bucket{key, burst, now});
+    found = index_.emplace(key, lru_.begin()).first;
+  } else {
+    lru_.splice(lru_.begin(), lru_, found->second);
   }
-  Bucket& b = it->second;
-  Refill(b.tokens, per_second, burst, std::chrono::duration<double>(now - b.updated).count());
+  Bucket& b = *found->second;
+  const double elapsed = std::max(0.0, std::chrono::duration<double>(now - b.updated).count());
+  b.tokens = std::min(burst, b.tokens + elapsed * per_second);
   b.updated = now;
-  b.per_second = per_second;
-  b.burst = burst;
   if (b.tokens >= 1.0) {
     b.tokens -= 1.0;
     return std::nullopt;
@@ -38,19 +33,9 @@ std::optional<std::chrono::seconds> RateLimiter::Take(const std::string& key, do
   return std::chrono::seconds(std::max<long long>(1, static_cast<long long>(std::ceil(wait))));
 }
 
-void RateLimiter::PruneLocked(Clock::time_point now) {
-  // A bucket that has refilled completely carries no state worth keeping.
-  std::erase_if(buckets_, [now](const auto& entry) {
-    const Bucket& b = entry.second;
-    double tokens = b.tokens;
-    Refill(tokens, b.per_second, b.burst, std::chrono::duration<double>(now - b.updated).count());
-    return tokens >= b.burst;
-  });
-}
-
 std::size_t RateLimiter::size() const {
   std::lock_guard lock(mutex_);
-  return buckets_.size();
+  return lru_.size();
 }
 
 }  // namespace ephemera

@@ -1,9 +1,12 @@
 // Token buckets per caller: `per_minute` requests refill steadily, up to
-// `burst` may come at once. Memory is bounded: idle (full) buckets are
-// dropped when the table grows past its limit.
+// `burst` may come at once. Memory is bounded: past `max_keys` callers the
+// least recently seen one is forgotten (a forgotten caller starts again
+// with a full bucket, so the one evicted is the one idle the longest).
+// Every operation is O(1).
 #pragma once
 
 #include <chrono>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -26,16 +29,16 @@ class RateLimiter {
 
  private:
   struct Bucket {
+    std::string key;
     double tokens = 0;
     Clock::time_point updated;
-    double per_second = 0;
-    double burst = 0;
   };
-  void PruneLocked(Clock::time_point now);
+  using Lru = std::list<Bucket>;  // most recently used first
 
   std::size_t max_keys_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, Bucket> buckets_;
+  Lru lru_;
+  std::unordered_map<std::string, Lru::iterator> index_;
 };
 
 }  // namespace ephemera

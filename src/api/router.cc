@@ -137,6 +137,14 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
 
 }  // namespace
 
+bool IsSlowApiRequest(const HttpRequest& request) {
+  std::string_view target(request.target().data(), request.target().size());
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  if (request.method() == http::verb::post) return target == kSandboxes;
+  if (request.method() == http::verb::delete_) return !Child(target, kSandboxes).empty();
+  return false;
+}
+
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
                               const Peer& peer) {
   try {

@@ -52,4 +52,7 @@ struct ApiContext {
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
                               const Peer& peer);
 
+// Requests that may take seconds (create, destroy), for HttpServerOptions::is_slow.
+bool IsSlowApiRequest(const HttpRequest& request);
+
 }  // namespace ephemera

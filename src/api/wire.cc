@@ -183,6 +183,8 @@ unsigned HttpStatusFor(ErrorCode code) {
       return 503;
     case ErrorCode::kTimeout:
       return 504;
+    case ErrorCode::kNoSpace:
+      return 507;  // Insufficient Storage
     case ErrorCode::kInternal:
       return 500;
   }

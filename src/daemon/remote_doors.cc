@@ -54,8 +54,10 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
   if (r.listen) {
     api_context_ = local_context;
     api_context_.access = access_.get();
+    HttpServerOptions api_options = http_options;
+    api_options.is_slow = IsSlowApiRequest;
     api_server_ = std::make_unique<HttpServer>(
-        HttpListener::Tcp(Endpoint(*r.listen), https ? tls_ : nullptr, Admission()), http_options,
+        HttpListener::Tcp(Endpoint(*r.listen), https ? tls_ : nullptr, Admission()), api_options,
         [this](const HttpRequest& q, const Peer& p) {
           return HandleApiRequest(api_context_, q, p);
         });
@@ -66,9 +68,11 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
   }
   anweddol_context_ = {&engine, access_.get(), local_context.version};
   if (a.web_listen) {
+    HttpServerOptions web_options = http_options;
+    web_options.is_slow = IsSlowAnweddolWebRequest;
     web_server_ = std::make_unique<HttpServer>(
         HttpListener::Tcp(Endpoint(*a.web_listen), a.web_tls ? tls_ : nullptr, Admission()),
-        http_options, [this](const HttpRequest& q, const Peer& p) {
+        web_options, [this](const HttpRequest& q, const Peer& p) {
           return HandleAnweddolWebRequest(anweddol_context_, q, p);
         });
     doors["anweddol_web"] = {{"listen", web_server_->address()}, {"tls", a.web_tls}};
@@ -82,6 +86,7 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
     options.rsa_bits = a.rsa_bits;
     options.one_time_keys = a.one_time_keys;
     options.max_connections = r.max_connections;
+    options.max_connections_per_peer = r.max_connections_per_address;
     MakeDirs(options.key_file.parent_path(), 0700);
     classic_server_ = std::make_unique<AnweddolClassicServer>(
         options,

@@ -171,7 +171,8 @@ std::shared_ptr<const AnweddolClientKey> AnweddolClientKey::GenerateEc() {
 // ---- AnweddolClassicConnection --------------------------------------------
 
 AnweddolClassicConnection::AnweddolClassicConnection(const std::string& host, std::uint16_t port,
-                                                     std::chrono::milliseconds timeout)
+                                                     std::chrono::milliseconds timeout,
+                                                     const std::string& source)
     : timeout_(timeout) {
   addrinfo hints{};
   hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
@@ -188,6 +189,17 @@ AnweddolClassicConnection::AnweddolClassicConnection(const std::string& host, st
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!source.empty()) {
+    addrinfo* local = nullptr;
+    if (::getaddrinfo(source.c_str(), "0", &hints, &local) != 0 ||
+        ::bind(fd_, local->ai_addr, local->ai_addrlen) != 0) {
+      if (local) ::freeaddrinfo(local);
+      ::freeaddrinfo(result);
+      ::close(fd_);
+      Throw(Kind::kSystem, "cannot bind to source address " + source);
+    }
+    ::freeaddrinfo(local);
+  }
   int rc = ::connect(fd_, result->ai_addr, result->ai_addrlen);
   ::freeaddrinfo(result);
   if (rc != 0 && errno != EINPROGRESS) {
@@ -330,16 +342,26 @@ std::string AnweddolClassicConnection::ReceiveServerKey() {
   return pem;
 }
 
-void AnweddolClassicConnection::SendSessionKey() {
+std::string AnweddolClassicConnection::SendSessionKey() {
   if (!server_key_) Throw(Kind::kSystem, "no server key yet");
   aes_key_ = RandomBytes<32>();
   iv_ = RandomBytes<16>();
-  std::string plain(reinterpret_cast<const char*>(aes_key_.data()), aes_key_.size());
-  plain.append(reinterpret_cast<const char*>(iv_.data()), iv_.size());
+  std::string plain = session_key();
   std::string cipher = Oaep(true, server_key_, plain);
   OPENSSL_cleanse(plain.data(), plain.size());
-  SendRaw(cipher);
+  SendEncryptedSessionKey(cipher);
+  return cipher;
+}
+
+void AnweddolClassicConnection::SendEncryptedSessionKey(std::string_view blob) {
+  SendRaw(blob);
   ExpectAck("session key");
+}
+
+std::string AnweddolClassicConnection::session_key() const {
+  std::string key(reinterpret_cast<const char*>(aes_key_.data()), aes_key_.size());
+  key.append(reinterpret_cast<const char*>(iv_.data()), iv_.size());
+  return key;
 }
 
 void AnweddolClassicConnection::ReceiveSessionKey(const AnweddolClientKey& key) {

@@ -55,9 +55,10 @@ class AnweddolClientKey {
 // One connection, step by step. Every method throws AnweddolClientError.
 class AnweddolClassicConnection {
  public:
-  // Connects to host (a numeric IPv4 or IPv6 address) and port.
+  // Connects to host (a numeric IPv4 or IPv6 address) and port, from
+  // `source` (a numeric address of this host) when one is given.
   AnweddolClassicConnection(const std::string& host, std::uint16_t port,
-                            std::chrono::milliseconds timeout);
+                            std::chrono::milliseconds timeout, const std::string& source = "");
   ~AnweddolClassicConnection();
   AnweddolClassicConnection(const AnweddolClassicConnection&) = delete;
   AnweddolClassicConnection& operator=(const AnweddolClassicConnection&) = delete;
@@ -66,10 +67,15 @@ class AnweddolClassicConnection {
   void Handshake(const AnweddolClientKey& key);
 
   // Handshake steps one by one.
-  void SendPublicKeyPem(std::string_view pem);           // length field, ack, PEM, ack
-  std::string ReceiveServerKey();                        // returns the PEM; acks it
-  void SendSessionKey();                                 // random key + IV, under the server's key
+  void SendPublicKeyPem(std::string_view pem);  // length field, ack, PEM, ack
+  std::string ReceiveServerKey();               // returns the PEM; acks it
+  // A random key + IV under the server's key; returns the encrypted blob sent.
+  std::string SendSessionKey();
+  // Sends an encrypted session-key blob as it is (a replay of another one).
+  void SendEncryptedSessionKey(std::string_view blob);
   void ReceiveSessionKey(const AnweddolClientKey& key);  // decrypts, adopts, acks
+  // The AES key and IV now in use (48 bytes), as the session has them.
+  std::string session_key() const;
 
   // Messages after the handshake.
   void SendRequest(const nlohmann::json& request);  // request.dump()

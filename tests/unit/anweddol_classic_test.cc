@@ -189,6 +189,11 @@ class AnweddolClassicTest : public ::testing::Test {
     o.key_file = *key_file_;
     o.workers = 2;
     o.io_timeout = 5s;
+    // Every test connects from 127.0.0.1 many times; the per-peer budgets
+    // have tests of their own.
+    o.max_connections_per_peer = 64;
+    o.handshake_burst = 1000;
+    o.one_time_key_burst = 1000;
     return o;
   }
 
@@ -722,6 +727,182 @@ TEST_F(AnweddolClassicTest, ConnectionsOverTheMaximumAreClosedAtOnce) {
   a.reset();  // frees a slot once the server sees the close
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(Stat(server.port())["success"], true);
+}
+
+TEST_F(AnweddolClassicTest, ARecordedSessionKeyReplayedByAnotherClientRevealsNothing) {
+  // The victim's connection, as an eavesdropper records it.
+  AnweddolClassicServer server(Options(), Recorder());
+  auto victim = Connect(server.port());
+  victim->SendPublicKeyPem(client_key_->public_pem());
+  victim->ReceiveServerKey();
+  std::string recorded_blob = victim->SendSessionKey();
+  std::string victim_proposal = victim->session_key();
+  victim->ReceiveSessionKey(*client_key_);
+  std::string victim_key = victim->session_key();
+  // The session runs under a key of the server's, not the one the victim sent.
+  EXPECT_NE(victim_key, victim_proposal);
+  victim->SendRequest({{"verb", "STAT"}, {"parameters", {{"access_token", "secret"}}}});
+  EXPECT_EQ(victim->ReceiveResponse()["success"], true);
+
+  // The attacker replays the blob under a key pair of its own.
+  auto attacker_key = AnweddolClientKey::GenerateRsa(2048);
+  auto attacker = Connect(server.port());
+  attacker->SendPublicKeyPem(attacker_key->public_pem());
+  attacker->ReceiveServerKey();
+  attacker->SendEncryptedSessionKey(recorded_blob);
+  attacker->ReceiveSessionKey(*attacker_key);
+  EXPECT_NE(attacker->session_key(), victim_key);
+  EXPECT_NE(attacker->session_key(), victim_proposal);
+  EXPECT_NE(attacker->session_key().substr(0, 32), victim_key.substr(0, 32));
+}
+
+TEST_F(AnweddolClassicTest, UndecryptableAndNonJsonBodiesGetTheSameAnswer) {
+  AnweddolClassicServer server(Options(), Recorder());
+  auto receive_raw = [](AnweddolClassicConnection& c) { return c.ReceiveMessage(); };
+  std::string bad_padding, not_json, not_object;
+  {
+    auto c = Handshaken(server.port());
+    c->SendRawBody(c->Encrypt(std::string(15, 'a') + '\0').substr(0, 16),
+                   {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
+    bad_padding = receive_raw(*c);
+  }
+  {
+    auto c = Handshaken(server.port());
+    c->SendMessage("this is not JSON at all");
+    not_json = receive_raw(*c);
+  }
+  {
+    auto c = Handshaken(server.port());
+    c->SendMessage("[1, 2, 3]");
+    not_object = receive_raw(*c);
+  }
+  EXPECT_EQ(json::parse(bad_padding), kBadRequest);
+  EXPECT_EQ(not_json, bad_padding);
+  EXPECT_EQ(not_object, bad_padding);
+  EXPECT_EQ(calls(), 0u);
+}
+
+TEST_F(AnweddolClassicTest, OnePeerHoldingItsConnectionsLeavesOthersServed) {
+  auto options = Options();
+  options.max_connections_per_peer = 4;
+  AnweddolClassicServer server(options, Recorder());
+  std::vector<std::unique_ptr<AnweddolClassicConnection>> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(Connect(server.port()));
+  std::this_thread::sleep_for(200ms);  // all four accepted
+  auto fifth = Connect(server.port());
+  auto start = Clock::now();
+  EXPECT_TRUE(fifth->WaitClosed(3s));
+  EXPECT_LT(Clock::now() - start, 2s);  // at once, not after io_timeout
+  // Another address is served while the first holds its slots.
+  auto other =
+      std::make_unique<AnweddolClassicConnection>("127.0.0.1", server.port(), 10s, "127.0.0.2");
+  other->Handshake(*client_key_);
+  other->SendRequest({{"verb", "STAT"}, {"parameters", json::object()}});
+  EXPECT_EQ(other->ReceiveResponse()["success"], true);
+  for (auto& c : idle) EXPECT_FALSE(c->WaitClosed(0ms));
+}
+
+TEST_F(AnweddolClassicTest, KeyExchangesPerPeerAreBudgetedBeforeAnyRsaWork) {
+  auto options = Options();
+  options.handshakes_per_minute = 1;
+  options.handshake_burst = 3;
+  AnweddolClassicServer server(options, Recorder());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Stat(server.port())["success"], true) << i;
+  // The fourth is closed before the server reads or sends anything.
+  auto c = Connect(server.port());
+  ExpectClientError([&] { c->ReceiveExactly(1); }, Kind::kClosed);
+  auto other =
+      std::make_unique<AnweddolClassicConnection>("127.0.0.1", server.port(), 10s, "127.0.0.2");
+  other->Handshake(*client_key_);
+  other->SendRequest({{"verb", "STAT"}, {"parameters", json::object()}});
+  EXPECT_EQ(other->ReceiveResponse()["success"], true);
+}
+
+TEST_F(AnweddolClassicTest, AClientTricklingItsStepsIsDroppedAtTheHandshakeDeadline) {
+  auto options = Options();
+  options.io_timeout = 2s;
+  options.handshake_timeout = 1s;
+  AnweddolClassicServer server(options, Recorder());
+  auto c = Connect(server.port());
+  auto start = Clock::now();
+  // One byte of the length field every 300 ms: each within io_timeout.
+  bool closed = false;
+  for (char byte : std::string("800=====")) {
+    try {
+      c->SendRaw(std::string(1, byte));
+    } catch (const AnweddolClientError&) {
+      closed = true;
+      break;
+    }
+    if (c->WaitClosed(300ms)) {
+      closed = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(closed || c->WaitClosed(2s));
+  EXPECT_LT(Clock::now() - start, 2500ms);
+  EXPECT_GE(Clock::now() - start, 900ms);
+}
+
+TEST_F(AnweddolClassicTest, BlockedHandlersLeaveTheKeyExchangeOfOthersRunning) {
+  // One RSA worker; handlers that block until released, as CREATEs booting
+  // VMs do. Other clients' key exchanges must still complete.
+  auto options = Options();
+  options.workers = 1;
+  options.handler_workers = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> blocked{0};
+  AnweddolClassicServer server(options, [&](std::string_view body, const auto&) -> json {
+    if (json::parse(body).value("verb", "") == "SLOW") {
+      ++blocked;
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return release; });
+    }
+    return {{"success", true}, {"message", "OK"}, {"data", json::object()}};
+  });
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 2; ++i) {
+    slow.emplace_back([&] {
+      test::AnweddolClassicRequest("127.0.0.1", server.port(),
+                                   {{"verb", "SLOW"}, {"parameters", json::object()}},
+                                   ClientOptions());
+    });
+  }
+  for (int i = 0; i < 500 && blocked.load() < 2; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(blocked.load(), 2);
+  auto start = Clock::now();
+  EXPECT_EQ(Stat(server.port())["success"], true);
+  EXPECT_LT(Clock::now() - start, 3s);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : slow) t.join();
+}
+
+TEST_F(AnweddolClassicTest, OnePeerCannotDrainTheOneTimeKeys) {
+  test::TempDir dir;
+  auto options = OneTimeKeyOptions(dir, 2);
+  options.one_time_keys_per_minute = 1;
+  options.one_time_key_burst = 2;
+  AnweddolClassicServer server(options, Recorder());
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(Stat(server.port())["success"], true) << i;
+  // The third from that peer is refused at its key, without taking one.
+  auto c = Connect(server.port());
+  ExpectClientError(
+      [&] {
+        c->SendPublicKeyPem(client_key_->public_pem());
+        c->ReceiveServerKey();
+      },
+      Kind::kRefused);
+  auto other =
+      std::make_unique<AnweddolClassicConnection>("127.0.0.1", server.port(), 20s, "127.0.0.2");
+  other->Handshake(*client_key_);
+  other->SendRequest({{"verb", "STAT"}, {"parameters", json::object()}});
+  EXPECT_EQ(other->ReceiveResponse()["success"], true);
 }
 
 TEST_F(AnweddolClassicTest, StoppingClosesOpenConnections) {

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -16,6 +18,7 @@
 #include "api/access.h"
 #include "api/http_server.h"
 #include "api/ip_filter.h"
+#include "api/peer_limits.h"
 #include "api/rate_limiter.h"
 #include "api/router.h"
 #include "api/tls.h"
@@ -96,9 +99,38 @@ TEST(RateLimiterTest, MemoryStaysBounded) {
   auto t0 = RateLimiter::Clock::now();
   for (int i = 0; i < 1000; ++i) limiter.Take("caller" + std::to_string(i), 60, 10, t0);
   EXPECT_LE(limiter.size(), 100u);
-  // Idle callers are pruned first: a minute later all buckets are full.
   for (int i = 0; i < 50; ++i) limiter.Take("later" + std::to_string(i), 60, 10, t0 + 60s);
-  EXPECT_LE(limiter.size(), 100u);
+  EXPECT_EQ(limiter.size(), 100u);
+}
+
+TEST(RateLimiterTest, ABusyCallerIsNeverTheOneForgotten) {
+  // At the table's limit the least recently seen caller goes, never one
+  // that keeps asking: its empty bucket must not be reset by a flood of
+  // new keys.
+  RateLimiter limiter(4);
+  auto t0 = RateLimiter::Clock::now();
+  EXPECT_FALSE(limiter.Take("busy", 1, 1, t0));
+  for (int i = 0; i < 200; ++i) {
+    limiter.Take("new" + std::to_string(i), 60, 10, t0);
+    ASSERT_TRUE(limiter.Take("busy", 1, 1, t0)) << "reset after " << i << " new callers";
+  }
+  EXPECT_EQ(limiter.size(), 4u);
+}
+
+TEST(PeerKeyTest, IPv6CountsByItsSlash64AndMappedIPv4AsIPv4) {
+  EXPECT_EQ(PeerKey(Address("192.0.2.7")), "192.0.2.7");
+  EXPECT_EQ(PeerKey(Address("::ffff:192.0.2.7")), "192.0.2.7");
+  EXPECT_EQ(PeerKey(Address("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+  EXPECT_EQ(PeerKey(Address("2001:db8:1:2:bbbb::9")), PeerKey(Address("2001:db8:1:2::1")));
+  EXPECT_NE(PeerKey(Address("2001:db8:1:3::1")), PeerKey(Address("2001:db8:1:2::1")));
+  PeerSlots slots(2);
+  EXPECT_TRUE(slots.Take("a"));
+  EXPECT_TRUE(slots.Take("a"));
+  EXPECT_FALSE(slots.Take("a"));
+  EXPECT_TRUE(slots.Take("b"));
+  slots.Release("a");
+  EXPECT_TRUE(slots.Take("a"));
+  EXPECT_EQ(slots.Held("a"), 2u);
 }
 
 TEST(BearerTokenTest, ParsesTheSchemeCaseInsensitively) {
@@ -265,6 +297,65 @@ TEST(HttpServerTest, OnePeerCannotTakeEveryConnection) {
   std::this_thread::sleep_for(50ms);
   auto a4 = connect_from("127.0.0.1");
   EXPECT_EQ(Exchange(*a4, 1).size(), 1u);
+}
+
+TEST(HttpServerTest, SlowRequestsNeverStallQuickOnes) {
+  // Two quick workers; more blocked creates than that must not stop a
+  // status request.
+  HttpServerOptions options;
+  options.workers = 2;
+  options.slow_workers = 8;
+  options.is_slow = [](const HttpRequest& r) { return r.target() == "/slow"; };
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> blocked{0};
+  HttpServer server(HttpListener::Tcp({Address("127.0.0.1"), 0}, nullptr), options,
+                    [&](const HttpRequest& request, const Peer&) {
+                      if (request.target() == "/slow") {
+                        ++blocked;
+                        std::unique_lock lock(mu);
+                        cv.wait(lock, [&] { return release; });
+                      }
+                      HttpResponse response{http::status::ok, 11};
+                      response.body() = std::string(request.target());
+                      return response;
+                    });
+  auto get = [&](const char* target) {
+    asio::io_context io;
+    beast::tcp_stream stream(io);
+    stream.connect({Address("127.0.0.1"), server.port()});
+    http::request<http::string_body> request{http::verb::get, target, 11};
+    http::write(stream, request);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    return response.body();
+  };
+  std::vector<std::thread> slow;
+  for (int i = 0; i < 4; ++i) slow.emplace_back([&] { EXPECT_EQ(get("/slow"), "/slow"); });
+  for (int i = 0; i < 500 && blocked.load() < 4; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(blocked.load(), 4);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(get("/status"), "/status");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : slow) t.join();
+}
+
+TEST(RouterTest, CreateAndDestroyAreSlowRequests) {
+  HttpRequest create{http::verb::post, "/v1/sandboxes", 11};
+  HttpRequest destroy{http::verb::delete_, "/v1/sandboxes/abc", 11};
+  HttpRequest list{http::verb::get, "/v1/sandboxes", 11};
+  HttpRequest status{http::verb::get, "/v1/status", 11};
+  EXPECT_TRUE(IsSlowApiRequest(create));
+  EXPECT_TRUE(IsSlowApiRequest(destroy));
+  EXPECT_FALSE(IsSlowApiRequest(list));
+  EXPECT_FALSE(IsSlowApiRequest(status));
 }
 
 TEST(HttpServerTest, ConnectionsOverTheLimitAreClosedAtAccept) {

@@ -131,7 +131,8 @@ TEST(ServerStoreTest, ConcurrentFirstContactsAgreeOnOnePin) {
   std::vector<std::string> pinned(8);
   for (int i = 0; i < 8; ++i) {
     threads.emplace_back([&, i] {
-      pinned[i] = ServerStore(file).PinIfUnpinned("https://h:1", std::string(64, 'a' + i));
+      pinned[i] =
+          ServerStore(file).PinIfUnpinned("https://h:1", std::string(64, "0123456789abcdef"[i]));
     });
   }
   for (auto& t : threads) t.join();
