@@ -24,6 +24,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "permission_denied";
     case ErrorCode::kUnauthenticated:
       return "unauthenticated";
+    case ErrorCode::kNoSpace:
+      return "no_space";
     case ErrorCode::kInternal:
       return "internal";
   }

@@ -20,6 +20,7 @@ enum class ErrorCode {
   kTimeout,             // a bounded wait ran out
   kPermissionDenied,    // the caller may not do this
   kUnauthenticated,     // the caller did not prove who it is
+  kNoSpace,             // the host's disk is full (or below its free-space floor)
   kInternal,            // a bug or an unexpected host failure
 };
 

@@ -4,10 +4,17 @@
 
 #include <string>
 
+#include "core/unique_fd.h"
+
 namespace ephemera {
 
 // True when interface `name` exists in this network namespace and is a
 // TUN/TAP device.
 bool IsTunTapDevice(const std::string& name);
+
+// A queue of the existing TAP `name` (IFF_VNET_HDR, as QEMU uses it), to
+// hand to QEMU as -netdev tap,fd=N so that QEMU itself needs no
+// privilege over network devices. kNotFound if there is no such TAP.
+UniqueFd OpenTap(const std::string& name);
 
 }  // namespace ephemera

@@ -1,9 +1,11 @@
 #include "core/subprocess.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -152,6 +154,119 @@ ProcessResult RunChecked(const std::vector<std::string>& argv, std::chrono::mill
     Fail(ErrorCode::kInternal, "{} failed (exit {}): {}", argv[0], result.exit_code, detail);
   }
   return result;
+}
+
+namespace {
+
+// What the child reports through the error pipe when a step fails.
+struct SpawnFailure {
+  int step = 0;
+  int error = 0;
+};
+
+constexpr const char* kSpawnSteps[] = {
+    "set up descriptors", "join its cgroup", "drop privileges", "start a session", "exec",
+    "open /dev/null"};
+
+[[noreturn]] void ChildFail(int pipe_fd, int step) {
+  SpawnFailure failure{step, errno};
+  (void)!::write(pipe_fd, &failure, sizeof failure);
+  ::_exit(127);
+}
+
+}  // namespace
+
+SpawnedProcess Spawn(const SpawnSpec& spec) {
+  if (spec.argv.empty()) Fail(ErrorCode::kInternal, "Spawn: empty argv");
+  auto program = FindProgram(spec.argv[0]);
+  if (!program) Fail(ErrorCode::kUnavailable, "program '{}' not found", spec.argv[0]);
+  // Everything the child touches is made before fork: after it, only
+  // async-signal-safe calls are allowed.
+  const std::string path = program->string();
+  std::vector<char*> argv;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int highest_target = 2;
+  for (const auto& [from, to] : spec.fds) highest_target = std::max(highest_target, to);
+  Pipe errors = MakePipe();
+  sigset_t all;
+  sigfillset(&all);
+  sigset_t saved;
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Everything is first moved above the highest target, so no dup2 below
+    // overwrites a descriptor still needed (the error pipe included).
+    const int base = highest_target + 1;
+    const int report = ::fcntl(errors.write.get(), F_DUPFD_CLOEXEC, base);
+    if (report < 0) ::_exit(127);
+    int moved[64];
+    const std::size_t count = std::min<std::size_t>(spec.fds.size(), 64);
+    for (std::size_t i = 0; i < count; ++i) {
+      moved[i] = ::fcntl(spec.fds[i].first, F_DUPFD_CLOEXEC, base);
+      if (moved[i] < 0) ChildFail(report, 0);
+    }
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) ChildFail(report, 5);
+    for (int std_fd = 0; std_fd <= 2; ++std_fd) {
+      if (::dup2(null, std_fd) < 0) ChildFail(report, 0);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if (::dup2(moved[i], spec.fds[i].second) < 0) ChildFail(report, 0);
+    }
+    // Close what is not a target: below the base one by one, above it all
+    // but the error pipe (close-on-exec, open until exec succeeds).
+    for (int fd = 3; fd < base; ++fd) {
+      bool target = false;
+      for (std::size_t i = 0; i < count; ++i) target = target || spec.fds[i].second == fd;
+      if (!target) ::close(fd);
+    }
+    if (report > base) ::syscall(SYS_close_range, base, report - 1, 0u);
+    ::syscall(SYS_close_range, report + 1, ~0u, 0u);
+    for (const auto& file : spec.cgroup_procs) {
+      int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0 || ::write(fd, "0", 1) != 1) ChildFail(report, 1);
+      ::close(fd);
+    }
+    if (spec.gid && (::setgroups(spec.groups.size(), spec.groups.data()) != 0 ||
+                     ::setresgid(*spec.gid, *spec.gid, *spec.gid) != 0)) {
+      ChildFail(report, 2);
+    }
+    if (spec.uid && ::setresuid(*spec.uid, *spec.uid, *spec.uid) != 0) ChildFail(report, 2);
+    if (::setsid() < 0) ChildFail(report, 3);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(path.c_str(), argv.data(), environ);
+    ChildFail(report, 4);
+  }
+  const int fork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  if (pid < 0) FailErrno(fmt::format("cannot start {}", path), fork_errno, ErrorCode::kUnavailable);
+  errors.write.reset();
+  SpawnedProcess spawned{pid, UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)))};
+  SpawnFailure failure;
+  ssize_t n;
+  do {
+    n = ::read(errors.read.get(), &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  if (n == sizeof failure) {
+    int status = 0;
+    WaitChild(pid, &status);
+    FailErrno(fmt::format("cannot start {}: could not {}", path, kSpawnSteps[failure.step]),
+              failure.error, ErrorCode::kUnavailable);
+  }
+  if (!spawned.pidfd) {
+    const int err = errno;
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    WaitChild(pid, &status);
+    FailErrno(fmt::format("cannot track {} (pidfd_open)", path), err, ErrorCode::kUnavailable);
+  }
+  return spawned;
 }
 
 }  // namespace ephemera

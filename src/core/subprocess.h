@@ -2,11 +2,16 @@
 // captured output and a deadline.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "core/unique_fd.h"
 
 namespace ephemera {
 
@@ -30,6 +35,28 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
 // the program's stderr.
 ProcessResult RunChecked(const std::vector<std::string>& argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// A long-lived child (QEMU) started with exactly the descriptors it is
+// given, in cgroups, as an unprivileged user, in a session of its own.
+struct SpawnSpec {
+  std::vector<std::string> argv;  // argv[0]: a path, or a name looked up like FindProgram
+  // (descriptor here, number in the child): everything else is closed; 0 is
+  // /dev/null unless mapped.
+  std::vector<std::pair<int, int>> fds;
+  std::optional<uid_t> uid;  // with gid: drops to them (and only `groups`) before exec
+  std::optional<gid_t> gid;
+  std::vector<gid_t> groups;
+  std::vector<std::string> cgroup_procs;  // cgroup.procs files the child joins before exec
+};
+
+struct SpawnedProcess {
+  pid_t pid = 0;
+  UniqueFd pidfd;  // pins the process; readable once it exits
+};
+
+// kUnavailable naming the program and the step that failed (a missing
+// program, a cgroup that refused it, a uid switch), with nothing left running.
+SpawnedProcess Spawn(const SpawnSpec& spec);
 
 // Finds an executable by name in PATH plus the sbin directories (where
 // dnsmasq and nft live even for users whose PATH lacks them).

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <string>
 
 #include "core/unique_fd.h"
 
@@ -18,10 +19,18 @@ class TrackedProcess {
  public:
   // The live process recorded in `pidfile` whose command line names
   // `owner_dir`, or nullopt if there is none (never started, exited, reused).
+  // kUnavailable when that cannot be told (a descriptor limit, an I/O
+  // error): never mistake "could not check" for "not running".
   static std::optional<TrackedProcess> Find(const std::filesystem::path& pidfile,
                                             const std::filesystem::path& owner_dir);
+  // The same with any text the command line must contain.
+  static std::optional<TrackedProcess> Find(const std::filesystem::path& pidfile,
+                                            const std::string& needle);
+  // A process this daemon started itself, with the pidfd it took then.
+  static TrackedProcess Adopt(pid_t pid, UniqueFd pidfd);
 
   pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }  // readable once the process has exited
   bool Alive() const;
   // Sends `sig` (default SIGKILL); a process already gone is fine.
   void Signal(int sig);

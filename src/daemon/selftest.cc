@@ -37,7 +37,9 @@ SelfTestReport RunSelfTest(const Config& config, const SelfTestOptions& options)
   AccelChoice accel = ChooseAccel(config.vm.accel, ProbeKvm());
   spdlog::info("accelerator: {} ({})", AccelName(accel.accel), accel.reason);
   ImageCatalog catalog(config.image_dir);
-  QemuDriver driver({config.state_dir, config.vm, accel});
+  auto cgroups =
+      std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(config.state_dir)));
+  QemuDriver driver({config.state_dir, config.vm, accel, cgroups});
 
   VmSpec spec(SandboxId::Generate());
   spec.image = catalog.Get(options.image);

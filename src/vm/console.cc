@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -19,7 +20,15 @@ std::string ConsoleTail(const std::filesystem::path& log, std::size_t max_lines)
   try {
     text = ReadFile(log);
   } catch (const Error&) {
-    return "";
+  }
+  // Just after a rotation the newest lines may be few: take the older file's too.
+  if (std::count(text.begin(), text.end(), '\n') <= static_cast<long>(max_lines)) {
+    try {
+      std::filesystem::path previous = log;
+      previous += ".1";
+      text = ReadFile(previous) + text;
+    } catch (const Error&) {
+    }
   }
   std::size_t pos = text.size();
   std::size_t lines = 0;

@@ -14,18 +14,26 @@ std::filesystem::path ImageDir() {
 }
 
 void GuestFixture::SetUp() {
+  networks_ = std::make_unique<NetworkManager>(state_.path(), Network());
+  cgroups_ = std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(state_.path())));
+  driver_ = std::make_unique<QemuDriver>(QemuDriverOptions{
+      state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "tests use TCG"}, cgroups_});
+  image_ = ImageCatalog(ImageDir()).Get("default");
+}
+
+NetworkConfig GuestFixture::Network() const {
   NetworkConfig net;
   net.forward_address = "127.0.0.1";
-  networks_ = std::make_unique<NetworkManager>(state_.path(), net);
-  driver_ = std::make_unique<QemuDriver>(
-      QemuDriverOptions{state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "tests use TCG"}});
-  image_ = ImageCatalog(ImageDir()).Get("default");
+  return net;
 }
 
 void GuestFixture::TearDown() {
   // Whatever failed, no guest or network outlives the test.
-  for (const auto& id : driver_->List()) driver_->Destroy(id);
-  networks_->TeardownAll();
+  if (driver_) {
+    for (const auto& id : driver_->List()) driver_->Destroy(id);
+  }
+  if (networks_) networks_->TeardownAll();
+  if (cgroups_) cgroups_->RemoveBases();
 }
 
 GuestFixture::Guest GuestFixture::Boot(const std::string& authorized_key) {

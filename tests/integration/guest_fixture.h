@@ -27,6 +27,8 @@ class GuestFixture : public ::testing::Test {
 
   void SetUp() override;
   void TearDown() override;
+  // The sandbox network settings (forwards on loopback by default).
+  virtual NetworkConfig Network() const;
 
   // Starts a guest whose endpoint user accepts `authorized_key` (a
   // public-key line), on a network of its own.
@@ -36,6 +38,7 @@ class GuestFixture : public ::testing::Test {
 
   TempDir state_;
   std::unique_ptr<NetworkManager> networks_;
+  std::shared_ptr<const Cgroups> cgroups_;
   std::unique_ptr<QemuDriver> driver_;
   Image image_;
 };

@@ -28,7 +28,16 @@ void EnterPrivateNetworkNamespace() {
   if (::unshare(CLONE_NEWNET | CLONE_NEWNS) != 0) Die("unshare (needs root)");
   // Keep our mounts from propagating back to the host.
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) Die("make / private");
+  // A sysfs of this namespace's own hides the host's cgroup mounts under
+  // /sys/fs/cgroup, which the daemon needs: carry them over.
+  char keep[] = "/tmp/ephemera-netns-cgroup-XXXXXX";
+  if (!::mkdtemp(keep)) Die("mkdtemp");
+  if (::mount("/sys/fs/cgroup", keep, nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    Die("keep /sys/fs/cgroup");
+  }
   if (::mount("sysfs", "/sys", "sysfs", 0, nullptr) != 0) Die("mount /sys");
+  if (::mount(keep, "/sys/fs/cgroup", nullptr, MS_MOVE, nullptr) != 0) Die("move cgroups back");
+  ::rmdir(keep);
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);

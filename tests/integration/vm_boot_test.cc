@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "image/catalog.h"
 #include "unit/test_files.h"
 #include "vm/console.h"
+#include "vm/qemu/command.h"
 #include "vm/qemu/qemu_driver.h"
 
 namespace ephemera {
@@ -59,8 +61,7 @@ class VmBootTest : public ::testing::TestWithParam<MachineType> {
   void SetUp() override {
     VmConfig config;
     config.machine = GetParam();
-    driver_ = std::make_unique<QemuDriver>(
-        QemuDriverOptions{state_.path(), config, AccelChoice{Accel::kTcg, "tests run under TCG"}});
+    driver_ = std::make_unique<QemuDriver>(Options(config));
     spec_.image = ImageCatalog(ImageDir()).Get("default");
     spec_.memory_mib = 256;
   }
@@ -68,6 +69,11 @@ class VmBootTest : public ::testing::TestWithParam<MachineType> {
   void TearDown() override {
     // Whatever failed above, no VM outlives the test.
     for (const auto& id : driver_->List()) driver_->Destroy(id);
+    cgroups_->RemoveBases();
+  }
+
+  QemuDriverOptions Options(VmConfig config = {}) {
+    return {state_.path(), config, AccelChoice{Accel::kTcg, "tests run under TCG"}, cgroups_};
   }
 
   VmInfo BootToInit() {
@@ -81,7 +87,7 @@ class VmBootTest : public ::testing::TestWithParam<MachineType> {
 
   void ExpectNothingLeft(const VmInfo& info) {
     EXPECT_FALSE(ProcessExists(info.pid)) << "QEMU pid " << info.pid << " still exists";
-    EXPECT_FALSE(AnyProcessMentions(info.dir.string() + "/"));
+    EXPECT_FALSE(AnyProcessMentions(QemuProcessMarker(info.id)));
     EXPECT_FALSE(fs::exists(info.dir)) << info.dir;
     EXPECT_FALSE(fs::exists(info.dir / "disk.qcow2"));
     EXPECT_FALSE(fs::exists(info.dir / "qmp.sock"));
@@ -92,6 +98,8 @@ class VmBootTest : public ::testing::TestWithParam<MachineType> {
   }
 
   test::TempDir state_;
+  std::shared_ptr<const Cgroups> cgroups_ =
+      std::make_shared<Cgroups>(Cgroups::Discover("ephemera-test-" + std::to_string(::getpid())));
   std::unique_ptr<QemuDriver> driver_;
   VmSpec spec_{SandboxId::Generate()};
 };
@@ -119,9 +127,76 @@ TEST_P(VmBootTest, KilledQemuIsNoticedAndCleanedUp) {
     std::this_thread::sleep_for(20ms);
   }
   // A driver created afresh (a restarted daemon) finds and removes the remains.
-  QemuDriver restarted({state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "test"}});
+  QemuDriver restarted(Options());
   ASSERT_EQ(restarted.List(), std::vector<SandboxId>{spec_.id});
   restarted.Destroy(spec_.id);
+  ExpectNothingLeft(info);
+}
+
+std::string ProcStatusField(pid_t pid, const std::string& field) {
+  std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  auto at = status.find("\n" + field + ":");
+  if (at == std::string::npos) return "";
+  auto start = status.find_first_not_of(" \t", at + field.size() + 2);
+  return status.substr(start, status.find('\n', start) - start);
+}
+
+TEST_P(VmBootTest, QemuRunsUnprivilegedUnderSeccompInACgroupWithLimits) {
+  VmInfo info = BootToInit();
+  // Its own uid and gid (not root, not shared), no supplementary groups,
+  // no capabilities, QEMU's seccomp filter on.
+  std::string uids = ProcStatusField(info.pid, "Uid");
+  EXPECT_THAT(uids, ::testing::StartsWith("3000000\t3000000\t3000000")) << uids;
+  EXPECT_THAT(ProcStatusField(info.pid, "Gid"), ::testing::StartsWith("3000000\t"));
+  EXPECT_EQ(ProcStatusField(info.pid, "Groups"), "");
+  EXPECT_EQ(ProcStatusField(info.pid, "CapEff"), "0000000000000000");
+  EXPECT_EQ(ProcStatusField(info.pid, "Seccomp"), "2");
+  EXPECT_EQ(ProcStatusField(info.pid, "NoNewPrivs"), "1");
+  // The VM's folder (disk, sockets, guest files) is closed to that uid: it
+  // works only on the descriptors it was handed.
+  struct stat dir {};
+  ASSERT_EQ(::stat(info.dir.c_str(), &dir), 0);
+  EXPECT_EQ(dir.st_uid, 0u);
+  EXPECT_EQ(dir.st_mode & 0777, 0700u);
+  // In a cgroup of its own, named by the VM, with its memory and pids capped.
+  std::string cgroups = ReadFile("/proc/" + std::to_string(info.pid) + "/cgroup");
+  EXPECT_THAT(cgroups, ::testing::HasSubstr(spec_.id.str())) << cgroups;
+  const std::string cgroup = "vm-" + spec_.id.str();
+  EXPECT_THAT(cgroups_->Pids(cgroup), ::testing::Contains(info.pid));
+  bool memory_capped = false, pids_capped = false;
+  for (const auto& base : cgroups_->bases()) {
+    for (const char* file : {"memory.limit_in_bytes", "memory.max"}) {
+      if (fs::exists(base / cgroup / file)) {
+        EXPECT_EQ(std::stoull(ReadFile(base / cgroup / file)), (256ull + 192 + 32) << 20);
+        memory_capped = true;
+      }
+    }
+    if (fs::exists(base / cgroup / "pids.max")) {
+      EXPECT_EQ(ReadFile(base / cgroup / "pids.max"), "512\n");
+      pids_capped = true;
+    }
+  }
+  EXPECT_TRUE(memory_capped);
+  EXPECT_TRUE(pids_capped);
+  driver_->Destroy(spec_.id);
+  ExpectNothingLeft(info);
+  EXPECT_EQ(cgroups_->List(), std::vector<std::string>{}) << "the VM's cgroup outlived it";
+}
+
+TEST_P(VmBootTest, ARestartedDriverAdoptsARunningQemuAndItsConsole) {
+  VmInfo info = BootToInit();
+  WaitForConsoleMarker(info.serial_log, "EPHEMERA_SSHD_READY", 60s, [] { return true; });
+  driver_.reset();  // the daemon stops; QEMU goes on
+  ASSERT_TRUE(ProcessExists(info.pid));
+  driver_ = std::make_unique<QemuDriver>(Options());
+  VmInfo adopted = driver_->Inspect(spec_.id);
+  EXPECT_EQ(adopted.state, VmState::kRunning);
+  EXPECT_EQ(adopted.pid, info.pid);
+  // The console is recorded again: the guest's power-off messages land.
+  const auto before = fs::file_size(info.serial_log);
+  EXPECT_TRUE(driver_->Shutdown(spec_.id, 30s)) << ConsoleTail(info.serial_log);
+  EXPECT_GT(fs::file_size(info.serial_log), before);
+  driver_->Destroy(spec_.id);
   ExpectNothingLeft(info);
 }
 

@@ -1,8 +1,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "core/error.h"
@@ -12,6 +15,7 @@
 #include "image/catalog.h"
 #include "unit/test_files.h"
 #include "vm/console.h"
+#include "vm/console_recorder.h"
 #include "vm/qemu/accel.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
@@ -26,6 +30,7 @@ using test::TempDir;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // The value after `flag` in argv (first occurrence), or "" if absent.
 std::string ArgAfter(const std::vector<std::string>& argv, const std::string& flag) {
@@ -78,15 +83,27 @@ TEST_F(QemuCommandTest, MicrovmKernelBootUnderTcg) {
   EXPECT_EQ(ArgAfter(argv, "-kernel"), launch_.spec.image.kernel->path.string());
   EXPECT_EQ(ArgAfter(argv, "-append"),
             "console=ttyS0 root=/dev/vda rw tsc_early_khz=2596122 ephemera.x=1");
-  // The guest writes only to its own overlay, never to the shared base.
-  EXPECT_THAT(ArgAfter(argv, "-drive"), HasSubstr("file=" + root + "/disk.qcow2,format=qcow2"));
+  // The guest writes only to its own overlay, never to the shared base; QEMU
+  // gets the overlay as descriptors (read-write and read-only), not a path.
+  EXPECT_EQ(ArgAfter(argv, "-drive"),
+            "id=root,file=/dev/fdset/1,format=qcow2,if=none,discard=unmap,cache=writeback");
+  EXPECT_THAT(AllAfter(argv, "-add-fd"), ElementsAre("fd=6,set=1", "fd=7,set=1"));
   EXPECT_THAT(AllAfter(argv, "-device"), ElementsAre("virtio-blk-device,drive=root"));
-  EXPECT_EQ(ArgAfter(argv, "-qmp"), "unix:" + root + "/qmp.sock,server=on,wait=off");
-  EXPECT_EQ(ArgAfter(argv, "-pidfile"), root + "/qemu.pid");
-  EXPECT_EQ(ArgAfter(argv, "-chardev"), "file,id=serial0,path=" + root + "/serial.log");
-  EXPECT_THAT(argv, Contains("-daemonize"));
+  // Console and QMP are sockets the daemon listens on and hands over.
+  EXPECT_THAT(AllAfter(argv, "-chardev"), ElementsAre("socket,id=serial0,fd=4,server=on,wait=off",
+                                                      "socket,id=qmp,fd=3,server=on,wait=off"));
+  EXPECT_EQ(ArgAfter(argv, "-mon"), "chardev=qmp,mode=control");
+  EXPECT_EQ(ArgAfter(argv, "-sandbox"),
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+  EXPECT_THAT(argv, Contains("-S"));  // started paused: the console attaches first
+  EXPECT_THAT(argv, Not(Contains("-daemonize")));
+  EXPECT_THAT(argv, Not(Contains("-pidfile")));
   EXPECT_THAT(argv, Contains("-nodefaults"));
   EXPECT_EQ(ArgAfter(argv, "-netdev"), "");
+  // No path of the VM's folder appears: QEMU could not open it anyway.
+  for (const auto& arg : argv) EXPECT_THAT(arg, Not(HasSubstr(root))) << arg;
+  launch_.seccomp_sandbox = false;
+  EXPECT_THAT(BuildQemuArgs(launch_), Not(Contains("-sandbox")));
 }
 
 TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
@@ -100,12 +117,11 @@ TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
   EXPECT_EQ(ArgAfter(argv, "-cpu"), "host");
   EXPECT_THAT(ArgAfter(argv, "-append"),
               ::testing::Not(HasSubstr("tsc_early_khz")));  // KVM has kvmclock
-  EXPECT_EQ(ArgAfter(argv, "-netdev"), "tap,id=net0,ifname=eph-1234abcd,script=no,downscript=no");
+  EXPECT_EQ(ArgAfter(argv, "-netdev"), "tap,id=net0,fd=5");
   EXPECT_THAT(
       AllAfter(argv, "-device"),
       ElementsAre("virtio-blk-pci,drive=root", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56"));
-  EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=" +
-                                           launch_.dir.root.string() + "/guest-file-0");
+  EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=/dev/fd/8");
 }
 
 TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
@@ -295,6 +311,7 @@ class QemuDriverValidationTest : public ::testing::Test {
  protected:
   QemuDriverValidationTest()
       : driver_({state_.path(), VmConfig{}, AccelChoice{Accel::kTcg, "test"}}) {
+    ::chmod(images_.path().c_str(), 0755);  // as an image cache is
     test::MakeFakeKernelImage(images_.path(), "img");
     spec_.image = ImageCatalog(images_.path()).Get("img");
   }
@@ -335,6 +352,14 @@ TEST_F(QemuDriverValidationTest, RejectsBadSpecsLeavingNothing) {
   ExpectRejected("is missing", ErrorCode::kNotFound);
 }
 
+TEST_F(QemuDriverValidationTest, AnImageTheUnprivilegedQemuCannotReadIsRefused) {
+  ::chmod(spec_.image.kernel->path.c_str(), 0600);
+  ExpectRejected("not readable by QEMU's unprivileged user", ErrorCode::kFailedPrecondition);
+  ::chmod(spec_.image.kernel->path.c_str(), 0644);
+  ::chmod(images_.path().c_str(), 0700);
+  ExpectRejected("needs o+x", ErrorCode::kFailedPrecondition);
+}
+
 TEST_F(QemuDriverValidationTest, CorruptBaseDiskFailsCloneLeavingNothing) {
   // A qcow2 header whose body is garbage: qemu-img refuses it as a backing file.
   std::string broken = std::string("QFI\xfb\x00\x00\x00\x03", 8) + std::string(504, '\xff');
@@ -348,6 +373,56 @@ TEST_F(QemuDriverValidationTest, DestroyAndShutdownOfUnknownVmAreNoOps) {
   EXPECT_NO_THROW(driver_.Destroy(spec_.id));
   EXPECT_TRUE(driver_.Shutdown(spec_.id, std::chrono::milliseconds(10)));
   EXPECT_THROW(driver_.Inspect(spec_.id), Error);
+}
+
+TEST(ConsoleRecorderTest, AFloodedConsoleStaysWithinItsBoundAndKeepsTheNewestOutput) {
+  TempDir dir;
+  const fs::path socket = dir.path() / "console.sock";
+  const fs::path log = dir.path() / "serial.log";
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener.get(), 1), 0);
+  constexpr std::size_t kBound = 64 * 1024;
+  ConsoleRecorder recorder(kBound);
+  SandboxId id = SandboxId::Generate();
+  recorder.Attach(id, socket, log);
+  EXPECT_TRUE(recorder.Recording(id));
+  {
+    // As a guest writing to its console without pause: 8 MiB, then a last line.
+    UniqueFd guest(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(guest);
+    std::string chunk(4096, 'x');
+    for (int i = 0; i < 2048; ++i) {
+      ASSERT_EQ(::write(guest.get(), chunk.data(), chunk.size()), 4096);
+    }
+    std::string last = "\nthe last line\n";
+    ASSERT_EQ(::write(guest.get(), last.data(), last.size()), static_cast<ssize_t>(last.size()));
+  }
+  for (int i = 0; i < 500 && recorder.Recording(id); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(recorder.Recording(id)) << "a closed console is forgotten";
+  fs::path previous = log;
+  previous += ".1";
+  const auto total = fs::file_size(log) + (fs::exists(previous) ? fs::file_size(previous) : 0);
+  EXPECT_LE(total, kBound);
+  EXPECT_GT(total, kBound / 4);
+  EXPECT_THAT(ConsoleTail(log, 3), HasSubstr("the last line"));
+}
+
+TEST(ConsoleRecorderTest, AConsoleNobodyServesIsAClearError) {
+  TempDir dir;
+  ConsoleRecorder recorder;
+  try {
+    recorder.Attach(SandboxId::Generate(), dir.path() / "none.sock", dir.path() / "log");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(e.what(), HasSubstr("none.sock"));
+  }
 }
 
 TEST(QemuDriverTest, MissingQemuIsNamed) {

@@ -15,6 +15,8 @@ void CheckQemuOptionValue(const std::string& what, const std::string& value) {
   }
 }
 
+std::string QemuProcessMarker(const SandboxId& id) { return "-uuid " + id.str() + " "; }
+
 std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
   const VmSpec& spec = launch.spec;
   const VmDir& dir = launch.dir;
@@ -45,6 +47,13 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
   add({"-m", std::to_string(spec.memory_mib), "-smp", std::to_string(spec.vcpus)});
   // A guest reboot ends the VM: a sandbox that reboots is done, like one that powers off.
   add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
+  // Paused until the daemon has attached the console, so no boot line is lost.
+  add({"-S"});
+  if (launch.seccomp_sandbox) {
+    // QEMU's own seccomp filter: no obsolete syscalls, no set*id, no new
+    // processes, no scheduler or resource changes (as libvirt runs it).
+    add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+  }
 
   const std::string blk = microvm && !iso ? "virtio-blk-device" : "virtio-blk-pci";
   const std::string net = microvm && !iso ? "virtio-net-device" : "virtio-net-pci";
@@ -63,26 +72,27 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     if (!spec.extra_cmdline.empty()) cmdline += " " + spec.extra_cmdline;
     add({"-kernel", spec.image.kernel->path.string(), "-initrd", spec.image.initrd->path.string(),
          "-append", cmdline});
-    add({"-drive", fmt::format("id=root,file={},format=qcow2,if=none,discard=unmap,cache=writeback",
-                               dir.overlay().string())});
+    add({"-add-fd", fmt::format("fd={},set=1", kDiskFd), "-add-fd",
+         fmt::format("fd={},set=1", kDiskReadOnlyFd)});
+    add({"-drive", "id=root,file=/dev/fdset/1,format=qcow2,if=none,discard=unmap,cache=writeback"});
     add({"-device", fmt::format("{},drive=root", blk)});
   }
   if (spec.nic) {
     CheckQemuOptionValue("TAP name", spec.nic->tap);
     CheckQemuOptionValue("MAC address", spec.nic->mac);
-    add({"-netdev", fmt::format("tap,id=net0,ifname={},script=no,downscript=no", spec.nic->tap)});
+    add({"-netdev", fmt::format("tap,id=net0,fd={}", kTapFd)});
     add({"-device", fmt::format("{},netdev=net0,mac={}", net, spec.nic->mac)});
   }
   for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
     CheckQemuOptionValue("guest file name", spec.guest_files[i].name);
-    add({"-fw_cfg",
-         fmt::format("name={},file={}", spec.guest_files[i].name, dir.guest_file(i).string())});
+    // Read through the descriptor: the VM's folder is closed to QEMU's uid.
+    add({"-fw_cfg", fmt::format("name={},file=/dev/fd/{}", spec.guest_files[i].name,
+                                kFirstGuestFileFd + static_cast<int>(i))});
   }
-  add({"-chardev", fmt::format("file,id=serial0,path={}", dir.serial_log().string()), "-serial",
+  add({"-chardev", fmt::format("socket,id=serial0,fd={},server=on,wait=off", kConsoleFd), "-serial",
        "chardev:serial0"});
-  add({"-qmp", fmt::format("unix:{},server=on,wait=off", dir.qmp_socket().string())});
-  add({"-pidfile", dir.pidfile().string(), "-daemonize"});
-  add({"-D", dir.qemu_log().string()});
+  add({"-chardev", fmt::format("socket,id=qmp,fd={},server=on,wait=off", kQmpFd), "-mon",
+       "chardev=qmp,mode=control"});
   return args;
 }
 

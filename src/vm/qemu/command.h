@@ -13,15 +13,28 @@
 
 namespace ephemera {
 
+// QEMU opens nothing of the host's by itself but the image files: the
+// daemon hands it these descriptors.
+inline constexpr int kQmpFd = 3;             // a listening unix socket
+inline constexpr int kConsoleFd = 4;         // a listening unix socket
+inline constexpr int kTapFd = 5;             // a queue of the sandbox's TAP
+inline constexpr int kDiskFd = 6;            // the qcow2 overlay, read-write
+inline constexpr int kDiskReadOnlyFd = 7;    // the same, read-only (QEMU probes with it)
+inline constexpr int kFirstGuestFileFd = 8;  // then one per guest file
+
 struct QemuLaunch {
   std::string binary;
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kTcg;  // resolved: kKvm or kTcg
   unsigned tcg_tb_size_mib = 32;
   std::optional<std::uint64_t> tsc_khz;  // passed to microvm guests under TCG
+  bool seccomp_sandbox = true;
   VmSpec spec;
   VmDir dir;
 };
+
+// The command-line text that identifies a VM's QEMU process (for adoption).
+std::string QemuProcessMarker(const SandboxId& id);
 
 std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch);
 

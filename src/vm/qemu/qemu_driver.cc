@@ -1,6 +1,11 @@
 #include "vm/qemu/qemu_driver.h"
 
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -9,11 +14,9 @@
 #include "core/fs.h"
 #include "core/netdev.h"
 #include "core/subprocess.h"
-#include "core/tracked_process.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
 #include "vm/qemu/qmp.h"
-#include "vm/qemu/vm_dir.h"
 
 namespace ephemera {
 
@@ -23,7 +26,11 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr unsigned kMinMemoryMib = 128;
+constexpr unsigned kMaxSlots = 65536;
 constexpr auto kLaunchTimeout = 30s;
+constexpr std::string_view kCgroupPrefix = "vm-";
+
+std::string CgroupName(const SandboxId& id) { return std::string(kCgroupPrefix) + id.str(); }
 
 fs::path RequireProgram(const std::string& name, const std::string& package) {
   auto path = FindProgram(name);
@@ -45,9 +52,66 @@ bool IsValidGuestFileName(const std::string& name) {
   return name.find("..") == std::string::npos;
 }
 
+// An unprivileged QEMU opens image files by path: each must be readable by
+// others, and every folder above it searchable.
+void CheckReadableByOthers(const fs::path& file, const std::string& image) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0 || (st.st_mode & S_IROTH) == 0) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "image '{}' file {} is not readable by QEMU's unprivileged user (it needs o+r)", image,
+         file.string());
+  }
+  for (fs::path dir = fs::absolute(file).parent_path(); !dir.empty(); dir = dir.parent_path()) {
+    if (::stat(dir.c_str(), &st) != 0 || (st.st_mode & S_IXOTH) == 0) {
+      Fail(ErrorCode::kFailedPrecondition,
+           "image '{}' file {} is not reachable by QEMU's unprivileged user: folder {} needs o+x",
+           image, file.string(), dir.string());
+    }
+    if (dir == dir.parent_path()) break;
+  }
+}
+
+UniqueFd ListenUnix(const fs::path& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.string().size() >= sizeof addr.sun_path) {
+    Fail(ErrorCode::kInvalidArgument, "socket path {} is too long", path.string());
+  }
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(path.c_str());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) FailErrno("socket", errno);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd.get(), 4) != 0) {
+    FailErrno(fmt::format("cannot listen on {}", path.string()), errno);
+  }
+  ::chmod(path.c_str(), 0600);
+  return fd;
+}
+
+UniqueFd OpenOrFail(const fs::path& path, int flags, unsigned mode = 0600) {
+  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC, mode));
+  if (!fd) FailErrno(fmt::format("cannot open {}", path.string()), errno);
+  return fd;
+}
+
+// What QEMU printed before it exited (its stderr goes to qemu.log).
+std::string QemuLogTail(const VmDir& dir) {
+  std::string text;
+  try {
+    text = ReadFile(dir.qemu_log());
+  } catch (const Error&) {
+    return "";
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (text.size() > 2000) text = text.substr(text.size() - 2000);
+  return text;
+}
+
 }  // namespace
 
-QemuDriver::QemuDriver(QemuDriverOptions options) : options_(std::move(options)) {
+QemuDriver::QemuDriver(QemuDriverOptions options)
+    : options_(std::move(options)), consoles_(std::size_t{options_.vm.console_log_kib} * 1024) {
   qemu_binary_ = RequireProgram(options_.vm.qemu_binary, "qemu-system-x86");
   qemu_img_binary_ = RequireProgram(options_.vm.qemu_img_binary, "qemu-utils");
   MakeDirs(vms_dir(), 0700);
@@ -55,6 +119,59 @@ QemuDriver::QemuDriver(QemuDriverOptions options) : options_(std::move(options))
     tsc_khz_ = HostTscKhz();
     spdlog::info("qemu: host TSC {} kHz, passed to microvm guests",
                  tsc_khz_ ? std::to_string(*tsc_khz_) : "unknown (not invariant)");
+  }
+  if (options_.accel.accel == Accel::kKvm && options_.vm.unprivileged) {
+    struct stat st {};
+    if (::stat("/dev/kvm", &st) == 0) kvm_gid_ = st.st_gid;
+  }
+  if (!options_.vm.unprivileged) {
+    spdlog::warn("qemu: vm.unprivileged is off: QEMU runs as root");
+  }
+  if (!options_.cgroups) spdlog::warn("qemu: no cgroups: VMs run without memory or pids limits");
+  Adopt();
+}
+
+void QemuDriver::Adopt() {
+  const std::vector<SandboxId> vms = List();
+  if (options_.cgroups) {
+    // A cgroup whose VM folder is gone was left by a crash mid-destroy.
+    for (const std::string& name : options_.cgroups->List()) {
+      if (name.rfind(kCgroupPrefix, 0) != 0) continue;  // another driver's
+      const std::string id = name.substr(kCgroupPrefix.size());
+      if (!SandboxId::IsValid(id) ||
+          std::binary_search(vms.begin(), vms.end(), SandboxId::Parse(id))) {
+        continue;
+      }
+      try {
+        options_.cgroups->Remove(name);
+        spdlog::info("vm {}: removed the cgroup it left behind", name);
+      } catch (const Error& e) {
+        spdlog::warn("vm {}: cannot remove its stale cgroup: {}", name, e.what());
+      }
+    }
+  }
+  for (const SandboxId& id : vms) {
+    VmDir dir = VmDir::For(vms_dir(), id);
+    try {
+      auto metadata = nlohmann::json::parse(ReadFile(dir.metadata()));
+      if (auto slot = metadata.find("uid_slot"); slot != metadata.end() && slot->is_number()) {
+        std::lock_guard lock(mutex_);
+        slots_[id] = slot->get<unsigned>();
+      }
+    } catch (const std::exception&) {
+      // A half-made VM: reconcile destroys it.
+    }
+    try {
+      auto process = TrackedProcess::Find(dir.pidfile(), QemuProcessMarker(id));
+      if (!process) continue;
+      {
+        std::lock_guard lock(mutex_);
+        processes_[id] = std::make_shared<TrackedProcess>(std::move(*process));
+      }
+      consoles_.Attach(id, dir.console_socket(), dir.serial_log());
+    } catch (const Error& e) {
+      spdlog::warn("vm {}: cannot adopt its QEMU yet: {}", id.str(), e.what());
+    }
   }
 }
 
@@ -71,18 +188,22 @@ void QemuDriver::Validate(const VmSpec& spec) const {
          spec.vcpus, host_cpus);
   }
   const Image& image = spec.image;
+  std::vector<const ImageFile*> files;
   if (image.format == ImageFormat::kKernel) {
     if (!image.kernel || !image.initrd || !image.rootfs) {
       Fail(ErrorCode::kInvalidArgument, "image '{}' lacks a kernel, initrd or rootfs", image.name);
     }
-    for (const ImageFile* file : {&*image.kernel, &*image.initrd, &*image.rootfs}) {
-      if (!fs::is_regular_file(file->path)) {
-        Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name,
-             file->path.string());
-      }
-    }
-  } else if (!image.iso || !fs::is_regular_file(image.iso->path)) {
+    files = {&*image.kernel, &*image.initrd, &*image.rootfs};
+  } else if (image.iso) {
+    files = {&*image.iso};
+  } else {
     Fail(ErrorCode::kNotFound, "image '{}' has no ISO file", image.name);
+  }
+  for (const ImageFile* file : files) {
+    if (!fs::is_regular_file(file->path)) {
+      Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name, file->path.string());
+    }
+    if (options_.vm.unprivileged) CheckReadableByOthers(file->path, image.name);
   }
   if (spec.nic) {
     if (!IsTunTapDevice(spec.nic->tap)) {
@@ -92,12 +213,43 @@ void QemuDriver::Validate(const VmSpec& spec) const {
       Fail(ErrorCode::kInvalidArgument, "'{}' is not a unicast MAC address", spec.nic->mac);
     }
   }
+  if (kFirstGuestFileFd + spec.guest_files.size() > 40) {
+    Fail(ErrorCode::kInvalidArgument, "too many guest files ({})", spec.guest_files.size());
+  }
   for (const auto& file : spec.guest_files) {
     if (!IsValidGuestFileName(file.name)) {
       Fail(ErrorCode::kInvalidArgument,
            "guest file name '{}' must start with opt/ and use [A-Za-z0-9/_.-]", file.name);
     }
   }
+}
+
+std::optional<QemuDriver::Identity> QemuDriver::TakeIdentity(const SandboxId& id) {
+  if (!options_.vm.unprivileged) return std::nullopt;
+  std::lock_guard lock(mutex_);
+  std::set<unsigned> used;
+  for (const auto& [other, slot] : slots_) used.insert(slot);
+  for (unsigned slot = 0; slot < kMaxSlots; ++slot) {
+    if (used.count(slot)) continue;
+    slots_[id] = slot;
+    const auto uid = static_cast<uid_t>(options_.vm.uid_base + slot);
+    return Identity{uid, static_cast<gid_t>(uid)};
+  }
+  Fail(ErrorCode::kResourceExhausted, "all {} QEMU uids are in use", kMaxSlots);
+}
+
+void QemuDriver::ReleaseIdentity(const SandboxId& id) {
+  std::lock_guard lock(mutex_);
+  slots_.erase(id);
+}
+
+CgroupLimits QemuDriver::LimitsFor(const VmSpec& spec) const {
+  std::uint64_t mib = spec.memory_mib + options_.vm.memory_overhead_mib;
+  if (options_.accel.accel == Accel::kTcg) mib += options_.vm.tcg_tb_size_mib;
+  CgroupLimits limits;
+  limits.memory_bytes = mib << 20;
+  limits.pids = options_.vm.max_pids;
+  return limits;
 }
 
 VmInfo QemuDriver::Start(const VmSpec& spec) {
@@ -109,8 +261,9 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
     FailErrno(fmt::format("cannot create {}", dir.root.string()), errno);
   }
   try {
-    CreateFiles(spec, dir);
-    Launch(spec, dir);
+    std::optional<Identity> as = TakeIdentity(spec.id);
+    CreateFiles(spec, dir, as);
+    Launch(spec, dir, as);
     return Inspect(spec.id);
   } catch (...) {
     try {
@@ -122,7 +275,8 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
   }
 }
 
-void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir) const {
+void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
+                             const std::optional<Identity>& as) const {
   if (spec.image.format == ImageFormat::kKernel) {
     // The copy-on-write clone: the base stays read-only and shared.
     auto result = RunProcess({qemu_img_binary_.string(), "create", "-q", "-f", "qcow2", "-F",
@@ -133,13 +287,19 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir) const {
       std::string detail = result.err.empty() ? result.out : result.err;
       while (!detail.empty() && detail.back() == '\n') detail.pop_back();
       ErrorCode code = detail.find("No space left") != std::string::npos
-                           ? ErrorCode::kResourceExhausted
+                           ? ErrorCode::kNoSpace
                            : ErrorCode::kFailedPrecondition;
       Fail(code, "cannot clone base disk {}: {}", spec.image.rootfs->path.string(), detail);
     }
   }
   for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
-    WriteFileAtomic(dir.guest_file(i), spec.guest_files[i].content, 0600);
+    // QEMU reads these through /dev/fd/N, which checks the file's own
+    // permissions: the VM's uid owns its files, nobody else's.
+    WriteFileAtomic(dir.guest_file(i), spec.guest_files[i].content, 0400);
+    if (as && ::chown(dir.guest_file(i).c_str(), as->uid, as->gid) != 0) {
+      FailErrno(fmt::format("cannot hand {} to uid {}", dir.guest_file(i).string(), as->uid),
+                errno);
+    }
   }
   nlohmann::json metadata = {
       {"id", spec.id.str()},
@@ -152,39 +312,96 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir) const {
       {"accel", std::string(AccelName(options_.accel.accel))},
       {"tap", spec.nic ? spec.nic->tap : ""},
   };
+  if (as) metadata["uid_slot"] = as->uid - options_.vm.uid_base;
   WriteFileAtomic(dir.metadata(), metadata.dump(2) + "\n", 0600);
 }
 
-void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir) const {
+void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as) {
   QemuLaunch launch{.binary = qemu_binary_.string(),
                     .machine = options_.vm.machine,
                     .accel = options_.accel.accel,
                     .tcg_tb_size_mib = options_.vm.tcg_tb_size_mib,
                     .tsc_khz = tsc_khz_,
+                    .seccomp_sandbox = options_.vm.seccomp_sandbox,
                     .spec = spec,
                     .dir = dir};
-  // With -daemonize, QEMU returns once the VM is set up (or has failed), so
-  // its exit status and stderr say whether the start worked.
-  ProcessResult result = RunProcess(BuildQemuArgs(launch), kLaunchTimeout);
-  if (!result.ok()) {
-    std::string detail = result.err;
-    while (!detail.empty() && detail.back() == '\n') detail.pop_back();
+  SpawnSpec process;
+  process.argv = BuildQemuArgs(launch);
+  UniqueFd log = OpenOrFail(dir.qemu_log(), O_WRONLY | O_CREAT | O_APPEND);
+  UniqueFd qmp = ListenUnix(dir.qmp_socket());
+  UniqueFd console = ListenUnix(dir.console_socket());
+  process.fds = {{log.get(), 1}, {log.get(), 2}, {qmp.get(), kQmpFd}, {console.get(), kConsoleFd}};
+  UniqueFd tap, disk, disk_ro;
+  if (spec.nic) {
+    tap = OpenTap(spec.nic->tap);
+    process.fds.emplace_back(tap.get(), kTapFd);
+  }
+  if (spec.image.format == ImageFormat::kKernel) {
+    disk = OpenOrFail(dir.overlay(), O_RDWR);
+    disk_ro = OpenOrFail(dir.overlay(), O_RDONLY);
+    process.fds.emplace_back(disk.get(), kDiskFd);
+    process.fds.emplace_back(disk_ro.get(), kDiskReadOnlyFd);
+  }
+  std::vector<UniqueFd> guest_files;
+  for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
+    guest_files.push_back(OpenOrFail(dir.guest_file(i), O_RDONLY));
+    process.fds.emplace_back(guest_files.back().get(), kFirstGuestFileFd + static_cast<int>(i));
+  }
+  if (as) {
+    process.uid = as->uid;
+    process.gid = as->gid;
+    if (kvm_gid_) process.groups = {*kvm_gid_};
+  }
+  if (options_.cgroups)
+    process.cgroup_procs = options_.cgroups->Create(CgroupName(spec.id), LimitsFor(spec));
+
+  SpawnedProcess spawned = Spawn(process);
+  auto tracked = std::make_shared<TrackedProcess>(
+      TrackedProcess::Adopt(spawned.pid, std::move(spawned.pidfd)));
+  {
+    std::lock_guard lock(mutex_);
+    processes_[spec.id] = tracked;
+  }
+  WriteFileAtomic(dir.pidfile(), std::to_string(spawned.pid) + "\n", 0600);
+  // QEMU answers QMP once it is set up; if it exits first, its stderr says why.
+  try {
+    QmpClient qmp_client = QmpClient::Connect(dir.qmp_socket(), kLaunchTimeout, tracked->pidfd());
+    consoles_.Attach(spec.id, dir.console_socket(), dir.serial_log());
+    qmp_client.Execute("cont");
+  } catch (const Error& e) {
+    std::string detail = QemuLogTail(dir);
     Fail(ErrorCode::kFailedPrecondition, "QEMU failed to start VM {}: {}", spec.id.str(),
-         detail.empty() ? "exit status " + std::to_string(result.exit_code) : detail);
+         detail.empty() ? std::string(e.what()) : detail);
   }
-  if (!TrackedProcess::Find(dir.pidfile(), dir.root)) {
-    Fail(ErrorCode::kInternal, "QEMU reported success but VM {} is not running", spec.id.str());
+  spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}, pid {}{})", spec.id.str(), spec.memory_mib,
+               spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
+               spawned.pid, as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
+}
+
+std::shared_ptr<TrackedProcess> QemuDriver::Process(const SandboxId& id, const VmDir& dir) {
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = processes_.find(id); it != processes_.end()) return it->second;
   }
-  spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {})", spec.id.str(), spec.memory_mib,
-               spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel));
+  auto found = TrackedProcess::Find(dir.pidfile(), QemuProcessMarker(id));
+  if (!found) return nullptr;
+  auto process = std::make_shared<TrackedProcess>(std::move(*found));
+  std::lock_guard lock(mutex_);
+  return processes_.emplace(id, process).first->second;
 }
 
 VmInfo QemuDriver::Inspect(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
-  if (!fs::is_directory(dir.root)) Fail(ErrorCode::kNotFound, "no VM with id {}", id.str());
+  std::error_code ec;
+  if (!fs::is_directory(dir.root, ec)) {
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      Fail(ErrorCode::kUnavailable, "cannot check VM {}: {}", id.str(), ec.message());
+    }
+    Fail(ErrorCode::kNotFound, "no VM with id {}", id.str());
+  }
   VmInfo info{id, VmState::kShutoff, 0, dir.root, dir.serial_log()};
-  auto process = TrackedProcess::Find(dir.pidfile(), dir.root);
-  if (!process) return info;
+  auto process = Process(id, dir);
+  if (!process || !process->Alive()) return info;
   info.pid = process->pid();
   info.state = VmState::kRunning;
   try {
@@ -199,8 +416,8 @@ VmInfo QemuDriver::Inspect(const SandboxId& id) {
 
 bool QemuDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) {
   VmDir dir = VmDir::For(vms_dir(), id);
-  auto process = TrackedProcess::Find(dir.pidfile(), dir.root);
-  if (!process) return true;
+  auto process = Process(id, dir);
+  if (!process || !process->Alive()) return true;
   try {
     QmpClient::Connect(dir.qmp_socket(), 2s).Execute("system_powerdown");
   } catch (const Error& e) {
@@ -213,7 +430,9 @@ bool QemuDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout
 
 void QemuDriver::Destroy(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
-  if (auto process = TrackedProcess::Find(dir.pidfile(), dir.root)) {
+  // Throws when the process cannot be checked: then nothing is removed, so
+  // a running QEMU is never left without its folder.
+  if (auto process = Process(id, dir)) {
     // A hard stop: the disk is thrown away, so nothing needs flushing.
     process->Kill();
     if (!process->WaitExit(10s)) {
@@ -221,7 +440,14 @@ void QemuDriver::Destroy(const SandboxId& id) {
            id.str());
     }
   }
+  consoles_.Detach(id);
+  if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
   RemoveAll(dir.root);
+  {
+    std::lock_guard lock(mutex_);
+    processes_.erase(id);
+  }
+  ReleaseIdentity(id);
 }
 
 std::vector<SandboxId> QemuDriver::List() {

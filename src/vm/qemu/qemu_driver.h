@@ -1,11 +1,23 @@
-// The embedded hypervisor driver: one QEMU process per VM, started
-// daemonized (so VMs outlive a daemon restart and are adopted again), and
-// controlled over QMP.
+// The embedded hypervisor driver: one QEMU process per VM, controlled over
+// QMP. QEMU is confined as libvirt confines it, and more: it runs as a uid
+// of its own per VM (so one compromised QEMU cannot touch another), under
+// QEMU's seccomp sandbox, in a cgroup with memory and pids limits, with no
+// path into the VM's folder: the daemon opens the disk, the TAP, the QMP
+// and console sockets and the guest files, and hands QEMU the descriptors.
+// QEMU outlives a daemon restart (it is in a session of its own) and is
+// adopted again through its pidfile.
 #pragma once
 
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
 
 #include "config/config.h"
+#include "core/cgroup.h"
+#include "core/tracked_process.h"
+#include "vm/console_recorder.h"
 #include "vm/driver.h"
 #include "vm/qemu/accel.h"
 #include "vm/qemu/vm_dir.h"
@@ -16,6 +28,8 @@ struct QemuDriverOptions {
   std::filesystem::path state_dir;  // VMs live in state_dir/vms/<id>/
   VmConfig vm;
   AccelChoice accel;  // resolved once at startup, see ChooseAccel
+  // Where VM cgroups are made; null: none (logged once).
+  std::shared_ptr<const Cgroups> cgroups;
 };
 
 class QemuDriver : public VmDriver {
@@ -33,14 +47,31 @@ class QemuDriver : public VmDriver {
   void Validate(const VmSpec& spec) const;
 
  private:
+  struct Identity {
+    uid_t uid;
+    gid_t gid;
+  };
   std::filesystem::path vms_dir() const { return options_.state_dir / "vms"; }
-  void CreateFiles(const VmSpec& spec, const VmDir& dir) const;
-  void Launch(const VmSpec& spec, const VmDir& dir) const;
+  void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as) const;
+  void Launch(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as);
+  // The VM's process: the one held since start or adoption, else found
+  // through its pidfile (kUnavailable when that cannot be checked).
+  std::shared_ptr<TrackedProcess> Process(const SandboxId& id, const VmDir& dir);
+  void Adopt();
+  std::optional<Identity> TakeIdentity(const SandboxId& id);
+  void ReleaseIdentity(const SandboxId& id);
+  CgroupLimits LimitsFor(const VmSpec& spec) const;
 
   QemuDriverOptions options_;
   std::filesystem::path qemu_binary_;
   std::filesystem::path qemu_img_binary_;
   std::optional<std::uint64_t> tsc_khz_;
+  std::optional<gid_t> kvm_gid_;  // the device group QEMU needs for /dev/kvm
+  ConsoleRecorder consoles_;
+
+  std::mutex mutex_;  // guards the two maps below
+  std::map<SandboxId, std::shared_ptr<TrackedProcess>> processes_;
+  std::map<SandboxId, unsigned> slots_;  // uid_base + slot is the VM's uid
 };
 
 }  // namespace ephemera

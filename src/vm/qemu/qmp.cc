@@ -35,8 +35,8 @@ UniqueFd ConnectUnix(const std::filesystem::path& path) {
 
 }  // namespace
 
-QmpClient QmpClient::Connect(const std::filesystem::path& socket,
-                             std::chrono::milliseconds timeout) {
+QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout,
+                             int abort_fd) {
   auto deadline = Clock::now() + timeout;
   UniqueFd fd;
   for (;;) {
@@ -49,12 +49,14 @@ QmpClient QmpClient::Connect(const std::filesystem::path& socket,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   QmpClient client(std::move(fd));
+  client.abort_fd_ = abort_fd;
   json greeting = client.ReadMessage(deadline);
   if (!greeting.contains("QMP")) {
     Fail(ErrorCode::kInternal, "QMP socket {} sent no greeting", socket.string());
   }
   client.Execute("qmp_capabilities", nullptr,
                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+  client.abort_fd_ = -1;
   return client;
 }
 
@@ -88,10 +90,13 @@ json QmpClient::ReadMessage(Clock::time_point deadline) {
     auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) Fail(ErrorCode::kTimeout, "QMP did not answer in time");
-    pollfd pfd{fd_.get(), POLLIN, 0};
-    int ready = ::poll(&pfd, 1, static_cast<int>(left));
+    pollfd pfds[2] = {{fd_.get(), POLLIN, 0}, {abort_fd_, POLLIN, 0}};
+    int ready = ::poll(pfds, abort_fd_ >= 0 ? 2 : 1, static_cast<int>(left));
     if (ready < 0 && errno != EINTR) FailErrno("QMP poll", errno);
     if (ready <= 0) continue;
+    if (abort_fd_ >= 0 && (pfds[1].revents & POLLIN) && !(pfds[0].revents & POLLIN)) {
+      Fail(ErrorCode::kUnavailable, "QEMU exited before QMP answered");
+    }
     char chunk[4096];
     ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
     if (n == 0) Fail(ErrorCode::kUnavailable, "QMP connection closed (QEMU exited?)");

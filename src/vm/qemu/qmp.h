@@ -17,8 +17,11 @@ class QmpClient {
  public:
   // Connects and negotiates capabilities. kUnavailable if the socket does
   // not answer, kTimeout if the greeting does not arrive in time.
+  // With `abort_fd` (QEMU's pidfd), kUnavailable as soon as it becomes
+  // readable: a QEMU that dies while starting is not waited for.
   static QmpClient Connect(const std::filesystem::path& socket,
-                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                           std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                           int abort_fd = -1);
 
   // Runs one command and returns its "return" value; a QMP error becomes
   // kFailedPrecondition with QEMU's description.
@@ -34,6 +37,7 @@ class QmpClient {
   void Send(const std::string& line);
 
   UniqueFd fd_;
+  int abort_fd_ = -1;
   std::string buffer_;
   std::vector<nlohmann::json> events_;
 };
