@@ -141,7 +141,10 @@ int main(int argc, char** argv) {
               *std::max_element(total.begin(), total.end()));
 
   test::LoopbackServer sink(test::LoopbackServer::Discard);
-  PortForwarder forwarder(ForwarderOptions{"127.0.0.1", {30000, 30100}, 64});
+  ForwarderOptions options;
+  options.listen_address = "127.0.0.1";
+  options.ports = {30000, 30100};
+  PortForwarder forwarder(options);
   SandboxId id = SandboxId::Generate();
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), sink.port());
   std::vector<double> direct, forwarded;

@@ -1,6 +1,7 @@
 #include "net/dhcp_server.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "core/subprocess.h"
@@ -38,9 +39,9 @@ std::vector<std::string> BuildDnsmasqArgs(const DhcpServerSpec& spec) {
       "--log-dhcp",
   };
   if (!spec.dns_servers.empty()) {
-    std::string servers;
-    for (const auto& s : spec.dns_servers) servers += (servers.empty() ? "" : ",") + s.str();
-    args.push_back("--dhcp-option=option:dns-server," + servers);
+    std::vector<std::string> servers;
+    for (const auto& s : spec.dns_servers) servers.push_back(s.str());
+    args.push_back(fmt::format("--dhcp-option=option:dns-server,{}", fmt::join(servers, ",")));
   }
   return args;
 }

@@ -62,7 +62,8 @@ std::string NetworkManager::MacFor(const SandboxId& id) {
   return fmt::format("52:54:00:{}:{}:{}", s.substr(0, 2), s.substr(2, 2), s.substr(4, 2));
 }
 
-NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config)
+NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config,
+                               std::function<bool(Ipv4)> admit_client)
     : net_dir_(state_dir / "net"), config_(std::move(config)), pool_(config_.pool) {
   if (!HasNetAdmin()) {
     Fail(ErrorCode::kPermissionDenied,
@@ -76,12 +77,20 @@ NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config)
   }
   if (config_.outbound_nat) {
     std::string previous = SetSysctl("net.ipv4.ip_forward", "1");
-    spdlog::info("network: outbound NAT on: net.ipv4.ip_forward=1 (was {})", previous);
+    spdlog::info(
+        "network: outbound NAT on: net.ipv4.ip_forward=1 (was {}); guests reach public "
+        "addresses only: private, link-local (cloud metadata), CGNAT ranges and this host's "
+        "subnets stay closed unless network.nat_allow names them",
+        previous);
   } else {
     spdlog::info("network: outbound NAT off: sandboxes reach only their gateway's DHCP");
   }
-  forwarder_ = std::make_unique<PortForwarder>(ForwarderOptions{
-      config_.forward_address, {config_.forward_port_first, config_.forward_port_last}, 64});
+  ForwarderOptions forward;
+  forward.listen_address = config_.forward_address;
+  forward.ports = {config_.forward_port_first, config_.forward_port_last};
+  forward.max_connections_per_source = config_.forward_connections_per_source;
+  forward.admit = std::move(admit_client);
+  forwarder_ = std::make_unique<PortForwarder>(std::move(forward));
   MakeDirs(net_dir_, 0700);
 }
 
@@ -94,7 +103,9 @@ void NetworkManager::Record(const SandboxNetwork& network) const {
 void NetworkManager::ApplyFirewallLocked() {
   std::vector<FirewallEntry> entries;
   for (const auto& [id, n] : networks_) entries.push_back({n.tap, n.subnet});
-  firewall_.Apply({config_.pool, config_.outbound_nat}, entries);
+  FirewallPolicy policy{config_.pool, config_.outbound_nat, {}, config_.nat_allow};
+  if (config_.outbound_nat) policy.host_subnets = HostConnectedSubnets();
+  firewall_.Apply(policy, entries);
 }
 
 // TAP, its sysctls and dnsmasq, each made only if missing (so Reconcile can

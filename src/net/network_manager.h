@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,7 +59,9 @@ class NetworkManager : public SandboxNetworks {
  public:
   // Checks the host (CAP_NET_ADMIN, dnsmasq present) and sets the sysctls
   // the configuration needs, logging each; throws naming what is missing.
-  NetworkManager(std::filesystem::path state_dir, NetworkConfig config);
+  // `admit_client` filters who may connect to forwarded ports (unset: any).
+  NetworkManager(std::filesystem::path state_dir, NetworkConfig config,
+                 std::function<bool(Ipv4)> admit_client = {});
   ~NetworkManager();
 
   // Builds the sandbox's network; on failure removes whatever it made.

@@ -9,6 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -35,6 +38,18 @@ void SetNoDelay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+template <typename Deadlines>
+void ForgetConnectDeadline(Deadlines& deadlines, typename Deadlines::key_type at,
+                           std::uint64_t key) {
+  auto [first, last] = deadlines.equal_range(at);
+  for (auto it = first; it != last; ++it) {
+    if (it->second == key) {
+      deadlines.erase(it);
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 // One direction of a connection: bytes move from -> buffer -> to.
@@ -51,12 +66,15 @@ struct PortForwarder::Direction {
 };
 
 struct PortForwarder::Connection {
+  explicit Connection(SandboxId sandbox) : owner(std::move(sandbox)) {}
   SandboxId owner;
   UniqueFd client;
   UniqueFd upstream;
+  std::uint32_t source = 0;  // the client's address, host byte order
   std::uint64_t client_key = 0;
   std::uint64_t upstream_key = 0;
   bool connecting = true;
+  Clock::time_point connect_deadline;
   Direction up;                     // client -> guest
   Direction down;                   // guest -> client
   std::uint32_t client_events = 0;  // what epoll watches now, per fd
@@ -194,59 +212,140 @@ std::size_t PortForwarder::ConnectionCount(const SandboxId& owner) const {
   return count;
 }
 
+int PortForwarder::NextTimeoutMs() const {
+  std::optional<Clock::time_point> next = accept_paused_until_;
+  if (!connecting_.empty() && (!next || connecting_.begin()->first < *next)) {
+    next = connecting_.begin()->first;
+  }
+  if (!next) return -1;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 60'000));
+}
+
+void PortForwarder::ExpireLocked(Clock::time_point now) {
+  while (!connecting_.empty() && connecting_.begin()->first <= now) {
+    std::uint64_t key = connecting_.begin()->second;
+    connecting_.erase(connecting_.begin());
+    CloseConnectionLocked(key);  // the guest never accepted
+  }
+  if (accept_paused_until_ && *accept_paused_until_ <= now) {
+    accept_paused_until_.reset();
+    for (const auto& [key, forward] : listeners_) SetListenerInterest(*forward, key, EPOLLIN);
+  }
+}
+
 void PortForwarder::Loop() {
   std::vector<epoll_event> events(64);
   while (!stopping_) {
-    int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), -1);
+    int timeout;
+    {
+      std::lock_guard lock(mutex_);
+      timeout = NextTimeoutMs();
+    }
+    int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
+      spdlog::error("forwarder: epoll_wait: {}", std::strerror(errno));
       break;
     }
     std::lock_guard lock(mutex_);
     for (int i = 0; i < n; ++i) {
       std::uint64_t key = events[i].data.u64;
-      if (key == kWakeupKey) {
-        std::uint64_t value;
-        (void)!::read(wakeup_.get(), &value, sizeof value);
-      } else if (listeners_.count(key)) {
-        HandleListener(key);
-      } else if (connections_.count(key)) {
-        HandleConnection(key, events[i].events);
-      }  // else: closed after epoll_wait returned; ignore the stale event
+      // One connection's failure (an fd or memory limit) must not take the
+      // loop, and every other sandbox's connections, down with it.
+      try {
+        if (key == kWakeupKey) {
+          std::uint64_t value;
+          (void)!::read(wakeup_.get(), &value, sizeof value);
+        } else if (listeners_.count(key)) {
+          HandleListener(key);
+        } else if (connections_.count(key)) {
+          HandleConnection(key, events[i].events);
+        }  // else: closed after epoll_wait returned; ignore the stale event
+      } catch (const std::exception& e) {
+        spdlog::error("forwarder: {}", e.what());
+        CloseConnectionLocked(key);
+      }
     }
+    ExpireLocked(Clock::now());
   }
+}
+
+void PortForwarder::SetListenerInterest(const Forward& forward, std::uint64_t key,
+                                        std::uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = key;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, forward.listener.get(), &ev);
 }
 
 void PortForwarder::HandleListener(std::uint64_t key) {
   Forward& forward = *listeners_.at(key);
   for (;;) {
-    UniqueFd client(
-        ::accept4(forward.listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!client) return;  // EAGAIN, or a connection that died in the queue
-    if (forward.connections >= options_.max_connections_per_sandbox) continue;  // refused: closed
-    auto c = std::make_shared<Connection>(
-        Connection{forward.owner, std::move(client), {}, 0, 0, true, {}, {}});
-    c->upstream.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!c->upstream) continue;
-    SetNoDelay(c->client.get());
-    SetNoDelay(c->upstream.get());
-    if (::connect(c->upstream.get(), reinterpret_cast<sockaddr*>(&forward.target),
-                  sizeof forward.target) != 0 &&
-        errno != EINPROGRESS) {
-      continue;
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof peer;
+    UniqueFd client(::accept4(forward.listener.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                              SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!client) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The pending connection stays queued and the listener stays
+        // readable: stop watching listeners for a moment rather than spin.
+        if (!accept_failing_) {
+          spdlog::warn("forwarder: cannot accept ({}); pausing accepts until it can",
+                       std::strerror(errno));
+          accept_failing_ = true;
+        }
+        accept_paused_until_ = Clock::now() + std::chrono::milliseconds(100);
+        for (const auto& [k, f] : listeners_) SetListenerInterest(*f, k, 0);
+      }
+      return;  // EAGAIN: drained
     }
-    c->up.from = c->client.get();
-    c->up.to = c->upstream.get();
-    c->down.from = c->upstream.get();
-    c->down.to = c->client.get();
-    // Until the guest accepts, only the connect's completion matters.
-    c->client_key = Register(c->client.get(), 0);
-    c->upstream_key = Register(c->upstream.get(), EPOLLOUT);
-    c->upstream_events = EPOLLOUT;
-    connections_[c->client_key] = c;
-    connections_[c->upstream_key] = c;
-    ++forward.connections;
+    accept_failing_ = false;
+    try {
+      AcceptOne(forward, std::move(client), peer);
+    } catch (const std::exception& e) {
+      spdlog::error("forwarder: sandbox {}: dropped a connection: {}", forward.owner.str(),
+                    e.what());
+    }
   }
+}
+
+void PortForwarder::AcceptOne(Forward& forward, UniqueFd client, const sockaddr_in& peer) {
+  const std::uint32_t source = ntohl(peer.sin_addr.s_addr);
+  if (options_.admit && !options_.admit(Ipv4{source})) return;  // closed: filtered
+  if (forward.connections >= options_.max_connections_per_sandbox) return;
+  if (per_source_[source] >= options_.max_connections_per_source) {
+    if (per_source_[source] == 0) per_source_.erase(source);
+    return;
+  }
+  auto c = std::make_shared<Connection>(forward.owner);
+  c->client = std::move(client);
+  c->source = source;
+  c->upstream.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!c->upstream) FailErrno("socket", errno);
+  SetNoDelay(c->client.get());
+  SetNoDelay(c->upstream.get());
+  if (::connect(c->upstream.get(), reinterpret_cast<const sockaddr*>(&forward.target),
+                sizeof forward.target) != 0 &&
+      errno != EINPROGRESS) {
+    return;  // refused at once: the client's connection closes
+  }
+  c->up.from = c->client.get();
+  c->up.to = c->upstream.get();
+  c->down.from = c->upstream.get();
+  c->down.to = c->client.get();
+  // Until the guest accepts, only the connect's completion matters (and
+  // the client's error or hang-up, which epoll reports regardless).
+  c->client_key = Register(c->client.get(), 0);
+  c->upstream_key = Register(c->upstream.get(), EPOLLOUT);
+  c->upstream_events = EPOLLOUT;
+  c->connect_deadline = Clock::now() + options_.connect_timeout;
+  connections_[c->client_key] = c;
+  connections_[c->upstream_key] = c;
+  connecting_.emplace(c->connect_deadline, c->client_key);
+  ++forward.connections;
+  ++per_source_[source];
 }
 
 bool PortForwarder::Pump(Direction& d) {
@@ -294,6 +393,12 @@ void PortForwarder::HandleConnection(std::uint64_t key, std::uint32_t events) {
   std::shared_ptr<Connection> c = connections_.at(key);
   bool just_connected = false;
   if (c->connecting) {
+    if (key == c->client_key) {
+      // The client failed or left before the guest answered: level-triggered
+      // ERR/HUP would otherwise wake this loop until the connect ends.
+      if (events & (EPOLLERR | EPOLLHUP)) CloseConnectionLocked(c->client_key);
+      return;
+    }
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(c->upstream.get(), SOL_SOCKET, SO_ERROR, &err, &len);
@@ -308,6 +413,7 @@ void PortForwarder::HandleConnection(std::uint64_t key, std::uint32_t events) {
     }
     c->connecting = false;
     just_connected = true;
+    ForgetConnectDeadline(connecting_, c->connect_deadline, c->client_key);
   }
   // Pump only what this event can move: readable feeds the direction
   // leaving this socket, writable drains the one entering it. Errors and
@@ -357,8 +463,12 @@ void PortForwarder::CloseConnectionLocked(std::uint64_t key) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->upstream.get(), nullptr);
   connections_.erase(c->client_key);
   connections_.erase(c->upstream_key);
+  if (c->connecting) ForgetConnectDeadline(connecting_, c->connect_deadline, c->client_key);
   if (auto l = listener_of_.find(c->owner); l != listener_of_.end()) {
     --listeners_.at(l->second)->connections;
+  }
+  if (auto s = per_source_.find(c->source); s != per_source_.end() && --s->second == 0) {
+    per_source_.erase(s);
   }
 }
 

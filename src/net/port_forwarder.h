@@ -5,8 +5,12 @@
 // sandbox.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +33,14 @@ struct ForwarderOptions {
   std::string listen_address = "0.0.0.0";
   PortRange ports;
   unsigned max_connections_per_sandbox = 64;
+  // Connections open at once from one client address, over all sandboxes.
+  unsigned max_connections_per_source = 32;
+  // A guest that does not accept within this is given up on, and the
+  // client's connection closed.
+  std::chrono::milliseconds connect_timeout{5000};
+  // Which client addresses may connect (the remote doors' IP filter); unset:
+  // any. Refused ones are closed at accept.
+  std::function<bool(Ipv4)> admit;
 };
 
 class PortForwarder {
@@ -57,13 +69,20 @@ class PortForwarder {
   struct Connection;
   struct Direction;
 
+  using Clock = std::chrono::steady_clock;
+
   void Loop();
+  // The epoll_wait timeout: until the next connect deadline or re-arm.
+  int NextTimeoutMs() const;
+  void ExpireLocked(Clock::time_point now);
   void HandleListener(std::uint64_t key);
+  void AcceptOne(Forward& forward, UniqueFd client, const sockaddr_in& peer);
   void HandleConnection(std::uint64_t key, std::uint32_t events);
   static bool Pump(Direction& d);
   void UpdateInterest(Connection& c);
   void CloseConnectionLocked(std::uint64_t key);
   std::uint64_t Register(int fd, std::uint32_t events);
+  void SetListenerInterest(const Forward& forward, std::uint64_t key, std::uint32_t events);
 
   ForwarderOptions options_;
   std::uint32_t listen_address_;  // network byte order
@@ -75,6 +94,12 @@ class PortForwarder {
   std::map<SandboxId, std::uint64_t> listener_of_;
   std::map<std::uint64_t, std::unique_ptr<Forward>> listeners_;
   std::map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // by each of its fd keys
+  std::multimap<Clock::time_point, std::uint64_t> connecting_;        // deadline -> client key
+  std::map<std::uint32_t, unsigned> per_source_;                      // open connections by client
+  // Out of descriptors (EMFILE): listeners stop being watched until then,
+  // instead of waking the loop on every pending connection.
+  std::optional<Clock::time_point> accept_paused_until_;
+  bool accept_failing_ = false;  // warned once per episode
   std::uint32_t next_port_offset_ = 0;
   std::thread thread_;
 };

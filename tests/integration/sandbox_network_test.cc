@@ -5,6 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include "core/error.h"
@@ -107,6 +111,79 @@ TEST_F(SandboxNetworkTest, TwoGuestsAreAddressedIsolatedAndReachable) {
   EXPECT_THAT(table, Not(HasSubstr(b.network.tap)));
   EXPECT_TRUE(fs::is_empty(state_.path() / "net"));
   EXPECT_TRUE(fs::is_empty(state_.path() / "vms"));
+}
+
+// With outbound NAT on, a guest reaches a public address but not the
+// host's LAN, the cloud metadata address, or a private range, unless that
+// range is allowed. The "outside" is a network namespace of the test's own,
+// behind a veth pair: every packet stays on this machine.
+class NatSandboxNetworkTest : public SandboxNetworkTest {
+ protected:
+  static constexpr const char* kOutside = "eph-test-outside";
+
+  NetworkConfig Network() const override {
+    NetworkConfig net = GuestFixture::Network();
+    net.outbound_nat = true;
+    net.nat_allow = {Ipv4Cidr::Parse("10.99.0.0/24")};
+    return net;
+  }
+
+  void SetUp() override {
+    // The outside: 192.168.77.2 on the LAN this host is on (192.168.77.1),
+    // and behind it a "public" 203.0.113.2, a metadata service at
+    // 169.254.169.254 and a private 10.99.0.2, each serving HTTP.
+    RunChecked({"ip", "netns", "add", kOutside});
+    RunChecked({"ip", "link", "add", "ephlan0", "type", "veth", "peer", "name", "ephlan1"});
+    RunChecked({"ip", "link", "set", "ephlan1", "netns", kOutside});
+    RunChecked({"ip", "addr", "add", "192.168.77.1/24", "dev", "ephlan0"});
+    RunChecked({"ip", "link", "set", "ephlan0", "up"});
+    for (const char* route : {"203.0.113.2", "169.254.169.254", "10.99.0.2"}) {
+      RunChecked({"ip", "route", "add", route, "via", "192.168.77.2"});
+    }
+    auto outside = [](std::vector<std::string> args) {
+      args.insert(args.begin(), {"ip", "netns", "exec", kOutside});
+      RunChecked(args);
+    };
+    outside({"ip", "addr", "add", "192.168.77.2/24", "dev", "ephlan1"});
+    outside({"ip", "link", "set", "ephlan1", "up"});
+    outside({"ip", "link", "set", "lo", "up"});
+    for (const char* a : {"203.0.113.2/32", "169.254.169.254/32", "10.99.0.2/32"}) {
+      outside({"ip", "addr", "add", a, "dev", "lo"});
+    }
+    web_ = ::fork();
+    if (web_ == 0) {
+      ::execlp("ip", "ip", "netns", "exec", kOutside, "python3", "-m", "http.server", "8080",
+               "--bind", "0.0.0.0", "--directory", "/", nullptr);
+      ::_exit(127);
+    }
+    GuestFixture::SetUp();
+  }
+
+  void TearDown() override {
+    GuestFixture::TearDown();
+    if (web_ > 0) {
+      ::kill(web_, SIGTERM);
+      ::waitpid(web_, nullptr, 0);
+    }
+    RunProcess({"ip", "link", "del", "ephlan0"});
+    RunProcess({"ip", "netns", "del", kOutside});
+  }
+
+  pid_t web_ = -1;
+};
+
+TEST_F(NatSandboxNetworkTest, NatReachesPublicAddressesOnlyUnlessAllowed) {
+  Ready r = BootAndProvision();
+  // True when an HTTP request from the guest gets an answer.
+  auto fetch = [&](const std::string& address) {
+    CommandResult r2 =
+        AsRoot(r, "printf \"GET / HTTP/1.0\\r\\n\\r\\n\" | busybox nc -w 3 " + address + " 8080");
+    return r2.out.find("HTTP/1.0 200") != std::string::npos;
+  };
+  EXPECT_TRUE(fetch("203.0.113.2")) << "a public address is not reached through NAT";
+  EXPECT_TRUE(fetch("10.99.0.2")) << "an allowed private range is not reached";
+  EXPECT_FALSE(fetch("169.254.169.254")) << "the cloud metadata address is reachable";
+  EXPECT_FALSE(fetch("192.168.77.2")) << "the host's LAN is reachable";
 }
 
 }  // namespace

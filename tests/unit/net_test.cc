@@ -2,8 +2,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <ctime>
 
 #include <set>
 #include <thread>
@@ -166,8 +170,28 @@ TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
   EXPECT_THAT(off, HasSubstr("iifname @taps oifname @taps drop"));
   EXPECT_THAT(off, HasSubstr("udp sport 68 udp dport 67 accept"));
   EXPECT_THAT(off, ::testing::Not(HasSubstr("masquerade")));
-  std::string on = BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), true}, entries);
+  // The guest's source is checked on the way to the host too, not left to rp_filter.
+  auto input =
+      off.substr(off.find("chain input"), off.find("chain forward") - off.find("chain input"));
+  EXPECT_THAT(input, HasSubstr("iifname . ip saddr != @endpoints drop"));
+  EXPECT_LT(input.find("udp sport 68"), input.find("ip saddr != @endpoints"));  // DHCP from 0.0.0.0
+  EXPECT_THAT(off, ::testing::Not(HasSubstr("nat_blocked")));
+  FirewallPolicy nat{Ipv4Cidr::Parse("172.16.0.0/16"),
+                     true,
+                     {Ipv4Cidr::Parse("192.168.7.0/24")},
+                     {Ipv4Cidr::Parse("10.99.0.0/24")}};
+  std::string on = BuildFirewallScript(nat, entries);
   EXPECT_THAT(on, HasSubstr("ip saddr 172.16.0.0/16 oifname != @taps masquerade"));
+  // NAT opens the public internet only: never the metadata service, the
+  // private ranges or the host's LAN, unless allowed by name.
+  for (const char* range : {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                            "100.64.0.0/10", "127.0.0.0/8", "192.168.7.0/24"}) {
+    EXPECT_THAT(on, HasSubstr(range));
+  }
+  auto forward = on.substr(on.find("chain forward"));
+  EXPECT_LT(forward.find("@nat_allowed accept"), forward.find("@nat_blocked drop"));
+  EXPECT_LT(forward.find("@nat_blocked drop"), forward.find("meta nfproto ipv4 accept"));
+  EXPECT_THAT(on, HasSubstr("elements = { 10.99.0.0/24 }"));
   // An empty table is still valid nft (no empty element lists).
   EXPECT_THAT(BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), false}, {}),
               ::testing::Not(HasSubstr("elements")));
@@ -196,7 +220,10 @@ std::string RoundTrip(int fd, const std::string& payload) {
 }
 
 ForwarderOptions LoopbackRange(std::uint16_t first, std::uint16_t last) {
-  return ForwarderOptions{"127.0.0.1", {first, last}, 64};
+  ForwarderOptions options;
+  options.listen_address = "127.0.0.1";
+  options.ports = {first, last};
+  return options;
 }
 
 TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
@@ -274,10 +301,178 @@ TEST(PortForwarderTest, UnreachableTargetClosesTheClient) {
   EXPECT_LE(::read(fd.get(), &c, 1), 0);
 }
 
+// A loopback listener that silently drops SYNs: its accept queue (backlog 0,
+// so one connection) is full and never accepted, so a connect to it stays
+// pending, as to a guest that is not up yet.
+class SynDropper {
+ public:
+  SynDropper() : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(listener_.get(), 0), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    filler_ = test::ConnectLoopback(port_);
+    EXPECT_TRUE(filler_);
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  UniqueFd listener_;
+  UniqueFd filler_;
+  std::uint16_t port_ = 0;
+};
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+UniqueFd ConnectFrom(const char* source, std::uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source, &local.sin_addr);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) return {};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
+  return fd;
+}
+
+// True if the peer closes `fd` within `within` (EOF or reset).
+bool ClosedWithin(int fd, std::chrono::milliseconds within) {
+  timeval tv{static_cast<time_t>(within.count() / 1000),
+             static_cast<suseconds_t>(within.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char c;
+  ssize_t n = ::recv(fd, &c, 1, 0);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+template <typename Predicate>
+bool Eventually(Predicate p, std::chrono::milliseconds within = std::chrono::seconds(3)) {
+  for (auto end = std::chrono::steady_clock::now() + within; std::chrono::steady_clock::now() < end;
+       std::this_thread::sleep_for(std::chrono::milliseconds(10))) {
+    if (p()) return true;
+  }
+  return p();
+}
+
+TEST(PortForwarderTest, AClientResetWhileTheGuestIsSilentCostsNoCpu) {
+  SynDropper silent_guest;
+  auto options = LoopbackRange(44100, 44199);
+  options.connect_timeout = std::chrono::seconds(30);
+  PortForwarder forwarder(options);
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), silent_guest.port());
+  {
+    UniqueFd client = test::ConnectLoopback(port);
+    ASSERT_TRUE(client);
+    ASSERT_TRUE(Eventually([&] { return forwarder.ConnectionCount(id) == 1; }));
+    linger reset{1, 0};  // close with RST
+    ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  }
+  EXPECT_TRUE(Eventually([&] { return forwarder.ConnectionCount(id) == 0; }));
+  double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_LT(ProcessCpuSeconds() - before, 0.2) << "the forwarder spins";
+}
+
+TEST(PortForwarderTest, AGuestThatNeverAcceptsIsGivenUpOnAfterTheConnectTimeout) {
+  SynDropper silent_guest;
+  auto options = LoopbackRange(44200, 44299);
+  options.connect_timeout = std::chrono::milliseconds(300);
+  PortForwarder forwarder(options);
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), silent_guest.port());
+  UniqueFd client = test::ConnectLoopback(port);
+  ASSERT_TRUE(client);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ClosedWithin(client.get(), std::chrono::seconds(5)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(forwarder.ConnectionCount(id), 0u);
+}
+
+TEST(PortForwarderTest, ConnectionsPerSourceAreCappedAndFilteredSourcesRefused) {
+  test::LoopbackServer echo(test::LoopbackServer::Echo);
+  auto options = LoopbackRange(44300, 44399);
+  options.max_connections_per_source = 2;
+  options.admit = [](Ipv4 source) { return source.str() != "127.0.0.9"; };
+  PortForwarder forwarder(options);
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
+  UniqueFd a1 = ConnectFrom("127.0.0.1", port);
+  UniqueFd a2 = ConnectFrom("127.0.0.1", port);
+  EXPECT_EQ(RoundTrip(a1.get(), "one"), "one");
+  EXPECT_EQ(RoundTrip(a2.get(), "two"), "two");
+  UniqueFd a3 = ConnectFrom("127.0.0.1", port);
+  EXPECT_TRUE(ClosedWithin(a3.get(), std::chrono::seconds(2)));
+  UniqueFd b1 = ConnectFrom("127.0.0.2", port);  // another source is served
+  EXPECT_EQ(RoundTrip(b1.get(), "three"), "three");
+  UniqueFd denied = ConnectFrom("127.0.0.9", port);
+  EXPECT_TRUE(ClosedWithin(denied.get(), std::chrono::seconds(2)));
+  a1.reset();  // a closed connection frees its source's slot
+  ASSERT_TRUE(Eventually([&] { return forwarder.ConnectionCount(id) == 2; }));
+  UniqueFd a4 = ConnectFrom("127.0.0.1", port);
+  EXPECT_EQ(RoundTrip(a4.get(), "four"), "four");
+}
+
+TEST(PortForwarderTest, OutOfDescriptorsPausesAcceptsWithoutSpinningThenRecovers) {
+  // The guest is a bare listener this thread accepts from once descriptors
+  // are back (a server thread blocked in accept would itself hit EMFILE).
+  UniqueFd guest(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in guest_addr{};
+  guest_addr.sin_family = AF_INET;
+  guest_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(guest.get(), reinterpret_cast<sockaddr*>(&guest_addr), sizeof guest_addr), 0);
+  ASSERT_EQ(::listen(guest.get(), 4), 0);
+  socklen_t guest_len = sizeof guest_addr;
+  ::getsockname(guest.get(), reinterpret_cast<sockaddr*>(&guest_addr), &guest_len);
+  PortForwarder forwarder(LoopbackRange(44400, 44499));
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), ntohs(guest_addr.sin_port));
+  // The client socket is made first; then the process may open no more.
+  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  rlimit saved{};
+  ::getrlimit(RLIMIT_NOFILE, &saved);
+  int highest = ::dup(0);
+  ::close(highest);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(highest);  // every descriptor below is in use
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  int rc = ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  double spent = ProcessCpuSeconds() - before;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_EQ(rc, 0);  // queued by the kernel while accept4 fails
+  EXPECT_LT(spent, 0.2) << "the forwarder spins on EMFILE";
+  // Served once descriptors are back.
+  UniqueFd accepted(::accept4(guest.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+  ASSERT_EQ(::write(client.get(), "later", 5), 5);
+  char buf[8] = {};
+  ASSERT_EQ(::read(accepted.get(), buf, sizeof buf), 5);
+  EXPECT_EQ(std::string(buf, 5), "later");
+}
+
 TEST(PortForwarderTest, BadOptionsAreRejected) {
   EXPECT_THROW(PortForwarder(LoopbackRange(15000, 10000)), Error);
   EXPECT_THROW(PortForwarder(LoopbackRange(0, 10)), Error);
-  EXPECT_THROW(PortForwarder(ForwarderOptions{"localhost", {10000, 10001}, 1}), Error);
+  ForwarderOptions named;
+  named.listen_address = "localhost";
+  EXPECT_THROW(PortForwarder{named}, Error);
 }
 
 }  // namespace
