@@ -12,6 +12,7 @@
 #include "cli/api_client.h"
 #include "cli/parse.h"
 #include "cli/remembered.h"
+#include "cli/sandbox_access.h"
 #include "cli/servers.h"
 
 namespace {
@@ -20,11 +21,16 @@ using ephemera::cli::ApiClient;
 using ephemera::cli::ApiError;
 using ephemera::cli::ClientOptions;
 using ephemera::cli::Headers;
+using ephemera::cli::KnownHostsLine;
 using ephemera::cli::NormalizeFingerprint;
 using ephemera::cli::ParseDuration;
+using ephemera::cli::ParseSandboxAccess;
 using ephemera::cli::ParseServerUrl;
 using ephemera::cli::Remembered;
+using ephemera::cli::SandboxAccess;
 using ephemera::cli::ServerStore;
+using ephemera::cli::SshArgv;
+using ephemera::cli::ToJson;
 using nlohmann::json;
 
 constexpr char kDefaultSocket[] = "/run/ephemera/ephemera.sock";
@@ -207,7 +213,11 @@ CLI::Validator Valid(Parse parse, const char* name) {
 int Askpass(const char* id) {
   auto entry = Remembered().Get(id);
   if (!entry) return 1;
-  std::printf("%s\n", (*entry)["password"].get<std::string>().c_str());
+  try {
+    std::printf("%s\n", ParseSandboxAccess(*entry).password.c_str());
+  } catch (const std::invalid_argument&) {
+    return 1;
+  }
   return 0;
 }
 
@@ -220,38 +230,28 @@ int Ssh(const std::string& id, const std::vector<std::string>& command) {
         id.c_str());
     return 1;
   }
+  SandboxAccess access;
+  try {
+    access = ParseSandboxAccess(*entry);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "ephemera: the remembered credentials of %s are unusable: %s\n",
+                 id.c_str(), e.what());
+    return 1;
+  }
   char dir_template[] = "/tmp/ephemera-ssh-XXXXXX";
   if (!::mkdtemp(dir_template)) {
     std::perror("ephemera: mkdtemp");
     return 1;
   }
   std::string dir = dir_template;
-  std::string host = (*entry)["host"], port = std::to_string((*entry)["port"].get<int>());
   {
     // Pin the host key the daemon saw while provisioning.
     std::ofstream known(dir + "/known_hosts");
-    known << "[" << host << "]:" << port << " " << (*entry)["host_key"].get<std::string>() << "\n";
+    known << KnownHostsLine(access);
   }
   char self[4096] = {};
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  std::vector<std::string> args = {"ssh",
-                                   "-p",
-                                   port,
-                                   "-o",
-                                   "UserKnownHostsFile=" + dir + "/known_hosts",
-                                   "-o",
-                                   "StrictHostKeyChecking=yes",
-                                   "-o",
-                                   "PubkeyAuthentication=no",
-                                   "-o",
-                                   "PreferredAuthentications=password,keyboard-interactive",
-                                   "-o",
-                                   "NumberOfPasswordPrompts=1",
-                                   "-o",
-                                   "LogLevel=ERROR",
-                                   (*entry)["username"].get<std::string>() + "@" + host};
-  if (!command.empty()) args.push_back("--");
-  args.insert(args.end(), command.begin(), command.end());
+  std::vector<std::string> args = SshArgv(access, dir + "/known_hosts", command);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setenv("SSH_ASKPASS", n > 0 ? self : "ephemera", 1);
@@ -373,11 +373,19 @@ int main(int argc, char** argv) {
       if (vcpus) body["vcpus"] = *vcpus;
       if (ttl) body["ttl_seconds"] = *ttl;
       json s = client.Request("POST", "/v1/sandboxes", body.dump());
-      json entry = {{"host", s["host"]},         {"port", s["port"]},
-                    {"username", s["username"]}, {"password", s["password"]},
-                    {"token", s["token"]},       {"host_key", s["host_key"]}};
-      if (client.server()) entry["server"] = client.server()->str();
-      Remembered().Put(s["id"], entry);
+      // Checked before anything is kept: these strings reach ssh later.
+      SandboxAccess access;
+      try {
+        access = ParseSandboxAccess(s);
+      } catch (const std::invalid_argument& e) {
+        throw std::runtime_error(std::string("the server's answer breaks the API contract: ") +
+                                 e.what());
+      }
+      if (!s.contains("id") || !s["id"].is_string() || s["id"].get<std::string>().size() > 64) {
+        throw std::runtime_error("the server's answer has no sandbox id");
+      }
+      if (client.server()) access.server = client.server()->str();
+      Remembered().Put(s["id"], ToJson(access));
       if (as_json) {
         std::cout << s.dump(2) << "\n";
       } else {
