@@ -12,7 +12,7 @@ packages=(
   libspdlog-dev libfmt-dev libarchive-dev libnftables-dev libnl-3-dev
   libnl-route-3-dev libseccomp-dev libcap-dev libsystemd-dev
   # tests and benchmarks (curl: a real HTTPS client; clang + compiler-rt: libFuzzer)
-  libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev python3
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
   # guest image build

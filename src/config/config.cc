@@ -186,6 +186,12 @@ void ReadNetwork(Section& section, NetworkConfig& out) {
       out.dns_servers.push_back(ParseValue<Ipv4>(section, "dns_servers", d, Ipv4::Parse));
   }
   section.Read("outbound_nat", out.outbound_nat);
+  std::vector<std::string> nat_allow;
+  if (section.ReadList("nat_allow", nat_allow)) {
+    out.nat_allow.clear();
+    for (const auto& c : nat_allow)
+      out.nat_allow.push_back(ParseValue<Ipv4Cidr>(section, "nat_allow", c, Ipv4Cidr::Parse));
+  }
   section.Read("dnsmasq_binary", out.dnsmasq_binary);
   section.Read("forward_address", out.forward_address);
   ParseValue<Ipv4>(section, "forward_address", out.forward_address, Ipv4::Parse);
@@ -205,6 +211,8 @@ void ReadNetwork(Section& section, NetworkConfig& out) {
   }
   out.forward_port_first = static_cast<std::uint16_t>(first);
   out.forward_port_last = static_cast<std::uint16_t>(last);
+  section.ReadUnsigned("forward_connections_per_source", out.forward_connections_per_source, 1,
+                       100000);
 }
 
 void ReadListen(Section& section, std::string_view key, std::optional<ListenAddress>& out) {
@@ -321,6 +329,8 @@ Config ParseConfig(std::string_view yaml_text) {
   limits.ReadUnsigned("max_memory_mib", config.limits.max_memory_mib, 128, 1 << 22);
   limits.ReadUnsigned("max_vcpus", config.limits.max_vcpus, 1, 256);
   limits.ReadUnsigned("sshd_timeout_seconds", config.limits.sshd_timeout_seconds, 1, 3600);
+  limits.ReadUnsigned("host_memory_mib", config.limits.host_memory_mib, 0, 1u << 31);
+  limits.ReadUnsigned("min_free_disk_mib", config.limits.min_free_disk_mib, 0, 1u << 31);
   limits.RejectUnknown();
   if (config.limits.default_ttl_seconds > config.limits.max_ttl_seconds) {
     Fail(ErrorCode::kInvalidArgument,
@@ -343,6 +353,12 @@ Config ParseConfig(std::string_view yaml_text) {
               {{"auto", Accel::kAuto}, {"kvm", Accel::kKvm}, {"tcg", Accel::kTcg}});
   vm.ReadUnsigned("tcg_tb_size_mib", config.vm.tcg_tb_size_mib, 8, 4096);
   vm.ReadUnsigned("powerdown_timeout_ms", config.vm.powerdown_timeout_ms, 0, 600000);
+  vm.Read("unprivileged", config.vm.unprivileged);
+  vm.ReadUnsigned("uid_base", config.vm.uid_base, 1000, 4000000000u - 65536);
+  vm.Read("seccomp_sandbox", config.vm.seccomp_sandbox);
+  vm.ReadUnsigned("memory_overhead_mib", config.vm.memory_overhead_mib, 32, 65536);
+  vm.ReadUnsigned("max_pids", config.vm.max_pids, 64, 1000000);
+  vm.ReadUnsigned("console_log_kib", config.vm.console_log_kib, 16, 1 << 20);
   vm.RejectUnknown();
 
   Section network = top.Child("network");

@@ -32,18 +32,35 @@ struct VmConfig {
   // Bounds QEMU's TCG translation cache (1 GiB by default); see docs/benchmarks.md.
   unsigned tcg_tb_size_mib = 32;
   unsigned powerdown_timeout_ms = 5000;
+  // QEMU runs as an unprivileged uid of its own per VM (uid_base + a slot;
+  // no account needed), sees only the descriptors it is handed, and (with
+  // seccomp_sandbox) runs under QEMU's seccomp filter. Off only to debug.
+  bool unprivileged = true;
+  unsigned uid_base = 3000000;
+  bool seccomp_sandbox = true;
+  // Each VM's cgroup allows its guest memory, the TCG cache and this much.
+  unsigned memory_overhead_mib = 192;
+  unsigned max_pids = 512;  // threads and processes per VM
+  // The serial console log (and its one rotated predecessor) per VM.
+  unsigned console_log_kib = 1024;
 };
 
 struct NetworkConfig {
   // /30 subnets for sandboxes are carved from here.
   Ipv4Cidr pool = Ipv4Cidr{Ipv4{0xac100000}, 16};      // 172.16.0.0/16
   std::vector<Ipv4> dns_servers = {Ipv4{0x01010101}};  // 1.1.1.1, offered by DHCP
+  // Outbound NAT lets guests reach what the host routes to, except private,
+  // link-local (cloud metadata at 169.254.169.254), CGNAT, loopback and
+  // multicast ranges and the host's own connected subnets, unless nat_allow
+  // names them.
   bool outbound_nat = false;
+  std::vector<Ipv4Cidr> nat_allow;
   std::string dnsmasq_binary = "dnsmasq";
   // Clients reach a sandbox's sshd on forward_address:<port from forward_ports>.
   std::string forward_address = "0.0.0.0";
   std::uint16_t forward_port_first = 10000;
   std::uint16_t forward_port_last = 15000;
+  unsigned forward_connections_per_source = 32;  // per client address, over all sandboxes
 };
 
 struct DefaultsConfig {
@@ -60,6 +77,11 @@ struct LimitsConfig {
   unsigned max_memory_mib = 4096;
   unsigned max_vcpus = 4;
   unsigned sshd_timeout_seconds = 120;
+  // Memory all sandboxes together may commit (each its memory_mib plus
+  // vm.memory_overhead_mib); 0: 90% of the host's memory.
+  unsigned host_memory_mib = 0;
+  // Creates are refused while the state folder has less free space.
+  unsigned min_free_disk_mib = 1024;
 };
 
 // "ADDR:PORT" or "[IPv6]:PORT" for a TCP listener; the address is numeric.

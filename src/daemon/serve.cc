@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "api/http_server.h"
+#include "api/ip_filter.h"
 #include "api/router.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -15,6 +16,7 @@
 #include "net/network_manager.h"
 #include "provision/provisioner.h"
 #include "store/store.h"
+#include "vm/qemu/host.h"
 #include "vm/qemu/qemu_driver.h"
 
 namespace ephemera {
@@ -23,8 +25,14 @@ namespace {
 
 constexpr char kVersion[] = "0.1.0";
 
-EngineOptions EngineOptionsFrom(const Config& c) {
+EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   EngineOptions o;
+  o.host_memory_mib =
+      c.limits.host_memory_mib != 0 ? c.limits.host_memory_mib : HostMemoryMib() * 9 / 10;
+  o.sandbox_overhead_mib =
+      c.vm.memory_overhead_mib + (accel.accel == Accel::kTcg ? c.vm.tcg_tb_size_mib : 0);
+  o.disk_watch = c.state_dir;
+  o.min_free_disk_mib = c.limits.min_free_disk_mib;
   o.max_sandboxes = c.limits.max_sandboxes;
   o.max_parallel_creates = c.limits.max_parallel_creates;
   o.default_ttl = std::chrono::seconds(c.limits.default_ttl_seconds);
@@ -37,6 +45,15 @@ EngineOptions EngineOptionsFrom(const Config& c) {
   o.sshd_timeout = std::chrono::seconds(c.limits.sshd_timeout_seconds);
   if (!c.endpoint_password.empty()) o.endpoint_password = c.endpoint_password;
   return o;
+}
+
+// Forwarded SSH ports are a front door too: remote.deny applies to them.
+std::function<bool(Ipv4)> ForwardedPortAdmission(const Config& c) {
+  if (c.remote.deny.empty()) return {};
+  auto filter = std::make_shared<IpFilter>(std::vector<std::string>{}, c.remote.deny);
+  return [filter](Ipv4 source) {
+    return filter->Admits(boost::asio::ip::make_address_v4(source.value));
+  };
 }
 
 std::string ClientHost(const Config& c) {
@@ -72,10 +89,14 @@ int Serve(const Config& config) {
   } catch (const Error& e) {
     spdlog::warn("default image: {}", e.what());
   }
-  QemuDriver vms({config.state_dir, config.vm, accel});
-  NetworkManager networks(config.state_dir, config.network);
+  auto cgroups =
+      std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(config.state_dir)));
+  spdlog::info("cgroups: {} sandboxes under {}", cgroups->unified() ? "v2," : "v1,",
+               cgroups->bases().empty() ? "-" : cgroups->bases().front().string());
+  QemuDriver vms({config.state_dir, config.vm, accel, cgroups});
+  NetworkManager networks(config.state_dir, config.network, ForwardedPortAdmission(config));
   SshProvisioner provisioner;
-  Engine engine(EngineOptionsFrom(config), store, images, vms, networks, provisioner);
+  Engine engine(EngineOptionsFrom(config, accel), store, images, vms, networks, provisioner);
 
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
@@ -87,8 +108,10 @@ int Serve(const Config& config) {
                      kVersion, fmt::format("{} ({})", AccelName(accel.accel), accel.reason),
                      nullptr,  &front_doors};
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
+  HttpServerOptions local_options;
+  local_options.is_slow = IsSlowApiRequest;
   auto server = std::make_unique<HttpServer>(
-      HttpListener::Unix(config.socket, config.socket_mode), HttpServerOptions{},
+      HttpListener::Unix(config.socket, config.socket_mode), local_options,
       [&context](const HttpRequest& r, const Peer& p) { return HandleApiRequest(context, r, p); });
   spdlog::info("listening on {} (images in {}, state in {})", config.socket.string(),
                config.image_dir.string(), config.state_dir.string());

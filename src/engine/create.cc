@@ -61,8 +61,23 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
   return v;
 }
 
+void Engine::CheckFreeDisk() const {
+  if (options_.disk_watch.empty() || options_.min_free_disk_mib == 0) return;
+  std::error_code ec;
+  auto space = std::filesystem::space(options_.disk_watch, ec);
+  if (ec) return;  // cannot tell: let the create find out
+  const std::uint64_t free_mib = space.available >> 20;
+  if (free_mib < options_.min_free_disk_mib) {
+    Fail(ErrorCode::kNoSpace,
+         "the host is low on disk space: {} MiB free where sandboxes live, below the {} MiB "
+         "floor (limits.min_free_disk_mib)",
+         free_mib, options_.min_free_disk_mib);
+  }
+}
+
 CreateResult Engine::Create(const CreateRequest& request) {
   Validated v = Validate(request);
+  CheckFreeDisk();
   auto t0 = Clock::now();
   Sandbox sandbox(SandboxId::Generate());
   sandbox.spec = v.spec;
@@ -72,8 +87,22 @@ CreateResult Engine::Create(const CreateRequest& request) {
   std::string token = RandomString(kTokenLength, kTokenAlphabet);
   sandbox.token_sha256 = Sha256Hex(token);
   // Recorded before the host is touched, so a crash from here on is
-  // reconciled; the count includes it, so the limit holds under races.
-  store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit);
+  // reconciled; the count includes it, so the limits hold under races. The
+  // row is this create's until it returns, not the reaper's.
+  {
+    std::lock_guard lock(bookkeeping_mutex_);
+    creating_.insert(sandbox.id);
+  }
+  struct CreatingGuard {
+    Engine* engine;
+    SandboxId id;
+    ~CreatingGuard() {
+      std::lock_guard lock(engine->bookkeeping_mutex_);
+      engine->creating_.erase(id);
+    }
+  } creating{this, sandbox.id};
+  store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit, options_.host_memory_mib,
+                options_.sandbox_overhead_mib);
   store_.AddEvent("create", sandbox.id.str(), v.spec.image);
 
   CreateResult result{sandbox, "", token, "", {}};
@@ -147,17 +176,19 @@ void Engine::Rollback(const SandboxId& id, const std::string& reason) {
   spdlog::warn("sandbox {}: create failed, rolling back: {}", id.str(), reason);
   try {
     TearDownHost(id);
-    store_.Delete(id);
-    store_.AddEvent("create_failed", id.str(), reason);
   } catch (const Error& e) {
-    // Marked failed, the reaper retries the teardown; a crash before this
-    // leaves it creating or provisioning, which reconcile destroys.
+    // Marked failed, the reaper retries the teardown; if even that cannot be
+    // written, the row stays creating or provisioning, which the reaper (and
+    // reconcile after a crash) also destroys once this create has returned.
     spdlog::error("sandbox {}: rollback incomplete: {}", id.str(), e.what());
     try {
       store_.Transition(id, SandboxState::kFailed, reason);
-    } catch (const Error&) {
+    } catch (const Error& again) {
+      spdlog::error("sandbox {}: cannot mark it failed: {}", id.str(), again.what());
     }
+    return;
   }
+  ForgetRecord(id, "create_failed", reason);
 }
 
 }  // namespace ephemera

@@ -14,8 +14,43 @@ void Engine::TearDownHost(const SandboxId& id) {
   networks_.Teardown(id);
 }
 
+void Engine::ForgetRecord(const SandboxId& id, const std::string& event,
+                          const std::string& detail) {
+  try {
+    store_.Delete(id);
+  } catch (const Error& e) {
+    // The host side is gone already; only the bookkeeping waits for the
+    // store to take writes again (a full disk), and the sandbox is hidden
+    // meanwhile.
+    spdlog::error("sandbox {}: its record cannot be removed yet ({}); retrying", id.str(),
+                  e.what());
+    std::lock_guard lock(bookkeeping_mutex_);
+    unrecorded_.insert(id);
+    return;
+  }
+  {
+    std::lock_guard lock(bookkeeping_mutex_);
+    unrecorded_.erase(id);
+  }
+  try {
+    store_.AddEvent(event, id.str(), detail);
+  } catch (const Error& e) {
+    spdlog::warn("sandbox {}: event '{}' not recorded: {}", id.str(), event, e.what());
+  }
+}
+
+void Engine::RetryRecordRemovals() {
+  std::set<SandboxId> pending;
+  {
+    std::lock_guard lock(bookkeeping_mutex_);
+    pending = unrecorded_;
+  }
+  for (const auto& id : pending) ForgetRecord(id, "destroy", "record removed late");
+}
+
 void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& token,
                      const std::string& reason) {
+  if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   if (token) {
@@ -29,12 +64,16 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
     try {
       store_.Transition(id, SandboxState::kDestroying, reason);
     } catch (const Error& e) {
-      if (e.code() != ErrorCode::kFailedPrecondition) throw;  // raced with another destroy
+      // Raced with another destroy; or the store cannot write (a full
+      // disk): the guest must still be stopped, so go on.
+      if (e.code() != ErrorCode::kFailedPrecondition) {
+        spdlog::error("sandbox {}: cannot record the destroy ({}); tearing down anyway", id.str(),
+                      e.what());
+      }
     }
   }
   TearDownHost(id);
-  store_.Delete(id);
-  store_.AddEvent("destroy", id.str(), reason);
+  ForgetRecord(id, "destroy", reason);
   spdlog::info("sandbox {}: destroyed ({})", id.str(), reason);
 }
 

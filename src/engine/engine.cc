@@ -27,9 +27,27 @@ Engine::~Engine() {
   if (reaper_.joinable()) reaper_.join();
 }
 
-std::optional<Sandbox> Engine::Get(const SandboxId& id) { return store_.Get(id); }
+bool Engine::Hidden(const SandboxId& id) {
+  std::lock_guard lock(bookkeeping_mutex_);
+  return unrecorded_.count(id) > 0;
+}
 
-std::vector<Sandbox> Engine::List() { return store_.List(); }
+std::optional<Sandbox> Engine::Get(const SandboxId& id) {
+  if (Hidden(id)) return std::nullopt;
+  return store_.Get(id);
+}
+
+std::vector<Sandbox> Engine::List() {
+  std::vector<Sandbox> all = store_.List();
+  std::lock_guard lock(bookkeeping_mutex_);
+  std::erase_if(all, [this](const Sandbox& s) { return unrecorded_.count(s.id) > 0; });
+  return all;
+}
+
+std::size_t Engine::PendingRecordRemovals() {
+  std::lock_guard lock(bookkeeping_mutex_);
+  return unrecorded_.size();
+}
 
 EngineStatus Engine::Status() {
   return EngineStatus{

@@ -10,10 +10,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <semaphore>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -41,6 +43,13 @@ struct EngineOptions {
   std::chrono::milliseconds sshd_timeout{120000};
   std::optional<std::string> endpoint_password;  // for images without key injection
   std::chrono::milliseconds reaper_interval{500};
+  // All sandboxes together may commit this much memory (each its
+  // memory_mib plus the overhead); none: unbounded.
+  std::optional<std::uint64_t> host_memory_mib;
+  std::uint64_t sandbox_overhead_mib = 0;
+  // Creates are refused (kNoSpace) while this folder has less free.
+  std::filesystem::path disk_watch;
+  std::uint64_t min_free_disk_mib = 0;
 };
 
 struct CreatePhases {
@@ -109,6 +118,9 @@ class Engine {
   std::optional<Sandbox> Get(const SandboxId& id);
   std::vector<Sandbox> List();
   EngineStatus Status();
+  // Sandboxes whose host side is gone but whose record could not yet be
+  // removed (a full disk); the reaper retries them.
+  std::size_t PendingRecordRemovals();
 
   // Access tokens for the remote front doors (access_tokens.cc).
   IssuedAccessToken AddAccessToken(const NewAccessToken& request);
@@ -137,6 +149,12 @@ class Engine {
   Validated Validate(const CreateRequest& request);
   void Rollback(const SandboxId& id, const std::string& reason);
   void TearDownHost(const SandboxId& id);
+  void CheckFreeDisk() const;
+  // Removes the record, or keeps it for the reaper to retry if the store
+  // cannot write (the host side is already gone).
+  void ForgetRecord(const SandboxId& id, const std::string& event, const std::string& detail);
+  void RetryRecordRemovals();
+  bool Hidden(const SandboxId& id);
 
   EngineOptions options_;
   Store& store_;
@@ -153,6 +171,12 @@ class Engine {
   std::mutex tokens_mutex_;
   bool tokens_loaded_ = false;
   std::map<std::string, AccessToken> tokens_by_hash_;
+
+  // Creates under way (their rows are theirs, not the reaper's), and
+  // records awaiting removal.
+  std::mutex bookkeeping_mutex_;
+  std::set<SandboxId> creating_;
+  std::set<SandboxId> unrecorded_;
 
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;

@@ -8,17 +8,34 @@
 namespace ephemera {
 
 void Engine::ReapOnce() {
+  RetryRecordRemovals();
   const UnixSeconds now = NowUnix();
-  for (const auto& s : store_.List()) {
+  std::set<SandboxId> creating;
+  {
+    std::lock_guard lock(bookkeeping_mutex_);
+    creating = creating_;
+  }
+  for (const auto& s : List()) {
     std::string reason;
-    if (s.state == SandboxState::kReady) {
+    if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
+      // Only a create that no longer runs leaves a row like this (its
+      // rollback could not write): it would count against the limits forever.
+      if (!creating.count(s.id)) reason = "its creation did not finish";
+    } else if (s.state == SandboxState::kReady) {
       if (s.expires_at && *s.expires_at <= now) {
         reason = "time to live expired";
       } else {
         try {
           if (vms_.Inspect(s.id).state == VmState::kShutoff) reason = "the guest shut down";
         } catch (const Error& e) {
-          if (e.code() == ErrorCode::kNotFound) reason = "its VM is gone";
+          // Only "not there" counts: a check that failed (no descriptor
+          // left, an I/O error) says nothing about the VM, so skip it.
+          if (e.code() == ErrorCode::kNotFound) {
+            reason = "its VM is gone";
+          } else {
+            spdlog::warn("reaper: sandbox {}: cannot check its VM, skipped: {}", s.id.str(),
+                         e.what());
+          }
         }
       }
     } else if (s.state == SandboxState::kFailed || s.state == SandboxState::kDestroying) {

@@ -31,7 +31,12 @@ ReconcileReport Engine::Reconcile() {
       try {
         if (vms_.Inspect(s.id).state == VmState::kShutoff)
           reason = "its VM stopped while the daemon was down";
-      } catch (const Error&) {
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kNotFound) {
+          // Unknown is not gone: keep it, the reaper looks again.
+          note(fmt::format("kept sandbox {}: its VM cannot be checked ({})", s.id.str(), e.what()));
+          continue;
+        }
         reason = "its VM is gone";
       }
     }

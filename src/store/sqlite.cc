@@ -9,7 +9,7 @@ namespace {
 [[noreturn]] void FailSql(sqlite3* db, std::string_view what) {
   int code = sqlite3_extended_errcode(db);
   ErrorCode ec = ErrorCode::kInternal;
-  if ((code & 0xff) == SQLITE_FULL) ec = ErrorCode::kResourceExhausted;
+  if ((code & 0xff) == SQLITE_FULL) ec = ErrorCode::kNoSpace;
   if ((code & 0xff) == SQLITE_CONSTRAINT) ec = ErrorCode::kAlreadyExists;
   if ((code & 0xff) == SQLITE_BUSY) ec = ErrorCode::kUnavailable;
   Fail(ec, "sqlite: {}: {}", what, sqlite3_errmsg(db));

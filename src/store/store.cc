@@ -147,7 +147,8 @@ void Store::Migrate() {
 }
 
 void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
-                   std::optional<std::size_t> owner_limit) {
+                   std::optional<std::size_t> owner_limit,
+                   std::optional<std::uint64_t> memory_budget_mib, std::uint64_t overhead_mib) {
   std::lock_guard lock(mutex_);
   sqlite::Transaction tx(db_);
   if (limit) {
@@ -163,6 +164,19 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     if (static_cast<std::size_t>(count.Int(0)) >= *owner_limit) {
       Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} sandboxes is reached",
            *owner_limit);
+    }
+  }
+  if (memory_budget_mib) {
+    auto committed = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0), COUNT(*) FROM sandboxes");
+    committed.Step();
+    const auto in_use = static_cast<std::uint64_t>(committed.Int(0)) +
+                        static_cast<std::uint64_t>(committed.Int(1)) * overhead_mib;
+    const std::uint64_t wanted = s.spec.memory_mib + overhead_mib;
+    if (in_use + wanted > *memory_budget_mib) {
+      Fail(ErrorCode::kResourceExhausted,
+           "the host's memory budget is used up ({} of {} MiB committed; this sandbox needs {} "
+           "MiB)",
+           in_use, *memory_budget_mib, wanted);
     }
   }
   auto insert =

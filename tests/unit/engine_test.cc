@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -31,6 +32,7 @@ class FakeVms : public VmDriver {
   }
   VmInfo Inspect(const SandboxId& id) override {
     std::lock_guard lock(mutex);
+    if (cannot_check) Fail(ErrorCode::kUnavailable, "fake: cannot check: Too many open files");
     auto it = vms.find(id);
     if (it == vms.end()) Fail(ErrorCode::kNotFound, "no VM");
     return VmInfo{id, it->second, 1234, "/fake", "/fake/serial.log"};
@@ -54,6 +56,7 @@ class FakeVms : public VmDriver {
   std::map<SandboxId, VmState> vms;
   std::vector<GuestFile> last_guest_files;
   bool fail_start = false;
+  bool cannot_check = false;
 };
 
 class FakeNetworks : public SandboxNetworks {
@@ -354,6 +357,61 @@ TEST_F(EngineTest, APerOwnerLimitBoundsThatOwnerOnly) {
   theirs.owner = "token:tok_b";
   theirs.owner_limit = 1;
   EXPECT_NO_THROW(engine().Create(theirs));
+}
+
+TEST_F(EngineTest, AVmThatCannotBeCheckedIsNeverTakenForGone) {
+  // Out of descriptors (or an I/O error), the driver cannot tell: the
+  // sandbox must stay, not be destroyed with its QEMU left running.
+  CreateResult r = engine().Create({});
+  vms_.cannot_check = true;
+  for (int i = 0; i < 3; ++i) engine().ReapOnce();
+  EXPECT_EQ(engine().Reconcile().actions.size(), 1u);  // "kept ..."
+  vms_.cannot_check = false;
+  ASSERT_TRUE(engine().Get(r.sandbox.id));
+  EXPECT_EQ(engine().Get(r.sandbox.id)->state, SandboxState::kReady);
+  EXPECT_EQ(vms_.vms.count(r.sandbox.id), 1u);
+}
+
+TEST_F(EngineTest, TheReaperDestroysRowsACreateLeftBehindButNeverOneInProgress) {
+  // A row left creating (its create's rollback could not write) counts
+  // against the limit until the reaper removes it.
+  Sandbox stuck(SandboxId::Generate());
+  stuck.token_sha256 = std::string(64, 'a');
+  stuck.created_at = NowUnix();
+  store_.Insert(stuck);
+  // Meanwhile a slow create is under way: its row is in progress, not stuck.
+  provisioner_.delay = 300ms;
+  std::thread creating([&] { engine().Create({}); });
+  std::this_thread::sleep_for(100ms);
+  engine().ReapOnce();
+  EXPECT_FALSE(store_.Get(stuck.id)) << "the stuck row is still there";
+  creating.join();
+  ASSERT_EQ(engine().List().size(), 1u);
+  EXPECT_EQ(engine().List()[0].state, SandboxState::kReady);
+}
+
+TEST_F(EngineTest, TheHostMemoryBudgetRefusesWhatWouldOvercommit) {
+  options_.host_memory_mib = 700;
+  options_.sandbox_overhead_mib = 64;
+  engine().Create({});  // 256 + 64
+  engine().Create({});  // 640 in all
+  try {
+    engine().Create({});
+    ADD_FAILURE() << "created past the budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("memory budget"));
+  }
+  EXPECT_EQ(engine().List().size(), 2u);
+  CreateRequest small;
+  small.memory_mib = 128;  // 128 + 64 still fits in the 60 MiB left? no: refused too
+  EXPECT_THROW(engine().Create(small), Error);
+}
+
+TEST_F(EngineTest, CreatesAreRefusedBelowTheFreeDiskFloor) {
+  options_.disk_watch = state_.path();
+  options_.min_free_disk_mib = std::numeric_limits<std::uint32_t>::max();
+  ExpectCreateFails({}, ErrorCode::kNoSpace, "low on disk space");
 }
 
 }  // namespace

@@ -241,5 +241,33 @@ TEST_F(StoreTest, TheOwnerLimitCountsOnlyThatOwnersSandboxes) {
   EXPECT_EQ(store.Count(), 2u);
 }
 
+TEST_F(StoreTest, TheHostMemoryBudgetCountsEverySandboxAndHoldsUnderConcurrency) {
+  // 4096 MiB for all, 256 + 64 overhead each: 12 fit, never 13, however
+  // many ask at once.
+  Store store(path_);
+  std::atomic<int> accepted{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        try {
+          store.Insert(MakeSandbox(), 100, std::nullopt, 4096, 64);
+          ++accepted;
+        } catch (const Error& e) {
+          EXPECT_THAT(e.what(), HasSubstr("memory budget"));
+          if (e.code() == ErrorCode::kResourceExhausted) ++refused;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(accepted.load(), 12);
+  EXPECT_EQ(refused.load(), 8);
+  // A smaller one still fits in what is left (4096 - 12 * 320 = 256).
+  Sandbox small = MakeSandbox();
+  small.spec.memory_mib = 128;
+  EXPECT_NO_THROW(store.Insert(small, 100, std::nullopt, 4096, 64));
+}
+
 }  // namespace
 }  // namespace ephemera
