@@ -77,7 +77,9 @@ json Stat(const AnweddolContext& c) {
        {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)}});
 }
 
-json ResponseFor(const Error& e) {
+json ResponseFor(const Error& raw) {
+  // These doors are remote: internals stay in the log.
+  const Error e = RevealsInternals(raw.code()) ? ForRemoteCaller(raw) : raw;
   switch (e.code()) {
     case ErrorCode::kInvalidArgument:
       return AnweddolResponse(false, kAnweddolBadRequest, json::object(), e.what());
@@ -140,7 +142,7 @@ Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& pa
   } catch (const RateLimitedError& e) {
     return {AnweddolResponse(false, kAnweddolRefused, json::object(), e.what()), e.retry_after()};
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInternal) {
+    if (RevealsInternals(e.code())) {
       spdlog::error("anweddol: {} from {}: {}", verb.substr(0, kMaxVerbLength), peer.ToString(),
                     e.what());
     }

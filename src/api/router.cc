@@ -124,6 +124,13 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
       if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
         token = std::string(it->value());
       }
+      // Another owner's sandbox answers as an unknown one does: no
+      // existence oracle for remote callers.
+      if (caller) {
+        auto sandbox = c.engine->Get(id);
+        if (!sandbox || !Visible(*sandbox, caller))
+          Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+      }
       if (caller && !token) {
         Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
       }
@@ -154,12 +161,15 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
     response.set(http::field::retry_after, std::to_string(e.retry_after().count()));
     return response;
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInternal) {
+    const bool internal = RevealsInternals(e.code());
+    if (e.code() == ErrorCode::kInternal || (internal && !peer.local)) {
       spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
                     std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     }
-    HttpResponse response =
-        Json(static_cast<http::status>(HttpStatusFor(e.code())), ErrorToJson(e));
+    // Remote callers get what went wrong, not the host's paths, programs'
+    // stderr or guest output; the log has the details.
+    HttpResponse response = Json(static_cast<http::status>(HttpStatusFor(e.code())),
+                                 ErrorToJson(internal && !peer.local ? ForRemoteCaller(e) : e));
     if (e.code() == ErrorCode::kUnauthenticated) {
       response.set(http::field::www_authenticate, "Bearer");
     }
@@ -168,7 +178,8 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
     spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
                   std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     return Json(http::status::internal_server_error,
-                ErrorToJson(Error(ErrorCode::kInternal, e.what())));
+                ErrorToJson(peer.local ? Error(ErrorCode::kInternal, e.what())
+                                       : ForRemoteCaller(Error(ErrorCode::kInternal, ""))));
   }
 }
 

@@ -40,7 +40,18 @@ json ParseJsonObject(std::string_view body) {
     Fail(ErrorCode::kInvalidArgument, "request body exceeds {} bytes", kMaxRequestBody);
   }
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object();
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // No request of ours nests deeper than a few levels; a deep one is refused
+  // while it is parsed, before it costs anything.
+  json parsed = json::parse(
+      body,
+      [](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxJsonDepth) {
+          Fail(ErrorCode::kInvalidArgument, "request body nests deeper than {} levels",
+               kMaxJsonDepth);
+        }
+        return true;
+      },
+      /*allow_exceptions=*/false);
   if (parsed.is_discarded()) Fail(ErrorCode::kInvalidArgument, "request body is not valid JSON");
   if (!parsed.is_object()) Fail(ErrorCode::kInvalidArgument, "request body must be a JSON object");
   return parsed;
@@ -161,6 +172,44 @@ HttpResponse JsonResponse(unsigned status, const json& body) {
   response.set(http::field::cache_control, "no-store");
   response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   return response;
+}
+
+bool RevealsInternals(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInternal:
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kTimeout:
+    case ErrorCode::kFailedPrecondition:
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kNoSpace:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Error ForRemoteCaller(const Error& error) {
+  std::string_view what;
+  switch (error.code()) {
+    case ErrorCode::kUnavailable:
+      what = "a service the sandbox needs is unavailable";
+      break;
+    case ErrorCode::kTimeout:
+      what = "the sandbox did not become ready in time";
+      break;
+    case ErrorCode::kFailedPrecondition:
+      what = "the sandbox could not be set up";
+      break;
+    case ErrorCode::kAlreadyExists:
+      what = "a conflicting resource exists";
+      break;
+    case ErrorCode::kNoSpace:
+      what = "the host is out of disk space";
+      break;
+    default:
+      what = "internal error";
+  }
+  return Error(error.code(), fmt::format("{} (the server's log has the details)", what));
 }
 
 unsigned HttpStatusFor(ErrorCode code) {

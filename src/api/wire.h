@@ -15,6 +15,7 @@
 namespace ephemera {
 
 inline constexpr std::size_t kMaxRequestBody = 64 * 1024;
+inline constexpr int kMaxJsonDepth = 32;
 
 // POST /v1/sandboxes body: {"image"?, "memory_mib"?, "vcpus"?, "ttl_seconds"?}.
 // An empty body means all defaults. kInvalidArgument naming the field.
@@ -36,6 +37,13 @@ nlohmann::json AccessTokenToJson(const AccessToken& token);
 nlohmann::json ParseJsonObject(std::string_view body);
 
 nlohmann::json ErrorToJson(const Error& error);
+// Whether an error's message may carry the host's internals (paths, a
+// program's stderr, guest output): kInternal, kUnavailable, kTimeout,
+// kFailedPrecondition, kAlreadyExists, kNoSpace.
+bool RevealsInternals(ErrorCode code);
+// The same error with a message fit for a remote caller: what kind of
+// failure it is, and that the daemon's log has the rest.
+Error ForRemoteCaller(const Error& error);
 // An HTTP answer with `body` as JSON, never cached. Bytes that are not
 // UTF-8 (echoed from a request) are replaced rather than thrown on.
 HttpResponse JsonResponse(unsigned status, const nlohmann::json& body);

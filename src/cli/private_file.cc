@@ -53,10 +53,10 @@ void MakePrivateDirectory(const fs::path& dir) {
 }
 
 std::string UniqueSuffix() {
-  std::random_device random;
+  std::random_device device;
   static const char kDigits[] = "0123456789abcdef";
   std::string suffix = ".tmp.";
-  for (int i = 0; i < 12; ++i) suffix += kDigits[random() % 16];
+  for (int i = 0; i < 12; ++i) suffix += kDigits[device() % 16];
   return suffix;
 }
 

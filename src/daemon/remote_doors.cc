@@ -76,6 +76,12 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
           return HandleAnweddolWebRequest(anweddol_context_, q, p);
         });
     doors["anweddol_web"] = {{"listen", web_server_->address()}, {"tls", a.web_tls}};
+    if (!a.web_tls && r.access_tokens) {
+      spdlog::warn(
+          "the Anweddol web protocol on {} is plain HTTP: access tokens cross the network in "
+          "clear (anweddol.web_tls serves it over HTTPS)",
+          web_server_->address());
+    }
     if (a.web_tls) doors["anweddol_web"]["certificate_sha256"] = identity_->certificate_sha256;
     spdlog::info("Anweddol web protocol on {}", web_server_->address());
   }

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/random.h"
 #include "core/sha256.h"
+#include "core/text.h"
 #include "engine/engine.h"
 #include "vm/console.h"
 
@@ -141,8 +142,8 @@ CreateResult Engine::Create(const CreateRequest& request) {
       provisioned = provisioner_.Run(provision);
     } catch (const Error& e) {
       // The console usually says why a guest never became reachable.
-      spdlog::warn("sandbox {}: provisioning failed; guest console ends with:\n{}",
-                   sandbox.id.str(), ConsoleTail(vm.serial_log, 30));
+      spdlog::warn("sandbox {}: provisioning failed; guest console ends with: {}", sandbox.id.str(),
+                   EscapeForLog(ConsoleTail(vm.serial_log, 30)));
       throw;
     }
     result.phases.sshd_up = provisioned.sshd_wait;

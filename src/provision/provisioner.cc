@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "provision/ssh_session.h"
 
 namespace ephemera {
@@ -66,7 +67,7 @@ ProvisionResult Provision(const ProvisionRequest& request) {
     std::string detail = setup.err.empty() ? setup.out : setup.err;
     while (!detail.empty() && detail.back() == '\n') detail.pop_back();
     Fail(ErrorCode::kFailedPrecondition, "the guest's setup script failed (exit {}): {}",
-         setup.exit_status, detail.substr(0, 500));
+         setup.exit_status, EscapeForLog(detail, 500));
   }
 
   // sshd re-executes to take the new configuration: retry while it restarts.

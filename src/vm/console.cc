@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/text.h"
 #include "core/unique_fd.h"
 
 namespace ephemera {
@@ -70,13 +71,13 @@ std::chrono::milliseconds WaitForConsoleMarker(const std::filesystem::path& log,
       }
     }
     if (!still_running()) {
-      Fail(ErrorCode::kUnavailable, "the VM stopped before printing '{}'; console ends with:\n{}",
-           marker, ConsoleTail(log));
+      Fail(ErrorCode::kUnavailable, "the VM stopped before printing '{}'; console ends with: {}",
+           marker, EscapeForLog(ConsoleTail(log)));
     }
     if (Clock::now() - start > timeout) {
       Fail(ErrorCode::kTimeout,
-           "'{}' did not appear on the console within {} ms; console ends with:\n{}", marker,
-           timeout.count(), ConsoleTail(log));
+           "'{}' did not appear on the console within {} ms; console ends with: {}", marker,
+           timeout.count(), EscapeForLog(ConsoleTail(log)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -8,6 +8,7 @@
 
 #include <thread>
 
+#include "core/cgroup.h"
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "integration/guest_fixture.h"
@@ -27,8 +28,8 @@ void DaemonTest::SetUp() {
   config_ = state_.path() / "config.yaml";
   WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() +
                           "\nimage_dir: " + ImageDir().string() + "\nsocket: " + socket_.string() +
-                          "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg}\n" +
-                          ExtraConfig());
+                          "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg" + VmConfig() +
+                          "}\n" + ExtraConfig());
   ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
   StartDaemon();
 }
@@ -100,8 +101,11 @@ void DaemonTest::ExpectNothingLeft() {
   EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr("\"eph")));
   EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "vms"));
   EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
-  EXPECT_THAT(RunProcess({"pgrep", "-f", (state_.path() / "state").string() + "/vms/"}).out,
+  EXPECT_THAT(RunProcess({"pgrep", "-f", "qemu-system.* -name ephemera-"}).out,
               ::testing::IsEmpty());
+  // Nor any VM cgroup.
+  Cgroups cgroups = Cgroups::Discover(Cgroups::SubtreeFor(state_.path() / "state"));
+  EXPECT_THAT(cgroups.List(), ::testing::IsEmpty());
 }
 
 pid_t DaemonTest::QemuPid(const std::string& id) const {

@@ -23,6 +23,8 @@ class DaemonTest : public ::testing::Test {
 
   // Extra YAML lines for the config (the defaults are fine for most tests).
   virtual std::string ExtraConfig() const { return ""; }
+  // Extra keys of the vm: section, each with a leading ", ".
+  virtual std::string VmConfig() const { return ""; }
   // Extra ephemerad arguments (front doors, flags).
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
 

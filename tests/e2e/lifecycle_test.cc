@@ -68,12 +68,59 @@ TEST_F(LifecycleTest, CreateLoginSudoDestroyLeavesNothing) {
   EXPECT_FALSE(RunProcess(Cli({"show", s["id"]})).ok());
 }
 
+// The confined QEMU (its own uid, seccomp, descriptors only) on q35 too.
+class Q35LifecycleTest : public LifecycleTest {
+  std::string VmConfig() const override { return ", machine: q35"; }
+};
+
+TEST_F(Q35LifecycleTest, CreateLoginDestroyOnQ35) {
+  json s = Create();
+  const std::string status = ReadFile("/proc/" + std::to_string(QemuPid(s["id"])) + "/status");
+  EXPECT_THAT(status, HasSubstr("Seccomp:\t2"));
+  EXPECT_THAT(status, Not(HasSubstr("Uid:\t0\t")));
+  EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})),
+            s["username"].get<std::string>() + "\n");
+  Output(Cli({"destroy", s["id"]}));
+  ExpectNothingLeft();
+}
+
 TEST_F(LifecycleTest, ReaperRemovesASandboxWhoseQemuWasKilled) {
   json s = Create();
   ASSERT_EQ(::kill(QemuPid(s["id"]), SIGKILL), 0);
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (!List().empty() && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(100ms);
+  ExpectNothingLeft();
+}
+
+TEST_F(LifecycleTest, ADaemonOutOfDescriptorsKeepsItsSandboxes) {
+  // At its descriptor limit the daemon cannot open a pidfile or a QMP
+  // socket: that says nothing about the VM, which must be kept (and its
+  // QEMU not orphaned), not reaped as "shut off".
+  json s = Create();
+  const pid_t qemu = QemuPid(s["id"]);
+  std::size_t open = 0;
+  for ([[maybe_unused]] const auto& fd :
+       fs::directory_iterator("/proc/" + std::to_string(daemon_) + "/fd"))
+    ++open;
+  const std::string pid = std::to_string(daemon_);
+  // The soft limit only (raising the hard one back would need privileges
+  // a container may not give).
+  std::string soft =
+      Output({"prlimit", "--pid", pid, "--nofile", "--raw", "--noheadings", "--output=SOFT"});
+  soft.erase(soft.find_last_not_of(" \n") + 1);
+  soft.erase(0, soft.find_first_not_of(' '));
+  Output({"prlimit", "--pid", pid, "--nofile=" + std::to_string(open) + ":"});
+  std::this_thread::sleep_for(3s);  // several reaper passes
+  Output({"prlimit", "--pid", pid, "--nofile=" + soft + ":"});
+  EXPECT_EQ(::kill(qemu, 0), 0) << "QEMU was killed";
+  json listed = List();
+  ASSERT_EQ(listed.size(), 1u) << DaemonLog();
+  EXPECT_EQ(listed[0]["state"], "ready");
+  EXPECT_TRUE(fs::exists(state_.path() / "state" / "vms" / s["id"].get<std::string>()));
+  EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})),
+            s["username"].get<std::string>() + "\n");
+  Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeft();
 }
 

@@ -183,9 +183,20 @@ TEST_F(RemoteTest, RemoteCreateLoginAndDestroyNeedTheClientToken) {
   EXPECT_EQ(r.status, 403);
   std::string wrong = s["token"];
   wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
-  r = Remote("DELETE", "/v1/sandboxes/" + id, stranger["token"], "",
+  r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"], "",
              {"-H", "X-Ephemera-Token: " + wrong});
   EXPECT_EQ(r.status, 403);
+  // Another owner learns nothing, not even that it exists: the same 404 as
+  // for an id nobody has, with the wrong token or the right one.
+  for (const std::string& presented : {wrong, s["token"].get<std::string>()}) {
+    r = Remote("DELETE", "/v1/sandboxes/" + id, stranger["token"], "",
+               {"-H", "X-Ephemera-Token: " + presented});
+    EXPECT_EQ(r.status, 404);
+  }
+  CurlResult unknown = Remote("DELETE", "/v1/sandboxes/123e4567-e89b-42d3-a456-426614174000",
+                              stranger["token"], "", {"-H", "X-Ephemera-Token: " + wrong});
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(unknown.Json()["error"]["code"], r.Json()["error"]["code"]);
   ASSERT_EQ(List().size(), 1u);
   r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"], "",
              {"-H", "X-Ephemera-Token: " + s["token"].get<std::string>()});

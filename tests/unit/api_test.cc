@@ -440,6 +440,30 @@ TEST(HttpServerTest, DestroyingTheServerUnderLoadIsClean) {
   EXPECT_GE(answered.load(), 50);
 }
 
+TEST(WireTest, BodiesAreBoundedInSizeAndDepth) {
+  ExpectError([] { ParseJsonObject(std::string(kMaxRequestBody + 1, ' ')); },
+              ErrorCode::kInvalidArgument, "exceeds");
+  std::string deep = "{\"a\":" + std::string(10000, '[') + std::string(10000, ']') + "}";
+  ExpectError([&] { ParseJsonObject(deep); }, ErrorCode::kInvalidArgument, "nests deeper");
+  std::string fine = "{\"a\":" + std::string(20, '[') + std::string(20, ']') + "}";
+  EXPECT_TRUE(ParseJsonObject(fine).is_object());
+}
+
+TEST(WireTest, RemoteCallersGetNoHostInternalsInErrors) {
+  const Error leaky(
+      ErrorCode::kFailedPrecondition,
+      "QEMU failed to start VM x: /var/lib/ephemera/vms/x/disk.qcow2: Permission denied");
+  ASSERT_TRUE(RevealsInternals(leaky.code()));
+  Error shown = ForRemoteCaller(leaky);
+  EXPECT_EQ(shown.code(), leaky.code());
+  EXPECT_THAT(shown.what(), ::testing::Not(HasSubstr("/var/lib")));
+  EXPECT_THAT(shown.what(), HasSubstr("log"));
+  // Errors about the caller's own input keep their message.
+  EXPECT_FALSE(RevealsInternals(ErrorCode::kInvalidArgument));
+  EXPECT_FALSE(RevealsInternals(ErrorCode::kNotFound));
+  EXPECT_EQ(HttpStatusFor(ErrorCode::kNoSpace), 507u);
+}
+
 TEST(RouterTest, InvalidUtf8InATargetGetsAnAnswerNotACrash) {
   ApiContext context;  // no engine: these requests never reach it
   HttpRequest request{http::verb::get, "/v1/\xff\xfe", 11};

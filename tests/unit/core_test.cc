@@ -1,7 +1,9 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <sstream>
 
 #include <map>
 #include <set>
@@ -12,10 +14,21 @@
 #include "core/sandbox.h"
 #include "core/sandbox_id.h"
 #include "core/subprocess.h"
+#include "core/text.h"
 #include "unit/test_files.h"
 
 namespace ephemera {
 namespace {
+
+TEST(TextTest, EscapeForLogLeavesOneSafeLine) {
+  EXPECT_EQ(EscapeForLog("plain text"), "plain text");
+  EXPECT_EQ(EscapeForLog("a\nb\r\tc\\"), "a\\nb\\r\\tc\\\\");
+  // A guest forging a log line, or a terminal escape, stays visible and inert.
+  EXPECT_EQ(EscapeForLog("\n[info] sandbox destroyed\x1b[2J"),
+            "\\n[info] sandbox destroyed\\x1b[2J");
+  EXPECT_EQ(EscapeForLog(std::string("\xff\x00", 2)), "\\xff\\x00");
+  EXPECT_EQ(EscapeForLog("0123456789", 4), "...6789");
+}
 
 TEST(SandboxIdTest, GeneratedIdsAreValidDistinctUuid4) {
   std::set<std::string> seen;
@@ -85,6 +98,85 @@ TEST(SubprocessTest, ChildrenInheritNoDescriptorsButStdio) {
   // 0, 1, 2 and the directory ls itself opened; never our pipe.
   EXPECT_THAT(r.out, ::testing::Not(::testing::HasSubstr(std::to_string(high))));
   EXPECT_THAT(r.out, ::testing::HasSubstr("2\n"));
+}
+
+// Runs `spec` to its end and returns what it wrote to the pipe it got as `at`.
+std::string SpawnAndRead(SpawnSpec spec, int at, int* exit_status = nullptr) {
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  spec.fds.emplace_back(out[1], at);
+  SpawnedProcess p = Spawn(spec);
+  ::close(out[1]);
+  std::string text;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(out[0], buffer, sizeof buffer)) > 0) text.append(buffer, n);
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(p.pid, &status, 0);
+  if (exit_status) *exit_status = WEXITSTATUS(status);
+  return text;
+}
+
+TEST(SpawnTest, TheChildGetsExactlyTheDescriptorsItIsHanded) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);  // without O_CLOEXEC: must still not leak
+  int stray[2] = {::fcntl(pipe_fds[0], F_DUPFD, 100), ::fcntl(pipe_fds[1], F_DUPFD, 100)};
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  SpawnSpec spec;
+  spec.argv = {"sh", "-c", "echo to-five >&5; ls /proc/self/fd"};
+  int five[2];
+  ASSERT_EQ(::pipe2(five, O_CLOEXEC), 0);
+  spec.fds = {{five[1], 5}};
+  std::string listing = SpawnAndRead(spec, 1);
+  ::close(five[1]);
+  char buffer[64] = {};
+  ASSERT_GT(::read(five[0], buffer, sizeof buffer - 1), 0);
+  EXPECT_EQ(std::string(buffer), "to-five\n");
+  ::close(five[0]);
+  // 0, 1, 2, 5 and the directory ls opened (3); never the stray pipe.
+  EXPECT_THAT(listing, ::testing::HasSubstr("5\n"));
+  EXPECT_THAT(listing, ::testing::Not(::testing::HasSubstr(std::to_string(stray[0]) + "\n")));
+  EXPECT_THAT(listing, ::testing::Not(::testing::HasSubstr(std::to_string(stray[1]) + "\n")));
+  ::close(stray[0]);
+  ::close(stray[1]);
+}
+
+TEST(SpawnTest, DropsToTheGivenUidWithNoGroupsInASessionOfItsOwn) {
+  SpawnSpec spec;
+  spec.argv = {"sh", "-c", "id -u; id -g; id -G; ps -o sid= -p $$; echo $$"};
+  spec.uid = 3000123;
+  spec.gid = 3000123;
+  std::string out = SpawnAndRead(spec, 1);
+  std::istringstream lines(out);
+  std::string uid, gid, groups, sid, pid;
+  std::getline(lines, uid);
+  std::getline(lines, gid);
+  std::getline(lines, groups);
+  std::getline(lines, sid);
+  std::getline(lines, pid);
+  EXPECT_EQ(uid, "3000123");
+  EXPECT_EQ(gid, "3000123");
+  EXPECT_EQ(groups, "3000123");
+  sid.erase(0, sid.find_first_not_of(' '));
+  EXPECT_EQ(sid, pid) << "not the leader of a session of its own";
+}
+
+TEST(SpawnTest, AFailedStepIsNamedAndNothingRuns) {
+  SpawnSpec spec;
+  spec.argv = {"sh", "-c", "exit 0"};
+  spec.cgroup_procs = {"/nonexistent/cgroup.procs"};
+  try {
+    Spawn(spec);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("could not join its cgroup"));
+  }
+  spec.cgroup_procs.clear();
+  spec.argv = {"ephemera-no-such-program"};
+  EXPECT_THROW(Spawn(spec), Error);
 }
 
 TEST(SubprocessTest, MissingProgramIsUnavailable) {
