@@ -425,6 +425,13 @@ TEST(PortForwarderTest, ConnectionsPerSourceAreCappedAndFilteredSourcesRefused) 
 }
 
 TEST(PortForwarderTest, OutOfDescriptorsPausesAcceptsWithoutSpinningThenRecovers) {
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  // The sanitizers' own runtime needs descriptors (its symbolizer, its type
+  // checks) and reports false errors at the limit; the plain build runs this.
+  GTEST_SKIP() << "not under AddressSanitizer";
+#endif
+#endif
   // The guest is a bare listener this thread accepts from once descriptors
   // are back (a server thread blocked in accept would itself hit EMFILE).
   UniqueFd guest(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
