@@ -9,7 +9,14 @@ in_private_netns() {
   if [ "${EPHEMERA_IN_PRIVATE_NETNS:-}" != 1 ]; then
     EPHEMERA_IN_PRIVATE_NETNS=1 exec unshare --net --mount --propagation private "$@"
   fi
+  # A sysfs of this namespace's own hides the cgroup mounts under
+  # /sys/fs/cgroup, which the daemon needs: carry them over.
+  local keep
+  keep=$(mktemp -d /tmp/ephemera-netns-cgroup.XXXXXX)
+  mount --rbind /sys/fs/cgroup "$keep"
   mount -t sysfs sysfs /sys
+  mount --move "$keep" /sys/fs/cgroup
+  rmdir "$keep"
   ip link set lo up
 }
 

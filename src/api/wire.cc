@@ -72,7 +72,11 @@ void RejectUnknownFields(const json& body, std::initializer_list<std::string_vie
 CreateRequest ParseCreateRequest(std::string_view body) {
   json parsed = ParseJsonObject(body);
   CreateRequest request;
-  RejectUnknownFields(parsed, {"image", "memory_mib", "vcpus", "ttl_seconds"});
+  RejectUnknownFields(parsed, {"kind", "image", "memory_mib", "vcpus", "ttl_seconds"});
+  if (auto it = parsed.find("kind"); it != parsed.end() && !it->is_null()) {
+    if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'kind' must be a string");
+    request.kind = ParseKind(it->get<std::string>());
+  }
   if (auto it = parsed.find("image"); it != parsed.end() && !it->is_null()) {
     if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'image' must be a string");
     request.image = it->get<std::string>();
@@ -87,6 +91,10 @@ CreateRequest ParseCreateRequest(std::string_view body) {
 json SandboxToJson(const Sandbox& s, const std::string& host) {
   json j = {{"id", s.id.str()},
             {"state", std::string(StateName(s.state))},
+            {"kind", std::string(KindName(s.spec.kind))},
+            {"driver", s.driver},
+            {"mac", s.mac},
+            {"network", s.network},
             {"image", s.spec.image},
             {"image_sha256", s.image_sha256},
             {"memory_mib", s.spec.memory_mib},

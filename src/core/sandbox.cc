@@ -51,4 +51,15 @@ bool IsAllowedTransition(SandboxState from, SandboxState to) {
   return false;
 }
 
+std::string_view KindName(SandboxKind kind) {
+  return kind == SandboxKind::kContainer ? "container" : "vm";
+}
+
+SandboxKind ParseKind(std::string_view name) {
+  if (name == "vm") return SandboxKind::kVm;
+  if (name == "container") return SandboxKind::kContainer;
+  Fail(ErrorCode::kInvalidArgument, "'{}' is not a sandbox kind (vm or container)",
+       name.substr(0, 32));
+}
+
 }  // namespace ephemera

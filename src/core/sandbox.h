@@ -14,6 +14,17 @@ namespace ephemera {
 
 enum class SandboxState { kCreating, kProvisioning, kReady, kDestroying, kFailed };
 
+// What a sandbox is: a virtual machine, or a container sharing the host's kernel.
+enum class SandboxKind { kVm, kContainer };
+std::string_view KindName(SandboxKind kind);
+SandboxKind ParseKind(std::string_view name);  // throws kInvalidArgument
+
+// How a sandbox's NIC comes to be, which differs by driver: a TAP (and its
+// dnsmasq) made by ephemera; a bridge that the driver makes on a /30 of
+// ephemera's pool (a libvirt network); or a shared bridge whose DHCP hands
+// out the address (the guest's address is learnt after start).
+enum class LinkMode { kTap, kBridge, kShared };
+
 std::string_view StateName(SandboxState state);
 SandboxState ParseState(std::string_view name);  // throws kInvalidArgument
 
@@ -23,6 +34,7 @@ SandboxState ParseState(std::string_view name);  // throws kInvalidArgument
 bool IsAllowedTransition(SandboxState from, SandboxState to);
 
 struct SandboxSpec {
+  SandboxKind kind = SandboxKind::kVm;
   std::string image = "default";
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
@@ -44,10 +56,13 @@ struct Sandbox {
   SandboxSpec spec;
   std::string image_sha256;
   std::string owner = "local";  // who created it (an access token's id, or local)
+  std::string driver = "qemu";  // the driver that runs it
   std::string token_sha256;
   // Filled in as creation proceeds:
-  std::string tap;
-  std::string subnet;  // a.b.c.d/30
+  std::string tap;      // the host's end of its NIC (a TAP or a bridge)
+  std::string mac;      // the guest NIC's
+  std::string network;  // the network it is on (a libvirt network or bridge; its TAP otherwise)
+  std::string subnet;   // a.b.c.d/30
   std::string guest_ip;
   std::uint16_t host_port = 0;
   std::string username;

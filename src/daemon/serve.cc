@@ -33,6 +33,8 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
       c.vm.memory_overhead_mib + (accel.accel == Accel::kTcg ? c.vm.tcg_tb_size_mib : 0);
   o.disk_watch = c.state_dir;
   o.min_free_disk_mib = c.limits.min_free_disk_mib;
+  o.dns_servers = c.network.dns_servers;
+  o.outbound_nat = c.network.outbound_nat;
   o.max_sandboxes = c.limits.max_sandboxes;
   o.max_parallel_creates = c.limits.max_parallel_creates;
   o.default_ttl = std::chrono::seconds(c.limits.default_ttl_seconds);
@@ -96,7 +98,10 @@ int Serve(const Config& config) {
   QemuDriver vms({config.state_dir, config.vm, accel, cgroups});
   NetworkManager networks(config.state_dir, config.network, ForwardedPortAdmission(config));
   SshProvisioner provisioner;
-  Engine engine(EngineOptionsFrom(config, accel), store, images, vms, networks, provisioner);
+  EngineDrivers drivers;
+  drivers.by_name["qemu"] = &vms;
+  drivers.vm = "qemu";
+  Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
 
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());

@@ -34,6 +34,7 @@ constexpr std::string_view kTokenAlphabet =
 
 Engine::Validated Engine::Validate(const CreateRequest& request) {
   Validated v;
+  v.spec.kind = request.kind.value_or(SandboxKind::kVm);
   v.spec.image = request.image.value_or(options_.default_image);
   v.spec.memory_mib = request.memory_mib.value_or(options_.default_memory_mib);
   v.spec.vcpus = request.vcpus.value_or(options_.default_vcpus);
@@ -76,14 +77,35 @@ void Engine::CheckFreeDisk() const {
   }
 }
 
+VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
+                          LinkMode mode, const EndpointKey& key) const {
+  VmSpec spec(sandbox.id);
+  spec.image = image;
+  spec.memory_mib = sandbox.spec.memory_mib;
+  spec.vcpus = sandbox.spec.vcpus;
+  spec.nic = NicSpec{net.tap, net.mac, {}, {}, false};
+  if (mode == LinkMode::kBridge) {
+    spec.nic->subnet = net.subnet;
+    spec.nic->dns_servers = options_.dns_servers;
+    spec.nic->outbound_nat = options_.outbound_nat;
+  }
+  spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
+  spec.owner = sandbox.owner;
+  spec.created_at = sandbox.created_at;
+  return spec;
+}
+
 CreateResult Engine::Create(const CreateRequest& request) {
   Validated v = Validate(request);
+  std::string driver_name;
+  VmDriver& driver = DriverFor(v.spec.kind, &driver_name);
   CheckFreeDisk();
   auto t0 = Clock::now();
   Sandbox sandbox(SandboxId::Generate());
   sandbox.spec = v.spec;
   sandbox.image_sha256 = v.image.PrimarySha256();
   sandbox.owner = request.owner;
+  sandbox.driver = driver_name;
   sandbox.created_at = NowUnix();
   std::string token = RandomString(kTokenLength, kTokenAlphabet);
   sandbox.token_sha256 = Sha256Hex(token);
@@ -110,23 +132,30 @@ CreateResult Engine::Create(const CreateRequest& request) {
   try {
     SlotGuard slot(create_slots_);
     auto t1 = Clock::now();
-    SandboxNetwork net = networks_.Setup(sandbox.id);
+    const LinkMode mode = driver.link_mode();
+    SandboxNetwork net = networks_.Setup(sandbox.id, std::nullopt, mode);
     sandbox.tap = net.tap;
-    sandbox.subnet = net.subnet.cidr();
-    sandbox.guest_ip = net.subnet.guest().str();
+    sandbox.mac = net.mac;
+    sandbox.network = net.tap;
+    if (mode != LinkMode::kShared) {
+      sandbox.subnet = net.subnet.cidr();
+      sandbox.guest_ip = net.subnet.guest().str();
+    }
     sandbox.host_port = net.host_port;
     store_.Update(sandbox);
     result.phases.network = duration_cast<milliseconds>(Clock::now() - t1);
 
     auto t2 = Clock::now();
     EndpointKey key = EndpointKey::Generate();
-    VmSpec spec(sandbox.id);
-    spec.image = v.image;
-    spec.memory_mib = v.spec.memory_mib;
-    spec.vcpus = v.spec.vcpus;
-    spec.nic = NicSpec{net.tap, net.mac};
-    spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
-    VmInfo vm = vms_.Start(spec);
+    VmInfo vm = driver.Start(MakeVmSpec(sandbox, v.image, net, mode, key));
+    if (!vm.network.empty()) sandbox.network = vm.network;
+    if (mode == LinkMode::kShared) {
+      // The shared bridge's DHCP picks the address; the forward follows it.
+      Ipv4 address = driver.WaitForAddress(sandbox.id, options_.sshd_timeout);
+      sandbox.guest_ip = address.str();
+      sandbox.host_port = networks_.SetGuestAddress(sandbox.id, address);
+    }
+    store_.Update(sandbox);
     result.phases.vm_start = duration_cast<milliseconds>(Clock::now() - t2);
     store_.Transition(sandbox.id, SandboxState::kProvisioning);
 
@@ -157,10 +186,10 @@ CreateResult Engine::Create(const CreateRequest& request) {
     result.password = provisioned.credentials.password;
     result.host_key = provisioned.host_key;
   } catch (const Error& e) {
-    Rollback(sandbox.id, e.what());
+    Rollback(sandbox.id, driver, e.what());
     throw;
   } catch (const std::exception& e) {
-    Rollback(sandbox.id, e.what());
+    Rollback(sandbox.id, driver, e.what());
     Fail(ErrorCode::kInternal, "create failed: {}", e.what());
   }
   result.sandbox = sandbox;
@@ -173,10 +202,10 @@ CreateResult Engine::Create(const CreateRequest& request) {
   return result;
 }
 
-void Engine::Rollback(const SandboxId& id, const std::string& reason) {
+void Engine::Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason) {
   spdlog::warn("sandbox {}: create failed, rolling back: {}", id.str(), reason);
   try {
-    TearDownHost(id);
+    TearDownHost(id, driver);
   } catch (const Error& e) {
     // Marked failed, the reaper retries the teardown; if even that cannot be
     // written, the row stays creating or provisioning, which the reaper (and

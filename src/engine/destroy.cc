@@ -9,8 +9,8 @@
 
 namespace ephemera {
 
-void Engine::TearDownHost(const SandboxId& id) {
-  vms_.Destroy(id);
+void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
+  driver.Destroy(id);
   networks_.Teardown(id);
 }
 
@@ -72,7 +72,7 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
       }
     }
   }
-  TearDownHost(id);
+  TearDownHost(id, DriverOf(*sandbox));
   ForgetRecord(id, "destroy", reason);
   spdlog::info("sandbox {}: destroyed ({})", id.str(), reason);
 }

@@ -6,17 +6,41 @@
 
 namespace ephemera {
 
-Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, VmDriver& vms,
+Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, EngineDrivers drivers,
                SandboxNetworks& networks, Provisioner& provisioner)
     : options_(std::move(options)),
       store_(store),
       images_(images),
-      vms_(vms),
+      drivers_(std::move(drivers)),
       networks_(networks),
       provisioner_(provisioner),
       create_slots_(static_cast<std::ptrdiff_t>(
           std::clamp<std::size_t>(options_.max_parallel_creates, 1, 1024))),
-      started_(std::chrono::steady_clock::now()) {}
+      started_(std::chrono::steady_clock::now()) {
+  // A VM that stops by itself is reaped at once, not at the next pass.
+  for (auto& [name, driver] : drivers_.by_name) {
+    driver->OnStopped([this](const SandboxId&) { reaper_wake_.notify_all(); });
+  }
+}
+
+VmDriver& Engine::DriverOf(const Sandbox& sandbox) {
+  auto it = drivers_.by_name.find(sandbox.driver);
+  if (it == drivers_.by_name.end()) {
+    Fail(ErrorCode::kUnavailable, "sandbox {} runs on driver '{}', which this daemon does not run",
+         sandbox.id.str(), sandbox.driver);
+  }
+  return *it->second;
+}
+
+VmDriver& Engine::DriverFor(SandboxKind kind, std::string* name) {
+  const std::string& wanted = kind == SandboxKind::kVm ? drivers_.vm : drivers_.container;
+  auto it = wanted.empty() ? drivers_.by_name.end() : drivers_.by_name.find(wanted);
+  if (it == drivers_.by_name.end()) {
+    Fail(ErrorCode::kInvalidArgument, "this daemon runs no {} sandboxes", KindName(kind));
+  }
+  *name = it->first;
+  return *it->second;
+}
 
 Engine::~Engine() {
   {
@@ -50,10 +74,14 @@ std::size_t Engine::PendingRecordRemovals() {
 }
 
 EngineStatus Engine::Status() {
-  return EngineStatus{
-      store_.Count(), options_.max_sandboxes,
+  EngineStatus status{
+      store_.Count(),
+      options_.max_sandboxes,
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
-          .count()};
+          .count(),
+      {}};
+  for (const auto& [name, driver] : drivers_.by_name) status.drivers[name] = driver->Health();
+  return status;
 }
 
 }  // namespace ephemera

@@ -30,6 +30,14 @@
 
 namespace ephemera {
 
+// The drivers an engine runs sandboxes with, by name (each sandbox records
+// its own), and which one a new sandbox of each kind gets.
+struct EngineDrivers {
+  std::map<std::string, VmDriver*> by_name;
+  std::string vm = "qemu";
+  std::string container;  // none: containers are refused
+};
+
 struct EngineOptions {
   std::size_t max_sandboxes = 16;
   std::size_t max_parallel_creates = 4;
@@ -50,6 +58,9 @@ struct EngineOptions {
   // Creates are refused (kNoSpace) while this folder has less free.
   std::filesystem::path disk_watch;
   std::uint64_t min_free_disk_mib = 0;
+  // For drivers whose bridge serves DHCP itself (LinkMode::kBridge).
+  std::vector<Ipv4> dns_servers;
+  bool outbound_nat = false;
 };
 
 struct CreatePhases {
@@ -61,6 +72,7 @@ struct CreatePhases {
 };
 
 struct CreateRequest {
+  std::optional<SandboxKind> kind;
   std::optional<std::string> image;
   std::optional<unsigned> memory_mib;
   std::optional<unsigned> vcpus;
@@ -93,6 +105,7 @@ struct EngineStatus {
   std::size_t sandboxes = 0;
   std::size_t max_sandboxes = 0;
   std::int64_t uptime_seconds = 0;
+  std::map<std::string, std::string> drivers;  // name -> health ("ok" or what is wrong)
 };
 
 struct ReconcileReport {
@@ -101,7 +114,7 @@ struct ReconcileReport {
 
 class Engine {
  public:
-  Engine(EngineOptions options, Store& store, ImageCatalog& images, VmDriver& vms,
+  Engine(EngineOptions options, Store& store, ImageCatalog& images, EngineDrivers drivers,
          SandboxNetworks& networks, Provisioner& provisioner);
   ~Engine();  // stops the reaper; sandboxes keep running
 
@@ -147,8 +160,14 @@ class Engine {
     SandboxSpec spec;
   };
   Validated Validate(const CreateRequest& request);
-  void Rollback(const SandboxId& id, const std::string& reason);
-  void TearDownHost(const SandboxId& id);
+  void Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason);
+  void TearDownHost(const SandboxId& id, VmDriver& driver);
+  // The driver a sandbox was made with; kUnavailable if this daemon does
+  // not run it (any more).
+  VmDriver& DriverOf(const Sandbox& sandbox);
+  VmDriver& DriverFor(SandboxKind kind, std::string* name);
+  VmSpec MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
+                    LinkMode mode, const EndpointKey& key) const;
   void CheckFreeDisk() const;
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).
@@ -159,7 +178,7 @@ class Engine {
   EngineOptions options_;
   Store& store_;
   ImageCatalog& images_;
-  VmDriver& vms_;
+  EngineDrivers drivers_;
   SandboxNetworks& networks_;
   Provisioner& provisioner_;
   std::counting_semaphore<1024> create_slots_;

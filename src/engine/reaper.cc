@@ -26,7 +26,9 @@ void Engine::ReapOnce() {
         reason = "time to live expired";
       } else {
         try {
-          if (vms_.Inspect(s.id).state == VmState::kShutoff) reason = "the guest shut down";
+          if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff) {
+            reason = "the guest shut down";
+          }
         } catch (const Error& e) {
           // Only "not there" counts: a check that failed (no descriptor
           // left, an I/O error) says nothing about the VM, so skip it.

@@ -29,7 +29,7 @@ ReconcileReport Engine::Reconcile() {
       reason = "its teardown was interrupted";
     } else {
       try {
-        if (vms_.Inspect(s.id).state == VmState::kShutoff)
+        if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff)
           reason = "its VM stopped while the daemon was down";
       } catch (const Error& e) {
         if (e.code() != ErrorCode::kNotFound) {
@@ -44,13 +44,27 @@ ReconcileReport Engine::Reconcile() {
       note(fmt::format("adopted sandbox {} ({})", s.id.str(), s.tap));
       continue;
     }
-    Destroy(s.id, std::nullopt, reason);
-    note(fmt::format("destroyed sandbox {}: {}", s.id.str(), reason));
+    try {
+      Destroy(s.id, std::nullopt, reason);
+      note(fmt::format("destroyed sandbox {}: {}", s.id.str(), reason));
+    } catch (const Error& e) {
+      // Marked destroying if it got that far: the reaper tries again.
+      note(fmt::format("could not destroy sandbox {} yet ({}): {}", s.id.str(), reason, e.what()));
+    }
   }
-  for (const auto& id : vms_.List()) {
-    if (known.count(id)) continue;
-    vms_.Destroy(id);
-    note(fmt::format("removed VM {} that no sandbox owns", id.str()));
+  for (const auto& [name, driver] : drivers_.by_name) {
+    std::vector<SandboxId> ids;
+    try {
+      ids = driver->List();
+    } catch (const Error& e) {
+      note(fmt::format("could not list driver {}'s VMs: {}", name, e.what()));
+      continue;
+    }
+    for (const auto& id : ids) {
+      if (known.count(id)) continue;
+      driver->Destroy(id);
+      note(fmt::format("removed {} VM {} that no sandbox owns", name, id.str()));
+    }
   }
   for (const auto& n : networks_.List()) {
     if (known.count(n.id)) continue;

@@ -32,10 +32,36 @@ bool HasNetAdmin() {
   return value == CAP_SET;
 }
 
+const char* ModeName(LinkMode mode) {
+  switch (mode) {
+    case LinkMode::kBridge:
+      return "bridge";
+    case LinkMode::kShared:
+      return "shared";
+    case LinkMode::kTap:
+      break;
+  }
+  return "tap";
+}
+
+LinkMode ParseMode(const std::string& name) {
+  if (name == "bridge") return LinkMode::kBridge;
+  if (name == "shared") return LinkMode::kShared;
+  if (name == "tap") return LinkMode::kTap;
+  Fail(ErrorCode::kFailedPrecondition, "recorded link mode '{}' is unknown", name);
+}
+
 json ToJson(const SandboxNetwork& n) {
-  return {{"id", n.id.str()},          {"tap", n.tap}, {"subnet_index", n.subnet.index},
-          {"subnet", n.subnet.cidr()}, {"mac", n.mac}, {"host_port", n.host_port},
-          {"guest_port", n.guest_port}};
+  json j = {{"id", n.id.str()},
+            {"tap", n.tap},
+            {"subnet_index", n.subnet.index},
+            {"subnet", n.subnet.cidr()},
+            {"mac", n.mac},
+            {"host_port", n.host_port},
+            {"guest_port", n.guest_port},
+            {"mode", ModeName(n.mode)}};
+  if (n.shared_guest) j["shared_guest"] = n.shared_guest->str();
+  return j;
 }
 
 SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
@@ -44,7 +70,12 @@ SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
                    {},
                    j.at("mac").get<std::string>(),
                    j.at("host_port").get<std::uint16_t>(),
-                   j.at("guest_port").get<std::uint16_t>()};
+                   j.at("guest_port").get<std::uint16_t>(),
+                   ParseMode(j.value("mode", std::string("tap"))),
+                   {}};
+  if (j.contains("shared_guest"))
+    n.shared_guest = Ipv4::Parse(j["shared_guest"].get<std::string>());
+  if (n.mode == LinkMode::kShared) return n;
   auto index = pool.IndexOf(Ipv4Cidr::Parse(j.at("subnet").get<std::string>()).base);
   if (!index || *index != j.at("subnet_index").get<std::uint32_t>()) {
     Fail(ErrorCode::kFailedPrecondition, "recorded subnet {} is not in the configured pool",
@@ -102,7 +133,10 @@ void NetworkManager::Record(const SandboxNetwork& network) const {
 
 void NetworkManager::ApplyFirewallLocked() {
   std::vector<FirewallEntry> entries;
-  for (const auto& [id, n] : networks_) entries.push_back({n.tap, n.subnet});
+  // A shared bridge is the driver's to isolate (libvirt's nwfilter).
+  for (const auto& [id, n] : networks_) {
+    if (n.mode != LinkMode::kShared) entries.push_back({n.tap, n.subnet});
+  }
   FirewallPolicy policy{config_.pool, config_.outbound_nat, {}, config_.nat_allow};
   if (config_.outbound_nat) policy.host_subnets = HostConnectedSubnets();
   firewall_.Apply(policy, entries);
@@ -111,6 +145,7 @@ void NetworkManager::ApplyFirewallLocked() {
 // TAP, its sysctls and dnsmasq, each made only if missing (so Reconcile can
 // call it on a half-present network).
 void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileReport* report) {
+  if (n.mode != LinkMode::kTap) return;  // the VM driver's bridge, and its DHCP
   if (!IsTunTapDevice(n.tap)) {
     CreateTap(n.tap, n.subnet.gateway());
     if (report) report->restored.push_back("TAP " + n.tap);
@@ -125,27 +160,31 @@ void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileRepo
 }
 
 SandboxNetwork NetworkManager::Setup(const SandboxId& id,
-                                     const std::optional<DerivedSubnet>& derive) {
+                                     const std::optional<DerivedSubnet>& derive, LinkMode mode) {
   std::lock_guard lock(mutex_);
   if (networks_.count(id) || fs::exists(DirOf(id))) {
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
   }
-  Subnet30 subnet =
-      derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
-  SandboxNetwork network{id, TapNameFor(id), subnet, MacFor(id), 0, 22};
+  SandboxNetwork network{id, TapNameFor(id), {}, MacFor(id), 0, 22, mode, {}};
   try {
+    if (mode != LinkMode::kShared) {
+      network.subnet =
+          derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
+    }
     MakeDirs(DirOf(id), 0700);
     Record(network);  // before the host is touched: a crash from here on is reconciled
-    if (InterfaceExists(network.tap)) {
-      Fail(ErrorCode::kAlreadyExists, "TAP name clash: an interface named {} already exists",
+    if (mode != LinkMode::kShared && InterfaceExists(network.tap)) {
+      Fail(ErrorCode::kAlreadyExists, "interface name clash: an interface named {} already exists",
            network.tap);
     }
     BuildHostSide(network, nullptr);
     networks_.insert_or_assign(id, network);
-    ApplyFirewallLocked();
-    network.host_port = forwarder_->Open(id, subnet.guest(), network.guest_port);
-    networks_.insert_or_assign(id, network);
-    Record(network);
+    if (mode != LinkMode::kShared) {
+      ApplyFirewallLocked();
+      network.host_port = forwarder_->Open(id, network.guest(), network.guest_port);
+      networks_.insert_or_assign(id, network);
+      Record(network);
+    }
   } catch (...) {
     try {
       TeardownLocked(id);
@@ -157,6 +196,21 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
   return network;
 }
 
+std::uint16_t NetworkManager::SetGuestAddress(const SandboxId& id, Ipv4 guest) {
+  std::lock_guard lock(mutex_);
+  auto it = networks_.find(id);
+  if (it == networks_.end()) Fail(ErrorCode::kNotFound, "sandbox {} has no network", id.str());
+  SandboxNetwork& n = it->second;
+  if (n.mode != LinkMode::kShared) {
+    Fail(ErrorCode::kInternal, "sandbox {}: only a shared bridge learns its address", id.str());
+  }
+  if (n.host_port != 0) forwarder_->Close(id);
+  n.shared_guest = guest;
+  n.host_port = forwarder_->Open(id, guest, n.guest_port);
+  Record(n);
+  return n.host_port;
+}
+
 void NetworkManager::Teardown(const SandboxId& id) {
   std::lock_guard lock(mutex_);
   TeardownLocked(id);
@@ -166,8 +220,9 @@ void NetworkManager::TeardownLocked(const SandboxId& id) {
   forwarder_->Close(id);
   StopDhcpServer(DirOf(id));
   if (networks_.erase(id)) ApplyFirewallLocked();
-  std::string tap = TapNameFor(id);
-  DeleteTap(tap);
+  // A TAP is ours to delete; a bridge of that name is the VM driver's
+  // (libvirt removes its network's own).
+  if (IsTunTapDevice(TapNameFor(id))) DeleteTap(TapNameFor(id));
   pool_.Release(id);
   RemoveAll(DirOf(id));
 }
@@ -198,15 +253,15 @@ NetworkReconcileReport NetworkManager::Reconcile() {
     try {
       SandboxNetwork n = FromJson(json::parse(ReadFile(entry.path() / kRecord)), pool_);
       if (n.id != id) Fail(ErrorCode::kFailedPrecondition, "record names sandbox {}", n.id.str());
-      n.subnet = pool_.Reserve(id, n.subnet.index);
+      if (n.mode != LinkMode::kShared) n.subnet = pool_.Reserve(id, n.subnet.index);
       BuildHostSide(n, &report);
       networks_.insert_or_assign(id, n);
       if (n.host_port != 0) {
         try {
-          forwarder_->Open(id, n.subnet.guest(), n.guest_port, n.host_port);
+          forwarder_->Open(id, n.guest(), n.guest_port, n.host_port);
         } catch (const Error& e) {
           // Someone took the port while we were down: take a new one.
-          n.host_port = forwarder_->Open(id, n.subnet.guest(), n.guest_port);
+          n.host_port = forwarder_->Open(id, n.guest(), n.guest_port);
           report.restored.push_back(
               fmt::format("forward for {} moved to port {} ({})", id.str(), n.host_port, e.what()));
         }

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/ipv4.h"
+#include "core/sandbox.h"
 #include "core/sandbox_id.h"
 #include "net/address_pool.h"
 #include "net/firewall.h"
@@ -25,11 +26,14 @@ namespace ephemera {
 
 struct SandboxNetwork {
   SandboxId id;
-  std::string tap;
-  Subnet30 subnet;
+  std::string tap;              // kTap: the TAP; kBridge: the bridge the VM driver makes
+  Subnet30 subnet;              // unused in kShared
   std::string mac;              // the guest NIC's
-  std::uint16_t host_port = 0;  // forwarded to guest_port
+  std::uint16_t host_port = 0;  // forwarded to guest_port (kShared: once the address is known)
   std::uint16_t guest_port = 22;
+  LinkMode mode = LinkMode::kTap;
+  std::optional<Ipv4> shared_guest;  // kShared: the address the shared bridge's DHCP gave
+  Ipv4 guest() const { return shared_guest ? *shared_guest : subnet.guest(); }
 };
 
 // For pipelines that want the same addresses every run.
@@ -48,8 +52,11 @@ struct NetworkReconcileReport {
 class SandboxNetworks {
  public:
   virtual ~SandboxNetworks() = default;
-  virtual SandboxNetwork Setup(const SandboxId& id,
-                               const std::optional<DerivedSubnet>& derive = {}) = 0;
+  virtual SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
+                               LinkMode mode = LinkMode::kTap) = 0;
+  // kShared: the guest's address, learnt after it booted; opens the forward
+  // and returns the host port.
+  virtual std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) = 0;
   virtual void Teardown(const SandboxId& id) = 0;
   virtual std::vector<SandboxNetwork> List() const = 0;
   virtual NetworkReconcileReport Reconcile() = 0;
@@ -65,8 +72,12 @@ class NetworkManager : public SandboxNetworks {
   ~NetworkManager();
 
   // Builds the sandbox's network; on failure removes whatever it made.
-  SandboxNetwork Setup(const SandboxId& id,
-                       const std::optional<DerivedSubnet>& derive = {}) override;
+  // kTap: everything; kBridge: the /30, rules and forward (the VM driver
+  // makes the bridge and its DHCP); kShared: the forward, once the address
+  // is known (SetGuestAddress).
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
+                       LinkMode mode = LinkMode::kTap) override;
+  std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) override;
   // Removes every piece of it; unknown or half-made networks are fine.
   void Teardown(const SandboxId& id) override;
   std::optional<SandboxNetwork> Find(const SandboxId& id) const;

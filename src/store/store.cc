@@ -54,19 +54,29 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX sandboxes_by_owner ON sandboxes(owner);
 )sql",
+    // 3: several drivers at once: each sandbox records its kind and driver,
+    // and the NIC it was given
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN kind TEXT NOT NULL DEFAULT 'vm';
+ALTER TABLE sandboxes ADD COLUMN driver TEXT NOT NULL DEFAULT 'qemu';
+ALTER TABLE sandboxes ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
-    "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at";
+    "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
+    "mac, network";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
 constexpr std::string_view kMutableColumns =
     "reason, image_sha256, tap, subnet, guest_ip, host_port, username, host_key_fingerprint, "
-    "expires_at, updated_at";
+    "expires_at, mac, network, updated_at";
 
-void BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
+// Binds kMutableColumns from `first` on; returns the next free index.
+int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
   stmt.Bind(first, s.reason)
       .Bind(first + 1, s.image_sha256)
       .Bind(first + 2, s.tap)
@@ -76,7 +86,10 @@ void BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
       .Bind(first + 6, s.username)
       .Bind(first + 7, s.host_key_fingerprint)
       .Bind(first + 8, s.expires_at)
-      .Bind(first + 9, NowUnix());
+      .Bind(first + 9, s.mac)
+      .Bind(first + 10, s.network)
+      .Bind(first + 11, NowUnix());
+  return first + 12;
 }
 
 // Runs an INSERT; a constraint violation names what already exists.
@@ -108,6 +121,10 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.host_key_fingerprint = row.Text(14);
   s.created_at = row.Int(15);
   s.expires_at = row.OptionalInt(16);
+  s.spec.kind = ParseKind(row.Text(17));
+  s.driver = row.Text(18);
+  s.mac = row.Text(19);
+  s.network = row.Text(20);
   return s;
 }
 
@@ -181,8 +198,8 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
   }
   auto insert =
       db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
-                              "token_sha256, created_at, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              "token_sha256, created_at, kind, driver, {}) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -191,8 +208,10 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(5, std::int64_t{s.spec.vcpus})
       .Bind(6, s.owner)
       .Bind(7, s.token_sha256)
-      .Bind(8, s.created_at);
-  BindMutable(insert, 9, s);
+      .Bind(8, s.created_at)
+      .Bind(9, KindName(s.spec.kind))
+      .Bind(10, s.driver);
+  BindMutable(insert, 11, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }
@@ -236,8 +255,7 @@ void Store::Update(const Sandbox& s) {
     rest = comma == std::string_view::npos ? "" : rest.substr(comma + 2);
   }
   auto stmt = db_.Prepare(fmt::format("UPDATE sandboxes SET {} WHERE id = ?", assignments));
-  BindMutable(stmt, 1, s);
-  stmt.Bind(11, s.id.str()).Run();
+  stmt.Bind(BindMutable(stmt, 1, s), s.id.str()).Run();
   if (db_.Changes() == 0) Fail(ErrorCode::kNotFound, "no sandbox {}", s.id.str());
 }
 

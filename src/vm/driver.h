@@ -3,9 +3,13 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
+#include "core/sandbox.h"
 #include "vm/vm.h"
 
 namespace ephemera {
@@ -15,6 +19,24 @@ class VmDriver {
   virtual ~VmDriver() = default;
 
   virtual std::string_view name() const = 0;
+
+  // How this driver's VMs get their NIC (see LinkMode).
+  virtual LinkMode link_mode() const { return LinkMode::kTap; }
+
+  // The driver calls `listener` (on a thread of its own) when a VM stops
+  // by itself, so that the reaper need not wait for its next pass.
+  virtual void OnStopped(std::function<void(const SandboxId&)> listener) { (void)listener; }
+
+  // One line for status: "ok", or what is wrong (a lost connection).
+  virtual std::string Health() const { return "ok"; }
+
+  // For LinkMode::kShared: the guest's address once it has one (DHCP);
+  // kTimeout after `timeout`.
+  virtual Ipv4 WaitForAddress(const SandboxId& id, std::chrono::milliseconds timeout) {
+    (void)id;
+    (void)timeout;
+    Fail(ErrorCode::kInternal, "driver {} does not learn guest addresses", name());
+  }
 
   // Starts a VM. On failure throws and leaves nothing behind (no process,
   // no file). kInvalidArgument for a bad spec, kUnavailable for a missing

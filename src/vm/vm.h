@@ -9,14 +9,22 @@
 #include <string>
 #include <vector>
 
+#include "core/ipv4.h"
 #include "core/sandbox_id.h"
 #include "image/image.h"
 
 namespace ephemera {
 
 struct NicSpec {
-  std::string tap;  // an existing TAP device on the host
+  // LinkMode::kTap: an existing TAP device; kBridge: the bridge the driver
+  // makes (a libvirt network), by this name; kShared: unused.
+  std::string tap;
   std::string mac;  // aa:bb:cc:dd:ee:ff
+  // kBridge: the /30 the bridge's DHCP serves (gateway on the bridge, the
+  // guest's address for this MAC), the DNS servers it offers, and NAT.
+  std::optional<Subnet30> subnet;
+  std::vector<Ipv4> dns_servers;
+  bool outbound_nat = false;
 };
 
 // A small file handed to the guest before boot (QEMU fw_cfg), such as the
@@ -36,6 +44,10 @@ struct VmSpec {
   std::string extra_cmdline;  // appended to the image's kernel command line
   std::optional<NicSpec> nic;
   std::vector<GuestFile> guest_files;
+  // Who and what, kept with the VM where the hypervisor can hold it (the
+  // libvirt domain's metadata), so that reconcile can tell ours apart.
+  std::string owner;
+  std::int64_t created_at = 0;
 };
 
 enum class VmState { kRunning, kPaused, kShutoff };
@@ -47,6 +59,8 @@ struct VmInfo {
   pid_t pid = 0;
   std::filesystem::path dir;         // everything this VM owns on the host
   std::filesystem::path serial_log;  // the guest's console output
+  std::string network;               // the network its NIC is on, if the driver names one
+  std::optional<Ipv4> guest_ip;      // when the driver learnt it (LinkMode::kShared)
 };
 
 }  // namespace ephemera

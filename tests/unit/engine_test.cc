@@ -61,7 +61,9 @@ class FakeVms : public VmDriver {
 
 class FakeNetworks : public SandboxNetworks {
  public:
-  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>&) override {
+  std::uint16_t SetGuestAddress(const SandboxId&, Ipv4) override { return 10999; }
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>&,
+                       LinkMode) override {
     std::lock_guard lock(mutex);
     if (fail_setup) Fail(ErrorCode::kResourceExhausted, "fake: address pool exhausted");
     SandboxNetwork n{id,
@@ -124,7 +126,9 @@ class EngineTest : public ::testing::Test {
   }
   Engine& engine() {
     if (!engine_)
-      engine_ = std::make_unique<Engine>(options_, store_, images_, vms_, networks_, provisioner_);
+      engine_ = std::make_unique<Engine>(options_, store_, images_,
+                                         EngineDrivers{{{"qemu", &vms_}}, "qemu", ""}, networks_,
+                                         provisioner_);
     return *engine_;
   }
   void ExpectNothingLeft() {
@@ -265,12 +269,12 @@ TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
   interrupted.created_at = NowUnix();
   store_.Insert(interrupted);
   store_.Transition(interrupted.id, SandboxState::kProvisioning);
-  networks_.Setup(interrupted.id, {});
+  networks_.Setup(interrupted.id, {}, LinkMode::kTap);
   vms_.vms.insert_or_assign(interrupted.id, VmState::kRunning);
   // A VM and a network nothing records.
   SandboxId orphan = SandboxId::Generate();
   vms_.vms.insert_or_assign(orphan, VmState::kRunning);
-  networks_.Setup(SandboxId::Generate(), {});
+  networks_.Setup(SandboxId::Generate(), {}, LinkMode::kTap);
 
   engine_.reset();  // the daemon restarts
   ReconcileReport report = engine().Reconcile();
@@ -284,7 +288,7 @@ TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
   EXPECT_THAT(all, HasSubstr("adopted sandbox " + running.sandbox.id.str()));
   EXPECT_THAT(all, HasSubstr("destroyed sandbox " + interrupted.id.str() +
                              ": its creation was interrupted"));
-  EXPECT_THAT(all, HasSubstr("removed VM " + orphan.str()));
+  EXPECT_THAT(all, HasSubstr("removed qemu VM " + orphan.str()));
   EXPECT_THAT(all, HasSubstr("removed network"));
 }
 

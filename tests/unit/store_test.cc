@@ -70,8 +70,12 @@ TEST_F(StoreTest, RoundTripsEveryField) {
   Store store(path_);
   Sandbox s = MakeSandbox();
   s.expires_at = s.created_at + 600;
+  s.spec.kind = SandboxKind::kContainer;
+  s.driver = "libvirt";
   store.Insert(s);
   s.tap = "eph12345678";
+  s.mac = "52:54:00:12:34:56";
+  s.network = "eph-12345678";
   s.subnet = "172.16.0.0/30";
   s.guest_ip = "172.16.0.2";
   s.host_port = 10042;
@@ -89,6 +93,10 @@ TEST_F(StoreTest, RoundTripsEveryField) {
   EXPECT_EQ(got.token_sha256, s.token_sha256);
   EXPECT_EQ(got.expires_at, s.expires_at);
   EXPECT_EQ(got.spec.memory_mib, 256u);
+  EXPECT_EQ(got.spec.kind, SandboxKind::kContainer);
+  EXPECT_EQ(got.driver, "libvirt");
+  EXPECT_EQ(got.mac, s.mac);
+  EXPECT_EQ(got.network, s.network);
 }
 
 TEST_F(StoreTest, NoColumnCanHoldAPasswordOrAToken) {
