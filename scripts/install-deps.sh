@@ -15,8 +15,12 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev python3
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
+  # the libvirt driver (virsh: tests and operators only)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   # guest image build
   busybox-static cpio e2fsprogs xz-utils zstd kmod fakeroot
+  # the live ISO image (isolinux boot)
+  xorriso isolinux syslinux-common
 )
 
 SUDO=""

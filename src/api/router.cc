@@ -87,6 +87,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                  {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
                  {"uptime_seconds", s.uptime_seconds},
                  {"accelerator", c.accelerator},
+                 {"drivers", s.drivers},
                  {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
   }
   if (target == kTokens || !Child(target, kTokens).empty()) {

@@ -193,6 +193,7 @@ void ReadNetwork(Section& section, NetworkConfig& out) {
       out.nat_allow.push_back(ParseValue<Ipv4Cidr>(section, "nat_allow", c, Ipv4Cidr::Parse));
   }
   section.Read("dnsmasq_binary", out.dnsmasq_binary);
+  section.Read("bridge", out.bridge);
   section.Read("forward_address", out.forward_address);
   ParseValue<Ipv4>(section, "forward_address", out.forward_address, Ipv4::Parse);
   std::string ports = fmt::format("{}-{}", out.forward_port_first, out.forward_port_last);
@@ -344,7 +345,15 @@ Config ParseConfig(std::string_view yaml_text) {
   log.RejectUnknown();
 
   Section vm = top.Child("vm");
-  ReadChoice(vm, "driver", config.vm.driver, {"qemu"});
+  ReadChoice(vm, "driver", config.vm.driver, {"qemu", "libvirt"});
+  vm.Read("libvirt_uri", config.vm.libvirt_uri);
+  if (config.vm.libvirt_uri.empty() || config.vm.libvirt_uri.find("://") == std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument, "config key 'vm.libvirt_uri': '{}' is not a libvirt URI",
+         config.vm.libvirt_uri);
+  }
+  vm.ReadEnum(
+      "libvirt_network_mode", config.vm.libvirt_network_mode,
+      {{"isolated", LibvirtNetworkMode::kIsolated}, {"shared", LibvirtNetworkMode::kShared}});
   vm.Read("qemu_binary", config.vm.qemu_binary);
   vm.Read("qemu_img_binary", config.vm.qemu_img_binary);
   vm.ReadEnum("machine", config.vm.machine,

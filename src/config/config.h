@@ -13,6 +13,8 @@
 namespace ephemera {
 
 enum class Accel { kAuto, kKvm, kTcg };
+// The libvirt driver's networking: a network per sandbox, or one for all.
+enum class LibvirtNetworkMode { kIsolated, kShared };
 enum class MachineType { kMicrovm, kQ35 };
 
 std::string_view AccelName(Accel accel);
@@ -24,7 +26,10 @@ struct LogConfig {
 };
 
 struct VmConfig {
-  std::string driver = "qemu";
+  std::string driver = "qemu";  // qemu | libvirt
+  // The libvirt driver: any libvirt URI (qemu:///system, qemu+ssh://host/system...).
+  std::string libvirt_uri = "qemu:///system";
+  LibvirtNetworkMode libvirt_network_mode = LibvirtNetworkMode::kIsolated;
   std::string qemu_binary = "qemu-system-x86_64";
   std::string qemu_img_binary = "qemu-img";
   MachineType machine = MachineType::kMicrovm;
@@ -61,6 +66,9 @@ struct NetworkConfig {
   std::uint16_t forward_port_first = 10000;
   std::uint16_t forward_port_last = 15000;
   unsigned forward_connections_per_source = 32;  // per client address, over all sandboxes
+  // The libvirt driver's shared mode: the libvirt network (or its bridge)
+  // every sandbox joins.
+  std::string bridge = "virbr0";
 };
 
 struct DefaultsConfig {

@@ -16,6 +16,7 @@
 #include "net/network_manager.h"
 #include "provision/provisioner.h"
 #include "store/store.h"
+#include "vm/libvirt/libvirt_driver.h"
 #include "vm/qemu/host.h"
 #include "vm/qemu/qemu_driver.h"
 
@@ -101,6 +102,13 @@ int Serve(const Config& config) {
   EngineDrivers drivers;
   drivers.by_name["qemu"] = &vms;
   drivers.vm = "qemu";
+  std::unique_ptr<LibvirtDriver> libvirt;
+  if (config.vm.driver == "libvirt") {
+    libvirt = std::make_unique<LibvirtDriver>(
+        LibvirtDriverOptions{config.state_dir, config.vm, accel, config.network.bridge});
+    drivers.by_name["libvirt"] = libvirt.get();
+    drivers.vm = "libvirt";
+  }
   Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
 
   ReconcileReport report = engine.Reconcile();

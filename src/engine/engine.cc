@@ -19,7 +19,13 @@ Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, Engine
       started_(std::chrono::steady_clock::now()) {
   // A VM that stops by itself is reaped at once, not at the next pass.
   for (auto& [name, driver] : drivers_.by_name) {
-    driver->OnStopped([this](const SandboxId&) { reaper_wake_.notify_all(); });
+    driver->OnStopped([this](const SandboxId&) {
+      {
+        std::lock_guard lock(reaper_mutex_);
+        reap_now_ = true;
+      }
+      reaper_wake_.notify_all();
+    });
   }
 }
 
@@ -43,6 +49,7 @@ VmDriver& Engine::DriverFor(SandboxKind kind, std::string* name) {
 }
 
 Engine::~Engine() {
+  for (auto& [name, driver] : drivers_.by_name) driver->OnStopped({});
   {
     std::lock_guard lock(reaper_mutex_);
     stopping_ = true;

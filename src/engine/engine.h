@@ -200,6 +200,7 @@ class Engine {
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;
   bool stopping_ = false;
+  bool reap_now_ = false;  // a driver reported a VM that stopped
   std::thread reaper_;
 };
 

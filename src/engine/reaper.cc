@@ -56,7 +56,11 @@ void Engine::ReapOnce() {
 void Engine::StartReaper() {
   reaper_ = std::thread([this] {
     std::unique_lock lock(reaper_mutex_);
-    while (!reaper_wake_.wait_for(lock, options_.reaper_interval, [this] { return stopping_; })) {
+    for (;;) {
+      reaper_wake_.wait_for(lock, options_.reaper_interval,
+                            [this] { return stopping_ || reap_now_; });
+      if (stopping_) break;
+      reap_now_ = false;
       lock.unlock();
       try {
         ReapOnce();

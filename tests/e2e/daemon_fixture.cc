@@ -28,8 +28,8 @@ void DaemonTest::SetUp() {
   config_ = state_.path() / "config.yaml";
   WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() +
                           "\nimage_dir: " + ImageDir().string() + "\nsocket: " + socket_.string() +
-                          "\nnetwork: {forward_address: 127.0.0.1}\nvm: {accel: tcg" + VmConfig() +
-                          "}\n" + ExtraConfig());
+                          "\nnetwork: {forward_address: 127.0.0.1" + NetworkConfig() +
+                          "}\nvm: {accel: tcg" + VmConfig() + "}\n" + ExtraConfig());
   ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
   StartDaemon();
 }

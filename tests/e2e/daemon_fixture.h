@@ -25,6 +25,8 @@ class DaemonTest : public ::testing::Test {
   virtual std::string ExtraConfig() const { return ""; }
   // Extra keys of the vm: section, each with a leading ", ".
   virtual std::string VmConfig() const { return ""; }
+  // Extra keys of the network: section, likewise.
+  virtual std::string NetworkConfig() const { return ""; }
   // Extra ephemerad arguments (front doors, flags).
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
