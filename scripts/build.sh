@@ -8,3 +8,5 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DEPHEMERA_WERROR=ON >/d
 cmake --build build -j "$(nproc)"
 echo "== default guest image"
 bash images/default/build.sh --cache-dir "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
+echo "== live ISO (Anweddol mirror layout, from the default image)"
+bash images/live-iso/build.sh --cache-dir "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"

@@ -20,7 +20,7 @@ packages=(
   # guest image build
   busybox-static cpio e2fsprogs xz-utils zstd kmod fakeroot
   # the live ISO image (isolinux boot)
-  xorriso isolinux syslinux-common
+  xorriso isolinux syslinux-common openssl
 )
 
 SUDO=""

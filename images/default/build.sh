@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds ephemera's default guest image from Debian packages:
-#   DIR/default-<hash12>/{vmlinux,vmlinuz,initrd.img,rootfs.ext4,manifest.json}
+#   DIR/default-<hash12>/{vmlinux,vmlinuz,initrd.img,initrd-live.img,rootfs.ext4,manifest.json}
 # and points DIR/default at it. The hash covers every file under
 # images/default/ and the exact version of every .deb, so a rebuild
 # happens only when one of them changes.
@@ -200,7 +200,8 @@ step 4 "verifying shared libraries of the key programs"
 fr "$here/lib/rootfs.sh" verify "$tmp/root"
 
 step 5 "building the initrd"
-fr "$here/lib/initrd.sh" "$tmp/root" "$kver" "$here" "$tmp/initrd" "$out/initrd.img"
+fr "$here/lib/initrd.sh" "$tmp/root" "$kver" "$here" "$tmp/initrd" "$out/initrd.img" \
+  "$out/initrd-live.img"
 
 step 6 "creating rootfs.ext4 ($rootfs_size, sparse)"
 # -d copies the tree with the owners and modes fakeroot recorded. Inode

@@ -42,9 +42,13 @@ json Create(const AnweddolContext& c, const Caller& caller) {
                            {"container_listen_port", r.sandbox.host_port}});
 }
 
-json Destroy(const AnweddolContext& c, const json& parameters) {
-  auto uuid = OptionalString(parameters, "container_uuid");
-  auto token = OptionalString(parameters, "client_token");
+struct ContainerCredentials {
+  SandboxId id;
+  std::string token;
+};
+
+ContainerCredentials ParseContainerCredentials(const std::optional<std::string>& uuid,
+                                               const std::optional<std::string>& token) {
   if (!uuid || !token) {
     Fail(ErrorCode::kInvalidArgument, "'container_uuid' and 'client_token' are required");
   }
@@ -55,26 +59,54 @@ json Destroy(const AnweddolContext& c, const json& parameters) {
     Fail(ErrorCode::kInvalidArgument, "'client_token' is not {} characters of [0-9a-zA-Z_-]",
          Engine::kTokenLength);
   }
+  return {SandboxId::Parse(*uuid), *token};
+}
+
+// One answer for an unknown sandbox and a wrong token: neither reveals
+// which sandboxes exist.
+template <typename F>
+auto AsAnweddolAuthFailure(F&& f) {
   try {
-    c.engine->Destroy(SandboxId::Parse(*uuid), *token);
+    return f();
   } catch (const Error& e) {
-    // One answer for an unknown sandbox and a wrong token: neither reveals
-    // which sandboxes exist.
     if (e.code() == ErrorCode::kNotFound || e.code() == ErrorCode::kPermissionDenied) {
       Fail(ErrorCode::kUnauthenticated, "invalid container credentials");
     }
     throw;
   }
+}
+
+json Destroy(const AnweddolContext& c, const json& parameters) {
+  ContainerCredentials credentials = ParseContainerCredentials(
+      OptionalString(parameters, "container_uuid"), OptionalString(parameters, "client_token"));
+  AsAnweddolAuthFailure([&] { c.engine->Destroy(credentials.id, credentials.token); });
   return AnweddolResponse(true, kAnweddolOk);
 }
 
-json Stat(const AnweddolContext& c) {
+// STAT answers for the server; given a container's uuid and client token
+// as well, it adds what Anweddol's container object holds for that one.
+json Stat(const AnweddolContext& c, const json& parameters) {
   EngineStatus s = c.engine->Status();
-  return AnweddolResponse(
-      true, kAnweddolOk,
-      {{"version", c.version},
-       {"uptime", s.uptime_seconds},
-       {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)}});
+  json data = {{"version", c.version},
+               {"uptime", s.uptime_seconds},
+               {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)}};
+  auto uuid = OptionalString(parameters, "container_uuid");
+  auto token = OptionalString(parameters, "client_token");
+  if (uuid || token) {
+    ContainerCredentials credentials = ParseContainerCredentials(uuid, token);
+    Sandbox sandbox = AsAnweddolAuthFailure(
+        [&] { return c.engine->GetWithToken(credentials.id, credentials.token); });
+    data["container"] = {{"container_uuid", sandbox.id.str()},
+                         {"driver", sandbox.driver},
+                         {"mac", sandbox.mac},
+                         {"network", sandbox.network},
+                         {"running", sandbox.running.value_or(false)},
+                         {"container_iso_path", sandbox.iso_path},
+                         {"container_iso_sha256", sandbox.image_sha256},
+                         {"container_listen_port", sandbox.host_port},
+                         {"state", std::string(StateName(sandbox.state))}};
+  }
+  return AnweddolResponse(true, kAnweddolOk, data);
 }
 
 json ResponseFor(const Error& raw) {
@@ -137,7 +169,7 @@ Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& pa
     Caller caller = c.access->Admit(peer, access_token);
     if (verb == "CREATE") return {Create(c, caller), {}};
     if (verb == "DESTROY") return {Destroy(c, parameters), {}};
-    if (verb == "STAT") return {Stat(c), {}};
+    if (verb == "STAT") return {Stat(c, parameters), {}};
     Fail(ErrorCode::kInvalidArgument, "unknown verb '{}'", verb.substr(0, kMaxVerbLength));
   } catch (const RateLimitedError& e) {
     return {AnweddolResponse(false, kAnweddolRefused, json::object(), e.what()), e.retry_after()};

@@ -90,6 +90,20 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                  {"drivers", s.drivers},
                  {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
   }
+  if (target == "/v1/images") {
+    if (method != http::verb::get) MethodNotAllowed(target);
+    json images = json::array();
+    for (const auto& entry : c.engine->Images()) {
+      json j = ImageEntryToJson(entry);
+      // Remote callers learn which images exist, not the host's paths or errors.
+      if (caller) {
+        j.erase("iso_path");
+        if (j.contains("error")) j["error"] = "not usable";
+      }
+      images.push_back(std::move(j));
+    }
+    return Json(http::status::ok, {{"images", images}});
+  }
   if (target == kTokens || !Child(target, kTokens).empty()) {
     return Tokens(c, request, target, caller);
   }

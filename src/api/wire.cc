@@ -106,7 +106,35 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
             {"host_key_fingerprint", s.host_key_fingerprint},
             {"created_at", Iso8601(s.created_at)},
             {"expires_at", s.expires_at ? json(Iso8601(*s.expires_at)) : json(nullptr)}};
+  j["running"] = s.running ? json(*s.running) : json(nullptr);  // null: the driver cannot tell now
+  if (!s.iso_path.empty()) {
+    j["iso_path"] = s.iso_path;
+    j["iso_sha256"] = s.image_sha256;
+  }
   if (!s.reason.empty()) j["reason"] = s.reason;
+  return j;
+}
+
+json ImageEntryToJson(const ImageCatalog::Entry& entry) {
+  json j = {{"name", entry.name}};
+  if (!entry.image) {
+    j["valid"] = false;
+    j["error"] = entry.error;
+    return j;
+  }
+  const Image& image = *entry.image;
+  j["valid"] = true;
+  j["format"] = image.format == ImageFormat::kIso ? "iso" : "kernel";
+  j["layout"] = std::string(ImageLayoutName(image.layout));
+  j["version"] = image.version_label;
+  j["sha256"] = image.PrimarySha256();
+  j["endpoint"] = image.takes_endpoint_key ? "key" : "password";
+  if (image.iso) {
+    j["iso_path"] = image.iso->path.string();
+    j["size"] = image.iso->size;
+  } else if (image.rootfs) {
+    j["size"] = image.rootfs->size;
+  }
   return j;
 }
 

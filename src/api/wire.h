@@ -25,6 +25,8 @@ CreateRequest ParseCreateRequest(std::string_view body);
 nlohmann::json SandboxToJson(const Sandbox& sandbox, const std::string& host);
 // The create answer: the record plus password, token and host key, once.
 nlohmann::json CreateResultToJson(const CreateResult& result, const std::string& host);
+// One entry of GET /v1/images: what the image is, or why it cannot be used.
+nlohmann::json ImageEntryToJson(const ImageCatalog::Entry& entry);
 
 // POST /v1/tokens body: {"name"?, "expires_in_seconds"?, "max_sandboxes"?, "rate_per_minute"?}.
 NewAccessToken ParseNewAccessToken(std::string_view body);

@@ -97,9 +97,28 @@ void PrintFields(const json& j, std::initializer_list<const char*> keys) {
 }
 
 void PrintDetails(const json& s) {
-  PrintFields(s, {"id", "state", "image", "image_sha256", "memory_mib", "vcpus", "host", "port",
-                  "username", "password", "token", "guest_ip", "host_key_fingerprint", "created_at",
-                  "expires_at", "reason"});
+  PrintFields(s, {"id",
+                  "state",
+                  "running",
+                  "kind",
+                  "driver",
+                  "image",
+                  "image_sha256",
+                  "iso_path",
+                  "memory_mib",
+                  "vcpus",
+                  "host",
+                  "port",
+                  "username",
+                  "password",
+                  "token",
+                  "guest_ip",
+                  "mac",
+                  "network",
+                  "host_key_fingerprint",
+                  "created_at",
+                  "expires_at",
+                  "reason"});
 }
 
 void PrintStatus(const json& r) {
@@ -136,6 +155,20 @@ void PrintTokens(const json& tokens) {
     rows.push_back({Field(t, "id"), Field(t, "name"), Field(t, "enabled"), Field(t, "created_at"),
                     Field(t, "expires_at"), Field(t, "last_used_at"), Field(t, "max_sandboxes"),
                     Field(t, "rate_per_minute")});
+  }
+  PrintColumns(rows);
+}
+
+void PrintImages(const json& images) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "FORMAT", "VERSION", "LAYOUT", "ENDPOINT", "SHA256"}};
+  for (const auto& i : images) {
+    if (i.value("valid", false)) {
+      rows.push_back({Field(i, "name"), Field(i, "format"), Field(i, "version"), Field(i, "layout"),
+                      Field(i, "endpoint"), Field(i, "sha256")});
+    } else {
+      rows.push_back({Field(i, "name"), "-", "-", "-", "-", "unusable: " + Field(i, "error")});
+    }
   }
   PrintColumns(rows);
 }
@@ -330,6 +363,10 @@ int main(int argc, char** argv) {
   ssh->add_option("command", command, "command to run instead of a shell");
   ssh->allow_extras(false);
 
+  auto* image_cmd = app.add_subcommand("image", "the images sandboxes boot from");
+  image_cmd->require_subcommand(1);
+  auto* image_list = image_cmd->add_subcommand("list", "list images, their versions and digests");
+
   auto* token = app.add_subcommand("token", "manage access tokens for remote clients");
   token->require_subcommand(1);
   auto* token_add = token->add_subcommand("add", "create an access token and print it (once)");
@@ -425,6 +462,13 @@ int main(int argc, char** argv) {
         std::cout << r.dump(2) << "\n";
       } else {
         PrintStatus(r);
+      }
+    } else if (image_list->parsed()) {
+      json r = target.Client().Request("GET", "/v1/images");
+      if (as_json) {
+        std::cout << r["images"].dump(2) << "\n";
+      } else {
+        PrintImages(r["images"]);
       }
     } else if (ssh->parsed()) {
       return Ssh(id, command);

@@ -59,16 +59,19 @@ struct Sandbox {
   std::string driver = "qemu";  // the driver that runs it
   std::string token_sha256;
   // Filled in as creation proceeds:
-  std::string tap;      // the host's end of its NIC (a TAP or a bridge)
-  std::string mac;      // the guest NIC's
-  std::string network;  // the network it is on (a libvirt network or bridge; its TAP otherwise)
-  std::string subnet;   // a.b.c.d/30
+  std::string tap;       // the host's end of its NIC (a TAP or a bridge)
+  std::string mac;       // the guest NIC's
+  std::string network;   // the network it is on (a libvirt network or bridge; its TAP otherwise)
+  std::string iso_path;  // the ISO it booted from (ISO images); image_sha256 is then the ISO's
+  std::string subnet;    // a.b.c.d/30
   std::string guest_ip;
   std::uint16_t host_port = 0;
   std::string username;
   std::string host_key_fingerprint;  // SHA256:... as ssh-keygen prints it
   UnixSeconds created_at = 0;
   std::optional<UnixSeconds> expires_at;
+  // Not stored: whether its VM runs now, as its driver says (Get and List fill it in).
+  std::optional<bool> running;
 };
 
 }  // namespace ephemera

@@ -18,9 +18,9 @@ namespace {
 
 class Digest {
  public:
-  Digest() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) {
-      Fail(ErrorCode::kInternal, "cannot initialise SHA-256");
+  explicit Digest(const EVP_MD* md = EVP_sha256()) : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), md, nullptr) != 1) {
+      Fail(ErrorCode::kInternal, "cannot initialise a message digest");
     }
   }
   void Update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
@@ -49,10 +49,12 @@ std::string Sha256Hex(std::string_view data) {
   return digest.HexFinal();
 }
 
-std::string Sha256File(const std::filesystem::path& path) {
+namespace {
+
+std::string DigestFile(const std::filesystem::path& path, const EVP_MD* md) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) FailErrno(fmt::format("cannot open {}", path.string()), errno, ErrorCode::kNotFound);
-  Digest digest;
+  Digest digest(md);
   std::vector<char> buffer(1 << 20);
   for (;;) {
     ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
@@ -65,5 +67,10 @@ std::string Sha256File(const std::filesystem::path& path) {
   }
   return digest.HexFinal();
 }
+
+}  // namespace
+
+std::string Sha256File(const std::filesystem::path& path) { return DigestFile(path, EVP_sha256()); }
+std::string Md5File(const std::filesystem::path& path) { return DigestFile(path, EVP_md5()); }
 
 }  // namespace ephemera

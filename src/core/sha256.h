@@ -9,5 +9,7 @@ namespace ephemera {
 
 std::string Sha256File(const std::filesystem::path& path);  // lowercase hex
 std::string Sha256Hex(std::string_view data);
+// Only to check published md5sum.txt files (Anweddol's ISO mirror), never for trust on its own.
+std::string Md5File(const std::filesystem::path& path);
 
 }  // namespace ephemera

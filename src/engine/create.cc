@@ -60,6 +60,12 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     }
     throw;
   }
+  if (!v.image.takes_endpoint_key && !options_.endpoint_password) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "image '{}' takes only the endpoint password, and none is configured "
+         "(endpoint_password)",
+         v.spec.image);
+  }
   return v;
 }
 
@@ -89,7 +95,9 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
     spec.nic->dns_servers = options_.dns_servers;
     spec.nic->outbound_nat = options_.outbound_nat;
   }
-  spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
+  if (image.takes_endpoint_key) {
+    spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
+  }
   spec.owner = sandbox.owner;
   spec.created_at = sandbox.created_at;
   return spec;
@@ -104,6 +112,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
   Sandbox sandbox(SandboxId::Generate());
   sandbox.spec = v.spec;
   sandbox.image_sha256 = v.image.PrimarySha256();
+  if (v.image.iso) sandbox.iso_path = v.image.iso->path.string();
   sandbox.owner = request.owner;
   sandbox.driver = driver_name;
   sandbox.created_at = NowUnix();
@@ -163,7 +172,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     provision.host = sandbox.guest_ip;
     provision.port = net.guest_port;
     provision.client_port = net.guest_port;
-    provision.endpoint.key = &key;
+    if (v.image.takes_endpoint_key) provision.endpoint.key = &key;
     provision.endpoint.password = options_.endpoint_password;
     provision.sshd_timeout = options_.sshd_timeout;
     ProvisionResult provisioned;

@@ -48,18 +48,44 @@ void Engine::RetryRecordRemovals() {
   for (const auto& id : pending) ForgetRecord(id, "destroy", "record removed late");
 }
 
+namespace {
+
+void CheckClientToken(const Sandbox& sandbox, const std::string& token) {
+  std::string presented = Sha256Hex(token);
+  if (presented.size() != sandbox.token_sha256.size() ||
+      CRYPTO_memcmp(presented.data(), sandbox.token_sha256.data(), presented.size()) != 0) {
+    Fail(ErrorCode::kPermissionDenied, "the client token does not match sandbox {}",
+         sandbox.id.str());
+  }
+}
+
+}  // namespace
+
+Sandbox Engine::GetWithToken(const SandboxId& id, const std::string& token) {
+  auto sandbox = Get(id);
+  if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  CheckClientToken(*sandbox, token);
+  return *sandbox;
+}
+
 void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& token,
                      const std::string& reason) {
   if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  if (token) {
-    std::string presented = Sha256Hex(*token);
-    if (presented.size() != sandbox->token_sha256.size() ||
-        CRYPTO_memcmp(presented.data(), sandbox->token_sha256.data(), presented.size()) != 0) {
-      Fail(ErrorCode::kPermissionDenied, "the client token does not match sandbox {}", id.str());
-    }
+  if (token) CheckClientToken(*sandbox, *token);
+  {
+    std::lock_guard lock(bookkeeping_mutex_);
+    destroying_.insert(id);
   }
+  struct DestroyingGuard {
+    Engine* engine;
+    SandboxId id;
+    ~DestroyingGuard() {
+      std::lock_guard lock(engine->bookkeeping_mutex_);
+      engine->destroying_.erase(engine->destroying_.find(id));
+    }
+  } destroying{this, id};
   if (sandbox->state != SandboxState::kDestroying) {
     try {
       store_.Transition(id, SandboxState::kDestroying, reason);

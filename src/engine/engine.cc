@@ -63,17 +63,38 @@ bool Engine::Hidden(const SandboxId& id) {
   return unrecorded_.count(id) > 0;
 }
 
-std::optional<Sandbox> Engine::Get(const SandboxId& id) {
-  if (Hidden(id)) return std::nullopt;
-  return store_.Get(id);
+void Engine::FillRunning(Sandbox& sandbox) {
+  auto it = drivers_.by_name.find(sandbox.driver);
+  if (it == drivers_.by_name.end()) return;  // unknown here: no claim either way
+  try {
+    sandbox.running = it->second->Inspect(sandbox.id).state == VmState::kRunning;
+  } catch (const Error& e) {
+    // kNotFound: no VM (yet, or any more). Anything else (libvirt away): unknown.
+    if (e.code() == ErrorCode::kNotFound) sandbox.running = false;
+  }
 }
 
-std::vector<Sandbox> Engine::List() {
+std::optional<Sandbox> Engine::Get(const SandboxId& id) {
+  if (Hidden(id)) return std::nullopt;
+  std::optional<Sandbox> sandbox = store_.Get(id);
+  if (sandbox) FillRunning(*sandbox);
+  return sandbox;
+}
+
+std::vector<Sandbox> Engine::ListRecorded() {
   std::vector<Sandbox> all = store_.List();
   std::lock_guard lock(bookkeeping_mutex_);
   std::erase_if(all, [this](const Sandbox& s) { return unrecorded_.count(s.id) > 0; });
   return all;
 }
+
+std::vector<Sandbox> Engine::List() {
+  std::vector<Sandbox> all = ListRecorded();
+  for (Sandbox& s : all) FillRunning(s);
+  return all;
+}
+
+std::vector<ImageCatalog::Entry> Engine::Images() { return images_.ListLoaded(); }
 
 std::size_t Engine::PendingRecordRemovals() {
   std::lock_guard lock(bookkeeping_mutex_);

@@ -129,7 +129,12 @@ class Engine {
                const std::string& reason = "destroyed by request");
 
   std::optional<Sandbox> Get(const SandboxId& id);
-  std::vector<Sandbox> List();
+  // Get for the holder of the sandbox's client token: kNotFound, or
+  // kPermissionDenied when the token does not match (compared in constant time).
+  Sandbox GetWithToken(const SandboxId& id, const std::string& token);
+  std::vector<Sandbox> List();  // as Get: with whether each runs now
+  // The image catalog, every image loaded and checked (what `image list` shows).
+  std::vector<ImageCatalog::Entry> Images();
   EngineStatus Status();
   // Sandboxes whose host side is gone but whose record could not yet be
   // removed (a full disk); the reaper retries them.
@@ -166,6 +171,8 @@ class Engine {
   // not run it (any more).
   VmDriver& DriverOf(const Sandbox& sandbox);
   VmDriver& DriverFor(SandboxKind kind, std::string* name);
+  void FillRunning(Sandbox& sandbox);
+  std::vector<Sandbox> ListRecorded();  // List without asking the drivers
   VmSpec MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
                     LinkMode mode, const EndpointKey& key) const;
   void CheckFreeDisk() const;
@@ -195,6 +202,9 @@ class Engine {
   // records awaiting removal.
   std::mutex bookkeeping_mutex_;
   std::set<SandboxId> creating_;
+  // Destroys under way (a request's or the reaper's): the reaper leaves
+  // their rows alone instead of tearing the same sandbox down twice at once.
+  std::multiset<SandboxId> destroying_;
   std::set<SandboxId> unrecorded_;
 
   std::mutex reaper_mutex_;

@@ -11,11 +11,14 @@ void Engine::ReapOnce() {
   RetryRecordRemovals();
   const UnixSeconds now = NowUnix();
   std::set<SandboxId> creating;
+  std::set<SandboxId> destroying;
   {
     std::lock_guard lock(bookkeeping_mutex_);
     creating = creating_;
+    destroying.insert(destroying_.begin(), destroying_.end());
   }
-  for (const auto& s : List()) {
+  for (const auto& s : ListRecorded()) {
+    if (destroying.count(s.id)) continue;  // its destroy is under way
     std::string reason;
     if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
       // Only a create that no longer runs leaves a row like this (its

@@ -2,11 +2,17 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "core/text.h"
 #include "image/file_probe.h"
 
 namespace ephemera {
@@ -18,6 +24,11 @@ namespace {
 
 constexpr char kManifest[] = "manifest.json";
 constexpr char kDigestCache[] = "sha256sums.json";
+// Anweddol's ISO mirror layout.
+constexpr char kMirrorIso[] = "anweddol_container.iso";
+constexpr char kMirrorSha256[] = "sha256sum.txt";
+constexpr char kMirrorMd5[] = "md5sum.txt";
+constexpr char kMirrorVersion[] = "version.txt";
 
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
@@ -42,6 +53,45 @@ void ExpectKind(const ImageFile& file, std::initializer_list<FileKind> kinds,
        file.path.string(), FileKindName(kind), field);
 }
 
+bool IsLowerHex(std::string_view text, std::size_t length) {
+  if (text.size() != length) return false;
+  for (char c : text) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// A checksum file as sha256sum/md5sum write it ("HEX  NAME" or "HEX *NAME",
+// one line), or the bare digest, as mirrors often publish. The digest for
+// `file_name`; kFailedPrecondition naming the file for anything else.
+std::string ReadChecksumFile(const fs::path& path, std::size_t hex_length,
+                             const std::string& file_name) {
+  std::string text;
+  try {
+    text = ReadFile(path);
+  } catch (const Error& e) {
+    Fail(ErrorCode::kFailedPrecondition, "cannot read {}: {}", path.string(), e.what());
+  }
+  if (text.size() > 4096) Fail(ErrorCode::kFailedPrecondition, "{} is too large", path.string());
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    std::string digest = line.substr(0, line.find_first_of(" \t"));
+    for (char& c : digest) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!IsLowerHex(digest, hex_length)) {
+      Fail(ErrorCode::kFailedPrecondition, "{}: '{}' is not a {}-digit hex digest", path.string(),
+           EscapeForLog(digest, 80), hex_length);
+    }
+    std::string rest = line.size() > digest.size() ? line.substr(digest.size()) : "";
+    rest.erase(0, rest.find_first_not_of(" \t"));
+    if (!rest.empty() && rest[0] == '*') rest.erase(0, 1);
+    if (rest.empty() || rest == file_name) return digest;
+  }
+  Fail(ErrorCode::kFailedPrecondition, "{} has no digest for {}", path.string(), file_name);
+}
+
 }  // namespace
 
 ImageCatalog::ImageCatalog(fs::path image_dir) : image_dir_(std::move(image_dir)) {}
@@ -51,7 +101,10 @@ std::vector<std::string> ImageCatalog::List() const {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
     std::string name = entry.path().filename().string();
-    if (IsValidImageName(name) && fs::exists(entry.path() / kManifest, ec)) names.push_back(name);
+    if (IsValidImageName(name) &&
+        (fs::exists(entry.path() / kManifest, ec) || fs::exists(entry.path() / kMirrorIso, ec))) {
+      names.push_back(name);
+    }
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -67,6 +120,91 @@ Image ImageCatalog::Get(const std::string& name) {
   if (ec || !fs::is_directory(dir)) {
     Fail(ErrorCode::kNotFound, "image '{}' not found in {}", name, image_dir_.string());
   }
+  if (!fs::exists(dir / kManifest, ec) && fs::exists(dir / kMirrorIso, ec)) {
+    return LoadAnweddolMirror(name, dir);
+  }
+  return LoadManifest(name, dir);
+}
+
+std::vector<ImageCatalog::Entry> ImageCatalog::ListLoaded() {
+  std::vector<Entry> entries;
+  for (const std::string& name : List()) {
+    Entry entry{name, std::nullopt, ""};
+    try {
+      entry.image = Get(name);
+    } catch (const Error& e) {
+      entry.error = e.what();
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+Image ImageCatalog::LoadAnweddolMirror(const std::string& name, const fs::path& dir) {
+  Image image;
+  image.name = name;
+  image.dir = dir;
+  image.layout = ImageLayout::kAnweddolMirror;
+  image.format = ImageFormat::kIso;
+  // Anweddol's ISOs know only their built-in endpoint password.
+  image.takes_endpoint_key = false;
+  fs::path version_path = dir / kMirrorVersion;
+  std::string version;
+  try {
+    version = ReadFile(version_path);
+  } catch (const Error& e) {
+    Fail(ErrorCode::kFailedPrecondition, "image '{}': cannot read {}: {}", name,
+         version_path.string(), e.what());
+  }
+  while (!version.empty() && std::isspace(static_cast<unsigned char>(version.back()))) {
+    version.pop_back();
+  }
+  const bool printable =
+      std::all_of(version.begin(), version.end(), [](char c) { return c > ' ' && c < 0x7f; });
+  if (version.empty() || version.size() > 64 || !printable) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "image '{}': {} must hold one version word (printable, up to 64 characters)", name,
+         version_path.string());
+  }
+  image.version_label = version;
+  // The leading number of "1.2.3", for what carries an integer version.
+  image.version =
+      std::isdigit(static_cast<unsigned char>(version[0])) ? std::atoi(version.c_str()) : 0;
+  image.iso = Describe(dir, "iso", kMirrorIso);
+  ExpectKind(*image.iso, {FileKind::kIso9660}, "iso");
+  std::string sha256 = ReadChecksumFile(dir / kMirrorSha256, 64, kMirrorIso);
+  if (sha256 != image.iso->sha256) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "image '{}': {} does not match {} (the file's SHA-256 is {}, the list says {})", name,
+         image.iso->path.string(), kMirrorSha256, image.iso->sha256, sha256);
+  }
+  if (fs::path md5 = dir / kMirrorMd5; fs::exists(md5)) {
+    VerifyMd5(*image.iso, ReadChecksumFile(md5, 32, kMirrorIso), md5.string());
+  }
+  return image;
+}
+
+void ImageCatalog::VerifyMd5(const ImageFile& file, const std::string& expected,
+                             const std::string& source) {
+  auto key = std::make_tuple(file.path.string(), file.size, file.mtime_ns);
+  std::string actual;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = md5s_.find(key); it != md5s_.end()) actual = it->second;
+  }
+  if (actual.empty()) {
+    actual = Md5File(file.path);
+    std::lock_guard lock(mutex_);
+    md5s_[key] = actual;
+  }
+  if (actual != expected) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "{} does not match {} (the file's MD5 is {}, the list says {})", file.path.string(),
+         source, actual, expected);
+  }
+}
+
+Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
   fs::path manifest_path = dir / kManifest;
   json manifest;
   try {
@@ -90,6 +228,15 @@ Image ImageCatalog::Get(const std::string& name) {
          manifest_path.string());
   }
   image.version = version->get<int>();
+  image.version_label = std::to_string(image.version);
+  if (auto endpoint = manifest.find("endpoint"); endpoint != manifest.end()) {
+    if (*endpoint == "password") {
+      image.takes_endpoint_key = false;
+    } else if (*endpoint != "key") {
+      Fail(ErrorCode::kFailedPrecondition, "{}: field 'endpoint' must be 'key' or 'password'",
+           manifest_path.string());
+    }
+  }
   std::string format = RequireString(manifest, "format", manifest_path);
   if (format == "kernel") {
     image.format = ImageFormat::kKernel;
@@ -110,6 +257,17 @@ Image ImageCatalog::Get(const std::string& name) {
     image.format = ImageFormat::kIso;
     image.iso = Describe(dir, "iso", RequireString(manifest, "iso", manifest_path));
     ExpectKind(*image.iso, {FileKind::kIso9660}, "iso");
+    if (auto sha = manifest.find("sha256"); sha != manifest.end()) {
+      if (!sha->is_string() || !IsLowerHex(sha->get<std::string>(), 64)) {
+        Fail(ErrorCode::kFailedPrecondition, "{}: field 'sha256' must be 64 lowercase hex digits",
+             manifest_path.string());
+      }
+      if (*sha != image.iso->sha256) {
+        Fail(ErrorCode::kFailedPrecondition,
+             "image '{}': {} does not match the manifest's sha256 (the file's is {})", name,
+             image.iso->path.string(), image.iso->sha256);
+      }
+    }
   } else {
     Fail(ErrorCode::kFailedPrecondition, "{}: field 'format' is '{}', expected 'kernel' or 'iso'",
          manifest_path.string(), format);
@@ -140,6 +298,7 @@ ImageFile ImageCatalog::Describe(const fs::path& dir, const std::string& field,
   file.size = static_cast<std::uint64_t>(st.st_size);
   std::int64_t mtime_ns =
       static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  file.mtime_ns = mtime_ns;
   file.sha256 = CachedSha256(file.path, file.size, mtime_ns);
   return file;
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -23,8 +24,17 @@ class ImageCatalog {
   // kFailedPrecondition for a manifest or file that is wrong.
   Image Get(const std::string& name);
 
-  // Names of the images present (entries with a manifest), sorted.
+  // Names of the images present (entries with a manifest or an Anweddol
+  // mirror's ISO), sorted.
   std::vector<std::string> List() const;
+
+  // Every image present, loaded and checked; a bad one carries its error.
+  struct Entry {
+    std::string name;
+    std::optional<Image> image;
+    std::string error;
+  };
+  std::vector<Entry> ListLoaded();
 
   const std::filesystem::path& dir() const { return image_dir_; }
 
@@ -33,11 +43,16 @@ class ImageCatalog {
                      const std::string& file_name);
   std::string CachedSha256(const std::filesystem::path& path, std::uint64_t size,
                            std::int64_t mtime_ns);
+  Image LoadManifest(const std::string& name, const std::filesystem::path& dir);
+  Image LoadAnweddolMirror(const std::string& name, const std::filesystem::path& dir);
+  // Compares a file with a published MD5 (computed once per file version).
+  void VerifyMd5(const ImageFile& file, const std::string& expected, const std::string& source);
 
   std::filesystem::path image_dir_;
   std::mutex mutex_;
   // (path, size, mtime) -> digest; a rewritten file gets a new key.
   std::map<std::tuple<std::string, std::uint64_t, std::int64_t>, std::string> digests_;
+  std::map<std::tuple<std::string, std::uint64_t, std::int64_t>, std::string> md5s_;
 };
 
 }  // namespace ephemera

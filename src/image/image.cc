@@ -6,6 +6,10 @@ std::string_view DiskFormatName(DiskFormat format) {
   return format == DiskFormat::kRaw ? "raw" : "qcow2";
 }
 
+std::string_view ImageLayoutName(ImageLayout layout) {
+  return layout == ImageLayout::kManifest ? "manifest" : "anweddol-mirror";
+}
+
 const std::string& Image::PrimarySha256() const {
   if (iso) return iso->sha256;
   return rootfs->sha256;

@@ -18,12 +18,24 @@ std::string_view DiskFormatName(DiskFormat format);
 struct ImageFile {
   std::filesystem::path path;  // absolute
   std::uint64_t size = 0;
-  std::string sha256;  // lowercase hex, computed once per file version
+  std::int64_t mtime_ns = 0;  // with path and size, names this version of the file
+  std::string sha256;         // lowercase hex, computed once per file version
 };
+
+// How an image directory is laid out: a manifest.json of ephemera's, or
+// Anweddol's ISO mirror (anweddol_container.iso, sha256sum.txt, md5sum.txt,
+// version.txt).
+enum class ImageLayout { kManifest, kAnweddolMirror };
+std::string_view ImageLayoutName(ImageLayout layout);
 
 struct Image {
   std::string name;
   int version = 0;
+  std::string version_label;  // as shown: the manifest's number, or version.txt's text
+  ImageLayout layout = ImageLayout::kManifest;
+  // False for guests that read no key from fw_cfg (Anweddol's ISOs): the
+  // endpoint then logs in with the configured endpoint_password only.
+  bool takes_endpoint_key = true;
   ImageFormat format = ImageFormat::kKernel;
   std::filesystem::path dir;  // resolved (symlinks followed)
   std::string cmdline;        // kernel command line (kernel format)

@@ -62,18 +62,22 @@ ALTER TABLE sandboxes ADD COLUMN driver TEXT NOT NULL DEFAULT 'qemu';
 ALTER TABLE sandboxes ADD COLUMN mac TEXT NOT NULL DEFAULT '';
 ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '';
 )sql",
+    // 4: the ISO a sandbox booted from (Anweddol's container_iso_path)
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN iso_path TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network";
+    "mac, network, iso_path";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
 constexpr std::string_view kMutableColumns =
     "reason, image_sha256, tap, subnet, guest_ip, host_port, username, host_key_fingerprint, "
-    "expires_at, mac, network, updated_at";
+    "expires_at, mac, network, iso_path, updated_at";
 
 // Binds kMutableColumns from `first` on; returns the next free index.
 int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
@@ -88,8 +92,9 @@ int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
       .Bind(first + 8, s.expires_at)
       .Bind(first + 9, s.mac)
       .Bind(first + 10, s.network)
-      .Bind(first + 11, NowUnix());
-  return first + 12;
+      .Bind(first + 11, s.iso_path)
+      .Bind(first + 12, NowUnix());
+  return first + 13;
 }
 
 // Runs an INSERT; a constraint violation names what already exists.
@@ -125,6 +130,7 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.driver = row.Text(18);
   s.mac = row.Text(19);
   s.network = row.Text(20);
+  s.iso_path = row.Text(21);
   return s;
 }
 
@@ -199,7 +205,7 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
   auto insert =
       db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
                               "token_sha256, created_at, kind, driver, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))

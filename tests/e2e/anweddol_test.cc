@@ -112,6 +112,34 @@ TEST_F(AnweddolTest, ClassicCreateLoginStatDestroy) {
   EXPECT_TRUE(stat["data"]["version"].is_string());
   EXPECT_TRUE(stat["data"]["uptime"].is_number_integer());
   EXPECT_EQ(stat["data"]["available"], 15);
+  EXPECT_FALSE(stat["data"].contains("container"));
+
+  // With the container's credentials, STAT adds what Anweddol's container
+  // object holds; a wrong token learns nothing of it.
+  json mine = Classic({{"verb", "STAT"},
+                       {"parameters",
+                        {{"access_token", token},
+                         {"container_uuid", data["container_uuid"]},
+                         {"client_token", data["client_token"]}}}});
+  ASSERT_TRUE(mine["success"].get<bool>()) << mine.dump();
+  const json container = mine["data"]["container"];
+  EXPECT_EQ(container["container_uuid"], data["container_uuid"]);
+  EXPECT_EQ(container["driver"], "qemu");
+  EXPECT_EQ(container["running"], true);
+  EXPECT_EQ(container["container_iso_sha256"], data["container_iso_sha256"]);
+  EXPECT_EQ(container["container_listen_port"], data["container_listen_port"]);
+  EXPECT_THAT(container["mac"].get<std::string>(), StartsWith("52:54:00:"));
+  EXPECT_FALSE(container["network"].get<std::string>().empty());
+  std::string wrong_stat = data["client_token"];
+  wrong_stat[3] = wrong_stat[3] == 'x' ? 'y' : 'x';
+  json theirs = Classic({{"verb", "STAT"},
+                         {"parameters",
+                          {{"access_token", token},
+                           {"container_uuid", data["container_uuid"]},
+                           {"client_token", wrong_stat}}}});
+  EXPECT_FALSE(theirs["success"].get<bool>());
+  EXPECT_THAT(theirs["message"].get<std::string>(), StartsWith("Bad authentication"));
+  EXPECT_FALSE(theirs["data"].contains("container"));
 
   // A well-formed but wrong client token destroys nothing.
   std::string wrong = data["client_token"];

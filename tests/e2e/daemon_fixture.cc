@@ -81,8 +81,10 @@ void DaemonTest::StopDaemon(int sig) {
   daemon_ = -1;
 }
 
-json DaemonTest::Create() {
-  ProcessResult r = RunProcess(Cli({"create", "--json", "--ttl", "600"}), 180s);
+json DaemonTest::Create(const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"create", "--json", "--ttl", "600"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  ProcessResult r = RunProcess(Cli(args), 180s);
   EXPECT_TRUE(r.ok()) << r.err << DaemonLog();
   return json::parse(r.out);
 }

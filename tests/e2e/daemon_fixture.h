@@ -35,7 +35,7 @@ class DaemonTest : public ::testing::Test {
   std::string Output(const std::vector<std::string>& argv) const;
   void StartDaemon();
   void StopDaemon(int sig);
-  nlohmann::json Create();  // ephemera create --json
+  nlohmann::json Create(const std::vector<std::string>& extra = {});  // ephemera create --json
   nlohmann::json List();
   std::string DaemonLog() const;
   // No QEMU, TAP, dnsmasq, listener, rule, clone or row is left.

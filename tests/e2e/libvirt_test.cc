@@ -16,6 +16,7 @@
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
+#include "e2e/live_iso.h"
 #include "e2e/test_libvirtd.h"
 #include "provision/ssh_session.h"
 
@@ -64,6 +65,9 @@ class LibvirtTest : public test::DaemonTest {
   // ours, no filter of ours, no overlay.
   void ExpectNothingLeftInLibvirt() {
     EXPECT_THAT(Virsh("list --all --name"), Not(HasSubstr("-")));
+    // A destroy returns once the domain is gone; its network follows within
+    // a moment, off the request's thread.
+    WaitForTeardowns();
     EXPECT_THAT(Virsh("net-list --all --name"), Not(HasSubstr("eph-")));
     EXPECT_THAT(Virsh("nwfilter-list"), Not(HasSubstr("ephemera-")));
     std::error_code ec;
@@ -76,6 +80,15 @@ class LibvirtTest : public test::DaemonTest {
     EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
     ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
     EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+  }
+
+  void WaitForTeardowns() {
+    std::error_code ec;
+    EXPECT_TRUE(Within(5s, [&] {
+      return Virsh("net-list --all --name").find("eph-") == std::string::npos &&
+             Virsh("nwfilter-list").find("ephemera-") == std::string::npos &&
+             fs::is_empty(state_.path() / "state" / "libvirt", ec);
+    })) << "a destroyed sandbox's network, filter or files are still there after 5 s";
   }
 
   template <typename Predicate>
@@ -116,7 +129,9 @@ TEST_F(LibvirtTest, AVirshDestroyIsReapedWithinASecond) {
   // all its state: records, network, rules, forward, overlay.
   const auto start = std::chrono::steady_clock::now();
   const fs::path overlay = state_.path() / "state" / "libvirt" / id;
-  EXPECT_TRUE(Within(1s, [&] { return !fs::exists(overlay); })) << DaemonLog();
+  EXPECT_TRUE(Within(1s, [&] {
+    return !fs::exists(overlay) && Virsh("net-list --all --name").find("eph-") == std::string::npos;
+  })) << DaemonLog();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
   EXPECT_TRUE(List().empty());
   ExpectNothingLeftInLibvirt();
@@ -194,6 +209,7 @@ class SharedLibvirtTest : public LibvirtTest {
   // The shared network is the operator's (here, the test's): it stays.
   void ExpectNothingLeftInLibvirt() {
     EXPECT_THAT(Virsh("list --all --name"), Not(HasSubstr("-")));
+    WaitForTeardowns();
     EXPECT_THAT(Virsh("nwfilter-list"), Not(HasSubstr("ephemera-")));
     EXPECT_THAT(Virsh("net-list --name"), HasSubstr(kNetwork));
     std::error_code ec;
@@ -227,6 +243,28 @@ TEST_F(SharedLibvirtTest, SandboxesOnTheSharedBridgeCannotReachEachOther) {
   EXPECT_THAT(Virsh("nwfilter-list"), HasSubstr("ephemera-" + a["id"].get<std::string>()));
   Output(Cli({"destroy", a["id"]}));
   Output(Cli({"destroy", b["id"]}));
+  ExpectNothingLeftInLibvirt();
+}
+
+// The project's live ISO as an Anweddol ISO domain: machine pc, the ISO as
+// an IDE CD-ROM, the endpoint's well-known password retired by provisioning.
+class LibvirtLiveIsoTest : public LibvirtTest {
+ protected:
+  std::string ExtraConfig() const override { return test::LiveIsoConfig(); }
+};
+
+TEST_F(LibvirtLiveIsoTest, TheLiveIsoBootsAsAnIdeCdromOnMachinePcAndIsProvisioned) {
+  json s = Create({"--image", test::kLiveImage});
+  test::ExpectLiveIsoSandbox(s);
+  const std::string xml = Virsh("dumpxml " + s["id"].get<std::string>());
+  EXPECT_THAT(xml, HasSubstr("machine='pc"));
+  EXPECT_THAT(xml, HasSubstr("device='cdrom'"));
+  EXPECT_THAT(xml, HasSubstr("bus='ide'"));
+  EXPECT_THAT(xml, HasSubstr(s["iso_path"].get<std::string>()));
+  json shown = json::parse(Output(Cli({"show", "--json", s["id"]})));
+  EXPECT_EQ(shown["running"], true);
+  EXPECT_EQ(shown["driver"], "libvirt");
+  Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeftInLibvirt();
 }
 

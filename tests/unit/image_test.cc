@@ -98,6 +98,102 @@ TEST(CatalogTest, LoadsIsoImage) {
   EXPECT_EQ(image.PrimarySha256(), image.iso->sha256);
 }
 
+TEST(Md5Test, KnownVector) {
+  TempDir dir;
+  test::WriteBytes(dir.path() / "f", "abc");
+  EXPECT_EQ(Md5File(dir.path() / "f"), "900150983cd24fb0d6963f7d28e17f72");
+}
+
+// An Anweddol mirror directory: the ISO, its checksum lists and version.
+fs::path MakeMirror(const fs::path& root, const std::string& name) {
+  fs::path d = root / name;
+  fs::create_directories(d);
+  test::WriteFakeIso(d / "anweddol_container.iso");
+  test::WriteBytes(d / "sha256sum.txt",
+                   Sha256File(d / "anweddol_container.iso") + "  anweddol_container.iso\n");
+  test::WriteBytes(d / "md5sum.txt",
+                   Md5File(d / "anweddol_container.iso") + " *anweddol_container.iso\n");
+  test::WriteBytes(d / "version.txt", "1.2.3\n");
+  return d;
+}
+
+TEST(CatalogTest, LoadsAnAnweddolMirrorAndChecksItsChecksums) {
+  TempDir dir;
+  fs::path d = MakeMirror(dir.path(), "anweddol");
+  ImageCatalog catalog(dir.path());
+  EXPECT_EQ(catalog.List(), std::vector<std::string>{"anweddol"});
+  Image image = catalog.Get("anweddol");
+  EXPECT_EQ(image.format, ImageFormat::kIso);
+  EXPECT_EQ(image.layout, ImageLayout::kAnweddolMirror);
+  EXPECT_EQ(image.version_label, "1.2.3");
+  EXPECT_EQ(image.version, 1);
+  EXPECT_FALSE(image.takes_endpoint_key);
+  EXPECT_EQ(image.iso->path, fs::canonical(d) / "anweddol_container.iso");
+  EXPECT_EQ(image.PrimarySha256(), Sha256File(d / "anweddol_container.iso"));
+
+  // A bare digest (as many mirrors publish) is accepted; uppercase too.
+  std::string sha = Sha256File(d / "anweddol_container.iso");
+  for (char& c : sha) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  test::WriteBytes(d / "sha256sum.txt", sha + "\r\n");
+  EXPECT_NO_THROW(catalog.Get("anweddol"));
+
+  test::WriteBytes(d / "sha256sum.txt", std::string(64, 'a') + "  anweddol_container.iso\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition,
+                 "does not match sha256sum.txt");
+  test::WriteBytes(d / "sha256sum.txt", std::string(64, 'a') + "  other.iso\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition,
+                 "has no digest for anweddol_container.iso");
+  test::WriteBytes(d / "sha256sum.txt", "not-a-digest  anweddol_container.iso\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "not a 64-digit hex digest");
+  fs::remove(d / "sha256sum.txt");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "sha256sum.txt");
+
+  MakeMirror(dir.path(), "anweddol");
+  test::WriteBytes(d / "md5sum.txt", std::string(32, '0') + "\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "md5sum.txt");
+  fs::remove(d / "md5sum.txt");  // optional
+  EXPECT_NO_THROW(catalog.Get("anweddol"));
+
+  test::WriteBytes(d / "version.txt", "\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "version.txt");
+  test::WriteBytes(d / "version.txt", "1.0 beta\n");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "one version word");
+  fs::remove(d / "version.txt");
+  ExpectGetError(catalog, "anweddol", ErrorCode::kFailedPrecondition, "version.txt");
+
+  // ListLoaded names the bad one with its error, and the good ones still load.
+  MakeMirror(dir.path(), "good");
+  auto entries = catalog.ListLoaded();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].name, "anweddol");
+  EXPECT_FALSE(entries[0].image);
+  EXPECT_NE(entries[0].error.find("version.txt"), std::string::npos);
+  EXPECT_TRUE(entries[1].image);
+}
+
+TEST(CatalogTest, AnIsoManifestMayPinItsDigestAndDeclareThePasswordEndpoint) {
+  TempDir dir;
+  fs::path d = dir.path() / "iso";
+  fs::create_directories(d);
+  test::WriteFakeIso(d / "live.iso");
+  const std::string sha = Sha256File(d / "live.iso");
+  test::WriteBytes(d / "manifest.json",
+                   R"({"version": 2, "format": "iso", "iso": "live.iso", "endpoint": "password",
+                       "sha256": ")" +
+                       sha + "\"}");
+  ImageCatalog catalog(dir.path());
+  Image image = catalog.Get("iso");
+  EXPECT_FALSE(image.takes_endpoint_key);
+  EXPECT_EQ(image.version_label, "2");
+  test::WriteBytes(d / "manifest.json",
+                   R"({"version": 2, "format": "iso", "iso": "live.iso", "sha256": ")" +
+                       std::string(64, 'b') + "\"}");
+  ExpectGetError(catalog, "iso", ErrorCode::kFailedPrecondition, "does not match the manifest");
+  test::WriteBytes(d / "manifest.json",
+                   R"({"version": 2, "format": "iso", "iso": "live.iso", "endpoint": "telnet"})");
+  ExpectGetError(catalog, "iso", ErrorCode::kFailedPrecondition, "'endpoint'");
+}
+
 TEST(CatalogTest, BadImagesGiveClearErrors) {
   TempDir dir;
   ImageCatalog catalog(dir.path());

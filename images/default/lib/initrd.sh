@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # initrd stage of build.sh; run under fakeroot for the /dev/console node.
 #
-#   initrd.sh ROOT KVER IMAGEDIR WORKDIR OUTPUT
+#   initrd.sh ROOT KVER IMAGEDIR WORKDIR OUTPUT LIVE_OUTPUT
 #
 # Takes busybox and the modules from the assembled rootfs ROOT, so that
 # the initrd and the rootfs always agree, and writes a gzip'd newc cpio.
+# LIVE_OUTPUT gets the "live" modules alone under lib/modules/live, an
+# archive that a live ISO appends to OUTPUT (the kernel unpacks both).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=common.sh
 . "$here/common.sh"
 
-root=$1 kver=$2 imagedir=$3 work=$4 output=$5
+root=$1 kver=$2 imagedir=$3 work=$4 output=$5 live_output=$6
 moddir=$root/usr/lib/modules/$kver
 
 mkdir -p "$work"/{bin,dev,proc,sys,newroot,lib/modules}
@@ -31,6 +33,19 @@ module_closure "$moddir" "${mods[@]}" | while read -r mod; do
   echo "${mod##*/}"
 done >"$work/lib/modules/load.order"
 
-chown -R 0:0 "$work"
-(cd "$work" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
-  cpio --null --create --format=newc --reproducible --quiet) | gzip -9n >"$output"
+# Modules already in the main archive are not repeated.
+mapfile -t live_mods < <(modules_for "$imagedir/modules.list" live)
+mkdir -p "$work.live/lib/modules/live"
+module_closure "$moddir" "${live_mods[@]}" | while read -r mod; do
+  grep -qxF "${mod##*/}" "$work/lib/modules/load.order" && continue
+  cp "$moddir/$mod" "$work.live/lib/modules/live/"
+  echo "${mod##*/}"
+done >"$work.live/lib/modules/live/load.order"
+
+archive() { # DIR OUTPUT
+  chown -R 0:0 "$1"
+  (cd "$1" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --reproducible --quiet) | gzip -9n >"$2"
+}
+archive "$work" "$output"
+archive "$work.live" "$live_output"

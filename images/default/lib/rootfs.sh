@@ -100,7 +100,7 @@ assemble() {
   install_modules "$root" "$ktree" "$kver" "$imagedir"
 }
 
-# Copies the kernel modules of modules.list (both targets) with their
+# Copies the kernel modules of modules.list (every target) with their
 # dependencies to ROOT/usr/lib/modules/KVER, generates modules.dep there
 # (busybox modprobe reads it), and writes ephemera.load: the modules rcS
 # loads, dependencies first.
@@ -111,7 +111,8 @@ install_modules() {
   dst=$root/usr/lib/modules/$kver
   mkdir -p "$dst"
   # shellcheck disable=SC2046  # one argument per module name
-  all=$(module_closure "$src" $(modules_for "$list" initrd) $(modules_for "$list" rootfs)) ||
+  all=$(module_closure "$src" $(modules_for "$list" initrd) $(modules_for "$list" live) \
+    $(modules_for "$list" rootfs)) ||
     die "modules.list names modules that $kver does not have"
   for mod in $all; do
     mkdir -p "$dst/${mod%/*}"

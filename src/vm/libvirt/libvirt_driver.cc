@@ -107,6 +107,7 @@ LibvirtDriver::LibvirtDriver(LibvirtDriverOptions options) : options_(std::move(
   ::chmod((options_.state_dir / "libvirt").c_str(), 0711);
   RequireReachable(options_.state_dir / "libvirt" / "x", "the overlay folder");
   connection_ = std::make_unique<LibvirtConnection>(options_.vm.libvirt_uri);
+  teardown_ = std::make_unique<DeferredTeardown>();
   if (options_.vm.libvirt_network_mode == LibvirtNetworkMode::kShared) {
     shared_network_ = SharedNetworkName();
   }
@@ -244,6 +245,12 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
                   spec.image.rootfs->path.string(), domain.overlay.string()});
     }
     if (link_mode() == LinkMode::kBridge) {
+      // A /30 is reused as soon as its sandbox is destroyed: its old
+      // network must be gone first.
+      if (!teardown_->WaitIdle(std::chrono::seconds(10))) {
+        Fail(ErrorCode::kUnavailable,
+             "libvirt has not yet removed the networks of destroyed sandboxes");
+      }
       CreateNetwork(spec);
       domain.network = NetworkNameFor(spec.id);
     } else {
@@ -330,13 +337,26 @@ void LibvirtDriver::Destroy(const SandboxId& id) {
   // Throws while libvirt is unreachable: nothing of the sandbox is removed
   // then, so no running domain loses its files.
   auto conn = connection_->Get();
+  const auto t0 = std::chrono::steady_clock::now();
   if (Domain dom{virDomainLookupByUUIDString(conn.get(), id.str().c_str())}) {
+    // libvirt sends SIGTERM, then looks again every 200 ms (its
+    // virProcessKillPainfully): a destroy takes at least that.
     if (virDomainDestroy(dom.get()) < 0 && !LastLibvirtErrorIsGone()) {
       FailLibvirt(fmt::format("cannot destroy domain {}", id.str()));
     }
   } else if (!LastLibvirtErrorIsNotFound()) {
     FailLibvirt(fmt::format("cannot look up domain {}", id.str()));
   }
+  // The guest is gone; its network, filter and files follow off this thread.
+  teardown_->Add(id, [this, id] { TearDownRest(id); });
+  spdlog::debug(
+      "vm {}: libvirt domain destroyed in {} ms", id.str(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+}
+
+void LibvirtDriver::TearDownRest(const SandboxId& id) {
+  auto conn = connection_->Get();
   if (Network net{virNetworkLookupByName(conn.get(), NetworkNameFor(id).c_str())}) {
     if (virNetworkDestroy(net.get()) < 0 && !LastLibvirtErrorIsGone()) {
       FailLibvirt(fmt::format("cannot remove libvirt network {}", NetworkNameFor(id)));
@@ -351,7 +371,12 @@ void LibvirtDriver::Destroy(const SandboxId& id) {
   } else {
     virResetLastError();
   }
+  // Last: while the folder is there, List (and so reconcile) knows the id.
   RemoveAll(DirOf(id));
+}
+
+bool LibvirtDriver::TeardownsIdle(std::chrono::milliseconds timeout) {
+  return teardown_->WaitIdle(timeout);
 }
 
 std::vector<SandboxId> LibvirtDriver::List() {

@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "vm/driver.h"
 #include "vm/libvirt/connection.h"
+#include "vm/libvirt/deferred_teardown.h"
 #include "vm/qemu/accel.h"
 
 namespace ephemera {
@@ -47,6 +48,10 @@ class LibvirtDriver : public VmDriver {
   std::string Health() const override;
   Ipv4 WaitForAddress(const SandboxId& id, std::chrono::milliseconds timeout) override;
 
+  // Destroy returns once the domain is gone; its network, filter and files
+  // go right after, on a thread of the driver's. True once all have.
+  bool TeardownsIdle(std::chrono::milliseconds timeout);
+
   static std::string NetworkNameFor(const SandboxId& id);  // isolated mode
   static std::string FilterNameFor(const SandboxId& id);   // shared mode
 
@@ -55,6 +60,7 @@ class LibvirtDriver : public VmDriver {
   void Validate(const VmSpec& spec) const;
   void CreateNetwork(const VmSpec& spec);
   void CreateFilter(const VmSpec& spec);
+  void TearDownRest(const SandboxId& id);  // network, filter, files
   std::string SharedNetworkName() const;
 
   LibvirtDriverOptions options_;
@@ -62,6 +68,7 @@ class LibvirtDriver : public VmDriver {
   std::filesystem::path emulator_;
   std::optional<std::uint64_t> tsc_khz_;
   std::unique_ptr<LibvirtConnection> connection_;
+  std::unique_ptr<DeferredTeardown> teardown_;  // declared after connection_: stops first
   // shared mode: the network and its subnet, read at start
   std::string shared_network_;
   std::optional<Ipv4Cidr> shared_subnet_;
