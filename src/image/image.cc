@@ -1,5 +1,7 @@
 #include "image/image.h"
 
+#include "core/error.h"
+
 namespace ephemera {
 
 std::string_view DiskFormatName(DiskFormat format) {
@@ -13,6 +15,27 @@ std::string_view ImageLayoutName(ImageLayout layout) {
 const std::string& Image::PrimarySha256() const {
   if (iso) return iso->sha256;
   return rootfs->sha256;
+}
+
+std::vector<const ImageFile*> Image::BootFiles() const {
+  std::vector<const ImageFile*> files;
+  if (format == ImageFormat::kKernel) {
+    if (!kernel || !initrd || !rootfs) {
+      Fail(ErrorCode::kInvalidArgument, "image '{}' lacks a kernel, initrd or rootfs", name);
+    }
+    files = {&*kernel, &*initrd, &*rootfs};
+  } else if (iso) {
+    files = {&*iso};
+  } else {
+    Fail(ErrorCode::kNotFound, "image '{}' has no ISO file", name);
+  }
+  for (const ImageFile* file : files) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file->path, ec)) {
+      Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", name, file->path.string());
+    }
+  }
+  return files;
 }
 
 bool IsValidImageName(std::string_view name) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ephemera {
 
@@ -49,6 +50,10 @@ struct Image {
   // The digest Anweddol clients see as container_iso_sha256: the ISO's, or
   // for kernel images the rootfs's.
   const std::string& PrimarySha256() const;
+  // The files a VM boots from (kernel, initrd, rootfs; or the ISO), each
+  // still there. kInvalidArgument for an incomplete image, kNotFound for a
+  // file gone since the catalog read it.
+  std::vector<const ImageFile*> BootFiles() const;
 };
 
 // True for names safe to use as a path component: [a-z0-9][a-z0-9._-]{0,63}.

@@ -178,23 +178,9 @@ void LibvirtDriver::Validate(const VmSpec& spec) const {
          HostCpuCount());
   }
   const Image& image = spec.image;
-  std::vector<const ImageFile*> files;
-  if (image.format == ImageFormat::kKernel) {
-    if (!image.kernel || !image.initrd || !image.rootfs) {
-      Fail(ErrorCode::kInvalidArgument, "image '{}' lacks a kernel, initrd or rootfs", image.name);
-    }
-    files = {&*image.kernel, &*image.initrd, &*image.rootfs};
-  } else if (image.iso) {
-    files = {&*image.iso};
-  } else {
-    Fail(ErrorCode::kNotFound, "image '{}' has no ISO file", image.name);
-  }
-  for (const ImageFile* file : files) {
+  for (const ImageFile* file : image.BootFiles()) {
     struct stat st {};
-    if (::stat(file->path.c_str(), &st) != 0) {
-      Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name, file->path.string());
-    }
-    if ((st.st_mode & S_IROTH) == 0) {
+    if (::stat(file->path.c_str(), &st) != 0 || (st.st_mode & S_IROTH) == 0) {
       Fail(ErrorCode::kFailedPrecondition,
            "image '{}' file {} is not readable by libvirt's QEMU user (it needs o+r)", image.name,
            file->path.string());

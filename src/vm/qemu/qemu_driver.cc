@@ -188,21 +188,7 @@ void QemuDriver::Validate(const VmSpec& spec) const {
          spec.vcpus, host_cpus);
   }
   const Image& image = spec.image;
-  std::vector<const ImageFile*> files;
-  if (image.format == ImageFormat::kKernel) {
-    if (!image.kernel || !image.initrd || !image.rootfs) {
-      Fail(ErrorCode::kInvalidArgument, "image '{}' lacks a kernel, initrd or rootfs", image.name);
-    }
-    files = {&*image.kernel, &*image.initrd, &*image.rootfs};
-  } else if (image.iso) {
-    files = {&*image.iso};
-  } else {
-    Fail(ErrorCode::kNotFound, "image '{}' has no ISO file", image.name);
-  }
-  for (const ImageFile* file : files) {
-    if (!fs::is_regular_file(file->path)) {
-      Fail(ErrorCode::kNotFound, "image '{}' file {} is missing", image.name, file->path.string());
-    }
+  for (const ImageFile* file : image.BootFiles()) {
     if (options_.vm.unprivileged) CheckReadableByOthers(file->path, image.name);
   }
   if (spec.nic) {
