@@ -112,6 +112,11 @@ TEST_F(LibvirtTest, CreateLoginVirshInteropDestroyLeavesNothing) {
   EXPECT_THAT(Virsh("list --name"), HasSubstr(id));
   EXPECT_THAT(Virsh("dominfo " + id), HasSubstr("running"));
   EXPECT_THAT(Virsh("dumpxml " + id), HasSubstr("https://ephemera.dev/xmlns/sandbox/1"));
+  // virsh console attaches to the guest's serial pty; virtlogd logs it too.
+  EXPECT_THAT(Virsh("ttyconsole " + id), ::testing::StartsWith("/dev/pts/"));
+  EXPECT_THAT(ReadFile(state_.path() / "state" / "libvirt" / id / "serial.log"),
+              HasSubstr("EPHEMERA_SSHD_READY"));
+  EXPECT_EQ(json::parse(Output(Cli({"show", "--json", id})))["running"], true);
   EXPECT_THAT(Virsh("net-list --name"), HasSubstr("eph-" + id.substr(0, 8)));
   // Transient: nothing of it is defined persistently.
   EXPECT_THAT(Virsh("list --persistent --all --name"), Not(HasSubstr(id)));
