@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${EPHEMERA_FUZZ_SECONDS:-30}
-targets=(json_request_fuzz anweddol_frame_fuzz)
+targets=(json_request_fuzz anweddol_frame_fuzz oci_manifest_fuzz oci_layer_fuzz)
 build=${EPHEMERA_FUZZ_BUILD:-build-fuzz}
 
 if [ ! -f "$build/CMakeCache.txt" ]; then

@@ -14,47 +14,45 @@
 
 namespace ephemera {
 
-namespace {
-
-class Digest {
- public:
-  explicit Digest(const EVP_MD* md = EVP_sha256()) : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), md, nullptr) != 1) {
-      Fail(ErrorCode::kInternal, "cannot initialise a message digest");
-    }
+StreamingDigest::StreamingDigest(Algorithm algorithm) : ctx_(EVP_MD_CTX_new()) {
+  const EVP_MD* md = algorithm == Algorithm::kSha256 ? EVP_sha256() : EVP_md5();
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), md, nullptr) != 1) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+    Fail(ErrorCode::kInternal, "cannot initialise a message digest");
   }
-  void Update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
-  std::string HexFinal() {
-    std::array<unsigned char, EVP_MAX_MD_SIZE> md;
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(ctx_.get(), md.data(), &length);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned i = 0; i < length; ++i) {
-      hex.push_back(kHex[md[i] >> 4]);
-      hex.push_back(kHex[md[i] & 0xf]);
-    }
-    return hex;
+}
+
+StreamingDigest::~StreamingDigest() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void StreamingDigest::Update(const void* data, std::size_t size) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size);
+}
+
+std::string StreamingDigest::HexFinal() {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md;
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), md.data(), &length);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned i = 0; i < length; ++i) {
+    hex.push_back(kHex[md[i] >> 4]);
+    hex.push_back(kHex[md[i] & 0xf]);
   }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-};
-
-}  // namespace
+  return hex;
+}
 
 std::string Sha256Hex(std::string_view data) {
-  Digest digest;
+  StreamingDigest digest;
   digest.Update(data.data(), data.size());
   return digest.HexFinal();
 }
 
 namespace {
 
-std::string DigestFile(const std::filesystem::path& path, const EVP_MD* md) {
+std::string DigestFile(const std::filesystem::path& path, StreamingDigest::Algorithm algorithm) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) FailErrno(fmt::format("cannot open {}", path.string()), errno, ErrorCode::kNotFound);
-  Digest digest(md);
+  StreamingDigest digest(algorithm);
   std::vector<char> buffer(1 << 20);
   for (;;) {
     ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
@@ -70,7 +68,11 @@ std::string DigestFile(const std::filesystem::path& path, const EVP_MD* md) {
 
 }  // namespace
 
-std::string Sha256File(const std::filesystem::path& path) { return DigestFile(path, EVP_sha256()); }
-std::string Md5File(const std::filesystem::path& path) { return DigestFile(path, EVP_md5()); }
+std::string Sha256File(const std::filesystem::path& path) {
+  return DigestFile(path, StreamingDigest::Algorithm::kSha256);
+}
+std::string Md5File(const std::filesystem::path& path) {
+  return DigestFile(path, StreamingDigest::Algorithm::kMd5);
+}
 
 }  // namespace ephemera
