@@ -15,9 +15,13 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "core/subprocess.h"
+#include "image/file_probe.h"
 #include "image/oci/digest.h"
 #include "image/oci/layer_reader.h"
 #include "image/oci/manifest.h"
+#include "image/oci/rootfs_image.h"
+#include "image/oci/source.h"
 #include "unit/test_files.h"
 
 namespace ephemera::oci {
@@ -369,6 +373,169 @@ TEST_F(LayerTest, CorruptTruncatedAndOversizedLayersAreNamed) {
   EXPECT_THAT(ErrorOf([&] { small.Apply(LayerFile("big.tar.gz"), "layer big"); }),
               HasSubstr("layer big: more than 150000 bytes"));
   EXPECT_EQ(writer.Apply(LayerFile("big.tar.gz"), "layer ok").bytes, 200000u);
+}
+
+TEST(ImageReferenceTest, ParsesEachTransportAndNamesWhatIsWrong) {
+  ImageReference oci = ImageReference::Parse("oci:/srv/images/debian:bookworm");
+  EXPECT_EQ(oci.transport, ImageReference::Transport::kOciLayout);
+  EXPECT_EQ(oci.path, "/srv/images/debian");
+  EXPECT_EQ(oci.tag, "bookworm");
+  EXPECT_EQ(ImageReference::Parse("oci:./layout").tag, "");
+  ImageReference archive = ImageReference::Parse("docker-archive:/tmp/x.tar");
+  EXPECT_EQ(archive.transport, ImageReference::Transport::kDockerArchive);
+  EXPECT_EQ(archive.path, "/tmp/x.tar");
+  ImageReference reg = ImageReference::Parse("docker://127.0.0.1:5000/kt/ubuntu-image:6.1");
+  EXPECT_EQ(reg.registry, "127.0.0.1:5000");
+  EXPECT_EQ(reg.repository, "kt/ubuntu-image");
+  EXPECT_EQ(reg.reference, "6.1");
+  EXPECT_EQ(reg.str(), "docker://127.0.0.1:5000/kt/ubuntu-image:6.1");
+  EXPECT_EQ(ImageReference::Parse("docker://ghcr.io/a/b").reference, "latest");
+  const std::string digest = "sha256:" + std::string(64, 'e');
+  EXPECT_EQ(ImageReference::Parse("docker://ghcr.io/a/b@" + digest).reference, digest);
+  EXPECT_THAT(ErrorOf([] { ImageReference::Parse("ftp://x"); }), HasSubstr("expected oci:DIR"));
+  EXPECT_THAT(ErrorOf([] { ImageReference::Parse("docker://noslash"); }),
+              HasSubstr("docker://HOST/REPOSITORY"));
+  EXPECT_THAT(ErrorOf([] { ImageReference::Parse("docker://h/UPPER"); }), HasSubstr("lowercase"));
+  EXPECT_THAT(ErrorOf([] { ImageReference::Parse("docker://h/a@sha256:zz"); }),
+              HasSubstr("not a sha256"));
+  EXPECT_THAT(ErrorOf([] { ImageReference::Parse("oci:"); }), HasSubstr("no path"));
+}
+
+// Image layouts written here: two layers, a config, a manifest.
+class LocalImageTest : public LayerTest {
+ protected:
+  void SetUp() override {
+    LayerTest::SetUp();
+    {
+      Tar t(LayerFile("l1.tar.gz"), true);
+      t.File("etc/hostname", "from-layer-1\n").File("etc/old", "x").File("bin/sh", "#!", 0755);
+    }
+    {
+      Tar t(LayerFile("l2.tar"));
+      t.File("etc/.wh.old", "").File("etc/motd", "hello\n");
+    }
+  }
+  std::string Blob(const fs::path& layout, const std::string& content) {
+    const std::string hex = Sha256Hex(content);
+    fs::create_directories(layout / "blobs/sha256");
+    test::WriteBytes(layout / "blobs/sha256" / hex, content);
+    return hex;
+  }
+  std::string Descriptor(const std::string& type, const std::string& content,
+                         const std::string& hex) {
+    return R"({"mediaType":")" + type + R"(","digest":"sha256:)" + hex + R"(","size":)" +
+           std::to_string(content.size()) + "}";
+  }
+  // oci:DIR with the image tagged `tag`.
+  fs::path MakeLayout(const std::string& tag) {
+    fs::path layout = dir_.path() / "layout";
+    const std::string l1 = ReadFile(LayerFile("l1.tar.gz")), l2 = ReadFile(LayerFile("l2.tar"));
+    const std::string config =
+        R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}})";
+    const std::string manifest =
+        R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":)" +
+        Descriptor("application/vnd.oci.image.config.v1+json", config, Blob(layout, config)) +
+        R"(,"layers":[)" +
+        Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", l1, Blob(layout, l1)) + "," +
+        Descriptor("application/vnd.oci.image.layer.v1.tar", l2, Blob(layout, l2)) + "]}";
+    const std::string mhex = Blob(layout, manifest);
+    test::WriteBytes(layout / "oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+    test::WriteBytes(layout / "index.json",
+                     R"({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.)"
+                     R"(manifest.v1+json","digest":"sha256:)" +
+                         mhex + R"(","size":)" + std::to_string(manifest.size()) +
+                         R"(,"annotations":{"org.opencontainers.image.ref.name":")" + tag +
+                         R"("}}]})");
+    manifest_hex_ = mhex;
+    return layout;
+  }
+  void ExpectRootfs(const LocalImage& image) {
+    const fs::path ext4 = dir_.path() / "rootfs.ext4";
+    RootfsBuild build = BuildRootfsExt4(image, dir_.path() / "scratch", ext4, 16, "the test image");
+    EXPECT_FALSE(fs::exists(dir_.path() / "scratch"));
+    EXPECT_EQ(ProbeFileKind(ext4), FileKind::kExt4);
+    EXPECT_GE(build.image_bytes, std::uint64_t{64 + 16} << 20);
+    auto cat = [&](const std::string& path) {
+      return RunProcess({"debugfs", "-R", "cat " + path, ext4.string()}).out;
+    };
+    EXPECT_EQ(cat("/etc/hostname"), "from-layer-1\n");
+    EXPECT_EQ(cat("/etc/motd"), "hello\n");
+    EXPECT_THAT(RunProcess({"debugfs", "-R", "stat /etc/old", ext4.string()}).err,
+                HasSubstr("not found"));
+  }
+  std::string manifest_hex_;
+};
+
+TEST_F(LocalImageTest, AnOciLayoutIsReadByTagVerifiedAndBecomesAnExt4Disk) {
+  fs::path layout = MakeLayout("bookworm");
+  LocalImage image = ReadLocalImage(ImageReference::Parse("oci:" + layout.string() + ":bookworm"),
+                                    dir_.path() / "s");
+  EXPECT_EQ(image.manifest_digest.hex, manifest_hex_);
+  ASSERT_EQ(image.layers.size(), 2u);
+  ExpectRootfs(image);
+  // The only image needs no tag; a wrong one names what there is.
+  EXPECT_NO_THROW(ReadLocalImage(ImageReference::Parse("oci:" + layout.string()), dir_.path()));
+  EXPECT_THAT(ErrorOf([&] {
+                ReadLocalImage(ImageReference::Parse("oci:" + layout.string() + ":trixie"),
+                               dir_.path());
+              }),
+              HasSubstr("no image tagged trixie (it holds: bookworm)"));
+  // A blob changed after the fact is caught, naming the layer.
+  const std::string hex = image.layers[1].digest.hex;
+  std::string bytes = ReadFile(layout / "blobs/sha256" / hex);
+  bytes[600] = static_cast<char>(bytes[600] ^ 1);
+  test::WriteBytes(layout / "blobs/sha256" / hex, bytes);
+  EXPECT_THAT(ErrorOf([&] {
+                ReadLocalImage(ImageReference::Parse("oci:" + layout.string()), dir_.path());
+              }),
+              HasSubstr("layer 2: its content has digest"));
+}
+
+TEST_F(LocalImageTest, ADockerArchiveIsCheckedAgainstItsDiffIds) {
+  const std::string l1 = RunProcess({"sh", "-c", "zcat " + LayerFile("l1.tar.gz").string()}).out;
+  const std::string l2 = ReadFile(LayerFile("l2.tar"));
+  auto write_archive = [&](const std::string& second_diff_id) {
+    const std::string config = R"({"rootfs":{"type":"layers","diff_ids":["sha256:)" +
+                               Sha256Hex(l1) + R"(","sha256:)" + second_diff_id + R"("]}})";
+    const fs::path file = dir_.path() / "image.tar";
+    archive* a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    archive_write_open_filename(a, file.c_str());
+    auto add = [&](const std::string& name, const std::string& content) {
+      archive_entry* e = archive_entry_new();
+      archive_entry_set_pathname(e, name.c_str());
+      archive_entry_set_filetype(e, AE_IFREG);
+      archive_entry_set_perm(e, 0644);
+      archive_entry_set_size(e, content.size());
+      archive_write_header(a, e);
+      archive_write_data(a, content.data(), content.size());
+      archive_entry_free(e);
+    };
+    add("manifest.json",
+        R"([{"Config":"cfg.json","RepoTags":["t:1"],"Layers":["a/layer.tar","b/layer.tar"]}])");
+    add("cfg.json", config);
+    add("a/layer.tar", l1);
+    add("b/layer.tar", l2);
+    archive_write_close(a);
+    archive_write_free(a);
+    return file;
+  };
+  fs::path file = write_archive(Sha256Hex(l2));
+  LocalImage image =
+      ReadLocalImage(ImageReference::Parse("docker-archive:" + file.string()), dir_.path() / "s1");
+  ASSERT_EQ(image.layers.size(), 2u);
+  ExpectRootfs(image);
+  file = write_archive(std::string(64, '0'));
+  EXPECT_THAT(ErrorOf([&] {
+                ReadLocalImage(ImageReference::Parse("docker-archive:" + file.string()),
+                               dir_.path() / "s2");
+              }),
+              HasSubstr("layer 2 (b/layer.tar) has digest"));
+  EXPECT_THAT(ErrorOf([&] {
+                ReadLocalImage(ImageReference::Parse("docker-archive:/nonexistent.tar"),
+                               dir_.path() / "s3");
+              }),
+              HasSubstr("cannot open the archive"));
 }
 
 }  // namespace
