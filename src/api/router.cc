@@ -90,6 +90,18 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                  {"drivers", s.drivers},
                  {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
   }
+  if (target == "/v1/images" && method == http::verb::post) {
+    // Imports read the host's files: the local socket only.
+    if (caller) Fail(ErrorCode::kPermissionDenied, "images are imported on the local socket");
+    ImageImport import = ParseImageImport(request.body());
+    oci::ImportResult r = c.engine->ImportImage(import);
+    return Json(http::status::created, {{"name", import.name},
+                                        {"dir", r.dir.string()},
+                                        {"kernel_digest", r.kernel_digest.str()},
+                                        {"rootfs_digest", r.rootfs_digest.str()},
+                                        {"rootfs_bytes", r.rootfs.image_bytes},
+                                        {"cached", r.cached}});
+  }
   if (target == "/v1/images") {
     if (method != http::verb::get) MethodNotAllowed(target);
     json images = json::array();
@@ -162,7 +174,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
 bool IsSlowApiRequest(const HttpRequest& request) {
   std::string_view target(request.target().data(), request.target().size());
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  if (request.method() == http::verb::post) return target == kSandboxes;
+  if (request.method() == http::verb::post) return target == kSandboxes || target == "/v1/images";
   if (request.method() == http::verb::delete_) return !Child(target, kSandboxes).empty();
   return false;
 }

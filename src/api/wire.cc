@@ -115,6 +115,22 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
   return j;
 }
 
+ImageImport ParseImageImport(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"name", "kernel", "rootfs", "headroom_mib"});
+  ImageImport import;
+  for (auto [key, out] :
+       {std::pair{"name", &import.name}, {"kernel", &import.kernel}, {"rootfs", &import.rootfs}}) {
+    auto it = parsed.find(key);
+    if (it == parsed.end() || !it->is_string() || it->get<std::string>().empty()) {
+      Fail(ErrorCode::kInvalidArgument, "'{}' must be a non-empty string", key);
+    }
+    *out = it->get<std::string>();
+  }
+  import.headroom_mib = OptionalInteger<std::int64_t>(parsed, "headroom_mib", 0, 1 << 20);
+  return import;
+}
+
 json ImageEntryToJson(const ImageCatalog::Entry& entry) {
   json j = {{"name", entry.name}};
   if (!entry.image) {

@@ -25,6 +25,10 @@ CreateRequest ParseCreateRequest(std::string_view body);
 nlohmann::json SandboxToJson(const Sandbox& sandbox, const std::string& host);
 // The create answer: the record plus password, token and host key, once.
 nlohmann::json CreateResultToJson(const CreateResult& result, const std::string& host);
+// POST /v1/images body: {"name", "kernel", "rootfs", "headroom_mib"?}, the
+// references as `ephemera image pull` takes them. kInvalidArgument naming the field.
+ImageImport ParseImageImport(std::string_view body);
+
 // One entry of GET /v1/images: what the image is, or why it cannot be used.
 nlohmann::json ImageEntryToJson(const ImageCatalog::Entry& entry);
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -366,6 +367,17 @@ int main(int argc, char** argv) {
   auto* image_cmd = app.add_subcommand("image", "the images sandboxes boot from");
   image_cmd->require_subcommand(1);
   auto* image_list = image_cmd->add_subcommand("list", "list images, their versions and digests");
+  auto* image_pull = image_cmd->add_subcommand(
+      "pull", "import a kernel image and a rootfs image (OCI) as one image (local socket)");
+  std::string pull_name, pull_kernel, pull_rootfs;
+  std::optional<long long> pull_headroom;
+  image_pull->add_option("name", pull_name, "the image's name in the catalog")->required();
+  image_pull->add_option("--kernel", pull_kernel, "oci:DIR[:TAG] or docker-archive:FILE")
+      ->required();
+  image_pull->add_option("--rootfs", pull_rootfs, "oci:DIR[:TAG] or docker-archive:FILE")
+      ->required();
+  image_pull->add_option("--headroom", pull_headroom, "MiB free in the root disk (default 1024)")
+      ->check(CLI::NonNegativeNumber);
 
   auto* token = app.add_subcommand("token", "manage access tokens for remote clients");
   token->require_subcommand(1);
@@ -469,6 +481,27 @@ int main(int argc, char** argv) {
         std::cout << r["images"].dump(2) << "\n";
       } else {
         PrintImages(r["images"]);
+      }
+    } else if (image_pull->parsed()) {
+      // Paths are the daemon's: make relative ones absolute here.
+      auto absolute = [](const std::string& ref) {
+        for (std::string_view prefix : {"oci:", "docker-archive:"}) {
+          if (ref.starts_with(prefix) && ref.size() > prefix.size() && ref[prefix.size()] != '/') {
+            return std::string(prefix) +
+                   (std::filesystem::current_path() / ref.substr(prefix.size())).string();
+          }
+        }
+        return ref;
+      };
+      json body = {{"name", pull_name},
+                   {"kernel", absolute(pull_kernel)},
+                   {"rootfs", absolute(pull_rootfs)}};
+      if (pull_headroom) body["headroom_mib"] = *pull_headroom;
+      json r = target.Client().Request("POST", "/v1/images", body.dump());
+      if (as_json) {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        PrintFields(r, {"name", "dir", "kernel_digest", "rootfs_digest", "rootfs_bytes", "cached"});
       }
     } else if (ssh->parsed()) {
       return Ssh(id, command);

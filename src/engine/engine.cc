@@ -96,6 +96,28 @@ std::vector<Sandbox> Engine::List() {
 
 std::vector<ImageCatalog::Entry> Engine::Images() { return images_.ListLoaded(); }
 
+oci::ImportResult Engine::ImportImage(const ImageImport& import) {
+  oci::ImportRequest request;
+  request.name = import.name;
+  request.kernel = oci::ImageReference::Parse(import.kernel);
+  request.rootfs = oci::ImageReference::Parse(import.rootfs);
+  for (const auto* ref : {&request.kernel, &request.rootfs}) {
+    if (ref->transport == oci::ImageReference::Transport::kRegistry) {
+      Fail(
+          ErrorCode::kInvalidArgument,
+          "{}: registry references are not supported yet; use oci: or docker-archive:", ref->str());
+    }
+  }
+  if (import.headroom_mib) request.headroom_mib = static_cast<std::uint64_t>(*import.headroom_mib);
+  CheckFreeDisk();
+  oci::ImportResult result = oci::ImportImage(images_.dir(), request);
+  spdlog::info("image {}: {} from {} and {} ({})", import.name,
+               result.cached ? "already imported" : "imported", request.kernel.str(),
+               request.rootfs.str(), result.dir.string());
+  store_.AddEvent("image", "", import.name);
+  return result;
+}
+
 std::size_t Engine::PendingRecordRemovals() {
   std::lock_guard lock(bookkeeping_mutex_);
   return unrecorded_.size();

@@ -23,6 +23,7 @@
 
 #include "core/sandbox.h"
 #include "image/catalog.h"
+#include "image/oci/importer.h"
 #include "net/network_manager.h"
 #include "provision/provisioner.h"
 #include "store/store.h"
@@ -101,6 +102,14 @@ struct CreateResult {
   CreatePhases phases;
 };
 
+// An image import as the API asks for it (references still text).
+struct ImageImport {
+  std::string name;
+  std::string kernel;  // oci:DIR[:TAG] | docker-archive:FILE
+  std::string rootfs;
+  std::optional<std::int64_t> headroom_mib;
+};
+
 struct EngineStatus {
   std::size_t sandboxes = 0;
   std::size_t max_sandboxes = 0;
@@ -135,6 +144,9 @@ class Engine {
   std::vector<Sandbox> List();  // as Get: with whether each runs now
   // The image catalog, every image loaded and checked (what `image list` shows).
   std::vector<ImageCatalog::Entry> Images();
+  // Imports a kernel + rootfs pair of OCI images into the catalog (see
+  // image/oci/importer.h). Registry references are not served yet.
+  oci::ImportResult ImportImage(const ImageImport& import);
   EngineStatus Status();
   // Sandboxes whose host side is gone but whose record could not yet be
   // removed (a full disk); the reaper retries them.

@@ -26,13 +26,15 @@ using ::testing::Not;
 void DaemonTest::SetUp() {
   socket_ = state_.path() / "api.sock";
   config_ = state_.path() / "config.yaml";
-  WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() +
-                          "\nimage_dir: " + ImageDir().string() + "\nsocket: " + socket_.string() +
+  WriteBytes(config_, "state_dir: " + (state_.path() / "state").string() + "\nimage_dir: " +
+                          ImageDirectory().string() + "\nsocket: " + socket_.string() +
                           "\nnetwork: {forward_address: 127.0.0.1" + NetworkConfig() +
                           "}\nvm: {accel: tcg" + VmConfig() + "}\n" + ExtraConfig());
   ::setenv("XDG_CONFIG_HOME", (state_.path() / "client").c_str(), 1);
   StartDaemon();
 }
+
+fs::path DaemonTest::ImageDirectory() const { return ImageDir(); }
 
 void DaemonTest::TearDown() {
   // Leave nothing even if the test failed: destroy through the daemon,

@@ -27,6 +27,8 @@ class DaemonTest : public ::testing::Test {
   virtual std::string VmConfig() const { return ""; }
   // Extra keys of the network: section, likewise.
   virtual std::string NetworkConfig() const { return ""; }
+  // Where the daemon's image catalog is (the shared image cache by default).
+  virtual std::filesystem::path ImageDirectory() const;
   // Extra ephemerad arguments (front doors, flags).
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
 

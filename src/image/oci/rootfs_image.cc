@@ -29,7 +29,8 @@ std::uint64_t TreeBytes(const fs::path& root) {
 
 RootfsBuild BuildRootfsExt4(const LocalImage& image, const fs::path& scratch,
                             const fs::path& output, std::uint64_t headroom_mib,
-                            const std::string& what, LayerLimits limits) {
+                            const std::string& what, LayerLimits limits,
+                            const std::function<void(const fs::path&)>& check) {
   struct ScratchGuard {
     fs::path path;
     ~ScratchGuard() {
@@ -46,6 +47,7 @@ RootfsBuild BuildRootfsExt4(const LocalImage& image, const fs::path& scratch,
     build.content_bytes +=
         writer.Apply(image.layers[i].path, fmt::format("{}: layer {}", what, i + 1)).bytes;
   }
+  if (check) check(root);
   // ext4's own metadata (journal, inode tables, group descriptors) on top:
   // about 5 % and a floor, then the headroom the guest may fill.
   const std::uint64_t tree = TreeBytes(root);

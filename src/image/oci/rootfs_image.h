@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "image/oci/layer_reader.h"
@@ -20,8 +21,10 @@ struct RootfsBuild {
 
 // `scratch` must not exist (it is made and removed); `output` is written
 // atomically. `what` names the image in errors.
+// `check` sees the tree before the disk is made (and may throw to refuse it).
 RootfsBuild BuildRootfsExt4(const LocalImage& image, const std::filesystem::path& scratch,
                             const std::filesystem::path& output, std::uint64_t headroom_mib,
-                            const std::string& what, LayerLimits limits = {});
+                            const std::string& what, LayerLimits limits = {},
+                            const std::function<void(const std::filesystem::path&)>& check = {});
 
 }  // namespace ephemera::oci

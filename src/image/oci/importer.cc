@@ -1,0 +1,137 @@
+#include "image/oci/importer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "core/unique_fd.h"
+#include "image/file_probe.h"
+#include "image/image.h"
+
+namespace ephemera::oci {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// The command line the default image's initrd expects (see images/default).
+constexpr char kCmdline[] =
+    "console=ttyS0 root=/dev/vda rw quiet panic=-1 tsc=reliable 8250.nr_uarts=1 i8042.noaux "
+    "i8042.nokbd cryptomgr.notests random.trust_cpu=on";
+
+struct TreeGuard {
+  fs::path path;
+  ~TreeGuard() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// The kernel image's /boot/vmlinux and /boot/initrd, copied into `out`.
+void ExtractKernel(const LocalImage& kernel, const ImportRequest& request, const fs::path& scratch,
+                   const fs::path& out) {
+  const std::string what = request.kernel.str();
+  TreeGuard guard{scratch};
+  MakeDirs(scratch, 0700);
+  RootfsWriter writer(scratch, request.limits);
+  for (std::size_t i = 0; i < kernel.layers.size(); ++i) {
+    writer.Apply(kernel.layers[i].path, fmt::format("{}: layer {}", what, i + 1));
+  }
+  for (const auto& [from, to] :
+       {std::pair{"boot/vmlinux", "vmlinux"}, {"boot/initrd", "initrd.img"}}) {
+    struct stat st {};
+    if (::lstat((scratch / from).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      Fail(ErrorCode::kFailedPrecondition, "{}: a kernel image needs a file /{}", what, from);
+    }
+    fs::copy_file(scratch / from, out / to);
+  }
+  if (ProbeFileKind(out / "vmlinux") != FileKind::kElf) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: /boot/vmlinux is not an uncompressed ELF kernel",
+         what);
+  }
+}
+
+// The guest contract's first condition: something to log in to.
+void RequireSshd(const ImportRequest& request, const fs::path& root) {
+  for (const char* sshd : {"usr/sbin/sshd", "sbin/sshd"}) {
+    struct stat st {};
+    if (::lstat((root / sshd).c_str(), &st) == 0) return;
+  }
+  Fail(ErrorCode::kFailedPrecondition,
+       "{}: the root filesystem has no sshd (/usr/sbin/sshd): sandboxes are reached over SSH",
+       request.rootfs.str());
+}
+
+}  // namespace
+
+ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request) {
+  if (!IsValidImageName(request.name)) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' is not a valid image name", request.name.substr(0, 80));
+  }
+  MakeDirs(image_dir, 0755);
+  // One import of a name at a time; the loser finds the winner's result.
+  UniqueFd lock(::open((image_dir / ("." + request.name + ".import.lock")).c_str(),
+                       O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
+    FailErrno("cannot lock the import of " + request.name, errno);
+  }
+  std::string staging_template = (image_dir / ".import-XXXXXX").string();
+  if (!::mkdtemp(staging_template.data())) FailErrno("cannot make a staging folder", errno);
+  TreeGuard staging{staging_template};
+
+  ImportResult result;
+  LocalImage kernel = ReadLocalImage(request.kernel, staging.path / "kernel-archive");
+  LocalImage rootfs = ReadLocalImage(request.rootfs, staging.path / "rootfs-archive");
+  result.kernel_digest = kernel.manifest_digest;
+  result.rootfs_digest = rootfs.manifest_digest;
+  const std::string key =
+      Sha256Hex(kernel.manifest_digest.str() + "\n" + rootfs.manifest_digest.str() + "\n" +
+                std::to_string(request.headroom_mib));
+  const std::string folder = request.name + "-" + key.substr(0, 12);
+  result.dir = image_dir / folder;
+  auto link = [&] {
+    const fs::path tmp = image_dir / ("." + request.name + ".link");
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fs::create_directory_symlink(folder, tmp);
+    fs::rename(tmp, image_dir / request.name);
+  };
+  if (fs::exists(result.dir / "manifest.json")) {
+    result.cached = true;
+    link();
+    return result;
+  }
+
+  const fs::path out = staging.path / folder;
+  MakeDirs(out, 0755);
+  ExtractKernel(kernel, request, staging.path / "kernel-tree", out);
+  result.rootfs = BuildRootfsExt4(rootfs, staging.path / "rootfs-tree", out / "rootfs.ext4",
+                                  request.headroom_mib, request.rootfs.str(), request.limits,
+                                  [&](const fs::path& tree) { RequireSshd(request, tree); });
+  json manifest = {{"name", request.name},
+                   {"version", 1},
+                   {"format", "kernel"},
+                   {"kernel", "vmlinux"},
+                   {"initrd", "initrd.img"},
+                   {"rootfs", "rootfs.ext4"},
+                   {"cmdline", kCmdline},
+                   {"source", {{"kernel", request.kernel.str()}, {"rootfs", request.rootfs.str()}}},
+                   {"kernel_digest", kernel.manifest_digest.str()},
+                   {"rootfs_digest", rootfs.manifest_digest.str()},
+                   {"imported_at", static_cast<std::int64_t>(::time(nullptr))}};
+  WriteFileAtomic(out / "manifest.json", manifest.dump(2) + "\n", 0644);
+  // QEMU runs as a uid of its own: every file must be readable by others.
+  for (const char* f : {"vmlinux", "initrd.img", "rootfs.ext4"}) ::chmod((out / f).c_str(), 0644);
+  fs::rename(out, result.dir);
+  link();
+  return result;
+}
+
+}  // namespace ephemera::oci

@@ -1,0 +1,94 @@
+// OCI images end to end: a kernel image (an OCI layout) and a rootfs image
+// (a docker-archive) made from the default image by make_oci_images.sh,
+// imported through the CLI into a private catalog, booted, and logged into
+// with the credentials the API returned; a re-import finds the same image;
+// a rootfs without sshd is refused and leaves nothing behind.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fs.h"
+#include "core/subprocess.h"
+#include "e2e/daemon_fixture.h"
+#include "integration/guest_fixture.h"
+#include "provision/ssh_session.h"
+
+namespace ephemera {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+class OciImportTest : public test::DaemonTest {
+ protected:
+  void SetUp() override {
+    // QEMU's own uid reaches the imported files below the test's folder.
+    ::chmod(state_.path().c_str(), 0711);
+    fs::create_directories(state_.path() / "images");
+    ::chmod((state_.path() / "images").c_str(), 0755);
+    sources_ = state_.path() / "sources";
+    ProcessResult made =
+        RunProcess({"bash", MAKE_OCI_IMAGES, sources_.string(), test::ImageDir().string()}, 120s);
+    ASSERT_TRUE(made.ok()) << made.err;
+    DaemonTest::SetUp();
+  }
+  fs::path ImageDirectory() const override { return state_.path() / "images"; }
+  std::vector<std::string> Pull(const std::string& name, const std::string& rootfs) {
+    return Cli({"image", "pull", name, "--json", "--kernel",
+                "oci:" + (sources_ / "kernel").string() + ":default", "--rootfs",
+                "docker-archive:" + (sources_ / rootfs).string(), "--headroom", "64"});
+  }
+  fs::path sources_;
+};
+
+TEST_F(OciImportTest, AKernelAndRootfsPairIsImportedBootedAndLoggedInto) {
+  json imported = json::parse(Output(Pull("kt-default", "rootfs.tar")));
+  EXPECT_EQ(imported["cached"], false);
+  EXPECT_THAT(imported["kernel_digest"].get<std::string>(), ::testing::StartsWith("sha256:"));
+  const fs::path dir = imported["dir"].get<std::string>();
+  EXPECT_EQ(fs::read_symlink(ImageDirectory() / "kt-default"), dir.filename());
+  json manifest = json::parse(ReadFile(dir / "manifest.json"));
+  EXPECT_EQ(manifest["format"], "kernel");
+  EXPECT_EQ(manifest["rootfs_digest"], imported["rootfs_digest"]);
+
+  json s = Create({"--image", "kt-default"});
+  EXPECT_EQ(s["image"], "kt-default");
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 30s);
+  EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
+  ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+  Output(Cli({"destroy", s["id"]}));
+
+  // The same content again: found, not rebuilt.
+  json again = json::parse(Output(Pull("kt-default", "rootfs.tar")));
+  EXPECT_EQ(again["cached"], true);
+  EXPECT_EQ(again["dir"], imported["dir"]);
+  ExpectNothingLeft();
+}
+
+TEST_F(OciImportTest, ARootfsWithoutSshdOrABadReferenceIsRefusedLeavingNothing) {
+  ProcessResult r = RunProcess(Pull("bare", "no-sshd.tar"), 120s);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("no-sshd.tar"));
+  EXPECT_THAT(r.err, HasSubstr("has no sshd"));
+  r = RunProcess(Cli({"image", "pull", "x", "--kernel", "ftp://nowhere", "--rootfs", "oci:/x"}));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("expected oci:DIR"));
+  r = RunProcess(Pull("../escape", "rootfs.tar"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("not a valid image name"));
+  // Nothing but the import locks: no image, no staging folder.
+  for (const auto& entry : fs::directory_iterator(ImageDirectory())) {
+    EXPECT_THAT(entry.path().filename().string(), HasSubstr(".import.lock")) << entry.path();
+  }
+  EXPECT_TRUE(json::parse(Output(Cli({"image", "list", "--json"}))).empty());
+  json status = json::parse(Output(Cli({"status", "--json"})));
+  EXPECT_EQ(status["sandboxes"], 0);
+}
+
+}  // namespace
+}  // namespace ephemera
