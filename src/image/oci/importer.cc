@@ -50,7 +50,7 @@ void ExtractKernel(const LocalImage& kernel, const ImportRequest& request, const
     if (::lstat((scratch / from).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
       Fail(ErrorCode::kFailedPrecondition, "{}: a kernel image needs a file /{}", what, from);
     }
-    fs::copy_file(scratch / from, out / to);
+    fs::rename(scratch / from, out / to);  // same filesystem: no copy
   }
   if (ProbeFileKind(out / "vmlinux") != FileKind::kElf) {
     Fail(ErrorCode::kFailedPrecondition, "{}: /boot/vmlinux is not an uncompressed ELF kernel",

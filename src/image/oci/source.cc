@@ -123,6 +123,7 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
   // One pass over the archive: every regular member is kept under a number
   // of ours, by its name in the archive.
   std::map<std::string, fs::path> members;
+  std::map<std::string, std::string> digests;  // sha256 hex, taken while the member is written
   {
     archive* a = archive_read_new();
     struct Closer {
@@ -151,10 +152,16 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
       const void* buffer = nullptr;
       std::size_t size = 0;
       la_int64_t offset = 0;
+      la_int64_t hashed = 0;
+      StreamingDigest digest;
+      bool sparse = false;
       while ((r = archive_read_data_block(a, &buffer, &size, &offset)) == ARCHIVE_OK) {
         if (::pwrite(fd.get(), buffer, size, offset) != static_cast<ssize_t>(size)) {
           FailErrno("cannot write " + out.string(), errno);
         }
+        if (offset != hashed) sparse = true;  // a hole: hash the file afterwards instead
+        digest.Update(buffer, size);
+        hashed = offset + static_cast<la_int64_t>(size);
       }
       if (r != ARCHIVE_EOF) {
         Fail(ErrorCode::kInvalidArgument, "{}: corrupt or truncated archive at '{}': {}", what,
@@ -162,6 +169,7 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
              archive_error_string(a) ? archive_error_string(a) : "unknown error");
       }
       ::ftruncate(fd.get(), archive_entry_size(entry));
+      if (!sparse && hashed == archive_entry_size(entry)) digests[name] = digest.HexFinal();
       members[name] = out;
     }
   }
@@ -194,7 +202,8 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
   }
   for (std::size_t i = 0; i < diff_ids.size(); ++i) {
     fs::path path = member(images[0].layers[i]);
-    const std::string hex = Sha256File(path);
+    auto known = digests.find(images[0].layers[i]);
+    const std::string hex = known != digests.end() ? known->second : Sha256File(path);
     if (hex != diff_ids[i].hex) {
       Fail(ErrorCode::kFailedPrecondition,
            "{}: layer {} ({}) has digest sha256:{}, not the config's {}", what, i + 1,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Importing a kernel + rootfs pair of OCI images (made from the default
+# image by tests/e2e/make_oci_images.sh: an OCI layout and a docker-archive
+# with a ~50 MB layer), cold and warm, through the real daemon and CLI;
+# and, in the same run, the floor on this machine: the same layer extracted
+# with tar and turned into ext4 with mke2fs -d by hand.
+#   bench/oci_import.sh [-n RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=3
+while getopts "n:" opt; do
+  case $opt in
+    n) runs=$OPTARG ;;
+    *) echo "usage: $0 [-n RUNS]" >&2; exit 2 ;;
+  esac
+done
+# shellcheck source=scripts/lib/daemon-in-netns.sh
+. scripts/lib/daemon-in-netns.sh
+in_private_netns "$0" "$@"
+src=$(mktemp -d /tmp/ephemera-oci-bench.XXXXXX)
+trap 'stop_daemon 2>/dev/null; rm -rf "$src"' EXIT
+bash tests/e2e/make_oci_images.sh "$src/sources" "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
+now_ms() { date +%s%3N; }
+median() { sort -n | awk '{v[NR]=$1} END {printf "%.0f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+
+: >"$src/floor" ; : >"$src/cold" ; : >"$src/warm"
+for i in $(seq "$runs"); do
+  # The floor: the same layers by hand: the kernel image's unpacked, the
+  # archive and its layer unpacked, then mke2fs -d, with the importer's size
+  # rule (content + 5 % + 64 MiB + 64 MiB headroom).
+  t0=$(now_ms)
+  mkdir -p "$src/floor-$i/a" "$src/floor-$i/root" "$src/floor-$i/k"
+  for blob in "$src"/sources/kernel/blobs/sha256/*; do
+    [ "$(stat -c %s "$blob")" -gt 100000 ] && tar -C "$src/floor-$i/k" -xzf "$blob"
+  done
+  tar -C "$src/floor-$i/a" -xf "$src/sources/rootfs.tar"
+  tar -C "$src/floor-$i/root" --numeric-owner -xpf "$src/floor-$i/a/layer/layer.tar"
+  kib=$(du -sk "$src/floor-$i/root" | cut -f1)
+  mke2fs -q -F -t ext4 -m 0 -E lazy_itable_init=0,lazy_journal_init=0 -d "$src/floor-$i/root" \
+    "$src/floor-$i/rootfs.ext4" "$((kib * 105 / 100 / 1024 + 128))M" >/dev/null
+  echo $(($(now_ms) - t0)) >>"$src/floor"
+  rm -rf "$src/floor-$i"
+
+  mkdir -p "$src/images-$i" "$src/d$i"
+  chmod 0755 "$src/images-$i"
+  EPHEMERA_IMAGE_DIR=$src/images-$i start_daemon "$src/d$i" "log: {level: warn}"
+  pull() {
+    e image pull "bench-$i" --kernel "oci:$src/sources/kernel:default" \
+      --rootfs "docker-archive:$src/sources/rootfs.tar" --headroom 64 --json >/dev/null
+  }
+  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/cold"
+  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/warm"
+  stop_daemon
+  rm -rf "$src/images-$i"
+done
+floor=$(median <"$src/floor") cold=$(median <"$src/cold") warm=$(median <"$src/warm")
+echo "== import of the default image as an OCI pair, median of $runs"
+printf "  floor (tar -x + mke2fs -d)   %6s ms\n" "$floor"
+printf "  cold import                  %6s ms\n" "$cold"
+printf "  warm import (cached)         %6s ms\n" "$warm"
+awk -v c="$cold" -v f="$floor" 'BEGIN { printf "  cold / floor: %.2f (target <= 1.3)\n", c / f }'
