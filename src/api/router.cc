@@ -102,6 +102,15 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                                         {"rootfs_bytes", r.rootfs.image_bytes},
                                         {"cached", r.cached}});
   }
+  if (std::string_view name = Child(target, "/v1/images"); !name.empty()) {
+    if (caller) Fail(ErrorCode::kPermissionDenied, "images are managed on the local socket");
+    if (name == "prune" && method == http::verb::post) {
+      return Json(http::status::ok, {{"removed", c.engine->PruneImages()}});
+    }
+    if (method != http::verb::delete_) MethodNotAllowed(target);
+    c.engine->RemoveImage(std::string(name));
+    return Json(http::status::ok, {{"name", std::string(name)}, {"deleted", true}});
+  }
   if (target == "/v1/images") {
     if (method != http::verb::get) MethodNotAllowed(target);
     json images = json::array();

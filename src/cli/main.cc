@@ -367,6 +367,11 @@ int main(int argc, char** argv) {
   auto* image_cmd = app.add_subcommand("image", "the images sandboxes boot from");
   image_cmd->require_subcommand(1);
   auto* image_list = image_cmd->add_subcommand("list", "list images, their versions and digests");
+  std::string rm_name;
+  auto* image_rm = image_cmd->add_subcommand("rm", "remove an image no sandbox boots from");
+  image_rm->add_option("name", rm_name, "image name")->required();
+  auto* image_prune =
+      image_cmd->add_subcommand("prune", "remove image folders no name points at and none uses");
   auto* image_pull = image_cmd->add_subcommand(
       "pull", "import a kernel image and a rootfs image (OCI) as one image (local socket)");
   std::string pull_name, pull_kernel, pull_rootfs;
@@ -481,6 +486,21 @@ int main(int argc, char** argv) {
         std::cout << r["images"].dump(2) << "\n";
       } else {
         PrintImages(r["images"]);
+      }
+    } else if (image_rm->parsed()) {
+      json r = target.Client().Request("DELETE", "/v1/images/" + PathSegment(rm_name));
+      if (as_json) {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        std::printf("removed image %s\n", rm_name.c_str());
+      }
+    } else if (image_prune->parsed()) {
+      json r = target.Client().Request("POST", "/v1/images/prune");
+      if (as_json) {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        for (const auto& f : r["removed"])
+          std::printf("removed %s\n", f.get<std::string>().c_str());
       }
     } else if (image_pull->parsed()) {
       // Paths are the daemon's: make relative ones absolute here.

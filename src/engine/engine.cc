@@ -96,6 +96,28 @@ std::vector<Sandbox> Engine::List() {
 
 std::vector<ImageCatalog::Entry> Engine::Images() { return images_.ListLoaded(); }
 
+void Engine::RemoveImage(const std::string& name) {
+  for (const Sandbox& s : store_.List()) {
+    if (s.spec.image == name) {
+      Fail(ErrorCode::kFailedPrecondition, "image '{}' is in use by sandbox {}", name, s.id.str());
+    }
+  }
+  images_.Remove(name);
+  spdlog::info("image {}: removed", name);
+}
+
+std::vector<std::string> Engine::PruneImages() {
+  std::set<std::string> in_use;
+  for (const Sandbox& s : store_.List()) in_use.insert(s.spec.image);
+  // A sandbox boots from the folder its image name pointed at when it was
+  // made, which may be an older one: keep every folder of a name in use.
+  auto removed = images_.Prune([&](const std::string& folder) {
+    return in_use.count(folder.substr(0, folder.rfind('-'))) > 0;
+  });
+  for (const auto& f : removed) spdlog::info("image folder {}: pruned", f);
+  return removed;
+}
+
 oci::ImportResult Engine::ImportImage(const ImageImport& import) {
   oci::ImportRequest request;
   request.name = import.name;

@@ -147,6 +147,10 @@ class Engine {
   // Imports a kernel + rootfs pair of OCI images into the catalog (see
   // image/oci/importer.h). Registry references are not served yet.
   oci::ImportResult ImportImage(const ImageImport& import);
+  // Never while a sandbox boots from it: kFailedPrecondition naming one.
+  void RemoveImage(const std::string& name);
+  // Removes image folders no name points at and no sandbox boots from.
+  std::vector<std::string> PruneImages();
   EngineStatus Status();
   // Sandboxes whose host side is gone but whose record could not yet be
   // removed (a full disk); the reaper retries them.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -124,6 +125,49 @@ Image ImageCatalog::Get(const std::string& name) {
     return LoadAnweddolMirror(name, dir);
   }
   return LoadManifest(name, dir);
+}
+
+void ImageCatalog::Remove(const std::string& name) {
+  if (!IsValidImageName(name)) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' is not a valid image name", name.substr(0, 80));
+  }
+  const fs::path entry = image_dir_ / name;
+  std::error_code ec;
+  auto status = fs::symlink_status(entry, ec);
+  if (ec || !fs::exists(status)) Fail(ErrorCode::kNotFound, "no image '{}'", name);
+  if (fs::is_symlink(status)) {
+    fs::path target = fs::read_symlink(entry, ec);
+    fs::remove(entry, ec);
+    // Only a folder of the catalog's own, never one a link leads elsewhere to.
+    if (!ec && target.has_filename() && target.parent_path().empty()) {
+      fs::remove_all(image_dir_ / target, ec);
+    }
+  } else {
+    fs::remove_all(entry, ec);
+  }
+  if (ec) FailErrno("cannot remove image " + name, ec.value());
+}
+
+std::vector<std::string> ImageCatalog::Prune(const std::function<bool(const std::string&)>& keep) {
+  std::set<std::string> linked;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
+    if (entry.is_symlink(ec)) linked.insert(fs::read_symlink(entry.path(), ec).filename().string());
+  }
+  std::vector<std::string> removed;
+  for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    // NAME-<hash12> folders only: what builds and imports leave behind.
+    auto dash = name.rfind('-');
+    if (entry.is_symlink(ec) || !entry.is_directory(ec) || dash == std::string::npos ||
+        name.size() - dash - 1 != 12 || linked.count(name) || keep(name)) {
+      continue;
+    }
+    fs::remove_all(entry.path(), ec);
+    if (!ec) removed.push_back(name);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
 }
 
 std::vector<ImageCatalog::Entry> ImageCatalog::ListLoaded() {

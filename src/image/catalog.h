@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -35,6 +36,14 @@ class ImageCatalog {
     std::string error;
   };
   std::vector<Entry> ListLoaded();
+
+  // Removes the image `name`: its entry and, when the entry is a link
+  // (images/default/build.sh and imports make one), the folder it points
+  // at. kNotFound for an unknown name.
+  void Remove(const std::string& name);
+  // Folders that no name points at any more (older builds and imports),
+  // except those `keep` says are still in use. Returns what was removed.
+  std::vector<std::string> Prune(const std::function<bool(const std::string& folder)>& keep);
 
   const std::filesystem::path& dir() const { return image_dir_; }
 

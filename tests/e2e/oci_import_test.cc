@@ -61,12 +61,30 @@ TEST_F(OciImportTest, AKernelAndRootfsPairIsImportedBootedAndLoggedInto) {
   EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
   ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
   EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+  // Not while a sandbox boots from it; nor pruned from under it once the
+  // name points at newer content.
+  ProcessResult rm = RunProcess(Cli({"image", "rm", "kt-default"}));
+  EXPECT_NE(rm.exit_code, 0);
+  EXPECT_THAT(rm.err, HasSubstr("in use by sandbox " + s["id"].get<std::string>()));
+  std::vector<std::string> newer = Pull("kt-default", "rootfs.tar");
+  newer.back() = "65";  // another headroom: another image
+  json second = json::parse(Output(newer));
+  EXPECT_NE(second["dir"], imported["dir"]);
+  Output(Cli({"image", "prune"}));
+  EXPECT_TRUE(fs::exists(dir / "rootfs.ext4"));
+  EXPECT_EQ(client.Execute("echo still-here", 30s).out, "still-here\n");
   Output(Cli({"destroy", s["id"]}));
+  json pruned = json::parse(Output(Cli({"image", "prune", "--json"})));
+  EXPECT_EQ(pruned["removed"], json::array({dir.filename().string()}));
+  EXPECT_FALSE(fs::exists(dir));
 
   // The same content again: found, not rebuilt.
-  json again = json::parse(Output(Pull("kt-default", "rootfs.tar")));
+  json again = json::parse(Output(newer));
   EXPECT_EQ(again["cached"], true);
-  EXPECT_EQ(again["dir"], imported["dir"]);
+  EXPECT_EQ(again["dir"], second["dir"]);
+  Output(Cli({"image", "rm", "kt-default"}));
+  EXPECT_FALSE(fs::exists(second["dir"].get<std::string>()));
+  EXPECT_TRUE(json::parse(Output(Cli({"image", "list", "--json"}))).empty());
   ExpectNothingLeft();
 }
 

@@ -194,6 +194,31 @@ TEST(CatalogTest, AnIsoManifestMayPinItsDigestAndDeclareThePasswordEndpoint) {
   ExpectGetError(catalog, "iso", ErrorCode::kFailedPrecondition, "'endpoint'");
 }
 
+TEST(CatalogTest, RemoveTakesTheLinkAndItsFolderAndPruneKeepsWhatIsLinkedOrInUse) {
+  TempDir dir;
+  for (const char* folder :
+       {"kt-aaaaaaaaaaaa", "kt-bbbbbbbbbbbb", "kt-cccccccccccc", "other-ddd"}) {
+    test::MakeFakeKernelImage(dir.path(), folder);
+  }
+  fs::create_directory_symlink("kt-cccccccccccc", dir.path() / "kt");
+  ImageCatalog catalog(dir.path());
+  // b is in use, c is linked, other-ddd is not a NAME-<hash12> folder: only a goes.
+  auto removed = catalog.Prune([](const std::string& f) { return f == "kt-bbbbbbbbbbbb"; });
+  EXPECT_EQ(removed, std::vector<std::string>{"kt-aaaaaaaaaaaa"});
+  EXPECT_TRUE(fs::exists(dir.path() / "kt-bbbbbbbbbbbb"));
+  EXPECT_TRUE(fs::exists(dir.path() / "other-ddd"));
+  catalog.Remove("kt");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(dir.path() / "kt")));
+  EXPECT_FALSE(fs::exists(dir.path() / "kt-cccccccccccc"));
+  ExpectGetError(catalog, "kt", ErrorCode::kNotFound, "not found");
+  try {
+    catalog.Remove("kt");
+    ADD_FAILURE() << "removed twice";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNotFound);
+  }
+}
+
 TEST(CatalogTest, BadImagesGiveClearErrors) {
   TempDir dir;
   ImageCatalog catalog(dir.path());
