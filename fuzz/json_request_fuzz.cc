@@ -7,25 +7,15 @@
 #include "api/anweddol_verbs.h"
 #include "api/wire.h"
 #include "core/error.h"
+#include "expect_error.h"
 
-namespace {
-
-template <typename F>
-void Expect(F parse) {
-  try {
-    parse();
-  } catch (const ephemera::Error&) {
-    // A clear error is the right answer to bad input.
-  }
-}
-
-}  // namespace
+using ephemera::fuzz::ExpectValueOrError;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
-  Expect([&] { ephemera::ParseCreateRequest(body); });
-  Expect([&] { ephemera::ParseNewAccessToken(body); });
-  Expect([&] { ephemera::ParseTokenEnabled(body); });
-  Expect([&] { ephemera::ParseAnweddolRequest(body); });
+  ExpectValueOrError([&] { ephemera::ParseCreateRequest(body); });
+  ExpectValueOrError([&] { ephemera::ParseNewAccessToken(body); });
+  ExpectValueOrError([&] { ephemera::ParseTokenEnabled(body); });
+  ExpectValueOrError([&] { ephemera::ParseAnweddolRequest(body); });
   return 0;
 }

@@ -6,30 +6,20 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "expect_error.h"
 #include "image/oci/manifest.h"
 
-namespace {
-
-template <typename F>
-void Expect(F parse) {
-  try {
-    parse();
-  } catch (const ephemera::Error&) {
-    // A clear error is the right answer to bad input.
-  }
-}
-
-}  // namespace
+using ephemera::fuzz::ExpectValueOrError;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace oci = ephemera::oci;
   std::string_view body(reinterpret_cast<const char*>(data), size);
-  Expect([&] { oci::ClassifyManifest(body); });
-  Expect([&] { oci::ParseImageManifest(body); });
-  Expect([&] {
+  ExpectValueOrError([&] { oci::ClassifyManifest(body); });
+  ExpectValueOrError([&] { oci::ParseImageManifest(body); });
+  ExpectValueOrError([&] {
     oci::ImageIndex index = oci::ParseImageIndex(body);
     oci::SelectPlatform(index);
   });
-  Expect([&] { oci::ParseDockerArchiveManifest(body); });
+  ExpectValueOrError([&] { oci::ParseDockerArchiveManifest(body); });
   return 0;
 }
