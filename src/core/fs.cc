@@ -77,4 +77,9 @@ void MakeDirs(const fs::path& path, unsigned mode) {
   }
 }
 
+RemoveOnExit::~RemoveOnExit() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
 }  // namespace ephemera

@@ -14,6 +14,19 @@ void WriteFileAtomic(const std::filesystem::path& path, std::string_view content
                      unsigned mode = 0600);
 // Removes a file or a whole tree; absent is success (idempotent).
 void RemoveAll(const std::filesystem::path& path);
+// Removes a scratch file or tree when it goes out of scope, on every path
+// out; a failure to remove is ignored (a destructor cannot report it).
+class RemoveOnExit {
+ public:
+  explicit RemoveOnExit(std::filesystem::path path) : path_(std::move(path)) {}
+  ~RemoveOnExit();
+  RemoveOnExit(const RemoveOnExit&) = delete;
+  RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 // Creates a directory (and parents) with `mode` on the last component.
 void MakeDirs(const std::filesystem::path& path, unsigned mode = 0700);
 

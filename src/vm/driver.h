@@ -57,6 +57,11 @@ class VmDriver {
 
   // Every VM this driver finds on the host, running or not (for reconcile).
   virtual std::vector<SandboxId> List() = 0;
+
+ protected:
+  // For Start's failure path: Destroy, logging (not throwing) what it could
+  // not undo, so the start's own error is the one that propagates.
+  void DestroyAfterFailedStart(const SandboxId& id);
 };
 
 }  // namespace ephemera

@@ -1,5 +1,9 @@
 #include "vm/vm.h"
 
+#include <spdlog/spdlog.h>
+
+#include "vm/driver.h"
+
 namespace ephemera {
 
 std::string_view VmStateName(VmState state) {
@@ -12,6 +16,14 @@ std::string_view VmStateName(VmState state) {
       return "shutoff";
   }
   return "unknown";
+}
+
+void VmDriver::DestroyAfterFailedStart(const SandboxId& id) {
+  try {
+    Destroy(id);
+  } catch (const Error& cleanup) {
+    spdlog::error("vm {}: cleanup after failed start: {}", id.str(), cleanup.what());
+  }
 }
 
 }  // namespace ephemera

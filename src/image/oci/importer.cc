@@ -26,19 +26,11 @@ constexpr char kCmdline[] =
     "console=ttyS0 root=/dev/vda rw quiet panic=-1 tsc=reliable 8250.nr_uarts=1 i8042.noaux "
     "i8042.nokbd cryptomgr.notests random.trust_cpu=on";
 
-struct TreeGuard {
-  fs::path path;
-  ~TreeGuard() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
 // The kernel image's /boot/vmlinux and /boot/initrd, copied into `out`.
 void ExtractKernel(const LocalImage& kernel, const ImportRequest& request, const fs::path& scratch,
                    const fs::path& out) {
   const std::string what = request.kernel.str();
-  TreeGuard guard{scratch};
+  RemoveOnExit guard(scratch);
   MakeDirs(scratch, 0700);
   RootfsWriter writer(scratch, request.limits);
   for (std::size_t i = 0; i < kernel.layers.size(); ++i) {
@@ -84,11 +76,11 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
   }
   std::string staging_template = (image_dir / ".import-XXXXXX").string();
   if (!::mkdtemp(staging_template.data())) FailErrno("cannot make a staging folder", errno);
-  TreeGuard staging{staging_template};
+  RemoveOnExit staging(staging_template);
 
   ImportResult result;
-  LocalImage kernel = ReadLocalImage(request.kernel, staging.path / "kernel-archive");
-  LocalImage rootfs = ReadLocalImage(request.rootfs, staging.path / "rootfs-archive");
+  LocalImage kernel = ReadLocalImage(request.kernel, staging.path() / "kernel-archive");
+  LocalImage rootfs = ReadLocalImage(request.rootfs, staging.path() / "rootfs-archive");
   result.kernel_digest = kernel.manifest_digest;
   result.rootfs_digest = rootfs.manifest_digest;
   const std::string key =
@@ -109,10 +101,10 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
     return result;
   }
 
-  const fs::path out = staging.path / folder;
+  const fs::path out = staging.path() / folder;
   MakeDirs(out, 0755);
-  ExtractKernel(kernel, request, staging.path / "kernel-tree", out);
-  result.rootfs = BuildRootfsExt4(rootfs, staging.path / "rootfs-tree", out / "rootfs.ext4",
+  ExtractKernel(kernel, request, staging.path() / "kernel-tree", out);
+  result.rootfs = BuildRootfsExt4(rootfs, staging.path() / "rootfs-tree", out / "rootfs.ext4",
                                   request.headroom_mib, request.rootfs.str(), request.limits,
                                   [&](const fs::path& tree) { RequireSshd(request, tree); });
   json manifest = {{"name", request.name},

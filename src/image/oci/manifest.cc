@@ -56,6 +56,9 @@ Descriptor ParseDescriptor(const json& j, const std::string& what) {
     Fail(ErrorCode::kInvalidArgument, "{}: 'size' must be a byte count", what);
   }
   d.size = size.get<std::uint64_t>();
+  if (auto a = j.find("annotations"); a != j.end() && a->is_object()) {
+    d.ref_name = OptionalString(*a, "org.opencontainers.image.ref.name", what);
+  }
   if (auto p = j.find("platform"); p != j.end()) {
     std::string where = what + " platform";
     d.platform = Platform{String(*p, "os", where), String(*p, "architecture", where),

@@ -35,6 +35,7 @@ struct Descriptor {
   Digest digest;
   std::uint64_t size = 0;
   std::optional<Platform> platform;  // in an index
+  std::string ref_name;  // in an index: the org.opencontainers.image.ref.name annotation (a tag)
 };
 
 enum class LayerCompression { kNone, kGzip, kZstd };

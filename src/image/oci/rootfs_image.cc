@@ -31,13 +31,7 @@ RootfsBuild BuildRootfsExt4(const LocalImage& image, const fs::path& scratch,
                             const fs::path& output, std::uint64_t headroom_mib,
                             const std::string& what, LayerLimits limits,
                             const std::function<void(const fs::path&)>& check) {
-  struct ScratchGuard {
-    fs::path path;
-    ~ScratchGuard() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  } guard{scratch};
+  RemoveOnExit guard(scratch);
   const fs::path root = scratch / "root";
   MakeDirs(root, 0755);
   ::chmod(root.c_str(), 0755);

@@ -55,19 +55,11 @@ LocalImage ReadOciLayout(const ImageReference& ref) {
       throw e.WithContext(what + ": index.json");
     }
   }();
-  // The tag is the ref.name annotation, which ParseImageIndex does not keep:
-  // read it again from the JSON.
-  json raw = json::parse(ReadFile(layout / "index.json"));
   std::optional<Descriptor> chosen;
   std::string names;
-  for (std::size_t i = 0; i < index.manifests.size(); ++i) {
-    std::string name;
-    if (auto a = raw["manifests"][i].find("annotations"); a != raw["manifests"][i].end()) {
-      name = a->value("org.opencontainers.image.ref.name", "");
-    }
-    names += (names.empty() ? "" : ", ") + (name.empty() ? "(untagged)" : name);
-    if (ref.tag.empty() ? index.manifests.size() == 1 : name == ref.tag)
-      chosen = index.manifests[i];
+  for (const Descriptor& d : index.manifests) {
+    names += (names.empty() ? "" : ", ") + (d.ref_name.empty() ? "(untagged)" : d.ref_name);
+    if (ref.tag.empty() ? index.manifests.size() == 1 : d.ref_name == ref.tag) chosen = d;
   }
   if (!chosen) {
     Fail(ErrorCode::kNotFound, "{}: {} (it holds: {})", what,

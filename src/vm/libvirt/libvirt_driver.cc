@@ -256,11 +256,7 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
     info.network = domain.network;
     return info;
   } catch (...) {
-    try {
-      Destroy(spec.id);
-    } catch (const Error& cleanup) {
-      spdlog::error("vm {}: cleanup after failed start: {}", spec.id.str(), cleanup.what());
-    }
+    DestroyAfterFailedStart(spec.id);
     throw;
   }
 }

@@ -252,11 +252,7 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
     Launch(spec, dir, as);
     return Inspect(spec.id);
   } catch (...) {
-    try {
-      Destroy(spec.id);
-    } catch (const Error& cleanup) {
-      spdlog::error("vm {}: cleanup after failed start: {}", spec.id.str(), cleanup.what());
-    }
+    DestroyAfterFailedStart(spec.id);
     throw;
   }
 }
