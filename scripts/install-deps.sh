@@ -21,6 +21,8 @@ packages=(
   busybox-static cpio e2fsprogs xz-utils zstd kmod fakeroot
   # the live ISO image (isolinux boot)
   xorriso isolinux syslinux-common openssl
+  # OCI registry tests: a real registry (TLS + htpasswd) and the field's image tools
+  docker-registry skopeo umoci apache2-utils
 )
 
 SUDO=""
@@ -38,3 +40,8 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The registry package starts a system-wide registry on :5000 under
+# systemd; tests run their own on 127.0.0.1 only.
+if [ -d /run/systemd/system ] && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  $SUDO systemctl disable --now docker-registry
+fi

@@ -122,10 +122,15 @@ ImageImport ParseImageImport(std::string_view body) {
   for (auto [key, out] :
        {std::pair{"name", &import.name}, {"kernel", &import.kernel}, {"rootfs", &import.rootfs}}) {
     auto it = parsed.find(key);
+    if (it == parsed.end() && out != &import.name) continue;  // the configured references
     if (it == parsed.end() || !it->is_string() || it->get<std::string>().empty()) {
       Fail(ErrorCode::kInvalidArgument, "'{}' must be a non-empty string", key);
     }
     *out = it->get<std::string>();
+  }
+  if (import.kernel.empty() != import.rootfs.empty()) {
+    Fail(ErrorCode::kInvalidArgument,
+         "'kernel' and 'rootfs' go together (or neither, for an image configured under images:)");
   }
   import.headroom_mib = OptionalInteger<std::int64_t>(parsed, "headroom_mib", 0, 1 << 20);
   return import;

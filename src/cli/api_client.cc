@@ -12,6 +12,7 @@
 #include <cstdio>
 
 #include "cli/servers.h"
+#include "core/asio_step.h"
 
 namespace ephemera::cli {
 
@@ -25,30 +26,6 @@ namespace {
 
 using HttpRequest = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
-
-// Runs one asynchronous step until it completes or `limit` passes; on
-// timeout `cancel` aborts it and the step reports timed_out. Each blocking
-// step has its own deadline this way, which Asio's synchronous calls lack.
-template <typename Start, typename Cancel>
-beast::error_code Step(asio::io_context& io, std::chrono::milliseconds limit, Start start,
-                       Cancel cancel) {
-  std::optional<beast::error_code> result;
-  io.restart();
-  start([&result](beast::error_code ec) { result = ec; });
-  io.run_for(limit);
-  if (result) return *result;
-  cancel();
-  io.restart();
-  io.run();
-  return asio::error::timed_out;
-}
-
-std::string Describe(const beast::error_code& ec, std::chrono::milliseconds limit) {
-  if (ec == asio::error::timed_out) {
-    return "timed out after " + std::to_string((limit.count() + 999) / 1000) + " s";
-  }
-  return ec.message();
-}
 
 // The SHA-256 of a certificate's DER encoding, as hex; empty on failure.
 std::string CertificateSha256(X509* certificate) {
@@ -105,7 +82,7 @@ template <typename Stream, typename Cancel>
 Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpRequest& request,
                   const ClientOptions& options, const std::string& where) {
   const Timeouts& t = options.timeouts;
-  beast::error_code ec = Step(
+  beast::error_code ec = RunStep(
       io, t.write,
       [&](auto done) {
         http::async_write(stream, request,
@@ -113,11 +90,12 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpReque
       },
       cancel);
   if (ec)
-    throw ApiError(0, "talking to ephemerad at " + where + " failed: " + Describe(ec, t.write));
+    throw ApiError(
+        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.write));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(options.max_response_body);
-  ec = Step(
+  ec = RunStep(
       io, t.response,
       [&](auto done) {
         http::async_read(stream, buffer, parser,
@@ -125,7 +103,8 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpReque
       },
       cancel);
   if (ec) {
-    throw ApiError(0, "talking to ephemerad at " + where + " failed: " + Describe(ec, t.response));
+    throw ApiError(
+        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
   }
   return parser.release();
 }
@@ -134,7 +113,7 @@ tcp::resolver::results_type Resolve(asio::io_context& io, const ServerUrl& serve
                                     const Timeouts& t) {
   tcp::resolver resolver(io);
   tcp::resolver::results_type results;
-  beast::error_code ec = Step(
+  beast::error_code ec = RunStep(
       io, t.connect,
       [&](auto done) {
         resolver.async_resolve(
@@ -146,15 +125,15 @@ tcp::resolver::results_type Resolve(asio::io_context& io, const ServerUrl& serve
       },
       [&] { resolver.cancel(); });
   if (ec) {
-    throw ApiError(
-        0, "cannot resolve " + server.host + " (" + server.str() + "): " + Describe(ec, t.connect));
+    throw ApiError(0, "cannot resolve " + server.host + " (" + server.str() +
+                          "): " + DescribeStepError(ec, t.connect));
   }
   return results;
 }
 
 void Connect(asio::io_context& io, tcp::socket& socket, const tcp::resolver::results_type& where,
              const ServerUrl& server, const Timeouts& t) {
-  beast::error_code ec = Step(
+  beast::error_code ec = RunStep(
       io, t.connect,
       [&](auto done) {
         asio::async_connect(socket, where,
@@ -165,7 +144,8 @@ void Connect(asio::io_context& io, tcp::socket& socket, const tcp::resolver::res
         socket.close(ignored);
       });
   if (ec) {
-    throw ApiError(0, "cannot reach ephemerad at " + server.str() + ": " + Describe(ec, t.connect));
+    throw ApiError(
+        0, "cannot reach ephemerad at " + server.str() + ": " + DescribeStepError(ec, t.connect));
   }
 }
 
@@ -222,7 +202,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
       beast::error_code ignored;
       socket.close(ignored);
     };
-    beast::error_code ec = Step(
+    beast::error_code ec = RunStep(
         io, t.connect,
         [&](auto done) {
           socket.async_connect(asio::local::stream_protocol::endpoint(options_.socket.string()),
@@ -230,7 +210,8 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
         },
         close);
     if (ec)
-      throw ApiError(0, "cannot reach ephemerad at " + where + ": " + Describe(ec, t.connect));
+      throw ApiError(
+          0, "cannot reach ephemerad at " + where + ": " + DescribeStepError(ec, t.connect));
     response = Exchange(io, socket, close, request, options_, where);
   } else if (!options_.server->tls) {
     if (options_.token && !warned_plain_token_) {
@@ -275,7 +256,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
     };
     Connect(io, beast::get_lowest_layer(stream), Resolve(io, *options_.server, t), *options_.server,
             t);
-    beast::error_code ec = Step(
+    beast::error_code ec = RunStep(
         io, t.connect,
         [&](auto done) {
           stream.async_handshake(ssl::stream_base::client,
@@ -290,7 +271,8 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
           ChangedMessage(where, *check.expected, check.presented, store.file().string()));
     }
     if (ec) {
-      throw ApiError(0, "TLS handshake with " + where + " failed: " + Describe(ec, t.connect));
+      throw ApiError(
+          0, "TLS handshake with " + where + " failed: " + DescribeStepError(ec, t.connect));
     }
     // The handshake succeeded, so VerifyLeaf accepted this very certificate;
     // compare once more so that no other code path can skip the check.

@@ -373,14 +373,18 @@ int main(int argc, char** argv) {
   auto* image_prune =
       image_cmd->add_subcommand("prune", "remove image folders no name points at and none uses");
   auto* image_pull = image_cmd->add_subcommand(
-      "pull", "import a kernel image and a rootfs image (OCI) as one image (local socket)");
+      "pull",
+      "import a kernel image and a rootfs image (OCI) as one image (local socket); without "
+      "--kernel and --rootfs, the references configured for NAME under images:");
   std::string pull_name, pull_kernel, pull_rootfs;
   std::optional<long long> pull_headroom;
   image_pull->add_option("name", pull_name, "the image's name in the catalog")->required();
-  image_pull->add_option("--kernel", pull_kernel, "oci:DIR[:TAG] or docker-archive:FILE")
-      ->required();
-  image_pull->add_option("--rootfs", pull_rootfs, "oci:DIR[:TAG] or docker-archive:FILE")
-      ->required();
+  constexpr const char* kRefHelp =
+      "oci:DIR[:TAG], docker-archive:FILE or docker://HOST/REPO[:TAG|@DIGEST]";
+  auto* kernel_opt = image_pull->add_option("--kernel", pull_kernel, kRefHelp);
+  auto* rootfs_opt = image_pull->add_option("--rootfs", pull_rootfs, kRefHelp);
+  kernel_opt->needs(rootfs_opt);
+  rootfs_opt->needs(kernel_opt);
   image_pull->add_option("--headroom", pull_headroom, "MiB free in the root disk (default 1024)")
       ->check(CLI::NonNegativeNumber);
 
@@ -513,9 +517,11 @@ int main(int argc, char** argv) {
         }
         return ref;
       };
-      json body = {{"name", pull_name},
-                   {"kernel", absolute(pull_kernel)},
-                   {"rootfs", absolute(pull_rootfs)}};
+      json body = {{"name", pull_name}};
+      if (!pull_kernel.empty()) {
+        body["kernel"] = absolute(pull_kernel);
+        body["rootfs"] = absolute(pull_rootfs);
+      }
       if (pull_headroom) body["headroom_mib"] = *pull_headroom;
       json r = target.Client().Request("POST", "/v1/images", body.dump());
       if (as_json) {

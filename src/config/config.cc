@@ -113,6 +113,43 @@ class Section {
 
   Section Child(std::string_view key) { return Section(Take(key), KeyPath(key)); }
 
+  // A list of mappings, each a Section of its own (KEY[0], KEY[1], ...).
+  std::vector<Section> ChildList(std::string_view key) {
+    YAML::Node value = Take(key);
+    std::vector<Section> out;
+    if (!value) return out;
+    if (!value.IsSequence()) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a list", KeyPath(key));
+    }
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      out.emplace_back(value[i], fmt::format("{}[{}]", KeyPath(key), i));
+      if (!value[i].IsMap()) {
+        Fail(ErrorCode::kInvalidArgument, "config key '{}[{}]': expected a mapping", KeyPath(key),
+             i);
+      }
+    }
+    return out;
+  }
+
+  // The keys of a mapping whose keys are names (images: NAME: {...}).
+  std::vector<std::pair<std::string, Section>> ChildMap(std::string_view key) {
+    YAML::Node value = Take(key);
+    std::vector<std::pair<std::string, Section>> out;
+    if (!value) return out;
+    if (!value.IsMap()) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a mapping", KeyPath(key));
+    }
+    for (const auto& entry : value) {
+      const std::string name = entry.first.as<std::string>();
+      if (!entry.second.IsMap()) {
+        Fail(ErrorCode::kInvalidArgument, "config key '{}.{}': expected a mapping", KeyPath(key),
+             name);
+      }
+      out.emplace_back(name, Section(entry.second, KeyPath(key) + "." + name));
+    }
+    return out;
+  }
+
   // Throws for any key that nobody read.
   void RejectUnknown() const {
     if (!node_ || !node_.IsMap()) return;
@@ -259,6 +296,60 @@ void ReadAnweddol(Section& section, AnweddolConfig& out) {
   section.ReadUnsigned("rsa_bits", out.rsa_bits, 2048, 16384);
 }
 
+void ReadOptionalPath(Section& section, std::string_view key, std::filesystem::path& out) {
+  std::string text;
+  if (!section.Read(key, text)) return;
+  if (text.empty() || text[0] != '/') {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' must be an absolute path",
+         section.KeyPath(key), text);
+  }
+  out = text;
+}
+
+void ReadRegistries(Section& top, std::vector<RegistryEntry>& out) {
+  std::set<std::string> seen;
+  for (Section& entry : top.ChildList("registries")) {
+    RegistryEntry r;
+    entry.Read("host", r.host);
+    // HOST[:PORT] as a docker:// reference names it: no scheme, no path.
+    const bool ok = !r.host.empty() && r.host.find_first_of("/@ \t") == std::string::npos &&
+                    r.host.find("://") == std::string::npos;
+    if (!ok) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not HOST[:PORT]",
+           entry.KeyPath("host"), r.host);
+    }
+    if (!seen.insert(r.host).second) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': registry {} is listed twice",
+           entry.KeyPath("host"), r.host);
+    }
+    entry.Read("insecure", r.insecure);
+    ReadOptionalPath(entry, "ca_file", r.ca_file);
+    ReadOptionalPath(entry, "credentials_file", r.credentials_file);
+    if (r.insecure && !r.ca_file.empty()) {
+      Fail(ErrorCode::kInvalidArgument,
+           "config key '{}': an insecure (plain HTTP) registry has no use for a ca_file",
+           entry.KeyPath("ca_file"));
+    }
+    entry.RejectUnknown();
+    out.push_back(std::move(r));
+  }
+}
+
+void ReadImages(Section& top, std::map<std::string, ImageSource>& out) {
+  for (auto& [name, entry] : top.ChildMap("images")) {
+    ImageSource source;
+    for (auto [key, ref] : {std::pair{"kernel", &source.kernel}, {"rootfs", &source.rootfs}}) {
+      if (!entry.Read(key, *ref) || ref->empty()) {
+        Fail(ErrorCode::kInvalidArgument, "config key '{}': an image needs a {} reference",
+             entry.KeyPath(key), key);
+      }
+    }
+    entry.ReadUnsigned("headroom_mib", source.headroom_mib, 0, 1u << 20);
+    entry.RejectUnknown();
+    out.emplace(name, std::move(source));
+  }
+}
+
 }  // namespace
 
 std::string ListenAddress::str() const {
@@ -387,6 +478,13 @@ Config ParseConfig(std::string_view yaml_text) {
   Section anweddol = top.Child("anweddol");
   ReadAnweddol(anweddol, config.anweddol);
   anweddol.RejectUnknown();
+
+  ReadRegistries(top, config.registries);
+  ReadImages(top, config.images);
+  Section pull = top.Child("pull");
+  pull.ReadUnsigned("connect_timeout_seconds", config.pull.connect_timeout_seconds, 1, 3600);
+  pull.ReadUnsigned("stall_timeout_seconds", config.pull.stall_timeout_seconds, 1, 3600);
+  pull.RejectUnknown();
 
   top.RejectUnknown();
   return config;

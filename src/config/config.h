@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -125,6 +126,26 @@ struct AnweddolConfig {
   unsigned rsa_bits = 4096;
 };
 
+// A registry docker:// references may name (one `registries:` entry).
+struct RegistryEntry {
+  std::string host;                        // HOST[:PORT]
+  bool insecure = false;                   // plain HTTP
+  std::filesystem::path ca_file;           // empty: the system's CA store
+  std::filesystem::path credentials_file;  // an auth.json (docker/podman login's format)
+};
+
+// An image by its two OCI references (one `images:` entry): imported on
+// `ephemera image pull NAME` or on the first create that names it.
+struct ImageSource {
+  std::string kernel, rootfs;  // references, checked when parsed
+  unsigned headroom_mib = 1024;
+};
+
+struct PullConfig {
+  unsigned connect_timeout_seconds = 15;
+  unsigned stall_timeout_seconds = 30;  // a registry silent this long fails the pull
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
@@ -143,6 +164,9 @@ struct Config {
   DefaultsConfig defaults;
   RemoteConfig remote;
   AnweddolConfig anweddol;
+  std::vector<RegistryEntry> registries;
+  std::map<std::string, ImageSource> images;
+  PullConfig pull;
 };
 
 // Parses YAML text; throws kInvalidArgument naming the offending key.

@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "daemon/remote_doors.h"
 #include "engine/engine.h"
+#include "image/image.h"
 #include "net/network_manager.h"
 #include "provision/provisioner.h"
 #include "store/store.h"
@@ -47,6 +48,28 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.default_image = c.defaults.image;
   o.sshd_timeout = std::chrono::seconds(c.limits.sshd_timeout_seconds);
   if (!c.endpoint_password.empty()) o.endpoint_password = c.endpoint_password;
+  for (const RegistryEntry& r : c.registries) {
+    o.registry.registries.push_back({r.host, r.insecure, r.ca_file, r.credentials_file});
+  }
+  o.registry.connect_timeout = std::chrono::seconds(c.pull.connect_timeout_seconds);
+  o.registry.stall_timeout = std::chrono::seconds(c.pull.stall_timeout_seconds);
+  for (const auto& [name, source] : c.images) {
+    const std::string key = "images." + name;
+    if (!IsValidImageName(name)) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not a valid image name", key,
+           name.substr(0, 80));
+    }
+    auto parse = [&](const std::string& field, const std::string& text) {
+      try {
+        return oci::ImageReference::Parse(text);
+      } catch (const Error& e) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("config key '{}.{}': {}", key, field, e.what()));
+      }
+    };
+    o.configured_images[name] = {parse("kernel", source.kernel), parse("rootfs", source.rootfs),
+                                 source.headroom_mib};
+  }
   return o;
 }
 

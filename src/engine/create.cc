@@ -52,6 +52,15 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          options_.max_ttl.count());
   }
   v.spec.ttl = std::chrono::seconds(ttl);
+  // An image configured by its references is imported by its first create.
+  if (options_.configured_images.count(v.spec.image) &&
+      !std::filesystem::exists(images_.dir() / v.spec.image)) {
+    try {
+      ImportImage(ImageImport{v.spec.image, "", "", std::nullopt});
+    } catch (const Error& e) {
+      throw e.WithContext("importing image '" + v.spec.image + "'");
+    }
+  }
   try {
     v.image = images_.Get(v.spec.image);
   } catch (const Error& e) {

@@ -115,22 +115,40 @@ std::vector<std::string> Engine::PruneImages() {
     return in_use.count(folder.substr(0, folder.rfind('-'))) > 0;
   });
   for (const auto& f : removed) spdlog::info("image folder {}: pruned", f);
+  // Then the registry blobs only pruned folders needed.
+  for (const auto& b : oci::PruneBlobStore(images_.dir(), options_.blob_min_age)) {
+    spdlog::info("blob {}: pruned", b);
+  }
   return removed;
 }
 
-oci::ImportResult Engine::ImportImage(const ImageImport& import) {
+oci::ImportResult Engine::ImportImage(const ImageImport& import,
+                                      const oci::PullProgressFn& progress) {
   oci::ImportRequest request;
   request.name = import.name;
-  request.kernel = oci::ImageReference::Parse(import.kernel);
-  request.rootfs = oci::ImageReference::Parse(import.rootfs);
-  for (const auto* ref : {&request.kernel, &request.rootfs}) {
-    if (ref->transport == oci::ImageReference::Transport::kRegistry) {
-      Fail(
-          ErrorCode::kInvalidArgument,
-          "{}: registry references are not supported yet; use oci: or docker-archive:", ref->str());
+  if (import.kernel.empty() && import.rootfs.empty()) {
+    auto it = options_.configured_images.find(import.name);
+    if (it == options_.configured_images.end()) {
+      Fail(ErrorCode::kNotFound,
+           "image '{}' is not configured under images:; give its kernel and rootfs references",
+           import.name.substr(0, 64));
     }
+    request.kernel = it->second.kernel;
+    request.rootfs = it->second.rootfs;
+    request.headroom_mib = it->second.headroom_mib;
+  } else {
+    request.kernel = oci::ImageReference::Parse(import.kernel);
+    request.rootfs = oci::ImageReference::Parse(import.rootfs);
   }
   if (import.headroom_mib) request.headroom_mib = static_cast<std::uint64_t>(*import.headroom_mib);
+  request.registry = options_.registry;
+  request.progress = [&](const oci::PullProgress& p) {
+    if (progress) progress(p);
+    if (p.layer != 0 && p.bytes == p.total) {
+      spdlog::info("image {}: {} layer {}/{}: {} bytes{}", import.name, p.reference, p.layer,
+                   p.layers, p.total, p.cached ? " (in the blob store)" : "");
+    }
+  };
   CheckFreeDisk();
   oci::ImportResult result = oci::ImportImage(images_.dir(), request);
   spdlog::info("image {}: {} from {} and {} ({})", import.name,

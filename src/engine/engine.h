@@ -39,6 +39,11 @@ struct EngineDrivers {
   std::string container;  // none: containers are refused
 };
 
+struct ConfiguredImage {
+  oci::ImageReference kernel, rootfs;
+  std::uint64_t headroom_mib = 1024;
+};
+
 struct EngineOptions {
   std::size_t max_sandboxes = 16;
   std::size_t max_parallel_creates = 4;
@@ -62,6 +67,12 @@ struct EngineOptions {
   // For drivers whose bridge serves DHCP itself (LinkMode::kBridge).
   std::vector<Ipv4> dns_servers;
   bool outbound_nat = false;
+  // Pulls of docker:// references.
+  oci::RegistryOptions registry;
+  // `image prune` leaves registry blobs younger than this (a pull under way).
+  std::chrono::seconds blob_min_age{3600};
+  // Images by their references (`images:`), imported on demand.
+  std::map<std::string, ConfiguredImage> configured_images;
 };
 
 struct CreatePhases {
@@ -105,7 +116,9 @@ struct CreateResult {
 // An image import as the API asks for it (references still text).
 struct ImageImport {
   std::string name;
-  std::string kernel;  // oci:DIR[:TAG] | docker-archive:FILE
+  // oci:DIR[:TAG] | docker-archive:FILE | docker://HOST/REPO[:TAG|@DIGEST];
+  // both empty: the references configured for `name` under images:.
+  std::string kernel;
   std::string rootfs;
   std::optional<std::int64_t> headroom_mib;
 };
@@ -145,8 +158,9 @@ class Engine {
   // The image catalog, every image loaded and checked (what `image list` shows).
   std::vector<ImageCatalog::Entry> Images();
   // Imports a kernel + rootfs pair of OCI images into the catalog (see
-  // image/oci/importer.h). Registry references are not served yet.
-  oci::ImportResult ImportImage(const ImageImport& import);
+  // image/oci/importer.h); `progress` hears of registry transfers.
+  oci::ImportResult ImportImage(const ImageImport& import,
+                                const oci::PullProgressFn& progress = {});
   // Never while a sandbox boots from it: kFailedPrecondition naming one.
   void RemoveImage(const std::string& name);
   // Removes image folders no name points at and no sandbox boots from.

@@ -159,5 +159,49 @@ TEST(ConfigTest, BadListenAddressesAndTlsFilesNameTheKey) {
   ExpectConfigError("remote: {alow: []}", "'remote.alow' is unknown");
 }
 
+TEST(ConfigTest, ReadsRegistriesImagesAndPullSettings) {
+  Config c = ParseConfig(R"(
+registries:
+  - host: registry.example:5000
+    ca_file: /etc/ephemera/registry-ca.pem
+    credentials_file: /etc/ephemera/auth.json
+  - host: 127.0.0.1:5001
+    insecure: true
+images:
+  kt-debian:
+    kernel: docker://registry.example:5000/kt/kernel:6.1
+    rootfs: docker://registry.example:5000/kt/debian:12
+    headroom_mib: 512
+pull:
+  stall_timeout_seconds: 10
+)");
+  ASSERT_EQ(c.registries.size(), 2u);
+  EXPECT_EQ(c.registries[0].host, "registry.example:5000");
+  EXPECT_FALSE(c.registries[0].insecure);
+  EXPECT_EQ(c.registries[0].ca_file, "/etc/ephemera/registry-ca.pem");
+  EXPECT_EQ(c.registries[0].credentials_file, "/etc/ephemera/auth.json");
+  EXPECT_TRUE(c.registries[1].insecure);
+  ASSERT_EQ(c.images.count("kt-debian"), 1u);
+  EXPECT_EQ(c.images["kt-debian"].rootfs, "docker://registry.example:5000/kt/debian:12");
+  EXPECT_EQ(c.images["kt-debian"].headroom_mib, 512u);
+  EXPECT_EQ(c.pull.stall_timeout_seconds, 10u);
+  EXPECT_EQ(c.pull.connect_timeout_seconds, 15u);
+}
+
+TEST(ConfigTest, BadRegistriesAndImagesNameTheKey) {
+  ExpectConfigError("registries: {host: x}", "'registries': expected a list");
+  ExpectConfigError("registries: [x]", "'registries[0]': expected a mapping");
+  ExpectConfigError("registries: [{host: 'https://x'}]", "'registries[0].host'");
+  ExpectConfigError("registries: [{host: x}, {host: x}]", "listed twice");
+  ExpectConfigError("registries: [{host: x, ca_file: rel.pem}]", "must be an absolute path");
+  ExpectConfigError("registries: [{host: x, insecure: true, ca_file: /ca.pem}]",
+                    "has no use for a ca_file");
+  ExpectConfigError("registries: [{host: x, password: y}]", "'registries[0].password' is unknown");
+  ExpectConfigError("images: {a: {kernel: oci:/k}}", "'images.a.rootfs': an image needs");
+  ExpectConfigError("images: {a: {kernel: oci:/k, rootfs: oci:/r, size: 1}}",
+                    "'images.a.size' is unknown");
+  ExpectConfigError("pull: {stall_timeout_seconds: 0}", "'pull.stall_timeout_seconds'");
+}
+
 }  // namespace
 }  // namespace ephemera

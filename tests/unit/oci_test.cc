@@ -495,8 +495,9 @@ TEST_F(LocalImageTest, ADockerArchiveIsCheckedAgainstItsDiffIds) {
   const std::string l1 = RunProcess({"sh", "-c", "zcat " + LayerFile("l1.tar.gz").string()}).out;
   const std::string l2 = ReadFile(LayerFile("l2.tar"));
   auto write_archive = [&](const std::string& second_diff_id) {
-    const std::string config = R"({"rootfs":{"type":"layers","diff_ids":["sha256:)" +
-                               Sha256Hex(l1) + R"(","sha256:)" + second_diff_id + R"("]}})";
+    const std::string config =
+        R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:)" +
+        Sha256Hex(l1) + R"(","sha256:)" + second_diff_id + R"("]}})";
     const fs::path file = dir_.path() / "image.tar";
     archive* a = archive_write_new();
     archive_write_set_format_pax_restricted(a);

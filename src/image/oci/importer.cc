@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -61,7 +63,45 @@ void RequireSshd(const ImportRequest& request, const fs::path& root) {
        request.rootfs.str());
 }
 
+LocalImage ReadImage(const ImageReference& ref, const ImportRequest& request,
+                     const fs::path& image_dir, const fs::path& staging) {
+  if (ref.transport == ImageReference::Transport::kRegistry) {
+    return PullRegistryImage(ref, request.registry, BlobStoreOf(image_dir), request.progress);
+  }
+  return ReadLocalImage(ref, staging);
+}
+
 }  // namespace
+
+fs::path BlobStoreOf(const fs::path& image_dir) { return image_dir / ".blobs"; }
+
+std::vector<std::string> PruneBlobStore(const fs::path& image_dir, std::chrono::seconds min_age) {
+  std::set<std::string> referenced;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(image_dir, ec)) {
+    const fs::path manifest = entry.path() / "manifest.json";
+    if (entry.is_symlink(ec) || !fs::exists(manifest, ec)) continue;
+    json j = json::parse(ReadFile(manifest), nullptr, false);
+    if (!j.is_object() || !j.contains("blobs") || !j["blobs"].is_array()) continue;
+    for (const auto& b : j["blobs"]) {
+      if (b.is_string()) referenced.insert(b.get<std::string>());
+    }
+  }
+  std::vector<std::string> removed;
+  const fs::path dir = BlobStoreOf(image_dir) / "sha256";
+  const auto now = fs::file_time_type::clock::now();
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    // Young files may belong to a pull under way (blobs come before the
+    // folder); old locks and partial files are what a crash left.
+    auto written = entry.last_write_time(ec);
+    if (ec || now - written < min_age || referenced.count("sha256:" + name)) continue;
+    fs::remove(entry.path(), ec);
+    if (!ec) removed.push_back("sha256:" + name);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
+}
 
 ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request) {
   if (!IsValidImageName(request.name)) {
@@ -79,8 +119,10 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
   RemoveOnExit staging(staging_template);
 
   ImportResult result;
-  LocalImage kernel = ReadLocalImage(request.kernel, staging.path() / "kernel-archive");
-  LocalImage rootfs = ReadLocalImage(request.rootfs, staging.path() / "rootfs-archive");
+  LocalImage kernel =
+      ReadImage(request.kernel, request, image_dir, staging.path() / "kernel-archive");
+  LocalImage rootfs =
+      ReadImage(request.rootfs, request, image_dir, staging.path() / "rootfs-archive");
   result.kernel_digest = kernel.manifest_digest;
   result.rootfs_digest = rootfs.manifest_digest;
   const std::string key =
@@ -118,6 +160,16 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
                    {"kernel_digest", kernel.manifest_digest.str()},
                    {"rootfs_digest", rootfs.manifest_digest.str()},
                    {"imported_at", static_cast<std::int64_t>(::time(nullptr))}};
+  // The registry blobs it came from, which `image prune` keeps while it is here.
+  json blobs = json::array();
+  for (const LocalImage* image : {&kernel, &rootfs}) {
+    for (const auto& layer : image->layers) {
+      if (layer.path.parent_path().parent_path() == BlobStoreOf(image_dir)) {
+        blobs.push_back(layer.digest.str());
+      }
+    }
+  }
+  if (!blobs.empty()) manifest["blobs"] = blobs;
   WriteFileAtomic(out / "manifest.json", manifest.dump(2) + "\n", 0644);
   // QEMU runs as a uid of its own: every file must be readable by others.
   for (const char* f : {"vmlinux", "initrd.img", "rootfs.ext4"}) ::chmod((out / f).c_str(), 0644);

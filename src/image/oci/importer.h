@@ -7,10 +7,13 @@
 // the one there is. Concurrent imports of one name do the work once.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "image/oci/registry.h"
 #include "image/oci/rootfs_image.h"
 #include "image/oci/source.h"
 
@@ -22,6 +25,8 @@ struct ImportRequest {
   ImageReference rootfs;
   std::uint64_t headroom_mib = 1024;  // free space in the root disk beyond the content
   LayerLimits limits;
+  RegistryOptions registry;  // for docker:// references
+  PullProgressFn progress;   // registry transfers, as they go
 };
 
 struct ImportResult {
@@ -34,5 +39,14 @@ struct ImportResult {
 // kInvalidArgument / kFailedPrecondition / kNotFound naming the reference
 // and the cause; nothing partial is left in IMAGE_DIR.
 ImportResult ImportImage(const std::filesystem::path& image_dir, const ImportRequest& request);
+
+// Where an image folder's registry blobs are kept.
+std::filesystem::path BlobStoreOf(const std::filesystem::path& image_dir);
+
+// Removes blobs no image folder names (manifest.json "blobs") and older
+// than `min_age` (younger ones may belong to a pull under way). Returns the
+// digests removed.
+std::vector<std::string> PruneBlobStore(const std::filesystem::path& image_dir,
+                                        std::chrono::seconds min_age);
 
 }  // namespace ephemera::oci

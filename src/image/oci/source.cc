@@ -87,6 +87,7 @@ LocalImage ReadOciLayout(const ImageReference& ref) {
   LocalImage image;
   image.manifest_digest = manifest_desc.digest;
   image.config = ReadSmall(read_blob(manifest.config, "the config"), what);
+  CheckConfigPlatform(image.config, what);
   for (std::size_t i = 0; i < manifest.layers.size(); ++i) {
     const Descriptor& d = manifest.layers[i].descriptor;
     image.layers.push_back({read_blob(d, fmt::format("layer {}", i + 1)), d.digest});
@@ -185,6 +186,7 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
   }
   LocalImage image;
   image.config = ReadSmall(member(images[0].config), what);
+  CheckConfigPlatform(image.config, what);
   // What the image is known by: its config's digest (as `docker images` shows it).
   image.manifest_digest = Digest{Sha256Hex(image.config)};
   std::vector<Digest> diff_ids = DiffIds(image.config, what);
@@ -271,6 +273,23 @@ std::string ImageReference::str() const {
              (reference.starts_with("sha256:") ? "@" : ":") + reference;
   }
   return "";
+}
+
+void CheckConfigPlatform(const std::string& config, const std::string& what) {
+  json j = json::parse(config, nullptr, false);
+  if (!j.is_object()) Fail(ErrorCode::kInvalidArgument, "{}: the image config is not JSON", what);
+  auto field = [&](const char* name) {
+    auto it = j.find(name);
+    if (it == j.end() || !it->is_string()) {
+      Fail(ErrorCode::kInvalidArgument, "{}: the image config names no {}", what, name);
+    }
+    return it->get<std::string>();
+  };
+  const std::string os = field("os"), architecture = field("architecture");
+  if (os != "linux" || architecture != "amd64") {
+    Fail(ErrorCode::kInvalidArgument, "{}: the image is for {}/{}, not linux/amd64", what,
+         EscapeForLog(os, 40), EscapeForLog(architecture, 40));
+  }
 }
 
 void VerifyBlob(const fs::path& file, const Descriptor& d, const std::string& what) {

@@ -46,6 +46,10 @@ struct LocalImage {
 // missing file or tag.
 LocalImage ReadLocalImage(const ImageReference& ref, const std::filesystem::path& staging);
 
+// The image config's os/architecture must be linux/amd64 (what ephemera
+// boots). kInvalidArgument naming `what` and the platform it is for.
+void CheckConfigPlatform(const std::string& config, const std::string& what);
+
 // Checks a file against a descriptor (size and digest). kFailedPrecondition
 // naming `what` when it does not match.
 void VerifyBlob(const std::filesystem::path& file, const Descriptor& descriptor,
