@@ -16,6 +16,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "image/oci/http_fetch.h"
+#include "image/oci/importer.h"
 #include "image/oci/registry.h"
 #include "unit/loopback_server.h"
 #include "unit/test_files.h"
@@ -394,6 +395,27 @@ TEST(RegistryPullTest, TheTokenFlowIndexAndBlobsOfAScriptedRegistry) {
   });
   EXPECT_EQ(e.code(), ErrorCode::kNotFound);
   EXPECT_THAT(e.what(), HasSubstr("manifest unknown"));
+}
+
+TEST(BlobStoreTest, PruneKeepsWhatImagesCameFromAndWhatAPullMayBeWriting) {
+  test::TempDir dir;
+  const fs::path store = BlobStoreOf(dir.path()) / "sha256";
+  fs::create_directories(store);
+  fs::create_directories(dir.path() / "img-0123456789ab");
+  const std::string used(64, 'a'), unused(64, 'b'), young(64, 'c');
+  test::WriteBytes(dir.path() / "img-0123456789ab/manifest.json",
+                   R"({"name":"img","blobs":["sha256:)" + used + R"("]})");
+  const auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  for (const std::string& name : {used, unused, young, "." + unused + ".partial-x1Y2z3"}) {
+    test::WriteBytes(store / name, "blob");
+    if (name != young) fs::last_write_time(store / name, old);
+  }
+  EXPECT_EQ(
+      PruneBlobStore(dir.path(), std::chrono::hours(1)),
+      (std::vector<std::string>{"sha256:." + unused + ".partial-x1Y2z3", "sha256:" + unused}));
+  EXPECT_TRUE(fs::exists(store / used));
+  EXPECT_TRUE(fs::exists(store / young));
+  EXPECT_FALSE(fs::exists(store / unused));
 }
 
 }  // namespace
