@@ -58,6 +58,13 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     try {
       ImportImage(ImageImport{v.spec.image, "", "", std::nullopt});
     } catch (const Error& e) {
+      // The registry's errors name the host's files and accounts: only
+      // local callers see them; the log keeps them for the operator.
+      spdlog::warn("image {}: import for a create failed: {}", v.spec.image, e.what());
+      if (request.owner != "local") {
+        Fail(e.code(), "image '{}' could not be imported (the daemon's log says why)",
+             v.spec.image);
+      }
       throw e.WithContext("importing image '" + v.spec.image + "'");
     }
   }

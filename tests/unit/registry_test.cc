@@ -273,6 +273,7 @@ struct ScriptedRegistry {
   std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}})";
   std::string manifest, index;
   std::string token_credentials;  // the Basic header the token server wants
+  std::string realm;              // where the challenge sends for tokens (default: here)
   bool corrupt_layer = false;
   std::unique_ptr<ScriptedServer> server;
 
@@ -308,8 +309,9 @@ struct ScriptedRegistry {
     if (auth != "Bearer tok-123") {
       return Answer(401,
                     R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})",
-                    "WWW-Authenticate: Bearer realm=\"http://" + host() +
-                        "/token\",service=\"test-registry\",scope=\"repository:a/b:pull\"\r\n");
+                    "WWW-Authenticate: Bearer realm=\"" +
+                        (realm.empty() ? "http://" + host() + "/token" : realm) +
+                        "\",service=\"test-registry\",scope=\"repository:a/b:pull\"\r\n");
     }
     const std::string v2 = "/v2/a/b/";
     if (target == v2 + "manifests/1") {
@@ -395,6 +397,40 @@ TEST(RegistryPullTest, TheTokenFlowIndexAndBlobsOfAScriptedRegistry) {
   });
   EXPECT_EQ(e.code(), ErrorCode::kNotFound);
   EXPECT_THAT(e.what(), HasSubstr("manifest unknown"));
+}
+
+TEST(RegistryPullTest, CredentialsNeverGoToAPlainHttpTokenServerElsewhere) {
+  ScriptedRegistry registry;
+  std::string seen_auth = "(no request)";
+  ScriptedServer token_server([&](const std::string&, const std::string& auth) {
+    seen_auth = auth;
+    return Answer(401, R"({"errors":[{"code":"UNAUTHORIZED"}]})");
+  });
+  registry.realm = token_server.base() + "/token";
+  test::TempDir dir;
+  const fs::path creds = dir.path() / "auth.json";
+  test::WriteBytes(creds, R"({"auths":{")" + registry.host() + R"(":{"auth":")" +
+                              Base64Encode("ci:pw") + R"("}}})");
+  RegistryOptions options;
+  options.registries.push_back({registry.host(), true, {}, creds});
+  Error e = ErrorOf([&] {
+    PullRegistryImage(ImageReference::Parse("docker://" + registry.host() + "/a/b:1"), options,
+                      dir.path() / "blobs");
+  });
+  EXPECT_EQ(seen_auth, "");  // asked, but without the password
+  EXPECT_EQ(e.code(), ErrorCode::kUnauthenticated);
+  EXPECT_THAT(e.what(), HasSubstr("refused anonymous access"));
+}
+
+TEST(ImageReferenceTest, RegistryTagsAndRepositoriesFollowTheDistributionGrammar) {
+  EXPECT_EQ(ImageReference::Parse("docker://h:5000/a/b-c_d.e:v1.2-rc_3").reference, "v1.2-rc_3");
+  EXPECT_EQ(ImageReference::Parse("docker://h/a").reference, "latest");
+  for (const char* bad : {"docker://h/a:", "docker://h/a:-x", "docker://h/a:x?y=1",
+                          "docker://h/a:x%0d", "docker://h/a/../b:1", "docker://h/a//b",
+                          "docker://h/a/", "docker://h/A:1", "docker://h/a@sha256:12"}) {
+    EXPECT_EQ(ErrorOf([&] { ImageReference::Parse(bad); }).code(), ErrorCode::kInvalidArgument)
+        << bad;
+  }
 }
 
 TEST(BlobStoreTest, PruneKeepsWhatImagesCameFromAndWhatAPullMayBeWriting) {

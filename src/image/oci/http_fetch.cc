@@ -1,5 +1,7 @@
 #include "image/oci/http_fetch.h"
 
+#include <openssl/x509v3.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -60,13 +62,17 @@ class Exchange {
     context.set_verify_mode(ssl::verify_peer);
     const std::string bare_host =
         url_.host.starts_with('[') ? url_.host.substr(1, url_.host.size() - 2) : url_.host;
-    context.set_verify_callback(ssl::host_name_verification(bare_host));
     beast::ssl_stream<tcp::socket> stream(io_, context);
-    beast::error_code parsed;
-    asio::ip::make_address(bare_host, parsed);
-    if (parsed && !SSL_set_tlsext_host_name(stream.native_handle(), bare_host.c_str())) {
-      Fail(ErrorCode::kInternal, "{}: cannot set the TLS server name", url_.str());
-    }
+    // The name (or address) is checked by OpenSSL's own chain verification,
+    // so a mismatch is reported as one.
+    X509_VERIFY_PARAM* param = SSL_get0_param(stream.native_handle());
+    beast::error_code not_address;
+    asio::ip::make_address(bare_host, not_address);
+    const bool set =
+        not_address ? X509_VERIFY_PARAM_set1_host(param, bare_host.c_str(), 0) == 1 &&
+                          SSL_set_tlsext_host_name(stream.native_handle(), bare_host.c_str()) == 1
+                    : X509_VERIFY_PARAM_set1_ip_asc(param, bare_host.c_str()) == 1;
+    if (!set) Fail(ErrorCode::kInternal, "{}: cannot set the TLS peer name", url_.str());
     auto close = [&] { Close(beast::get_lowest_layer(stream)); };
     Connect(beast::get_lowest_layer(stream));
     ec = RunStep(

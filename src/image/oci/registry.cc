@@ -106,7 +106,9 @@ class RegistrySession {
       } catch (const Error& e) {
         throw e.WithContext(what);
       }
-      if (response.status != 401 || attempt == 1) break;
+      // A 401 from elsewhere (storage a blob was redirected to) is not the
+      // registry asking: it gets no credentials.
+      if (response.status != 401 || attempt == 1 || !response.url.SameServer(base_)) break;
       authorization_ = Authorize(response, what);
     }
     if (response.status / 100 == 2) return response;
@@ -186,7 +188,10 @@ class RegistrySession {
       token_url.target += (token_url.target.find('?') == std::string::npos ? "?" : "&") + query;
     }
     HttpHeaders headers;
-    if (credentials_) headers.emplace_back("Authorization", BasicHeader());
+    // The password goes to a token server only over TLS, or to the
+    // registry's own server (an insecure registry serving its own tokens).
+    const bool with_password = credentials_ && (token_url.tls || token_url.SameServer(base_));
+    if (with_password) headers.emplace_back("Authorization", BasicHeader());
     const std::string step = what + ": the token from " + token_url.authority();
     HttpResponse answer = [&] {
       try {
@@ -197,9 +202,11 @@ class RegistrySession {
     }();
     if (answer.status == 401 || answer.status == 403) {
       Fail(ErrorCode::kUnauthenticated, "{}: refused{}: {}", step,
-           credentials_ ? " the credentials of '" + EscapeForLog(credentials_->username, 100) +
-                              "' from " + config_.credentials_file.string()
-                        : " anonymous access",
+           with_password ? " the credentials of '" + EscapeForLog(credentials_->username, 100) +
+                               "' from " + config_.credentials_file.string()
+           : credentials_ ? " anonymous access (the password goes to a token "
+                            "server elsewhere only over https)"
+                          : " anonymous access",
            RegistryMessage(answer));
     }
     if (answer.status != 200) {
@@ -274,9 +281,12 @@ fs::path FetchBlob(RegistrySession& session, const Descriptor& d, const fs::path
                    const std::string& what, PullProgress progress, const PullProgressFn& report) {
   const fs::path path = BlobStorePath(store, d.digest);
   progress.total = d.size;
+  // A blob found is touched: prune leaves recently used blobs alone.
   auto present = [&] {
     std::error_code ec;
-    return fs::file_size(path, ec) == d.size && !ec;
+    if (fs::file_size(path, ec) != d.size || ec) return false;
+    ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
+    return true;
   };
   if (present()) {
     progress.bytes = d.size;
@@ -285,11 +295,22 @@ fs::path FetchBlob(RegistrySession& session, const Descriptor& d, const fs::path
     return path;
   }
   MakeDirs(path.parent_path(), 0700);
-  // Two pulls needing one blob fetch it once: the second waits, then finds it.
+  // Two pulls needing one blob fetch it once: the second waits, then finds
+  // it. The holder unlinks the lock file when done, so a lock taken on a
+  // file no longer at its path is stale: take the new one.
   const fs::path lock_path = path.parent_path() / ("." + d.digest.hex + ".lock");
-  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
-    FailErrno("cannot lock " + lock_path.string(), errno);
+  UniqueFd lock;
+  for (;;) {
+    lock.reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
+      FailErrno(what + ": cannot lock " + lock_path.string(), errno);
+    }
+    struct stat held {
+    }, there{};
+    if (::fstat(lock.get(), &held) == 0 && ::stat(lock_path.c_str(), &there) == 0 &&
+        held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
+      break;
+    }
   }
   struct Unlink {
     const fs::path& p;
@@ -303,7 +324,7 @@ fs::path FetchBlob(RegistrySession& session, const Descriptor& d, const fs::path
   }
   std::string partial = (path.parent_path() / ("." + d.digest.hex + ".partial-XXXXXX")).string();
   UniqueFd fd(::mkostemp(partial.data(), O_CLOEXEC));
-  if (!fd) FailErrno("cannot write into " + store.string(), errno);
+  if (!fd) FailErrno(what + ": cannot write into " + store.string(), errno);
   RemoveOnExit remove_partial(partial);
   DigestVerifier verifier(d.digest, d.size, what);
   session.Get("/v2/" + session.repository() + "/blobs/" + d.digest.str(), {}, what,
@@ -322,8 +343,10 @@ fs::path FetchBlob(RegistrySession& session, const Descriptor& d, const fs::path
                 if (report) report(progress);
               });
   verifier.Finish();
-  if (::fsync(fd.get()) != 0) FailErrno("cannot write " + partial, errno);
-  fs::rename(partial, path);
+  if (::fsync(fd.get()) != 0) FailErrno(what + ": cannot write " + partial, errno);
+  if (::rename(partial.c_str(), path.c_str()) != 0) {
+    FailErrno(what + ": cannot store " + path.string(), errno);
+  }
   return path;
 }
 
@@ -363,7 +386,9 @@ std::optional<BasicCredentials> LoadCredentials(const fs::path& file, const std:
       if (name.starts_with(scheme)) name.remove_prefix(scheme.size());
     }
     name = name.substr(0, name.find('/'));
-    if (name != host) continue;
+    // Docker Hub is "docker.io" in references, "index.docker.io" in auth files.
+    const bool hub = host == "docker.io" && (name == "index.docker.io" || name == "docker.io");
+    if (name != host && !hub) continue;
     const std::string what = "entry '" + EscapeForLog(key, 100) + "'";
     if (!entry.is_object()) bad(what + " must be an object");
     BasicCredentials c;
@@ -445,7 +470,13 @@ AuthChallenge ParseAuthChallenge(std::string_view header) {
 LocalImage PullRegistryImage(const ImageReference& ref, const RegistryOptions& options,
                              const fs::path& blob_store, const PullProgressFn& report) {
   const std::string what = ref.str();
-  RegistrySession session(ref, options);
+  RegistrySession session = [&] {
+    try {
+      return RegistrySession(ref, options);
+    } catch (const Error& e) {
+      throw e.WithContext(what);
+    }
+  }();
   PullProgress progress;
   progress.reference = what;
   if (report) report(progress);
@@ -478,6 +509,10 @@ LocalImage PullRegistryImage(const ImageReference& ref, const RegistryOptions& o
   LocalImage image;
   image.manifest_digest = chosen.digest;
   progress.layers = manifest.layers.size();
+  if (manifest.config.size > kMaxManifestBytes) {
+    Fail(ErrorCode::kInvalidArgument, "{}: the config is {} bytes, over the {} allowed", what,
+         manifest.config.size, kMaxManifestBytes);
+  }
   image.config = ReadBlobText(
       FetchBlob(session, manifest.config, blob_store, what + ": the config", progress, {}),
       what + ": the config");

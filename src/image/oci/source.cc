@@ -245,6 +245,14 @@ ImageReference ImageReference::Parse(std::string_view text) {
                colon != std::string_view::npos && rest.find('/', colon) == std::string_view::npos) {
       ref.reference = std::string(rest.substr(colon + 1));
       rest = rest.substr(0, colon);
+      // The distribution spec's tag grammar: it goes into a URL path as it is.
+      bool ok = !ref.reference.empty() && ref.reference.size() <= 128 && ref.reference[0] != '.' &&
+                ref.reference[0] != '-';
+      for (char c : ref.reference) {
+        ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-');
+      }
+      if (!ok) bad("a tag is 1 to 128 letters, digits and _ . - (not first . or -)");
     } else {
       ref.reference = "latest";
     }
@@ -255,6 +263,17 @@ ImageReference ImageReference::Parse(std::string_view text) {
       if (!ok) bad("a repository is lowercase letters, digits and . _ - /");
     }
     if (ref.repository.empty()) bad("no repository");
+    std::string_view rest_repo = ref.repository;
+    while (!rest_repo.empty()) {
+      const auto slash = rest_repo.find('/');
+      std::string_view component = rest_repo.substr(0, slash);
+      if (component.empty() || component == "." || component == "..") {
+        bad("a repository's components are not empty, '.' or '..'");
+      }
+      if (slash == std::string_view::npos) break;
+      rest_repo.remove_prefix(slash + 1);
+      if (rest_repo.empty()) bad("a repository's components are not empty, '.' or '..'");
+    }
   } else {
     bad("expected oci:DIR[:TAG], docker-archive:FILE or docker://HOST/REPO[:TAG|@DIGEST]");
   }
