@@ -14,6 +14,7 @@
 #include "image/oci/manifest.h"
 #include "image/oci/registry.h"
 #include "support/test_registry.h"
+#include "unit/error_of.h"
 #include "unit/test_files.h"
 
 namespace ephemera::oci {
@@ -23,15 +24,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
-template <typename F>
-Error ErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  return Error(ErrorCode::kInternal, "(no error)");
-}
+using test::ErrorOf;
 
 void RunTool(const std::vector<std::string>& argv) {
   ProcessResult r = RunProcess(argv, 300s);

@@ -18,6 +18,7 @@
 #include "image/oci/http_fetch.h"
 #include "image/oci/importer.h"
 #include "image/oci/registry.h"
+#include "unit/error_of.h"
 #include "unit/loopback_server.h"
 #include "unit/test_files.h"
 
@@ -28,15 +29,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
-template <typename F>
-Error ErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  return Error(ErrorCode::kInternal, "(no error)");
-}
+using test::ErrorOf;
 
 TEST(Base64Test, RoundTripsAndRefusesWhatIsNotCanonical) {
   for (const std::string& s : std::vector<std::string>{"", "a", "ab", "abc", "user:p@ss w0rd",
