@@ -28,42 +28,58 @@ bash tests/e2e/make_oci_images.sh "$src/sources" "${EPHEMERA_IMAGE_DIR:-/var/cac
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{v[NR]=$1} END {printf "%.0f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
 
-: >"$src/floor" ; : >"$src/cold" ; : >"$src/warm"
-for i in $(seq "$runs"); do
-  # The floor: the same layers by hand: the kernel image's unpacked, the
-  # archive and its layer unpacked, then mke2fs -d, with the importer's size
-  # rule (content + 5 % + 64 MiB + 64 MiB headroom).
-  t0=$(now_ms)
-  mkdir -p "$src/floor-$i/a" "$src/floor-$i/root" "$src/floor-$i/k"
+# The floor's steps: the kernel image's layer unpacked, then the rootfs tree
+# made into ext4 with the importer's size rule (content + 5 % + 64 MiB + 64
+# MiB headroom).
+unpack_kernel() {
   for blob in "$src"/sources/kernel/blobs/sha256/*; do
-    [ "$(stat -c %s "$blob")" -gt 100000 ] && tar -C "$src/floor-$i/k" -xzf "$blob"
+    [ "$(stat -c %s "$blob")" -gt 100000 ] && tar -C "$1" -xzf "$blob"
   done
-  tar -C "$src/floor-$i/a" -xf "$src/sources/rootfs.tar"
-  tar -C "$src/floor-$i/root" --numeric-owner -xpf "$src/floor-$i/a/layer/layer.tar"
-  kib=$(du -sk "$src/floor-$i/root" | cut -f1)
-  mke2fs -q -F -t ext4 -m 0 -E lazy_itable_init=0,lazy_journal_init=0 -d "$src/floor-$i/root" \
-    "$src/floor-$i/rootfs.ext4" "$((kib * 105 / 100 / 1024 + 128))M" >/dev/null
-  echo $(($(now_ms) - t0)) >>"$src/floor"
-  rm -rf "$src/floor-$i"
-
+}
+make_ext4() {
+  kib=$(du -sk "$1" | cut -f1)
+  mke2fs -q -F -t ext4 -m 0 -E lazy_itable_init=0,lazy_journal_init=0 -d "$1" \
+    "$2" "$((kib * 105 / 100 / 1024 + 128))M" >/dev/null
+}
+# time_pulls RUN KERNEL_REF ROOTFS_REF [CONFIG LINE...]: a cold and a warm
+# pull through a fresh daemon and image folder, appended to $src/cold, $src/warm.
+time_pulls() {
+  local i=$1 kernel=$2 rootfs=$3
+  shift 3
   mkdir -p "$src/images-$i" "$src/d$i"
   chmod 0755 "$src/images-$i"
-  EPHEMERA_IMAGE_DIR=$src/images-$i start_daemon "$src/d$i" "log: {level: warn}"
-  pull() {
-    e image pull "bench-$i" --kernel "oci:$src/sources/kernel:default" \
-      --rootfs "docker-archive:$src/sources/rootfs.tar" --headroom 64 --json >/dev/null
-  }
-  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/cold"
-  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/warm"
+  EPHEMERA_IMAGE_DIR=$src/images-$i start_daemon "$src/d$i" "log: {level: warn}" "$@"
+  for kind in cold warm; do
+    t0=$(now_ms)
+    e image pull "bench-$i" --kernel "$kernel" --rootfs "$rootfs" --headroom 64 --json >/dev/null
+    echo $(($(now_ms) - t0)) >>"$src/$kind"
+  done
   stop_daemon
   rm -rf "$src/images-$i"
+}
+report() {
+  floor=$(median <"$src/floor") cold=$(median <"$src/cold") warm=$(median <"$src/warm")
+  echo "== $1, median of $runs"
+  printf "  floor (%s) %6s ms\n" "$2" "$floor"
+  printf "  cold %-28s %6s ms\n" "$3" "$cold"
+  printf "  warm %-28s %6s ms\n" "$4" "$warm"
+  awk -v c="$cold" -v f="$floor" 'BEGIN { printf "  cold / floor: %.2f (target <= 1.3)\n", c / f }'
+  : >"$src/floor" ; : >"$src/cold" ; : >"$src/warm"
+}
+
+: >"$src/floor" ; : >"$src/cold" ; : >"$src/warm"
+for i in $(seq "$runs"); do
+  t0=$(now_ms)
+  mkdir -p "$src/floor-$i/a" "$src/floor-$i/root" "$src/floor-$i/k"
+  unpack_kernel "$src/floor-$i/k"
+  tar -C "$src/floor-$i/a" -xf "$src/sources/rootfs.tar"
+  tar -C "$src/floor-$i/root" --numeric-owner -xpf "$src/floor-$i/a/layer/layer.tar"
+  make_ext4 "$src/floor-$i/root" "$src/floor-$i/rootfs.ext4"
+  echo $(($(now_ms) - t0)) >>"$src/floor"
+  rm -rf "$src/floor-$i"
+  time_pulls "$i" "oci:$src/sources/kernel:default" "docker-archive:$src/sources/rootfs.tar"
 done
-floor=$(median <"$src/floor") cold=$(median <"$src/cold") warm=$(median <"$src/warm")
-echo "== import of the default image as an OCI pair, median of $runs"
-printf "  floor (tar -x + mke2fs -d)   %6s ms\n" "$floor"
-printf "  cold import                  %6s ms\n" "$cold"
-printf "  warm import (cached)         %6s ms\n" "$warm"
-awk -v c="$cold" -v f="$floor" 'BEGIN { printf "  cold / floor: %.2f (target <= 1.3)\n", c / f }'
+report "import of the default image as an OCI pair" "tar -x + mke2fs -d" "import" "import (cached)"
 
 [ "$registry" = 1 ] || exit 0
 port=$(bash tests/support/test_registry.sh start "$src/registry" tls)
@@ -77,38 +93,18 @@ push "docker-archive:$src/sources/rootfs.tar" bench/rootfs:1
 # The registry's own blobs, as a local layout, for the floor.
 skopeo copy --quiet --src-cert-dir "$src/registry/certs.d" --src-creds "$(cat "$src/registry/creds")" \
   "docker://$host/bench/rootfs:1" "oci:$src/pulled:rootfs"
-: >"$src/rfloor" ; : >"$src/rcold" ; : >"$src/rwarm"
 for i in $(seq "$runs"); do
   t0=$(now_ms)
   mkdir -p "$src/floor-$i/root" "$src/floor-$i/k"
-  for blob in "$src"/sources/kernel/blobs/sha256/*; do
-    [ "$(stat -c %s "$blob")" -gt 100000 ] && tar -C "$src/floor-$i/k" -xzf "$blob"
-  done
+  unpack_kernel "$src/floor-$i/k"
   for blob in "$src"/pulled/blobs/sha256/*; do
     [ "$(stat -c %s "$blob")" -gt 100000 ] && tar -C "$src/floor-$i/root" --numeric-owner -xpzf "$blob"
   done
-  kib=$(du -sk "$src/floor-$i/root" | cut -f1)
-  mke2fs -q -F -t ext4 -m 0 -E lazy_itable_init=0,lazy_journal_init=0 -d "$src/floor-$i/root" \
-    "$src/floor-$i/rootfs.ext4" "$((kib * 105 / 100 / 1024 + 128))M" >/dev/null
-  echo $(($(now_ms) - t0)) >>"$src/rfloor"
+  make_ext4 "$src/floor-$i/root" "$src/floor-$i/rootfs.ext4"
+  echo $(($(now_ms) - t0)) >>"$src/floor"
   rm -rf "$src/floor-$i"
-
-  mkdir -p "$src/images-$i" "$src/d$i"
-  chmod 0755 "$src/images-$i"
-  EPHEMERA_IMAGE_DIR=$src/images-$i start_daemon "$src/d$i" "log: {level: warn}" \
+  time_pulls "$i" "docker://$host/bench/kernel:1" "docker://$host/bench/rootfs:1" \
     "registries: [{host: \"$host\", ca_file: $src/registry/ca.crt, credentials_file: $src/registry/auth.json}]"
-  pull() {
-    e image pull "bench-$i" --kernel "docker://$host/bench/kernel:1" \
-      --rootfs "docker://$host/bench/rootfs:1" --headroom 64 --json >/dev/null
-  }
-  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/rcold"
-  t0=$(now_ms); pull; echo $(($(now_ms) - t0)) >>"$src/rwarm"
-  stop_daemon
-  rm -rf "$src/images-$i"
 done
-floor=$(median <"$src/rfloor") cold=$(median <"$src/rcold") warm=$(median <"$src/rwarm")
-echo "== the same pair pulled from a registry (HTTPS, basic auth), median of $runs"
-printf "  floor (tar -xz of its blobs + mke2fs -d) %6s ms\n" "$floor"
-printf "  cold pull + import                       %6s ms\n" "$cold"
-printf "  warm pull (manifests re-resolved, cached) %5s ms\n" "$warm"
-awk -v c="$cold" -v f="$floor" 'BEGIN { printf "  cold / floor: %.2f (target <= 1.3)\n", c / f }'
+report "the same pair pulled from a registry (HTTPS, basic auth)" "tar -xz of its blobs + mke2fs -d" \
+  "pull + import" "pull (tags re-resolved)"
