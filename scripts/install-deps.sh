@@ -23,6 +23,8 @@ packages=(
   xorriso isolinux syslinux-common openssl
   # OCI registry tests: a real registry (TLS + htpasswd) and the field's image tools
   docker-registry skopeo umoci apache2-utils
+  # a Debian root filesystem with systemd for the foreign-rootfs tests
+  mmdebstrap
 )
 
 SUDO=""

@@ -91,6 +91,38 @@ TEST_F(OciImportTest, AKernelAndRootfsPairIsImportedBootedAndLoggedInto) {
   ExpectNothingLeft();
 }
 
+// A root filesystem of a distribution (Debian bookworm from its packages,
+// systemd, openssh-server, sudo, root:root as kernel-testing's images set
+// it) gets the guest contract at import and works as any sandbox: the
+// credentials the API returned log in, and the image's password does not.
+TEST_F(OciImportTest, ADebianRootfsWithSystemdGetsTheGuestContractAndNoWellKnownPassword) {
+  ProcessResult made = RunProcess({"bash", MAKE_DEBIAN_ROOTFS, (sources_ / "debian.tar").string()},
+                                  std::chrono::minutes(10));
+  ASSERT_TRUE(made.ok()) << made.err;
+  json imported = json::parse(Output(Pull("kt-debian", "debian.tar")));
+  json manifest = json::parse(ReadFile(imported["dir"].get<std::string>() + "/manifest.json"));
+  EXPECT_EQ(manifest["guest_contract"], "added");
+
+  json s = Create({"--image", "kt-debian"});
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 30s);
+  EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
+  ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+  EXPECT_EQ(client.Execute("cat /proc/1/comm", 30s).out, "systemd\n");
+  const std::string password = s["password"];
+  // The image's root password is locked, and so is the endpoint.
+  CommandResult shadow =
+      client.Execute("echo '" + password +
+                         "' | sudo -S -p '' awk -F: '$1 == \"root\" || $1 == \"endpoint\" "
+                         "{ print $1 \" \" $2 }' /etc/shadow",
+                     30s);
+  EXPECT_EQ(shadow.out, "root !\nendpoint !\n") << shadow.err;
+  SshSession as_root(s["host"], s["port"].get<std::uint16_t>(), "root", 30s);
+  EXPECT_FALSE(as_root.AuthenticateWithPassword("root"));
+  Output(Cli({"destroy", s["id"]}));
+  ExpectNothingLeft();
+}
+
 TEST_F(OciImportTest, ARootfsWithoutSshdOrABadReferenceIsRefusedLeavingNothing) {
   ProcessResult r = RunProcess(Pull("bare", "no-sshd.tar"), 120s);
   EXPECT_NE(r.exit_code, 0);

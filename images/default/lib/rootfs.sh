@@ -103,7 +103,7 @@ assemble() {
 # Copies the kernel modules of modules.list (every target) with their
 # dependencies to ROOT/usr/lib/modules/KVER, generates modules.dep there
 # (busybox modprobe reads it), and writes ephemera.load: the modules rcS
-# loads, dependencies first.
+# loads if they are not yet, dependencies first.
 install_modules() {
   local root=$1 ktree=$2 kver=$3 imagedir=$4 list src dst mod all
   list=$imagedir/modules.list
@@ -122,7 +122,10 @@ install_modules() {
   cp "$src"/modules.{builtin,builtin.modinfo,order} "$dst/"
   depmod -b "$root" "$kver" || die "depmod failed for the rootfs modules"
   # shellcheck disable=SC2046  # one argument per module name
-  module_closure "$dst" $(modules_for "$list" rootfs) >"$dst/ephemera.load"
+  # The initrd's too: rcS skips what is loaded, and loads them when the
+  # kernel booted without the initrd.
+  module_closure "$dst" $(modules_for "$list" initrd) $(modules_for "$list" rootfs) \
+    >"$dst/ephemera.load"
 }
 
 # --- verify ----------------------------------------------------------------

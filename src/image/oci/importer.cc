@@ -1,5 +1,7 @@
 #include "image/oci/importer.h"
 
+#include "image/oci/guest_contract.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -146,9 +148,13 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
   const fs::path out = staging.path() / folder;
   MakeDirs(out, 0755);
   ExtractKernel(kernel, request, staging.path() / "kernel-tree", out);
+  GuestContract contract = GuestContract::kPresent;
   result.rootfs = BuildRootfsExt4(rootfs, staging.path() / "rootfs-tree", out / "rootfs.ext4",
                                   request.headroom_mib, request.rootfs.str(), request.limits,
-                                  [&](const fs::path& tree) { RequireSshd(request, tree); });
+                                  [&](const fs::path& tree) {
+                                    RequireSshd(request, tree);
+                                    contract = AdoptGuestContract(tree, request.rootfs.str());
+                                  });
   json manifest = {{"name", request.name},
                    {"version", 1},
                    {"format", "kernel"},
@@ -160,6 +166,10 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
                    {"kernel_digest", kernel.manifest_digest.str()},
                    {"rootfs_digest", rootfs.manifest_digest.str()},
                    {"imported_at", static_cast<std::int64_t>(::time(nullptr))}};
+  manifest["guest_contract"] = contract == GuestContract::kAdded ? "added" : "present";
+  if (contract == GuestContract::kAdded) {
+    manifest["cmdline"] = std::string(kCmdline) + kGuestContractCmdline;
+  }
   // The registry blobs it came from, which `image prune` keeps while it is here.
   json blobs = json::array();
   for (const LocalImage* image : {&kernel, &rootfs}) {

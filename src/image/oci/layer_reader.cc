@@ -28,16 +28,6 @@ namespace {
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 
-// Opens `path` below `root` as if `root` were "/": symlinks (absolute ones
-// too) and ".." never lead out of it.
-int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
-  open_how how{};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(
-      ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how));
-}
-
 struct DirCloser {
   void operator()(DIR* d) const { ::closedir(d); }
 };
@@ -308,6 +298,14 @@ class LayerApplier {
 };
 
 }  // namespace
+
+int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(
+      ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
 
 std::string NormalizeEntryPath(std::string_view path) {
   std::string out;

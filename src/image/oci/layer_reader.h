@@ -43,6 +43,11 @@ class RootfsWriter {
   LayerLimits limits_;
 };
 
+// Opens `path` (relative) below the directory `root` as if it were "/":
+// symlinks, absolute ones too, and ".." never lead out of it. -1 and errno
+// on failure.
+int OpenInRoot(int root, const std::string& path, std::uint64_t flags);
+
 // "./a//b/" -> "a/b"; "" for the root itself; kInvalidArgument for a ".."
 // component. Leading slashes are dropped, as tar does.
 std::string NormalizeEntryPath(std::string_view path);

@@ -26,7 +26,6 @@ namespace {
 
 constexpr std::size_t kMaxCredentialsFile = 1 << 20;
 constexpr std::size_t kMaxTokenAnswer = 1 << 20;
-constexpr std::size_t kMaxErrorAnswer = 64 << 10;
 
 std::string Lowercase(std::string_view text) {
   std::string out(text);

@@ -21,7 +21,8 @@ struct RootfsBuild {
 
 // `scratch` must not exist (it is made and removed); `output` is written
 // atomically. `what` names the image in errors.
-// `check` sees the tree before the disk is made (and may throw to refuse it).
+// `check` sees the tree before the disk is made (and may throw to refuse it,
+// or add to it).
 RootfsBuild BuildRootfsExt4(const LocalImage& image, const std::filesystem::path& scratch,
                             const std::filesystem::path& output, std::uint64_t headroom_mib,
                             const std::string& what, LayerLimits limits = {},

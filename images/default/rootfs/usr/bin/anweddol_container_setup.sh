@@ -64,8 +64,24 @@ rewrite() {
   mv "$file.new" "$file"
 }
 
-hash=$(printf '%s\n' "$password" | mkpasswd -m sha512) || fail "cannot hash the password"
-[[ $hash == '$6$'* ]] || fail "mkpasswd did not produce a sha512 hash"
+# sha512-crypt with what the system has: mkpasswd (the default image,
+# Debian's whois), else openssl, else perl (Essential on Debian/Ubuntu),
+# for root filesystems imported from OCI images.
+sha512_crypt() {
+  if command -v mkpasswd >/dev/null; then
+    printf '%s\n' "$1" | mkpasswd -m sha512
+  elif command -v openssl >/dev/null; then
+    printf '%s\n' "$1" | openssl passwd -6 -stdin
+  elif command -v perl >/dev/null; then
+    local salt
+    salt=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9./' | head -c 16)
+    P="$1" S="$salt" perl -e 'print crypt($ENV{P}, "\$6\$" . $ENV{S} . "\$"), "\n"'
+  else
+    return 1
+  fi
+}
+hash=$(sha512_crypt "$password") || fail "cannot hash the password"
+[[ $hash == '$6$'* ]] || fail "the password hash is not sha512-crypt"
 export U="$user" H="$hash"
 
 if [ -z "$existing" ]; then
@@ -128,6 +144,14 @@ listening() {
 # carry on. Done means: a new listening socket (not one of those open
 # before the signal, even if PORT is unchanged) on PORT.
 pid=$(cat /run/sshd.pid 2>/dev/null) || pid=
+# Under systemd (imported root filesystems) the service manager knows it.
+if [ -z "$pid" ] && command -v systemctl >/dev/null; then
+  for unit in ssh.service sshd.service; do
+    pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null) || pid=
+    [ "${pid:-0}" != 0 ] && break
+    pid=
+  done
+fi
 [ -n "$pid" ] || fail "sshd is not running (no /run/sshd.pid)"
 before=" $(listening | tr '\n' ' ') "
 kill -HUP "$pid" || fail "cannot signal sshd (pid $pid)"

@@ -1,0 +1,348 @@
+#include "image/oci/guest_contract.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "core/error.h"
+#include "core/text.h"
+#include "core/unique_fd.h"
+#include "guest_contract_files.h"
+#include "image/oci/layer_reader.h"
+
+namespace ephemera::oci {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kSetupPath[] = "bin/anweddol_container_setup.sh";
+constexpr std::size_t kMaxAccountFile = 4 << 20;
+
+// File operations on the tree, every path resolved inside it.
+class Tree {
+ public:
+  Tree(const fs::path& root, std::string what) : what_(std::move(what)) {
+    root_.reset(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_) FailErrno("cannot open " + root.string(), errno);
+  }
+
+  bool Exists(const std::string& path) const {
+    UniqueFd fd(OpenInRoot(root_.get(), path, O_PATH));
+    return static_cast<bool>(fd);
+  }
+  // The first of `paths` that exists, or "".
+  std::string FirstOf(std::initializer_list<const char*> paths) const {
+    for (const char* p : paths) {
+      if (Exists(p)) return p;
+    }
+    return "";
+  }
+
+  std::string Read(const std::string& path) const {
+    UniqueFd fd(OpenInRoot(root_.get(), path, O_RDONLY));
+    if (!fd) FailErrno(what_ + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
+    std::string content;
+    char buffer[65536];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+      if (n < 0) FailErrno(what_ + ": cannot read /" + path, errno);
+      if (n == 0) break;
+      content.append(buffer, static_cast<std::size_t>(n));
+      if (content.size() > kMaxAccountFile) {
+        Fail(ErrorCode::kFailedPrecondition, "{}: /{} is over {} bytes", what_, path,
+             kMaxAccountFile);
+      }
+    }
+    return content;
+  }
+
+  // Replaces `path` (a symlink there is replaced, not followed) with a
+  // root-owned file of `mode`.
+  void Write(const std::string& path, std::string_view content, mode_t mode) const {
+    auto [dir, name] = Parent(path);
+    if (::unlinkat(dir.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+      FailErrno(what_ + ": cannot replace /" + path, errno, ErrorCode::kFailedPrecondition);
+    }
+    UniqueFd fd(::openat(dir.get(), name.c_str(),
+                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (!fd) FailErrno(what_ + ": cannot write /" + path, errno);
+    for (std::size_t done = 0; done < content.size();) {
+      ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+      if (n < 0) FailErrno(what_ + ": cannot write /" + path, errno);
+      done += static_cast<std::size_t>(n);
+    }
+    if (::fchown(fd.get(), 0, 0) != 0 || ::fchmod(fd.get(), mode) != 0) {
+      FailErrno(what_ + ": cannot set the mode of /" + path, errno);
+    }
+  }
+
+  // Keeps the file's mode and owner (shadow files are not world-readable).
+  void Rewrite(const std::string& path, std::string_view content) const {
+    struct stat st {};
+    {
+      UniqueFd fd(OpenInRoot(root_.get(), path, O_RDONLY));
+      if (!fd || ::fstat(fd.get(), &st) != 0) FailErrno(what_ + ": cannot stat /" + path, errno);
+    }
+    Write(path, content, st.st_mode & 07777);
+    auto [dir, name] = Parent(path);
+    if (::fchownat(dir.get(), name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      FailErrno(what_ + ": cannot restore the owner of /" + path, errno);
+    }
+  }
+
+  void Remove(const std::string& path) const {
+    auto [dir, name] = Parent(path);
+    if (::unlinkat(dir.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+      FailErrno(what_ + ": cannot remove /" + path, errno);
+    }
+  }
+
+  void Symlink(const std::string& path, const std::string& target) const {
+    auto [dir, name] = Parent(path);
+    if (::unlinkat(dir.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+      FailErrno(what_ + ": cannot replace /" + path, errno);
+    }
+    if (::symlinkat(target.c_str(), dir.get(), name.c_str()) != 0) {
+      FailErrno(what_ + ": cannot link /" + path, errno);
+    }
+  }
+
+  // Creates `path` and its parents (mode, owner for the last one).
+  void MakeDir(const std::string& path, mode_t mode, uid_t uid = 0, gid_t gid = 0) const {
+    std::string done;
+    std::istringstream parts(path);
+    for (std::string part; std::getline(parts, part, '/');) {
+      if (part.empty()) continue;
+      UniqueFd parent(OpenInRoot(root_.get(), done, O_PATH | O_DIRECTORY));
+      if (!parent) FailErrno(what_ + ": cannot open /" + done, errno);
+      done += (done.empty() ? "" : "/") + part;
+      if (::mkdirat(parent.get(), part.c_str(), 0755) != 0 && errno != EEXIST) {
+        FailErrno(what_ + ": cannot make /" + done, errno);
+      }
+    }
+    auto [dir, name] = Parent(path);
+    if (::fchownat(dir.get(), name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0 ||
+        ::fchmodat(dir.get(), name.c_str(), mode, 0) != 0) {
+      FailErrno(what_ + ": cannot set the mode of /" + path, errno);
+    }
+  }
+
+  std::vector<std::string> List(const std::string& path) const {
+    std::vector<std::string> names;
+    int fd = OpenInRoot(root_.get(), path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return names;
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      ::close(fd);
+      return names;
+    }
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(d);
+    return names;
+  }
+
+ private:
+  std::pair<UniqueFd, std::string> Parent(const std::string& path) const {
+    const auto slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash);
+    UniqueFd fd(OpenInRoot(root_.get(), dir, O_PATH | O_DIRECTORY));
+    if (!fd) {
+      if (errno == ENOENT) {
+        MakeDir(dir, 0755);
+        fd.reset(OpenInRoot(root_.get(), dir, O_PATH | O_DIRECTORY));
+      }
+      if (!fd) FailErrno(what_ + ": cannot open /" + dir, errno);
+    }
+    return {std::move(fd), path.substr(slash == std::string::npos ? 0 : slash + 1)};
+  }
+
+  UniqueFd root_;
+  std::string what_;
+};
+
+std::vector<std::vector<std::string>> ParseColonFile(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::vector<std::string> fields;
+    std::size_t start = 0;
+    for (;;) {
+      auto colon = line.find(':', start);
+      fields.push_back(line.substr(start, colon - start));
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    rows.push_back(std::move(fields));
+  }
+  return rows;
+}
+
+std::string JoinColonFile(const std::vector<std::vector<std::string>>& rows) {
+  std::string out;
+  for (const auto& fields : rows) {
+    for (std::size_t i = 0; i < fields.size(); ++i) out += (i ? ":" : "") + fields[i];
+    out += "\n";
+  }
+  return out;
+}
+
+// A system uid (and gid of the same number) free in both files.
+unsigned FreeSystemId(const std::vector<std::vector<std::string>>& passwd,
+                      const std::vector<std::vector<std::string>>& group) {
+  std::set<std::string> used;
+  for (const auto& row : passwd) {
+    if (row.size() > 3) used.insert(row[2]);
+  }
+  for (const auto& row : group) {
+    if (row.size() > 2) used.insert(row[2]);
+  }
+  for (unsigned id = 999; id >= 900; --id) {
+    if (!used.count(std::to_string(id))) return id;
+  }
+  Fail(ErrorCode::kFailedPrecondition, "no free system uid in 900-999 for the endpoint account");
+}
+
+void AddAccount(const Tree& tree, const std::string& what) {
+  auto passwd = ParseColonFile(tree.Read("etc/passwd"));
+  auto shadow = ParseColonFile(tree.Read("etc/shadow"));
+  auto group = ParseColonFile(tree.Read("etc/group"));
+  for (const auto& row : passwd) {
+    if (!row.empty() && row[0] == "endpoint") {
+      Fail(ErrorCode::kFailedPrecondition,
+           "{}: the root filesystem has an 'endpoint' account of its own; ephemera's guest "
+           "contract needs that name",
+           what);
+    }
+  }
+  // No password of the image stays valid: a well-known one (root:root)
+  // would open every sandbox made from it.
+  for (auto& row : shadow) {
+    if (row.size() > 1 && !row[1].starts_with('!') && !row[1].starts_with('*')) row[1] = "!";
+  }
+  const unsigned id = FreeSystemId(passwd, group);
+  const std::string ids = std::to_string(id);
+  const std::string shell = tree.Exists("bin/bash") ? "/bin/bash" : "/bin/sh";
+  passwd.push_back({"endpoint", "x", ids, ids, "ephemera endpoint", "/home/endpoint", shell});
+  shadow.push_back(
+      {"endpoint", "!", std::to_string(::time(nullptr) / 86400), "0", "99999", "7", "", "", ""});
+  group.push_back({"endpoint", "x", ids, ""});
+  tree.Rewrite("etc/passwd", JoinColonFile(passwd));
+  tree.Rewrite("etc/shadow", JoinColonFile(shadow));
+  tree.Rewrite("etc/group", JoinColonFile(group));
+  if (tree.Exists("etc/gshadow")) {
+    auto gshadow = ParseColonFile(tree.Read("etc/gshadow"));
+    gshadow.push_back({"endpoint", "!", "", ""});
+    tree.Rewrite("etc/gshadow", JoinColonFile(gshadow));
+  }
+  tree.MakeDir("home", 0755);
+  tree.MakeDir("home/endpoint", 0750, id, id);
+}
+
+// The machine's name must resolve from /etc/hosts: sudo looks it up, and a
+// sandbox's DNS may be unreachable (each lookup then waits for timeouts).
+// Container images have no /etc/hosts of their own (the runtime mounts one).
+void ResolvableHostname(const Tree& tree) {
+  std::string name;
+  if (tree.Exists("etc/hostname")) {
+    std::istringstream in(tree.Read("etc/hostname"));
+    std::getline(in, name);
+  }
+  bool ok = !name.empty() && name.size() <= 63;
+  for (char c : name) {
+    ok = ok &&
+         ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-');
+  }
+  if (!ok) {
+    name = "sandbox";
+    tree.Write("etc/hostname", name + "\n", 0644);
+  }
+  std::string hosts = tree.Exists("etc/hosts") ? tree.Read("etc/hosts") : "";
+  if (!hosts.empty() && !hosts.ends_with('\n')) hosts += "\n";
+  if (hosts.find("localhost") == std::string::npos) hosts += "127.0.0.1\tlocalhost\n";
+  hosts += "127.0.1.1\t" + name + "\n";
+  tree.Write("etc/hosts", hosts, 0644);
+}
+
+// Enables a unit as `systemctl enable` would for its WantedBy target.
+void Enable(const Tree& tree, const std::string& target, const std::string& unit_path) {
+  const std::string unit = unit_path.substr(unit_path.rfind('/') + 1);
+  tree.Symlink("etc/systemd/system/" + target + ".wants/" + unit, "/" + unit_path);
+}
+
+}  // namespace
+
+GuestContract AdoptGuestContract(const fs::path& root, const std::string& what) {
+  Tree tree(root, what);
+  if (tree.Exists(kSetupPath) || tree.Exists("usr/bin/anweddol_container_setup.sh")) {
+    return GuestContract::kPresent;
+  }
+  auto need = [&](std::initializer_list<const char*> paths, const std::string& why) {
+    std::string found = tree.FirstOf(paths);
+    if (found.empty()) {
+      Fail(ErrorCode::kFailedPrecondition,
+           "{}: the root filesystem lacks the guest contract (/bin/anweddol_container_setup.sh) "
+           "and {}",
+           what, why);
+    }
+    return found;
+  };
+  need({"lib/systemd/systemd", "usr/lib/systemd/systemd"},
+       "has no systemd (/lib/systemd/systemd) to add it to");
+  need({"usr/bin/sudo"},
+       "has no sudo (/usr/bin/sudo), which the contract hands the sandbox over with");
+  const std::string sshd_unit =
+      need({"lib/systemd/system/ssh.service", "usr/lib/systemd/system/ssh.service",
+            "lib/systemd/system/sshd.service", "usr/lib/systemd/system/sshd.service"},
+           "has no ssh.service or sshd.service");
+
+  AddAccount(tree, what);
+  ResolvableHostname(tree);
+  tree.Write(kSetupPath, kSetupScript, 0755);
+  tree.Write("usr/lib/ephemera/guest-credentials.sh", kCredentialsScript, 0755);
+  tree.MakeDir("etc/sudoers.d", 0755);
+  tree.Write("etc/sudoers.d/ephemera-endpoint",
+             "# ephemera's guest contract: the endpoint account hands the sandbox over.\n"
+             "endpoint ALL=(root) NOPASSWD: /bin/anweddol_container_setup.sh\n",
+             0440);
+  if (tree.Exists("etc/sudoers")) {
+    std::string sudoers = tree.Read("etc/sudoers");
+    if (sudoers.find("includedir /etc/sudoers.d") == std::string::npos) {
+      tree.Rewrite("etc/sudoers", sudoers + "\n@includedir /etc/sudoers.d\n");
+    }
+  }
+
+  // sshd: ephemera's configuration; the image's host keys are shared by
+  // every copy of it, so none is kept.
+  std::string sshd_config = kSshdConfig;
+  if (!tree.Exists("usr/lib/openssh/sftp-server") &&
+      tree.Exists("usr/libexec/openssh/sftp-server")) {
+    const std::string from = "/usr/lib/openssh/sftp-server";
+    sshd_config.replace(sshd_config.find(from), from.size(), "/usr/libexec/openssh/sftp-server");
+  }
+  tree.Write("etc/ssh/sshd_config", sshd_config, 0644);
+  for (const std::string& name : tree.List("etc/ssh")) {
+    if (name.starts_with("ssh_host_")) tree.Remove("etc/ssh/" + name);
+  }
+
+  tree.Write("etc/systemd/system/ephemera-guest.service", kGuestUnit, 0644);
+  Enable(tree, "sysinit.target", "etc/systemd/system/ephemera-guest.service");
+  Enable(tree, "multi-user.target", sshd_unit);
+  // Each sandbox gets its own machine id at boot.
+  if (tree.Exists("etc/machine-id")) tree.Write("etc/machine-id", "", 0444);
+  tree.MakeDir("etc/ephemera", 0755);
+  tree.Write("etc/ephemera/guest-contract",
+             "Added by ephemera when this root filesystem was imported.\n", 0644);
+  return GuestContract::kAdded;
+}
+
+}  // namespace ephemera::oci
