@@ -10,3 +10,5 @@ echo "== default guest image"
 bash images/default/build.sh --cache-dir "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
 echo "== live ISO (Anweddol mirror layout, from the default image)"
 bash images/live-iso/build.sh --cache-dir "${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}"
+echo "== Debian root filesystem for the OCI import tests (from Debian's packages, cached)"
+bash tests/e2e/make_debian_rootfs.sh --fetch

@@ -2,16 +2,22 @@
 # A kernel-testing style rootfs image from Debian packages: bookworm with
 # systemd and openssh-server (and sudo), root:root set with chpasswd as
 # those images do, written as a docker-archive:
-#   make_debian_rootfs.sh OUT.tar
-# The package download and install (a minute or two) is cached in
-# ${EPHEMERA_TEST_CACHE:-/var/cache/ephemera/test-sources}, keyed by this
-# script's content: a clean clone reuses it, an edit here rebuilds it.
+#   make_debian_rootfs.sh --fetch     download and install the packages into the cache
+#   make_debian_rootfs.sh OUT.tar     write the docker-archive from the cache
+# The download and install (under a minute) is done by scripts/build.sh,
+# never by a test: tests run in network namespaces that reach no mirror.
+# The cache, ${EPHEMERA_TEST_CACHE:-/var/cache/ephemera/test-sources}, is
+# keyed by this script's content: an edit here rebuilds it.
 set -euo pipefail
 out=$1
 cache=${EPHEMERA_TEST_CACHE:-/var/cache/ephemera/test-sources}
 key=$(sha256sum "$0" | cut -c1-12)
 tree_tar=$cache/debian-bookworm-$key.tar
 if [ ! -s "$tree_tar" ]; then
+  if [ "$out" != --fetch ]; then
+    echo "no Debian root filesystem in $cache: run scripts/build.sh (it fetches the packages)" >&2
+    exit 1
+  fi
   mkdir -p "$cache"
   tmp=$(mktemp "$cache/.debian-XXXXXX.tar")
   trap 'rm -f "$tmp"' EXIT
@@ -22,7 +28,10 @@ if [ ! -s "$tree_tar" ]; then
     bookworm "$tmp" http://deb.debian.org/debian
   mv "$tmp" "$tree_tar"
   trap - EXIT
+  # Older versions of this script left theirs.
+  find "$cache" -maxdepth 1 -name 'debian-bookworm-*.tar' ! -name "${tree_tar##*/}" -delete
 fi
+[ "$out" = --fetch ] && exit 0
 # docker save's layout: manifest.json, the config, one layer.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
