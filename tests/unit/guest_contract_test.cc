@@ -87,6 +87,7 @@ TEST_F(GuestContractTest, ADistroTreeGetsTheContractAndKeepsNoSharedSecret) {
   EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/multi-user.target.wants/ssh.service"),
             "/lib/systemd/system/ssh.service");
   EXPECT_THAT(Get("usr/lib/ephemera/guest-credentials.sh"), HasSubstr("fw_cfg"));
+  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/serial-getty@.service"), "/dev/null");
   // The host's side of the link was not touched; the tree got its own file.
   EXPECT_FALSE(fs::exists(outside_ / "hosts"));
   EXPECT_THAT(Get("etc/hosts"), HasSubstr("127.0.1.1\tvm\n"));

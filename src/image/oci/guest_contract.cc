@@ -337,6 +337,20 @@ GuestContract AdoptGuestContract(const fs::path& root, const std::string& what) 
   tree.Write("etc/systemd/system/ephemera-guest.service", kGuestUnit, 0644);
   Enable(tree, "sysinit.target", "etc/systemd/system/ephemera-guest.service");
   Enable(tree, "multi-user.target", sshd_unit);
+  // What a sandbox reached over SSH has no use for, and what delays its
+  // boot under emulation: console logins (every password is locked; a
+  // serial getty without udev waits 90 s for its device), module loads the
+  // kernel has no modules for, a persistent journal flush (the disk is
+  // gone at destroy), and apt's timers (no network to reach a mirror).
+  for (const char* unit :
+       {"getty@.service", "serial-getty@.service", "getty-static.service", "modprobe@.service",
+        "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_reap.service"}) {
+    tree.Symlink(std::string("etc/systemd/system/") + unit, "/dev/null");
+  }
+  tree.Write("etc/systemd/journald.conf.d/ephemera.conf",
+             "# ephemera: a sandbox's disk is gone at destroy; keep the journal in memory.\n"
+             "[Journal]\nStorage=volatile\n",
+             0644);
   // Each sandbox gets its own machine id at boot.
   if (tree.Exists("etc/machine-id")) tree.Write("etc/machine-id", "", 0444);
   tree.MakeDir("etc/ephemera", 0755);

@@ -11,6 +11,8 @@
 //     key from fw_cfg (the same script the default image's rcS runs);
 //   - the sandbox's /30 taken by the initrd (kGuestContractCmdline):
 //     container images often have neither a DHCP client nor udev;
+//   - console gettys, module-load units and apt's timers masked, and a
+//     volatile journal (they only slow a sandbox's boot);
 //   - every password of the image locked (root:root in kernel-testing's
 //     images), and an empty machine-id, so that no well-known secret or
 //     shared identity reaches a running sandbox.
