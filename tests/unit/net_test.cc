@@ -266,20 +266,22 @@ TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
 }
 
 TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
+  // Below the kernel's ephemeral range (32768-): no client socket of a
+  // test running alongside can hold one of these ports.
   test::LoopbackServer echo(test::LoopbackServer::Echo);
-  PortForwarder forwarder(LoopbackRange(43000, 43002));
+  PortForwarder forwarder(LoopbackRange(23000, 23002));
   // A port taken by someone else is skipped, not shared.
   UniqueFd squatter(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(43001);
+  addr.sin_port = htons(23001);
   ASSERT_EQ(::bind(squatter.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ASSERT_EQ(::listen(squatter.get(), 1), 0);
   std::set<std::uint16_t> ports;
   ports.insert(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port()));
   ports.insert(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port()));
-  EXPECT_EQ(ports, (std::set<std::uint16_t>{43000, 43002}));
+  EXPECT_EQ(ports, (std::set<std::uint16_t>{23000, 23002}));
   try {
     forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port());
     FAIL();
@@ -287,7 +289,7 @@ TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
     EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
   }
   // Asking for a specific port in use is an error naming it.
-  EXPECT_THROW(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port(), 43001),
+  EXPECT_THROW(forwarder.Open(SandboxId::Generate(), Ipv4::Parse("127.0.0.1"), echo.port(), 23001),
                Error);
 }
 
