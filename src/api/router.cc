@@ -107,6 +107,9 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
     if (name == "prune" && method == http::verb::post) {
       return Json(http::status::ok, {{"removed", c.engine->PruneImages()}});
     }
+    if (method == http::verb::get) {
+      return Json(http::status::ok, ImageDetailsToJson(c.engine->InspectImage(std::string(name))));
+    }
     if (method != http::verb::delete_) MethodNotAllowed(target);
     c.engine->RemoveImage(std::string(name));
     return Json(http::status::ok, {{"name", std::string(name)}, {"deleted", true}});

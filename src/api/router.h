@@ -1,9 +1,13 @@
 // The /v1 API as an HTTP handler over the engine:
-//   POST   /v1/sandboxes        create (body: image, memory_mib, vcpus, ttl_seconds)
+//   POST   /v1/sandboxes        create (body: image | kernel + rootfs, run_id + name,
+//                               memory_mib, vcpus, ttl_seconds)
 //   GET    /v1/sandboxes        list (a remote caller sees its own)
 //   GET    /v1/sandboxes/{id}   show
 //   DELETE /v1/sandboxes/{id}   destroy (remote: X-Ephemera-Token, the client token)
 //   GET    /v1/status           daemon status
+//   GET    /v1/images           images (remote: names and digests only)
+//   POST   /v1/images           import (local socket; body: name, kernel, rootfs, headroom_mib)
+//   GET|DELETE /v1/images/{name}, POST /v1/images/prune   inspect, remove, prune (local socket)
 //   POST   /v1/tokens, GET /v1/tokens, PATCH|DELETE /v1/tokens/{id}
 //                               access tokens (local socket only)
 // Errors are {"error": {"code", "message"}} with a matching HTTP status.

@@ -33,6 +33,13 @@ std::optional<T> OptionalInteger(const json& body, const char* key, std::int64_t
   return static_cast<T>(value);
 }
 
+std::optional<std::string> OptionalText(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'{}' must be a string", key);
+  return it->get<std::string>();
+}
+
 }  // namespace
 
 json ParseJsonObject(std::string_view body) {
@@ -72,15 +79,14 @@ void RejectUnknownFields(const json& body, std::initializer_list<std::string_vie
 CreateRequest ParseCreateRequest(std::string_view body) {
   json parsed = ParseJsonObject(body);
   CreateRequest request;
-  RejectUnknownFields(parsed, {"kind", "image", "memory_mib", "vcpus", "ttl_seconds"});
-  if (auto it = parsed.find("kind"); it != parsed.end() && !it->is_null()) {
-    if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'kind' must be a string");
-    request.kind = ParseKind(it->get<std::string>());
-  }
-  if (auto it = parsed.find("image"); it != parsed.end() && !it->is_null()) {
-    if (!it->is_string()) Fail(ErrorCode::kInvalidArgument, "'image' must be a string");
-    request.image = it->get<std::string>();
-  }
+  RejectUnknownFields(parsed, {"kind", "image", "kernel", "rootfs", "run_id", "name", "memory_mib",
+                               "vcpus", "ttl_seconds"});
+  if (auto kind = OptionalText(parsed, "kind")) request.kind = ParseKind(*kind);
+  request.image = OptionalText(parsed, "image");
+  request.kernel = OptionalText(parsed, "kernel");
+  request.rootfs = OptionalText(parsed, "rootfs");
+  request.run_id = OptionalText(parsed, "run_id");
+  request.machine = OptionalText(parsed, "name");
   // Wide bounds here; the engine applies the configured ones.
   request.memory_mib = OptionalInteger<unsigned>(parsed, "memory_mib", 0, 1 << 24);
   request.vcpus = OptionalInteger<unsigned>(parsed, "vcpus", 0, 1024);
@@ -104,12 +110,19 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
             {"username", s.username},
             {"guest_ip", s.guest_ip},
             {"host_key_fingerprint", s.host_key_fingerprint},
+            {"host_key", s.host_key},
             {"created_at", Iso8601(s.created_at)},
             {"expires_at", s.expires_at ? json(Iso8601(*s.expires_at)) : json(nullptr)}};
   j["running"] = s.running ? json(*s.running) : json(nullptr);  // null: the driver cannot tell now
   if (!s.iso_path.empty()) {
     j["iso_path"] = s.iso_path;
     j["iso_sha256"] = s.image_sha256;
+  }
+  if (!s.spec.run_id.empty()) {
+    j["run_id"] = s.spec.run_id;
+    j["name"] = s.spec.machine;
+    j["tap"] = s.tap;
+    j["subnet"] = s.subnet;
   }
   if (!s.reason.empty()) j["reason"] = s.reason;
   return j;
@@ -159,11 +172,44 @@ json ImageEntryToJson(const ImageCatalog::Entry& entry) {
   return j;
 }
 
+json ImageDetailsToJson(const ImageDetails& d) {
+  json j = ImageEntryToJson({d.image.name, d.image, ""});
+  const Image& image = d.image;
+  j["dir"] = image.dir.string();
+  if (!image.cmdline.empty()) j["cmdline"] = image.cmdline;
+  json files = json::array();
+  for (auto [role, file] : {std::pair{"kernel", &image.kernel},
+                            {"kernel_compressed", &image.kernel_compressed},
+                            {"initrd", &image.initrd},
+                            {"rootfs", &image.rootfs},
+                            {"iso", &image.iso}}) {
+    if (!*file) continue;
+    files.push_back({{"role", role},
+                     {"path", (*file)->path.string()},
+                     {"size", (*file)->size},
+                     {"sha256", (*file)->sha256}});
+  }
+  j["files"] = files;
+  j["disk_bytes"] = d.disk_bytes;
+  if (const auto& p = image.provenance) {
+    j["source"] = {{"kernel", p->kernel_reference},
+                   {"rootfs", p->rootfs_reference},
+                   {"kernel_digest", p->kernel_digest},
+                   {"rootfs_digest", p->rootfs_digest},
+                   {"guest_contract", p->guest_contract},
+                   {"registry_blobs", p->blobs},
+                   {"imported_at", p->imported_at ? json(Iso8601(p->imported_at)) : json(nullptr)}};
+  }
+  json used_by = json::array();
+  for (const auto& id : d.used_by) used_by.push_back(id.str());
+  j["used_by"] = used_by;
+  return j;
+}
+
 json CreateResultToJson(const CreateResult& r, const std::string& host) {
   json j = SandboxToJson(r.sandbox, host);
   j["password"] = r.password;
   j["token"] = r.token;
-  j["host_key"] = r.host_key;
   j["phases_ms"] = {{"network", r.phases.network.count()},
                     {"vm_start", r.phases.vm_start.count()},
                     {"sshd_up", r.phases.sshd_up.count()},

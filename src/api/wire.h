@@ -31,6 +31,8 @@ ImageImport ParseImageImport(std::string_view body);
 
 // One entry of GET /v1/images: what the image is, or why it cannot be used.
 nlohmann::json ImageEntryToJson(const ImageCatalog::Entry& entry);
+// GET /v1/images/{name} (`image inspect`): the entry plus its files, sources and users.
+nlohmann::json ImageDetailsToJson(const ImageDetails& details);
 
 // POST /v1/tokens body: {"name"?, "expires_in_seconds"?, "max_sandboxes"?, "rate_per_minute"?}.
 NewAccessToken ParseNewAccessToken(std::string_view body);

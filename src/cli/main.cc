@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "cli/api_client.h"
+#include "cli/inventory.h"
 #include "cli/parse.h"
 #include "cli/remembered.h"
 #include "cli/sandbox_access.h"
@@ -20,6 +21,7 @@ namespace {
 
 using ephemera::cli::ApiClient;
 using ephemera::cli::ApiError;
+using ephemera::cli::BuildInventory;
 using ephemera::cli::ClientOptions;
 using ephemera::cli::Headers;
 using ephemera::cli::KnownHostsLine;
@@ -117,6 +119,10 @@ void PrintDetails(const json& s) {
                   "mac",
                   "network",
                   "host_key_fingerprint",
+                  "run_id",
+                  "name",
+                  "tap",
+                  "subnet",
                   "created_at",
                   "expires_at",
                   "reason"});
@@ -172,6 +178,41 @@ void PrintImages(const json& images) {
     }
   }
   PrintColumns(rows);
+}
+
+void PrintImageDetails(const json& i) {
+  PrintFields(i, {"name", "valid", "error", "format", "layout", "version", "endpoint", "sha256",
+                  "dir", "cmdline", "disk_bytes"});
+  if (auto source = i.find("source"); source != i.end() && source->is_object()) {
+    std::printf("source:\n");
+    for (const char* key : {"kernel", "kernel_digest", "rootfs", "rootfs_digest", "guest_contract",
+                            "registry_blobs", "imported_at"}) {
+      std::printf("  %-20s %s\n", (std::string(key) + ":").c_str(), Field(*source, key).c_str());
+    }
+  }
+  std::vector<std::vector<std::string>> rows = {{"  FILE", "SIZE", "SHA256", "PATH"}};
+  for (const auto& f : i.value("files", json::array())) {
+    rows.push_back(
+        {"  " + Field(f, "role"), Field(f, "size"), Field(f, "sha256"), Field(f, "path")});
+  }
+  if (rows.size() > 1) PrintColumns(rows);
+  std::string users;
+  for (const auto& id : i.value("used_by", json::array())) {
+    users += (users.empty() ? "" : " ") + (id.is_string() ? id.get<std::string>() : id.dump());
+  }
+  std::printf("%-22s %s\n", "used by:", users.empty() ? "-" : users.c_str());
+}
+
+// Paths are the daemon's: relative oci:/docker-archive: paths are made
+// absolute here, where the user meant them.
+std::string AbsoluteReference(const std::string& ref) {
+  for (std::string_view prefix : {"oci:", "docker-archive:"}) {
+    if (ref.starts_with(prefix) && ref.size() > prefix.size() && ref[prefix.size()] != '/') {
+      return std::string(prefix) +
+             (std::filesystem::current_path() / ref.substr(prefix.size())).string();
+    }
+  }
+  return ref;
 }
 
 // The global options that say where requests go.
@@ -344,14 +385,32 @@ int main(int argc, char** argv) {
   app.fallthrough();  // the global options also after the subcommand
 
   auto* create = app.add_subcommand("create", "create a sandbox and print its SSH credentials");
-  std::optional<std::string> image;
+  std::optional<std::string> image, create_kernel, create_rootfs, run_id, machine;
   std::optional<unsigned> memory, vcpus;
   std::optional<long long> ttl;
-  create->add_option("--image", image, "image name");
+  constexpr const char* kRefHelp =
+      "oci:DIR[:TAG], docker-archive:FILE or docker://HOST/REPO[:TAG|@DIGEST]";
+  auto* image_opt = create->add_option("--image", image, "image name");
+  auto* create_kernel_opt = create->add_option(
+      "--kernel", create_kernel, std::string("kernel image, pulled on first use: ") + kRefHelp);
+  auto* create_rootfs_opt =
+      create->add_option("--rootfs", create_rootfs, "rootfs image, pulled with --kernel");
+  create_kernel_opt->needs(create_rootfs_opt)->excludes(image_opt);
+  create_rootfs_opt->needs(create_kernel_opt)->excludes(image_opt);
+  auto* run_opt = create->add_option("--run-id", run_id,
+                                     "a pipeline's run: the /30 and TAP derive from it and --name");
+  auto* name_opt = create->add_option("--name", machine, "the machine's name within the run");
+  run_opt->needs(name_opt);
+  name_opt->needs(run_opt);
   create->add_option("--memory", memory, "guest memory in MiB");
   create->add_option("--vcpus", vcpus, "virtual CPUs");
   create->add_option("--ttl", ttl, "seconds until it is destroyed");
   auto* list = app.add_subcommand("list", "list sandboxes");
+  bool inventory = false;
+  std::optional<std::string> list_run;
+  list->add_flag("--inventory", inventory,
+                 "print the ready ones as an Ansible inventory (JSON), their host keys pinned");
+  list->add_option("--run-id", list_run, "only this run's machines");
   std::string id;
   auto* show = app.add_subcommand("show", "show one sandbox");
   show->add_option("id", id, "sandbox id")->required();
@@ -370,6 +429,10 @@ int main(int argc, char** argv) {
   std::string rm_name;
   auto* image_rm = image_cmd->add_subcommand("rm", "remove an image no sandbox boots from");
   image_rm->add_option("name", rm_name, "image name")->required();
+  std::string inspect_name;
+  auto* image_inspect =
+      image_cmd->add_subcommand("inspect", "show an image's files, sources and users");
+  image_inspect->add_option("name", inspect_name, "image name")->required();
   auto* image_prune =
       image_cmd->add_subcommand("prune", "remove image folders no name points at and none uses");
   auto* image_pull = image_cmd->add_subcommand(
@@ -379,8 +442,6 @@ int main(int argc, char** argv) {
   std::string pull_name, pull_kernel, pull_rootfs;
   std::optional<long long> pull_headroom;
   image_pull->add_option("name", pull_name, "the image's name in the catalog")->required();
-  constexpr const char* kRefHelp =
-      "oci:DIR[:TAG], docker-archive:FILE or docker://HOST/REPO[:TAG|@DIGEST]";
   auto* kernel_opt = image_pull->add_option("--kernel", pull_kernel, kRefHelp);
   auto* rootfs_opt = image_pull->add_option("--rootfs", pull_rootfs, kRefHelp);
   kernel_opt->needs(rootfs_opt);
@@ -427,6 +488,10 @@ int main(int argc, char** argv) {
       ApiClient client = target.Client();
       json body = json::object();
       if (image) body["image"] = *image;
+      if (create_kernel) body["kernel"] = AbsoluteReference(*create_kernel);
+      if (create_rootfs) body["rootfs"] = AbsoluteReference(*create_rootfs);
+      if (run_id) body["run_id"] = *run_id;
+      if (machine) body["name"] = *machine;
       if (memory) body["memory_mib"] = *memory;
       if (vcpus) body["vcpus"] = *vcpus;
       if (ttl) body["ttl_seconds"] = *ttl;
@@ -451,7 +516,23 @@ int main(int argc, char** argv) {
       }
     } else if (list->parsed()) {
       json r = target.Client().Request("GET", "/v1/sandboxes");
-      if (as_json) {
+      if (list_run && r["sandboxes"].is_array()) {
+        json kept = json::array();
+        for (const auto& s : r["sandboxes"]) {
+          if (s.value("run_id", std::string()) == *list_run) kept.push_back(s);
+        }
+        r["sandboxes"] = kept;
+      }
+      if (inventory) {
+        Remembered remembered;
+        auto known_hosts = remembered.file().parent_path() / "inventory_known_hosts";
+        auto built = BuildInventory(r["sandboxes"], remembered.All(), list_run, known_hosts);
+        ephemera::cli::WritePrivateFile(known_hosts, built.known_hosts);
+        for (const auto& why : built.skipped) {
+          std::fprintf(stderr, "ephemera: left out of the inventory: %s\n", why.c_str());
+        }
+        std::cout << built.inventory.dump(2) << "\n";
+      } else if (as_json) {
         std::cout << r["sandboxes"].dump(2) << "\n";
       } else {
         PrintTable(r["sandboxes"]);
@@ -491,6 +572,13 @@ int main(int argc, char** argv) {
       } else {
         PrintImages(r["images"]);
       }
+    } else if (image_inspect->parsed()) {
+      json r = target.Client().Request("GET", "/v1/images/" + PathSegment(inspect_name));
+      if (as_json) {
+        std::cout << r.dump(2) << "\n";
+      } else {
+        PrintImageDetails(r);
+      }
     } else if (image_rm->parsed()) {
       json r = target.Client().Request("DELETE", "/v1/images/" + PathSegment(rm_name));
       if (as_json) {
@@ -507,20 +595,10 @@ int main(int argc, char** argv) {
           std::printf("removed %s\n", f.get<std::string>().c_str());
       }
     } else if (image_pull->parsed()) {
-      // Paths are the daemon's: make relative ones absolute here.
-      auto absolute = [](const std::string& ref) {
-        for (std::string_view prefix : {"oci:", "docker-archive:"}) {
-          if (ref.starts_with(prefix) && ref.size() > prefix.size() && ref[prefix.size()] != '/') {
-            return std::string(prefix) +
-                   (std::filesystem::current_path() / ref.substr(prefix.size())).string();
-          }
-        }
-        return ref;
-      };
       json body = {{"name", pull_name}};
       if (!pull_kernel.empty()) {
-        body["kernel"] = absolute(pull_kernel);
-        body["rootfs"] = absolute(pull_rootfs);
+        body["kernel"] = AbsoluteReference(pull_kernel);
+        body["rootfs"] = AbsoluteReference(pull_rootfs);
       }
       if (pull_headroom) body["headroom_mib"] = *pull_headroom;
       json r = target.Client().Request("POST", "/v1/images", body.dump());

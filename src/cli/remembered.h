@@ -21,6 +21,8 @@ class Remembered {
   void Put(const std::string& id, const nlohmann::json& entry);
   std::optional<nlohmann::json> Get(const std::string& id) const;
   void Forget(const std::string& id);
+  nlohmann::json All() const { return Load(); }  // id -> entry
+  const std::filesystem::path& file() const { return file_; }
 
  private:
   nlohmann::json Load() const;

@@ -39,6 +39,9 @@ struct SandboxSpec {
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
   std::optional<std::chrono::seconds> ttl;  // none: the configured default
+  // For pipelines: a machine of a run. Its /30 and TAP name derive from the
+  // pair, so reruns get the same addresses; one machine per name in a run.
+  std::string run_id, machine;  // both or neither
 };
 
 // Seconds since the Unix epoch (what the store and the API carry).
@@ -68,6 +71,7 @@ struct Sandbox {
   std::uint16_t host_port = 0;
   std::string username;
   std::string host_key_fingerprint;  // SHA256:... as ssh-keygen prints it
+  std::string host_key;              // "ssh-ed25519 AAAA..." (public: for pinning)
   UnixSeconds created_at = 0;
   std::optional<UnixSeconds> expires_at;
   // Not stored: whether its VM runs now, as its driver says (Get and List fill it in).

@@ -1,6 +1,9 @@
 // The create pipeline: validate, record, network, VM, provision, ready.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "core/error.h"
 #include "core/random.h"
 #include "core/sha256.h"
@@ -30,12 +33,86 @@ class SlotGuard {
 constexpr std::string_view kTokenAlphabet =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
 
+// Run ids and machine names end up in inventories, event lines and logs.
+void CheckPipelineName(const char* field, const std::string& value) {
+  const bool ok =
+      !value.empty() && value.size() <= 63 && std::all_of(value.begin(), value.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+      });
+  if (!ok) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' must be 1 to 63 of letters, digits, '_', '.', '-'",
+         field);
+  }
+}
+
+oci::ImageReference ParseCreateReference(const char* field, const std::string& text) {
+  try {
+    return oci::ImageReference::Parse(text);
+  } catch (const Error& e) {
+    throw e.WithContext(std::string("'") + field + "'");
+  }
+}
+
 }  // namespace
+
+std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs) {
+  return "pair-" + Sha256Hex(kernel.str() + "\n" + rootfs.str()).substr(0, 12);
+}
+
+void Engine::ImportForCreate(const ImageImport& import, const std::string& owner) {
+  try {
+    ImportImage(import);
+  } catch (const Error& e) {
+    // The registry's errors name the host's files and accounts: only
+    // local callers see them; the log keeps them for the operator.
+    spdlog::warn("image {}: import for a create failed: {}", import.name, e.what());
+    if (owner != "local") {
+      Fail(e.code(), "image '{}' could not be imported (the daemon's log says why)", import.name);
+    }
+    throw e.WithContext("importing image '" + import.name + "'");
+  }
+}
+
+std::string Engine::ResolveImage(const CreateRequest& request) {
+  if (!request.kernel && !request.rootfs) {
+    std::string name = request.image.value_or(options_.default_image);
+    // An image configured by its references is imported by its first create.
+    if (options_.configured_images.count(name) && !std::filesystem::exists(images_.dir() / name)) {
+      ImportForCreate(ImageImport{name, "", "", std::nullopt}, request.owner);
+    }
+    return name;
+  }
+  if (request.image) Fail(ErrorCode::kInvalidArgument, "give 'image' or 'kernel' and 'rootfs'");
+  if (!request.kernel || !request.rootfs) {
+    Fail(ErrorCode::kInvalidArgument, "'kernel' and 'rootfs' go together");
+  }
+  auto kernel = ParseCreateReference("kernel", *request.kernel);
+  auto rootfs = ParseCreateReference("rootfs", *request.rootfs);
+  if (request.owner != "local") {
+    // Remote callers must not make the daemon read its own files or reach
+    // servers the operator did not name.
+    for (const auto* ref : {&kernel, &rootfs}) {
+      const auto& listed = options_.registry.registries;
+      if (ref->transport != oci::ImageReference::Transport::kRegistry ||
+          std::none_of(listed.begin(), listed.end(),
+                       [&](const oci::RegistryConfig& r) { return r.host == ref->registry; })) {
+        Fail(ErrorCode::kPermissionDenied,
+             "remote callers may give only docker:// references to the registries the daemon "
+             "lists, not '{}'",
+             ref->str().substr(0, 128));
+      }
+    }
+  }
+  std::string name = PairImageName(kernel, rootfs);
+  if (!std::filesystem::exists(images_.dir() / name)) {
+    ImportForCreate(ImageImport{name, kernel.str(), rootfs.str(), std::nullopt}, request.owner);
+  }
+  return name;
+}
 
 Engine::Validated Engine::Validate(const CreateRequest& request) {
   Validated v;
   v.spec.kind = request.kind.value_or(SandboxKind::kVm);
-  v.spec.image = request.image.value_or(options_.default_image);
   v.spec.memory_mib = request.memory_mib.value_or(options_.default_memory_mib);
   v.spec.vcpus = request.vcpus.value_or(options_.default_vcpus);
   if (v.spec.memory_mib < 128 || v.spec.memory_mib > options_.max_memory_mib) {
@@ -52,22 +129,16 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          options_.max_ttl.count());
   }
   v.spec.ttl = std::chrono::seconds(ttl);
-  // An image configured by its references is imported by its first create.
-  if (options_.configured_images.count(v.spec.image) &&
-      !std::filesystem::exists(images_.dir() / v.spec.image)) {
-    try {
-      ImportImage(ImageImport{v.spec.image, "", "", std::nullopt});
-    } catch (const Error& e) {
-      // The registry's errors name the host's files and accounts: only
-      // local callers see them; the log keeps them for the operator.
-      spdlog::warn("image {}: import for a create failed: {}", v.spec.image, e.what());
-      if (request.owner != "local") {
-        Fail(e.code(), "image '{}' could not be imported (the daemon's log says why)",
-             v.spec.image);
-      }
-      throw e.WithContext("importing image '" + v.spec.image + "'");
-    }
+  if (request.run_id.has_value() != request.machine.has_value()) {
+    Fail(ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
   }
+  if (request.run_id) {
+    CheckPipelineName("run_id", *request.run_id);
+    CheckPipelineName("name", *request.machine);
+    v.spec.run_id = *request.run_id;
+    v.spec.machine = *request.machine;
+  }
+  v.spec.image = ResolveImage(request);
   try {
     v.image = images_.Get(v.spec.image);
   } catch (const Error& e) {
@@ -158,7 +229,17 @@ CreateResult Engine::Create(const CreateRequest& request) {
     SlotGuard slot(create_slots_);
     auto t1 = Clock::now();
     const LinkMode mode = driver.link_mode();
-    SandboxNetwork net = networks_.Setup(sandbox.id, std::nullopt, mode);
+    std::optional<DerivedSubnet> derive;
+    if (!v.spec.run_id.empty()) {
+      if (mode == LinkMode::kShared) {
+        Fail(ErrorCode::kFailedPrecondition,
+             "driver {} puts sandboxes on a shared bridge whose DHCP picks the address; a run id "
+             "cannot derive it",
+             driver_name);
+      }
+      derive = DerivedSubnet{v.spec.run_id, v.spec.machine};
+    }
+    SandboxNetwork net = networks_.Setup(sandbox.id, derive, mode);
     sandbox.tap = net.tap;
     sandbox.mac = net.mac;
     sandbox.network = net.tap;
@@ -205,6 +286,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
 
     sandbox.username = provisioned.credentials.username;
     sandbox.host_key_fingerprint = provisioned.host_key_fingerprint;
+    sandbox.host_key = provisioned.host_key;
     sandbox.expires_at = NowUnix() + v.spec.ttl->count();
     store_.Update(sandbox);
     sandbox = store_.Transition(sandbox.id, SandboxState::kReady);

@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 
@@ -95,6 +96,21 @@ std::vector<Sandbox> Engine::List() {
 }
 
 std::vector<ImageCatalog::Entry> Engine::Images() { return images_.ListLoaded(); }
+
+ImageDetails Engine::InspectImage(const std::string& name) {
+  ImageDetails details{images_.Get(name), {}, 0};
+  for (const Sandbox& s : ListRecorded()) {
+    if (s.spec.image == name) details.used_by.push_back(s.id);
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(details.image.dir, ec)) {
+    struct stat st {};
+    if (::lstat(entry.path().c_str(), &st) == 0) {
+      details.disk_bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  return details;
+}
 
 void Engine::RemoveImage(const std::string& name) {
   for (const Sandbox& s : store_.List()) {

@@ -86,6 +86,13 @@ struct CreatePhases {
 struct CreateRequest {
   std::optional<SandboxKind> kind;
   std::optional<std::string> image;
+  // Instead of an image: a kernel and a rootfs image reference, imported on
+  // first use as the image PairImageName() names. Remote callers may give
+  // only docker:// references to registries listed under registries:.
+  std::optional<std::string> kernel, rootfs;
+  // For pipelines: the /30 and TAP name derive from (run_id, machine);
+  // both or neither, each 1 to 63 of [A-Za-z0-9_.-].
+  std::optional<std::string> run_id, machine;
   std::optional<unsigned> memory_mib;
   std::optional<unsigned> vcpus;
   std::optional<std::int64_t> ttl_seconds;
@@ -123,6 +130,12 @@ struct ImageImport {
   std::optional<std::int64_t> headroom_mib;
 };
 
+struct ImageDetails {
+  Image image;
+  std::vector<SandboxId> used_by;  // sandboxes booted from it
+  std::uint64_t disk_bytes = 0;    // what its folder takes on disk (sparse files as allocated)
+};
+
 struct EngineStatus {
   std::size_t sandboxes = 0;
   std::size_t max_sandboxes = 0;
@@ -133,6 +146,10 @@ struct EngineStatus {
 struct ReconcileReport {
   std::vector<std::string> actions;  // one human-readable line each
 };
+
+// The catalog name of the image a kernel + rootfs reference pair is
+// imported as by a create that names them: "pair-" and 12 hex digits.
+std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs);
 
 class Engine {
  public:
@@ -161,6 +178,8 @@ class Engine {
   // image/oci/importer.h); `progress` hears of registry transfers.
   oci::ImportResult ImportImage(const ImageImport& import,
                                 const oci::PullProgressFn& progress = {});
+  // One image, loaded and checked, with what uses it; kNotFound.
+  ImageDetails InspectImage(const std::string& name);
   // Never while a sandbox boots from it: kFailedPrecondition naming one.
   void RemoveImage(const std::string& name);
   // Removes image folders no name points at and no sandbox boots from.
@@ -195,6 +214,10 @@ class Engine {
     SandboxSpec spec;
   };
   Validated Validate(const CreateRequest& request);
+  // The image a create names, imported first when it is configured by its
+  // references (images:) or given as a kernel + rootfs pair.
+  std::string ResolveImage(const CreateRequest& request);
+  void ImportForCreate(const ImageImport& import, const std::string& owner);
   void Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason);
   void TearDownHost(const SandboxId& id, VmDriver& driver);
   // The driver a sandbox was made with; kUnavailable if this daemon does

@@ -248,6 +248,31 @@ void ImageCatalog::VerifyMd5(const ImageFile& file, const std::string& expected,
   }
 }
 
+namespace {
+
+// The import's record of its sources; wrong types make the image unusable
+// like any other bad manifest field.
+std::optional<ImageProvenance> ReadProvenance(const json& manifest, const fs::path& path) {
+  auto source = manifest.find("source");
+  if (source == manifest.end()) return std::nullopt;
+  ImageProvenance p;
+  try {
+    p.kernel_reference = source->at("kernel").get<std::string>();
+    p.rootfs_reference = source->at("rootfs").get<std::string>();
+    p.kernel_digest = manifest.value("kernel_digest", std::string());
+    p.rootfs_digest = manifest.value("rootfs_digest", std::string());
+    p.guest_contract = manifest.value("guest_contract", std::string());
+    p.imported_at = manifest.value("imported_at", std::int64_t{0});
+    if (auto blobs = manifest.find("blobs"); blobs != manifest.end()) p.blobs = blobs->size();
+  } catch (const json::exception& e) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: field 'source' or its digests are malformed: {}",
+         path.string(), e.what());
+  }
+  return p;
+}
+
+}  // namespace
+
 Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
   fs::path manifest_path = dir / kManifest;
   json manifest;
@@ -297,6 +322,7 @@ Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
     image.rootfs_format = ProbeFileKind(image.rootfs->path) == FileKind::kQcow2 ? DiskFormat::kQcow2
                                                                                 : DiskFormat::kRaw;
     image.cmdline = manifest.value("cmdline", std::string("console=ttyS0 root=/dev/vda rw"));
+    image.provenance = ReadProvenance(manifest, manifest_path);
   } else if (format == "iso") {
     image.format = ImageFormat::kIso;
     image.iso = Describe(dir, "iso", RequireString(manifest, "iso", manifest_path));

@@ -29,6 +29,16 @@ struct ImageFile {
 enum class ImageLayout { kManifest, kAnweddolMirror };
 std::string_view ImageLayoutName(ImageLayout layout);
 
+// Where an imported image came from (its manifest.json says; absent for
+// images ephemera built).
+struct ImageProvenance {
+  std::string kernel_reference, rootfs_reference;
+  std::string kernel_digest, rootfs_digest;  // the image manifests' sha256:...
+  std::string guest_contract;                // "added" (at import) or "present" (the image's own)
+  std::int64_t imported_at = 0;              // Unix seconds
+  std::size_t blobs = 0;                     // registry blobs it was made from
+};
+
 struct Image {
   std::string name;
   int version = 0;
@@ -46,6 +56,7 @@ struct Image {
   std::optional<ImageFile> rootfs;
   DiskFormat rootfs_format = DiskFormat::kRaw;
   std::optional<ImageFile> iso;
+  std::optional<ImageProvenance> provenance;
 
   // The digest Anweddol clients see as container_iso_sha256: the ISO's, or
   // for kernel images the rootfs's.

@@ -165,7 +165,11 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
   if (networks_.count(id) || fs::exists(DirOf(id))) {
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
   }
-  SandboxNetwork network{id, TapNameFor(id), {}, MacFor(id), 0, 22, mode, {}};
+  SandboxNetwork network{
+      id,   derive ? TapNameForRun(derive->run_id, derive->machine) : TapNameFor(id),
+      {},   MacFor(id),
+      0,    22,
+      mode, {}};
   try {
     if (mode != LinkMode::kShared) {
       network.subnet =
@@ -219,10 +223,22 @@ void NetworkManager::Teardown(const SandboxId& id) {
 void NetworkManager::TeardownLocked(const SandboxId& id) {
   forwarder_->Close(id);
   StopDhcpServer(DirOf(id));
+  // The TAP's name: as kept, else as recorded (a pipeline machine's is not
+  // the id's), else the id's.
+  std::string tap = TapNameFor(id);
+  if (auto it = networks_.find(id); it != networks_.end()) {
+    tap = it->second.tap;
+  } else {
+    try {
+      tap = FromJson(json::parse(ReadFile(DirOf(id) / kRecord)), pool_).tap;
+    } catch (const std::exception&) {
+      // unreadable or absent: the id's name is all there is to go by
+    }
+  }
   if (networks_.erase(id)) ApplyFirewallLocked();
   // A TAP is ours to delete; a bridge of that name is the VM driver's
   // (libvirt removes its network's own).
-  if (IsTunTapDevice(TapNameFor(id))) DeleteTap(TapNameFor(id));
+  if (IsTunTapDevice(tap)) DeleteTap(tap);
   pool_.Release(id);
   RemoveAll(DirOf(id));
 }

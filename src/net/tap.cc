@@ -1,5 +1,7 @@
 #include "net/tap.h"
 
+#include "core/sha256.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
@@ -69,6 +71,11 @@ void AddAddressAndUp(const std::string& name, Ipv4 gateway) {
 
 std::string TapNameFor(const SandboxId& id) { return std::string(kTapPrefix) + id.ShortName(); }
 
+std::string TapNameForRun(std::string_view run_id, std::string_view machine) {
+  std::string key = std::string(run_id) + '\0' + std::string(machine);
+  return std::string(kTapPrefix) + "r" + Sha256Hex(key).substr(0, 10);
+}
+
 bool InterfaceExists(const std::string& name) { return ::if_nametoindex(name.c_str()) != 0; }
 
 void CreateTap(const std::string& name, Ipv4 gateway) {
@@ -123,8 +130,10 @@ std::vector<std::string> ListEphemeraTaps() {
   if (!list) return taps;
   for (struct if_nameindex* it = list; it->if_index != 0; ++it) {
     std::string name = it->if_name;
-    if (name.rfind(kTapPrefix, 0) == 0 && name.size() == kTapPrefix.size() + 8 &&
-        IsTunTapDevice(name)) {
+    const bool ours = name.rfind(kTapPrefix, 0) == 0 &&
+                      (name.size() == kTapPrefix.size() + 8 ||
+                       (name.size() == kTapPrefix.size() + 11 && name[kTapPrefix.size()] == 'r'));
+    if (ours && IsTunTapDevice(name)) {
       taps.push_back(name);
     }
   }

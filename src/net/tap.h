@@ -14,6 +14,9 @@ namespace ephemera {
 // IFNAMSIZ-1 characters.
 std::string TapNameFor(const SandboxId& id);
 inline constexpr std::string_view kTapPrefix = "eph";
+// A pipeline machine's: "ephr" + 10 hex digits of SHA-256(run id, NUL,
+// machine name), so a rerun of the run gets the same name.
+std::string TapNameForRun(std::string_view run_id, std::string_view machine);
 
 // Creates TAP `name` with `gateway`/30 on it, link up. kAlreadyExists if an
 // interface of that name exists (a clash is never adopted silently);
@@ -24,7 +27,7 @@ void CreateTap(const std::string& name, Ipv4 gateway);
 void DeleteTap(const std::string& name);
 
 bool InterfaceExists(const std::string& name);
-// Names of existing TAP devices that start with kTapPrefix (for reconcile).
+// Names of existing TAP devices named as the two above name them (for reconcile).
 std::vector<std::string> ListEphemeraTaps();
 
 }  // namespace ephemera

@@ -66,18 +66,25 @@ ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '';
     R"sql(
 ALTER TABLE sandboxes ADD COLUMN iso_path TEXT NOT NULL DEFAULT '';
 )sql",
+    // 5: machines of a pipeline's run, and the host key itself for pinning
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN run_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE sandboxes ADD COLUMN machine TEXT NOT NULL DEFAULT '';
+ALTER TABLE sandboxes ADD COLUMN host_key TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX sandboxes_by_run_machine ON sandboxes(run_id, machine) WHERE run_id != '';
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network, iso_path";
+    "mac, network, iso_path, run_id, machine, host_key";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
 constexpr std::string_view kMutableColumns =
     "reason, image_sha256, tap, subnet, guest_ip, host_port, username, host_key_fingerprint, "
-    "expires_at, mac, network, iso_path, updated_at";
+    "expires_at, mac, network, iso_path, host_key, updated_at";
 
 // Binds kMutableColumns from `first` on; returns the next free index.
 int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
@@ -93,8 +100,9 @@ int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
       .Bind(first + 9, s.mac)
       .Bind(first + 10, s.network)
       .Bind(first + 11, s.iso_path)
-      .Bind(first + 12, NowUnix());
-  return first + 13;
+      .Bind(first + 12, s.host_key)
+      .Bind(first + 13, NowUnix());
+  return first + 14;
 }
 
 // Runs an INSERT; a constraint violation names what already exists.
@@ -131,6 +139,9 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.mac = row.Text(19);
   s.network = row.Text(20);
   s.iso_path = row.Text(21);
+  s.spec.run_id = row.Text(22);
+  s.spec.machine = row.Text(23);
+  s.host_key = row.Text(24);
   return s;
 }
 
@@ -202,10 +213,18 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
            in_use, *memory_budget_mib, wanted);
     }
   }
+  if (!s.spec.run_id.empty()) {
+    auto holder = db_.Prepare("SELECT id FROM sandboxes WHERE run_id = ? AND machine = ?");
+    holder.Bind(1, s.spec.run_id).Bind(2, s.spec.machine);
+    if (holder.Step()) {
+      Fail(ErrorCode::kAlreadyExists, "run '{}' already has a machine named '{}' (sandbox {})",
+           s.spec.run_id, s.spec.machine, holder.Text(0));
+    }
+  }
   auto insert =
       db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
-                              "token_sha256, created_at, kind, driver, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              "token_sha256, created_at, kind, driver, run_id, machine, {}) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -216,8 +235,10 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(7, s.token_sha256)
       .Bind(8, s.created_at)
       .Bind(9, KindName(s.spec.kind))
-      .Bind(10, s.driver);
-  BindMutable(insert, 11, s);
+      .Bind(10, s.driver)
+      .Bind(11, s.spec.run_id)
+      .Bind(12, s.spec.machine);
+  BindMutable(insert, 13, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }

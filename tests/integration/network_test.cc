@@ -98,13 +98,35 @@ TEST_F(NetworkTest, TwoSandboxesGetDistinctSubnetsTapsAndPorts) {
 
 TEST_F(NetworkTest, DerivedSubnetIsStableAndCollisionsFailCleanly) {
   SandboxNetwork a = manager_->Setup(SandboxId::Generate(), DerivedSubnet{"run-7", "vm-a"});
+  EXPECT_EQ(a.tap, TapNameForRun("run-7", "vm-a"));
+  EXPECT_TRUE(IsTunTapDevice(a.tap));
   manager_->Teardown(a.id);
+  EXPECT_FALSE(InterfaceExists(a.tap));
   SandboxNetwork again = manager_->Setup(SandboxId::Generate(), DerivedSubnet{"run-7", "vm-a"});
   EXPECT_EQ(again.subnet, a.subnet);
+  EXPECT_EQ(again.tap, a.tap);
   SandboxId loser = SandboxId::Generate();
-  EXPECT_THROW(manager_->Setup(loser, DerivedSubnet{"run-7", "vm-a"}), Error);
-  EXPECT_FALSE(InterfaceExists(TapNameFor(loser)));
+  try {
+    manager_->Setup(loser, DerivedSubnet{"run-7", "vm-a"});
+    ADD_FAILURE() << "two networks share run-7/vm-a's subnet";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), HasSubstr(again.id.str()));  // names the holder
+  }
+  EXPECT_TRUE(IsTunTapDevice(again.tap));  // the holder's TAP is untouched
   EXPECT_FALSE(fs::exists(state_.path() / "net" / loser.str()));
+
+  // After a crash the derived TAP is restored, not taken for a stray, and
+  // a teardown from the record alone (a fresh manager) removes it.
+  manager_.reset();
+  manager_ = std::make_unique<NetworkManager>(state_.path(), TestNetworkConfig());
+  NetworkReconcileReport report = manager_->Reconcile();
+  EXPECT_THAT(report.removed, ::testing::Not(::testing::Contains("TAP " + again.tap)));
+  EXPECT_TRUE(IsTunTapDevice(again.tap));
+  manager_.reset();
+  manager_ = std::make_unique<NetworkManager>(state_.path(), TestNetworkConfig());
+  manager_->Teardown(again.id);
+  EXPECT_FALSE(InterfaceExists(again.tap));
 }
 
 TEST_F(NetworkTest, TapNameClashIsRefusedAndNothingIsLeft) {

@@ -476,3 +476,36 @@ TEST(RouterTest, InvalidUtf8InATargetGetsAnAnswerNotACrash) {
 
 }  // namespace
 }  // namespace ephemera
+
+namespace ephemera {
+namespace {
+
+TEST(WireTest, CreateRequestsTakeAPairAndARunMachine) {
+  CreateRequest r =
+      ParseCreateRequest(R"({"kernel":"docker://r.example/k:1","rootfs":"docker://r.example/r:1",)"
+                         R"("run_id":"run-7","name":"vm-a"})");
+  EXPECT_EQ(r.kernel, "docker://r.example/k:1");
+  EXPECT_EQ(r.rootfs, "docker://r.example/r:1");
+  EXPECT_EQ(r.run_id, "run-7");
+  EXPECT_EQ(r.machine, "vm-a");
+  EXPECT_FALSE(r.image);
+  ExpectError([] { ParseCreateRequest(R"({"run_id": 7})"); }, ErrorCode::kInvalidArgument,
+              "'run_id' must be a string");
+  ExpectError([] { ParseCreateRequest(R"({"machine": "x"})"); }, ErrorCode::kInvalidArgument,
+              "unknown field 'machine'");
+
+  Sandbox s(SandboxId::Generate());
+  s.spec.run_id = "run-7";
+  s.spec.machine = "vm-a";
+  s.tap = "ephr0123456789";
+  s.host_key = "ssh-ed25519 AAAA";
+  nlohmann::json j = SandboxToJson(s, "127.0.0.1");
+  EXPECT_EQ(j["run_id"], "run-7");
+  EXPECT_EQ(j["name"], "vm-a");
+  EXPECT_EQ(j["tap"], "ephr0123456789");
+  EXPECT_EQ(j["host_key"], "ssh-ed25519 AAAA");
+  EXPECT_FALSE(SandboxToJson(Sandbox(SandboxId::Generate()), "h").contains("run_id"));
+}
+
+}  // namespace
+}  // namespace ephemera

@@ -62,9 +62,10 @@ class FakeVms : public VmDriver {
 class FakeNetworks : public SandboxNetworks {
  public:
   std::uint16_t SetGuestAddress(const SandboxId&, Ipv4) override { return 10999; }
-  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>&,
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive,
                        LinkMode) override {
     std::lock_guard lock(mutex);
+    last_derive = derive;
     if (fail_setup) Fail(ErrorCode::kResourceExhausted, "fake: address pool exhausted");
     SandboxNetwork n{id,
                      "eph" + id.ShortName(),
@@ -91,6 +92,7 @@ class FakeNetworks : public SandboxNetworks {
   std::map<SandboxId, SandboxNetwork> live;
   std::uint32_t next = 0;
   bool fail_setup = false;
+  std::optional<DerivedSubnet> last_derive;
 };
 
 class FakeProvisioner : public Provisioner {
@@ -416,6 +418,96 @@ TEST_F(EngineTest, CreatesAreRefusedBelowTheFreeDiskFloor) {
   options_.disk_watch = state_.path();
   options_.min_free_disk_mib = std::numeric_limits<std::uint32_t>::max();
   ExpectCreateFails({}, ErrorCode::kNoSpace, "low on disk space");
+}
+
+}  // namespace
+}  // namespace ephemera
+
+namespace ephemera {
+namespace {
+
+TEST_F(EngineTest, APipelineMachineDerivesItsNetworkAndIsOneOfItsNameInARun) {
+  CreateRequest request;
+  request.run_id = "run-42";
+  request.machine = "ubuntu-6.1";
+  CreateResult first = engine().Create(request);
+  ASSERT_TRUE(networks_.last_derive.has_value());
+  EXPECT_EQ(networks_.last_derive->run_id, "run-42");
+  EXPECT_EQ(networks_.last_derive->machine, "ubuntu-6.1");
+  EXPECT_EQ(first.sandbox.spec.run_id, "run-42");
+  EXPECT_EQ(first.sandbox.host_key, "ssh-ed25519 AAAAfake");
+  auto stored = store_.Get(first.sandbox.id);
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->spec.machine, "ubuntu-6.1");
+  EXPECT_EQ(stored->host_key, "ssh-ed25519 AAAAfake");
+
+  // The same machine of the same run again is an error, and leaves nothing.
+  try {
+    engine().Create(request);
+    ADD_FAILURE() << "a second run-42/ubuntu-6.1 was created";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), HasSubstr("run 'run-42' already has a machine named 'ubuntu-6.1'"));
+    EXPECT_THAT(e.what(), HasSubstr(first.sandbox.id.str()));
+  }
+  EXPECT_EQ(store_.List().size(), 1u);
+  EXPECT_EQ(networks_.live.size(), 1u);
+
+  // Another machine of the run, and a create without a run, derive nothing alike.
+  request.machine = "fedora-6.5";
+  engine().Create(request);
+  EXPECT_EQ(networks_.last_derive->machine, "fedora-6.5");
+  engine().Create(CreateRequest{});
+  EXPECT_FALSE(networks_.last_derive.has_value());
+}
+
+TEST_F(EngineTest, BadPipelineNamesAreRefusedBeforeAnythingIsMade) {
+  CreateRequest only_run{};
+  only_run.run_id = "r1";
+  ExpectCreateFails(only_run, ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
+  CreateRequest spaced{};
+  spaced.run_id = "r1";
+  spaced.machine = "a b";
+  ExpectCreateFails(spaced, ErrorCode::kInvalidArgument, "'name' must be 1 to 63");
+  CreateRequest long_run{};
+  long_run.run_id = std::string(64, 'r');
+  long_run.machine = "m";
+  ExpectCreateFails(long_run, ErrorCode::kInvalidArgument, "'run_id' must be 1 to 63");
+}
+
+TEST_F(EngineTest, AKernelAndRootfsPairIsCheckedAndRemoteCallersReachOnlyListedRegistries) {
+  options_.registry.registries = {{"registry.example:5000", false, {}, {}}};
+  CreateRequest both;
+  both.image = "default";
+  both.kernel = "oci:/k";
+  both.rootfs = "oci:/r";
+  ExpectCreateFails(both, ErrorCode::kInvalidArgument, "give 'image' or 'kernel' and 'rootfs'");
+  CreateRequest half;
+  half.kernel = "oci:/k";
+  ExpectCreateFails(half, ErrorCode::kInvalidArgument, "'kernel' and 'rootfs' go together");
+  CreateRequest bad;
+  bad.kernel = "ftp://x";
+  bad.rootfs = "oci:/r";
+  ExpectCreateFails(bad, ErrorCode::kInvalidArgument, "'kernel'");
+
+  CreateRequest remote;
+  remote.owner = "tok_1";
+  remote.kernel = "oci:/etc";
+  remote.rootfs = "docker://registry.example:5000/rootfs:1";
+  ExpectCreateFails(remote, ErrorCode::kPermissionDenied, "'oci:/etc'");
+  remote.kernel = "docker://elsewhere.example/kernel:1";
+  ExpectCreateFails(remote, ErrorCode::kPermissionDenied, "elsewhere.example");
+
+  // A local caller's pair is imported on first use, under its pair name;
+  // a missing layout says which.
+  CreateRequest local;
+  local.kernel = "oci:" + (images_dir_.path() / "no-such-layout").string();
+  local.rootfs = local.kernel;
+  const std::string name = PairImageName(oci::ImageReference::Parse(*local.kernel),
+                                         oci::ImageReference::Parse(*local.rootfs));
+  EXPECT_THAT(name, ::testing::MatchesRegex("pair-[0-9a-f]{12}"));
+  ExpectCreateFails(local, ErrorCode::kNotFound, "importing image '" + name + "'");
+  EXPECT_FALSE(std::filesystem::exists(images_dir_.path() / name));
 }
 
 }  // namespace

@@ -141,6 +141,11 @@ TEST(TapTest, NamesFitIfnamsizAndCarryTheId) {
   EXPECT_EQ(TapNameFor(id), "eph1234abcd");
   EXPECT_LT(TapNameFor(id).size(), 16u);
   EXPECT_EQ(NetworkManager::MacFor(id), "52:54:00:12:34:ab");
+  // A pipeline machine's TAP is named by its run and name, the same every rerun.
+  EXPECT_EQ(TapNameForRun("run-42", "kernel-6.1"), TapNameForRun("run-42", "kernel-6.1"));
+  EXPECT_NE(TapNameForRun("run-42", "kernel-6.1"), TapNameForRun("run-42", "kernel-6.6"));
+  EXPECT_NE(TapNameForRun("run-4", "2kernel"), TapNameForRun("run-42", "kernel"));
+  EXPECT_THAT(TapNameForRun("run-42", "kernel-6.1"), ::testing::MatchesRegex("ephr[0-9a-f]{10}"));
 }
 
 TEST(DnsmasqTest, ServesExactlyTheGuestOnItsTapWithoutDns) {

@@ -71,9 +71,12 @@ TEST_F(StoreTest, RoundTripsEveryField) {
   Sandbox s = MakeSandbox();
   s.expires_at = s.created_at + 600;
   s.spec.kind = SandboxKind::kContainer;
+  s.spec.run_id = "run-7";
+  s.spec.machine = "m1";
   s.driver = "libvirt";
   store.Insert(s);
   s.tap = "eph12345678";
+  s.host_key = "ssh-ed25519 AAAAC3";
   s.mac = "52:54:00:12:34:56";
   s.network = "eph-12345678";
   s.subnet = "172.16.0.0/30";
@@ -97,6 +100,38 @@ TEST_F(StoreTest, RoundTripsEveryField) {
   EXPECT_EQ(got.driver, "libvirt");
   EXPECT_EQ(got.mac, s.mac);
   EXPECT_EQ(got.network, s.network);
+  EXPECT_EQ(got.spec.run_id, "run-7");
+  EXPECT_EQ(got.spec.machine, "m1");
+  EXPECT_EQ(got.host_key, "ssh-ed25519 AAAAC3");
+}
+
+TEST_F(StoreTest, ARunHoldsOneMachineOfEachName) {
+  Store store(path_);
+  Sandbox first = MakeSandbox();
+  first.spec.run_id = "run-7";
+  first.spec.machine = "m1";
+  store.Insert(first);
+  Sandbox again = MakeSandbox();
+  again.spec.run_id = "run-7";
+  again.spec.machine = "m1";
+  try {
+    store.Insert(again);
+    ADD_FAILURE() << "two m1 in run-7";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(first.id.str()));
+  }
+  again.spec.run_id = "run-8";  // the name is free in another run
+  store.Insert(again);
+  Sandbox plain1 = MakeSandbox(), plain2 = MakeSandbox();  // no run: no constraint
+  store.Insert(plain1);
+  store.Insert(plain2);
+  EXPECT_EQ(store.List().size(), 4u);
+  store.Delete(first.id);
+  Sandbox rerun = MakeSandbox();  // a rerun once the first is gone
+  rerun.spec.run_id = "run-7";
+  rerun.spec.machine = "m1";
+  store.Insert(rerun);
 }
 
 TEST_F(StoreTest, NoColumnCanHoldAPasswordOrAToken) {
