@@ -123,6 +123,64 @@ TEST_F(OciImportTest, ADebianRootfsWithSystemdGetsTheGuestContractAndNoWellKnown
   ExpectNothingLeft();
 }
 
+// What a kernel-testing pipeline does: create each machine of a run from
+// its kernel and rootfs references (pulled by the first create), with
+// addresses derived from the run, then drive them from an Ansible inventory.
+TEST_F(OciImportTest, APipelineCreatesFromReferencesAndDrivesItsMachinesByInventory) {
+  const std::vector<std::string> pair = {
+      "--kernel", "oci:" + (sources_ / "kernel").string() + ":default", "--rootfs",
+      "docker-archive:" + (sources_ / "rootfs.tar").string()};
+  std::vector<std::string> args = pair;
+  args.insert(args.end(), {"--run-id", "run-1", "--name", "vm-a"});
+  json s = Create(args);
+  EXPECT_THAT(s["image"].get<std::string>(), ::testing::MatchesRegex("pair-[0-9a-f]{12}"));
+  EXPECT_EQ(s["run_id"], "run-1");
+  EXPECT_EQ(s["name"], "vm-a");
+  EXPECT_THAT(s["tap"].get<std::string>(), ::testing::MatchesRegex("ephr[0-9a-f]{10}"));
+  EXPECT_TRUE(fs::exists(ImageDirectory() / s["image"].get<std::string>() / "rootfs.ext4"));
+  json inspected =
+      json::parse(Output(Cli({"image", "inspect", s["image"].get<std::string>(), "--json"})));
+  EXPECT_EQ(inspected["source"]["rootfs"], "docker-archive:" + (sources_ / "rootfs.tar").string());
+  EXPECT_EQ(inspected["used_by"], json::array({s["id"]}));
+  EXPECT_GT(inspected["disk_bytes"].get<std::uint64_t>(), 0u);
+
+  // The same machine of the run again is refused and changes nothing.
+  std::vector<std::string> again = {"create", "--json"};
+  again.insert(again.end(), args.begin(), args.end());
+  ProcessResult twice = RunProcess(Cli(again), 180s);
+  EXPECT_NE(twice.exit_code, 0);
+  EXPECT_THAT(twice.err, HasSubstr("run 'run-1' already has a machine named 'vm-a'"));
+  EXPECT_EQ(List().size(), 1u);
+
+  // The inventory logs in with the pinned key and the remembered password.
+  json inventory = json::parse(Output(Cli({"list", "--inventory", "--run-id", "run-1"})));
+  EXPECT_EQ(inventory["run_run_1"]["hosts"], json::array({"vm-a"}));
+  const json& vm = inventory["_meta"]["hostvars"]["vm-a"];
+  EXPECT_EQ(vm["ephemera_id"], s["id"]);
+  EXPECT_EQ(vm["ephemera_host_key_fingerprint"], s["host_key_fingerprint"]);
+  const std::string args_line = vm["ansible_ssh_common_args"];
+  const std::string known_hosts = args_line.substr(args_line.find("UserKnownHostsFile=") + 19);
+  ProcessResult found = RunProcess(
+      {"ssh-keygen", "-l", "-F", "[127.0.0.1]:" + std::to_string(vm["ansible_port"].get<int>()),
+       "-f", known_hosts});
+  EXPECT_THAT(found.out, HasSubstr(s["host_key_fingerprint"].get<std::string>())) << found.err;
+  SshSession client(vm["ansible_host"], vm["ansible_port"].get<std::uint16_t>(),
+                    vm["ansible_user"], 30s);
+  EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
+  ASSERT_TRUE(client.AuthenticateWithPassword(vm["ansible_password"]));
+  EXPECT_EQ(client.Execute("id -un", 30s).out, vm["ansible_user"].get<std::string>() + "\n");
+
+  // A rerun gets the same /30 and TAP, and the pair is not imported again.
+  Output(Cli({"destroy", s["id"]}));
+  json rerun = Create(args);
+  EXPECT_EQ(rerun["subnet"], s["subnet"]);
+  EXPECT_EQ(rerun["tap"], s["tap"]);
+  EXPECT_EQ(rerun["image"], s["image"]);
+  EXPECT_THAT(DaemonLog(), ::testing::Not(HasSubstr("already imported")));
+  Output(Cli({"destroy", rerun["id"]}));
+  ExpectNothingLeft();
+}
+
 TEST_F(OciImportTest, ARootfsWithoutSshdOrABadReferenceIsRefusedLeavingNothing) {
   ProcessResult r = RunProcess(Pull("bare", "no-sshd.tar"), 120s);
   EXPECT_NE(r.exit_code, 0);
