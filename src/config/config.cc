@@ -484,6 +484,7 @@ Config ParseConfig(std::string_view yaml_text) {
   Section pull = top.Child("pull");
   pull.ReadUnsigned("connect_timeout_seconds", config.pull.connect_timeout_seconds, 1, 3600);
   pull.ReadUnsigned("stall_timeout_seconds", config.pull.stall_timeout_seconds, 1, 3600);
+  pull.ReadUnsigned("cache_max_mib", config.pull.cache_max_mib, 0, 1u << 30);
   pull.RejectUnknown();
 
   top.RejectUnknown();

@@ -144,6 +144,10 @@ struct ImageSource {
 struct PullConfig {
   unsigned connect_timeout_seconds = 15;
   unsigned stall_timeout_seconds = 30;  // a registry silent this long fails the pull
+  // What the image directory may take on disk (0: no limit). Images that a
+  // create could import again (images: entries, --kernel/--rootfs pairs)
+  // are evicted least recently used first when it is over.
+  unsigned cache_max_mib = 0;
 };
 
 struct Config {

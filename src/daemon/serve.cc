@@ -53,6 +53,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   }
   o.registry.connect_timeout = std::chrono::seconds(c.pull.connect_timeout_seconds);
   o.registry.stall_timeout = std::chrono::seconds(c.pull.stall_timeout_seconds);
+  if (c.pull.cache_max_mib) o.image_cache_max_mib = c.pull.cache_max_mib;
   for (const auto& [name, source] : c.images) {
     const std::string key = "images." + name;
     if (!IsValidImageName(name)) {

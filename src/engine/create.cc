@@ -56,7 +56,7 @@ oci::ImageReference ParseCreateReference(const char* field, const std::string& t
 }  // namespace
 
 std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs) {
-  return "pair-" + Sha256Hex(kernel.str() + "\n" + rootfs.str()).substr(0, 12);
+  return "pair-" + Sha256Hex(kernel.str() + "\n" + rootfs.str()).substr(0, 16);
 }
 
 void Engine::ImportForCreate(const ImageImport& import, const std::string& owner) {
@@ -139,6 +139,7 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     v.spec.machine = *request.machine;
   }
   v.spec.image = ResolveImage(request);
+  TouchImage(v.spec.image);
   try {
     v.image = images_.Get(v.spec.image);
   } catch (const Error& e) {

@@ -166,7 +166,24 @@ oci::ImportResult Engine::ImportImage(const ImageImport& import,
     }
   };
   CheckFreeDisk();
+  if (options_.image_cache_max_mib) {
+    const std::uint64_t used = EnforceImageCacheLimit(import.name);
+    if (used > (*options_.image_cache_max_mib << 20)) {
+      Fail(ErrorCode::kNoSpace,
+           "image '{}': the image cache holds {} MiB, over pull.cache_max_mib = {} MiB, in "
+           "images that are in use or were pulled by name (image rm frees them)",
+           import.name, used >> 20, *options_.image_cache_max_mib);
+    }
+  }
   oci::ImportResult result = oci::ImportImage(images_.dir(), request);
+  TouchImage(import.name);
+  if (options_.image_cache_max_mib) {
+    const std::uint64_t used = EnforceImageCacheLimit(import.name);
+    if (used > (*options_.image_cache_max_mib << 20)) {
+      spdlog::warn("image cache: {} MiB after importing {}, over pull.cache_max_mib = {} MiB",
+                   used >> 20, import.name, *options_.image_cache_max_mib);
+    }
+  }
   spdlog::info("image {}: {} from {} and {} ({})", import.name,
                result.cached ? "already imported" : "imported", request.kernel.str(),
                request.rootfs.str(), result.dir.string());

@@ -71,6 +71,8 @@ struct EngineOptions {
   oci::RegistryOptions registry;
   // `image prune` leaves registry blobs younger than this (a pull under way).
   std::chrono::seconds blob_min_age{3600};
+  // What the image directory may take (none: unbounded); see image_cache.cc.
+  std::optional<std::uint64_t> image_cache_max_mib;
   // Images by their references (`images:`), imported on demand.
   std::map<std::string, ConfiguredImage> configured_images;
 };
@@ -148,7 +150,7 @@ struct ReconcileReport {
 };
 
 // The catalog name of the image a kernel + rootfs reference pair is
-// imported as by a create that names them: "pair-" and 12 hex digits.
+// imported as by a create that names them: "pair-" and 16 hex digits.
 std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs);
 
 class Engine {
@@ -218,6 +220,12 @@ class Engine {
   // references (images:) or given as a kernel + rootfs pair.
   std::string ResolveImage(const CreateRequest& request);
   void ImportForCreate(const ImageImport& import, const std::string& owner);
+  // Brings the image directory under image_cache_max_mib: what prune
+  // removes, then images a create could import again that no sandbox uses,
+  // least recently used first, never `keep`. Returns the bytes it takes.
+  std::uint64_t EnforceImageCacheLimit(const std::string& keep);
+  // Marks an image used now (the cache evicts the least recently used).
+  void TouchImage(const std::string& name);
   void Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason);
   void TearDownHost(const SandboxId& id, VmDriver& driver);
   // The driver a sandbox was made with; kUnavailable if this daemon does

@@ -98,11 +98,16 @@ std::string ReadChecksumFile(const fs::path& path, std::size_t hex_length,
 ImageCatalog::ImageCatalog(fs::path image_dir) : image_dir_(std::move(image_dir)) {}
 
 std::vector<std::string> ImageCatalog::List() const {
-  std::vector<std::string> names;
+  // A folder a name points at is that name's, not an image of its own.
+  std::set<std::string> linked;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
+    if (entry.is_symlink(ec)) linked.insert(fs::read_symlink(entry.path(), ec).filename().string());
+  }
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(image_dir_, ec)) {
     std::string name = entry.path().filename().string();
-    if (IsValidImageName(name) &&
+    if (IsValidImageName(name) && !linked.count(name) &&
         (fs::exists(entry.path() / kManifest, ec) || fs::exists(entry.path() / kMirrorIso, ec))) {
       names.push_back(name);
     }

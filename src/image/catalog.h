@@ -26,7 +26,7 @@ class ImageCatalog {
   Image Get(const std::string& name);
 
   // Names of the images present (entries with a manifest or an Anweddol
-  // mirror's ISO), sorted.
+  // mirror's ISO, but not the folders names point at), sorted.
   std::vector<std::string> List() const;
 
   // Every image present, loaded and checked; a bad one carries its error.

@@ -133,7 +133,7 @@ TEST_F(OciImportTest, APipelineCreatesFromReferencesAndDrivesItsMachinesByInvent
   std::vector<std::string> args = pair;
   args.insert(args.end(), {"--run-id", "run-1", "--name", "vm-a"});
   json s = Create(args);
-  EXPECT_THAT(s["image"].get<std::string>(), ::testing::MatchesRegex("pair-[0-9a-f]{12}"));
+  EXPECT_THAT(s["image"].get<std::string>(), ::testing::MatchesRegex("pair-[0-9a-f]{16}"));
   EXPECT_EQ(s["run_id"], "run-1");
   EXPECT_EQ(s["name"], "vm-a");
   EXPECT_THAT(s["tap"].get<std::string>(), ::testing::MatchesRegex("ephr[0-9a-f]{10}"));
@@ -160,12 +160,12 @@ TEST_F(OciImportTest, APipelineCreatesFromReferencesAndDrivesItsMachinesByInvent
   EXPECT_EQ(vm["ephemera_host_key_fingerprint"], s["host_key_fingerprint"]);
   const std::string args_line = vm["ansible_ssh_common_args"];
   const std::string known_hosts = args_line.substr(args_line.find("UserKnownHostsFile=") + 19);
-  ProcessResult found = RunProcess(
-      {"ssh-keygen", "-l", "-F", "[127.0.0.1]:" + std::to_string(vm["ansible_port"].get<int>()),
-       "-f", known_hosts});
+  ProcessResult found = RunProcess({"ssh-keygen", "-l", "-F",
+                                    "[127.0.0.1]:" + std::to_string(vm["ansible_port"].get<int>()),
+                                    "-f", known_hosts});
   EXPECT_THAT(found.out, HasSubstr(s["host_key_fingerprint"].get<std::string>())) << found.err;
-  SshSession client(vm["ansible_host"], vm["ansible_port"].get<std::uint16_t>(),
-                    vm["ansible_user"], 30s);
+  SshSession client(vm["ansible_host"], vm["ansible_port"].get<std::uint16_t>(), vm["ansible_user"],
+                    30s);
   EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
   ASSERT_TRUE(client.AuthenticateWithPassword(vm["ansible_password"]));
   EXPECT_EQ(client.Execute("id -un", 30s).out, vm["ansible_user"].get<std::string>() + "\n");

@@ -174,6 +174,7 @@ images:
     headroom_mib: 512
 pull:
   stall_timeout_seconds: 10
+  cache_max_mib: 20480
 )");
   ASSERT_EQ(c.registries.size(), 2u);
   EXPECT_EQ(c.registries[0].host, "registry.example:5000");
@@ -185,6 +186,7 @@ pull:
   EXPECT_EQ(c.images["kt-debian"].rootfs, "docker://registry.example:5000/kt/debian:12");
   EXPECT_EQ(c.images["kt-debian"].headroom_mib, 512u);
   EXPECT_EQ(c.pull.stall_timeout_seconds, 10u);
+  EXPECT_EQ(c.pull.cache_max_mib, 20480u);
   EXPECT_EQ(c.pull.connect_timeout_seconds, 15u);
 }
 
@@ -201,6 +203,7 @@ TEST(ConfigTest, BadRegistriesAndImagesNameTheKey) {
   ExpectConfigError("images: {a: {kernel: oci:/k, rootfs: oci:/r, size: 1}}",
                     "'images.a.size' is unknown");
   ExpectConfigError("pull: {stall_timeout_seconds: 0}", "'pull.stall_timeout_seconds'");
+  ExpectConfigError("pull: {cache_max_mib: -1}", "'pull.cache_max_mib'");
 }
 
 }  // namespace

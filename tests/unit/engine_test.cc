@@ -1,8 +1,10 @@
 // The engine with fake drivers (VM, network, provisioner) over a real store
 // and image catalog: rollback at every step, limits under concurrency, TTL,
 // the reaper, tokens and reconcile.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <limits>
@@ -505,9 +507,73 @@ TEST_F(EngineTest, AKernelAndRootfsPairIsCheckedAndRemoteCallersReachOnlyListedR
   local.rootfs = local.kernel;
   const std::string name = PairImageName(oci::ImageReference::Parse(*local.kernel),
                                          oci::ImageReference::Parse(*local.rootfs));
-  EXPECT_THAT(name, ::testing::MatchesRegex("pair-[0-9a-f]{12}"));
+  EXPECT_THAT(name, ::testing::MatchesRegex("pair-[0-9a-f]{16}"));
   ExpectCreateFails(local, ErrorCode::kNotFound, "importing image '" + name + "'");
   EXPECT_FALSE(std::filesystem::exists(images_dir_.path() / name));
+}
+
+}  // namespace
+}  // namespace ephemera
+
+namespace ephemera {
+namespace {
+
+// An image as imports leave one (NAME -> NAME-<hash12>) holding `kib` KiB
+// of data, last used `age` ago.
+void MakeSizedImage(const std::filesystem::path& dir, const std::string& name, std::size_t kib,
+                    std::chrono::seconds age) {
+  const std::string folder = name + "-0123456789ab";
+  auto image = test::MakeFakeKernelImage(dir, folder);
+  if (!std::filesystem::is_symlink(dir / name))
+    std::filesystem::create_directory_symlink(folder, dir / name);
+  test::WriteBytes(image / "extra", std::string(kib << 10, 'x'));
+  struct timespec times[2];
+  times[0].tv_sec = times[1].tv_sec = ::time(nullptr) - age.count();
+  times[0].tv_nsec = times[1].tv_nsec = 0;
+  ASSERT_EQ(::utimensat(AT_FDCWD, image.c_str(), times, 0), 0);
+}
+
+TEST_F(EngineTest, TheImageCacheEvictsOnlyWhatCanComeBackLeastRecentlyUsedFirst) {
+  options_.image_cache_max_mib = 1;
+  MakeSizedImage(images_dir_.path(), "mine", 600, 3h);  // pulled by hand: kept
+  MakeSizedImage(images_dir_.path(), "pair-0000000000000001", 600, 2h);
+  MakeSizedImage(images_dir_.path(), "pair-0000000000000002", 600, 1h);
+  MakeSizedImage(images_dir_.path(), "pair-0000000000000003", 600, 10s);  // just used: kept
+  // An import makes room first (and then fails here: there is no such layout).
+  EXPECT_THROW(engine().ImportImage({"x", "oci:/nonexistent", "oci:/nonexistent", std::nullopt}),
+               Error);
+  EXPECT_TRUE(std::filesystem::exists(images_dir_.path() / "mine"));
+  EXPECT_FALSE(std::filesystem::exists(images_dir_.path() / "pair-0000000000000001"));
+  EXPECT_FALSE(std::filesystem::exists(images_dir_.path() / "pair-0000000000000002"));
+  EXPECT_TRUE(std::filesystem::exists(images_dir_.path() / "pair-0000000000000003"));
+  EXPECT_TRUE(std::filesystem::exists(images_dir_.path() / "default"));
+  // What cannot be evicted is over the limit: the import is refused, saying why.
+  MakeSizedImage(images_dir_.path(), "mine-too", 600, 3h);
+  try {
+    engine().ImportImage({"x", "oci:/nonexistent", "oci:/nonexistent", std::nullopt});
+    ADD_FAILURE() << "imported over the limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNoSpace);
+    EXPECT_THAT(e.what(), HasSubstr("over pull.cache_max_mib = 1 MiB"));
+  }
+  EXPECT_TRUE(std::filesystem::exists(images_dir_.path() / "mine-too"));
+}
+
+TEST_F(EngineTest, TheImageCacheNeverEvictsAnImageInUse) {
+  options_.image_cache_max_mib = 1;
+  MakeSizedImage(images_dir_.path(), "pair-0000000000000001", 1200, 2h);
+  CreateRequest request;
+  request.image = "pair-0000000000000001";
+  engine().Create(request);
+  // Aged again, as if the create was long ago.
+  MakeSizedImage(images_dir_.path(), "pair-0000000000000001", 1200, 2h);
+  try {
+    engine().ImportImage({"x", "oci:/nonexistent", "oci:/nonexistent", std::nullopt});
+    ADD_FAILURE() << "imported over the limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNoSpace) << e.what();
+  }
+  EXPECT_TRUE(std::filesystem::exists(images_dir_.path() / "pair-0000000000000001" / "vmlinux"));
 }
 
 }  // namespace
