@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -41,7 +42,7 @@ HttpResponse ProtocolError(http::error ec_kind) {
 
 struct Shared {
   HttpServerOptions options;
-  HttpHandler handler;
+  HttpStreamingHandler handler;
   asio::thread_pool* workers = nullptr;
   asio::thread_pool* slow_workers = nullptr;
   std::atomic<std::size_t> open{0};
@@ -126,14 +127,16 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const bool slow = shared_.options.is_slow && shared_.options.is_slow(request_);
     asio::post(slow ? *shared_.slow_workers : *shared_.workers, [self = this->shared_from_this()] {
       HttpResponse response;
+      ChunkSink sink(*self);
       try {
-        response = self->shared_.handler(self->request_, self->peer_);
+        response = self->shared_.handler(self->request_, self->peer_, sink);
       } catch (const std::exception& e) {
         // Handlers answer errors themselves; this is a bug, not a reason to
         // take the daemon down.
         spdlog::error("http: handler failed for {}: {}", self->peer_.ToString(), e.what());
         response = InternalError();
       }
+      if (sink.started()) return sink.Finish(response.body());
       response.version(self->request_.version());
       response.keep_alive(self->request_.keep_alive() && response.keep_alive());
       response.prepare_payload();
@@ -141,6 +144,87 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                  [self, r = std::move(response)]() mutable { self->Write(std::move(r)); });
     });
   }
+
+  // A streamed answer, written from the handler's worker: each write runs
+  // on the I/O thread while the worker waits for it, under io_timeout.
+  class ChunkSink : public HttpChunkSink {
+   public:
+    explicit ChunkSink(Session& session) : session_(session) {}
+    bool started() const { return header_.has_value(); }
+
+    bool Send(std::string_view content_type, std::string_view piece) override {
+      if (broken_) return false;
+      if (!header_) {
+        header_.emplace(http::status::ok, session_.request_.version());
+        header_->set(http::field::content_type,
+                     beast::string_view(content_type.data(), content_type.size()));
+        header_->set(http::field::cache_control, "no-store");
+        header_->chunked(true);
+        header_->keep_alive(session_.request_.keep_alive());
+        serializer_.emplace(*header_);
+        if (!RunOnIo([this](auto done) {
+              http::async_write_header(session_.stream_, *serializer_, std::move(done));
+            })) {
+          return false;
+        }
+      }
+      if (piece.empty()) return true;  // an empty chunk would end the body
+      piece_.assign(piece);
+      return RunOnIo([this](auto done) {
+        asio::async_write(session_.stream_, http::make_chunk(asio::buffer(piece_)),
+                          std::move(done));
+      });
+    }
+
+    // The handler's last words, then the end of the body, then the next
+    // request (or the close).
+    void Finish(const std::string& last) {
+      if (!broken_ && !last.empty()) {
+        piece_ = last;
+        RunOnIo([this](auto done) {
+          asio::async_write(session_.stream_, http::make_chunk(asio::buffer(piece_)),
+                            std::move(done));
+        });
+      }
+      if (!broken_) {
+        RunOnIo([this](auto done) {
+          asio::async_write(session_.stream_, http::make_chunk_last(), std::move(done));
+        });
+      }
+      const bool keep = !broken_ && header_->keep_alive();
+      asio::post(session_.stream_.get_executor(), [self = session_.shared_from_this(), keep] {
+        if (self->answering_) {
+          self->answering_ = false;
+          --self->shared_.answering;
+        }
+        if (!keep || self->shared_.stopping) return self->Close();
+        self->Read();
+      });
+    }
+
+   private:
+    template <typename Start>
+    bool RunOnIo(Start start) {
+      std::promise<beast::error_code> done;
+      auto result = done.get_future();
+      asio::post(session_.stream_.get_executor(), [&] {
+        beast::get_lowest_layer(session_.stream_)
+            .expires_after(session_.shared_.options.io_timeout);
+        start([&done](beast::error_code ec, std::size_t) { done.set_value(ec); });
+      });
+      if (beast::error_code ec = result.get()) {
+        spdlog::debug("http: streaming to {} stopped: {}", session_.peer_.ToString(), ec.message());
+        broken_ = true;
+      }
+      return !broken_;
+    }
+
+    Session& session_;
+    std::optional<http::response<http::empty_body>> header_;
+    std::optional<http::response_serializer<http::empty_body>> serializer_;
+    std::string piece_;
+    bool broken_ = false;
+  };
 
   void Write(HttpResponse response) {
     response_ = std::make_shared<HttpResponse>(std::move(response));
@@ -215,7 +299,7 @@ struct HttpServer::Impl {
   asio::thread_pool slow_workers;
   std::thread thread;
 
-  Impl(HttpListener l, HttpServerOptions o, HttpHandler h)
+  Impl(HttpListener l, HttpServerOptions o, HttpStreamingHandler h)
       : listener(std::move(l)),
         shared{o, std::move(h)},
         workers(std::max<std::size_t>(1, o.workers)),
@@ -314,6 +398,13 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer(HttpListener listener, HttpServerOptions options, HttpHandler handler)
+    : HttpServer(std::move(listener), std::move(options),
+                 HttpStreamingHandler([handler = std::move(handler)](
+                                          const HttpRequest& request, const Peer& peer,
+                                          HttpChunkSink&) { return handler(request, peer); })) {}
+
+HttpServer::HttpServer(HttpListener listener, HttpServerOptions options,
+                       HttpStreamingHandler handler)
     : impl_(std::make_unique<Impl>(std::move(listener), options, std::move(handler))) {
   if (!impl_->listener.socket.empty()) {
     impl_->ListenUnix();

@@ -29,6 +29,21 @@ struct Peer {
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&, const Peer&)>;
 
+// Lets a handler answer in pieces while it works (chunked transfer coding).
+// The first Send writes a 200 header with `content_type`, each Send one
+// chunk; the response the handler then returns ends the answer, its body the
+// last chunk (its status is lost by then: errors go in the body). A handler
+// that never calls Send answers as usual.
+class HttpChunkSink {
+ public:
+  virtual ~HttpChunkSink() = default;
+  // False once the client is gone or stalls past io_timeout; the handler
+  // may go on (the rest is dropped).
+  virtual bool Send(std::string_view content_type, std::string_view piece) = 0;
+};
+using HttpStreamingHandler =
+    std::function<HttpResponse(const HttpRequest&, const Peer&, HttpChunkSink&)>;
+
 struct HttpListener {
   // A unix socket when `socket` is set, else TCP on `endpoint`.
   std::filesystem::path socket;
@@ -68,6 +83,7 @@ class HttpServer {
   // refuses one another process still serves (kAlreadyExists); a TCP
   // address in use is kUnavailable; kPermissionDenied for either.
   HttpServer(HttpListener listener, HttpServerOptions options, HttpHandler handler);
+  HttpServer(HttpListener listener, HttpServerOptions options, HttpStreamingHandler handler);
   ~HttpServer();  // stops accepting, finishes, removes a unix socket file
 
   std::uint16_t port() const;   // the bound TCP port (0 for a unix socket)

@@ -66,7 +66,48 @@ HttpResponse Tokens(const ApiContext& c, const HttpRequest& request, std::string
   MethodNotAllowed(target);
 }
 
-HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& peer) {
+// An import's progress as NDJSON lines, at most every 200 ms per layer
+// plus each layer's start and end, when the client asked for them.
+class ImportProgressLines {
+ public:
+  explicit ImportProgressLines(HttpChunkSink* sink) : sink_(sink) {}
+  void operator()(const oci::PullProgress& p) {
+    if (!sink_ || gone_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const bool edge = p.bytes == 0 || p.bytes == p.total || p.layer != last_layer_ ||
+                      p.reference != last_reference_;
+    if (!edge && now - last_sent_ < std::chrono::milliseconds(200)) return;
+    last_sent_ = now;
+    last_layer_ = p.layer;
+    last_reference_ = p.reference;
+    json line = {{"progress",
+                  {{"reference", p.reference},
+                   {"layer", p.layer},
+                   {"layers", p.layers},
+                   {"bytes", p.bytes},
+                   {"total", p.total},
+                   {"cached", p.cached}}}};
+    gone_ = !sink_->Send(kNdjson, line.dump() + "\n");
+  }
+  static constexpr const char* kNdjson = "application/x-ndjson";
+
+ private:
+  HttpChunkSink* sink_;
+  bool gone_ = false;
+  std::chrono::steady_clock::time_point last_sent_{};
+  std::size_t last_layer_ = ~std::size_t{0};
+  std::string last_reference_;
+};
+
+bool WantsNdjson(const HttpRequest& request) {
+  auto accept = request.find(http::field::accept);
+  return accept != request.end() &&
+         std::string_view(accept->value().data(), accept->value().size())
+                 .find(ImportProgressLines::kNdjson) != std::string_view::npos;
+}
+
+HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& peer,
+                   HttpChunkSink* sink) {
   std::optional<Caller> caller;
   if (!peer.local) {
     if (!c.access) Fail(ErrorCode::kInternal, "a remote front door without access control");
@@ -94,7 +135,9 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
     // Imports read the host's files: the local socket only.
     if (caller) Fail(ErrorCode::kPermissionDenied, "images are imported on the local socket");
     ImageImport import = ParseImageImport(request.body());
-    oci::ImportResult r = c.engine->ImportImage(import);
+    // Asked for, progress goes out as NDJSON lines, the answer last.
+    ImportProgressLines progress(WantsNdjson(request) ? sink : nullptr);
+    oci::ImportResult r = c.engine->ImportImage(import, std::ref(progress));
     return Json(http::status::created, {{"name", import.name},
                                         {"dir", r.dir.string()},
                                         {"kernel_digest", r.kernel_digest.str()},
@@ -192,9 +235,9 @@ bool IsSlowApiRequest(const HttpRequest& request) {
 }
 
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
-                              const Peer& peer) {
+                              const Peer& peer, HttpChunkSink* sink) {
   try {
-    return Route(context, request, peer);
+    return Route(context, request, peer, sink);
   } catch (const RateLimitedError& e) {
     HttpResponse response = Json(http::status::too_many_requests, ErrorToJson(e));
     response.set(http::field::retry_after, std::to_string(e.retry_after().count()));

@@ -53,8 +53,11 @@ struct ApiContext {
   const FrontDoors* front_doors = nullptr;
 };
 
+// With a sink, POST /v1/images that accepts application/x-ndjson answers
+// in lines as the import goes: {"progress": {reference, layer, layers,
+// bytes, total, cached}} ..., then the answer (or {"error": ...}).
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
-                              const Peer& peer);
+                              const Peer& peer, HttpChunkSink* sink = nullptr);
 
 // Requests that may take seconds (create, destroy), for HttpServerOptions::is_slow.
 bool IsSlowApiRequest(const HttpRequest& request);

@@ -80,7 +80,7 @@ std::string PinMismatchMessage(const std::string& server, const std::string& dem
 // Writes the request and reads the answer on a connected stream.
 template <typename Stream, typename Cancel>
 Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpRequest& request,
-                  const ClientOptions& options, const std::string& where) {
+                  const ClientOptions& options, const std::string& where, const LineFn& on_line) {
   const Timeouts& t = options.timeouts;
   beast::error_code ec = RunStep(
       io, t.write,
@@ -95,6 +95,31 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpReque
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(options.max_response_body);
+  if (on_line) {
+    // Piece by piece, handing on each whole line as soon as it is there.
+    std::size_t scanned = 0;
+    while (!parser.is_done()) {
+      ec = RunStep(
+          io, t.response,
+          [&](auto done) {
+            http::async_read_some(stream, buffer, parser,
+                                  [done](beast::error_code e, std::size_t) mutable { done(e); });
+          },
+          cancel);
+      if (ec) {
+        throw ApiError(0, "talking to ephemerad at " + where +
+                              " failed: " + DescribeStepError(ec, t.response));
+      }
+      if (!parser.is_header_done()) continue;
+      const std::string& body = parser.get().body();
+      for (auto nl = body.find('\n', scanned); nl != std::string::npos;
+           nl = body.find('\n', scanned)) {
+        on_line(std::string_view(body).substr(scanned, nl - scanned));
+        scanned = nl + 1;
+      }
+    }
+    return parser.release();
+  }
   ec = RunStep(
       io, t.response,
       [&](auto done) {
@@ -177,7 +202,8 @@ void ApiClient::RememberToken() {
 }
 
 nlohmann::json ApiClient::Request(const std::string& method, const std::string& target,
-                                  const std::string& body, const Headers& headers) {
+                                  const std::string& body, const Headers& headers,
+                                  const LineFn& on_line) {
   HttpRequest request{http::string_to_verb(method), target, 11};
   request.set(http::field::host, options_.server ? options_.server->authority() : "localhost");
   request.set(http::field::user_agent, "ephemera-cli");
@@ -186,6 +212,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
     request.set(http::field::authorization, "Bearer " + *options_.token);
   }
   for (const auto& [name, value] : headers) request.set(name, value);
+  if (on_line) request.set(http::field::accept, "application/x-ndjson, application/json");
   if (!body.empty()) {
     request.set(http::field::content_type, "application/json");
     request.body() = body;
@@ -212,7 +239,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
     if (ec)
       throw ApiError(
           0, "cannot reach ephemerad at " + where + ": " + DescribeStepError(ec, t.connect));
-    response = Exchange(io, socket, close, request, options_, where);
+    response = Exchange(io, socket, close, request, options_, where, on_line);
   } else if (!options_.server->tls) {
     if (options_.token && !warned_plain_token_) {
       std::fprintf(stderr,
@@ -229,7 +256,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
           beast::error_code ignored;
           socket.close(ignored);
         },
-        request, options_, where);
+        request, options_, where, on_line);
   } else {
     // Read before connecting: a corrupt store stops us before any traffic.
     ServerStore store(options_.servers_file);
@@ -304,11 +331,20 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
              "  server; the pin is kept in " +
              store.file().string() + ")");
     }
-    response = Exchange(io, stream, close, request, options_, where);
+    response = Exchange(io, stream, close, request, options_, where, on_line);
   }
 
-  nlohmann::json json = nlohmann::json::parse(response.body(), nullptr, false);
+  // A streamed answer ends with the answer proper: its last line.
+  std::string_view answer = response.body();
+  if (response[http::field::content_type] == "application/x-ndjson") {
+    while (!answer.empty() && answer.back() == '\n') answer.remove_suffix(1);
+    answer =
+        answer.substr(answer.rfind('\n') == std::string_view::npos ? 0 : answer.rfind('\n') + 1);
+  }
+  nlohmann::json json = nlohmann::json::parse(answer, nullptr, false);
   unsigned status = response.result_int();
+  // An error after the stream began comes as its last line under a 200.
+  if (status / 100 == 2 && json.is_object() && json.contains("error")) status = 500;
   if (status / 100 != 2) {
     std::string message = "HTTP " + std::to_string(status);
     if (json.is_object() && json.contains("error") && json["error"].is_object() &&

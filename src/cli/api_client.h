@@ -60,6 +60,8 @@ struct ClientOptions {
 };
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
+// Each line of a streamed (application/x-ndjson) answer as it arrives.
+using LineFn = std::function<void(std::string_view line)>;
 
 class ApiClient {
  public:
@@ -68,8 +70,11 @@ class ApiClient {
 
   // Sends one request and returns the parsed JSON body of a 2xx answer;
   // throws ApiError otherwise (CertificateRejected for a pinning failure).
+  // With `on_line`, asks for a streamed answer: each line goes to it as it
+  // comes, and the last line is the answer.
   nlohmann::json Request(const std::string& method, const std::string& target,
-                         const std::string& body = "", const Headers& headers = {});
+                         const std::string& body = "", const Headers& headers = {},
+                         const LineFn& on_line = {});
 
   // The server URL or the socket path, for messages.
   std::string where() const;

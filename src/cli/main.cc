@@ -13,6 +13,7 @@
 #include "cli/api_client.h"
 #include "cli/inventory.h"
 #include "cli/parse.h"
+#include "cli/progress.h"
 #include "cli/remembered.h"
 #include "cli/sandbox_access.h"
 #include "cli/servers.h"
@@ -601,7 +602,10 @@ int main(int argc, char** argv) {
         body["rootfs"] = AbsoluteReference(pull_rootfs);
       }
       if (pull_headroom) body["headroom_mib"] = *pull_headroom;
-      json r = target.Client().Request("POST", "/v1/images", body.dump());
+      ephemera::cli::PullProgressPrinter progress(stderr, ::isatty(STDERR_FILENO) == 1);
+      json r = target.Client().Request("POST", "/v1/images", body.dump(), {},
+                                       [&](std::string_view line) { progress.Line(line); });
+      progress.Done();
       if (as_json) {
         std::cout << r.dump(2) << "\n";
       } else {

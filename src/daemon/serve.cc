@@ -149,7 +149,9 @@ int Serve(const Config& config) {
   local_options.is_slow = IsSlowApiRequest;
   auto server = std::make_unique<HttpServer>(
       HttpListener::Unix(config.socket, config.socket_mode), local_options,
-      [&context](const HttpRequest& r, const Peer& p) { return HandleApiRequest(context, r, p); });
+      HttpStreamingHandler([&context](const HttpRequest& r, const Peer& p, HttpChunkSink& sink) {
+        return HandleApiRequest(context, r, p, &sink);
+      }));
   spdlog::info("listening on {} (images in {}, state in {})", config.socket.string(),
                config.image_dir.string(), config.state_dir.string());
   sd_notify(0, "READY=1\nSTATUS=serving");

@@ -249,9 +249,14 @@ TEST_F(OciRegistryImportTest, AConfiguredRegistryImageIsPulledByItsFirstCreateAn
   EXPECT_TRUE(std::any_of(images.begin(), images.end(), [](const json& i) {
     return i["name"] == "kt-registry";
   })) << images.dump();
-  // The layers stay in the blob store: a pull by hand finds them all.
-  json again = json::parse(Output(Cli({"image", "pull", "kt-registry", "--json"})));
+  // The layers stay in the blob store: a pull by hand finds them all, and
+  // says so layer by layer (streamed progress; a line per layer off a terminal).
+  ProcessResult pulled = RunProcess(Cli({"image", "pull", "kt-registry", "--json"}), 120s);
+  ASSERT_TRUE(pulled.ok()) << pulled.err;
+  json again = json::parse(pulled.out);
   EXPECT_EQ(again["cached"], true);
+  EXPECT_THAT(pulled.err, HasSubstr(registry_->Ref("kt/kernel:1") + ": layer 1/"));
+  EXPECT_THAT(pulled.err, HasSubstr(", in the blob store"));
   Output(Cli({"destroy", s["id"]}));
 
   // A reference the registry does not have: refused, naming it; the daemon serves on.
