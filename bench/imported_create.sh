@@ -39,6 +39,9 @@ for name in kt-default kt-debian; do
   e image pull "$name" --kernel "oci:$work/sources/kernel:default" \
     --rootfs "docker-archive:$work/sources/$rootfs" --headroom 256 --json >/dev/null
 done
+# The catalog's share of a create, alone: resolving each image, cold and warm.
+echo "== resolving the image in the catalog (what an image adds to a create)"
+"${EPHEMERA_BUILD_DIR:-build}/bench/image_resolve_bench" "$images" default kt-default kt-debian
 for _ in $(seq "$runs"); do
   for name in default kt-default kt-debian; do
     e create --image "$name" --json >"$work/one.json"
