@@ -72,6 +72,9 @@ struct Sandbox {
   std::string username;
   std::string host_key_fingerprint;  // SHA256:... as ssh-keygen prints it
   std::string host_key;              // "ssh-ed25519 AAAA..." (public: for pinning)
+  // Host memory it takes beyond its guest's (QEMU, the TCG translation
+  // cache), for the host's memory budget; 0: the configured overhead.
+  unsigned overhead_mib = 0;
   UnixSeconds created_at = 0;
   std::optional<UnixSeconds> expires_at;
   // Not stored: whether its VM runs now, as its driver says (Get and List fill it in).

@@ -172,7 +172,7 @@ void Engine::CheckFreeDisk() const {
 }
 
 VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
-                          LinkMode mode, const EndpointKey& key) const {
+                          LinkMode mode, const SshKeyPair& key, const SshKeyPair* host_key) const {
   VmSpec spec(sandbox.id);
   spec.image = image;
   spec.memory_mib = sandbox.spec.memory_mib;
@@ -185,6 +185,10 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
   }
   if (image.takes_endpoint_key) {
     spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
+  }
+  if (host_key) {
+    spec.guest_files.push_back(
+        {"opt/ephemera/ssh_host_ed25519_key", host_key->PrivateKeyOpenSsh(), true});
   }
   spec.owner = sandbox.owner;
   spec.created_at = sandbox.created_at;
@@ -204,6 +208,10 @@ CreateResult Engine::Create(const CreateRequest& request) {
   sandbox.owner = request.owner;
   sandbox.driver = driver_name;
   sandbox.created_at = NowUnix();
+  sandbox.overhead_mib = static_cast<unsigned>(options_.sandbox_overhead_mib);
+  if (options_.tcg_tb_size_mib && v.image.tcg_tb_size_mib > options_.tcg_tb_size_mib) {
+    sandbox.overhead_mib += v.image.tcg_tb_size_mib - options_.tcg_tb_size_mib;
+  }
   std::string token = RandomString(kTokenLength, kTokenAlphabet);
   sandbox.token_sha256 = Sha256Hex(token);
   // Recorded before the host is touched, so a crash from here on is
@@ -253,8 +261,16 @@ CreateResult Engine::Create(const CreateRequest& request) {
     result.phases.network = duration_cast<milliseconds>(Clock::now() - t1);
 
     auto t2 = Clock::now();
-    EndpointKey key = EndpointKey::Generate();
-    VmInfo vm = driver.Start(MakeVmSpec(sandbox, v.image, net, mode, key));
+    SshKeyPair key = SshKeyPair::Generate();
+    // Images that take the endpoint key read their host key from the same
+    // place (guest-credentials.sh): made here, the daemon knows what to
+    // expect, and the guest skips ssh-keygen on its way to sshd.
+    std::optional<SshKeyPair> host_key;
+    if (v.image.takes_endpoint_key && driver.passes_secret_files()) {
+      host_key = SshKeyPair::Generate();
+    }
+    VmInfo vm =
+        driver.Start(MakeVmSpec(sandbox, v.image, net, mode, key, host_key ? &*host_key : nullptr));
     if (!vm.network.empty()) sandbox.network = vm.network;
     if (mode == LinkMode::kShared) {
       // The shared bridge's DHCP picks the address; the forward follows it.
@@ -271,6 +287,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     provision.port = net.guest_port;
     provision.client_port = net.guest_port;
     if (v.image.takes_endpoint_key) provision.endpoint.key = &key;
+    if (host_key) provision.expected_host_key = host_key->PublicKeyLine();
     provision.endpoint.password = options_.endpoint_password;
     provision.sshd_timeout = options_.sshd_timeout;
     ProvisionResult provisioned;

@@ -176,6 +176,9 @@ oci::ImportResult Engine::ImportImage(const ImageImport& import,
     }
   }
   oci::ImportResult result = oci::ImportImage(images_.dir(), request);
+  // The files' digests, computed now (the import is long anyway) rather
+  // than by the first create that boots the image.
+  images_.Get(import.name);
   TouchImage(import.name);
   if (options_.image_cache_max_mib) {
     const std::uint64_t used = EnforceImageCacheLimit(import.name);

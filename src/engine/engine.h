@@ -61,6 +61,9 @@ struct EngineOptions {
   // memory_mib plus the overhead); none: unbounded.
   std::optional<std::uint64_t> host_memory_mib;
   std::uint64_t sandbox_overhead_mib = 0;
+  // Under TCG, the translation cache sandbox_overhead_mib includes (0 under
+  // KVM): an image that needs more (Image::tcg_tb_size_mib) adds the rest.
+  unsigned tcg_tb_size_mib = 0;
   // Creates are refused (kNoSpace) while this folder has less free.
   std::filesystem::path disk_watch;
   std::uint64_t min_free_disk_mib = 0;
@@ -235,7 +238,7 @@ class Engine {
   void FillRunning(Sandbox& sandbox);
   std::vector<Sandbox> ListRecorded();  // List without asking the drivers
   VmSpec MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
-                    LinkMode mode, const EndpointKey& key) const;
+                    LinkMode mode, const SshKeyPair& key, const SshKeyPair* host_key) const;
   void CheckFreeDisk() const;
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).

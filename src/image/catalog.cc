@@ -327,6 +327,14 @@ Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
     image.rootfs_format = ProbeFileKind(image.rootfs->path) == FileKind::kQcow2 ? DiskFormat::kQcow2
                                                                                 : DiskFormat::kRaw;
     image.cmdline = manifest.value("cmdline", std::string("console=ttyS0 root=/dev/vda rw"));
+    if (auto tb = manifest.find("tcg_tb_size_mib"); tb != manifest.end()) {
+      if (!tb->is_number_unsigned() || tb->get<unsigned>() < 16 || tb->get<unsigned>() > 2048) {
+        Fail(ErrorCode::kFailedPrecondition,
+             "{}: field 'tcg_tb_size_mib' must be an integer from 16 to 2048",
+             manifest_path.string());
+      }
+      image.tcg_tb_size_mib = tb->get<unsigned>();
+    }
     image.provenance = ReadProvenance(manifest, manifest_path);
   } else if (format == "iso") {
     image.format = ImageFormat::kIso;

@@ -50,6 +50,10 @@ struct Image {
   ImageFormat format = ImageFormat::kKernel;
   std::filesystem::path dir;  // resolved (symlinks followed)
   std::string cmdline;        // kernel command line (kernel format)
+  // The TCG translation cache this guest's code needs not to thrash (a
+  // distribution's systemd boot runs far more code than the default
+  // image); 0: whatever vm.tcg_tb_size_mib says.
+  unsigned tcg_tb_size_mib = 0;
   std::optional<ImageFile> kernel;
   std::optional<ImageFile> kernel_compressed;  // bzImage, for firmware-style machines
   std::optional<ImageFile> initrd;

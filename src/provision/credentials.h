@@ -1,5 +1,6 @@
-// What a client gets to log in with, and the per-sandbox key the daemon
-// uses as the guest's endpoint user.
+// What a client gets to log in with, and the per-sandbox keys: the one the
+// daemon logs in with as the guest's endpoint user, and the guest's SSH
+// host key, made here so that the daemon knows which key to expect.
 #pragma once
 
 #include <string>
@@ -13,20 +14,23 @@ struct ClientCredentials {
 
 ClientCredentials GenerateClientCredentials();
 
-// An ed25519 key pair generated in memory for one sandbox's endpoint user.
-// Only the public half leaves the daemon (to the guest, before boot).
-class EndpointKey {
+// An ed25519 key pair generated in memory for one sandbox. The endpoint's
+// public half and the host key's private half go to the guest before boot
+// (through a channel only that VM reads); neither is stored.
+class SshKeyPair {
  public:
-  static EndpointKey Generate();
-  EndpointKey(EndpointKey&&) noexcept;
-  EndpointKey& operator=(EndpointKey&&) noexcept;
-  ~EndpointKey();
+  static SshKeyPair Generate();
+  SshKeyPair(SshKeyPair&&) noexcept;
+  SshKeyPair& operator=(SshKeyPair&&) noexcept;
+  ~SshKeyPair();
 
   std::string AuthorizedKeysLine() const;  // "ssh-ed25519 AAAA... ephemera-endpoint\n"
+  std::string PublicKeyLine() const;       // "ssh-ed25519 AAAA..." (as SshSession::HostKeyLine)
+  std::string PrivateKeyOpenSsh() const;   // "-----BEGIN OPENSSH PRIVATE KEY-----\n..."
   void* handle() const { return key_; }    // the libssh ssh_key
 
  private:
-  explicit EndpointKey(void* key) : key_(key) {}
+  explicit SshKeyPair(void* key) : key_(key) {}
   void* key_ = nullptr;
 };
 

@@ -52,6 +52,11 @@ ProvisionResult Provision(const ProvisionRequest& request) {
   result.sshd_wait = duration_cast<milliseconds>(Clock::now() - t0);
   result.host_key_fingerprint = session->HostKeyFingerprint();
   result.host_key = session->HostKeyLine();
+  if (request.expected_host_key && result.host_key != *request.expected_host_key) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "the guest's SSH host key ({}) is not the one handed to it before boot",
+         result.host_key_fingerprint);
+  }
   if (!EndpointLogin(*session, request.endpoint)) {
     Fail(ErrorCode::kFailedPrecondition, "the guest refused the endpoint user's credentials");
   }

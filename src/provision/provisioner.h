@@ -13,7 +13,7 @@
 namespace ephemera {
 
 struct EndpointAuth {
-  const EndpointKey* key = nullptr;     // per-sandbox key (the default image)
+  const SshKeyPair* key = nullptr;      // per-sandbox key (the default image)
   std::optional<std::string> password;  // fixed password (Anweddol ISOs)
 };
 
@@ -22,6 +22,9 @@ struct ProvisionRequest {
   std::uint16_t port = 22;
   std::string endpoint_user = "endpoint";
   EndpointAuth endpoint;
+  // The host key handed to the guest before boot ("ssh-ed25519 AAAA..."):
+  // any other is refused. Unset: the guest makes its own, trusted on first use.
+  std::optional<std::string> expected_host_key;
   std::uint16_t client_port = 22;  // where the setup script moves sshd
   std::chrono::milliseconds sshd_timeout{60000};
   std::chrono::milliseconds setup_timeout{30000};

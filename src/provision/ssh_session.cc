@@ -95,7 +95,7 @@ std::string SshSession::HostKeyLine() const {
   return line;
 }
 
-bool SshSession::AuthenticateWithKey(const EndpointKey& key) {
+bool SshSession::AuthenticateWithKey(const SshKeyPair& key) {
   return ssh_userauth_publickey(impl_->session, nullptr, static_cast<ssh_key>(key.handle())) ==
          SSH_AUTH_SUCCESS;
 }

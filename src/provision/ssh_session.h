@@ -33,7 +33,7 @@ class SshSession {
   std::string HostKeyLine() const;
 
   // Each returns false (not an error) when the server refuses.
-  bool AuthenticateWithKey(const EndpointKey& key);
+  bool AuthenticateWithKey(const SshKeyPair& key);
   bool AuthenticateWithPassword(const std::string& password);
 
   // Runs `command`; kTimeout past `timeout`. Output is bounded.

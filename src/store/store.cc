@@ -73,12 +73,17 @@ ALTER TABLE sandboxes ADD COLUMN machine TEXT NOT NULL DEFAULT '';
 ALTER TABLE sandboxes ADD COLUMN host_key TEXT NOT NULL DEFAULT '';
 CREATE UNIQUE INDEX sandboxes_by_run_machine ON sandboxes(run_id, machine) WHERE run_id != '';
 )sql",
+    // 6: each sandbox's host memory beyond its guest's (images differ in
+    // the translation cache they need); 0 for rows from before
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN overhead_mib INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network, iso_path, run_id, machine, host_key";
+    "mac, network, iso_path, run_id, machine, host_key, overhead_mib";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
@@ -142,6 +147,7 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.spec.run_id = row.Text(22);
   s.spec.machine = row.Text(23);
   s.host_key = row.Text(24);
+  s.overhead_mib = static_cast<unsigned>(row.Int(25));
   return s;
 }
 
@@ -182,7 +188,8 @@ void Store::Migrate() {
 
 void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
                    std::optional<std::size_t> owner_limit,
-                   std::optional<std::uint64_t> memory_budget_mib, std::uint64_t overhead_mib) {
+                   std::optional<std::uint64_t> memory_budget_mib,
+                   std::uint64_t default_overhead_mib) {
   std::lock_guard lock(mutex_);
   sqlite::Transaction tx(db_);
   if (limit) {
@@ -201,11 +208,13 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     }
   }
   if (memory_budget_mib) {
-    auto committed = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0), COUNT(*) FROM sandboxes");
-    committed.Step();
-    const auto in_use = static_cast<std::uint64_t>(committed.Int(0)) +
-                        static_cast<std::uint64_t>(committed.Int(1)) * overhead_mib;
-    const std::uint64_t wanted = s.spec.memory_mib + overhead_mib;
+    auto committed = db_.Prepare(
+        "SELECT COALESCE(SUM(memory_mib + CASE WHEN overhead_mib > 0 THEN overhead_mib ELSE ? "
+        "END), 0) FROM sandboxes");
+    committed.Bind(1, static_cast<std::int64_t>(default_overhead_mib)).Step();
+    const auto in_use = static_cast<std::uint64_t>(committed.Int(0));
+    const std::uint64_t wanted =
+        s.spec.memory_mib + (s.overhead_mib ? s.overhead_mib : default_overhead_mib);
     if (in_use + wanted > *memory_budget_mib) {
       Fail(ErrorCode::kResourceExhausted,
            "the host's memory budget is used up ({} of {} MiB committed; this sandbox needs {} "
@@ -223,8 +232,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
   }
   auto insert =
       db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
-                              "token_sha256, created_at, kind, driver, run_id, machine, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              "token_sha256, created_at, kind, driver, run_id, machine, "
+                              "overhead_mib, {}) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -237,8 +247,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(9, KindName(s.spec.kind))
       .Bind(10, s.driver)
       .Bind(11, s.spec.run_id)
-      .Bind(12, s.spec.machine);
-  BindMutable(insert, 13, s);
+      .Bind(12, s.spec.machine)
+      .Bind(13, std::int64_t{s.overhead_mib});
+  BindMutable(insert, 14, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }

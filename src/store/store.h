@@ -48,12 +48,12 @@ class Store {
   // Records a new sandbox, atomically refusing (kResourceExhausted) when
   // `limit` sandboxes (any state) already exist, or `owner_limit` of the
   // same owner, or when the memory of all sandboxes (each its memory_mib
-  // plus `overhead_mib`) would pass `memory_budget_mib`. kAlreadyExists on
-  // a duplicate id.
+  // plus its overhead_mib, or `default_overhead_mib` where that is 0) would
+  // pass `memory_budget_mib`. kAlreadyExists on a duplicate id.
   void Insert(const Sandbox& sandbox, std::optional<std::size_t> limit = std::nullopt,
               std::optional<std::size_t> owner_limit = std::nullopt,
               std::optional<std::uint64_t> memory_budget_mib = std::nullopt,
-              std::uint64_t overhead_mib = 0);
+              std::uint64_t default_overhead_mib = 0);
   // Moves the sandbox to `to` if IsAllowedTransition allows it from its
   // current state; kFailedPrecondition otherwise, kNotFound if absent.
   Sandbox Transition(const SandboxId& id, SandboxState to, const std::string& reason = "");

@@ -27,6 +27,11 @@ class VmDriver {
   // by itself, so that the reaper need not wait for its next pass.
   virtual void OnStopped(std::function<void(const SandboxId&)> listener) { (void)listener; }
 
+  // Whether Start hands GuestFile::secret files to the guest where nothing
+  // else can read them (the qemu driver passes a descriptor). Others refuse
+  // such files.
+  virtual bool passes_secret_files() const { return false; }
+
   // One line for status: "ok", or what is wrong (a lost connection).
   virtual std::string Health() const { return "ok"; }
 

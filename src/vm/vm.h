@@ -28,10 +28,13 @@ struct NicSpec {
 };
 
 // A small file handed to the guest before boot (QEMU fw_cfg), such as the
-// endpoint's authorized key. Stored 0600 in the VM's directory.
+// endpoint's authorized key. Stored 0400 in the VM's directory.
 struct GuestFile {
   std::string name;  // fw_cfg name, e.g. "opt/ephemera/endpoint_authorized_keys"
   std::string content;
+  // Secret (the guest's private host key): only for a driver whose
+  // passes_secret_files() (never on a command line or in a domain XML).
+  bool secret = false;
 };
 
 struct VmSpec {

@@ -36,13 +36,16 @@ void GuestFixture::TearDown() {
   if (cgroups_) cgroups_->RemoveBases();
 }
 
-GuestFixture::Guest GuestFixture::Boot(const std::string& authorized_key) {
+GuestFixture::Guest GuestFixture::Boot(const std::string& authorized_key,
+                                       const std::string& host_key) {
   SandboxId id = SandboxId::Generate();
   SandboxNetwork network = networks_->Setup(id);
   VmSpec spec(id);
   spec.image = image_;
   spec.nic = NicSpec{network.tap, network.mac};
   spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", authorized_key}};
+  if (!host_key.empty())
+    spec.guest_files.push_back({"opt/ephemera/ssh_host_ed25519_key", host_key, true});
   return Guest{network, driver_->Start(spec)};
 }
 

@@ -31,8 +31,9 @@ class GuestFixture : public ::testing::Test {
   virtual NetworkConfig Network() const;
 
   // Starts a guest whose endpoint user accepts `authorized_key` (a
-  // public-key line), on a network of its own.
-  Guest Boot(const std::string& authorized_key);
+  // public-key line), on a network of its own; with `host_key` (OpenSSH
+  // private key), the guest's sshd uses that key instead of making one.
+  Guest Boot(const std::string& authorized_key, const std::string& host_key = "");
   // Waits for the guest's sshd (its console marker).
   void WaitReady(const Guest& guest);
 

@@ -18,7 +18,7 @@ using ::testing::HasSubstr;
 class ProvisionGuestTest : public test::GuestFixture {};
 
 TEST_F(ProvisionGuestTest, CreatesTheClientUserAndLocksTheEndpoint) {
-  EndpointKey key = EndpointKey::Generate();
+  SshKeyPair key = SshKeyPair::Generate();
   Guest g = Boot(key.AuthorizedKeysLine());
   ProvisionRequest request;
   request.host = g.network.subnet.guest().str();
@@ -49,9 +49,37 @@ TEST_F(ProvisionGuestTest, CreatesTheClientUserAndLocksTheEndpoint) {
   EXPECT_FALSE(wrong.AuthenticateWithPassword("not-the-password"));
 }
 
+TEST_F(ProvisionGuestTest, TheHostKeyHandedInIsTheOneSshdShowsAndNoOtherIsAccepted) {
+  SshKeyPair key = SshKeyPair::Generate();
+  SshKeyPair host_key = SshKeyPair::Generate();
+  Guest g = Boot(key.AuthorizedKeysLine(), host_key.PrivateKeyOpenSsh());
+  ProvisionRequest request;
+  request.host = g.network.subnet.guest().str();
+  request.endpoint.key = &key;
+  request.sshd_timeout = 120s;
+  // Expecting another key: refused at the handshake, before any login.
+  request.expected_host_key = SshKeyPair::Generate().PublicKeyLine();
+  try {
+    Provision(request);
+    FAIL() << "provisioned a guest whose host key was not the expected one";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("not the one handed to it"));
+  }
+  request.expected_host_key = host_key.PublicKeyLine();
+  ProvisionResult r = Provision(request);
+  EXPECT_EQ(r.host_key, host_key.PublicKeyLine());
+  // The guest took the key it was given and made none of its own.
+  EXPECT_THAT(ConsoleTail(g.vm.serial_log, 200),
+              ::testing::Not(HasSubstr("EPHEMERA_SSH_HOST_KEY")));
+  SshSession client("127.0.0.1", g.network.host_port, r.credentials.username, 30s);
+  EXPECT_EQ(client.HostKeyLine(), host_key.PublicKeyLine());
+  EXPECT_TRUE(client.AuthenticateWithPassword(r.credentials.password));
+}
+
 TEST_F(ProvisionGuestTest, AWrongEndpointKeyIsRefusedClearly) {
-  EndpointKey installed = EndpointKey::Generate();
-  EndpointKey other = EndpointKey::Generate();
+  SshKeyPair installed = SshKeyPair::Generate();
+  SshKeyPair other = SshKeyPair::Generate();
   Guest g = Boot(installed.AuthorizedKeysLine());
   ProvisionRequest request;
   request.host = g.network.subnet.guest().str();

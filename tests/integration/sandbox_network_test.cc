@@ -41,7 +41,7 @@ class SandboxNetworkTest : public test::GuestFixture {
   };
 
   Ready BootAndProvision() {
-    EndpointKey key = EndpointKey::Generate();
+    SshKeyPair key = SshKeyPair::Generate();
     Guest g = Boot(key.AuthorizedKeysLine());
     ProvisionRequest request;
     request.host = g.network.subnet.guest().str();  // DHCP gave it this address

@@ -25,6 +25,7 @@ using ::testing::HasSubstr;
 class FakeVms : public VmDriver {
  public:
   std::string_view name() const override { return "fake"; }
+  bool passes_secret_files() const override { return secrets; }
   VmInfo Start(const VmSpec& spec) override {
     std::lock_guard lock(mutex);
     if (fail_start) Fail(ErrorCode::kFailedPrecondition, "fake: QEMU refused");
@@ -59,6 +60,7 @@ class FakeVms : public VmDriver {
   std::vector<GuestFile> last_guest_files;
   bool fail_start = false;
   bool cannot_check = false;
+  bool secrets = false;
 };
 
 class FakeNetworks : public SandboxNetworks {
@@ -108,6 +110,7 @@ class FakeProvisioner : public Provisioner {
     --running;
     if (fail) Fail(ErrorCode::kFailedPrecondition, "fake: setup script failed (exit 1)");
     last_host = request.host;
+    last_expected_host_key = request.expected_host_key;
     ProvisionResult r;
     r.credentials = GenerateClientCredentials();
     r.host_key_fingerprint = "SHA256:fake";
@@ -118,6 +121,7 @@ class FakeProvisioner : public Provisioner {
   std::chrono::milliseconds delay{0};
   bool fail = false;
   std::string last_host;
+  std::optional<std::string> last_expected_host_key;
 };
 
 class EngineTest : public ::testing::Test {
@@ -178,6 +182,27 @@ TEST_F(EngineTest, CreateReturnsCredentialsOnceAndStoresOnlyHashes) {
   // The guest got a per-sandbox public key, no password.
   ASSERT_EQ(vms_.last_guest_files.size(), 1u);
   EXPECT_THAT(vms_.last_guest_files[0].content, ::testing::StartsWith("ssh-ed25519 "));
+  EXPECT_FALSE(vms_.last_guest_files[0].secret);
+  // This driver cannot hand over a secret: the guest makes its host key.
+  EXPECT_FALSE(provisioner_.last_expected_host_key);
+}
+
+TEST_F(EngineTest, ADriverThatPassesSecretsGivesTheGuestItsHostKeyAndItIsExpected) {
+  vms_.secrets = true;
+  engine().Create({});
+  ASSERT_EQ(vms_.last_guest_files.size(), 2u);
+  const GuestFile& host_key = vms_.last_guest_files[1];
+  EXPECT_EQ(host_key.name, "opt/ephemera/ssh_host_ed25519_key");
+  EXPECT_TRUE(host_key.secret);
+  EXPECT_THAT(host_key.content, ::testing::StartsWith("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+  EXPECT_THAT(host_key.content, ::testing::EndsWith("-----END OPENSSH PRIVATE KEY-----\n"));
+  // The provisioner is told the public half, and refuses any other key.
+  ASSERT_TRUE(provisioner_.last_expected_host_key);
+  EXPECT_THAT(*provisioner_.last_expected_host_key, ::testing::StartsWith("ssh-ed25519 AAAA"));
+  // Each sandbox gets a key of its own.
+  const std::string first = *provisioner_.last_expected_host_key;
+  engine().Create({});
+  EXPECT_NE(*provisioner_.last_expected_host_key, first);
 }
 
 TEST_F(EngineTest, RollsBackWhenTheNetworkFails) {
@@ -414,6 +439,33 @@ TEST_F(EngineTest, TheHostMemoryBudgetRefusesWhatWouldOvercommit) {
   CreateRequest small;
   small.memory_mib = 128;  // 128 + 64 still fits in the 60 MiB left? no: refused too
   EXPECT_THROW(engine().Create(small), Error);
+}
+
+TEST_F(EngineTest, AnImageThatNeedsALargerTranslationCacheCountsItInTheBudget) {
+  // A distribution's systemd boot needs 128 MiB of TCG cache where 32 are
+  // configured: its sandbox takes 96 MiB more of the host.
+  const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "distro");
+  test::WriteBytes(image / "manifest.json",
+                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
+                   R"("rootfs":"rootfs.ext4","tcg_tb_size_mib":128})");
+  options_.host_memory_mib = 700;
+  options_.sandbox_overhead_mib = 64;  // QEMU + the configured 32 MiB cache
+  options_.tcg_tb_size_mib = 32;
+  CreateRequest distro;
+  distro.image = "distro";
+  CreateResult r = engine().Create(distro);  // 256 + 64 + 96 = 416
+  EXPECT_EQ(store_.Get(r.sandbox.id)->overhead_mib, 160u);
+  try {
+    engine().Create({});  // 256 + 64 more would be 736
+    ADD_FAILURE() << "created past the budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("416 of 700 MiB committed"));
+  }
+  CreateRequest small;
+  small.memory_mib = 128;  // 128 + 64: fits in the 284 left
+  CreateResult s = engine().Create(small);
+  EXPECT_EQ(store_.Get(s.sandbox.id)->overhead_mib, 64u);
 }
 
 TEST_F(EngineTest, CreatesAreRefusedBelowTheFreeDiskFloor) {

@@ -23,7 +23,8 @@ class GuestContractTest : public ::testing::Test {
   void SetUp() override {
     root_ = dir_.path() / "root";
     outside_ = dir_.path() / "outside";
-    for (const char* d : {"etc/ssh", "lib/systemd/system", "usr/bin", "bin", "root"}) {
+    for (const char* d :
+         {"etc/ssh", "etc/init.d", "lib/systemd/system", "usr/bin", "bin", "root", "var"}) {
       fs::create_directories(root_ / d);
     }
     fs::create_directories(outside_);
@@ -39,6 +40,9 @@ class GuestContractTest : public ::testing::Test {
     Put("etc/sudoers", "root ALL=(ALL:ALL) ALL\n");
     Put("etc/hostname", "vm\n");
     Put("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    Put("etc/fstab", "# <file system> <mount point>\n\n  tmpfs /scratch tmpfs defaults 0 0\n");
+    Put("etc/init.d/ssh", "#!/bin/sh\n");  // wrapped by its native ssh.service
+    Put("etc/init.d/README", "");
     Put("etc/ssh/ssh_host_rsa_key", "SHARED");
     Put("etc/ssh/ssh_host_rsa_key.pub", "SHARED");
     ::chmod((root_ / "etc/shadow").c_str(), 0640);
@@ -64,12 +68,18 @@ TEST_F(GuestContractTest, ADistroTreeGetsTheContractAndKeepsNoSharedSecret) {
   EXPECT_THAT(shadow, HasSubstr("root:!:19000:"));
   EXPECT_THAT(shadow, HasSubstr("sshd:*:19000:"));
   EXPECT_THAT(shadow, HasSubstr("nobody:!:1:"));
-  EXPECT_THAT(shadow, HasSubstr("endpoint:!:"));
+  // The endpoint: '*' matches no password; only the key a boot puts in
+  // ~/.ssh (made here, the endpoint's) will open it.
+  EXPECT_THAT(shadow, HasSubstr("endpoint:*:"));
   struct stat st {};
   ASSERT_EQ(::stat((root_ / "etc/shadow").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0640u);
   ASSERT_EQ(::stat((root_ / "home/endpoint").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 998u);
+  ASSERT_EQ(::stat((root_ / "home/endpoint/.ssh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 998u);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_FALSE(fs::exists(root_ / "home/endpoint/.ssh/authorized_keys"));
 
   EXPECT_EQ(Get("etc/sudoers.d/ephemera-endpoint").find("#"), 0u);
   EXPECT_THAT(Get("etc/sudoers.d/ephemera-endpoint"),
@@ -87,13 +97,49 @@ TEST_F(GuestContractTest, ADistroTreeGetsTheContractAndKeepsNoSharedSecret) {
   EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/multi-user.target.wants/ssh.service"),
             "/lib/systemd/system/ssh.service");
   EXPECT_THAT(Get("usr/lib/ephemera/guest-credentials.sh"), HasSubstr("fw_cfg"));
-  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/serial-getty@.service"), "/dev/null");
+  for (const char* masked : {"serial-getty@.service", "systemd-journal-flush.service",
+                             "systemd-random-seed.service", "sshd-keygen@.service"}) {
+    EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system" / masked), "/dev/null") << masked;
+  }
+  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system-generators/systemd-gpt-auto-generator"),
+            "/dev/null");
+  // Generators with nothing to do here are off; those with work stay.
+  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system-generators/systemd-rc-local-generator"),
+            "/dev/null");
+  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system-generators/systemd-sysv-generator"),
+            "/dev/null");
+  EXPECT_FALSE(fs::exists(root_ / "etc/systemd/system-generators/systemd-fstab-generator"));
+  EXPECT_EQ(Get("etc/systemd/system/ssh.service.d/ephemera.conf").find("#"), 0u);
+  EXPECT_THAT(Get("etc/systemd/system/ssh.service.d/ephemera.conf"),
+              HasSubstr("[Service]\nExecStartPre=\n"));
+  // systemd's update stamps carry /usr's time: ConditionNeedsUpdate= is false.
+  struct stat usr {};
+  ASSERT_EQ(::stat((root_ / "usr").c_str(), &usr), 0);
+  for (const char* stamp : {"etc/.updated", "var/.updated"}) {
+    ASSERT_EQ(::stat((root_ / stamp).c_str(), &st), 0) << stamp;
+    EXPECT_EQ(st.st_mtim.tv_sec, usr.st_mtim.tv_sec) << stamp;
+    EXPECT_EQ(st.st_mtim.tv_nsec, usr.st_mtim.tv_nsec) << stamp;
+    EXPECT_THAT(Get(stamp),
+                HasSubstr(fmt::format("\nTIMESTAMP_NSEC={}\n",
+                                      usr.st_mtim.tv_sec * 1000000000LL + usr.st_mtim.tv_nsec)));
+  }
   // The host's side of the link was not touched; the tree got its own file.
   EXPECT_FALSE(fs::exists(outside_ / "hosts"));
   EXPECT_THAT(Get("etc/hosts"), HasSubstr("127.0.1.1\tvm\n"));
 
   // Twice: it is there now.
   EXPECT_EQ(AdoptGuestContract(root_, "oci:test"), GuestContract::kPresent);
+}
+
+TEST_F(GuestContractTest, GeneratorsWithWorkInTheTreeStayOn) {
+  Put("etc/fstab", "# only comments\n");
+  Put("etc/rc.local", "#!/bin/sh\n");
+  Put("etc/init.d/legacy-daemon", "#!/bin/sh\n");  // no native unit
+  EXPECT_EQ(AdoptGuestContract(root_, "oci:test"), GuestContract::kAdded);
+  const fs::path generators = root_ / "etc/systemd/system-generators";
+  EXPECT_EQ(fs::read_symlink(generators / "systemd-fstab-generator"), "/dev/null");
+  EXPECT_FALSE(fs::exists(generators / "systemd-rc-local-generator"));
+  EXPECT_FALSE(fs::exists(generators / "systemd-sysv-generator"));
 }
 
 TEST_F(GuestContractTest, WhatTheContractNeedsIsNamedWhenMissing) {

@@ -62,6 +62,7 @@ TEST(CatalogTest, LoadsKernelImageWithDigests) {
   EXPECT_EQ(image.rootfs->sha256, Sha256File(image_dir / "rootfs.ext4"));
   EXPECT_EQ(image.PrimarySha256(), image.rootfs->sha256);
   EXPECT_EQ(image.cmdline, "console=ttyS0 root=/dev/vda rw");
+  EXPECT_EQ(image.tcg_tb_size_mib, 0u);  // none asked: the configured one
   // The folder the name points at is that name's, not a second image.
   EXPECT_EQ(catalog.List(), (std::vector<std::string>{"default"}));
 }
@@ -255,6 +256,20 @@ TEST(CatalogTest, BadImagesGiveClearErrors) {
   img = test::MakeFakeKernelImage(dir.path(), "badformat");
   test::WriteBytes(img / "manifest.json", R"({"version":1,"format":"floppy"})");
   ExpectGetError(catalog, "badformat", ErrorCode::kFailedPrecondition, "'format' is 'floppy'");
+
+  for (const char* tb : {"8", "4096", "\"128\"", "-1", "64.5"}) {
+    img = test::MakeFakeKernelImage(dir.path(), "badtb");
+    test::WriteBytes(img / "manifest.json",
+                     std::string(R"({"version":1,"format":"kernel","kernel":"vmlinux",)") +
+                         R"("initrd":"initrd.img","rootfs":"rootfs.ext4","tcg_tb_size_mib":)" + tb +
+                         "}");
+    ExpectGetError(catalog, "badtb", ErrorCode::kFailedPrecondition,
+                   "'tcg_tb_size_mib' must be an integer from 16 to 2048");
+  }
+  test::WriteBytes(img / "manifest.json",
+                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
+                   R"("rootfs":"rootfs.ext4","tcg_tb_size_mib":128})");
+  EXPECT_EQ(catalog.Get("badtb").tcg_tb_size_mib, 128u);
 }
 
 TEST(CatalogTest, ConcurrentGetsAgree) {

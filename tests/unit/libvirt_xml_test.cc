@@ -60,6 +60,24 @@ TEST_F(DomainXmlTest, AKernelImageBootsDirectlyOnQ35UnderTcgWithItsOverlay) {
   EXPECT_THAT(xml, HasSubstr("<vcpu>2</vcpu>"));
   EXPECT_THAT(xml, HasSubstr("<cpu mode='maximum'/>"));
   EXPECT_THAT(xml, Not(HasSubstr("device='cdrom'")));
+  EXPECT_THAT(xml, Not(HasSubstr("<tcg>")));  // none set: QEMU's own
+  domain_.tcg_tb_size_mib = 128;
+  EXPECT_THAT(BuildDomainXml(domain_),
+              HasSubstr("<tcg>\n      <tb-cache unit='MiB'>128</tb-cache>\n    </tcg>"));
+  domain_.kvm = true;  // no translation under KVM
+  EXPECT_THAT(BuildDomainXml(domain_), Not(HasSubstr("<tcg>")));
+}
+
+TEST_F(DomainXmlTest, ASecretGuestFileIsRefusedNotPutOnQemusCommandLine) {
+  spec_.guest_files.push_back(
+      {"opt/ephemera/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n", true});
+  try {
+    BuildDomainXml(domain_);
+    FAIL() << "a private key went into the domain XML";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_THAT(e.what(), HasSubstr("opt/ephemera/ssh_host_ed25519_key is secret"));
+  }
 }
 
 TEST_F(DomainXmlTest, FollowsAnweddolsContainerDomain) {

@@ -1,5 +1,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <libssh/libssh.h>
 
 #include <regex>
 #include <set>
@@ -24,15 +25,32 @@ TEST(CredentialsTest, MatchWhatAnweddolClientsCheck) {
 }
 
 TEST(CredentialsTest, EndpointKeysAreFreshEd25519) {
-  EndpointKey a = EndpointKey::Generate();
-  EndpointKey b = EndpointKey::Generate();
+  SshKeyPair a = SshKeyPair::Generate();
+  SshKeyPair b = SshKeyPair::Generate();
   EXPECT_TRUE(std::regex_match(a.AuthorizedKeysLine(),
                                std::regex("ssh-ed25519 [A-Za-z0-9+/=]+ ephemera-endpoint\n")));
   EXPECT_NE(a.AuthorizedKeysLine(), b.AuthorizedKeysLine());
 }
 
+TEST(CredentialsTest, AHostKeyExportsAsAnOpenSshPrivateKeyOfTheSamePair) {
+  SshKeyPair key = SshKeyPair::Generate();
+  const std::string pem = key.PrivateKeyOpenSsh();
+  EXPECT_THAT(pem, ::testing::StartsWith("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+  EXPECT_THAT(pem, ::testing::EndsWith("-----END OPENSSH PRIVATE KEY-----\n"));
+  // Read back as sshd would, it is the same pair: the public half matches.
+  ssh_key imported = nullptr;
+  ASSERT_EQ(ssh_pki_import_privkey_base64(pem.c_str(), nullptr, nullptr, nullptr, &imported),
+            SSH_OK);
+  char* base64 = nullptr;
+  ASSERT_EQ(ssh_pki_export_pubkey_base64(imported, &base64), SSH_OK);
+  EXPECT_EQ(key.PublicKeyLine(), std::string("ssh-ed25519 ") + base64);
+  ssh_string_free_char(base64);
+  ssh_key_free(imported);
+  EXPECT_EQ(key.AuthorizedKeysLine(), key.PublicKeyLine() + " ephemera-endpoint\n");
+}
+
 TEST(ProvisionTest, NothingListeningTimesOutClearly) {
-  EndpointKey key = EndpointKey::Generate();
+  SshKeyPair key = SshKeyPair::Generate();
   ProvisionRequest request;
   request.host = "127.0.0.1";
   request.port = 1;  // nothing listens on port 1

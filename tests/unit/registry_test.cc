@@ -43,20 +43,43 @@ TEST(Base64Test, RoundTripsAndRefusesWhatIsNotCanonical) {
 }
 
 TEST(AuthChallengeTest, ParsesBearerAndBasicAndRefusesMalformedOnes) {
-  AuthChallenge c = ParseAuthChallenge(
+  auto one = [](std::string_view header) {
+    std::vector<AuthChallenge> all = ParseAuthChallenges(header);
+    EXPECT_EQ(all.size(), 1u) << header;
+    return all.front();
+  };
+  AuthChallenge c = one(
       R"(Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull")");
   EXPECT_EQ(c.scheme, "bearer");
   EXPECT_EQ(c.params["realm"], "https://auth.example/token");
   EXPECT_EQ(c.params["service"], "registry.example");
   EXPECT_EQ(c.params["scope"], "repository:a/b:pull");
-  c = ParseAuthChallenge(R"(Basic realm="a \"quoted\" realm")");
+  c = one(R"(Basic realm="a \"quoted\" realm")");
   EXPECT_EQ(c.scheme, "basic");
   EXPECT_EQ(c.params["realm"], R"(a "quoted" realm)");
-  EXPECT_EQ(ParseAuthChallenge("BASIC Realm=token68").params["realm"], "token68");
+  EXPECT_EQ(one("BASIC Realm=token68").params["realm"], "token68");
   for (const char* bad : {"", R"(Bearer realm="open)", "Bearer realm", R"(Bearer a="1" b="2")",
-                          R"(Bearer a="1",a="2")"}) {
-    EXPECT_EQ(ErrorOf([&] { ParseAuthChallenge(bad); }).code(), ErrorCode::kInvalidArgument) << bad;
+                          R"(Bearer a="1",a="2")", R"(Basic realm="r",, Bearer)"}) {
+    EXPECT_EQ(ErrorOf([&] { ParseAuthChallenges(bad); }).code(), ErrorCode::kInvalidArgument)
+        << bad;
   }
+}
+
+TEST(AuthChallengeTest, SeveralChallengesInOneHeaderAreEachParsed) {
+  // As a registry behind a proxy, or two header lines joined, send them.
+  std::vector<AuthChallenge> all = ParseAuthChallenges(
+      R"(Basic realm="Registry", Bearer realm="https://auth.example/token",service="r.example", Negotiate)");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].scheme, "basic");
+  EXPECT_EQ(all[0].params["realm"], "Registry");
+  EXPECT_EQ(all[1].scheme, "bearer");
+  EXPECT_EQ(all[1].params["realm"], "https://auth.example/token");
+  EXPECT_EQ(all[1].params["service"], "r.example");
+  EXPECT_EQ(all[2].scheme, "negotiate");
+  EXPECT_TRUE(all[2].params.empty());
+  all = ParseAuthChallenges("Negotiate, Basic realm=x");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].params["realm"], "x");
 }
 
 TEST(CredentialsTest, ReadsAuthJsonAsLoginToolsWriteIt) {
@@ -268,6 +291,7 @@ struct ScriptedRegistry {
   std::string token_credentials;  // the Basic header the token server wants
   std::string realm;              // where the challenge sends for tokens (default: here)
   bool corrupt_layer = false;
+  bool basic_challenge_too = false;  // a Basic challenge line before the Bearer one
   std::unique_ptr<ScriptedServer> server;
 
   ScriptedRegistry() {
@@ -300,11 +324,12 @@ struct ScriptedRegistry {
       return Answer(200, R"({"token":"tok-123","expires_in":300})");
     }
     if (auth != "Bearer tok-123") {
-      return Answer(401,
-                    R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})",
-                    "WWW-Authenticate: Bearer realm=\"" +
-                        (realm.empty() ? "http://" + host() + "/token" : realm) +
-                        "\",service=\"test-registry\",scope=\"repository:a/b:pull\"\r\n");
+      return Answer(
+          401, R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})",
+          std::string(basic_challenge_too ? "WWW-Authenticate: Basic realm=\"Registry\"\r\n" : "") +
+              "WWW-Authenticate: Bearer realm=\"" +
+              (realm.empty() ? "http://" + host() + "/token" : realm) +
+              "\",service=\"test-registry\",scope=\"repository:a/b:pull\"\r\n");
     }
     const std::string v2 = "/v2/a/b/";
     if (target == v2 + "manifests/1") {
@@ -322,6 +347,23 @@ struct ScriptedRegistry {
     return Answer(404, R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})");
   }
 };
+
+TEST(RegistryPullTest, OfSeveralChallengesTheTokenFlowIsTaken) {
+  ScriptedRegistry registry;
+  registry.basic_challenge_too = true;
+  test::TempDir dir;
+  RegistryOptions options;
+  options.registries.push_back({registry.host(), true, {}, {}});
+  options.stall_timeout = 2s;
+  LocalImage image =
+      PullRegistryImage(ImageReference::Parse("docker://" + registry.host() + "/a/b:1"), options,
+                        dir.path() / "blobs");
+  ASSERT_EQ(image.layers.size(), 1u);
+  auto requests = registry.server->requests();
+  EXPECT_EQ(std::count_if(requests.begin(), requests.end(),
+                          [](const std::string& r) { return r.starts_with("/token?"); }),
+            1);
+}
 
 TEST(RegistryPullTest, TheTokenFlowIndexAndBlobsOfAScriptedRegistry) {
   ScriptedRegistry registry;
@@ -341,6 +383,9 @@ TEST(RegistryPullTest, TheTokenFlowIndexAndBlobsOfAScriptedRegistry) {
   ASSERT_EQ(image.layers.size(), 1u);
   EXPECT_EQ(ReadFile(image.layers[0].path), registry.layer);
   EXPECT_EQ(image.layers[0].path, BlobStorePath(dir.path() / "blobs", image.layers[0].digest));
+  // The config is a blob of the store too, named for the image folder to keep.
+  ASSERT_TRUE(image.config_blob);
+  EXPECT_EQ(ReadFile(BlobStorePath(dir.path() / "blobs", *image.config_blob)), image.config);
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen.back().layer, 1u);
   EXPECT_EQ(seen.back().bytes, registry.layer.size());

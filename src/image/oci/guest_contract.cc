@@ -97,6 +97,21 @@ class Tree {
     }
   }
 
+  struct stat Stat(const std::string& path) const {
+    struct stat st {};
+    UniqueFd fd(OpenInRoot(root_.get(), path, O_PATH));
+    if (!fd || ::fstat(fd.get(), &st) != 0) FailErrno(what_ + ": cannot stat /" + path, errno);
+    return st;
+  }
+
+  void SetModified(const std::string& path, const timespec& when) const {
+    auto [dir, name] = Parent(path);
+    const timespec times[2] = {when, when};
+    if (::utimensat(dir.get(), name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      FailErrno(what_ + ": cannot set the time of /" + path, errno);
+    }
+  }
+
   void Remove(const std::string& path) const {
     auto [dir, name] = Parent(path);
     if (::unlinkat(dir.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
@@ -233,8 +248,10 @@ void AddAccount(const Tree& tree, const std::string& what) {
   const std::string ids = std::to_string(id);
   const std::string shell = tree.Exists("bin/bash") ? "/bin/bash" : "/bin/sh";
   passwd.push_back({"endpoint", "x", ids, ids, "ephemera endpoint", "/home/endpoint", shell});
+  // '*': no password matches, and the key each boot puts in place works;
+  // until then there is none. (Boot sets '!' when none was handed in.)
   shadow.push_back(
-      {"endpoint", "!", std::to_string(::time(nullptr) / 86400), "0", "99999", "7", "", "", ""});
+      {"endpoint", "*", std::to_string(::time(nullptr) / 86400), "0", "99999", "7", "", "", ""});
   group.push_back({"endpoint", "x", ids, ""});
   tree.Rewrite("etc/passwd", JoinColonFile(passwd));
   tree.Rewrite("etc/shadow", JoinColonFile(shadow));
@@ -246,6 +263,8 @@ void AddAccount(const Tree& tree, const std::string& what) {
   }
   tree.MakeDir("home", 0755);
   tree.MakeDir("home/endpoint", 0750, id, id);
+  // Where each boot puts the sandbox's key (sshd reads it as the endpoint).
+  tree.MakeDir("home/endpoint/.ssh", 0700, id, id);
 }
 
 // The machine's name must resolve from /etc/hosts: sudo looks it up, and a
@@ -271,6 +290,56 @@ void ResolvableHostname(const Tree& tree) {
   if (hosts.find("localhost") == std::string::npos) hosts += "127.0.0.1\tlocalhost\n";
   hosts += "127.0.1.1\t" + name + "\n";
   tree.Write("etc/hosts", hosts, 0644);
+}
+
+// systemd runs its update units (sysusers, ldconfig, hwdb, the journal
+// catalog) at a boot whose /etc or /var is older than /usr
+// (ConditionNeedsUpdate=). The stamps systemd-update-done leaves, written
+// here as it writes them, say the tree is as its packages left it: no
+// sandbox spends its boot redoing that.
+void MarkUpdated(const Tree& tree) {
+  if (!tree.Exists("usr")) return;
+  const struct stat usr = tree.Stat("usr");
+  for (const char* dir : {"etc", "var"}) {
+    if (!tree.Exists(dir)) continue;
+    const std::string stamp = std::string(dir) + "/.updated";
+    tree.Write(stamp,
+               fmt::format(
+                   "# This file was created by ephemera's import, as "
+                   "systemd-update-done writes it.\nTIMESTAMP_NSEC={}\n",
+                   static_cast<long long>(usr.st_mtim.tv_sec) * 1000000000LL + usr.st_mtim.tv_nsec),
+               0644);
+    tree.SetModified(stamp, usr.st_mtim);
+  }
+}
+
+// Generators that would find nothing in this tree: fstab's with no entry
+// in /etc/fstab, rc.local's without /etc/rc.local, SysV's when every
+// script in /etc/init.d has a native unit of its name (the generator wraps
+// only the others). Each is a program systemd runs before its first unit.
+std::vector<std::string> IdleGenerators(const Tree& tree) {
+  std::vector<std::string> idle;
+  bool fstab_entries = false;
+  if (tree.Exists("etc/fstab")) {
+    std::istringstream lines(tree.Read("etc/fstab"));
+    for (std::string line; std::getline(lines, line);) {
+      const auto first = line.find_first_not_of(" \t");
+      if (first != std::string::npos && line[first] != '#') fstab_entries = true;
+    }
+  }
+  if (!fstab_entries) idle.push_back("systemd-fstab-generator");
+  if (!tree.Exists("etc/rc.local")) idle.push_back("systemd-rc-local-generator");
+  bool unwrapped_script = false;
+  for (const std::string& script : tree.List("etc/init.d")) {
+    if (script == "README" || script == "skeleton" || script.starts_with('.')) continue;
+    const std::string unit = script + ".service";
+    if (!tree.Exists("etc/systemd/system/" + unit) && !tree.Exists("lib/systemd/system/" + unit) &&
+        !tree.Exists("usr/lib/systemd/system/" + unit)) {
+      unwrapped_script = true;
+    }
+  }
+  if (!unwrapped_script) idle.push_back("systemd-sysv-generator");
+  return idle;
 }
 
 // Enables a unit as `systemctl enable` would for its WantedBy target.
@@ -342,11 +411,52 @@ GuestContract AdoptGuestContract(const fs::path& root, const std::string& what) 
   // serial getty without udev waits 90 s for its device), module loads the
   // kernel has no modules for, a persistent journal flush (the disk is
   // gone at destroy), and apt's timers (no network to reach a mirror).
+  // Under emulation each of these costs the boot 0.5 to 1.5 s of the one
+  // vCPU; so do the generators below, run before the first unit starts.
+  //   - the journal flush (a volatile journal has nothing to flush), the
+  //     random seed (each sandbox's disk is a fresh copy: no seed carries
+  //     over) and utmp's boot records (wtmp: nobody reboots a sandbox);
+  //   - the root's remount (the initrd mounts it read-write) and the
+  //     hugetlbfs and mqueue mounts (debugfs and tracefs stay: kernel tests
+  //     read them);
+  //   - module loads (the kernel's modules are not in the root filesystem;
+  //     the kernel comes from another image);
+  //   - Fedora's sshd-keygen (RSA and ECDSA keys sshd is not configured to use).
   for (const char* unit :
        {"getty@.service", "serial-getty@.service", "getty-static.service", "modprobe@.service",
-        "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_reap.service"}) {
+        "systemd-modules-load.service", "apt-daily.timer", "apt-daily-upgrade.timer",
+        "e2scrub_reap.service", "systemd-journal-flush.service", "systemd-random-seed.service",
+        "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
+        "systemd-remount-fs.service", "dev-hugepages.mount", "dev-mqueue.mount",
+        "sshd-keygen@.service", "sshd-keygen.target"}) {
     tree.Symlink(std::string("etc/systemd/system/") + unit, "/dev/null");
   }
+  // Generators for what a sandbox has not: encrypted, integrity or verity
+  // volumes, GPT auto-mounts, hibernation, offline updates, boot counting,
+  // gettys (masked above), and units asked for on the kernel command line
+  // (systemd.run=, systemd.mask=: ephemera writes that line); then those
+  // with nothing to do in this tree (fstab, SysV scripts, rc.local).
+  for (const char* generator :
+       {"systemd-cryptsetup-generator", "systemd-integritysetup-generator",
+        "systemd-veritysetup-generator", "systemd-gpt-auto-generator",
+        "systemd-hibernate-resume-generator", "systemd-system-update-generator",
+        "systemd-bless-boot-generator", "systemd-getty-generator", "systemd-run-generator",
+        "systemd-debug-generator"}) {
+    tree.Symlink(std::string("etc/systemd/system-generators/") + generator, "/dev/null");
+  }
+  for (const std::string& generator : IdleGenerators(tree)) {
+    tree.Symlink("etc/systemd/system-generators/" + generator, "/dev/null");
+  }
+  // sshd's configuration is ephemera's, and the setup script changes only
+  // its Port and AllowUsers lines, to values it checks: the unit's own
+  // check before each start (sshd -t) is a second sshd run on the way to
+  // the first login.
+  const std::string sshd_unit_name = sshd_unit.substr(sshd_unit.rfind('/') + 1);
+  tree.Write("etc/systemd/system/" + sshd_unit_name + ".d/ephemera.conf",
+             "# ephemera: sshd_config is ephemera's own; no check before each start.\n"
+             "[Service]\nExecStartPre=\n",
+             0644);
+  MarkUpdated(tree);
   tree.Write("etc/systemd/journald.conf.d/ephemera.conf",
              "# ephemera: a sandbox's disk is gone at destroy; keep the journal in memory.\n"
              "[Journal]\nStorage=volatile\n",

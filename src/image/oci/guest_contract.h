@@ -38,4 +38,10 @@ GuestContract AdoptGuestContract(const std::filesystem::path& root, const std::s
 // the default kernel image's initrd then takes the address by DHCP.
 inline constexpr char kGuestContractCmdline[] = " ephemera.dhcp=initrd";
 
+// The TCG translation cache such a tree's boot needs: systemd, its
+// libraries and a distribution's tools outgrow 64 MiB, and a full cache
+// is flushed and every block translated again (docs/benchmarks.md:
+// create to SSH-ready, 128 vs 32 MiB).
+inline constexpr unsigned kGuestContractTcgTbSizeMib = 128;
+
 }  // namespace ephemera::oci

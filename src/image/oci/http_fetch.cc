@@ -173,7 +173,8 @@ class Exchange {
     response.url = url_;
     response.status = parser.get().result_int();
     for (const auto& field : parser.get()) {
-      response.headers[Lowercase(std::string(field.name_string()))] = std::string(field.value());
+      std::string& value = response.headers[Lowercase(std::string(field.name_string()))];
+      value += (value.empty() ? "" : ", ") + std::string(field.value());
     }
     const bool to_sink = sink && response.status / 100 == 2;
     std::uint64_t received = 0;

@@ -47,9 +47,10 @@ using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
 struct HttpResponse {
   unsigned status = 0;
-  std::map<std::string, std::string> headers;  // names lowercased; a repeated one: the last
-  std::string body;                            // when no sink took it
-  HttpUrl url;                                 // after redirects
+  // Names lowercased; a repeated header's values joined by ", " (RFC 9110).
+  std::map<std::string, std::string> headers;
+  std::string body;  // when no sink took it
+  HttpUrl url;       // after redirects
   std::string header(const std::string& lowercase_name) const {
     auto it = headers.find(lowercase_name);
     return it == headers.end() ? "" : it->second;

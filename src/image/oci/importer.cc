@@ -169,10 +169,12 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
   manifest["guest_contract"] = contract == GuestContract::kAdded ? "added" : "present";
   if (contract == GuestContract::kAdded) {
     manifest["cmdline"] = std::string(kCmdline) + kGuestContractCmdline;
+    manifest["tcg_tb_size_mib"] = kGuestContractTcgTbSizeMib;
   }
   // The registry blobs it came from, which `image prune` keeps while it is here.
   json blobs = json::array();
   for (const LocalImage* image : {&kernel, &rootfs}) {
+    if (image->config_blob) blobs.push_back(image->config_blob->str());
     for (const auto& layer : image->layers) {
       if (layer.path.parent_path().parent_path() == BlobStoreOf(image_dir)) {
         blobs.push_back(layer.digest.str());

@@ -146,13 +146,23 @@ class RegistrySession {
       Fail(ErrorCode::kUnauthenticated, "{}: {} answered 401 without a challenge", what,
            ref_.registry);
     }
-    AuthChallenge challenge = [&] {
+    const std::vector<AuthChallenge> challenges = [&] {
       try {
-        return ParseAuthChallenge(header);
+        return ParseAuthChallenges(header);
       } catch (const Error& e) {
         throw e.WithContext(what + ": " + ref_.registry);
       }
     }();
+    // The token flow when offered, else basic, else the first (to name it).
+    AuthChallenge challenge = challenges.front();
+    for (const char* preferred : {"bearer", "basic"}) {
+      auto it = std::find_if(challenges.begin(), challenges.end(),
+                             [&](const AuthChallenge& c) { return c.scheme == preferred; });
+      if (it != challenges.end()) {
+        challenge = *it;
+        break;
+      }
+    }
     if (challenge.scheme == "basic") {
       if (!credentials_) {
         Fail(ErrorCode::kUnauthenticated,
@@ -412,11 +422,11 @@ std::optional<BasicCredentials> LoadCredentials(const fs::path& file, const std:
   return std::nullopt;
 }
 
-AuthChallenge ParseAuthChallenge(std::string_view header) {
+std::vector<AuthChallenge> ParseAuthChallenges(std::string_view header) {
   auto bad = [&](std::string_view why) {
     Fail(ErrorCode::kInvalidArgument, "WWW-Authenticate '{}': {}", EscapeForLog(header, 200), why);
   };
-  AuthChallenge c;
+  std::vector<AuthChallenge> challenges;
   std::size_t i = 0;
   auto skip_space = [&] {
     while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
@@ -431,39 +441,57 @@ AuthChallenge ParseAuthChallenge(std::string_view header) {
     return std::string(header.substr(start, i - start));
   };
   skip_space();
-  c.scheme = Lowercase(token());
-  if (c.scheme.empty()) bad("no scheme");
-  skip_space();
   while (i < header.size()) {
-    std::string name = Lowercase(token());
-    if (name.empty()) bad("a parameter without a name");
+    AuthChallenge c;
+    c.scheme = Lowercase(token());
+    if (c.scheme.empty()) bad("no scheme");
     skip_space();
-    if (i >= header.size() || header[i] != '=') bad("a parameter without '='");
-    ++i;
-    skip_space();
-    std::string value;
-    if (i < header.size() && header[i] == '"') {
-      ++i;
-      for (;; ++i) {
-        if (i >= header.size()) bad("an unclosed quote");
-        if (header[i] == '"') break;
-        if (header[i] == '\\' && i + 1 < header.size()) ++i;
-        value += header[i];
-      }
-      ++i;
-    } else {
-      value = token();
-    }
-    if (c.params.count(name)) bad("parameter '" + name + "' twice");
-    c.params[name] = value;
-    skip_space();
-    if (i < header.size()) {
-      if (header[i] != ',') bad("parameters must be separated by ','");
+    if (i < header.size() && header[i] == ',') {  // a scheme without parameters
       ++i;
       skip_space();
+      challenges.push_back(std::move(c));
+      continue;
     }
+    // Parameters, each `name=value`, until a comma that is followed by a
+    // token without '=' (the next challenge's scheme) or the end.
+    while (i < header.size()) {
+      const std::size_t start = i;
+      std::string name = Lowercase(token());
+      if (name.empty()) bad("a parameter without a name");
+      skip_space();
+      if (i >= header.size() || header[i] != '=') {
+        if (c.params.empty()) bad("a parameter without '='");
+        i = start;  // the next challenge
+        break;
+      }
+      ++i;
+      skip_space();
+      std::string value;
+      if (i < header.size() && header[i] == '"') {
+        ++i;
+        for (;; ++i) {
+          if (i >= header.size()) bad("an unclosed quote");
+          if (header[i] == '"') break;
+          if (header[i] == '\\' && i + 1 < header.size()) ++i;
+          value += header[i];
+        }
+        ++i;
+      } else {
+        value = token();
+      }
+      if (c.params.count(name)) bad("parameter '" + name + "' twice");
+      c.params[name] = value;
+      skip_space();
+      if (i < header.size()) {
+        if (header[i] != ',') bad("parameters must be separated by ','");
+        ++i;
+        skip_space();
+      }
+    }
+    challenges.push_back(std::move(c));
   }
-  return c;
+  if (challenges.empty()) bad("no challenge");
+  return challenges;
 }
 
 LocalImage PullRegistryImage(const ImageReference& ref, const RegistryOptions& options,
@@ -516,6 +544,7 @@ LocalImage PullRegistryImage(const ImageReference& ref, const RegistryOptions& o
       FetchBlob(session, manifest.config, blob_store, what + ": the config", progress, {}),
       what + ": the config");
   CheckConfigPlatform(image.config, what);
+  image.config_blob = manifest.config.digest;
   for (std::size_t i = 0; i < manifest.layers.size(); ++i) {
     const Descriptor& d = manifest.layers[i].descriptor;
     progress.layer = i + 1;

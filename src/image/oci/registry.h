@@ -51,8 +51,11 @@ struct AuthChallenge {
   std::string scheme;                         // lowercased: "bearer", "basic"
   std::map<std::string, std::string> params;  // names lowercased
 };
-// kInvalidArgument for a header that is not one challenge of that form.
-AuthChallenge ParseAuthChallenge(std::string_view header);
+// The challenges of a WWW-Authenticate header (one or more, separated by
+// commas, as in `Basic realm="r", Bearer realm="…"`); kInvalidArgument for
+// a header that is not a list of challenges of that form (token68
+// credentials, which registries do not send, included).
+std::vector<AuthChallenge> ParseAuthChallenges(std::string_view header);
 
 // Progress of a pull, for a terminal or an API client.
 struct PullProgress {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +38,9 @@ struct LocalImage {
     Digest digest;  // of the file as it is
   };
   std::vector<LayerFile> layers;
+  // Registry pulls: the config's blob in the blob store (kept with the
+  // layers, so that a re-pull of the same image fetches nothing).
+  std::optional<Digest> config_blob;
 };
 
 // Reads an oci: or docker-archive: image. A docker archive is unpacked into

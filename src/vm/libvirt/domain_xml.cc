@@ -69,6 +69,10 @@ std::string BuildDomainXml(const LibvirtDomain& d) {
     // them on QEMU's command line.
     line("  <sysinfo type='fwcfg'>");
     for (const auto& file : spec.guest_files) {
+      if (file.secret) {
+        Fail(ErrorCode::kInvalidArgument,
+             "guest file {} is secret, and libvirt would put it on QEMU's command line", file.name);
+      }
       line(fmt::format("    <entry name='{}'>{}</entry>", XmlEscape(file.name),
                        XmlEscape(file.content)));
     }
@@ -93,6 +97,12 @@ std::string BuildDomainXml(const LibvirtDomain& d) {
   line("    <apic/>");
   line("    <vmport state='off'/>");
   line("    <vmcoreinfo state='off'/>");
+  if (!d.kvm && d.tcg_tb_size_mib) {
+    // As the qemu driver bounds it: QEMU's default reserves 1 GiB per VM.
+    line("    <tcg>");
+    line(fmt::format("      <tb-cache unit='MiB'>{}</tb-cache>", d.tcg_tb_size_mib));
+    line("    </tcg>");
+  }
   line("  </features>");
   line(d.kvm ? "  <cpu mode='host-passthrough'/>" : "  <cpu mode='maximum'/>");
   line("  <clock offset='utc'>");

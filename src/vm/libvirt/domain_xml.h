@@ -29,6 +29,7 @@ struct LibvirtDomain {
   std::filesystem::path overlay;         // the qcow2 clone (kernel images)
   std::filesystem::path serial_log;      // virtlogd writes the console here
   std::optional<std::uint64_t> tsc_khz;  // passed to guests under TCG
+  unsigned tcg_tb_size_mib = 0;          // TCG translation cache (0: QEMU's own, 1 GiB)
   // How the NIC attaches: a libvirt network by name, optionally with a
   // network filter and its parameters.
   std::string network;

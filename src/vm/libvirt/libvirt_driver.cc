@@ -2,6 +2,7 @@
 
 #include <libvirt/virterror.h>
 #include <sys/stat.h>
+#include <algorithm>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -225,6 +226,8 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
     domain.overlay = dir / "disk.qcow2";
     domain.serial_log = dir / "serial.log";
     domain.tsc_khz = tsc_khz_;
+    // The image's need raises the configured cache, as under the qemu driver.
+    domain.tcg_tb_size_mib = std::max(options_.vm.tcg_tb_size_mib, spec.image.tcg_tb_size_mib);
     if (spec.image.format == ImageFormat::kKernel) {
       RunChecked({qemu_img_.string(), "create", "-q", "-f", "qcow2", "-F",
                   std::string(DiskFormatName(spec.image.rootfs_format)), "-b",

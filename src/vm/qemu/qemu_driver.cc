@@ -229,9 +229,14 @@ void QemuDriver::ReleaseIdentity(const SandboxId& id) {
   slots_.erase(id);
 }
 
+unsigned QemuDriver::TbSizeFor(const VmSpec& spec) const {
+  // The image's need raises the configured size, never lowers it.
+  return std::max(options_.vm.tcg_tb_size_mib, spec.image.tcg_tb_size_mib);
+}
+
 CgroupLimits QemuDriver::LimitsFor(const VmSpec& spec) const {
   std::uint64_t mib = spec.memory_mib + options_.vm.memory_overhead_mib;
-  if (options_.accel.accel == Accel::kTcg) mib += options_.vm.tcg_tb_size_mib;
+  if (options_.accel.accel == Accel::kTcg) mib += TbSizeFor(spec);
   CgroupLimits limits;
   limits.memory_bytes = mib << 20;
   limits.pids = options_.vm.max_pids;
@@ -302,7 +307,7 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir, const std::optiona
   QemuLaunch launch{.binary = qemu_binary_.string(),
                     .machine = options_.vm.machine,
                     .accel = options_.accel.accel,
-                    .tcg_tb_size_mib = options_.vm.tcg_tb_size_mib,
+                    .tcg_tb_size_mib = TbSizeFor(spec),
                     .tsc_khz = tsc_khz_,
                     .seccomp_sandbox = options_.vm.seccomp_sandbox,
                     .spec = spec,

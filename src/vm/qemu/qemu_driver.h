@@ -37,6 +37,8 @@ class QemuDriver : public VmDriver {
   explicit QemuDriver(QemuDriverOptions options);
 
   std::string_view name() const override { return "qemu"; }
+  // fw_cfg files are read through descriptors QEMU inherits.
+  bool passes_secret_files() const override { return true; }
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
@@ -61,6 +63,7 @@ class QemuDriver : public VmDriver {
   std::optional<Identity> TakeIdentity(const SandboxId& id);
   void ReleaseIdentity(const SandboxId& id);
   CgroupLimits LimitsFor(const VmSpec& spec) const;
+  unsigned TbSizeFor(const VmSpec& spec) const;  // MiB of TCG translation cache
 
   QemuDriverOptions options_;
   std::filesystem::path qemu_binary_;

@@ -6,7 +6,11 @@
 # client. It creates USER with PASSWORD and full sudo, makes sshd listen on
 # PORT for USER only, and locks the endpoint account for good.
 # Exit status: 0 on success, 2 for bad arguments, 1 for any other failure.
-# shellcheck disable=SC2016  # '$1' & co. below are awk's, not the shell's
+#
+# It runs once per sandbox, on the path to the client's credentials, and
+# under emulation every program started costs ~0.1 s (a distro's dynamically
+# linked coreutils more): files are read and written with bash builtins,
+# and programs run only where a builtin cannot do the job (about ten runs).
 set -Eeuo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 077
@@ -21,7 +25,7 @@ fail() {
   exit 1
 }
 # Whatever else fails is a failure (1), never "bad arguments" (2), even if
-# the failing command itself exits 2 (awk and grep do).
+# the failing command itself exits 2.
 trap 'fail "command failed (line $LINENO)"' ERR
 
 [ $# -eq 3 ] || usage "expected 3 arguments, got $#"
@@ -34,129 +38,199 @@ if ! [[ $port =~ ^[0-9]{1,5}$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
   usage "PORT must be an integer from 1 to 65535"
 fi
 port=$((10#$port))
-[ "$(id -u)" -eq 0 ] || fail "must run as root (sudo)"
+((EUID == 0)) || fail "must run as root (sudo)"
 
-# One run at a time (busybox has no flock; mkdir is atomic).
+# One run at a time: the lock is created exclusively (noclobber).
 lock=/run/anweddol_container_setup.lock
-mkdir "$lock" 2>/dev/null || fail "another setup is running ($lock)"
+if ! (set -C && : >"$lock") 2>/dev/null; then fail "another setup is running ($lock)"; fi
 sudoers=/etc/sudoers.d/$user
 cfg=/etc/ssh/sshd_config
-trap 'rm -rf "$lock" /etc/passwd.new /etc/group.new /etc/shadow.new /etc/gshadow.new "$cfg.new" "$sudoers.new"' EXIT
+work=/etc/.anweddol_container_setup.$$
+trap 'rm -rf "$lock" "$work" "$cfg.new" "$sudoers.new"' EXIT
 
-# Existing accounts may only be "re-set up" if they are ordinary users, so
-# that a retried setup works but root, endpoint & co. can never be taken.
-if existing=$(awk -F: -v u="$user" '$1 == u { print $3 }' /etc/passwd) && [ -n "$existing" ]; then
-  if [ "$existing" -lt 1000 ] || [ "$existing" -ge 60000 ] || [ "$user" = endpoint ]; then
+# The account files, read once. Existing accounts may only be "re-set up"
+# if they are ordinary users, so that a retried setup works but root,
+# endpoint & co. can never be taken.
+existing='' existing_gid='' max_uid=999 max_gid=999 group_taken='' gid_taken=()
+while IFS=: read -r name _ uid gid _; do
+  if [ "$name" = "$user" ]; then existing=$uid existing_gid=$gid; fi
+  if [[ $uid =~ ^[0-9]+$ ]] && ((uid > max_uid && uid < 60000)); then max_uid=$uid; fi
+done </etc/passwd
+while IFS=: read -r name _ gid _; do
+  if [ "$name" = "$user" ]; then group_taken=1; fi
+  if [[ $gid =~ ^[0-9]+$ ]]; then
+    gid_taken[gid]=1
+    if ((gid > max_gid && gid < 60000)); then max_gid=$gid; fi
+  fi
+done </etc/group
+if [ -n "$existing" ]; then
+  if ! [[ $existing =~ ^[0-9]+$ ]] || ((existing < 1000 || existing >= 60000)) ||
+    [ "$user" = endpoint ]; then
     usage "USER $user is a reserved account"
   fi
 fi
-awk -F: -v u="$user" '$1 == u { found = 1 } END { exit !found }' /etc/group &&
-  [ -z "$existing" ] && usage "USER $user clashes with an existing group"
-
-# Rewrites FILE through AWK-PROGRAM atomically, keeping mode and owner.
-# Values reach the program through the environment (ENVIRON): awk -v
-# would interpret backslashes.
-rewrite() {
-  local file=$1 prog=$2
-  awk -F: -v OFS=: "$prog" "$file" >"$file.new"
-  chmod "$(stat -c %a "$file")" "$file.new"
-  chown "$(stat -c %u:%g "$file")" "$file.new"
-  mv "$file.new" "$file"
-}
+if [ -n "$group_taken" ] && [ -z "$existing" ]; then usage "USER $user clashes with an existing group"; fi
 
 # sha512-crypt with what the system has: mkpasswd (the default image,
 # Debian's whois), else openssl, else perl (Essential on Debian/Ubuntu),
 # for root filesystems imported from OCI images.
+salt() {
+  local alphabet=./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz s='' i
+  if [ -n "${SRANDOM:-}" ]; then # bash >= 5.1: getrandom(2)
+    for ((i = 0; i < 16; i++)); do s+=${alphabet:SRANDOM % 64:1}; done
+  else
+    s=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9./' | head -c 16)
+  fi
+  printf '%s' "$s"
+}
 sha512_crypt() {
   if command -v mkpasswd >/dev/null; then
     printf '%s\n' "$1" | mkpasswd -m sha512
   elif command -v openssl >/dev/null; then
     printf '%s\n' "$1" | openssl passwd -6 -stdin
   elif command -v perl >/dev/null; then
-    local salt
-    salt=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9./' | head -c 16)
-    P="$1" S="$salt" perl -e 'print crypt($ENV{P}, "\$6\$" . $ENV{S} . "\$"), "\n"'
+    P="$1" S="$(salt)" perl -e 'print crypt($ENV{P}, "\$6\$" . $ENV{S} . "\$"), "\n"'
   else
     return 1
   fi
 }
 hash=$(sha512_crypt "$password") || fail "cannot hash the password"
 [[ $hash == '$6$'* ]] || fail "the password hash is not sha512-crypt"
-export U="$user" H="$hash"
 
 if [ -z "$existing" ]; then
-  uid=$(awk -F: 'BEGIN { m = 999 } $3 > m && $3 < 60000 { m = $3 } END { print m + 1 }' /etc/passwd)
-  gid=$uid
-  if awk -F: -v g="$gid" '$3 == g { f = 1 } END { exit !f }' /etc/group; then
-    gid=$(awk -F: 'BEGIN { m = 999 } $3 > m && $3 < 60000 { m = $3 } END { print m + 1 }' /etc/group)
-  fi
-  export NEW_UID="$uid" NEW_GID="$gid" DAYS=$(($(date +%s) / 86400))
-  rewrite /etc/group '{ print } END { print ENVIRON["U"], "x", ENVIRON["NEW_GID"], "" }'
-  rewrite /etc/gshadow '{ print } END { print ENVIRON["U"], "!", "", "" }'
-  rewrite /etc/passwd '{ print } END { print ENVIRON["U"], "x", ENVIRON["NEW_UID"], ENVIRON["NEW_GID"], "", "/home/" ENVIRON["U"], "/bin/bash" }'
-  rewrite /etc/shadow '{ print } END { print ENVIRON["U"], ENVIRON["H"], ENVIRON["DAYS"], 0, 99999, 7, "", "", "" }'
+  uid=$((max_uid + 1)) gid=$((max_uid + 1))
+  if [ -n "${gid_taken[gid]:-}" ]; then gid=$((max_gid + 1)); fi
 else
-  uid=$existing
-  gid=$(awk -F: -v u="$user" '$1 == u { print $4 }' /etc/passwd)
-  rewrite /etc/shadow '$1 == ENVIRON["U"] { $2 = ENVIRON["H"] } { print }'
+  uid=$existing gid=$existing_gid
 fi
-home=/home/$user
-mkdir -p "$home"
-chown "$uid:$gid" "$home"
-chmod 0750 "$home"
+printf -v days '%(%s)T' -1
+days=$((days / 86400))
 
-# Full sudo, with the user's own password. visudo checks the syntax: a bad
-# file in sudoers.d would break sudo for everyone.
+# The new account files are written beside the old ones (copies keep each
+# file's mode and owner; '>' keeps them) and renamed over them. The
+# endpoint is locked in the same writes: no password, no shell.
+files=(/etc/group /etc/passwd /etc/shadow)
+if [ -e /etc/gshadow ]; then files+=(/etc/gshadow); fi
+mkdir "$work"
+cp -p "${files[@]}" "$work/"
+# Copies FILE's lines to $work/FILE through the function EDIT (which
+# prints each line as it should be), then appends the lines that follow.
+rewrite() {
+  local file=$1 edit=$2 line
+  shift 2
+  {
+    while IFS= read -r line || [ -n "$line" ]; do "$edit" "$line"; done <"/etc/$file"
+    [ $# -eq 0 ] || printf '%s\n' "$@"
+  } >"$work/$file"
+}
+keep() { printf '%s\n' "$1"; }
+passwd_line() {
+  case $1 in
+    endpoint:*) printf '%s:/usr/sbin/nologin\n' "${1%:*}" ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+shadow_line() { # the endpoint locked, an existing USER's password replaced
+  local name=${1%%:*} rest=${1#*:}
+  case $name in
+    endpoint) printf 'endpoint:!:%s\n' "${rest#*:}" ;;
+    "$user") printf '%s:%s:%s\n' "$user" "$hash" "${rest#*:}" ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+if [ -z "$existing" ]; then
+  rewrite group keep "$user:x:$gid:"
+  if [ -e /etc/gshadow ]; then rewrite gshadow keep "$user:!::"; fi
+  rewrite passwd passwd_line "$user:x:$uid:$gid::/home/$user:/bin/bash"
+  rewrite shadow shadow_line "$user:$hash:$days:0:99999:7:::"
+else
+  rewrite passwd passwd_line
+  rewrite shadow shadow_line
+fi
+mv -f "${files[@]/#\/etc/$work}" /etc/
+if command -v install >/dev/null; then # one program for three (coreutils)
+  install -d -m 0750 -o "$uid" -g "$gid" "/home/$user"
+else
+  mkdir -p "/home/$user" && chown "$uid:$gid" "/home/$user" && chmod 0750 "/home/$user"
+fi
+
+# Full sudo, with the user's own password. A bad file in sudoers.d would
+# break sudo for everyone: this line is valid for any USER the pattern
+# above lets through, so visudo need not check it.
+umask 0337
 printf '%s ALL=(ALL:ALL) ALL\n' "$user" >"$sudoers.new"
-chmod 0440 "$sudoers.new"
-visudo -cq -f "$sudoers.new" || { rm -f "$sudoers.new"; fail "visudo rejected $sudoers"; }
-mv "$sudoers.new" "$sudoers"
+umask 077
+mv -f "$sudoers.new" "$sudoers"
 
-# sshd: the new port, the new user only. sshd -t validates before it is
-# put in place, so a reload cannot take sshd down.
-awk -v port="$port" -v user="$user" '
-  /^[[:space:]]*Port[[:space:]]/ { if (!p++) print "Port " port; next }
-  /^[[:space:]]*AllowUsers[[:space:]]/ { if (!a++) print "AllowUsers " user; next }
-  { print }
-  END { if (!p) print "Port " port; if (!a) print "AllowUsers " user }' "$cfg" >"$cfg.new"
-chmod 0644 "$cfg.new"
-sshd -t -f "$cfg.new" || fail "sshd rejected the new configuration"
-mv "$cfg.new" "$cfg"
+# sshd: the new port, the new user only. Only the Port and AllowUsers
+# lines change, to values checked above; should sshd refuse the result
+# all the same, the wait below sees it exit and says so.
+umask 022
+{
+  seen_port='' seen_allow=''
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line =~ ^[[:space:]]*Port[[:space:]] ]]; then
+      [ -n "$seen_port" ] || echo "Port $port"
+      seen_port=1
+    elif [[ $line =~ ^[[:space:]]*AllowUsers[[:space:]] ]]; then
+      [ -n "$seen_allow" ] || echo "AllowUsers $user"
+      seen_allow=1
+    else
+      printf '%s\n' "$line"
+    fi
+  done <"$cfg"
+  [ -n "$seen_port" ] || echo "Port $port"
+  [ -n "$seen_allow" ] || echo "AllowUsers $user"
+} >"$cfg.new"
+umask 077
+mv -f "$cfg.new" "$cfg"
 
-# Lock the endpoint: no password, no key, no shell; and tell rcS not to
-# restore its credentials from fw_cfg on a later boot.
-rewrite /etc/shadow '$1 == "endpoint" { $2 = "!" } { print }'
-rewrite /etc/passwd '$1 == "endpoint" { $7 = "/usr/sbin/nologin" } { print }'
+# No key for the endpoint either (rm: the endpoint owns ~/.ssh, and a link
+# there must not be followed); and tell the boot not to restore its
+# credentials from fw_cfg on a later boot.
 rm -f /home/endpoint/.ssh/authorized_keys
-mkdir -p /etc/ephemera
+[ -d /etc/ephemera ] || mkdir -p /etc/ephemera
 : >/etc/ephemera/endpoint-retired
 
 # Listening TCP sockets by inode, from /proc/net/tcp{,6} (state 0A); with
 # PORT, only those on that port.
 listening() {
-  awk -v p="${1:+$(printf ':%04X' "$1")}" '
-    $4 == "0A" && (p == "" || substr($2, length($2) - 4) == p) { print $10 }' \
-    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+  local want='' file _sl local_address _remote state _1 _2 _3 _4 _5 inode _rest
+  [ -z "${1:-}" ] || printf -v want ':%04X' "$1"
+  for file in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$file" ] || continue
+    while read -r _sl local_address _remote state _1 _2 _3 _4 _5 inode _rest; do
+      [ "$state" = 0A ] || continue
+      [ -z "$want" ] || [ "${local_address: -5}" = "$want" ] || continue
+      printf '%s\n' "$inode"
+    done <"$file"
+  done
 }
 
 # SIGHUP makes the sshd listener re-exec itself with the new configuration
 # (same pid); sessions already open, like the one running this script,
 # carry on. Done means: a new listening socket (not one of those open
 # before the signal, even if PORT is unchanged) on PORT.
-pid=$(cat /run/sshd.pid 2>/dev/null) || pid=
+pid=''
+if [ -r /run/sshd.pid ]; then read -r pid </run/sshd.pid || true; fi
 # Under systemd (imported root filesystems) the service manager knows it.
 if [ -z "$pid" ] && command -v systemctl >/dev/null; then
   for unit in ssh.service sshd.service; do
     pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null) || pid=
-    [ "${pid:-0}" != 0 ] && break
+    if [ "${pid:-0}" != 0 ]; then break; fi
     pid=
   done
 fi
 [ -n "$pid" ] || fail "sshd is not running (no /run/sshd.pid)"
-before=" $(listening | tr '\n' ' ') "
+before=$(listening)
+before=" ${before//$'\n'/ } "
 kill -HUP "$pid" || fail "cannot signal sshd (pid $pid)"
-for _ in $(seq 100); do
-  sleep 0.1
+# read -t on a pipe nobody writes to: a sleep without starting a program
+# (where /dev/fd lets bash open one).
+pause=''
+if [ -e /dev/fd/0 ]; then exec {pause}<> <(:); fi
+for _ in {1..200}; do
+  if [ -n "$pause" ]; then read -rt 0.05 -u "$pause" _ || true; else sleep 0.05; fi
   kill -0 "$pid" 2>/dev/null || fail "sshd exited after reload"
   for inode in $(listening "$port"); do
     if [[ $before != *" $inode "* ]]; then
