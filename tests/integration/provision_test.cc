@@ -7,6 +7,7 @@
 #include "integration/guest_fixture.h"
 #include "provision/provisioner.h"
 #include "provision/ssh_session.h"
+#include "unit/error_of.h"
 #include "vm/console.h"
 
 namespace ephemera {
@@ -59,13 +60,9 @@ TEST_F(ProvisionGuestTest, TheHostKeyHandedInIsTheOneSshdShowsAndNoOtherIsAccept
   request.sshd_timeout = 120s;
   // Expecting another key: refused at the handshake, before any login.
   request.expected_host_key = SshKeyPair::Generate().PublicKeyLine();
-  try {
-    Provision(request);
-    FAIL() << "provisioned a guest whose host key was not the expected one";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
-    EXPECT_THAT(e.what(), HasSubstr("not the one handed to it"));
-  }
+  Error e = test::ErrorOf([&] { Provision(request); });
+  EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+  EXPECT_THAT(e.what(), HasSubstr("not the one handed to it"));
   request.expected_host_key = host_key.PublicKeyLine();
   ProvisionResult r = Provision(request);
   EXPECT_EQ(r.host_key, host_key.PublicKeyLine());

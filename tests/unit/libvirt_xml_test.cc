@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "image/catalog.h"
+#include "unit/error_of.h"
 #include "unit/test_files.h"
 #include "vm/libvirt/domain_xml.h"
 
@@ -71,13 +72,9 @@ TEST_F(DomainXmlTest, AKernelImageBootsDirectlyOnQ35UnderTcgWithItsOverlay) {
 TEST_F(DomainXmlTest, ASecretGuestFileIsRefusedNotPutOnQemusCommandLine) {
   spec_.guest_files.push_back(
       {"opt/ephemera/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n", true});
-  try {
-    BuildDomainXml(domain_);
-    FAIL() << "a private key went into the domain XML";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
-    EXPECT_THAT(e.what(), HasSubstr("opt/ephemera/ssh_host_ed25519_key is secret"));
-  }
+  Error e = test::ErrorOf([&] { BuildDomainXml(domain_); });
+  EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  EXPECT_THAT(e.what(), HasSubstr("opt/ephemera/ssh_host_ed25519_key is secret"));
 }
 
 TEST_F(DomainXmlTest, FollowsAnweddolsContainerDomain) {
