@@ -138,12 +138,13 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
     // Asked for, progress goes out as NDJSON lines, the answer last.
     ImportProgressLines progress(WantsNdjson(request) ? sink : nullptr);
     oci::ImportResult r = c.engine->ImportImage(import, std::ref(progress));
-    return Json(http::status::created, {{"name", import.name},
-                                        {"dir", r.dir.string()},
-                                        {"kernel_digest", r.kernel_digest.str()},
-                                        {"rootfs_digest", r.rootfs_digest.str()},
-                                        {"rootfs_bytes", r.rootfs.image_bytes},
-                                        {"cached", r.cached}});
+    return Json(http::status::created,
+                {{"name", import.name},
+                 {"dir", r.dir.string()},
+                 {"kernel_digest", r.kernel_digest ? r.kernel_digest->str() : ""},
+                 {"rootfs_digest", r.rootfs_digest.str()},
+                 {"rootfs_bytes", r.rootfs.image_bytes},
+                 {"cached", r.cached}});
   }
   if (std::string_view name = Child(target, "/v1/images"); !name.empty()) {
     if (caller) Fail(ErrorCode::kPermissionDenied, "images are managed on the local socket");

@@ -141,9 +141,10 @@ ImageImport ParseImageImport(std::string_view body) {
     }
     *out = it->get<std::string>();
   }
-  if (import.kernel.empty() != import.rootfs.empty()) {
+  if (!import.kernel.empty() && import.rootfs.empty()) {
     Fail(ErrorCode::kInvalidArgument,
-         "'kernel' and 'rootfs' go together (or neither, for an image configured under images:)");
+         "'kernel' needs a 'rootfs' (a 'rootfs' alone boots its own kernel; neither, an image "
+         "configured under images:)");
   }
   import.headroom_mib = OptionalInteger<std::int64_t>(parsed, "headroom_mib", 0, 1 << 20);
   return import;

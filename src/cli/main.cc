@@ -394,10 +394,11 @@ int main(int argc, char** argv) {
   auto* image_opt = create->add_option("--image", image, "image name");
   auto* create_kernel_opt = create->add_option(
       "--kernel", create_kernel, std::string("kernel image, pulled on first use: ") + kRefHelp);
-  auto* create_rootfs_opt =
-      create->add_option("--rootfs", create_rootfs, "rootfs image, pulled with --kernel");
+  auto* create_rootfs_opt = create->add_option(
+      "--rootfs", create_rootfs,
+      "rootfs image, pulled on first use (alone: it boots the kernel in its /boot)");
   create_kernel_opt->needs(create_rootfs_opt)->excludes(image_opt);
-  create_rootfs_opt->needs(create_kernel_opt)->excludes(image_opt);
+  create_rootfs_opt->excludes(image_opt);
   auto* run_opt = create->add_option("--run-id", run_id,
                                      "a pipeline's run: the /30 and TAP derive from it and --name");
   auto* name_opt = create->add_option("--name", machine, "the machine's name within the run");
@@ -438,15 +439,15 @@ int main(int argc, char** argv) {
       image_cmd->add_subcommand("prune", "remove image folders no name points at and none uses");
   auto* image_pull = image_cmd->add_subcommand(
       "pull",
-      "import a kernel image and a rootfs image (OCI) as one image (local socket); without "
-      "--kernel and --rootfs, the references configured for NAME under images:");
+      "import a kernel image and a rootfs image (OCI) as one image (local socket); --rootfs "
+      "alone: a rootfs that boots the kernel in its /boot; neither: the references configured "
+      "for NAME under images:");
   std::string pull_name, pull_kernel, pull_rootfs;
   std::optional<long long> pull_headroom;
   image_pull->add_option("name", pull_name, "the image's name in the catalog")->required();
   auto* kernel_opt = image_pull->add_option("--kernel", pull_kernel, kRefHelp);
   auto* rootfs_opt = image_pull->add_option("--rootfs", pull_rootfs, kRefHelp);
   kernel_opt->needs(rootfs_opt);
-  rootfs_opt->needs(kernel_opt);
   image_pull->add_option("--headroom", pull_headroom, "MiB free in the root disk (default 1024)")
       ->check(CLI::NonNegativeNumber);
 
@@ -597,8 +598,8 @@ int main(int argc, char** argv) {
       }
     } else if (image_pull->parsed()) {
       json body = {{"name", pull_name}};
-      if (!pull_kernel.empty()) {
-        body["kernel"] = AbsoluteReference(pull_kernel);
+      if (!pull_kernel.empty()) body["kernel"] = AbsoluteReference(pull_kernel);
+      if (!pull_rootfs.empty()) {
         body["rootfs"] = AbsoluteReference(pull_rootfs);
       }
       if (pull_headroom) body["headroom_mib"] = *pull_headroom;

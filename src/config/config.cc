@@ -338,11 +338,15 @@ void ReadRegistries(Section& top, std::vector<RegistryEntry>& out) {
 void ReadImages(Section& top, std::map<std::string, ImageSource>& out) {
   for (auto& [name, entry] : top.ChildMap("images")) {
     ImageSource source;
-    for (auto [key, ref] : {std::pair{"kernel", &source.kernel}, {"rootfs", &source.rootfs}}) {
-      if (!entry.Read(key, *ref) || ref->empty()) {
-        Fail(ErrorCode::kInvalidArgument, "config key '{}': an image needs a {} reference",
-             entry.KeyPath(key), key);
-      }
+    if (!entry.Read("rootfs", source.rootfs) || source.rootfs.empty()) {
+      Fail(ErrorCode::kInvalidArgument, "config key '{}': an image needs a rootfs reference",
+           entry.KeyPath("rootfs"));
+    }
+    // Without one, the rootfs boots the kernel it carries.
+    if (entry.Read("kernel", source.kernel) && source.kernel.empty()) {
+      Fail(ErrorCode::kInvalidArgument,
+           "config key '{}': an empty kernel reference (leave it out for the rootfs's own)",
+           entry.KeyPath("kernel"));
     }
     entry.ReadUnsigned("headroom_mib", source.headroom_mib, 0, 1u << 20);
     entry.RejectUnknown();

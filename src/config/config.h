@@ -137,7 +137,7 @@ struct RegistryEntry {
 // An image by its two OCI references (one `images:` entry): imported on
 // `ephemera image pull NAME` or on the first create that names it.
 struct ImageSource {
-  std::string kernel, rootfs;  // references, checked when parsed
+  std::string kernel, rootfs;  // references, checked when parsed; no kernel: the rootfs's own
   unsigned headroom_mib = 1024;
 };
 

@@ -69,8 +69,9 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
                     fmt::format("config key '{}.{}': {}", key, field, e.what()));
       }
     };
-    o.configured_images[name] = {parse("kernel", source.kernel), parse("rootfs", source.rootfs),
-                                 source.headroom_mib};
+    std::optional<oci::ImageReference> kernel;
+    if (!source.kernel.empty()) kernel = parse("kernel", source.kernel);
+    o.configured_images[name] = {kernel, parse("rootfs", source.rootfs), source.headroom_mib};
   }
   return o;
 }

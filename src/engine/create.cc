@@ -55,8 +55,10 @@ oci::ImageReference ParseCreateReference(const char* field, const std::string& t
 
 }  // namespace
 
-std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs) {
-  return "pair-" + Sha256Hex(kernel.str() + "\n" + rootfs.str()).substr(0, 16);
+std::string PairImageName(const std::optional<oci::ImageReference>& kernel,
+                          const oci::ImageReference& rootfs) {
+  // A rootfs with its own kernel: named as if by an empty kernel reference.
+  return "pair-" + Sha256Hex((kernel ? kernel->str() : "") + "\n" + rootfs.str()).substr(0, 16);
 }
 
 void Engine::ImportForCreate(const ImageImport& import, const std::string& owner) {
@@ -83,15 +85,19 @@ std::string Engine::ResolveImage(const CreateRequest& request) {
     return name;
   }
   if (request.image) Fail(ErrorCode::kInvalidArgument, "give 'image' or 'kernel' and 'rootfs'");
-  if (!request.kernel || !request.rootfs) {
-    Fail(ErrorCode::kInvalidArgument, "'kernel' and 'rootfs' go together");
+  if (!request.rootfs) {
+    Fail(ErrorCode::kInvalidArgument,
+         "'kernel' needs a 'rootfs' (a 'rootfs' alone boots the kernel it carries)");
   }
-  auto kernel = ParseCreateReference("kernel", *request.kernel);
+  std::optional<oci::ImageReference> kernel;
+  if (request.kernel) kernel = ParseCreateReference("kernel", *request.kernel);
   auto rootfs = ParseCreateReference("rootfs", *request.rootfs);
   if (request.owner != "local") {
     // Remote callers must not make the daemon read its own files or reach
     // servers the operator did not name.
-    for (const auto* ref : {&kernel, &rootfs}) {
+    std::vector<const oci::ImageReference*> refs = {&rootfs};
+    if (kernel) refs.push_back(&*kernel);
+    for (const auto* ref : refs) {
       const auto& listed = options_.registry.registries;
       if (ref->transport != oci::ImageReference::Transport::kRegistry ||
           std::none_of(listed.begin(), listed.end(),
@@ -105,7 +111,8 @@ std::string Engine::ResolveImage(const CreateRequest& request) {
   }
   std::string name = PairImageName(kernel, rootfs);
   if (!std::filesystem::exists(images_.dir() / name)) {
-    ImportForCreate(ImageImport{name, kernel.str(), rootfs.str(), std::nullopt}, request.owner);
+    ImportForCreate(ImageImport{name, kernel ? kernel->str() : "", rootfs.str(), std::nullopt},
+                    request.owner);
   }
   return name;
 }

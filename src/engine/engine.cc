@@ -153,8 +153,17 @@ oci::ImportResult Engine::ImportImage(const ImageImport& import,
     request.rootfs = it->second.rootfs;
     request.headroom_mib = it->second.headroom_mib;
   } else {
-    request.kernel = oci::ImageReference::Parse(import.kernel);
+    if (!import.kernel.empty()) request.kernel = oci::ImageReference::Parse(import.kernel);
     request.rootfs = oci::ImageReference::Parse(import.rootfs);
+  }
+  // A rootfs with its own kernel boots with ephemera's initrd: the default
+  // image's, with that kernel's modules.
+  request.base_initrd = images_.dir() / "default" / "initrd.img";
+  if (!request.kernel && !std::filesystem::exists(request.base_initrd)) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "image '{}': a rootfs that boots its own kernel needs ephemera's initrd, from the "
+         "default image ({} is missing: images/default/build.sh makes it)",
+         import.name, request.base_initrd.string());
   }
   if (import.headroom_mib) request.headroom_mib = static_cast<std::uint64_t>(*import.headroom_mib);
   request.registry = options_.registry;
@@ -188,8 +197,9 @@ oci::ImportResult Engine::ImportImage(const ImageImport& import,
     }
   }
   spdlog::info("image {}: {} from {} and {} ({})", import.name,
-               result.cached ? "already imported" : "imported", request.kernel.str(),
-               request.rootfs.str(), result.dir.string());
+               result.cached ? "already imported" : "imported",
+               request.kernel ? request.kernel->str() : "its own kernel", request.rootfs.str(),
+               result.dir.string());
   store_.AddEvent("image", "", import.name);
   return result;
 }

@@ -40,7 +40,8 @@ struct EngineDrivers {
 };
 
 struct ConfiguredImage {
-  oci::ImageReference kernel, rootfs;
+  std::optional<oci::ImageReference> kernel;  // none: the rootfs's own
+  oci::ImageReference rootfs;
   std::uint64_t headroom_mib = 1024;
 };
 
@@ -91,8 +92,9 @@ struct CreatePhases {
 struct CreateRequest {
   std::optional<SandboxKind> kind;
   std::optional<std::string> image;
-  // Instead of an image: a kernel and a rootfs image reference, imported on
-  // first use as the image PairImageName() names. Remote callers may give
+  // Instead of an image: a kernel and a rootfs image reference (or a rootfs
+  // alone, booting its own kernel), imported on first use as the image
+  // PairImageName() names. Remote callers may give
   // only docker:// references to registries listed under registries:.
   std::optional<std::string> kernel, rootfs;
   // For pipelines: the /30 and TAP name derive from (run_id, machine);
@@ -152,9 +154,11 @@ struct ReconcileReport {
   std::vector<std::string> actions;  // one human-readable line each
 };
 
-// The catalog name of the image a kernel + rootfs reference pair is
-// imported as by a create that names them: "pair-" and 16 hex digits.
-std::string PairImageName(const oci::ImageReference& kernel, const oci::ImageReference& rootfs);
+// The catalog name of the image a kernel + rootfs reference pair (or a
+// rootfs with its own kernel) is imported as by a create that names them:
+// "pair-" and 16 hex digits.
+std::string PairImageName(const std::optional<oci::ImageReference>& kernel,
+                          const oci::ImageReference& rootfs);
 
 class Engine {
  public:

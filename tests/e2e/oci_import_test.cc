@@ -151,6 +151,46 @@ TEST_F(OciImportTest, ADebianRootfsWithSystemdGetsTheGuestContractAndNoWellKnown
   ExpectNothingLeft();
 }
 
+// A root filesystem that carries Debian's kernel (linux-image-amd64) is an
+// image by itself: its /boot/vmlinuz is unpacked and booted, with
+// ephemera's initrd (the default image's) holding that kernel's modules.
+TEST_F(OciImportTest, ARootfsWithItsOwnKernelBootsThatKernel) {
+  ProcessResult made = RunProcess(
+      {"bash", MAKE_DEBIAN_ROOTFS, "--with-kernel", (sources_ / "debian-kernel.tar").string()},
+      std::chrono::minutes(10));
+  ASSERT_TRUE(made.ok()) << made.err;
+  // Without ephemera's initrd (no default image here yet): named.
+  ProcessResult refused =
+      RunProcess(Cli({"image", "pull", "kt-own", "--rootfs",
+                      "docker-archive:" + (sources_ / "debian-kernel.tar").string()}),
+                 120s);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("needs ephemera's initrd"));
+  fs::create_directory_symlink(fs::canonical(test::ImageDir() / "default"),
+                               ImageDirectory() / "default");
+
+  json imported = json::parse(Output(
+      Cli({"image", "pull", "kt-own", "--json", "--rootfs",
+           "docker-archive:" + (sources_ / "debian-kernel.tar").string(), "--headroom", "64"})));
+  EXPECT_EQ(imported["kernel_digest"], "");
+  json manifest = json::parse(ReadFile(imported["dir"].get<std::string>() + "/manifest.json"));
+  const std::string source = manifest["source"]["kernel"];
+  EXPECT_THAT(source, ::testing::MatchesRegex("the rootfs's own \\([0-9][^)]*-amd64\\)"));
+  const std::string version =
+      source.substr(source.find('(') + 1, source.size() - source.find('(') - 2);
+
+  json s = Create({"--image", "kt-own"});
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 30s);
+  ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  EXPECT_EQ(client.Execute("uname -r", 30s).out, version + "\n");
+  const std::string password = s["password"];
+  CommandResult state =
+      client.Execute("echo '" + password + "' | sudo -S -p '' systemctl is-system-running", 30s);
+  EXPECT_EQ(state.out, "running\n") << state.err;
+  Output(Cli({"destroy", s["id"]}));
+  ExpectNothingLeft();
+}
+
 // What a kernel-testing pipeline does: create each machine of a run from
 // its kernel and rootfs references (pulled by the first create), with
 // addresses derived from the run, then drive them from an Ansible inventory.

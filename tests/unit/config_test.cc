@@ -172,6 +172,8 @@ images:
     kernel: docker://registry.example:5000/kt/kernel:6.1
     rootfs: docker://registry.example:5000/kt/debian:12
     headroom_mib: 512
+  own-kernel:
+    rootfs: docker://registry.example:5000/kt/ubuntu:24.04
 pull:
   stall_timeout_seconds: 10
   cache_max_mib: 20480
@@ -185,6 +187,9 @@ pull:
   ASSERT_EQ(c.images.count("kt-debian"), 1u);
   EXPECT_EQ(c.images["kt-debian"].rootfs, "docker://registry.example:5000/kt/debian:12");
   EXPECT_EQ(c.images["kt-debian"].headroom_mib, 512u);
+  // No kernel: the rootfs boots its own.
+  EXPECT_EQ(c.images["own-kernel"].kernel, "");
+  EXPECT_EQ(c.images["own-kernel"].rootfs, "docker://registry.example:5000/kt/ubuntu:24.04");
   EXPECT_EQ(c.pull.stall_timeout_seconds, 10u);
   EXPECT_EQ(c.pull.cache_max_mib, 20480u);
   EXPECT_EQ(c.pull.connect_timeout_seconds, 15u);
@@ -200,6 +205,7 @@ TEST(ConfigTest, BadRegistriesAndImagesNameTheKey) {
                     "has no use for a ca_file");
   ExpectConfigError("registries: [{host: x, password: y}]", "'registries[0].password' is unknown");
   ExpectConfigError("images: {a: {kernel: oci:/k}}", "'images.a.rootfs': an image needs");
+  ExpectConfigError("images: {a: {kernel: '', rootfs: oci:/r}}", "'images.a.kernel': an empty");
   ExpectConfigError("images: {a: {kernel: oci:/k, rootfs: oci:/r, size: 1}}",
                     "'images.a.size' is unknown");
   ExpectConfigError("pull: {stall_timeout_seconds: 0}", "'pull.stall_timeout_seconds'");

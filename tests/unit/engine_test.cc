@@ -538,7 +538,7 @@ TEST_F(EngineTest, AKernelAndRootfsPairIsCheckedAndRemoteCallersReachOnlyListedR
   ExpectCreateFails(both, ErrorCode::kInvalidArgument, "give 'image' or 'kernel' and 'rootfs'");
   CreateRequest half;
   half.kernel = "oci:/k";
-  ExpectCreateFails(half, ErrorCode::kInvalidArgument, "'kernel' and 'rootfs' go together");
+  ExpectCreateFails(half, ErrorCode::kInvalidArgument, "'kernel' needs a 'rootfs'");
   CreateRequest bad;
   bad.kernel = "ftp://x";
   bad.rootfs = "oci:/r";
@@ -562,6 +562,14 @@ TEST_F(EngineTest, AKernelAndRootfsPairIsCheckedAndRemoteCallersReachOnlyListedR
   EXPECT_THAT(name, ::testing::MatchesRegex("pair-[0-9a-f]{16}"));
   ExpectCreateFails(local, ErrorCode::kNotFound, "importing image '" + name + "'");
   EXPECT_FALSE(std::filesystem::exists(images_dir_.path() / name));
+  // A rootfs alone (its own kernel) is another image; it boots with the
+  // default image's initrd, named when missing.
+  CreateRequest alone;
+  alone.rootfs = local.rootfs;
+  const std::string own = PairImageName(std::nullopt, oci::ImageReference::Parse(*alone.rootfs));
+  EXPECT_NE(own, name);
+  std::filesystem::remove(images_dir_.path() / "default" / "initrd.img");
+  ExpectCreateFails(alone, ErrorCode::kFailedPrecondition, "needs ephemera's initrd");
 }
 
 }  // namespace

@@ -97,8 +97,9 @@ TEST_F(GuestContractTest, ADistroTreeGetsTheContractAndKeepsNoSharedSecret) {
   EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/multi-user.target.wants/ssh.service"),
             "/lib/systemd/system/ssh.service");
   EXPECT_THAT(Get("usr/lib/ephemera/guest-credentials.sh"), HasSubstr("fw_cfg"));
-  for (const char* masked : {"serial-getty@.service", "systemd-journal-flush.service",
-                             "systemd-random-seed.service", "sshd-keygen@.service"}) {
+  for (const char* masked :
+       {"serial-getty@.service", "systemd-journal-flush.service", "systemd-random-seed.service",
+        "sshd-keygen@.service", "modprobe@.service", "systemd-modules-load.service"}) {
     EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system" / masked), "/dev/null") << masked;
   }
   EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system-generators/systemd-gpt-auto-generator"),
@@ -140,6 +141,14 @@ TEST_F(GuestContractTest, GeneratorsWithWorkInTheTreeStayOn) {
   EXPECT_EQ(fs::read_symlink(generators / "systemd-fstab-generator"), "/dev/null");
   EXPECT_FALSE(fs::exists(generators / "systemd-rc-local-generator"));
   EXPECT_FALSE(fs::exists(generators / "systemd-sysv-generator"));
+}
+
+TEST_F(GuestContractTest, ModuleLoadsStayWhenTheTreeBootsItsOwnKernel) {
+  EXPECT_EQ(AdoptGuestContract(root_, "oci:test", KernelModules::kInTree), GuestContract::kAdded);
+  for (const char* unit : {"modprobe@.service", "systemd-modules-load.service"}) {
+    EXPECT_FALSE(fs::exists(root_ / "etc/systemd/system" / unit)) << unit;
+  }
+  EXPECT_EQ(fs::read_symlink(root_ / "etc/systemd/system/serial-getty@.service"), "/dev/null");
 }
 
 TEST_F(GuestContractTest, WhatTheContractNeedsIsNamedWhenMissing) {

@@ -350,7 +350,8 @@ void Enable(const Tree& tree, const std::string& target, const std::string& unit
 
 }  // namespace
 
-GuestContract AdoptGuestContract(const fs::path& root, const std::string& what) {
+GuestContract AdoptGuestContract(const fs::path& root, const std::string& what,
+                                 KernelModules modules) {
   Tree tree(root, what);
   if (tree.Exists(kSetupPath) || tree.Exists("usr/bin/anweddol_container_setup.sh")) {
     return GuestContract::kPresent;
@@ -419,16 +420,20 @@ GuestContract AdoptGuestContract(const fs::path& root, const std::string& what) 
   //   - the root's remount (the initrd mounts it read-write) and the
   //     hugetlbfs and mqueue mounts (debugfs and tracefs stay: kernel tests
   //     read them);
-  //   - module loads (the kernel's modules are not in the root filesystem;
-  //     the kernel comes from another image);
+  //   - module loads, when the kernel comes from another image (its
+  //     modules are not in the root filesystem);
   //   - Fedora's sshd-keygen (RSA and ECDSA keys sshd is not configured to use).
+  if (modules == KernelModules::kElsewhere) {
+    for (const char* unit : {"modprobe@.service", "systemd-modules-load.service"}) {
+      tree.Symlink(std::string("etc/systemd/system/") + unit, "/dev/null");
+    }
+  }
   for (const char* unit :
-       {"getty@.service", "serial-getty@.service", "getty-static.service", "modprobe@.service",
-        "systemd-modules-load.service", "apt-daily.timer", "apt-daily-upgrade.timer",
-        "e2scrub_reap.service", "systemd-journal-flush.service", "systemd-random-seed.service",
-        "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
-        "systemd-remount-fs.service", "dev-hugepages.mount", "dev-mqueue.mount",
-        "sshd-keygen@.service", "sshd-keygen.target"}) {
+       {"getty@.service", "serial-getty@.service", "getty-static.service", "apt-daily.timer",
+        "apt-daily-upgrade.timer", "e2scrub_reap.service", "systemd-journal-flush.service",
+        "systemd-random-seed.service", "systemd-update-utmp.service",
+        "systemd-update-utmp-runlevel.service", "systemd-remount-fs.service", "dev-hugepages.mount",
+        "dev-mqueue.mount", "sshd-keygen@.service", "sshd-keygen.target"}) {
     tree.Symlink(std::string("etc/systemd/system/") + unit, "/dev/null");
   }
   // Generators for what a sandbox has not: encrypted, integrity or verity

@@ -28,11 +28,17 @@ enum class GuestContract {
   kAdded,
 };
 
+// Where the booted kernel's modules are: elsewhere (a kernel image's,
+// whose modules the tree lacks: module loads are masked), or in the tree
+// (its own kernel).
+enum class KernelModules { kElsewhere, kInTree };
+
 // Every write resolves inside `root` (symlinks in the tree cannot lead
 // out). kFailedPrecondition naming `what` for a tree that lacks what the
 // contract needs (systemd, sudo, an ssh unit) or has an `endpoint`
 // account of its own.
-GuestContract AdoptGuestContract(const std::filesystem::path& root, const std::string& what);
+GuestContract AdoptGuestContract(const std::filesystem::path& root, const std::string& what,
+                                 KernelModules modules = KernelModules::kElsewhere);
 
 // What the kernel command line needs for a tree the contract was added to:
 // the default kernel image's initrd then takes the address by DHCP.

@@ -1,6 +1,7 @@
 #include "image/oci/importer.h"
 
 #include "image/oci/guest_contract.h"
+#include "image/oci/tree_kernel.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -33,7 +34,7 @@ constexpr char kCmdline[] =
 // The kernel image's /boot/vmlinux and /boot/initrd, copied into `out`.
 void ExtractKernel(const LocalImage& kernel, const ImportRequest& request, const fs::path& scratch,
                    const fs::path& out) {
-  const std::string what = request.kernel.str();
+  const std::string what = request.kernel->str();
   RemoveOnExit guard(scratch);
   MakeDirs(scratch, 0700);
   RootfsWriter writer(scratch, request.limits);
@@ -121,15 +122,17 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
   RemoveOnExit staging(staging_template);
 
   ImportResult result;
-  LocalImage kernel =
-      ReadImage(request.kernel, request, image_dir, staging.path() / "kernel-archive");
+  LocalImage kernel;
+  if (request.kernel) {
+    kernel = ReadImage(*request.kernel, request, image_dir, staging.path() / "kernel-archive");
+    result.kernel_digest = kernel.manifest_digest;
+  }
   LocalImage rootfs =
       ReadImage(request.rootfs, request, image_dir, staging.path() / "rootfs-archive");
-  result.kernel_digest = kernel.manifest_digest;
   result.rootfs_digest = rootfs.manifest_digest;
-  const std::string key =
-      Sha256Hex(kernel.manifest_digest.str() + "\n" + rootfs.manifest_digest.str() + "\n" +
-                std::to_string(request.headroom_mib));
+  const std::string key = Sha256Hex(
+      (request.kernel ? kernel.manifest_digest.str() : std::string("the rootfs's own kernel")) +
+      "\n" + rootfs.manifest_digest.str() + "\n" + std::to_string(request.headroom_mib));
   const std::string folder = request.name + "-" + key.substr(0, 12);
   result.dir = image_dir / folder;
   auto link = [&] {
@@ -147,25 +150,42 @@ ImportResult ImportImage(const fs::path& image_dir, const ImportRequest& request
 
   const fs::path out = staging.path() / folder;
   MakeDirs(out, 0755);
-  ExtractKernel(kernel, request, staging.path() / "kernel-tree", out);
+  if (request.kernel) ExtractKernel(kernel, request, staging.path() / "kernel-tree", out);
   GuestContract contract = GuestContract::kPresent;
-  result.rootfs = BuildRootfsExt4(rootfs, staging.path() / "rootfs-tree", out / "rootfs.ext4",
-                                  request.headroom_mib, request.rootfs.str(), request.limits,
-                                  [&](const fs::path& tree) {
-                                    RequireSshd(request, tree);
-                                    contract = AdoptGuestContract(tree, request.rootfs.str());
-                                  });
-  json manifest = {{"name", request.name},
-                   {"version", 1},
-                   {"format", "kernel"},
-                   {"kernel", "vmlinux"},
-                   {"initrd", "initrd.img"},
-                   {"rootfs", "rootfs.ext4"},
-                   {"cmdline", kCmdline},
-                   {"source", {{"kernel", request.kernel.str()}, {"rootfs", request.rootfs.str()}}},
-                   {"kernel_digest", kernel.manifest_digest.str()},
-                   {"rootfs_digest", rootfs.manifest_digest.str()},
-                   {"imported_at", static_cast<std::int64_t>(::time(nullptr))}};
+  result.rootfs = BuildRootfsExt4(
+      rootfs, staging.path() / "rootfs-tree", out / "rootfs.ext4", request.headroom_mib,
+      request.rootfs.str(), request.limits, [&](const fs::path& tree) {
+        RequireSshd(request, tree);
+        if (!request.kernel) {
+          std::optional<TreeKernel> own = FindTreeKernel(tree);
+          if (!own) {
+            Fail(ErrorCode::kFailedPrecondition,
+                 "{}: no kernel image given, and the root filesystem carries none "
+                 "(/boot/vmlinuz-VERSION or /lib/modules/VERSION/vmlinuz)",
+                 request.rootfs.str());
+          }
+          ExtractTreeKernel(tree, *own, request.base_initrd, out, request.rootfs.str());
+          result.kernel_version = own->version;
+        }
+        contract =
+            AdoptGuestContract(tree, request.rootfs.str(),
+                               request.kernel ? KernelModules::kElsewhere : KernelModules::kInTree);
+      });
+  json manifest = {
+      {"name", request.name},
+      {"version", 1},
+      {"format", "kernel"},
+      {"kernel", "vmlinux"},
+      {"initrd", "initrd.img"},
+      {"rootfs", "rootfs.ext4"},
+      {"cmdline", kCmdline},
+      {"source",
+       {{"kernel", request.kernel ? request.kernel->str()
+                                  : "the rootfs's own (" + result.kernel_version + ")"},
+        {"rootfs", request.rootfs.str()}}},
+      {"kernel_digest", request.kernel ? kernel.manifest_digest.str() : ""},
+      {"rootfs_digest", rootfs.manifest_digest.str()},
+      {"imported_at", static_cast<std::int64_t>(::time(nullptr))}};
   manifest["guest_contract"] = contract == GuestContract::kAdded ? "added" : "present";
   if (contract == GuestContract::kAdded) {
     manifest["cmdline"] = std::string(kCmdline) + kGuestContractCmdline;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,11 @@ namespace ephemera::oci {
 
 struct ImportRequest {
   std::string name;  // the catalog name (IsValidImageName)
-  ImageReference kernel;
+  // None: the rootfs carries its own kernel (tree_kernel.h), booted with
+  // ephemera's initrd from `base_initrd` (the default image's).
+  std::optional<ImageReference> kernel;
   ImageReference rootfs;
+  std::filesystem::path base_initrd;
   std::uint64_t headroom_mib = 1024;  // free space in the root disk beyond the content
   LayerLimits limits;
   RegistryOptions registry;  // for docker:// references
@@ -31,7 +35,9 @@ struct ImportRequest {
 
 struct ImportResult {
   std::filesystem::path dir;
-  Digest kernel_digest, rootfs_digest;
+  std::optional<Digest> kernel_digest;  // none: the rootfs's own kernel
+  Digest rootfs_digest;
+  std::string kernel_version;  // the rootfs's own kernel
   RootfsBuild rootfs;
   bool cached = false;  // the same content was imported before
 };
