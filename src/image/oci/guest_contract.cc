@@ -1,6 +1,5 @@
 #include "image/oci/guest_contract.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -150,20 +149,7 @@ class Tree {
   }
 
   std::vector<std::string> List(const std::string& path) const {
-    std::vector<std::string> names;
-    int fd = OpenInRoot(root_.get(), path, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return names;
-    DIR* d = ::fdopendir(fd);
-    if (!d) {
-      ::close(fd);
-      return names;
-    }
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      if (name != "." && name != "..") names.push_back(name);
-    }
-    ::closedir(d);
-    return names;
+    return ListInRoot(root_.get(), path);
   }
 
  private:

@@ -307,6 +307,23 @@ int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
       ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how));
 }
 
+std::vector<std::string> ListInRoot(int root, const std::string& path) {
+  std::vector<std::string> names;
+  int fd = OpenInRoot(root, path, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return names;
+  DIR* dir = ::fdopendir(fd);
+  if (!dir) {
+    ::close(fd);
+    return names;
+  }
+  while (dirent* e = ::readdir(dir)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
 std::string NormalizeEntryPath(std::string_view path) {
   std::string out;
   std::size_t start = 0;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "core/unique_fd.h"
 
@@ -47,6 +48,10 @@ class RootfsWriter {
 // symlinks, absolute ones too, and ".." never lead out of it. -1 and errno
 // on failure.
 int OpenInRoot(int root, const std::string& path, std::uint64_t flags);
+
+// The names in directory `path` below `root` (resolved as OpenInRoot
+// does); none when it is not a directory there.
+std::vector<std::string> ListInRoot(int root, const std::string& path);
 
 // "./a//b/" -> "a/b"; "" for the root itself; kInvalidArgument for a ".."
 // component. Leading slashes are dropped, as tar does.

@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -51,23 +50,6 @@ std::string ReadInTree(int root, const std::string& path, std::size_t limit,
     }
   }
   return content;
-}
-
-std::vector<std::string> ListInTree(int root, const std::string& path) {
-  std::vector<std::string> names;
-  int fd = OpenInRoot(root, path, O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return names;
-  DIR* dir = ::fdopendir(fd);
-  if (!dir) {
-    ::close(fd);
-    return names;
-  }
-  while (dirent* e = ::readdir(dir)) {
-    std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(dir);
-  return names;
 }
 
 bool ExistsInTree(int root, const std::string& path) {
@@ -219,13 +201,13 @@ std::optional<TreeKernel> FindTreeKernel(const fs::path& root) {
   UniqueFd dir(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dir) FailErrno("cannot open " + root.string(), errno);
   std::vector<TreeKernel> found;
-  for (const std::string& name : ListInTree(dir.get(), "boot")) {
+  for (const std::string& name : ListInRoot(dir.get(), "boot")) {
     if (name.starts_with("vmlinuz-") && name.size() > 8 && !name.ends_with(".old")) {
       found.push_back({name.substr(8), "boot/" + name});
     }
   }
   for (const char* modules : {"lib/modules", "usr/lib/modules"}) {
-    for (const std::string& version : ListInTree(dir.get(), modules)) {
+    for (const std::string& version : ListInRoot(dir.get(), modules)) {
       const std::string path = std::string(modules) + "/" + version + "/vmlinuz";
       if (ExistsInTree(dir.get(), path)) found.push_back({version, path});
     }
