@@ -31,9 +31,8 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   EngineOptions o;
   o.host_memory_mib =
       c.limits.host_memory_mib != 0 ? c.limits.host_memory_mib : HostMemoryMib() * 9 / 10;
-  o.sandbox_overhead_mib =
-      c.vm.memory_overhead_mib + (accel.accel == Accel::kTcg ? c.vm.tcg_tb_size_mib : 0);
   o.tcg_tb_size_mib = accel.accel == Accel::kTcg ? c.vm.tcg_tb_size_mib : 0;
+  o.sandbox_overhead_mib = c.vm.memory_overhead_mib + o.tcg_tb_size_mib;
   o.disk_watch = c.state_dir;
   o.min_free_disk_mib = c.limits.min_free_disk_mib;
   o.dns_servers = c.network.dns_servers;

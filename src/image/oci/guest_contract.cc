@@ -45,21 +45,7 @@ class Tree {
   }
 
   std::string Read(const std::string& path) const {
-    UniqueFd fd(OpenInRoot(root_.get(), path, O_RDONLY));
-    if (!fd) FailErrno(what_ + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
-    std::string content;
-    char buffer[65536];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-      if (n < 0) FailErrno(what_ + ": cannot read /" + path, errno);
-      if (n == 0) break;
-      content.append(buffer, static_cast<std::size_t>(n));
-      if (content.size() > kMaxAccountFile) {
-        Fail(ErrorCode::kFailedPrecondition, "{}: /{} is over {} bytes", what_, path,
-             kMaxAccountFile);
-      }
-    }
-    return content;
+    return ReadInRoot(root_.get(), path, kMaxAccountFile, what_);
   }
 
   // Replaces `path` (a symlink there is replaced, not followed) with a
@@ -394,15 +380,14 @@ GuestContract AdoptGuestContract(const fs::path& root, const std::string& what,
   Enable(tree, "sysinit.target", "etc/systemd/system/ephemera-guest.service");
   Enable(tree, "multi-user.target", sshd_unit);
   // What a sandbox reached over SSH has no use for, and what delays its
-  // boot under emulation: console logins (every password is locked; a
-  // serial getty without udev waits 90 s for its device), module loads the
-  // kernel has no modules for, a persistent journal flush (the disk is
-  // gone at destroy), and apt's timers (no network to reach a mirror).
-  // Under emulation each of these costs the boot 0.5 to 1.5 s of the one
-  // vCPU; so do the generators below, run before the first unit starts.
-  //   - the journal flush (a volatile journal has nothing to flush), the
-  //     random seed (each sandbox's disk is a fresh copy: no seed carries
-  //     over) and utmp's boot records (wtmp: nobody reboots a sandbox);
+  // boot under emulation (each costs it 0.5 to 1.5 s of the one vCPU; so
+  // do the generators below, run before the first unit starts):
+  //   - console logins (every password is locked; a serial getty without
+  //     udev waits 90 s for its device) and apt's timers (no network to
+  //     reach a mirror);
+  //   - the journal flush (the journal is volatile: the disk is gone at
+  //     destroy), the random seed (each sandbox's disk is a fresh copy: no
+  //     seed carries over) and utmp's boot records (nobody reboots a sandbox);
   //   - the root's remount (the initrd mounts it read-write) and the
   //     hugetlbfs and mqueue mounts (debugfs and tracefs stay: kernel tests
   //     read them);

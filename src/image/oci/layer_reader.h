@@ -49,6 +49,12 @@ class RootfsWriter {
 // on failure.
 int OpenInRoot(int root, const std::string& path, std::uint64_t flags);
 
+// The content of file `path` below `root` (resolved as OpenInRoot does);
+// kFailedPrecondition naming `what` and the path when it cannot be read or
+// is over `limit` bytes.
+std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
+                       const std::string& what);
+
 // The names in directory `path` below `root` (resolved as OpenInRoot
 // does); none when it is not a directory there.
 std::vector<std::string> ListInRoot(int root, const std::string& path);

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/unique_fd.h"
 #include "image/oci/layer_reader.h"
 
@@ -33,24 +33,6 @@ constexpr std::size_t kMaxModuleIndex = 16 << 20;
 const std::vector<std::string> kInitrdModules = {"virtio_mmio",    "virtio_pci", "virtio_blk",
                                                  "crc32c_generic", "ext4",       "virtio_net",
                                                  "qemu_fw_cfg"};
-
-std::string ReadInTree(int root, const std::string& path, std::size_t limit,
-                       const std::string& what) {
-  UniqueFd fd(OpenInRoot(root, path, O_RDONLY));
-  if (!fd) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
-  std::string content;
-  char buffer[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n < 0) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
-    if (n == 0) break;
-    content.append(buffer, static_cast<std::size_t>(n));
-    if (content.size() > limit) {
-      Fail(ErrorCode::kFailedPrecondition, "{}: /{} is over {} MiB", what, path, limit >> 20);
-    }
-  }
-  return content;
-}
 
 bool ExistsInTree(int root, const std::string& path) {
   UniqueFd fd(OpenInRoot(root, path, O_PATH));
@@ -333,7 +315,7 @@ void ExtractTreeKernel(const fs::path& root, const TreeKernel& kernel, const fs:
   if (!dir) FailErrno("cannot open " + root.string(), errno);
   const std::string kernel_what = what + ": /" + kernel.path;
   const std::string vmlinux =
-      UnpackBzImage(ReadInTree(dir.get(), kernel.path, kMaxKernelFile, what), kernel_what);
+      UnpackBzImage(ReadInRoot(dir.get(), kernel.path, kMaxKernelFile, what), kernel_what);
 
   std::string moddir = "lib/modules/" + kernel.version;
   if (!ExistsInTree(dir.get(), moddir + "/modules.dep")) {
@@ -343,17 +325,13 @@ void ExtractTreeKernel(const fs::path& root, const TreeKernel& kernel, const fs:
   }
   const std::string builtin =
       ExistsInTree(dir.get(), moddir + "/modules.builtin")
-          ? ReadInTree(dir.get(), moddir + "/modules.builtin", kMaxModuleIndex, what)
+          ? ReadInRoot(dir.get(), moddir + "/modules.builtin", kMaxModuleIndex, what)
           : "";
   const std::vector<std::string> modules =
-      ModuleClosure(ReadInTree(dir.get(), moddir + "/modules.dep", kMaxModuleIndex, what), builtin,
+      ModuleClosure(ReadInRoot(dir.get(), moddir + "/modules.dep", kMaxModuleIndex, what), builtin,
                     kInitrdModules, what + ": kernel " + kernel.version);
 
-  {
-    std::ofstream file(out / "vmlinux", std::ios::binary | std::ios::trunc);
-    file.write(vmlinux.data(), static_cast<std::streamsize>(vmlinux.size()));
-    if (!file.flush()) FailErrno("cannot write " + (out / "vmlinux").string(), errno);
-  }
+  WriteFileAtomic(out / "vmlinux", vmlinux, 0644);
   ArchivePtr initrd(archive_write_new(), archive_write_free);
   archive_write_set_format_cpio_newc(initrd.get());
   archive_write_add_filter_gzip(initrd.get());
@@ -368,7 +346,7 @@ void ExtractTreeKernel(const fs::path& root, const TreeKernel& kernel, const fs:
   std::string load_order;
   for (const std::string& path : modules) {
     const std::string file = path.substr(path.rfind('/') + 1);
-    std::string content = ReadInTree(dir.get(), moddir + "/" + path, kMaxModule, what);
+    std::string content = ReadInRoot(dir.get(), moddir + "/" + path, kMaxModule, what);
     if (!file.ends_with(".ko")) {
       // .ko.xz, .ko.zst, .ko.gz: busybox's insmod in the initrd takes them plain.
       content = Decompress(content, kMaxModule, what + ": /" + moddir + "/" + path);
