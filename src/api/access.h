@@ -25,8 +25,12 @@ struct AccessPolicy {
 
 // The identity a request acts as once admitted.
 struct Caller {
-  std::string owner;  // "token:<id>" or "address:<ip>"; sandboxes are counted by it
+  std::string owner;  // "token:<id>", "address:<ip>" or "uid:<n>"; sandboxes are counted by it
   std::optional<std::size_t> owner_limit;
+  std::optional<std::uint64_t> owner_memory_mib;
+  // A local user (by SO_PEERCRED): destroys its own sandboxes without
+  // their client tokens.
+  bool local_user = false;
 };
 
 // kResourceExhausted with the time after which a retry may succeed.

@@ -1,5 +1,6 @@
 #include "api/http_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <spdlog/spdlog.h>
@@ -327,8 +328,15 @@ struct HttpServer::Impl {
       if (OverLimit()) {
         socket.close();  // over the limit: refuse rather than queue without bound
       } else {
-        std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), Peer{true, {}}, shared)
-            ->Start();
+        // Who is calling, as the kernel says: a peer whose credentials
+        // cannot be read is nobody in particular (never root).
+        Peer peer{true, {}, 65534};
+        struct ucred cred {};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+          peer.uid = cred.uid;
+        }
+        std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), peer, shared)->Start();
       }
       AcceptUnix();
     });
@@ -378,6 +386,9 @@ struct HttpServer::Impl {
     if (!ec) unix_acceptor.bind(UnixSocket::endpoint(path.string()), ec);
     if (!ec) unix_acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) Fail(BindErrorCode(ec), "cannot listen on {}: {}", path.string(), ec.message());
+    if (listener.socket_group && ::chown(path.c_str(), 0, *listener.socket_group) != 0) {
+      FailErrno(fmt::format("cannot give {} its group", path.string()), errno);
+    }
     ::chmod(path.c_str(), listener.socket_mode);
     AcceptUnix();
   }

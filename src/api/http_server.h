@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio/ip/address.hpp>
@@ -20,11 +21,16 @@ namespace ephemera {
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
 using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
 
-// Who sent a request: the local admin socket, or a TCP peer.
+// Who sent a request: a process on the local socket (its uid from
+// SO_PEERCRED), or a TCP peer.
 struct Peer {
   bool local = false;
   boost::asio::ip::address address;  // unspecified for the local socket
-  std::string ToString() const { return local ? "local" : address.to_string(); }
+  std::uint32_t uid = 0;             // local only
+  std::string ToString() const {
+    return local ? (uid == 0 ? std::string("local") : "local uid " + std::to_string(uid))
+                 : address.to_string();
+  }
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&, const Peer&)>;
@@ -48,18 +54,19 @@ struct HttpListener {
   // A unix socket when `socket` is set, else TCP on `endpoint`.
   std::filesystem::path socket;
   unsigned socket_mode = 0660;
+  std::optional<std::uint32_t> socket_group;  // the socket's group (else root's)
   boost::asio::ip::tcp::endpoint endpoint;
   std::shared_ptr<boost::asio::ssl::context> tls;  // TCP only; null: plain HTTP
   // TCP only: a peer this refuses is closed at accept, before any TLS.
   std::function<bool(const boost::asio::ip::address&)> admit;
 
   static HttpListener Unix(std::filesystem::path socket, unsigned mode) {
-    return {std::move(socket), mode, {}, nullptr, {}};
+    return {std::move(socket), mode, std::nullopt, {}, nullptr, {}};
   }
   static HttpListener Tcp(boost::asio::ip::tcp::endpoint endpoint,
                           std::shared_ptr<boost::asio::ssl::context> tls,
                           std::function<bool(const boost::asio::ip::address&)> admit = {}) {
-    return {{}, 0, endpoint, std::move(tls), std::move(admit)};
+    return {{}, 0, std::nullopt, endpoint, std::move(tls), std::move(admit)};
   }
 };
 

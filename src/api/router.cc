@@ -112,6 +112,12 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
   if (!peer.local) {
     if (!c.access) Fail(ErrorCode::kInternal, "a remote front door without access control");
     caller = c.access->Admit(peer, BearerToken(request));
+  } else if (peer.uid != 0) {
+    if (!c.local_user) {
+      Fail(ErrorCode::kPermissionDenied, "only root may use this socket (you are uid {})",
+           peer.uid);
+    }
+    caller = c.local_user(peer.uid);
   }
   const std::string target_text(request.target());
   std::string_view target = target_text;
@@ -181,6 +187,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
       if (caller) {
         create.owner = caller->owner;
         create.owner_limit = caller->owner_limit;
+        create.owner_memory_mib = caller->owner_memory_mib;
       }
       CreateResult result = c.engine->Create(create);
       return Json(http::status::created, CreateResultToJson(result, c.client_host));
@@ -214,7 +221,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
         if (!sandbox || !Visible(*sandbox, caller))
           Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
       }
-      if (caller && !token) {
+      if (caller && !caller->local_user && !token) {
         Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
       }
       c.engine->Destroy(id, token);

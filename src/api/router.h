@@ -13,6 +13,7 @@
 // Errors are {"error": {"code", "message"}} with a matching HTTP status.
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <string>
 
@@ -51,6 +52,10 @@ struct ApiContext {
   // the administrator's and skip it.
   AccessControl* access = nullptr;
   const FrontDoors* front_doors = nullptr;
+  // Who a non-root process on the local socket acts as (its uid from
+  // SO_PEERCRED); throws kPermissionDenied for a uid that may not. None:
+  // only root may use the local socket.
+  std::function<Caller(std::uint32_t uid)> local_user;
 };
 
 // With a sink, POST /v1/images that accepts application/x-ndjson answers

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <ctime>
 
+#include "provision/credentials.h"
+
 namespace ephemera {
 
 using nlohmann::json;
@@ -80,7 +82,7 @@ CreateRequest ParseCreateRequest(std::string_view body) {
   json parsed = ParseJsonObject(body);
   CreateRequest request;
   RejectUnknownFields(parsed, {"kind", "image", "kernel", "rootfs", "run_id", "name", "memory_mib",
-                               "vcpus", "ttl_seconds"});
+                               "vcpus", "ttl_seconds", "ssh_keys"});
   if (auto kind = OptionalText(parsed, "kind")) request.kind = ParseKind(*kind);
   request.image = OptionalText(parsed, "image");
   request.kernel = OptionalText(parsed, "kernel");
@@ -91,6 +93,16 @@ CreateRequest ParseCreateRequest(std::string_view body) {
   request.memory_mib = OptionalInteger<unsigned>(parsed, "memory_mib", 0, 1 << 24);
   request.vcpus = OptionalInteger<unsigned>(parsed, "vcpus", 0, 1024);
   request.ttl_seconds = OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
+  if (auto keys = parsed.find("ssh_keys"); keys != parsed.end() && !keys->is_null()) {
+    if (!keys->is_array() || keys->size() > 32) {
+      Fail(ErrorCode::kInvalidArgument, "'ssh_keys' must be an array of at most 32 keys");
+    }
+    for (const json& key : *keys) {
+      if (!key.is_string()) Fail(ErrorCode::kInvalidArgument, "'ssh_keys' must hold strings");
+      CheckAuthorizedKey(key.get<std::string>());
+      request.authorized_keys.push_back(key.get<std::string>());
+    }
+  }
   return request;
 }
 
@@ -124,6 +136,8 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
     j["tap"] = s.tap;
     j["subnet"] = s.subnet;
   }
+  if (!s.name.empty()) j["vm_name"] = s.name;
+  if (s.owner.rfind("uid:", 0) == 0) j["owner_uid"] = std::stoul(s.owner.substr(4));
   if (!s.reason.empty()) j["reason"] = s.reason;
   return j;
 }

@@ -491,6 +491,26 @@ Config ParseConfig(std::string_view yaml_text) {
   pull.ReadUnsigned("cache_max_mib", config.pull.cache_max_mib, 0, 1u << 30);
   pull.RejectUnknown();
 
+  Section wirt = top.Child("wirt");
+  wirt.Read("enabled", config.wirt.enabled);
+  wirt.Read("group", config.wirt.group);
+  if (config.wirt.group.empty() || config.wirt.group.size() > 64 ||
+      config.wirt.group.find_first_of(": \t\n/") != std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument, "config key 'wirt.group': '{}' is not a group name",
+         config.wirt.group.substr(0, 64));
+  }
+  wirt.ReadUnsigned("max_sandboxes_per_user", config.wirt.max_sandboxes_per_user, 0, 1024);
+  wirt.ReadUnsigned("max_memory_mib_per_user", config.wirt.max_memory_mib_per_user, 0, 1u << 24);
+  unsigned log_max_kib = static_cast<unsigned>(config.wirt.log_max_bytes / 1024);
+  wirt.ReadUnsigned("log_max_kib", log_max_kib, 4, 1u << 20);
+  config.wirt.log_max_bytes = std::uint64_t{log_max_kib} * 1024;
+  wirt.ReadUnsigned("log_keep", config.wirt.log_keep, 0, 100);
+  wirt.ReadUnsigned("history_keep", config.wirt.history_keep, 10, 1000000);
+  wirt.Read("mail", config.wirt.mail);
+  wirt.Read("sendmail", config.wirt.sendmail);
+  wirt.ReadUnsigned("workers", config.wirt.workers, 1, 64);
+  wirt.RejectUnknown();
+
   top.RejectUnknown();
   return config;
 }

@@ -150,6 +150,21 @@ struct PullConfig {
   unsigned cache_max_mib = 0;
 };
 
+// The file front door for local users (wirt) and their use of the local
+// socket.
+struct WirtConfig {
+  bool enabled = false;
+  std::string group = "vmguests";  // its members (primary or supplementary) may use it
+  unsigned max_sandboxes_per_user = 4;
+  unsigned max_memory_mib_per_user = 4096;
+  std::uint64_t log_max_bytes = 1 << 20;  // a VM's log is rotated to NAME.log.1.tgz past this
+  unsigned log_keep = 5;                  // rotated logs kept
+  unsigned history_keep = 1000;           // processed requests kept in history/ per user
+  bool mail = false;                      // errors also mailed to the user and root
+  std::string sendmail = "/usr/sbin/sendmail";
+  unsigned workers = 8;  // requests of different VMs in progress at once
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
@@ -171,6 +186,7 @@ struct Config {
   std::vector<RegistryEntry> registries;
   std::map<std::string, ImageSource> images;
   PullConfig pull;
+  WirtConfig wirt;
 };
 
 // Parses YAML text; throws kInvalidArgument naming the offending key.

@@ -1,6 +1,7 @@
 #include "core/sandbox.h"
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace ephemera {
 
@@ -60,6 +61,25 @@ SandboxKind ParseKind(std::string_view name) {
   if (name == "container") return SandboxKind::kContainer;
   Fail(ErrorCode::kInvalidArgument, "'{}' is not a sandbox kind (vm or container)",
        name.substr(0, 32));
+}
+
+bool IsValidSandboxName(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
+  }
+  return name.find("..") == std::string_view::npos;
+}
+
+void CheckSandboxName(std::string_view name) {
+  if (!IsValidSandboxName(name)) {
+    Fail(ErrorCode::kInvalidArgument,
+         "name '{}' is not valid: 1 to 63 of [a-z0-9_.-], starting with a letter or digit, "
+         "without '..'",
+         EscapeForLog(name, 80));
+  }
 }
 
 }  // namespace ephemera

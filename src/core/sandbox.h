@@ -33,6 +33,11 @@ SandboxState ParseState(std::string_view name);  // throws kInvalidArgument
 // may only be destroyed.
 bool IsAllowedTransition(SandboxState from, SandboxState to);
 
+// A sandbox's name (a wirt VM's): ^[a-z0-9][a-z0-9_.-]{0,62}$ without
+// "..", so it is safe as a file name and in logs.
+bool IsValidSandboxName(std::string_view name);
+void CheckSandboxName(std::string_view name);  // kInvalidArgument naming the rule
+
 struct SandboxSpec {
   SandboxKind kind = SandboxKind::kVm;
   std::string image = "default";
@@ -58,7 +63,8 @@ struct Sandbox {
   std::string reason;  // why it failed or is being destroyed
   SandboxSpec spec;
   std::string image_sha256;
-  std::string owner = "local";  // who created it (an access token's id, or local)
+  std::string owner = "local";  // who created it: local (root), uid:N, token:ID or address:IP
+  std::string name;             // unique per owner when set (a wirt VM's instance)
   std::string driver = "qemu";  // the driver that runs it
   std::string token_sha256;
   // Filled in as creation proceeds:

@@ -20,6 +20,8 @@
 #include "vm/libvirt/libvirt_driver.h"
 #include "vm/qemu/host.h"
 #include "vm/qemu/qemu_driver.h"
+#include "wirt/members.h"
+#include "wirt/service.h"
 
 namespace ephemera {
 
@@ -92,6 +94,45 @@ std::string ClientHost(const Config& c) {
   return name;
 }
 
+wirt::ServiceOptions WirtOptionsFrom(const Config& c) {
+  wirt::ServiceOptions o;
+  o.group = c.wirt.group;
+  o.client_host = ClientHost(c);
+  if (c.wirt.max_sandboxes_per_user) o.max_sandboxes_per_user = c.wirt.max_sandboxes_per_user;
+  if (c.wirt.max_memory_mib_per_user) o.max_memory_mib_per_user = c.wirt.max_memory_mib_per_user;
+  o.log_max_bytes = c.wirt.log_max_bytes;
+  o.log_keep = c.wirt.log_keep;
+  o.history_keep = c.wirt.history_keep;
+  o.workers = c.wirt.workers;
+  o.mail = c.wirt.mail;
+  o.sendmail = c.wirt.sendmail;
+  return o;
+}
+
+// Who a non-root process on the local socket is: a member of wirt.group
+// acts as "uid:N" within the per-user limits. Returns the group's id.
+gid_t LocalUsers(const Config& c, ApiContext& context) {
+  auto gid = wirt::GroupId(c.wirt.group);
+  if (!gid) {
+    Fail(ErrorCode::kFailedPrecondition, "wirt: group '{}' does not exist (config key wirt.group)",
+         c.wirt.group);
+  }
+  const std::string group = c.wirt.group;
+  Caller limits;
+  if (c.wirt.max_sandboxes_per_user) limits.owner_limit = c.wirt.max_sandboxes_per_user;
+  if (c.wirt.max_memory_mib_per_user) limits.owner_memory_mib = c.wirt.max_memory_mib_per_user;
+  limits.local_user = true;
+  context.local_user = [gid = *gid, group, limits](std::uint32_t uid) {
+    if (!wirt::MemberByUid(uid, gid)) {
+      Fail(ErrorCode::kPermissionDenied, "uid {} is not a member of group {}", uid, group);
+    }
+    Caller caller = limits;
+    caller.owner = wirt::OwnerOf(uid);
+    return caller;
+  };
+  return *gid;
+}
+
 }  // namespace
 
 int Serve(const Config& config) {
@@ -135,21 +176,42 @@ int Serve(const Config& config) {
     drivers.vm = "libvirt";
   }
   Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
+  // The file front door: made before reconcile so that it hears of every
+  // instance that ends from here on.
+  wirt::EngineBackend wirt_backend(engine);
+  // Shared with the listener: the engine's reaper may outlive this scope's
+  // pointer by a moment (a stopped Service ignores what it hears).
+  std::shared_ptr<wirt::Service> wirt;
+  if (config.wirt.enabled) {
+    wirt = std::make_shared<wirt::Service>(WirtOptionsFrom(config), wirt_backend);
+    engine.SetSandboxGoneListener(
+        [wirt](const Sandbox& gone, const std::string& why) { wirt->OnSandboxGone(gone, why); });
+  }
 
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
   engine.StartReaper();
   store.AddEvent("daemon_start", "", kVersion);
+  if (wirt) {
+    wirt->Start();
+    spdlog::info("wirt: watching the trees of group {}'s members ({} folders)", config.wirt.group,
+                 wirt->Watches());
+  }
 
   FrontDoors front_doors;
   ApiContext context{&engine,  ClientHost(config),
                      kVersion, fmt::format("{} ({})", AccelName(accel.accel), accel.reason),
                      nullptr,  &front_doors};
+  HttpListener local_listener = HttpListener::Unix(config.socket, config.socket_mode);
+  if (config.wirt.enabled) {
+    // Members of the group reach the local socket and act as themselves.
+    local_listener.socket_group = LocalUsers(config, context);
+  }
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;
   local_options.is_slow = IsSlowApiRequest;
   auto server = std::make_unique<HttpServer>(
-      HttpListener::Unix(config.socket, config.socket_mode), local_options,
+      local_listener, local_options,
       HttpStreamingHandler([&context](const HttpRequest& r, const Peer& p, HttpChunkSink& sink) {
         return HandleApiRequest(context, r, p, &sink);
       }));
@@ -165,6 +227,7 @@ int Serve(const Config& config) {
   // the doors first (each finishes the requests it is serving).
   server.reset();
   remote.reset();
+  if (wirt) wirt->Stop();
   if (config.destroy_on_exit) {
     engine.DestroyAll("the daemon stopped (destroy_on_exit)");
     networks.TeardownAll();

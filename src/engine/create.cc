@@ -145,6 +145,8 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     v.spec.run_id = *request.run_id;
     v.spec.machine = *request.machine;
   }
+  if (!request.name.empty()) CheckSandboxName(request.name);
+  for (const std::string& key : request.authorized_keys) CheckAuthorizedKey(key);
   v.spec.image = ResolveImage(request);
   TouchImage(v.spec.image);
   try {
@@ -213,6 +215,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
   sandbox.image_sha256 = v.image.PrimarySha256();
   if (v.image.iso) sandbox.iso_path = v.image.iso->path.string();
   sandbox.owner = request.owner;
+  sandbox.name = request.name;
   sandbox.driver = driver_name;
   sandbox.created_at = NowUnix();
   sandbox.overhead_mib = static_cast<unsigned>(options_.sandbox_overhead_mib);
@@ -237,7 +240,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     }
   } creating{this, sandbox.id};
   store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit, options_.host_memory_mib,
-                options_.sandbox_overhead_mib);
+                options_.sandbox_overhead_mib, request.owner_memory_mib);
   store_.AddEvent("create", sandbox.id.str(), v.spec.image);
 
   CreateResult result{sandbox, "", token, "", {}};
@@ -297,6 +300,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     if (host_key) provision.expected_host_key = host_key->PublicKeyLine();
     provision.endpoint.password = options_.endpoint_password;
     provision.sshd_timeout = options_.sshd_timeout;
+    provision.authorized_keys = request.authorized_keys;
     ProvisionResult provisioned;
     try {
       provisioned = provisioner_.Run(provision);

@@ -16,7 +16,9 @@ void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
 
 void Engine::ForgetRecord(const SandboxId& id, const std::string& event,
                           const std::string& detail) {
+  std::optional<Sandbox> gone;
   try {
+    if (gone_listener_) gone = store_.Get(id);
     store_.Delete(id);
   } catch (const Error& e) {
     // The host side is gone already; only the bookkeeping waits for the
@@ -37,6 +39,7 @@ void Engine::ForgetRecord(const SandboxId& id, const std::string& event,
   } catch (const Error& e) {
     spdlog::warn("sandbox {}: event '{}' not recorded: {}", id.str(), event, e.what());
   }
+  if (gone && gone_listener_) gone_listener_(*gone, detail);
 }
 
 void Engine::RetryRecordRemovals() {
@@ -69,7 +72,7 @@ Sandbox Engine::GetWithToken(const SandboxId& id, const std::string& token) {
 }
 
 void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& token,
-                     const std::string& reason) {
+                     const std::string& reason, bool graceful) {
   if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
@@ -98,7 +101,18 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
       }
     }
   }
-  TearDownHost(id, DriverOf(*sandbox));
+  VmDriver& driver = DriverOf(*sandbox);
+  if (graceful) {
+    try {
+      if (!driver.Shutdown(id, options_.graceful_shutdown_timeout)) {
+        spdlog::info("sandbox {}: did not power off within {} ms; stopping it", id.str(),
+                     options_.graceful_shutdown_timeout.count());
+      }
+    } catch (const Error& e) {
+      spdlog::warn("sandbox {}: graceful shutdown failed ({}); stopping it", id.str(), e.what());
+    }
+  }
+  TearDownHost(id, driver);
   ForgetRecord(id, "destroy", reason);
   spdlog::info("sandbox {}: destroyed ({})", id.str(), reason);
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -58,6 +59,7 @@ struct EngineOptions {
   std::chrono::milliseconds sshd_timeout{120000};
   std::optional<std::string> endpoint_password;  // for images without key injection
   std::chrono::milliseconds reaper_interval{500};
+  std::chrono::milliseconds graceful_shutdown_timeout{30000};
   // All sandboxes together may commit this much memory (each its
   // memory_mib plus the overhead); none: unbounded.
   std::optional<std::uint64_t> host_memory_mib;
@@ -104,7 +106,13 @@ struct CreateRequest {
   std::optional<unsigned> vcpus;
   std::optional<std::int64_t> ttl_seconds;
   std::string owner = "local";
-  std::optional<std::size_t> owner_limit;  // sandboxes this owner may hold at once
+  std::optional<std::size_t> owner_limit;         // sandboxes this owner may hold at once
+  std::optional<std::uint64_t> owner_memory_mib;  // guest memory this owner may hold at once
+  // Unique among the owner's sandboxes (1 to 63 of [a-z0-9_.-], starting
+  // with a letter or digit); empty: unnamed.
+  std::string name;
+  // Public keys the client may also log in with (CheckAuthorizedKey).
+  std::vector<std::string> authorized_keys;
 };
 
 struct NewAccessToken {
@@ -173,8 +181,10 @@ class Engine {
   // Destroys the sandbox. With a token, the token must be the sandbox's
   // (compared in constant time; kPermissionDenied otherwise); without one
   // the caller is an administrator. Idempotent for a sandbox mid-destroy.
+  // Graceful: the guest is asked to power off first (ACPI), waited for up
+  // to graceful_shutdown_timeout, then stopped.
   void Destroy(const SandboxId& id, const std::optional<std::string>& token,
-               const std::string& reason = "destroyed by request");
+               const std::string& reason = "destroyed by request", bool graceful = false);
 
   std::optional<Sandbox> Get(const SandboxId& id);
   // Get for the holder of the sandbox's client token: kNotFound, or
@@ -214,6 +224,23 @@ class Engine {
   void StartReaper();
   // Destroys every sandbox (for destroy_on_exit).
   void DestroyAll(const std::string& reason);
+
+  // The wirt VMs kept running (autostart), by owner uid and VM name.
+  void SetAutostart(std::uint32_t uid, const std::string& name, bool on) {
+    store_.SetAutostart(uid, name, on);
+  }
+  std::vector<std::pair<std::uint32_t, std::string>> ListAutostart() {
+    return store_.ListAutostart();
+  }
+
+  // Told of each sandbox whose record is removed (destroyed, reaped,
+  // rolled back), after the fact, on the thread that removed it: keep it
+  // short and do not call back into the engine from it. Set before
+  // StartReaper.
+  using SandboxGoneListener = std::function<void(const Sandbox& gone, const std::string& why)>;
+  void SetSandboxGoneListener(SandboxGoneListener listener) {
+    gone_listener_ = std::move(listener);
+  }
 
   static constexpr std::size_t kTokenLength = 255;
 
@@ -274,6 +301,8 @@ class Engine {
   // their rows alone instead of tearing the same sandbox down twice at once.
   std::multiset<SandboxId> destroying_;
   std::set<SandboxId> unrecorded_;
+
+  SandboxGoneListener gone_listener_;
 
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;

@@ -13,6 +13,36 @@ ClientCredentials GenerateClientCredentials() {
   return {"user_" + RandomString(5, "0123456789"), RandomString(120, kAlphanumeric)};
 }
 
+void CheckAuthorizedKey(std::string_view line) {
+  if (line.size() > 16 * 1024) Fail(ErrorCode::kInvalidArgument, "ssh key: longer than 16 KiB");
+  for (char c : line) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7e || c == '\'' || c == '"' || c == '\\') {
+      Fail(ErrorCode::kInvalidArgument,
+           "ssh key: only printable characters without quotes or backslashes, on one line");
+    }
+  }
+  auto type_end = line.find(' ');
+  std::string type(line.substr(0, type_end));
+  std::string_view rest = type_end == std::string_view::npos ? "" : line.substr(type_end + 1);
+  std::string blob(rest.substr(0, rest.find(' ')));
+  enum ssh_keytypes_e named = ssh_key_type_from_name(type.c_str());
+  if (named == SSH_KEYTYPE_UNKNOWN) {
+    Fail(ErrorCode::kInvalidArgument, "ssh key: '{}' is not an SSH public key type",
+         type.substr(0, 64));
+  }
+  ssh_key key = nullptr;
+  if (blob.empty() || ssh_pki_import_pubkey_base64(blob.c_str(), named, &key) != SSH_OK) {
+    Fail(ErrorCode::kInvalidArgument, "ssh key: the key data is not a valid {} public key", type);
+  }
+  enum ssh_keytypes_e actual = ssh_key_type(key);
+  ssh_key_free(key);
+  // rsa-sha2-* name a signature scheme of an ssh-rsa key.
+  if (actual != named && !(actual == SSH_KEYTYPE_RSA && type.rfind("rsa-sha2-", 0) == 0)) {
+    Fail(ErrorCode::kInvalidArgument, "ssh key: the key data is not of type {}", type);
+  }
+}
+
 SshKeyPair SshKeyPair::Generate() {
   ssh_key key = nullptr;
   if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace ephemera {
 
@@ -13,6 +14,12 @@ struct ClientCredentials {
 };
 
 ClientCredentials GenerateClientCredentials();
+
+// Checks one OpenSSH public key line ("TYPE BASE64 [COMMENT]") for a
+// client's authorized_keys: a key libssh can import, of the type the line
+// names, the comment printable and without quotes or backslashes (the line
+// reaches a guest's shell quoted). kInvalidArgument saying what is wrong.
+void CheckAuthorizedKey(std::string_view line);
 
 // An ed25519 key pair generated in memory for one sandbox. The endpoint's
 // public half and the host key's private half go to the guest before boot

@@ -42,6 +42,22 @@ bool EndpointLogin(SshSession& session, const EndpointAuth& auth) {
   return auth.password && session.AuthenticateWithPassword(*auth.password);
 }
 
+// As the client itself, so the file and ~/.ssh are the client's. The keys
+// were checked (CheckAuthorizedKey): no quote can end the quoting.
+void AuthorizeKeys(SshSession& client, const ProvisionRequest& request) {
+  std::string command = "umask 077 && mkdir -p ~/.ssh && printf '%s\\n'";
+  for (const std::string& key : request.authorized_keys) {
+    CheckAuthorizedKey(key);
+    command += " '" + key + "'";
+  }
+  command += " >> ~/.ssh/authorized_keys";
+  CommandResult done = client.Execute(command, request.setup_timeout);
+  if (done.exit_status != 0) {
+    Fail(ErrorCode::kFailedPrecondition, "cannot authorize the client's ssh keys (exit {}): {}",
+         done.exit_status, EscapeForLog(done.err.empty() ? done.out : done.err, 500));
+  }
+}
+
 }  // namespace
 
 ProvisionResult Provision(const ProvisionRequest& request) {
@@ -86,6 +102,7 @@ ProvisionResult Provision(const ProvisionRequest& request) {
     Fail(ErrorCode::kFailedPrecondition, "the new user {} cannot log in after setup",
          result.credentials.username);
   }
+  if (!request.authorized_keys.empty()) AuthorizeKeys(*client, request);
   client.reset();
   auto endpoint =
       ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);

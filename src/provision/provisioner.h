@@ -7,6 +7,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "provision/credentials.h"
 
@@ -26,6 +27,9 @@ struct ProvisionRequest {
   // any other is refused. Unset: the guest makes its own, trusted on first use.
   std::optional<std::string> expected_host_key;
   std::uint16_t client_port = 22;  // where the setup script moves sshd
+  // Public keys the client may log in with besides the password, each
+  // checked with CheckAuthorizedKey; appended to its ~/.ssh/authorized_keys.
+  std::vector<std::string> authorized_keys;
   std::chrono::milliseconds sshd_timeout{60000};
   std::chrono::milliseconds setup_timeout{30000};
 };

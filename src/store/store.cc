@@ -78,12 +78,24 @@ CREATE UNIQUE INDEX sandboxes_by_run_machine ON sandboxes(run_id, machine) WHERE
     R"sql(
 ALTER TABLE sandboxes ADD COLUMN overhead_mib INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 7: named sandboxes (a wirt VM's instance), one name per owner; the
+    // wirt VMs that are kept running
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN name TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX sandboxes_by_owner_name ON sandboxes(owner, name) WHERE name != '';
+CREATE TABLE wirt_autostart (
+  uid INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  since INTEGER NOT NULL,
+  PRIMARY KEY (uid, name)
+);
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network, iso_path, run_id, machine, host_key, overhead_mib";
+    "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
@@ -148,6 +160,7 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.spec.machine = row.Text(23);
   s.host_key = row.Text(24);
   s.overhead_mib = static_cast<unsigned>(row.Int(25));
+  s.name = row.Text(26);
   return s;
 }
 
@@ -189,7 +202,8 @@ void Store::Migrate() {
 void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
                    std::optional<std::size_t> owner_limit,
                    std::optional<std::uint64_t> memory_budget_mib,
-                   std::uint64_t default_overhead_mib) {
+                   std::uint64_t default_overhead_mib,
+                   std::optional<std::uint64_t> owner_memory_mib) {
   std::lock_guard lock(mutex_);
   sqlite::Transaction tx(db_);
   if (limit) {
@@ -205,6 +219,17 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     if (static_cast<std::size_t>(count.Int(0)) >= *owner_limit) {
       Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} sandboxes is reached",
            *owner_limit);
+    }
+  }
+  if (owner_memory_mib) {
+    auto used = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ?");
+    used.Bind(1, s.owner).Step();
+    const auto in_use = static_cast<std::uint64_t>(used.Int(0));
+    if (in_use + s.spec.memory_mib > *owner_memory_mib) {
+      Fail(ErrorCode::kResourceExhausted,
+           "this caller's memory limit is reached ({} of {} MiB in use; this sandbox asks for {} "
+           "MiB)",
+           in_use, *owner_memory_mib, s.spec.memory_mib);
     }
   }
   if (memory_budget_mib) {
@@ -230,11 +255,19 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
            s.spec.run_id, s.spec.machine, holder.Text(0));
     }
   }
+  if (!s.name.empty()) {
+    auto holder = db_.Prepare("SELECT id FROM sandboxes WHERE owner = ? AND name = ?");
+    holder.Bind(1, s.owner).Bind(2, s.name);
+    if (holder.Step()) {
+      Fail(ErrorCode::kAlreadyExists, "a sandbox named '{}' already runs (sandbox {})", s.name,
+           holder.Text(0));
+    }
+  }
   auto insert =
       db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
                               "token_sha256, created_at, kind, driver, run_id, machine, "
-                              "overhead_mib, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              "overhead_mib, name, {}) "
+                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -248,8 +281,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(10, s.driver)
       .Bind(11, s.spec.run_id)
       .Bind(12, s.spec.machine)
-      .Bind(13, std::int64_t{s.overhead_mib});
-  BindMutable(insert, 14, s);
+      .Bind(13, std::int64_t{s.overhead_mib})
+      .Bind(14, s.name);
+  BindMutable(insert, 15, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }
@@ -409,6 +443,30 @@ bool Store::DeleteToken(const std::string& id) {
   std::lock_guard lock(mutex_);
   db_.Prepare("DELETE FROM access_tokens WHERE id = ?").Bind(1, id).Run();
   return db_.Changes() > 0;
+}
+
+void Store::SetAutostart(std::uint32_t uid, const std::string& name, bool on) {
+  std::lock_guard lock(mutex_);
+  if (on) {
+    db_.Prepare("INSERT OR IGNORE INTO wirt_autostart (uid, name, since) VALUES (?, ?, ?)")
+        .Bind(1, std::int64_t{uid})
+        .Bind(2, name)
+        .Bind(3, NowUnix())
+        .Run();
+  } else {
+    db_.Prepare("DELETE FROM wirt_autostart WHERE uid = ? AND name = ?")
+        .Bind(1, std::int64_t{uid})
+        .Bind(2, name)
+        .Run();
+  }
+}
+
+std::vector<std::pair<std::uint32_t, std::string>> Store::ListAutostart() {
+  std::lock_guard lock(mutex_);
+  auto stmt = db_.Prepare("SELECT uid, name FROM wirt_autostart ORDER BY since, uid, name");
+  std::vector<std::pair<std::uint32_t, std::string>> all;
+  while (stmt.Step()) all.emplace_back(static_cast<std::uint32_t>(stmt.Int(0)), stmt.Text(1));
+  return all;
 }
 
 }  // namespace ephemera

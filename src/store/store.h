@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/sandbox.h"
@@ -49,11 +50,14 @@ class Store {
   // `limit` sandboxes (any state) already exist, or `owner_limit` of the
   // same owner, or when the memory of all sandboxes (each its memory_mib
   // plus its overhead_mib, or `default_overhead_mib` where that is 0) would
-  // pass `memory_budget_mib`. kAlreadyExists on a duplicate id.
+  // pass `memory_budget_mib`, or the memory_mib of the owner's would pass
+  // `owner_memory_mib`. kAlreadyExists on a duplicate id, or a name the
+  // owner already has.
   void Insert(const Sandbox& sandbox, std::optional<std::size_t> limit = std::nullopt,
               std::optional<std::size_t> owner_limit = std::nullopt,
               std::optional<std::uint64_t> memory_budget_mib = std::nullopt,
-              std::uint64_t default_overhead_mib = 0);
+              std::uint64_t default_overhead_mib = 0,
+              std::optional<std::uint64_t> owner_memory_mib = std::nullopt);
   // Moves the sandbox to `to` if IsAllowedTransition allows it from its
   // current state; kFailedPrecondition otherwise, kNotFound if absent.
   Sandbox Transition(const SandboxId& id, SandboxState to, const std::string& reason = "");
@@ -71,6 +75,10 @@ class Store {
   bool SetTokenEnabled(const std::string& id, bool enabled);  // false if absent
   void SetTokenLastUsed(const std::string& id, UnixSeconds at);
   bool DeleteToken(const std::string& id);  // false if absent
+
+  // The wirt VMs kept running (autostart), by owner uid and name, oldest first.
+  void SetAutostart(std::uint32_t uid, const std::string& name, bool on);
+  std::vector<std::pair<std::uint32_t, std::string>> ListAutostart();
 
   void AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail);
   std::vector<Event> Events(std::int64_t after_seq = 0, std::size_t limit = 1000);

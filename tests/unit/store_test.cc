@@ -264,6 +264,69 @@ TEST_F(StoreTest, AccessTokensRoundTripAndKeepOnlyTheirHash) {
   }
 }
 
+TEST_F(StoreTest, NamesAreUniquePerOwnerAndKeptByUid) {
+  Store store(path_);
+  Sandbox a = MakeSandbox();
+  a.owner = "uid:1001";
+  a.name = "b-c";
+  store.Insert(a);
+  EXPECT_EQ(store.Get(a.id)->name, "b-c");
+  // The older tool's USER-NAME domains collided here; owners by uid do not.
+  Sandbox other = MakeSandbox();
+  other.owner = "uid:1002";
+  other.name = "b-c";
+  EXPECT_NO_THROW(store.Insert(other));
+  Sandbox again = MakeSandbox();
+  again.owner = "uid:1001";
+  again.name = "b-c";
+  try {
+    store.Insert(again);
+    FAIL() << "a second b-c for uid 1001";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), HasSubstr(a.id.str()));
+  }
+  Sandbox unnamed1 = MakeSandbox(), unnamed2 = MakeSandbox();
+  unnamed1.owner = unnamed2.owner = "uid:1001";
+  store.Insert(unnamed1);
+  EXPECT_NO_THROW(store.Insert(unnamed2));
+}
+
+TEST_F(StoreTest, TheOwnerMemoryLimitCountsThatOwnersGuests) {
+  Store store(path_);
+  Sandbox a = MakeSandbox();
+  a.owner = "uid:7";
+  a.spec.memory_mib = 600;
+  store.Insert(a, std::nullopt, std::nullopt, std::nullopt, 0, 1024);
+  Sandbox b = MakeSandbox();
+  b.owner = "uid:8";
+  b.spec.memory_mib = 600;
+  store.Insert(b, std::nullopt, std::nullopt, std::nullopt, 0, 1024);
+  Sandbox a2 = MakeSandbox();
+  a2.owner = "uid:7";
+  a2.spec.memory_mib = 600;
+  try {
+    store.Insert(a2, std::nullopt, std::nullopt, std::nullopt, 0, 1024);
+    FAIL() << "uid 7 went past 1024 MiB";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("600 of 1024 MiB"));
+  }
+}
+
+TEST_F(StoreTest, AutostartEntriesPersist) {
+  {
+    Store store(path_);
+    store.SetAutostart(1001, "web", true);
+    store.SetAutostart(1001, "web", true);  // idempotent
+    store.SetAutostart(1002, "db", true);
+    store.SetAutostart(1002, "db", false);
+  }
+  Store reopened(path_);
+  EXPECT_EQ(reopened.ListAutostart(),
+            (std::vector<std::pair<std::uint32_t, std::string>>{{1001, "web"}}));
+}
+
 TEST_F(StoreTest, TheOwnerLimitCountsOnlyThatOwnersSandboxes) {
   Store store(path_);
   Sandbox a = MakeSandbox();

@@ -1,0 +1,375 @@
+#include "wirt/user_fs.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "core/text.h"
+
+namespace ephemera::wirt {
+
+namespace {
+
+constexpr int kOpenDir = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+
+std::string Join(const std::string& dir, std::string_view name) {
+  return dir.empty() || dir.back() == '/' ? dir + std::string(name) : dir + "/" + std::string(name);
+}
+
+std::vector<std::string_view> Components(std::string_view relative) {
+  std::vector<std::string_view> parts;
+  while (!relative.empty()) {
+    auto slash = relative.find('/');
+    std::string_view part = relative.substr(0, slash);
+    if (part.empty() || part == "." || part == "..") {
+      Fail(ErrorCode::kInternal, "wirt: bad relative path component in '{}'", relative);
+    }
+    parts.push_back(part);
+    relative = slash == std::string_view::npos ? "" : relative.substr(slash + 1);
+  }
+  return parts;
+}
+
+// Opens one directory component below `parent`, or none when absent.
+std::optional<UserDir> OpenChildDir(int parent, const std::string& parent_path,
+                                    std::string_view name, const Owner& owner) {
+  const std::string path = Join(parent_path, name);
+  int fd = ::openat(parent, std::string(name).c_str(), kOpenDir);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    // O_DIRECTORY reports a symlink as ENOTDIR, before O_NOFOLLOW's ELOOP.
+    struct stat st {};
+    if (errno == ELOOP ||
+        (errno == ENOTDIR &&
+         ::fstatat(parent, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         S_ISLNK(st.st_mode))) {
+      Fail(ErrorCode::kPermissionDenied, "{} is a symbolic link", path);
+    }
+    if (errno == ENOTDIR) Fail(ErrorCode::kFailedPrecondition, "{} is not a directory", path);
+    FailErrno("cannot open " + path, errno);
+  }
+  UniqueFd dir(fd);
+  struct stat st {};
+  if (::fstat(dir.get(), &st) != 0) FailErrno("cannot stat " + path, errno);
+  if (std::string why = CheckUserOwned(st, owner, path); !why.empty()) {
+    Fail(ErrorCode::kPermissionDenied, "{}", why);
+  }
+  return UserDir(std::move(dir), owner, path);
+}
+
+// A name for a file being written, unique enough that O_EXCL rarely fails.
+std::string ScratchName(std::string_view name) {
+  return fmt::format(".{}.wirt-{}", name, RandomString(10, kAlphanumeric));
+}
+
+void WriteAll(int fd, std::string_view content, const std::string& what) {
+  while (!content.empty()) {
+    ssize_t n = ::write(fd, content.data(), content.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      FailErrno("cannot write " + what, errno);
+    }
+    content.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// Packs `content` as a tar.gz holding one file, `name`.
+std::string PackTgz(std::string_view name, std::string_view content, time_t mtime) {
+  std::string out;
+  std::unique_ptr<archive, decltype(&archive_write_free)> a(archive_write_new(),
+                                                            archive_write_free);
+  auto write_cb = [](archive*, void* data, const void* buf, size_t n) -> la_ssize_t {
+    static_cast<std::string*>(data)->append(static_cast<const char*>(buf), n);
+    return static_cast<la_ssize_t>(n);
+  };
+  if (archive_write_add_filter_gzip(a.get()) != ARCHIVE_OK ||
+      archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK ||
+      archive_write_open(a.get(), &out, nullptr, write_cb, nullptr) != ARCHIVE_OK) {
+    Fail(ErrorCode::kInternal, "cannot start a tar.gz: {}", archive_error_string(a.get()));
+  }
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(archive_entry_new(),
+                                                                      archive_entry_free);
+  archive_entry_set_pathname(entry.get(), std::string(name).c_str());
+  archive_entry_set_size(entry.get(), static_cast<la_int64_t>(content.size()));
+  archive_entry_set_filetype(entry.get(), AE_IFREG);
+  archive_entry_set_perm(entry.get(), 0644);
+  archive_entry_set_mtime(entry.get(), mtime, 0);
+  if (archive_write_header(a.get(), entry.get()) != ARCHIVE_OK ||
+      archive_write_data(a.get(), content.data(), content.size()) !=
+          static_cast<la_ssize_t>(content.size()) ||
+      archive_write_close(a.get()) != ARCHIVE_OK) {
+    Fail(ErrorCode::kInternal, "cannot pack {}: {}", name, archive_error_string(a.get()));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string CheckUserOwned(const struct stat& st, const Owner& owner, std::string_view what) {
+  if (st.st_uid != owner.uid) {
+    return fmt::format("{} belongs to uid {}, not to its user (uid {})", what, st.st_uid,
+                       owner.uid);
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return fmt::format("{} is group- or world-writable (mode {:04o}); others could change it", what,
+                       st.st_mode & 07777);
+  }
+  return {};
+}
+
+UserDir OpenHome(const std::string& home, Owner owner) {
+  if (home.empty() || home[0] != '/') {
+    Fail(ErrorCode::kFailedPrecondition, "home '{}' is not an absolute path", home);
+  }
+  // The path up to the home is the administrator's (/home); the home itself
+  // must be the user's and not a symlink.
+  std::string parent = home.substr(0, home.find_last_of('/'));
+  std::string name = home.substr(home.find_last_of('/') + 1);
+  if (name.empty() || name == "." || name == "..") {
+    Fail(ErrorCode::kFailedPrecondition, "home '{}' does not name a directory", home);
+  }
+  UniqueFd parent_fd(::open(parent.empty() ? "/" : parent.c_str(), kOpenDir & ~O_NOFOLLOW));
+  if (!parent_fd) FailErrno("cannot open " + parent, errno, ErrorCode::kFailedPrecondition);
+  auto dir = OpenChildDir(parent_fd.get(), parent, name, owner);
+  if (!dir) Fail(ErrorCode::kNotFound, "home {} does not exist", home);
+  return std::move(*dir);
+}
+
+std::optional<UserDir> OpenUserDir(const UserDir& base, std::string_view relative) {
+  int parent = base.fd();
+  std::string path = base.path();
+  std::optional<UserDir> current;
+  for (std::string_view part : Components(relative)) {
+    current = OpenChildDir(parent, path, part, base.owner());
+    if (!current) return std::nullopt;
+    parent = current->fd();
+    path = current->path();
+  }
+  if (!current) Fail(ErrorCode::kInternal, "wirt: empty relative path");
+  return current;
+}
+
+UserDir MakeUserDir(const UserDir& base, std::string_view relative) {
+  int parent = base.fd();
+  std::string path = base.path();
+  std::optional<UserDir> current;
+  for (std::string_view part : Components(relative)) {
+    const std::string name(part);
+    struct stat st {};
+    if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      // Made under a scratch name, handed over, then renamed into place: no
+      // one (another thread of ours included) sees it while root's.
+      const std::string scratch = ScratchName(name);
+      if (::mkdirat(parent, scratch.c_str(), 0700) != 0) {
+        FailErrno("cannot create " + Join(path, part), errno);
+      }
+      UniqueFd made(::openat(parent, scratch.c_str(), kOpenDir));
+      if (!made || ::fstat(made.get(), &st) != 0 || st.st_uid != 0 ||
+          ::fchown(made.get(), base.owner().uid, base.owner().gid) != 0 ||
+          ::fchmod(made.get(), 0755) != 0) {
+        int err = errno;
+        ::unlinkat(parent, scratch.c_str(), AT_REMOVEDIR);
+        FailErrno("cannot give " + Join(path, part) + " to its user", err);
+      }
+      if (::renameat2(parent, scratch.c_str(), parent, name.c_str(), RENAME_NOREPLACE) != 0) {
+        int err = errno;
+        ::unlinkat(parent, scratch.c_str(), AT_REMOVEDIR);
+        if (err != EEXIST) FailErrno("cannot create " + Join(path, part), err);
+      }
+    }
+    current = OpenChildDir(parent, path, part, base.owner());
+    if (!current) Fail(ErrorCode::kFailedPrecondition, "{} vanished", Join(path, part));
+    parent = current->fd();
+    path = current->path();
+  }
+  if (!current) Fail(ErrorCode::kInternal, "wirt: empty relative path");
+  return std::move(*current);
+}
+
+std::vector<DirEntry> ListDir(const UserDir& dir) {
+  // fdopendir takes the descriptor over: give it a duplicate.
+  int dup = ::fcntl(dir.fd(), F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) FailErrno("cannot list " + dir.path(), errno);
+  struct CloseDir {
+    void operator()(DIR* d) const { ::closedir(d); }
+  };
+  std::unique_ptr<DIR, CloseDir> d(::fdopendir(dup));
+  if (!d) {
+    ::close(dup);
+    FailErrno("cannot list " + dir.path(), errno);
+  }
+  ::rewinddir(d.get());
+  std::vector<DirEntry> entries;
+  while (struct dirent* e = ::readdir(d.get())) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    DirEntry entry;
+    entry.name = std::string(name);
+    if (::fstatat(dir.fd(), e->d_name, &entry.st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
+    entry.type = S_ISREG(entry.st.st_mode)   ? EntryType::kFile
+                 : S_ISDIR(entry.st.st_mode) ? EntryType::kDirectory
+                                             : EntryType::kOther;
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+ReadResult ReadUserFile(const UserDir& dir, std::string_view name, std::size_t max_bytes) {
+  const std::string path = Join(dir.path(), name);
+  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
+  // waiting for a writer.
+  UniqueFd fd(::openat(dir.fd(), std::string(name).c_str(),
+                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  if (!fd) {
+    if (errno == ELOOP) Fail(ErrorCode::kInvalidArgument, "{} is a symbolic link", path);
+    if (errno == ENOENT) Fail(ErrorCode::kNotFound, "{} is gone", path);
+    FailErrno("cannot open " + path, errno, ErrorCode::kInvalidArgument);
+  }
+  ReadResult result;
+  if (::fstat(fd.get(), &result.st) != 0) FailErrno("cannot stat " + path, errno);
+  if (!S_ISREG(result.st.st_mode)) {
+    Fail(ErrorCode::kInvalidArgument, "{} is not a regular file (a FIFO, device or directory)",
+         path);
+  }
+  if (std::string why = CheckUserOwned(result.st, dir.owner(), path); !why.empty()) {
+    Fail(ErrorCode::kInvalidArgument, "{}", why);
+  }
+  if (static_cast<std::uint64_t>(result.st.st_size) > max_bytes) {
+    Fail(ErrorCode::kInvalidArgument, "{} has {} bytes (at most {})", path, result.st.st_size,
+         max_bytes);
+  }
+  result.content.resize(max_bytes + 1);
+  std::size_t got = 0;
+  while (got < result.content.size()) {
+    ssize_t n = ::read(fd.get(), result.content.data() + got, result.content.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) FailErrno("cannot read " + path, errno, ErrorCode::kInvalidArgument);
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  if (got > max_bytes) {
+    Fail(ErrorCode::kInvalidArgument, "{} grew past {} bytes while read", path, max_bytes);
+  }
+  result.content.resize(got);
+  return result;
+}
+
+bool BeingWritten(const UserDir& dir, std::string_view name) {
+  UniqueFd fd(::openat(dir.fd(), std::string(name).c_str(),
+                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (::fcntl(fd.get(), F_SETLEASE, F_RDLCK) != 0) return errno == EAGAIN;
+  ::fcntl(fd.get(), F_SETLEASE, F_UNLCK);
+  return false;
+}
+
+void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view content,
+                   unsigned mode) {
+  const std::string path = Join(dir.path(), name);
+  const std::string scratch = ScratchName(name);
+  UniqueFd fd(::openat(dir.fd(), scratch.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600));
+  if (!fd) FailErrno("cannot create a file in " + dir.path(), errno);
+  try {
+    if (::fchown(fd.get(), dir.owner().uid, dir.owner().gid) != 0 ||
+        ::fchmod(fd.get(), mode) != 0) {
+      FailErrno("cannot give " + path + " to its user", errno);
+    }
+    WriteAll(fd.get(), content, path);
+    if (::renameat(dir.fd(), scratch.c_str(), dir.fd(), std::string(name).c_str()) != 0) {
+      FailErrno("cannot put " + path + " in place", errno);
+    }
+  } catch (...) {
+    ::unlinkat(dir.fd(), scratch.c_str(), 0);
+    throw;
+  }
+}
+
+std::uint64_t AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content) {
+  const std::string path = Join(dir.path(), name);
+  const std::string file(name);
+  struct stat st {};
+  if (::fstatat(dir.fd(), file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+      st.st_nlink == 1 && CheckUserOwned(st, dir.owner(), path).empty()) {
+    UniqueFd fd(::openat(dir.fd(), file.c_str(),
+                         O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+    struct stat opened {};
+    // The same file as checked (not swapped in between), still one link.
+    if (fd && ::fstat(fd.get(), &opened) == 0 && opened.st_ino == st.st_ino &&
+        opened.st_dev == st.st_dev && S_ISREG(opened.st_mode) && opened.st_nlink == 1 &&
+        opened.st_uid == dir.owner().uid) {
+      WriteAll(fd.get(), content, path);
+      return static_cast<std::uint64_t>(opened.st_size) + content.size();
+    }
+  }
+  // Absent, or not a file that may be appended to: start a new one.
+  WriteUserFile(dir, name, content, 0644);
+  return content.size();
+}
+
+void RemoveUserFile(const UserDir& dir, std::string_view name) {
+  if (::unlinkat(dir.fd(), std::string(name).c_str(), 0) != 0 && errno != ENOENT) {
+    FailErrno("cannot remove " + Join(dir.path(), name), errno);
+  }
+}
+
+std::string MoveUserFile(const UserDir& from, std::string_view name, const UserDir& to,
+                         std::string_view new_name) {
+  const std::string source(name);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    std::string target =
+        attempt == 0 ? std::string(new_name) : fmt::format("{}.{}", new_name, attempt);
+    if (::renameat2(from.fd(), source.c_str(), to.fd(), target.c_str(), RENAME_NOREPLACE) == 0) {
+      return target;
+    }
+    if (errno != EEXIST) {
+      FailErrno(
+          fmt::format("cannot move {} to {}", Join(from.path(), name), Join(to.path(), target)),
+          errno);
+    }
+  }
+  Fail(ErrorCode::kResourceExhausted, "no free name for {} in {}", new_name, to.path());
+}
+
+bool RotateUserLog(const UserDir& dir, std::string_view name, std::uint64_t max_bytes,
+                   unsigned keep) {
+  struct stat st {};
+  const std::string file(name);
+  if (::fstatat(dir.fd(), file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::uint64_t>(st.st_size) <= max_bytes) {
+    return false;
+  }
+  // Read what is there (bounded: a log someone else inflated is cut).
+  ReadResult log;
+  try {
+    log = ReadUserFile(dir, name, max_bytes * 4);
+  } catch (const Error&) {
+    RemoveUserFile(dir, name);  // not a log this daemon can keep: start afresh
+    return true;
+  }
+  auto rotated = [&](unsigned k) { return fmt::format("{}.{}.tgz", name, k); };
+  if (keep == 0) {
+    RemoveUserFile(dir, name);
+    return true;
+  }
+  RemoveUserFile(dir, rotated(keep));
+  for (unsigned k = keep; k > 1; --k) {
+    if (::renameat(dir.fd(), rotated(k - 1).c_str(), dir.fd(), rotated(k).c_str()) != 0 &&
+        errno != ENOENT) {
+      FailErrno("cannot rotate " + Join(dir.path(), rotated(k - 1)), errno);
+    }
+  }
+  WriteUserFile(dir, rotated(1), PackTgz(name, log.content, log.st.st_mtime), 0644);
+  WriteUserFile(dir, name, "", 0644);
+  return true;
+}
+
+}  // namespace ephemera::wirt
