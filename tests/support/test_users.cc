@@ -72,13 +72,14 @@ TestUser TestUsers::Add(const std::string& suffix, bool member) {
 void TestUsers::RemoveFromGroup(const TestUser& user) { Run({"gpasswd", "-d", user.name, group_}); }
 
 int TestUsers::RunAs(const TestUser& user, const std::string& script) const {
-  // setpriv: exactly the user's ids and groups, as a login would give.
+  // setpriv: exactly the user's ids, groups and a login's environment.
   std::string quoted;
   for (char c : script) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
   std::string command =
       "cd " + user.home.string() + " && setpriv --reuid=" + std::to_string(user.uid) +
-      " --regid=" + std::to_string(user.gid) + " --init-groups -- env HOME=" + user.home.string() +
-      " sh -c '" + quoted + "'";
+      " --regid=" + std::to_string(user.gid) +
+      " --init-groups -- env -i HOME=" + user.home.string() + " USER=" + user.name +
+      " LOGNAME=" + user.name + " PATH=/usr/local/bin:/usr/bin:/bin sh -c '" + quoted + "'";
   int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
