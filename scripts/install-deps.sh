@@ -13,6 +13,8 @@ packages=(
   libnl-route-3-dev libseccomp-dev libcap-dev libsystemd-dev
   # tests and benchmarks (curl: a real HTTPS client; clang + compiler-rt: libFuzzer)
   libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev python3
+  # wirt tests and benchmark: real users and groups (useradd, gpasswd), setpriv
+  passwd util-linux
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
   # the libvirt driver (virsh: tests and operators only)

@@ -39,6 +39,15 @@ VmDriver& Engine::DriverOf(const Sandbox& sandbox) {
   return *it->second;
 }
 
+std::string Engine::DescribeXml(const Sandbox& sandbox) {
+  try {
+    return DriverOf(sandbox).DescribeXml(sandbox.id);
+  } catch (const Error& e) {
+    spdlog::debug("sandbox {}: no description: {}", sandbox.id.str(), e.what());
+    return {};
+  }
+}
+
 VmDriver& Engine::DriverFor(SandboxKind kind, std::string* name) {
   const std::string& wanted = kind == SandboxKind::kVm ? drivers_.vm : drivers_.container;
   auto it = wanted.empty() ? drivers_.by_name.end() : drivers_.by_name.find(wanted);

@@ -191,6 +191,8 @@ class Engine {
   // kPermissionDenied when the token does not match (compared in constant time).
   Sandbox GetWithToken(const SandboxId& id, const std::string& token);
   std::vector<Sandbox> List();  // as Get: with whether each runs now
+  // Its driver's description of it (libvirt's domain XML); empty if none.
+  std::string DescribeXml(const Sandbox& sandbox);
   // The image catalog, every image loaded and checked (what `image list` shows).
   std::vector<ImageCatalog::Entry> Images();
   // Imports a kernel + rootfs pair of OCI images into the catalog (see

@@ -32,6 +32,13 @@ class VmDriver {
   // such files.
   virtual bool passes_secret_files() const { return false; }
 
+  // The hypervisor's own description of a running VM (libvirt's domain
+  // XML), for users who know it; empty where there is none.
+  virtual std::string DescribeXml(const SandboxId& id) {
+    (void)id;
+    return {};
+  }
+
   // One line for status: "ok", or what is wrong (a lost connection).
   virtual std::string Health() const { return "ok"; }
 

@@ -232,7 +232,13 @@ void Service::WatchLoop() {
       } else if (e.tag == kAccountsTag) {
         accounts = accounts || e.name == "group" || e.name == "passwd";
       } else if (e.tag == kHomesTag) {
-        accounts = true;  // a new home
+        // A new home: of a new account, or of a member whose home was
+        // missing until now.
+        accounts = true;
+        std::lock_guard lock(mutex_);
+        for (const auto& [uid, m] : members_) {
+          if (m.home.substr(m.home.find_last_of('/') + 1) == e.name) dirty.insert(uid);
+        }
       } else if ((e.mask & IN_CREATE) && !(e.mask & IN_ISDIR)) {
         // Wait for the close (IN_CLOSE_WRITE) unless it never comes.
         settling.emplace(static_cast<uid_t>(e.tag), Clock::now() + options_.settle);
@@ -643,6 +649,7 @@ void Service::WriteStatus(const VmKey& key, const Member& member, const UserDir&
     status.last_message = vm.last_message;
     status.last_at = vm.last_at;
   }
+  if (status.instance) status.domain_xml = backend_.DescribeXml(*status.instance);
   UserDir info = MakeUserDir(home, std::string(kInfoDir) + "/" + key.name);
   WriteUserFile(info, kStatusFile, StatusXml(status, NowUnix()), 0644);
 }

@@ -40,6 +40,11 @@ class Backend {
   virtual std::vector<Sandbox> List() = 0;
   virtual void SetAutostart(uid_t uid, const std::string& vm, bool on) = 0;
   virtual std::vector<std::pair<std::uint32_t, std::string>> ListAutostart() = 0;
+  // The hypervisor's description of an instance (libvirt's domain XML).
+  virtual std::string DescribeXml(const Sandbox& sandbox) {
+    (void)sandbox;
+    return {};
+  }
 };
 
 class EngineBackend : public Backend {
@@ -56,6 +61,7 @@ class EngineBackend : public Backend {
   std::vector<std::pair<std::uint32_t, std::string>> ListAutostart() override {
     return engine_.ListAutostart();
   }
+  std::string DescribeXml(const Sandbox& sandbox) override { return engine_.DescribeXml(sandbox); }
 
  private:
   Engine& engine_;

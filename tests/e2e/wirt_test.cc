@@ -99,6 +99,8 @@ TEST_F(WirtTest, StartLogsInWithPasswordAndKeyThenShutdownLeavesNothing) {
   }
   EXPECT_THAT(Status(alice_, "web"), HasSubstr("<state>running</state>"));
   EXPECT_THAT(Wirt(alice_, "status web"), HasSubstr("running"));
+  // The user's own way in: the credentials file, the host key pinned.
+  EXPECT_EQ(Wirt(alice_, "ssh web -- id -un"), c["username"].get<std::string>() + "\n");
   json listed = List();
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0]["vm_name"], "web");

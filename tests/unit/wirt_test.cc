@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "unit/error_of.h"
 #include "unit/test_files.h"
+#include "wirt/mail.h"
 #include "wirt/request.h"
 #include "wirt/status.h"
 #include "wirt/tree.h"
@@ -306,6 +307,29 @@ TEST(WirtStatus, XmlIsEscapedAndTimesAreUtc) {
   EXPECT_NE(xml.find("<updated>1970-01-02T00:00:00Z</updated>"), std::string::npos);
   EXPECT_EQ(xml.find("<sandbox>"), std::string::npos);
   EXPECT_EQ(Timestamp(86400000001), "19700102T000000.000001Z");
+  s.domain_xml = "<domain type='kvm'/>";
+  EXPECT_NE(StatusXml(s, 0).find("<domain>&lt;domain type=&apos;kvm&apos;/&gt;</domain>"),
+            std::string::npos);
+}
+
+TEST(WirtMail, GoesToSendmailWithOneLineHeaders) {
+  TempDir dir;
+  // A stand-in for the MTA: records its arguments and the message.
+  const fs::path sendmail = dir.path() / "sendmail";
+  WriteFileAtomic(sendmail,
+                  "#!/bin/sh\necho \"$@\" > " + (dir.path() / "args").string() + "\ncat > " +
+                      (dir.path() / "message").string() + "\n",
+                  0755);
+  SendMail(sendmail.string(), {"alice", "root"}, "wirt: start of web\nBcc: x", "start: failed");
+  EXPECT_EQ(ReadFile(dir.path() / "args"), "-oi -- alice root\n");
+  std::string message = ReadFile(dir.path() / "message");
+  EXPECT_NE(message.find("To: alice, root\nSubject: wirt: start of web Bcc: x\n"),
+            std::string::npos);
+  EXPECT_NE(message.find("\n\nstart: failed\n"), std::string::npos);
+
+  WriteFileAtomic(sendmail, "#!/bin/sh\nexit 75\n", 0755);
+  EXPECT_EQ(ErrorOf([&] { SendMail(sendmail.string(), {"alice"}, "s", "b"); }).code(),
+            ErrorCode::kUnavailable);
 }
 
 }  // namespace

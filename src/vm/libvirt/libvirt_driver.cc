@@ -295,6 +295,17 @@ VmInfo LibvirtDriver::Inspect(const SandboxId& id) {
   return info;
 }
 
+std::string LibvirtDriver::DescribeXml(const SandboxId& id) {
+  auto conn = connection_->Get();
+  Domain dom(virDomainLookupByUUIDString(conn.get(), id.str().c_str()));
+  if (!dom) return {};
+  char* xml = virDomainGetXMLDesc(dom.get(), 0);  // no secure flag: no secrets in it
+  if (!xml) return {};
+  std::string text(xml);
+  free(xml);
+  return text;
+}
+
 bool LibvirtDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) {
   auto conn = connection_->Get();
   Domain dom(virDomainLookupByUUIDString(conn.get(), id.str().c_str()));

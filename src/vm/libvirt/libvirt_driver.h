@@ -40,6 +40,7 @@ class LibvirtDriver : public VmDriver {
   std::string_view name() const override { return "libvirt"; }
   LinkMode link_mode() const override;
   VmInfo Start(const VmSpec& spec) override;
+  std::string DescribeXml(const SandboxId& id) override;
   VmInfo Inspect(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
   void Destroy(const SandboxId& id) override;
