@@ -195,6 +195,38 @@ pull:
   EXPECT_EQ(c.pull.connect_timeout_seconds, 15u);
 }
 
+TEST(ConfigTest, WirtIsOffUntilAskedAndItsKeysAreChecked) {
+  Config off = ParseConfig("");
+  EXPECT_FALSE(off.wirt.enabled);
+  EXPECT_EQ(off.wirt.group, "vmguests");
+  Config c = ParseConfig(R"(
+wirt:
+  enabled: true
+  group: labusers
+  max_sandboxes_per_user: 2
+  max_memory_mib_per_user: 1024
+  log_max_kib: 64
+  log_keep: 3
+  history_keep: 50
+  mail: true
+  sendmail: /usr/lib/sendmail
+  workers: 2
+)");
+  EXPECT_TRUE(c.wirt.enabled);
+  EXPECT_EQ(c.wirt.group, "labusers");
+  EXPECT_EQ(c.wirt.max_sandboxes_per_user, 2u);
+  EXPECT_EQ(c.wirt.max_memory_mib_per_user, 1024u);
+  EXPECT_EQ(c.wirt.log_max_bytes, 64u * 1024);
+  EXPECT_EQ(c.wirt.log_keep, 3u);
+  EXPECT_EQ(c.wirt.history_keep, 50u);
+  EXPECT_TRUE(c.wirt.mail);
+  EXPECT_EQ(c.wirt.sendmail, "/usr/lib/sendmail");
+  EXPECT_EQ(c.wirt.workers, 2u);
+  ExpectConfigError("wirt: {group: 'a:b'}", "'wirt.group'");
+  ExpectConfigError("wirt: {workers: 0}", "'wirt.workers'");
+  ExpectConfigError("wirt: {polling: true}", "wirt.polling");
+}
+
 TEST(ConfigTest, BadRegistriesAndImagesNameTheKey) {
   ExpectConfigError("registries: {host: x}", "'registries': expected a list");
   ExpectConfigError("registries: [x]", "'registries[0]': expected a mapping");
