@@ -30,6 +30,12 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 namespace {
 
+// Connections of the local socket that only root may take.
+constexpr std::size_t kRootReserve = 8;
+
+// The per-peer slot key of a local user.
+std::string LocalPeerKey(std::uint32_t uid) { return "uid:" + std::to_string(uid); }
+
 HttpResponse ProtocolError(http::error ec_kind) {
   const bool too_large = ec_kind == http::error::body_limit;
   HttpResponse bad{too_large ? http::status::payload_too_large : http::status::bad_request, 11};
@@ -76,6 +82,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
   ~Session() {
     if (!peer_.local) shared_.per_peer.Release(PeerKey(peer_.address));
+    if (peer_.local && peer_.uid != 0) shared_.per_peer.Release(LocalPeerKey(peer_.uid));
     --shared_.open;
   }
 
@@ -336,7 +343,15 @@ struct HttpServer::Impl {
         if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
           peer.uid = cred.uid;
         }
-        std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), peer, shared)->Start();
+        // A local user may hold as many connections as one remote peer,
+        // so that the socket always has room for root.
+        if (peer.uid != 0 && (shared.open.load() + kRootReserve >= shared.options.max_connections ||
+                              !shared.per_peer.Take(LocalPeerKey(peer.uid)))) {
+          socket.close();
+        } else {
+          std::make_shared<Session<UnixStream>>(UnixStream(std::move(socket)), peer, shared)
+              ->Start();
+        }
       }
       AcceptUnix();
     });

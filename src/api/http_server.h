@@ -26,7 +26,7 @@ using HttpResponse = boost::beast::http::response<boost::beast::http::string_bod
 struct Peer {
   bool local = false;
   boost::asio::ip::address address;  // unspecified for the local socket
-  std::uint32_t uid = 0;             // local only
+  std::uint32_t uid = 65534;         // local only (SO_PEERCRED); nobody until known
   std::string ToString() const {
     return local ? (uid == 0 ? std::string("local") : "local uid " + std::to_string(uid))
                  : address.to_string();

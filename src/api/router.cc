@@ -252,14 +252,16 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
     return response;
   } catch (const Error& e) {
     const bool internal = RevealsInternals(e.code());
-    if (e.code() == ErrorCode::kInternal || (internal && !peer.local)) {
+    // Only root (on the local socket) reads the host's internals.
+    const bool admin = peer.local && peer.uid == 0;
+    if (e.code() == ErrorCode::kInternal || (internal && !admin)) {
       spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
                     std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     }
     // Remote callers get what went wrong, not the host's paths, programs'
     // stderr or guest output; the log has the details.
     HttpResponse response = Json(static_cast<http::status>(HttpStatusFor(e.code())),
-                                 ErrorToJson(internal && !peer.local ? ForRemoteCaller(e) : e));
+                                 ErrorToJson(internal && !admin ? ForRemoteCaller(e) : e));
     if (e.code() == ErrorCode::kUnauthenticated) {
       response.set(http::field::www_authenticate, "Bearer");
     }
@@ -268,8 +270,9 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
     spdlog::error("api: {} {} from {}: {}", std::string(request.method_string()),
                   std::string(request.target()).substr(0, 100), peer.ToString(), e.what());
     return Json(http::status::internal_server_error,
-                ErrorToJson(peer.local ? Error(ErrorCode::kInternal, e.what())
-                                       : ForRemoteCaller(Error(ErrorCode::kInternal, ""))));
+                ErrorToJson(peer.local && peer.uid == 0
+                                ? Error(ErrorCode::kInternal, e.what())
+                                : ForRemoteCaller(Error(ErrorCode::kInternal, ""))));
   }
 }
 

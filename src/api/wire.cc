@@ -137,7 +137,7 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
     j["subnet"] = s.subnet;
   }
   if (!s.name.empty()) j["vm_name"] = s.name;
-  if (s.owner.rfind("uid:", 0) == 0) j["owner_uid"] = std::stoul(s.owner.substr(4));
+  if (auto uid = OwnerUid(s.owner)) j["owner_uid"] = *uid;
   if (!s.reason.empty()) j["reason"] = s.reason;
   return j;
 }

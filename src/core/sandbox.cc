@@ -82,4 +82,17 @@ void CheckSandboxName(std::string_view name) {
   }
 }
 
+std::string UserOwner(std::uint32_t uid) { return "uid:" + std::to_string(uid); }
+
+std::optional<std::uint32_t> OwnerUid(std::string_view owner) {
+  if (owner.substr(0, 4) != "uid:" || owner.size() == 4 || owner.size() > 14) return std::nullopt;
+  std::uint64_t uid = 0;
+  for (char c : owner.substr(4)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    uid = uid * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (uid > 0xffffffffu) return std::nullopt;
+  return static_cast<std::uint32_t>(uid);
+}
+
 }  // namespace ephemera

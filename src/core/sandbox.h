@@ -38,6 +38,10 @@ bool IsAllowedTransition(SandboxState from, SandboxState to);
 bool IsValidSandboxName(std::string_view name);
 void CheckSandboxName(std::string_view name);  // kInvalidArgument naming the rule
 
+// The owner string of a local user's sandboxes ("uid:N"), and back.
+std::string UserOwner(std::uint32_t uid);
+std::optional<std::uint32_t> OwnerUid(std::string_view owner);
+
 struct SandboxSpec {
   SandboxKind kind = SandboxKind::kVm;
   std::string image = "default";

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace ephemera {
 
 std::string EscapeForLog(std::string_view text, std::size_t max_bytes) {
@@ -30,6 +32,39 @@ std::string EscapeForLog(std::string_view text, std::size_t max_bytes) {
         } else {
           out += fmt::format("\\x{:02x}", c);
         }
+    }
+  }
+  return out;
+}
+
+std::string XmlEscape(std::string_view text, char control_replacement) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+          if (control_replacement == '\0') {
+            Fail(ErrorCode::kInvalidArgument, "a control character cannot go into XML");
+          }
+          c = control_replacement;
+        }
+        out.push_back(c);
     }
   }
   return out;

@@ -12,4 +12,9 @@ namespace ephemera {
 // byte as \xNN. At most `max_bytes` of input (then "...").
 std::string EscapeForLog(std::string_view text, std::size_t max_bytes = 4096);
 
+// Text for an XML element or attribute: & < > ' " as entities. XML 1.0
+// has no place for control characters but tab and newlines: each becomes
+// `control_replacement`, or (when that is '\0') kInvalidArgument.
+std::string XmlEscape(std::string_view text, char control_replacement = '\0');
+
 }  // namespace ephemera

@@ -98,6 +98,9 @@ wirt::ServiceOptions WirtOptionsFrom(const Config& c) {
   wirt::ServiceOptions o;
   o.group = c.wirt.group;
   o.client_host = ClientHost(c);
+  // 0: no limit of its own (the daemon's limits still hold).
+  o.max_sandboxes_per_user = std::nullopt;
+  o.max_memory_mib_per_user = std::nullopt;
   if (c.wirt.max_sandboxes_per_user) o.max_sandboxes_per_user = c.wirt.max_sandboxes_per_user;
   if (c.wirt.max_memory_mib_per_user) o.max_memory_mib_per_user = c.wirt.max_memory_mib_per_user;
   o.log_max_bytes = c.wirt.log_max_bytes;
@@ -110,27 +113,21 @@ wirt::ServiceOptions WirtOptionsFrom(const Config& c) {
 }
 
 // Who a non-root process on the local socket is: a member of wirt.group
-// acts as "uid:N" within the per-user limits. Returns the group's id.
-gid_t LocalUsers(const Config& c, ApiContext& context) {
-  auto gid = wirt::GroupId(c.wirt.group);
-  if (!gid) {
-    Fail(ErrorCode::kFailedPrecondition, "wirt: group '{}' does not exist (config key wirt.group)",
-         c.wirt.group);
-  }
+// acts as "uid:N" within the per-user limits.
+void ServeLocalUsers(const Config& c, gid_t gid, ApiContext& context) {
   const std::string group = c.wirt.group;
   Caller limits;
   if (c.wirt.max_sandboxes_per_user) limits.owner_limit = c.wirt.max_sandboxes_per_user;
   if (c.wirt.max_memory_mib_per_user) limits.owner_memory_mib = c.wirt.max_memory_mib_per_user;
   limits.local_user = true;
-  context.local_user = [gid = *gid, group, limits](std::uint32_t uid) {
+  context.local_user = [gid, group, limits](std::uint32_t uid) {
     if (!wirt::MemberByUid(uid, gid)) {
       Fail(ErrorCode::kPermissionDenied, "uid {} is not a member of group {}", uid, group);
     }
     Caller caller = limits;
-    caller.owner = wirt::OwnerOf(uid);
+    caller.owner = UserOwner(uid);
     return caller;
   };
-  return *gid;
 }
 
 }  // namespace
@@ -176,8 +173,8 @@ int Serve(const Config& config) {
     drivers.vm = "libvirt";
   }
   Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
-  // The file front door: made before reconcile so that it hears of every
-  // instance that ends from here on.
+  // The file front door: made (and its instances adopted) before reconcile,
+  // so that it hears of every instance that ends from then on.
   wirt::EngineBackend wirt_backend(engine);
   // Shared with the listener: the engine's reaper may outlive this scope's
   // pointer by a moment (a stopped Service ignores what it hears).
@@ -188,6 +185,8 @@ int Serve(const Config& config) {
         [wirt](const Sandbox& gone, const std::string& why) { wirt->OnSandboxGone(gone, why); });
   }
 
+  // Adopted first: reconcile then reports the instances that died meanwhile.
+  if (wirt) wirt->Adopt();
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
   engine.StartReaper();
@@ -205,7 +204,8 @@ int Serve(const Config& config) {
   HttpListener local_listener = HttpListener::Unix(config.socket, config.socket_mode);
   if (config.wirt.enabled) {
     // Members of the group reach the local socket and act as themselves.
-    local_listener.socket_group = LocalUsers(config, context);
+    ServeLocalUsers(config, wirt->gid(), context);
+    local_listener.socket_group = wirt->gid();
   }
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;

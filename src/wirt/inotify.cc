@@ -14,7 +14,7 @@ namespace {
 
 constexpr std::uint32_t kMask = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB |
                                 IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |
-                                IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+                                IN_ONLYDIR | IN_EXCL_UNLINK;
 
 }  // namespace
 
@@ -22,12 +22,31 @@ Inotify::Inotify() : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
   if (!fd_) FailErrno("inotify_init1", errno, ErrorCode::kUnavailable);
 }
 
-Inotify::Watch Inotify::WatchDir(const std::string& path, std::uint64_t tag) {
-  int wd = ::inotify_add_watch(fd_.get(), path.c_str(), kMask);
-  if (wd < 0) return Watch::kFailed;
+Inotify::Added Inotify::WatchPath(const std::string& path, std::uint64_t tag) {
+  int wd = ::inotify_add_watch(fd_.get(), path.c_str(), kMask | IN_DONT_FOLLOW);
+  if (wd < 0) return {};
   // The same directory again gives the same wd.
-  const bool fresh = tags_.insert_or_assign(wd, tag).second;
-  return fresh ? Watch::kNew : Watch::kAlready;
+  return {wd, tags_.insert_or_assign(wd, tag).second};
+}
+
+Inotify::Added Inotify::WatchFd(int dir_fd, std::uint64_t tag) {
+  // /proc/self/fd/N resolves to the directory itself (a magic link, so
+  // IN_DONT_FOLLOW must not be given).
+  const std::string path = "/proc/self/fd/" + std::to_string(dir_fd);
+  int wd = ::inotify_add_watch(fd_.get(), path.c_str(), kMask);
+  if (wd < 0) return {};
+  return {wd, tags_.insert_or_assign(wd, tag).second};
+}
+
+void Inotify::Retain(std::uint64_t tag, const std::set<int>& keep) {
+  for (auto it = tags_.begin(); it != tags_.end();) {
+    if (it->second == tag && !keep.count(it->first)) {
+      ::inotify_rm_watch(fd_.get(), it->first);
+      it = tags_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Inotify::Forget(std::uint64_t tag) {

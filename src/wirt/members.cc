@@ -4,6 +4,7 @@
 #include <pwd.h>
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 
 namespace ephemera::wirt {
@@ -52,16 +53,43 @@ std::optional<Member> MemberByUid(uid_t uid, gid_t group) {
 }
 
 std::vector<Member> Members(gid_t group) {
-  // getpwent walks one process-wide cursor.
-  static std::mutex cursor;
-  std::lock_guard lock(cursor);
-  std::vector<Member> members;
-  ::setpwent();
-  while (struct passwd* pw = ::getpwent()) {
-    if (pw->pw_uid != 0 && InGroup(*pw, group)) members.push_back(FromPasswd(*pw));
+  std::map<uid_t, Member> members;
+  // Supplementary members, as the group names them (NSS sources that do
+  // not enumerate users, such as sssd's default, still list these).
+  std::vector<char> buffer(16384);
+  struct group gr {};
+  struct group* found = nullptr;
+  while (::getgrgid_r(group, &gr, buffer.data(), buffer.size(), &found) == ERANGE) {
+    buffer.resize(buffer.size() * 2);
   }
-  ::endpwent();
-  return members;
+  if (found) {
+    for (char** name = found->gr_mem; name && *name; ++name) {
+      std::vector<char> pw_buffer(16384);
+      struct passwd pw {};
+      struct passwd* user = nullptr;
+      while (::getpwnam_r(*name, &pw, pw_buffer.data(), pw_buffer.size(), &user) == ERANGE) {
+        pw_buffer.resize(pw_buffer.size() * 2);
+      }
+      if (user && user->pw_uid != 0) members.emplace(user->pw_uid, FromPasswd(*user));
+    }
+  }
+  // Those whose primary group it is, and members the group entry does not
+  // list (getgrouplist asks every source).
+  {
+    // getpwent walks one process-wide cursor.
+    static std::mutex cursor;
+    std::lock_guard lock(cursor);
+    ::setpwent();
+    while (struct passwd* pw = ::getpwent()) {
+      if (pw->pw_uid != 0 && !members.count(pw->pw_uid) && InGroup(*pw, group)) {
+        members.emplace(pw->pw_uid, FromPasswd(*pw));
+      }
+    }
+    ::endpwent();
+  }
+  std::vector<Member> all;
+  for (auto& [uid, m] : members) all.push_back(std::move(m));
+  return all;
 }
 
 }  // namespace ephemera::wirt

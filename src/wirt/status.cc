@@ -5,9 +5,14 @@
 #include <chrono>
 #include <ctime>
 
+#include "core/text.h"
+
 namespace ephemera::wirt {
 
 namespace {
+
+// What a user reads: a control character in a message becomes '?'.
+std::string XmlText(std::string_view text) { return XmlEscape(text, '?'); }
 
 struct tm Utc(std::time_t t) {
   struct tm out {};
@@ -16,38 +21,6 @@ struct tm Utc(std::time_t t) {
 }
 
 }  // namespace
-
-std::string XmlEscape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        // XML 1.0 has no place for other control characters.
-        if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') {
-          out += '?';
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
 
 std::int64_t NowUnixMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -69,23 +42,23 @@ std::string IsoTime(UnixSeconds at) {
 
 std::string StatusXml(const VmStatus& s, UnixSeconds now) {
   std::string x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  x += fmt::format("<vm name=\"{}\" owner=\"{}\" uid=\"{}\">\n", XmlEscape(s.name),
-                   XmlEscape(s.user), s.uid);
-  x += fmt::format("  <state>{}</state>\n", XmlEscape(s.state));
+  x += fmt::format("<vm name=\"{}\" owner=\"{}\" uid=\"{}\">\n", XmlText(s.name), XmlText(s.user),
+                   s.uid);
+  x += fmt::format("  <state>{}</state>\n", XmlText(s.state));
   x += fmt::format("  <autostart>{}</autostart>\n", s.autostart ? "yes" : "no");
   if (s.instance) {
     const Sandbox& i = *s.instance;
     x += fmt::format("  <sandbox>{}</sandbox>\n", i.id.str());
-    x += fmt::format("  <image>{}</image>\n", XmlEscape(i.spec.image));
+    x += fmt::format("  <image>{}</image>\n", XmlText(i.spec.image));
     x += fmt::format("  <memory_mib>{}</memory_mib>\n  <vcpus>{}</vcpus>\n", i.spec.memory_mib,
                      i.spec.vcpus);
-    x += fmt::format("  <driver>{}</driver>\n", XmlEscape(i.driver));
-    if (!i.guest_ip.empty()) x += fmt::format("  <address>{}</address>\n", XmlEscape(i.guest_ip));
-    x += fmt::format("  <ssh host=\"{}\" port=\"{}\" username=\"{}\"/>\n", XmlEscape(s.host),
-                     i.host_port, XmlEscape(i.username));
+    x += fmt::format("  <driver>{}</driver>\n", XmlText(i.driver));
+    if (!i.guest_ip.empty()) x += fmt::format("  <address>{}</address>\n", XmlText(i.guest_ip));
+    x += fmt::format("  <ssh host=\"{}\" port=\"{}\" username=\"{}\"/>\n", XmlText(s.host),
+                     i.host_port, XmlText(i.username));
     if (!i.host_key_fingerprint.empty()) {
       x += fmt::format("  <host_key_fingerprint>{}</host_key_fingerprint>\n",
-                       XmlEscape(i.host_key_fingerprint));
+                       XmlText(i.host_key_fingerprint));
     }
     x += fmt::format("  <created>{}</created>\n", IsoTime(i.created_at));
     if (i.expires_at) x += fmt::format("  <expires>{}</expires>\n", IsoTime(*i.expires_at));
@@ -93,10 +66,10 @@ std::string StatusXml(const VmStatus& s, UnixSeconds now) {
   x += fmt::format("  <updated>{}</updated>\n", IsoTime(now));
   if (!s.last_action.empty()) {
     x += fmt::format("  <last_request action=\"{}\" outcome=\"{}\" at=\"{}\">{}</last_request>\n",
-                     XmlEscape(s.last_action), XmlEscape(s.last_outcome), IsoTime(s.last_at),
-                     XmlEscape(s.last_message));
+                     XmlText(s.last_action), XmlText(s.last_outcome), IsoTime(s.last_at),
+                     XmlText(s.last_message));
   }
-  if (!s.domain_xml.empty()) x += fmt::format("  <domain>{}</domain>\n", XmlEscape(s.domain_xml));
+  if (!s.domain_xml.empty()) x += fmt::format("  <domain>{}</domain>\n", XmlText(s.domain_xml));
   x += "</vm>\n";
   return x;
 }

@@ -27,7 +27,6 @@ struct VmStatus {
 };
 
 std::string StatusXml(const VmStatus& status, UnixSeconds now);
-std::string XmlEscape(std::string_view text);
 
 std::int64_t NowUnixMicros();
 // UTC, sortable, unique to the microsecond: 20261205T110102.123456Z.

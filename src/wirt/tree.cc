@@ -1,5 +1,7 @@
 #include "wirt/tree.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -9,6 +11,13 @@
 namespace ephemera::wirt {
 
 namespace {
+
+// Bounds on what one user's tree costs a scan.
+constexpr std::size_t kMaxEntriesPerVm = 64;
+constexpr std::size_t kMaxVmsPerUser = 256;
+
+// A descriptor of the folder for its watch, kept past the scan.
+UniqueFd Duplicate(const UserDir& dir) { return UniqueFd(::fcntl(dir.fd(), F_DUPFD_CLOEXEC, 0)); }
 
 bool IsRequestName(const std::string& name) { return ParseActionFile(name).has_value(); }
 
@@ -23,12 +32,19 @@ void ScanVmDir(const UserDir& home, uid_t uid, Layout layout, const std::string&
     return;
   }
   if (!folder) return;
-  scan.watch.push_back(dir);
-  for (const DirEntry& e : ListDir(*folder)) {
+  scan.watch.push_back(Duplicate(*folder));
+  std::vector<DirEntry> entries;
+  try {
+    entries = ListDir(*folder, kMaxEntriesPerVm);
+  } catch (const Error& e) {
+    scan.problems.push_back(e.what());
+    return;
+  }
+  for (const DirEntry& e : entries) {
     if (e.name[0] == '.') continue;  // editors' and the wirt command's scratch files
     if (layout == Layout::kWirt && e.name == kConfigFile) continue;
     if (layout == Layout::kVirsh && e.name == "status.xml") continue;  // an older version's
-    if (IsRequestName(e.name)) {
+    if (IsRequestName(e.name) && e.type != EntryType::kDirectory) {
       PendingRequest r{uid, vm, layout, dir, e.name, e.st.st_mtim, e.st.st_ino};
       scan.requests.push_back(std::move(r));
       continue;
@@ -52,11 +68,11 @@ std::string OldLayoutVmName(const std::string& folder) {
 
 TreeScan ScanTree(const UserDir& home, uid_t uid) {
   TreeScan scan;
-  scan.watch.push_back("");
+  scan.watch.push_back(Duplicate(home));
   auto open = [&](std::string_view relative) -> std::optional<UserDir> {
     try {
       auto dir = OpenUserDir(home, relative);
-      if (dir) scan.watch.emplace_back(relative);
+      if (dir) scan.watch.push_back(Duplicate(*dir));
       return dir;
     } catch (const Error& e) {
       scan.problems.push_back(e.what());
@@ -68,7 +84,7 @@ TreeScan ScanTree(const UserDir& home, uid_t uid) {
     // creation is seen.
     if (open("wirt") && open("wirt/service")) {
       if (auto vms = open(kServiceDir)) {
-        for (const DirEntry& e : ListDir(*vms)) {
+        for (const DirEntry& e : ListDir(*vms, kMaxVmsPerUser)) {
           if (e.name[0] == '.') continue;
           const std::string dir = std::string(kServiceDir) + "/" + e.name;
           if (e.type != EntryType::kDirectory) {
@@ -88,7 +104,7 @@ TreeScan ScanTree(const UserDir& home, uid_t uid) {
     // The older layout: ~/virsh/dom-NAME next to the history/ and log/ the
     // daemon writes.
     if (auto old = open(kOldRoot)) {
-      for (const DirEntry& e : ListDir(*old)) {
+      for (const DirEntry& e : ListDir(*old, kMaxVmsPerUser + 2)) {
         if (e.name[0] == '.' || e.name == "history" || e.name == "log") continue;
         const std::string vm = OldLayoutVmName(e.name);
         if (e.type == EntryType::kDirectory && IsValidVmName(vm)) {

@@ -39,7 +39,8 @@ struct StrayEntry {
 struct TreeScan {
   std::vector<PendingRequest> requests;  // oldest first (mtime, then name)
   std::vector<StrayEntry> strays;
-  std::vector<std::string> watch;     // folders to watch, relative to the home ("" = the home)
+  // Folders to watch, opened and checked (the home first).
+  std::vector<UniqueFd> watch;
   std::vector<std::string> problems;  // a folder that is not the user's, ... (for the log)
 };
 

@@ -37,23 +37,65 @@ std::vector<std::string_view> Components(std::string_view relative) {
   return parts;
 }
 
+// One entry's name: never a path (openat would follow links on the way).
+void CheckEntryName(std::string_view name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos) {
+    Fail(ErrorCode::kInternal, "wirt: '{}' is not a file name", name);
+  }
+}
+
+// A regular file of the user's, checked before it is opened (so that no
+// device, FIFO or other user's file is ever opened as root) and again on
+// the descriptor (the same file, not one swapped in between).
+// kNotFound if absent; kInvalidArgument saying what it is otherwise.
+UniqueFd OpenUserRegularFile(const UserDir& dir, std::string_view name, int flags,
+                             struct stat* st) {
+  CheckEntryName(name);
+  const std::string path = Join(dir.path(), name);
+  const std::string file(name);
+  struct stat before {};
+  if (::fstatat(dir.fd(), file.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) Fail(ErrorCode::kNotFound, "{} is gone", path);
+    FailErrno("cannot stat " + path, errno, ErrorCode::kInvalidArgument);
+  }
+  if (S_ISLNK(before.st_mode)) Fail(ErrorCode::kInvalidArgument, "{} is a symbolic link", path);
+  if (!S_ISREG(before.st_mode)) {
+    Fail(ErrorCode::kInvalidArgument, "{} is not a regular file (a FIFO, device or directory)",
+         path);
+  }
+  if (std::string why = CheckUserOwned(before, dir.owner(), path); !why.empty()) {
+    Fail(ErrorCode::kInvalidArgument, "{}", why);
+  }
+  UniqueFd fd(
+      ::openat(dir.fd(), file.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  if (!fd) FailErrno("cannot open " + path, errno, ErrorCode::kInvalidArgument);
+  if (::fstat(fd.get(), st) != 0) FailErrno("cannot stat " + path, errno);
+  if (st->st_dev != before.st_dev || st->st_ino != before.st_ino || !S_ISREG(st->st_mode) ||
+      st->st_uid != dir.owner().uid) {
+    Fail(ErrorCode::kInvalidArgument, "{} changed while it was opened", path);
+  }
+  return fd;
+}
+
 // Opens one directory component below `parent`, or none when absent.
 std::optional<UserDir> OpenChildDir(int parent, const std::string& parent_path,
                                     std::string_view name, const Owner& owner) {
   const std::string path = Join(parent_path, name);
+  CheckEntryName(name);
   int fd = ::openat(parent, std::string(name).c_str(), kOpenDir);
   if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
+    const int err = errno;
+    if (err == ENOENT) return std::nullopt;
     // O_DIRECTORY reports a symlink as ENOTDIR, before O_NOFOLLOW's ELOOP.
     struct stat st {};
-    if (errno == ELOOP ||
-        (errno == ENOTDIR &&
+    if (err == ELOOP ||
+        (err == ENOTDIR &&
          ::fstatat(parent, std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
          S_ISLNK(st.st_mode))) {
       Fail(ErrorCode::kPermissionDenied, "{} is a symbolic link", path);
     }
-    if (errno == ENOTDIR) Fail(ErrorCode::kFailedPrecondition, "{} is not a directory", path);
-    FailErrno("cannot open " + path, errno);
+    if (err == ENOTDIR) Fail(ErrorCode::kFailedPrecondition, "{} is not a directory", path);
+    FailErrno("cannot open " + path, err);
   }
   UniqueFd dir(fd);
   struct stat st {};
@@ -193,7 +235,7 @@ UserDir MakeUserDir(const UserDir& base, std::string_view relative) {
   return std::move(*current);
 }
 
-std::vector<DirEntry> ListDir(const UserDir& dir) {
+std::vector<DirEntry> ListDir(const UserDir& dir, std::size_t max_entries) {
   // fdopendir takes the descriptor over: give it a duplicate.
   int dup = ::fcntl(dir.fd(), F_DUPFD_CLOEXEC, 0);
   if (dup < 0) FailErrno("cannot list " + dir.path(), errno);
@@ -210,6 +252,10 @@ std::vector<DirEntry> ListDir(const UserDir& dir) {
   while (struct dirent* e = ::readdir(d.get())) {
     std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
+    if (entries.size() == max_entries) {
+      Fail(ErrorCode::kResourceExhausted, "{} holds more than {} entries; it is not read",
+           dir.path(), max_entries);
+    }
     DirEntry entry;
     entry.name = std::string(name);
     if (::fstatat(dir.fd(), e->d_name, &entry.st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone
@@ -223,24 +269,8 @@ std::vector<DirEntry> ListDir(const UserDir& dir) {
 
 ReadResult ReadUserFile(const UserDir& dir, std::string_view name, std::size_t max_bytes) {
   const std::string path = Join(dir.path(), name);
-  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
-  // waiting for a writer.
-  UniqueFd fd(::openat(dir.fd(), std::string(name).c_str(),
-                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-  if (!fd) {
-    if (errno == ELOOP) Fail(ErrorCode::kInvalidArgument, "{} is a symbolic link", path);
-    if (errno == ENOENT) Fail(ErrorCode::kNotFound, "{} is gone", path);
-    FailErrno("cannot open " + path, errno, ErrorCode::kInvalidArgument);
-  }
   ReadResult result;
-  if (::fstat(fd.get(), &result.st) != 0) FailErrno("cannot stat " + path, errno);
-  if (!S_ISREG(result.st.st_mode)) {
-    Fail(ErrorCode::kInvalidArgument, "{} is not a regular file (a FIFO, device or directory)",
-         path);
-  }
-  if (std::string why = CheckUserOwned(result.st, dir.owner(), path); !why.empty()) {
-    Fail(ErrorCode::kInvalidArgument, "{}", why);
-  }
+  UniqueFd fd = OpenUserRegularFile(dir, name, O_RDONLY, &result.st);
   if (static_cast<std::uint64_t>(result.st.st_size) > max_bytes) {
     Fail(ErrorCode::kInvalidArgument, "{} has {} bytes (at most {})", path, result.st.st_size,
          max_bytes);
@@ -262,10 +292,13 @@ ReadResult ReadUserFile(const UserDir& dir, std::string_view name, std::size_t m
 }
 
 bool BeingWritten(const UserDir& dir, std::string_view name) {
-  UniqueFd fd(::openat(dir.fd(), std::string(name).c_str(),
-                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
   struct stat st {};
-  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  UniqueFd fd;
+  try {
+    fd = OpenUserRegularFile(dir, name, O_RDONLY, &st);
+  } catch (const Error&) {
+    return false;  // not a file to take: the caller finds out why
+  }
   if (::fcntl(fd.get(), F_SETLEASE, F_RDLCK) != 0) return errno == EAGAIN;
   ::fcntl(fd.get(), F_SETLEASE, F_UNLCK);
   return false;
@@ -273,6 +306,7 @@ bool BeingWritten(const UserDir& dir, std::string_view name) {
 
 void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view content,
                    unsigned mode) {
+  CheckEntryName(name);
   const std::string path = Join(dir.path(), name);
   const std::string scratch = ScratchName(name);
   UniqueFd fd(::openat(dir.fd(), scratch.c_str(),
@@ -293,29 +327,23 @@ void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view c
   }
 }
 
-std::uint64_t AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content) {
-  const std::string path = Join(dir.path(), name);
-  const std::string file(name);
+void AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content) {
   struct stat st {};
-  if (::fstatat(dir.fd(), file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-      st.st_nlink == 1 && CheckUserOwned(st, dir.owner(), path).empty()) {
-    UniqueFd fd(::openat(dir.fd(), file.c_str(),
-                         O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-    struct stat opened {};
-    // The same file as checked (not swapped in between), still one link.
-    if (fd && ::fstat(fd.get(), &opened) == 0 && opened.st_ino == st.st_ino &&
-        opened.st_dev == st.st_dev && S_ISREG(opened.st_mode) && opened.st_nlink == 1 &&
-        opened.st_uid == dir.owner().uid) {
-      WriteAll(fd.get(), content, path);
-      return static_cast<std::uint64_t>(opened.st_size) + content.size();
-    }
+  UniqueFd fd;
+  try {
+    fd = OpenUserRegularFile(dir, name, O_WRONLY | O_APPEND, &st);
+  } catch (const Error&) {
+    // Absent, or not a file that may be appended to: start a new one.
   }
-  // Absent, or not a file that may be appended to: start a new one.
+  if (fd && st.st_nlink == 1) {
+    WriteAll(fd.get(), content, Join(dir.path(), name));
+    return;
+  }
   WriteUserFile(dir, name, content, 0644);
-  return content.size();
 }
 
 void RemoveUserFile(const UserDir& dir, std::string_view name) {
+  CheckEntryName(name);
   if (::unlinkat(dir.fd(), std::string(name).c_str(), 0) != 0 && errno != ENOENT) {
     FailErrno("cannot remove " + Join(dir.path(), name), errno);
   }
@@ -323,7 +351,18 @@ void RemoveUserFile(const UserDir& dir, std::string_view name) {
 
 std::string MoveUserFile(const UserDir& from, std::string_view name, const UserDir& to,
                          std::string_view new_name) {
+  CheckEntryName(name);
+  CheckEntryName(new_name);
   const std::string source(name);
+  // Only files move (a folder of the user's is theirs to move).
+  struct stat st {};
+  if (::fstatat(from.fd(), source.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) Fail(ErrorCode::kNotFound, "{} is gone", Join(from.path(), name));
+    FailErrno("cannot stat " + Join(from.path(), name), errno);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    Fail(ErrorCode::kInvalidArgument, "{} is a folder", Join(from.path(), name));
+  }
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::string target =
         attempt == 0 ? std::string(new_name) : fmt::format("{}.{}", new_name, attempt);

@@ -63,8 +63,9 @@ struct DirEntry {
   EntryType type = EntryType::kOther;
   struct stat st {};
 };
-// The entries of a directory (not . and ..), stat'ed without following.
-std::vector<DirEntry> ListDir(const UserDir& dir);
+// The entries of a directory (not . and ..), stat'ed without following;
+// kResourceExhausted past `max_entries` (a tree no one reads for long).
+std::vector<DirEntry> ListDir(const UserDir& dir, std::size_t max_entries = 4096);
 
 // A request file's content: a regular file of the user's, not group- or
 // world-writable, of at most `max_bytes`. kInvalidArgument saying what is
@@ -86,12 +87,13 @@ void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view c
                    unsigned mode);
 // Appends to `name`, creating it (mode 0644): an existing file must be a
 // regular file of the user's with one link, else it is replaced by a new
-// one holding only `content`. Returns the size after the append.
-std::uint64_t AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content);
+// one holding only `content`.
+void AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content);
 // Removes `name` (never follows it); absent is fine.
 void RemoveUserFile(const UserDir& dir, std::string_view name);
-// Moves `name` from `from` to `to`/`new_name` without replacing anything
-// there; on a name clash tries `new_name`.1, .2 ... Returns the name used.
+// Moves the file (anything but a folder) `name` from `from` to
+// `to`/`new_name` without replacing anything there; on a name clash tries
+// `new_name`.1, .2 ... Returns the name used. kNotFound if it is gone.
 std::string MoveUserFile(const UserDir& from, std::string_view name, const UserDir& to,
                          std::string_view new_name);
 

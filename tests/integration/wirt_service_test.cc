@@ -137,8 +137,12 @@ class WirtServiceTest : public ::testing::Test {
     options.client_host = "host.example";
     options.workers = workers;
     options.history_keep = 100;
+    options.short_life = short_life_;
+    options.retry_backoff = 100ms;
+    options.retry_limit = 2;
     service_ = std::make_unique<Service>(options, backend_);
     backend_.service = service_.get();
+    service_->Adopt();
     service_->Start();
   }
 
@@ -160,7 +164,7 @@ class WirtServiceTest : public ::testing::Test {
   bool Idle() {
     return WaitFor([&] { return service_->Busy() == 0; });
   }
-  static std::string Owner(const TestUser& u) { return OwnerOf(u.uid); }
+  static std::string Owner(const TestUser& u) { return UserOwner(u.uid); }
   static fs::path Info(const TestUser& u, const std::string& vm) {
     return u.home / "wirt/info/vm" / vm;
   }
@@ -180,6 +184,8 @@ class WirtServiceTest : public ::testing::Test {
   TestUser alice_, bob_;
   FakeBackend backend_;
   std::unique_ptr<Service> service_;
+  // An instance that ends sooner counts as a failed start for autostart.
+  std::chrono::seconds short_life_{0};
 };
 
 TEST_F(WirtServiceTest, StartWritesCredentialsStatusLogAndHistory) {
@@ -379,6 +385,31 @@ TEST_F(WirtServiceTest, AutostartKeepsOneInstanceRunning) {
   ASSERT_TRUE(Idle());
   EXPECT_EQ(backend_.Running(), 0u);
   EXPECT_THAT(Read(Info(alice_, "web") / "status.xml"), HasSubstr("<autostart>no</autostart>"));
+}
+
+TEST_F(WirtServiceTest, AutostartBacksOffFromAnInstanceThatKeepsDyingAndGivesUp) {
+  short_life_ = 3600s;  // every instance here dies young
+  StartService();
+  As(alice_, "mkdir -p wirt/service/vm/web && touch wirt/service/vm/web/autostart");
+  ASSERT_TRUE(WaitFor([&] { return backend_.Running() == 1; }));
+  for (std::size_t boots = 1; boots <= 3; ++boots) {
+    ASSERT_TRUE(WaitFor([&] { return backend_.Running() == 1; })) << boots;
+    const auto ended = std::chrono::steady_clock::now();
+    backend_.EndInstance(Owner(alice_), "web");
+    if (boots == 3) break;
+    ASSERT_TRUE(WaitFor([&] { return backend_.Calls(Owner(alice_), "web").size() == boots + 1; }));
+    // Not at once: after the backoff (100 ms, then 200 ms).
+    EXPECT_GE(std::chrono::steady_clock::now() - ended, 100ms * boots);
+  }
+  ASSERT_TRUE(WaitFor([&] {
+    return Read(Info(alice_, "web") / "status.xml").find("autostart gave up") != std::string::npos;
+  }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(backend_.Calls(Owner(alice_), "web").size(), 3u);
+  EXPECT_THAT(Read(Info(alice_, "web") / "status.xml"), HasSubstr("<state>failed</state>"));
+  // A start of the user's own is a fresh attempt.
+  As(alice_, "touch wirt/service/vm/web/start");
+  ASSERT_TRUE(WaitFor([&] { return backend_.Running() == 1; }));
 }
 
 TEST_F(WirtServiceTest, ABurstFromTwoUsersIsProcessedInOrderPerVm) {

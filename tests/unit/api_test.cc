@@ -467,11 +467,12 @@ TEST(WireTest, RemoteCallersGetNoHostInternalsInErrors) {
 TEST(RouterTest, InvalidUtf8InATargetGetsAnAnswerNotACrash) {
   ApiContext context;  // no engine: these requests never reach it
   HttpRequest request{http::verb::get, "/v1/\xff\xfe", 11};
-  HttpResponse response = HandleApiRequest(context, request, Peer{true, {}});
+  HttpResponse response = HandleApiRequest(context, request, Peer{true, {}, 0});
   EXPECT_EQ(response.result(), http::status::not_found);
   EXPECT_THAT(response.body(), HasSubstr("no such endpoint"));
   request.target("/v1/sandboxes/\xc3");
-  EXPECT_EQ(HandleApiRequest(context, request, Peer{true, {}}).result(), http::status::bad_request);
+  EXPECT_EQ(HandleApiRequest(context, request, Peer{true, {}, 0}).result(),
+            http::status::bad_request);
 }
 
 }  // namespace

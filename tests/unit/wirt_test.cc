@@ -286,8 +286,15 @@ TEST_F(UserTree, ScanFindsRequestsOldestFirstAndStrays) {
   for (const auto& s : scan.strays) strays.insert(s.dir + "/" + s.name);
   EXPECT_EQ(strays, (std::set<std::string>{"wirt/service/vm/web/reboot", "wirt/service/vm/Bad Name",
                                            "virsh/notes"}));
-  EXPECT_TRUE(std::count(scan.watch.begin(), scan.watch.end(), "wirt/service/vm/web"));
-  EXPECT_TRUE(std::count(scan.watch.begin(), scan.watch.end(), "virsh/dom-db"));
+  // The folders to watch, as descriptors of the folders read.
+  std::set<fs::path> watched;
+  for (const UniqueFd& fd : scan.watch) {
+    watched.insert(fs::read_symlink("/proc/self/fd/" + std::to_string(fd.get())));
+  }
+  EXPECT_EQ(watched,
+            (std::set<fs::path>{home_path_, home_path_ / "wirt", home_path_ / "wirt/service",
+                                home_path_ / "wirt/service/vm", home_path_ / "wirt/service/vm/web",
+                                home_path_ / "virsh", home_path_ / "virsh/dom-db"}));
   EXPECT_TRUE(scan.problems.empty());
 }
 

@@ -3,39 +3,9 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/text.h"
 
 namespace ephemera {
-
-std::string XmlEscape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        // XML 1.0 allows no control characters but tab and newlines.
-        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-          Fail(ErrorCode::kInvalidArgument, "a control character cannot go into libvirt's XML");
-        }
-        out.push_back(c);
-    }
-  }
-  return out;
-}
 
 std::string BuildDomainXml(const LibvirtDomain& d) {
   const VmSpec& spec = *d.spec;

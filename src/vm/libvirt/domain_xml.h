@@ -37,8 +37,6 @@ struct LibvirtDomain {
   std::vector<std::pair<std::string, std::string>> filter_parameters;
 };
 
-std::string XmlEscape(std::string_view text);
-
 std::string BuildDomainXml(const LibvirtDomain& domain);
 
 struct LibvirtNetwork {
