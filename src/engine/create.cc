@@ -146,7 +146,15 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     v.spec.machine = *request.machine;
   }
   if (!request.name.empty()) CheckSandboxName(request.name);
-  for (const std::string& key : request.authorized_keys) CheckAuthorizedKey(key);
+  std::size_t keys_bytes = 0;
+  for (const std::string& key : request.authorized_keys) {
+    CheckAuthorizedKey(key);
+    keys_bytes += key.size() + 1;
+  }
+  if (keys_bytes > kMaxAuthorizedKeysBytes) {
+    Fail(ErrorCode::kInvalidArgument, "'ssh_keys' take {} bytes (at most {})", keys_bytes,
+         kMaxAuthorizedKeysBytes);
+  }
   v.spec.image = ResolveImage(request);
   TouchImage(v.spec.image);
   try {

@@ -14,7 +14,9 @@ ClientCredentials GenerateClientCredentials() {
 }
 
 void CheckAuthorizedKey(std::string_view line) {
-  if (line.size() > 16 * 1024) Fail(ErrorCode::kInvalidArgument, "ssh key: longer than 16 KiB");
+  if (line.size() > kMaxAuthorizedKeyBytes) {
+    Fail(ErrorCode::kInvalidArgument, "ssh key: longer than {} bytes", kMaxAuthorizedKeyBytes);
+  }
   for (char c : line) {
     auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u > 0x7e || c == '\'' || c == '"' || c == '\\') {
@@ -35,11 +37,14 @@ void CheckAuthorizedKey(std::string_view line) {
   if (blob.empty() || ssh_pki_import_pubkey_base64(blob.c_str(), named, &key) != SSH_OK) {
     Fail(ErrorCode::kInvalidArgument, "ssh key: the key data is not a valid {} public key", type);
   }
-  enum ssh_keytypes_e actual = ssh_key_type(key);
+  const char* actual = ssh_key_type_to_char(ssh_key_type(key));
+  const std::string canonical = actual ? actual : "";
   ssh_key_free(key);
-  // rsa-sha2-* name a signature scheme of an ssh-rsa key.
-  if (actual != named && !(actual == SSH_KEYTYPE_RSA && type.rfind("rsa-sha2-", 0) == 0)) {
-    Fail(ErrorCode::kInvalidArgument, "ssh key: the key data is not of type {}", type);
+  // The name sshd reads in authorized_keys (not a signature scheme such as
+  // rsa-sha2-256, which it would ignore).
+  if (canonical != type) {
+    Fail(ErrorCode::kInvalidArgument, "ssh key: the key data is of type '{}', not '{}'", canonical,
+         type);
   }
 }
 

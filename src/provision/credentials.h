@@ -20,6 +20,9 @@ ClientCredentials GenerateClientCredentials();
 // names, the comment printable and without quotes or backslashes (the line
 // reaches a guest's shell quoted). kInvalidArgument saying what is wrong.
 void CheckAuthorizedKey(std::string_view line);
+constexpr std::size_t kMaxAuthorizedKeyBytes = 8192;
+// All of one client's keys together (they reach the guest as one command).
+constexpr std::size_t kMaxAuthorizedKeysBytes = 64 * 1024;
 
 // An ed25519 key pair generated in memory for one sandbox. The endpoint's
 // public half and the host key's private half go to the guest before boot

@@ -46,6 +46,12 @@ bool EndpointLogin(SshSession& session, const EndpointAuth& auth) {
 // were checked (CheckAuthorizedKey): no quote can end the quoting.
 void AuthorizeKeys(SshSession& client, const ProvisionRequest& request) {
   std::string command = "umask 077 && mkdir -p ~/.ssh && printf '%s\\n'";
+  std::size_t total = 0;
+  for (const std::string& key : request.authorized_keys) total += key.size() + 1;
+  if (total > kMaxAuthorizedKeysBytes) {
+    Fail(ErrorCode::kInvalidArgument, "the client's ssh keys take {} bytes (at most {})", total,
+         kMaxAuthorizedKeysBytes);
+  }
   for (const std::string& key : request.authorized_keys) {
     CheckAuthorizedKey(key);
     command += " '" + key + "'";

@@ -49,6 +49,32 @@ TEST(CredentialsTest, AHostKeyExportsAsAnOpenSshPrivateKeyOfTheSamePair) {
   EXPECT_EQ(key.AuthorizedKeysLine(), key.PublicKeyLine() + " ephemera-endpoint\n");
 }
 
+TEST(CredentialsTest, OnlyWellFormedPublicKeysMayBeAuthorized) {
+  const std::string key = SshKeyPair::Generate().PublicKeyLine();
+  EXPECT_NO_THROW(CheckAuthorizedKey(key));
+  EXPECT_NO_THROW(CheckAuthorizedKey(key + " alice@laptop"));
+  auto message = [](const std::string& line) {
+    try {
+      CheckAuthorizedKey(line);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const std::string blob = key.substr(key.find(' ') + 1);
+  // A quote would end the guest shell's quoting; options come before the type.
+  EXPECT_THAT(message(key + " x'; reboot; '"), ::testing::HasSubstr("quotes"));
+  EXPECT_THAT(message("command=\"sh\" " + key), ::testing::HasSubstr("quotes"));
+  EXPECT_THAT(message(key + "\nssh-ed25519 AAAA"), ::testing::HasSubstr("one line"));
+  EXPECT_THAT(message("ssh-dss " + blob), ::testing::HasSubstr("ssh key"));
+  EXPECT_THAT(message("ssh-rsa " + blob), ::testing::HasSubstr("ssh key"));
+  EXPECT_THAT(message("rsa-sha2-256 " + blob), ::testing::HasSubstr("ssh key"));
+  EXPECT_THAT(message("ssh-ed25519 AAAA"), ::testing::HasSubstr("not a valid"));
+  EXPECT_THAT(message("ssh-ed25519"), ::testing::HasSubstr("not a valid"));
+  EXPECT_THAT(message(key + " " + std::string(9000, 'c')), ::testing::HasSubstr("longer than"));
+}
+
 TEST(ProvisionTest, NothingListeningTimesOutClearly) {
   SshKeyPair key = SshKeyPair::Generate();
   ProvisionRequest request;
