@@ -248,11 +248,13 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     }
   }
   if (!s.spec.run_id.empty()) {
-    auto holder = db_.Prepare("SELECT id FROM sandboxes WHERE run_id = ? AND machine = ?");
+    auto holder = db_.Prepare("SELECT id, owner FROM sandboxes WHERE run_id = ? AND machine = ?");
     holder.Bind(1, s.spec.run_id).Bind(2, s.spec.machine);
     if (holder.Step()) {
-      Fail(ErrorCode::kAlreadyExists, "run '{}' already has a machine named '{}' (sandbox {})",
-           s.spec.run_id, s.spec.machine, holder.Text(0));
+      // Another owner's sandbox is not named to this one.
+      Fail(ErrorCode::kAlreadyExists, "run '{}' already has a machine named '{}' ({})",
+           s.spec.run_id, s.spec.machine,
+           holder.Text(1) == s.owner ? "sandbox " + holder.Text(0) : "another owner's sandbox");
     }
   }
   if (!s.name.empty()) {

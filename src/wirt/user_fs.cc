@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/fsuid.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +19,39 @@ namespace ephemera::wirt {
 namespace {
 
 constexpr int kOpenDir = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+
+// Runs this thread's file access as the user (fsuid and fsgid, which the
+// kernel keeps per thread; root's file capabilities are off meanwhile):
+// whatever the checks miss, the kernel refuses what the user could not do,
+// and what is written counts against the user's quota. Nests.
+class AsUser {
+ public:
+  explicit AsUser(const Owner& owner) {
+    if (::geteuid() != 0) return;  // not root: already no more than the user
+    previous_gid_ = static_cast<gid_t>(::setfsgid(owner.gid));
+    previous_uid_ = static_cast<uid_t>(::setfsuid(owner.uid));
+    active_ = true;
+    if (static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) != owner.uid ||
+        static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) != owner.gid) {
+      Restore();
+      Fail(ErrorCode::kInternal, "cannot act as uid {} for its files", owner.uid);
+    }
+  }
+  ~AsUser() { Restore(); }
+  AsUser(const AsUser&) = delete;
+  AsUser& operator=(const AsUser&) = delete;
+
+ private:
+  void Restore() {
+    if (!active_) return;
+    ::setfsuid(previous_uid_);
+    ::setfsgid(previous_gid_);
+    active_ = false;
+  }
+  bool active_ = false;
+  uid_t previous_uid_ = 0;
+  gid_t previous_gid_ = 0;
+};
 
 std::string Join(const std::string& dir, std::string_view name) {
   return dir.empty() || dir.back() == '/' ? dir + std::string(name) : dir + "/" + std::string(name);
@@ -179,12 +213,14 @@ UserDir OpenHome(const std::string& home, Owner owner) {
   }
   UniqueFd parent_fd(::open(parent.empty() ? "/" : parent.c_str(), kOpenDir & ~O_NOFOLLOW));
   if (!parent_fd) FailErrno("cannot open " + parent, errno, ErrorCode::kFailedPrecondition);
+  AsUser as(owner);
   auto dir = OpenChildDir(parent_fd.get(), parent, name, owner);
   if (!dir) Fail(ErrorCode::kNotFound, "home {} does not exist", home);
   return std::move(*dir);
 }
 
 std::optional<UserDir> OpenUserDir(const UserDir& base, std::string_view relative) {
+  AsUser as(base.owner());
   int parent = base.fd();
   std::string path = base.path();
   std::optional<UserDir> current;
@@ -199,6 +235,7 @@ std::optional<UserDir> OpenUserDir(const UserDir& base, std::string_view relativ
 }
 
 UserDir MakeUserDir(const UserDir& base, std::string_view relative) {
+  AsUser as(base.owner());
   int parent = base.fd();
   std::string path = base.path();
   std::optional<UserDir> current;
@@ -206,14 +243,15 @@ UserDir MakeUserDir(const UserDir& base, std::string_view relative) {
     const std::string name(part);
     struct stat st {};
     if (::fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      // Made under a scratch name, handed over, then renamed into place: no
-      // one (another thread of ours included) sees it while root's.
+      // Made (as the user) under a scratch name with its final mode, then
+      // renamed into place: no one, another thread of ours included, sees
+      // it half made.
       const std::string scratch = ScratchName(name);
       if (::mkdirat(parent, scratch.c_str(), 0700) != 0) {
         FailErrno("cannot create " + Join(path, part), errno);
       }
       UniqueFd made(::openat(parent, scratch.c_str(), kOpenDir));
-      if (!made || ::fstat(made.get(), &st) != 0 || st.st_uid != 0 ||
+      if (!made || ::fstat(made.get(), &st) != 0 ||
           ::fchown(made.get(), base.owner().uid, base.owner().gid) != 0 ||
           ::fchmod(made.get(), 0755) != 0) {
         int err = errno;
@@ -236,6 +274,7 @@ UserDir MakeUserDir(const UserDir& base, std::string_view relative) {
 }
 
 std::vector<DirEntry> ListDir(const UserDir& dir, std::size_t max_entries) {
+  AsUser as(dir.owner());
   // fdopendir takes the descriptor over: give it a duplicate.
   int dup = ::fcntl(dir.fd(), F_DUPFD_CLOEXEC, 0);
   if (dup < 0) FailErrno("cannot list " + dir.path(), errno);
@@ -268,6 +307,7 @@ std::vector<DirEntry> ListDir(const UserDir& dir, std::size_t max_entries) {
 }
 
 ReadResult ReadUserFile(const UserDir& dir, std::string_view name, std::size_t max_bytes) {
+  AsUser as(dir.owner());
   const std::string path = Join(dir.path(), name);
   ReadResult result;
   UniqueFd fd = OpenUserRegularFile(dir, name, O_RDONLY, &result.st);
@@ -292,6 +332,7 @@ ReadResult ReadUserFile(const UserDir& dir, std::string_view name, std::size_t m
 }
 
 bool BeingWritten(const UserDir& dir, std::string_view name) {
+  AsUser as(dir.owner());
   struct stat st {};
   UniqueFd fd;
   try {
@@ -306,6 +347,7 @@ bool BeingWritten(const UserDir& dir, std::string_view name) {
 
 void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view content,
                    unsigned mode) {
+  AsUser as(dir.owner());
   CheckEntryName(name);
   const std::string path = Join(dir.path(), name);
   const std::string scratch = ScratchName(name);
@@ -328,6 +370,7 @@ void WriteUserFile(const UserDir& dir, std::string_view name, std::string_view c
 }
 
 void AppendUserFile(const UserDir& dir, std::string_view name, std::string_view content) {
+  AsUser as(dir.owner());
   struct stat st {};
   UniqueFd fd;
   try {
@@ -343,6 +386,7 @@ void AppendUserFile(const UserDir& dir, std::string_view name, std::string_view 
 }
 
 void RemoveUserFile(const UserDir& dir, std::string_view name) {
+  AsUser as(dir.owner());
   CheckEntryName(name);
   if (::unlinkat(dir.fd(), std::string(name).c_str(), 0) != 0 && errno != ENOENT) {
     FailErrno("cannot remove " + Join(dir.path(), name), errno);
@@ -351,6 +395,7 @@ void RemoveUserFile(const UserDir& dir, std::string_view name) {
 
 std::string MoveUserFile(const UserDir& from, std::string_view name, const UserDir& to,
                          std::string_view new_name) {
+  AsUser as(from.owner());
   CheckEntryName(name);
   CheckEntryName(new_name);
   const std::string source(name);
@@ -380,6 +425,7 @@ std::string MoveUserFile(const UserDir& from, std::string_view name, const UserD
 
 bool RotateUserLog(const UserDir& dir, std::string_view name, std::uint64_t max_bytes,
                    unsigned keep) {
+  AsUser as(dir.owner());
   struct stat st {};
   const std::string file(name);
   if (::fstatat(dir.fd(), file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||

@@ -121,6 +121,17 @@ TEST_F(StoreTest, ARunHoldsOneMachineOfEachName) {
     EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
     EXPECT_THAT(e.what(), ::testing::HasSubstr(first.id.str()));
   }
+  // Another owner learns that the name is taken, not by which sandbox.
+  Sandbox others = again;
+  others.owner = "uid:1001";
+  try {
+    store.Insert(others);
+    ADD_FAILURE() << "two m1 in run-7";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), ::testing::Not(::testing::HasSubstr(first.id.str())));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("another owner's sandbox"));
+  }
   again.spec.run_id = "run-8";  // the name is free in another run
   store.Insert(again);
   Sandbox plain1 = MakeSandbox(), plain2 = MakeSandbox();  // no run: no constraint

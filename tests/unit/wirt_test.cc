@@ -114,6 +114,8 @@ class UserTree : public ::testing::Test {
   static constexpr gid_t kGid = 4343;
 
   void SetUp() override {
+    // As /home is: the user may look their home up (the daemon acts as them).
+    fs::permissions(dir_.path(), fs::perms(0755));
     home_path_ = dir_.path() / "alice";
     Mkdir(home_path_);
     home_ = OpenHome(home_path_.string(), {kUid, kGid});
@@ -215,6 +217,17 @@ TEST_F(UserTree, WritesReplaceAPlantedSymlinkAndLeaveItsTarget) {
   RemoveUserFile(home_, "credentials");
   EXPECT_FALSE(fs::exists(fs::symlink_status(home_path_ / "credentials")));
   EXPECT_EQ(ReadFile(dir_.path() / "precious"), "root's");
+}
+
+TEST_F(UserTree, FilesAreWrittenWithTheUsersOwnRights) {
+  // Root could write here; the user cannot, and neither does the daemon.
+  Mkdir(home_path_ / "readonly", 0555);
+  auto readonly = OpenUserDir(home_, "readonly");
+  ASSERT_TRUE(readonly);
+  EXPECT_NE(std::string(ErrorOf([&] { WriteUserFile(*readonly, "status.xml", "x", 0644); }).what())
+                .find("Permission denied"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(home_path_ / "readonly/status.xml"));
 }
 
 TEST_F(UserTree, MovesNeverReplace) {
