@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,9 +37,13 @@ std::string MailMessage(const std::vector<std::string>& recipients, const std::s
 
 void SendMail(const std::string& sendmail, const std::vector<std::string>& recipients,
               const std::string& subject, const std::string& body) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) FailErrno("pipe", errno);
-  UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  // A socket rather than a pipe: a sendmail that quits without reading
+  // must not kill the daemon (or a test) with SIGPIPE (MSG_NOSIGNAL).
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+    FailErrno("socketpair", errno);
+  }
+  UniqueFd read_end(ends[0]), write_end(ends[1]);
   SpawnSpec spec;
   spec.argv = {sendmail, "-oi", "--"};
   for (const auto& r : recipients) spec.argv.push_back(r);
@@ -48,7 +53,7 @@ void SendMail(const std::string& sendmail, const std::vector<std::string>& recip
   std::string message = MailMessage(recipients, subject, body);
   std::string_view rest = message;
   while (!rest.empty()) {
-    ssize_t n = ::write(write_end.get(), rest.data(), rest.size());
+    ssize_t n = ::send(write_end.get(), rest.data(), rest.size(), MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) break;  // sendmail quit early: its status says why
     rest.remove_prefix(static_cast<std::size_t>(n));
