@@ -314,36 +314,7 @@ int Ssh(const std::string& id, const std::vector<std::string>& command) {
                  id.c_str(), e.what());
     return 1;
   }
-  char dir_template[] = "/tmp/ephemera-ssh-XXXXXX";
-  if (!::mkdtemp(dir_template)) {
-    std::perror("ephemera: mkdtemp");
-    return 1;
-  }
-  std::string dir = dir_template;
-  {
-    // Pin the host key the daemon saw while provisioning.
-    std::ofstream known(dir + "/known_hosts");
-    known << KnownHostsLine(access);
-  }
-  char self[4096] = {};
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  std::vector<std::string> args = SshArgv(access, dir + "/known_hosts", command);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("SSH_ASKPASS", n > 0 ? self : "ephemera", 1);
-    ::setenv("SSH_ASKPASS_REQUIRE", "force", 1);
-    ::setenv(kAskpassVariable, id.c_str(), 1);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp("ssh", argv.data());
-    std::perror("ephemera: cannot run ssh");
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  std::filesystem::remove_all(dir);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  return ephemera::cli::RunSsh(access, command, "ephemera", kAskpassVariable, id);
 }
 
 // The server a remembered sandbox came from: "" for the local socket,

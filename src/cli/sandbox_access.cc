@@ -1,6 +1,13 @@
 #include "cli/sandbox_access.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 namespace ephemera::cli {
@@ -124,6 +131,45 @@ std::vector<std::string> SshArgv(const SandboxAccess& a, const std::string& know
                                    a.host};
   args.insert(args.end(), command.begin(), command.end());
   return args;
+}
+
+int RunSsh(const SandboxAccess& access, const std::vector<std::string>& command,
+           const std::string& program, const char* askpass_variable,
+           const std::string& askpass_value) {
+  std::string dir_template = "/tmp/" + program + "-ssh-XXXXXX";
+  if (!::mkdtemp(dir_template.data())) {
+    throw std::runtime_error(std::string("cannot create a folder for known_hosts: ") +
+                             std::strerror(errno));
+  }
+  const std::string dir = dir_template;
+  {
+    // Pin the host key the daemon saw while provisioning.
+    std::ofstream known(dir + "/known_hosts");
+    known << KnownHostsLine(access);
+  }
+  char self[4096] = {};
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  std::vector<std::string> args = SshArgv(access, dir + "/known_hosts", command);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("SSH_ASKPASS", n > 0 ? self : program.c_str(), 1);
+    ::setenv("SSH_ASKPASS_REQUIRE", "force", 1);
+    ::setenv(askpass_variable, askpass_value.c_str(), 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp("ssh", argv.data());
+    std::perror((program + ": cannot run ssh").c_str());
+    ::_exit(127);
+  }
+  const int fork_error = errno;
+  int status = 0;
+  if (pid > 0) ::waitpid(pid, &status, 0);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (pid < 0)
+    throw std::runtime_error(std::string("cannot start ssh: ") + std::strerror(fork_error));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 }  // namespace ephemera::cli

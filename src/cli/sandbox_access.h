@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,5 +34,14 @@ std::vector<std::string> SshArgv(const SandboxAccess& access, const std::string&
                                  const std::vector<std::string>& command);
 // The known_hosts line that pins the host key.
 std::string KnownHostsLine(const SandboxAccess& access);
+
+// Runs ssh to the sandbox and returns its exit status: the host key pinned
+// in a private known_hosts (removed afterwards), and the password handed
+// over by this very program run as SSH_ASKPASS, which finds it through the
+// environment variable `askpass_variable` set to `askpass_value`.
+// std::runtime_error if ssh cannot be started.
+int RunSsh(const SandboxAccess& access, const std::vector<std::string>& command,
+           const std::string& program, const char* askpass_variable,
+           const std::string& askpass_value);
 
 }  // namespace ephemera::cli

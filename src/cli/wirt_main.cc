@@ -82,38 +82,9 @@ int Askpass(const char* file) {
 int Ssh(const Tree& tree, const std::string& name, const std::vector<std::string>& command) {
   fs::path credentials = tree.CredentialsFile(name);
   SandboxAccess access = ReadCredentials(credentials);
-  char dir_template[] = "/tmp/wirt-ssh-XXXXXX";
-  if (!::mkdtemp(dir_template)) FailErrno("cannot create a folder for known_hosts", errno);
-  fs::path dir = dir_template;
-  {
-    // Pin the host key the daemon saw while provisioning.
-    std::ofstream known(dir / "known_hosts");
-    known << ephemera::cli::KnownHostsLine(access);
-  }
-  char self[4096] = {};
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  std::vector<std::string> args =
-      ephemera::cli::SshArgv(access, (dir / "known_hosts").string(), command);
   // Absolute: ssh may run the askpass from another working directory.
-  std::string askpass_file = fs::absolute(credentials).string();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("SSH_ASKPASS", n > 0 ? self : "wirt", 1);
-    ::setenv("SSH_ASKPASS_REQUIRE", "force", 1);
-    ::setenv(kAskpassVariable, askpass_file.c_str(), 1);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp("ssh", argv.data());
-    std::perror("wirt: cannot run ssh");
-    ::_exit(127);
-  }
-  int status = 0;
-  if (pid > 0) ::waitpid(pid, &status, 0);
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  if (pid < 0) FailErrno("cannot start ssh", errno);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  return ephemera::cli::RunSsh(access, command, "wirt", kAskpassVariable,
+                               fs::absolute(credentials).string());
 }
 
 // Copies the log to stdout as it is: it may be large, and the daemon has

@@ -93,9 +93,7 @@ void Service::RunInstanceGone(const VmKey& key, const Task& task) {
   if (member) {
     try {
       UserDir home = OpenHome(member->home, {member->uid, member->gid});
-      if (auto info = OpenUserDir(home, InfoDir(key.name))) {
-        RemoveUserFile(*info, kCredentialsFile);
-      }
+      RemoveCredentials(home, key.name);
       Report(*member, home, key.name,
              fmt::format("instance {} ended: {}", task.gone_id->str(), task.why));
       WriteStatus(key, *member, home);
@@ -105,20 +103,28 @@ void Service::RunInstanceGone(const VmKey& key, const Task& task) {
   }
   if (!Autostarted(key)) return;
   if (!short_life) {
-    {
-      std::lock_guard lock(mutex_);
-      vms_[key].failures = 0;
-    }
+    ResetAutostartFailures(key);
     return RunKeepRunning(key, "the instance ended");
   }
   // It died young: again later, not in a tight loop of boots.
+  CountAutostartFailure(key);
+}
+
+void Service::ResetAutostartFailures(const VmKey& key) {
+  std::lock_guard lock(mutex_);
+  vms_[key].failures = 0;
+}
+
+void Service::CountAutostartFailure(const VmKey& key) {
   unsigned failures;
   {
     std::lock_guard lock(mutex_);
     failures = ++vms_[key].failures;
   }
-  if (failures > options_.retry_limit) return RunKeepRunning(key, "it ended too soon");
-  RetryLater(key, options_.retry_backoff * (1u << std::min(failures - 1, 10u)));
+  // Past the limit at once: RunKeepRunning then says that it gave up.
+  RetryLater(key, failures > options_.retry_limit
+                      ? std::chrono::milliseconds(0)
+                      : options_.retry_backoff * (1u << std::min(failures - 1, 10u)));
 }
 
 void Service::RunKeepRunning(const VmKey& key, const std::string& why) {
@@ -152,15 +158,7 @@ void Service::RunKeepRunning(const VmKey& key, const std::string& why) {
   } catch (const Error& e) {
     outcome = "failed";
     message = e.what();
-    {
-      std::lock_guard lock(mutex_);
-      failures = ++vms_[key].failures;
-    }
-    if (failures <= options_.retry_limit) {
-      RetryLater(key, options_.retry_backoff * (1u << std::min(failures - 1, 10u)));
-    } else {
-      RetryLater(key, std::chrono::milliseconds(0));  // to say that it gave up
-    }
+    CountAutostartFailure(key);
     Mail(*member, fmt::format("wirt: autostart of {} failed", key.name), message);
   }
   Remember(key, "autostart", outcome, message);
@@ -250,27 +248,21 @@ void Service::RunRequest(const VmKey& key, const PendingRequest& request) {
     switch (action) {
       case Action::kStart:
         // A user's start is a fresh attempt: autostart's count starts over.
-        {
-          std::lock_guard lock(mutex_);
-          vms_[key].failures = 0;
-        }
+        ResetAutostartFailures(key);
         message = StartInstance(key, *member, home, true);
         break;
       case Action::kShutdown:
-        message = StopInstance(key, true, "shut down by its user");
+        message = StopInstance(key, home, true, "shut down by its user");
         break;
       case Action::kDestroy:
-        message = StopInstance(key, false, "destroyed by its user");
+        message = StopInstance(key, home, false, "destroyed by its user");
         break;
       case Action::kAutostart:
         backend_.SetAutostart(key.uid, key.name, !parsed.disable);
         if (parsed.disable) {
           message = "autostart disabled (a running instance keeps running)";
         } else {
-          {
-            std::lock_guard lock(mutex_);
-            vms_[key].failures = 0;
-          }
+          ResetAutostartFailures(key);
           message = "autostart enabled; " + StartInstance(key, *member, home, false);
         }
         break;
@@ -407,6 +399,10 @@ std::string Service::StartInstance(const VmKey& key, const Member& member, const
                      created.sandbox.host_port, member.home, InfoDir(key.name), kCredentialsFile);
 }
 
+void Service::RemoveCredentials(const UserDir& home, const std::string& vm) {
+  if (auto info = OpenUserDir(home, InfoDir(vm))) RemoveUserFile(*info, kCredentialsFile);
+}
+
 void Service::DeliverCredentials(const VmKey& key, const UserDir& home,
                                  const CreateResult& created) {
   UserDir info = MakeUserDir(home, InfoDir(key.name));
@@ -417,7 +413,8 @@ void Service::DeliverCredentials(const VmKey& key, const UserDir& home,
   WriteUserFile(info, kCredentialsFile, credentials.dump(2) + "\n", 0600);
 }
 
-std::string Service::StopInstance(const VmKey& key, bool graceful, const std::string& why) {
+std::string Service::StopInstance(const VmKey& key, const UserDir& home, bool graceful,
+                                  const std::string& why) {
   std::optional<Sandbox> instance;
   {
     std::lock_guard lock(mutex_);
@@ -441,10 +438,7 @@ std::string Service::StopInstance(const VmKey& key, bool graceful, const std::st
     vm.instance.reset();
     vm.created.reset();
   }
-  if (auto member = Lookup(key.uid)) {
-    UserDir home = OpenHome(member->home, {member->uid, member->gid});
-    if (auto info = OpenUserDir(home, InfoDir(key.name))) RemoveUserFile(*info, kCredentialsFile);
-  }
+  RemoveCredentials(home, key.name);
   return fmt::format("sandbox {} {}; its disk and state are gone", instance->id.str(),
                      graceful ? "powered off" : "stopped");
 }

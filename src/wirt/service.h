@@ -166,8 +166,14 @@ class Service {
   // The actions; each returns the outcome message (throws on failure).
   std::string StartInstance(const VmKey& key, const Member& member, const UserDir& home,
                             bool config_may_set_autostart);
-  std::string StopInstance(const VmKey& key, bool graceful, const std::string& why);
+  std::string StopInstance(const VmKey& key, const UserDir& home, bool graceful,
+                           const std::string& why);
   void DeliverCredentials(const VmKey& key, const UserDir& home, const CreateResult& created);
+  void RemoveCredentials(const UserDir& home, const std::string& vm);
+  // Autostart's count of failures in a row: reset, or one more (then
+  // tried again after the backoff, or given up past retry_limit).
+  void ResetAutostartFailures(const VmKey& key);
+  void CountAutostartFailure(const VmKey& key);
   void Remember(const VmKey& key, const std::string& action, const std::string& outcome,
                 const std::string& message);
   void WriteStatus(const VmKey& key, const Member& member, const UserDir& home);
