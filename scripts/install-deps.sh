@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang-format git
+  # a compiler cache shared by every clone (scripts/ccache-env.sh)
+  ccache
   # libraries (one per concern, see DESIGN.md)
   libvirt-dev libssh-dev libsqlite3-dev libssl-dev nlohmann-json3-dev
   libyaml-cpp-dev libcli11-dev libboost-dev libboost-system-dev
@@ -17,6 +19,8 @@ packages=(
   passwd util-linux
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
+  # container sandboxes: the OCI runtime (runc: the alternative runtime)
+  crun runc
   # the libvirt driver (virsh: tests and operators only)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   # guest image build

@@ -18,10 +18,12 @@ echo "== unit, integration and end-to-end tests"
 ctest --test-dir build --output-on-failure -j "$jobs" -L unit
 ctest --test-dir build --output-on-failure -j 1 -L "integration|e2e"
 
+# shellcheck source=scripts/ccache-env.sh
+. scripts/ccache-env.sh
 echo "== unit tests under AddressSanitizer + UBSan, then the fuzz targets (one clang build)"
 CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   -DEPHEMERA_SANITIZE=ON -DEPHEMERA_FUZZ=ON -DEPHEMERA_INTEGRATION_TESTS=OFF -DEPHEMERA_WERROR=ON \
-  >/dev/null
+  "${ccache_args[@]}" >/dev/null
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit

@@ -30,6 +30,7 @@ std::optional<std::string> OptionalString(const json& parameters, const char* ke
 
 json Create(const AnweddolContext& c, const Caller& caller) {
   CreateRequest request;
+  request.kind = c.kind;
   request.owner = caller.owner;
   request.owner_limit = caller.owner_limit;
   CreateResult r = c.engine->Create(request);

@@ -19,6 +19,7 @@ struct AnweddolContext {
   Engine* engine = nullptr;
   AccessControl* access = nullptr;  // required: these doors are always remote
   std::string version;
+  SandboxKind kind = SandboxKind::kVm;  // what these doors hand out (anweddol.kind)
 };
 
 // Anweddol's response messages.

@@ -357,11 +357,13 @@ int main(int argc, char** argv) {
   app.fallthrough();  // the global options also after the subcommand
 
   auto* create = app.add_subcommand("create", "create a sandbox and print its SSH credentials");
-  std::optional<std::string> image, create_kernel, create_rootfs, run_id, machine;
+  std::optional<std::string> kind, image, create_kernel, create_rootfs, run_id, machine;
   std::optional<unsigned> memory, vcpus;
   std::optional<long long> ttl;
   constexpr const char* kRefHelp =
       "oci:DIR[:TAG], docker-archive:FILE or docker://HOST/REPO[:TAG|@DIGEST]";
+  create->add_option("--kind", kind, "vm (the default) or container")
+      ->check(CLI::IsMember({"vm", "container"}));
   auto* image_opt = create->add_option("--image", image, "image name");
   auto* create_kernel_opt = create->add_option(
       "--kernel", create_kernel, std::string("kernel image, pulled on first use: ") + kRefHelp);
@@ -460,6 +462,7 @@ int main(int argc, char** argv) {
     if (create->parsed()) {
       ApiClient client = target.Client();
       json body = json::object();
+      if (kind) body["kind"] = *kind;
       if (image) body["image"] = *image;
       if (create_kernel) body["kernel"] = AbsoluteReference(*create_kernel);
       if (create_rootfs) body["rootfs"] = AbsoluteReference(*create_rootfs);

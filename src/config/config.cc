@@ -294,6 +294,14 @@ void ReadAnweddol(Section& section, AnweddolConfig& out) {
   section.Read("web_tls", out.web_tls);
   section.Read("one_time_keys", out.one_time_keys);
   section.ReadUnsigned("rsa_bits", out.rsa_bits, 2048, 16384);
+  std::string kind(KindName(out.kind));
+  if (section.Read("kind", kind)) {
+    try {
+      out.kind = ParseKind(kind);
+    } catch (const Error& e) {
+      throw e.WithContext("config key '" + section.KeyPath("kind") + "'");
+    }
+  }
 }
 
 void ReadOptionalPath(Section& section, std::string_view key, std::filesystem::path& out) {
@@ -510,6 +518,32 @@ Config ParseConfig(std::string_view yaml_text) {
   wirt.Read("sendmail", config.wirt.sendmail);
   wirt.ReadUnsigned("workers", config.wirt.workers, 1, 64);
   wirt.RejectUnknown();
+
+  Section container = top.Child("container");
+  container.Read("enabled", config.container.enabled);
+  container.Read("runtime", config.container.runtime);
+  if (config.container.runtime.empty() ||
+      (config.container.runtime != "crun" && config.container.runtime != "runc" &&
+       config.container.runtime.front() != '/')) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key 'container.runtime': '{}' is neither crun, runc nor an absolute path",
+         config.container.runtime.substr(0, 64));
+  }
+  container.ReadUnsigned("uid_base", config.container.uid_base, 65536, 4000000000u);
+  if (std::uint64_t{config.container.uid_base} +
+          std::uint64_t{config.limits.max_sandboxes} * 65536 >
+      0xFFFFFFFEull) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key 'container.uid_base': {} + limits.max_sandboxes ({}) ranges of 65536 uids "
+         "pass the last uid",
+         config.container.uid_base, config.limits.max_sandboxes);
+  }
+  ReadOptionalPath(container, "seccomp_profile", config.container.seccomp_profile);
+  container.ReadUnsigned("max_pids", config.container.max_pids, 16, 1000000);
+  container.ReadUnsigned("disk_mib", config.container.disk_mib, 16, 1u << 24);
+  container.ReadUnsigned("io_weight", config.container.io_weight, 1, 10000);
+  container.ReadUnsigned("image_idle_seconds", config.container.image_idle_seconds, 0, 86400);
+  container.RejectUnknown();
 
   top.RejectUnknown();
   return config;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/ipv4.h"
+#include "core/sandbox.h"
 
 namespace ephemera {
 
@@ -124,6 +125,7 @@ struct AnweddolConfig {
   bool web_tls = false;                     // HTTPS for the web protocol, same identity as /v1
   bool one_time_keys = false;               // a fresh server RSA key per connection
   unsigned rsa_bits = 4096;
+  SandboxKind kind = SandboxKind::kVm;  // what the Anweddol doors hand out
 };
 
 // A registry docker:// references may name (one `registries:` entry).
@@ -165,6 +167,26 @@ struct WirtConfig {
   unsigned workers = 8;  // requests of different VMs in progress at once
 };
 
+// Container sandboxes: an OCI runtime (crun, or runc) runs each in its own
+// namespaces, cgroup and uid range, on an overlay of its image's rootfs.
+struct ContainerConfig {
+  bool enabled = true;           // needs the runtime; without it containers are refused
+  std::string runtime = "crun";  // crun | runc, or a path to one of them
+  // Sandbox i's root is host uid uid_base + i * 65536 (65536 uids each),
+  // for up to limits.max_sandboxes at once; the range must not overlap
+  // vm.uid_base's nor /etc/subuid's.
+  unsigned uid_base = 1000000000;
+  // A Docker/Podman-format (or OCI-format) seccomp profile; empty: the
+  // built-in one (share/ephemera/seccomp.json: Podman's, with Docker's
+  // restrictions of mount, unshare, setns and clone's namespace flags).
+  std::filesystem::path seccomp_profile;
+  unsigned max_pids = 1024;  // processes and threads per container
+  unsigned disk_mib = 1024;  // what a container may write (its tmpfs upper layer)
+  unsigned io_weight = 100;  // 1..10000, relative to other sandboxes
+  // An image's read-only mount stays this long after its last container.
+  unsigned image_idle_seconds = 300;
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
@@ -187,6 +209,7 @@ struct Config {
   std::map<std::string, ImageSource> images;
   PullConfig pull;
   WirtConfig wirt;
+  ContainerConfig container;
 };
 
 // Parses YAML text; throws kInvalidArgument naming the offending key.

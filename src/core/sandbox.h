@@ -23,7 +23,7 @@ SandboxKind ParseKind(std::string_view name);  // throws kInvalidArgument
 // dnsmasq) made by ephemera; a bridge that the driver makes on a /30 of
 // ephemera's pool (a libvirt network); or a shared bridge whose DHCP hands
 // out the address (the guest's address is learnt after start).
-enum class LinkMode { kTap, kBridge, kShared };
+enum class LinkMode { kTap, kBridge, kShared, kVeth };  // kVeth: a container's veth pair, no DHCP
 
 std::string_view StateName(SandboxState state);
 SandboxState ParseState(std::string_view name);  // throws kInvalidArgument

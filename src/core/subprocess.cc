@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -164,9 +166,13 @@ struct SpawnFailure {
   int error = 0;
 };
 
-constexpr const char* kSpawnSteps[] = {
-    "set up descriptors", "join its cgroup", "drop privileges", "start a session", "exec",
-    "open /dev/null"};
+constexpr const char* kSpawnSteps[] = {"set up descriptors",
+                                       "join its cgroup",
+                                       "drop privileges",
+                                       "start a session",
+                                       "exec",
+                                       "open /dev/null",
+                                       "hide mounts in a private mount namespace"};
 
 [[noreturn]] void ChildFail(int pipe_fd, int step) {
   SpawnFailure failure{step, errno};
@@ -227,6 +233,17 @@ SpawnedProcess Spawn(const SpawnSpec& spec) {
       int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0 || ::write(fd, "0", 1) != 1) ChildFail(report, 1);
       ::close(fd);
+    }
+    if (!spec.hidden_mounts.empty()) {
+      if (::unshare(CLONE_NEWNS) != 0 ||
+          ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+        ChildFail(report, 6);
+      }
+      for (const auto& target : spec.hidden_mounts) {
+        if (::umount2(target.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+          ChildFail(report, 6);
+        }
+      }
     }
     if (spec.gid && (::setgroups(spec.groups.size(), spec.groups.data()) != 0 ||
                      ::setresgid(*spec.gid, *spec.gid, *spec.gid) != 0)) {

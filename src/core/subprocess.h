@@ -47,6 +47,9 @@ struct SpawnSpec {
   std::optional<gid_t> gid;
   std::vector<gid_t> groups;
   std::vector<std::string> cgroup_procs;  // cgroup.procs files the child joins before exec
+  // Mount points detached in a mount namespace private to the child,
+  // before exec (crun refuses a hybrid cgroup host while its v2 mount shows).
+  std::vector<std::string> hidden_mounts;
 };
 
 struct SpawnedProcess {

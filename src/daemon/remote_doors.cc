@@ -66,7 +66,7 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
     if (!https) spdlog::warn("/v1 on {} is plain HTTP (insecure_http)", api_server_->address());
     spdlog::info("remote /v1 API on {}{}", https ? "https://" : "http://", api_server_->address());
   }
-  anweddol_context_ = {&engine, access_.get(), local_context.version};
+  anweddol_context_ = {&engine, access_.get(), local_context.version, a.kind};
   if (a.web_listen) {
     HttpServerOptions web_options = http_options;
     web_options.is_slow = IsSlowAnweddolWebRequest;

@@ -9,6 +9,7 @@
 #include "api/http_server.h"
 #include "api/ip_filter.h"
 #include "api/router.h"
+#include "container/container_driver.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "daemon/remote_doors.h"
@@ -171,6 +172,18 @@ int Serve(const Config& config) {
         LibvirtDriverOptions{config.state_dir, config.vm, accel, config.network.bridge});
     drivers.by_name["libvirt"] = libvirt.get();
     drivers.vm = "libvirt";
+  }
+  std::unique_ptr<ContainerDriver> containers;
+  if (config.container.enabled) {
+    try {
+      containers = std::make_unique<ContainerDriver>(ContainerDriverOptions{
+          config.state_dir, config.container, config.limits.max_sandboxes, cgroups});
+      drivers.by_name["container"] = containers.get();
+      drivers.container = "container";
+    } catch (const Error& e) {
+      // VMs still work; a create of a container says containers are off.
+      spdlog::warn("containers are off: {}", e.what());
+    }
   }
   Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
   // The file front door: made (and its instances adopted) before reconcile,

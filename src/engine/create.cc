@@ -165,6 +165,11 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     }
     throw;
   }
+  if (v.spec.kind == SandboxKind::kContainer &&
+      (!v.image.rootfs || v.image.rootfs_format != DiskFormat::kRaw)) {
+    Fail(ErrorCode::kInvalidArgument,
+         "image '{}' has no ext4 root filesystem, so it cannot run as a container", v.spec.image);
+  }
   if (!v.image.takes_endpoint_key && !options_.endpoint_password) {
     Fail(ErrorCode::kFailedPrecondition,
          "image '{}' takes only the endpoint password, and none is configured "
@@ -195,6 +200,10 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
   spec.memory_mib = sandbox.spec.memory_mib;
   spec.vcpus = sandbox.spec.vcpus;
   spec.nic = NicSpec{net.tap, net.mac, {}, {}, false};
+  if (mode == LinkMode::kVeth) {
+    // The driver makes the pair once the container's namespace exists.
+    spec.nic->subnet = net.subnet;
+  }
   if (mode == LinkMode::kBridge) {
     spec.nic->subnet = net.subnet;
     spec.nic->dns_servers = options_.dns_servers;
@@ -226,9 +235,15 @@ CreateResult Engine::Create(const CreateRequest& request) {
   sandbox.name = request.name;
   sandbox.driver = driver_name;
   sandbox.created_at = NowUnix();
-  sandbox.overhead_mib = static_cast<unsigned>(options_.sandbox_overhead_mib);
-  if (options_.tcg_tb_size_mib && v.image.tcg_tb_size_mib > options_.tcg_tb_size_mib) {
-    sandbox.overhead_mib += v.image.tcg_tb_size_mib - options_.tcg_tb_size_mib;
+  // A container's memory limit covers all it uses (its writes too, in
+  // tmpfs); 1 MiB stands for its kernel objects, and keeps the record from
+  // reading as one made before overheads were kept (0). A VM's QEMU needs more.
+  sandbox.overhead_mib = 1;
+  if (v.spec.kind == SandboxKind::kVm) {
+    sandbox.overhead_mib = static_cast<unsigned>(options_.sandbox_overhead_mib);
+    if (options_.tcg_tb_size_mib && v.image.tcg_tb_size_mib > options_.tcg_tb_size_mib) {
+      sandbox.overhead_mib += v.image.tcg_tb_size_mib - options_.tcg_tb_size_mib;
+    }
   }
   std::string token = RandomString(kTokenLength, kTokenAlphabet);
   sandbox.token_sha256 = Sha256Hex(token);

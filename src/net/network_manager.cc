@@ -13,6 +13,7 @@
 #include "net/dhcp_server.h"
 #include "net/sysctl.h"
 #include "net/tap.h"
+#include "net/veth.h"
 
 namespace ephemera {
 
@@ -38,6 +39,8 @@ const char* ModeName(LinkMode mode) {
       return "bridge";
     case LinkMode::kShared:
       return "shared";
+    case LinkMode::kVeth:
+      return "veth";
     case LinkMode::kTap:
       break;
   }
@@ -48,6 +51,7 @@ LinkMode ParseMode(const std::string& name) {
   if (name == "bridge") return LinkMode::kBridge;
   if (name == "shared") return LinkMode::kShared;
   if (name == "tap") return LinkMode::kTap;
+  if (name == "veth") return LinkMode::kVeth;
   Fail(ErrorCode::kFailedPrecondition, "recorded link mode '{}' is unknown", name);
 }
 
@@ -61,6 +65,7 @@ json ToJson(const SandboxNetwork& n) {
             {"guest_port", n.guest_port},
             {"mode", ModeName(n.mode)}};
   if (n.shared_guest) j["shared_guest"] = n.shared_guest->str();
+  if (!n.peer.empty()) j["peer"] = n.peer;
   return j;
 }
 
@@ -75,17 +80,30 @@ SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
                    {}};
   if (j.contains("shared_guest"))
     n.shared_guest = Ipv4::Parse(j["shared_guest"].get<std::string>());
+  n.peer = j.value("peer", std::string());
+  if (n.mode == LinkMode::kVeth && n.peer.empty()) {
+    Fail(ErrorCode::kFailedPrecondition, "recorded veth network names no peer");
+  }
   if (n.mode == LinkMode::kShared) return n;
-  auto index = pool.IndexOf(Ipv4Cidr::Parse(j.at("subnet").get<std::string>()).base);
-  if (!index || *index != j.at("subnet_index").get<std::uint32_t>()) {
+  Ipv4Cidr subnet = Ipv4Cidr::Parse(j.at("subnet").get<std::string>());
+  auto index = pool.IndexOf(subnet.base);
+  if (subnet.prefix != 30 || !index || *index != j.at("subnet_index").get<std::uint32_t>()) {
     Fail(ErrorCode::kFailedPrecondition, "recorded subnet {} is not in the configured pool",
          j.at("subnet").get<std::string>());
   }
-  n.subnet.index = *index;
+  n.subnet = Subnet30{*index, subnet.base};
   return n;
 }
 
 }  // namespace
+
+std::string NetworkRecordJson(const SandboxNetwork& network) {
+  return ToJson(network).dump(2) + "\n";
+}
+
+SandboxNetwork ParseNetworkRecord(const std::string& text, const AddressPool& pool) {
+  return FromJson(json::parse(text), pool);
+}
 
 std::string NetworkManager::MacFor(const SandboxId& id) {
   // Locally administered unicast (52:54:00 is QEMU's) + 3 bytes of the id.
@@ -128,7 +146,7 @@ NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config,
 NetworkManager::~NetworkManager() = default;
 
 void NetworkManager::Record(const SandboxNetwork& network) const {
-  WriteFileAtomic(DirOf(network.id) / kRecord, ToJson(network).dump(2) + "\n", 0600);
+  WriteFileAtomic(DirOf(network.id) / kRecord, NetworkRecordJson(network), 0600);
 }
 
 void NetworkManager::ApplyFirewallLocked() {
@@ -143,16 +161,30 @@ void NetworkManager::ApplyFirewallLocked() {
 }
 
 // TAP, its sysctls and dnsmasq, each made only if missing (so Reconcile can
-// call it on a half-present network).
+// call it on a half-present network, passing `report`). A veth pair is the
+// container driver's to make (CreateContainerLink, once the container's
+// namespace exists), never this: when Reconcile finds its host end absent,
+// either the driver has not made it yet or the container that held the
+// peer is gone; a pair made here would serve nobody.
 void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileReport* report) {
-  if (n.mode != LinkMode::kTap) return;  // the VM driver's bridge, and its DHCP
-  if (!IsTunTapDevice(n.tap)) {
+  if (n.mode != LinkMode::kTap && n.mode != LinkMode::kVeth) return;  // the VM driver's bridge
+  if (n.mode == LinkMode::kVeth) {
+    if (!report) return;
+    if (!IsVethDevice(n.tap)) {
+      spdlog::warn("network {}: veth {} is absent (container not started, or gone): not made",
+                   n.id.str(), n.tap);
+      report->lost.push_back(n.id);
+      return;
+    }
+  } else if (!IsTunTapDevice(n.tap)) {
     CreateTap(n.tap, n.subnet.gateway());
     if (report) report->restored.push_back("TAP " + n.tap);
   }
-  // Strict reverse-path filtering: a guest can only send from its own /30.
+  // Strict reverse-path filtering: a guest can only send from its own /30
+  // (CreateContainerLink sets the same on a veth's host end).
   SetSysctl(fmt::format("net.ipv4.conf.{}.rp_filter", n.tap), "1");
   SetSysctl(fmt::format("net.ipv6.conf.{}.disable_ipv6", n.tap), "1");
+  if (n.mode == LinkMode::kVeth) return;  // the container driver addresses the peer: no DHCP
   if (!DhcpServerRunning(DirOf(n.id))) {
     StartDhcpServer({config_.dnsmasq_binary, n.tap, n.subnet, config_.dns_servers, DirOf(n.id)});
     if (report) report->restored.push_back("dnsmasq for " + n.tap);
@@ -170,17 +202,22 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
       {},   MacFor(id),
       0,    22,
       mode, {}};
+  if (mode == LinkMode::kVeth) network.peer = VethPeerNameFor(network.tap);
+  bool checked = false;  // past the checks: from here on, whatever is there is ours
   try {
     if (mode != LinkMode::kShared) {
       network.subnet =
           derive ? pool_.AllocateDerived(id, derive->run_id, derive->machine) : pool_.Allocate(id);
+      // A veth's host end is made later (CreateContainerLink): a clash
+      // found now fails the sandbox before anything starts.
+      if (InterfaceExists(network.tap)) {
+        Fail(ErrorCode::kAlreadyExists,
+             "interface name clash: an interface named {} already exists", network.tap);
+      }
     }
+    checked = true;
     MakeDirs(DirOf(id), 0700);
     Record(network);  // before the host is touched: a crash from here on is reconciled
-    if (mode != LinkMode::kShared && InterfaceExists(network.tap)) {
-      Fail(ErrorCode::kAlreadyExists, "interface name clash: an interface named {} already exists",
-           network.tap);
-    }
     BuildHostSide(network, nullptr);
     networks_.insert_or_assign(id, network);
     if (mode != LinkMode::kShared) {
@@ -190,6 +227,12 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
       Record(network);
     }
   } catch (...) {
+    // Nothing made yet: a full teardown would delete the interface that
+    // clashed, which is someone else's.
+    if (!checked) {
+      pool_.Release(id);
+      throw;
+    }
     try {
       TeardownLocked(id);
     } catch (const Error& e) {
@@ -230,15 +273,23 @@ void NetworkManager::TeardownLocked(const SandboxId& id) {
     tap = it->second.tap;
   } else {
     try {
-      tap = FromJson(json::parse(ReadFile(DirOf(id) / kRecord)), pool_).tap;
+      tap = ParseNetworkRecord(ReadFile(DirOf(id) / kRecord), pool_).tap;
     } catch (const std::exception&) {
       // unreadable or absent: the id's name is all there is to go by
     }
   }
   if (networks_.erase(id)) ApplyFirewallLocked();
-  // A TAP is ours to delete; a bridge of that name is the VM driver's
-  // (libvirt removes its network's own).
-  if (IsTunTapDevice(tap)) DeleteTap(tap);
+  // A TAP or veth is ours to delete; a bridge of that name is the VM
+  // driver's (libvirt removes its network's own). Deleting a veth's host
+  // end deletes its peer too, inside the container's namespace; absent is
+  // the usual case, the kernel having removed the pair with that namespace
+  // (asynchronously: it may still be here for a moment, and deleting it
+  // then is fine).
+  if (IsTunTapDevice(tap)) {
+    DeleteTap(tap);
+  } else if (IsVethDevice(tap)) {
+    DeleteVeth(tap);
+  }
   pool_.Release(id);
   RemoveAll(DirOf(id));
 }
@@ -267,7 +318,7 @@ NetworkReconcileReport NetworkManager::Reconcile() {
     SandboxId id = SandboxId::Parse(name);
     if (networks_.count(id)) continue;
     try {
-      SandboxNetwork n = FromJson(json::parse(ReadFile(entry.path() / kRecord)), pool_);
+      SandboxNetwork n = ParseNetworkRecord(ReadFile(entry.path() / kRecord), pool_);
       if (n.id != id) Fail(ErrorCode::kFailedPrecondition, "record names sandbox {}", n.id.str());
       if (n.mode != LinkMode::kShared) n.subnet = pool_.Reserve(id, n.subnet.index);
       BuildHostSide(n, &report);
@@ -297,6 +348,12 @@ NetworkReconcileReport NetworkManager::Reconcile() {
       DeleteTap(tap);
       report.removed.push_back("TAP " + tap);
     }
+  }
+  for (const auto& veth : ListEphemeraVeths()) {
+    // A stray pair with both ends named as ours: the first deletion takes both.
+    if (known.count(veth) || !IsVethDevice(veth)) continue;
+    DeleteVeth(veth);
+    report.removed.push_back("veth " + veth);
   }
   ApplyFirewallLocked();
   return report;

@@ -1,8 +1,9 @@
 // Everything a sandbox's network is made of, set up and torn down as one:
-// a /30 from the pool, a TAP, its dnsmasq, its entries in the nftables
-// table, and the host-port forward to the guest's sshd. Each network is
-// recorded in state_dir/net/<id>/network.json before the host is touched,
-// so a crash at any point is repaired by Reconcile() at the next start.
+// a /30 from the pool, a TAP and its dnsmasq (a container's: a veth pair
+// the container driver makes, addressed statically), its entries in the nftables table, and the
+// host-port forward to the guest's sshd. Each network is recorded in
+// state_dir/net/<id>/network.json before the host is touched, so a crash
+// at any point is repaired by Reconcile() at the next start.
 #pragma once
 
 #include <filesystem>
@@ -26,13 +27,17 @@ namespace ephemera {
 
 struct SandboxNetwork {
   SandboxId id;
-  std::string tap;              // kTap: the TAP; kBridge: the bridge the VM driver makes
+  std::string tap;              // kTap: the TAP; kBridge: the VM driver's bridge; kVeth: host end
   Subnet30 subnet;              // unused in kShared
   std::string mac;              // the guest NIC's
   std::uint16_t host_port = 0;  // forwarded to guest_port (kShared: once the address is known)
   std::uint16_t guest_port = 22;
   LinkMode mode = LinkMode::kTap;
   std::optional<Ipv4> shared_guest;  // kShared: the address the shared bridge's DHCP gave
+  // kVeth: the name recorded for the container's end (VethPeerNameFor);
+  // the driver makes that end inside the container's namespace under a
+  // name of its own (CreateContainerLink in net/veth.h).
+  std::string peer;
   Ipv4 guest() const { return shared_guest ? *shared_guest : subnet.guest(); }
 };
 
@@ -45,7 +50,18 @@ struct DerivedSubnet {
 struct NetworkReconcileReport {
   std::vector<std::string> restored;  // one line per repaired piece
   std::vector<std::string> removed;   // one line per stale piece
+  // Recorded veth networks whose host end is absent: the container driver
+  // has not made the link yet (CreateContainerLink), or the container is
+  // gone and its pair with it. Kept (rules and forward) for the engine to
+  // resolve; never made here.
+  std::vector<SandboxId> lost;
 };
+
+// network.json, the record of one network (pure: exposed for tests).
+std::string NetworkRecordJson(const SandboxNetwork& network);
+// kFailedPrecondition for an unknown mode, a subnet outside `pool`'s range,
+// or a veth record without its peer's name; a JSON error for anything unparsable.
+SandboxNetwork ParseNetworkRecord(const std::string& text, const AddressPool& pool);
 
 // What the engine needs of sandbox networking (NetworkManager below; fakes
 // in the engine's unit tests).
@@ -74,7 +90,10 @@ class NetworkManager : public SandboxNetworks {
   // Builds the sandbox's network; on failure removes whatever it made.
   // kTap: everything; kBridge: the /30, rules and forward (the VM driver
   // makes the bridge and its DHCP); kShared: the forward, once the address
-  // is known (SetGuestAddress).
+  // is known (SetGuestAddress); kVeth: the /30, rules and forward, no
+  // device and no DHCP (the container driver makes the veth pair and
+  // addresses it, CreateContainerLink in net/veth.h; the rules match the
+  // host end's name, so they apply once it appears).
   SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
                        LinkMode mode = LinkMode::kTap) override;
   std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) override;
@@ -84,7 +103,9 @@ class NetworkManager : public SandboxNetworks {
   std::vector<SandboxNetwork> List() const override;
 
   // Restores every recorded network (TAP, dnsmasq, forward, rules) and
-  // removes ephemera TAPs and dnsmasq instances nothing records.
+  // removes ephemera TAPs, veths and dnsmasq instances nothing records. A
+  // veth network whose host end is absent is kept as it is
+  // (NetworkReconcileReport::lost).
   NetworkReconcileReport Reconcile() override;
   // Tears down every network and deletes the nftables table.
   void TeardownAll();

@@ -363,6 +363,7 @@ std::string Service::StartInstance(const VmKey& key, const Member& member, const
   create.owner = UserOwner(key.uid);
   create.owner_limit = options_.max_sandboxes_per_user;
   create.owner_memory_mib = options_.max_memory_mib_per_user;
+  create.kind = config.kind;
   create.image = config.image;
   create.memory_mib = config.memory_mib;
   create.vcpus = config.vcpus;

@@ -141,7 +141,14 @@ VmConfig ParseVmConfig(std::string_view json_text) {
   if (!doc.is_object()) Fail(ErrorCode::kInvalidArgument, "config: must be a JSON object");
   VmConfig config;
   for (const auto& [key, value] : doc.items()) {
-    if (key == "image") {
+    if (key == "kind") {
+      if (!value.is_string()) Fail(ErrorCode::kInvalidArgument, "config: 'kind' must be a string");
+      try {
+        config.kind = ParseKind(value.get<std::string>());
+      } catch (const Error& e) {
+        throw Error(e.code(), std::string("config: 'kind': ") + e.what());
+      }
+    } else if (key == "image") {
       if (!value.is_string()) Fail(ErrorCode::kInvalidArgument, "config: 'image' must be a string");
       std::string image = value.get<std::string>();
       if (image.empty() || image.size() > 128 || !IsPlainText(image) ||
@@ -177,10 +184,11 @@ VmConfig ParseVmConfig(std::string_view json_text) {
         Fail(ErrorCode::kInvalidArgument, "config: 'autostart' must be true or false");
       config.autostart = value.get<bool>();
     } else {
-      Fail(ErrorCode::kInvalidArgument,
-           "config: unknown key '{}' (known: image, memory_mib, vcpus, ttl_seconds, ssh_keys, "
-           "autostart)",
-           EscapeForLog(key, 64));
+      Fail(
+          ErrorCode::kInvalidArgument,
+          "config: unknown key '{}' (known: kind, image, memory_mib, vcpus, ttl_seconds, ssh_keys, "
+          "autostart)",
+          EscapeForLog(key, 64));
     }
   }
   return config;
@@ -188,6 +196,7 @@ VmConfig ParseVmConfig(std::string_view json_text) {
 
 std::string VmConfigToJson(const VmConfig& config) {
   nlohmann::json doc = nlohmann::json::object();
+  if (config.kind) doc["kind"] = std::string(KindName(*config.kind));
   if (config.image) doc["image"] = *config.image;
   if (config.memory_mib) doc["memory_mib"] = *config.memory_mib;
   if (config.vcpus) doc["vcpus"] = *config.vcpus;

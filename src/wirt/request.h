@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/sandbox.h"
+
 namespace ephemera::wirt {
 
 // ^[a-z0-9][a-z0-9_.-]{0,62}$ with no "..".
@@ -40,6 +42,7 @@ std::string_view AllowedParams(Action action);
 // A VM's `config` (JSON object); every key optional, unknown keys refused
 // by name.
 struct VmConfig {
+  std::optional<SandboxKind> kind;  // "vm" (default) or "container"
   std::optional<std::string> image;
   std::optional<unsigned> memory_mib;
   std::optional<unsigned> vcpus;

@@ -110,6 +110,16 @@ void DaemonTest::ExpectNothingLeft() {
   // Nor any VM cgroup.
   Cgroups cgroups = Cgroups::Discover(Cgroups::SubtreeFor(state_.path() / "state"));
   EXPECT_THAT(cgroups.List(), ::testing::IsEmpty());
+  // Nor any container's folder or mount; an image's read-only mount may
+  // stay a while for the next container (container.image_idle_seconds).
+  const fs::path containers = state_.path() / "state" / "containers";
+  if (fs::exists(containers)) {
+    for (const auto& entry : fs::directory_iterator(containers)) {
+      EXPECT_THAT(entry.path().filename().string(), ::testing::StartsWith("."));
+    }
+  }
+  EXPECT_THAT(ReadFile("/proc/self/mountinfo"),
+              Not(::testing::ContainsRegex((containers / "[0-9a-f]{8}-").string())));
 }
 
 pid_t DaemonTest::QemuPid(const std::string& id) const {

@@ -1,8 +1,24 @@
 // The network part against the real kernel, dnsmasq and nftables, inside a
-// private network namespace (no guests: see sandbox_network_test for those).
+// private network namespace (no guests: see sandbox_network_test for those;
+// a container's namespace is played by one the test makes).
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/ip_icmp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <thread>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -11,13 +27,18 @@
 #include "core/tracked_process.h"
 #include "net/dhcp_server.h"
 #include "net/network_manager.h"
+#include "net/sysctl.h"
 #include "net/tap.h"
+#include "net/veth.h"
+#include "unit/loopback_server.h"
 #include "unit/test_files.h"
 
 namespace ephemera {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -141,6 +162,7 @@ TEST_F(NetworkTest, TapNameClashIsRefusedAndNothingIsLeft) {
   }
   EXPECT_FALSE(fs::exists(state_.path() / "net" / id.str()));
   EXPECT_FALSE(manager_->Find(id));
+  EXPECT_TRUE(IsTunTapDevice(TapNameFor(id)));  // the other owner's, untouched
   DeleteTap(TapNameFor(id));
 }
 
@@ -192,6 +214,466 @@ TEST_F(NetworkTest, TeardownAllRemovesTheTable) {
   manager_->TeardownAll();
   EXPECT_TRUE(ListEphemeraTaps().empty());
   EXPECT_FALSE(RunProcess({"nft", "list", "table", "inet", "ephemera"}).ok());
+}
+
+// --- containers: a veth pair instead of a TAP ---
+
+// Runs `f` on a thread of its own inside network namespace `netns_fd`; what
+// it opens there (sockets) stays in that namespace.
+template <typename F>
+auto InNamespace(int netns_fd, F f) {
+  std::optional<decltype(f())> result;
+  std::exception_ptr error;
+  std::thread([&] {
+    try {
+      if (::setns(netns_fd, CLONE_NEWNET) != 0) FailErrno("setns", errno);
+      result.emplace(f());
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }).join();
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
+}
+
+// A network namespace standing in for a container's (crun makes the real
+// one); it lives as long as this object.
+class FakeContainer {
+ public:
+  FakeContainer() {
+    int err = 0;
+    std::thread([&] {
+      if (::unshare(CLONE_NEWNET) == 0) {
+        fd_.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+      }
+      err = errno;
+    }).join();
+    if (!fd_) FailErrno("cannot make a network namespace", err);
+  }
+  int fd() const { return fd_.get(); }
+  // `argv` run inside the namespace.
+  ProcessResult Run(std::vector<std::string> argv) const {
+    argv.insert(argv.begin(),
+                {"nsenter", fmt::format("--net=/proc/{}/fd/{}", ::getpid(), fd_.get()), "--"});
+    return RunProcess(argv);
+  }
+  template <typename F>
+  auto In(F f) const {
+    return InNamespace(fd_.get(), std::move(f));
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+sockaddr_in SockAddr(Ipv4 address, std::uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(address.value);
+  return sa;
+}
+
+UniqueFd Listen(Ipv4 address, std::uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa = SockAddr(address, port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+      ::listen(fd.get(), 8) != 0) {
+    FailErrno(fmt::format("cannot listen on {}:{}", address.str(), port), errno);
+  }
+  return fd;
+}
+
+UniqueFd AcceptWithin(int listener, std::chrono::milliseconds timeout) {
+  pollfd p{listener, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return UniqueFd();
+  return UniqueFd(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+}
+
+// True when a TCP connection to address:port is made within `timeout` (a
+// dropped SYN is a timeout).
+bool TcpConnects(Ipv4 address, std::uint16_t port, std::chrono::milliseconds timeout = 1s) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_in sa = SockAddr(address, port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  pollfd p{fd.get(), POLLOUT, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  return err == 0;
+}
+
+// True when `address` answers an ICMP echo within `timeout`. Sent from an
+// unprivileged ping socket, which only net.ipv4.ping_group_range allows.
+bool Pings(Ipv4 address, std::chrono::milliseconds timeout = 1s) {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_ICMP));
+  if (!fd) FailErrno("cannot open a ping socket (net.ipv4.ping_group_range)", errno);
+  icmphdr echo{};
+  echo.type = ICMP_ECHO;
+  echo.un.echo.sequence = htons(1);
+  sockaddr_in sa = SockAddr(address, 0);
+  if (::sendto(fd.get(), &echo, sizeof echo, 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+    return false;
+  }
+  pollfd p{fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return false;
+  icmphdr reply{};
+  return ::recv(fd.get(), &reply, sizeof reply, 0) == static_cast<ssize_t>(sizeof reply) &&
+         reply.type == ICMP_ECHOREPLY;
+}
+
+// True when a client of the forwarded `host_port` reaches a listener
+// (standing in for sshd) and reads what it says.
+bool ForwardReaches(std::uint16_t host_port, int listener) {
+  UniqueFd client = test::ConnectLoopback(host_port);
+  if (!client) return false;
+  UniqueFd served = AcceptWithin(listener, 5s);
+  if (!served) return false;
+  const std::string banner = "SSH-2.0-fake\r\n";
+  if (::write(served.get(), banner.data(), banner.size()) != static_cast<ssize_t>(banner.size())) {
+    return false;
+  }
+  pollfd p{client.get(), POLLIN, 0};
+  if (::poll(&p, 1, 5000) != 1) return false;
+  char buf[64];
+  ssize_t n = ::read(client.get(), buf, sizeof buf);
+  return n > 0 && std::string(buf, n) == banner;
+}
+
+std::string ReadLink(const char* path) { return fs::read_symlink(path).string(); }
+
+// The kernel removes a dead namespace's devices asynchronously.
+void WaitGone(const std::string& name) {
+  for (int i = 0; i < 5000 && InterfaceExists(name); ++i) std::this_thread::sleep_for(1ms);
+}
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+TEST_F(NetworkTest, VethSandboxIsAddressedFirewalledForwardedAndTornDown) {
+  SandboxId id = SandboxId::Generate();
+  SandboxNetwork n = manager_->Setup(id, {}, LinkMode::kVeth);
+  const Ipv4 gateway = n.subnet.gateway(), guest = n.subnet.guest();
+  EXPECT_EQ(n.mode, LinkMode::kVeth);
+  EXPECT_EQ(n.tap, TapNameFor(id));  // so the rules, which match names, apply unchanged
+  EXPECT_EQ(n.peer, VethPeerNameFor(n.tap));
+  // No device yet: the container driver makes the pair once the
+  // container's namespace exists.
+  EXPECT_FALSE(InterfaceExists(n.tap));
+  EXPECT_FALSE(InterfaceExists(n.peer));
+  // No DHCP server: the container driver sets the address.
+  EXPECT_THAT(Output({"ss", "-Hulpn"}), Not(HasSubstr("dnsmasq")));
+  std::string record = ReadFile(state_.path() / "net" / id.str() / "network.json");
+  EXPECT_THAT(record, HasSubstr("\"mode\": \"veth\""));
+  EXPECT_THAT(record, HasSubstr("\"tap\": \"" + n.tap + "\""));
+  EXPECT_THAT(record, HasSubstr("\"peer\": \"" + n.peer + "\""));
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}),
+              HasSubstr("\"" + n.tap + "\" . " + guest.str()));
+  EXPECT_TRUE(Listening(n.host_port));
+
+  FakeContainer container;
+  const std::string host_ping_range = GetSysctl("net.ipv4.ping_group_range");
+  const std::string home_ns = ReadLink("/proc/thread-self/ns/net");
+  auto start = std::chrono::steady_clock::now();
+  CreateContainerLink(n.tap, container.fd(), "eth0", n.mac, guest, gateway);
+  std::printf("CreateContainerLink took %.2f ms\n", Ms(std::chrono::steady_clock::now() - start));
+  // The caller's thread is back in its own namespace.
+  EXPECT_EQ(ReadLink("/proc/thread-self/ns/net"), home_ns);
+  // The host end, as a TAP would be.
+  EXPECT_TRUE(IsVethDevice(n.tap));
+  EXPECT_THAT(Output({"ip", "-4", "-o", "addr", "show", "dev", n.tap}),
+              HasSubstr(gateway.str() + "/30"));
+  EXPECT_THAT(Output({"ip", "-o", "link", "show", "dev", n.tap}), HasSubstr(",UP"));
+  EXPECT_EQ(ReadFile("/proc/sys/net/ipv4/conf/" + n.tap + "/rp_filter"), "1\n");
+  EXPECT_EQ(ReadFile("/proc/sys/net/ipv6/conf/" + n.tap + "/disable_ipv6"), "1\n");
+  // The peer was made inside, never here.
+  EXPECT_FALSE(InterfaceExists("eth0"));
+  EXPECT_FALSE(InterfaceExists(n.peer));
+  EXPECT_THAT(container.Run({"ip", "-4", "-o", "addr", "show", "dev", "eth0"}).out,
+              HasSubstr(guest.str() + "/30"));
+  std::string eth0 = container.Run({"ip", "-o", "link", "show", "dev", "eth0"}).out;
+  EXPECT_THAT(eth0, HasSubstr(",UP"));
+  EXPECT_THAT(eth0, HasSubstr("state UP"));
+  EXPECT_THAT(eth0, HasSubstr(n.mac));
+  EXPECT_THAT(container.Run({"ip", "-o", "link", "show", "dev", "lo"}).out, HasSubstr(",UP"));
+  EXPECT_THAT(container.Run({"ip", "-4", "route"}).out,
+              HasSubstr("default via " + gateway.str() + " dev eth0"));
+  // Set in the container's namespace, not the host's.
+  EXPECT_EQ(container.Run({"cat", "/proc/sys/net/ipv4/ping_group_range"}).out, "0\t2147483647\n");
+  EXPECT_EQ(GetSysctl("net.ipv4.ping_group_range"), host_ping_range);
+
+  // The firewall lets a container do what it lets a VM do: ping its
+  // gateway (DHCP needs no exception here)...
+  EXPECT_TRUE(container.In([&] { return Pings(gateway); }));
+  // ...and nothing else on the host: a TCP service on the gateway's
+  // address, open to the host itself, is closed to the container.
+  UniqueFd host_service = Listen(gateway, 2222);
+  EXPECT_TRUE(TcpConnects(gateway, 2222));
+  EXPECT_FALSE(container.In([&] { return TcpConnects(gateway, 2222); }));
+  EXPECT_FALSE(container.In([&] { return TcpConnects(gateway, n.host_port); }));
+  // Clients reach the container's sshd (guest:22) through the forwarded port.
+  UniqueFd sshd = container.In([&] { return Listen(guest, 22); });
+  EXPECT_TRUE(ForwardReaches(n.host_port, sshd.get()));
+
+  // The container's namespace still alive: Teardown deletes the pair.
+  manager_->Teardown(id);
+  EXPECT_FALSE(InterfaceExists(n.tap));
+  // The peer went with the host end, from inside the container's namespace.
+  EXPECT_FALSE(container.Run({"ip", "link", "show", "dev", "eth0"}).ok());
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr(n.tap)));
+  EXPECT_FALSE(Listening(n.host_port));
+  EXPECT_FALSE(fs::exists(state_.path() / "net" / id.str()));
+  EXPECT_FALSE(manager_->Find(id));
+}
+
+TEST_F(NetworkTest, VethIsGoneWithTheContainerAndTeardownFindsNothingToDelete) {
+  SandboxNetwork n = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  auto container = std::make_unique<FakeContainer>();
+  CreateContainerLink(n.tap, container->fd(), "eth0", n.mac, n.subnet.guest(), n.subnet.gateway());
+  ASSERT_TRUE(IsVethDevice(n.tap));
+  container.reset();  // the container dies: the kernel removes the pair
+  WaitGone(n.tap);
+  EXPECT_FALSE(InterfaceExists(n.tap));
+  manager_->Teardown(n.id);
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), Not(HasSubstr(n.tap)));
+  EXPECT_FALSE(Listening(n.host_port));
+  EXPECT_FALSE(manager_->Find(n.id));
+}
+
+TEST_F(NetworkTest, TwoVethSandboxesCannotReachEachOther) {
+  // Routing on, so that the firewall, not the kernel's default, isolates.
+  const std::string forwarding = SetSysctl("net.ipv4.ip_forward", "1");
+  SandboxNetwork a = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  SandboxNetwork b = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  EXPECT_NE(a.subnet, b.subnet);
+  EXPECT_NE(a.peer, b.peer);
+  FakeContainer ca, cb;
+  CreateContainerLink(a.tap, ca.fd(), "eth0", a.mac, a.subnet.guest(), a.subnet.gateway());
+  CreateContainerLink(b.tap, cb.fd(), "eth0", b.mac, b.subnet.guest(), b.subnet.gateway());
+  UniqueFd sshd_a = ca.In([&] { return Listen(a.subnet.guest(), 22); });
+  UniqueFd sshd_b = cb.In([&] { return Listen(b.subnet.guest(), 22); });
+
+  for (auto [from, to] : {std::pair{&ca, &b}, std::pair{&cb, &a}}) {
+    SCOPED_TRACE(to->tap);
+    EXPECT_FALSE(from->In([&] { return Pings(to->subnet.guest()); }));
+    EXPECT_FALSE(from->In([&] { return TcpConnects(to->subnet.guest(), 22); }));
+    EXPECT_FALSE(from->In([&] { return Pings(to->subnet.gateway()); }));
+  }
+  EXPECT_TRUE(ca.In([&] { return Pings(a.subnet.gateway()); }));
+  EXPECT_TRUE(cb.In([&] { return Pings(b.subnet.gateway()); }));
+  EXPECT_TRUE(ForwardReaches(a.host_port, sshd_a.get()));
+  EXPECT_TRUE(ForwardReaches(b.host_port, sshd_b.get()));
+
+  // The control: without the table, a does reach b (the test isolates
+  // through the rules, not by accident).
+  RunChecked({"nft", "delete", "table", "inet", "ephemera"});
+  EXPECT_TRUE(ca.In([&] { return TcpConnects(b.subnet.guest(), 22); }));
+  SetSysctl("net.ipv4.ip_forward", forwarding);
+}
+
+TEST_F(NetworkTest, DerivedVethNamesAndSubnetFollowTheRun) {
+  SandboxNetwork n =
+      manager_->Setup(SandboxId::Generate(), DerivedSubnet{"run-9", "ctr"}, LinkMode::kVeth);
+  EXPECT_EQ(n.tap, TapNameForRun("run-9", "ctr"));
+  EXPECT_EQ(n.peer, "epc" + n.tap.substr(3));
+  FakeContainer container;
+  CreateContainerLink(n.tap, container.fd(), "eth0", n.mac, n.subnet.guest(), n.subnet.gateway());
+  EXPECT_TRUE(IsVethDevice(n.tap));
+  manager_->Teardown(n.id);
+  EXPECT_FALSE(InterfaceExists(n.tap));
+  EXPECT_FALSE(container.Run({"ip", "link", "show", "dev", "eth0"}).ok());
+  SandboxNetwork again =
+      manager_->Setup(SandboxId::Generate(), DerivedSubnet{"run-9", "ctr"}, LinkMode::kVeth);
+  EXPECT_EQ(again.subnet, n.subnet);
+  EXPECT_EQ(again.tap, n.tap);
+  EXPECT_EQ(again.peer, n.peer);
+}
+
+TEST_F(NetworkTest, VethNameClashIsRefusedAndTheOtherInterfaceKept) {
+  SandboxId id = SandboxId::Generate();
+  const std::string host = TapNameFor(id);
+  RunChecked({"ip", "link", "add", host, "type", "bridge"});  // someone else's
+  try {
+    manager_->Setup(id, {}, LinkMode::kVeth);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+    EXPECT_THAT(e.what(), HasSubstr("clash"));
+    EXPECT_THAT(e.what(), HasSubstr(host));
+  }
+  EXPECT_TRUE(InterfaceExists(host));
+  EXPECT_FALSE(fs::exists(state_.path() / "net" / id.str()));
+  EXPECT_FALSE(manager_->Find(id));
+  RunChecked({"ip", "link", "del", host});
+}
+
+TEST_F(NetworkTest, CreateContainerLinkNamesTheFailedStepAndLeavesNothing) {
+  SandboxNetwork n = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  const Ipv4 gateway = n.subnet.gateway(), guest = n.subnet.guest();
+  const std::string home_ns = ReadLink("/proc/thread-self/ns/net");
+  FakeContainer container;
+  auto code_of = [&](const std::string& host, int fd, const std::string& inside,
+                     const std::string& mac, Ipv4 via, const std::string& says) {
+    try {
+      CreateContainerLink(host, fd, inside, mac, guest, via);
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(says));
+      return std::optional<ErrorCode>(e.code());
+    }
+    ADD_FAILURE() << "no error";
+    return std::optional<ErrorCode>();
+  };
+  auto nothing_left = [&](const std::string& inside) {
+    EXPECT_FALSE(InterfaceExists(n.tap));
+    EXPECT_FALSE(container.Run({"ip", "link", "show", "dev", inside}).ok()) << inside;
+  };
+  EXPECT_EQ(code_of(n.tap, container.fd(), "a-name-far-too-long", n.mac, gateway, "interface name"),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of(n.tap, container.fd(), "eth0", "52:54:00:zz", gateway, "MAC"),
+            ErrorCode::kInvalidArgument);
+  nothing_left("eth0");
+  UniqueFd not_a_namespace(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(code_of(n.tap, not_a_namespace.get(), "eth0", n.mac, gateway, "namespace"),
+            ErrorCode::kInvalidArgument);
+  nothing_left("eth0");
+  // The host end's name is taken here (someone else's): refused, kept.
+  RunChecked({"ip", "link", "add", n.tap, "type", "bridge"});
+  EXPECT_EQ(code_of(n.tap, container.fd(), "eth0", n.mac, gateway, n.tap),
+            ErrorCode::kAlreadyExists);
+  EXPECT_TRUE(InterfaceExists(n.tap));
+  EXPECT_FALSE(IsVethDevice(n.tap));
+  RunChecked({"ip", "link", "del", n.tap});
+  // The name is taken inside: nothing is made.
+  ASSERT_TRUE(container.Run({"ip", "link", "add", "eth0", "type", "bridge"}).ok());
+  EXPECT_EQ(code_of(n.tap, container.fd(), "eth0", n.mac, gateway, "eth0"),
+            ErrorCode::kAlreadyExists);
+  EXPECT_FALSE(InterfaceExists(n.tap));
+  EXPECT_THAT(container.Run({"ip", "-d", "link", "show", "dev", "eth0"}).out, HasSubstr("bridge"));
+  // A step after the pair is made fails (a gateway outside the /30 is
+  // unreachable): the pair is deleted, both ends.
+  EXPECT_EQ(
+      code_of(n.tap, container.fd(), "eth1", n.mac, Ipv4::Parse("10.255.255.1"), "default route"),
+      ErrorCode::kInternal);
+  nothing_left("eth1");
+  EXPECT_EQ(ReadLink("/proc/thread-self/ns/net"), home_ns);  // back after the failure too
+  // ...and the link can be made again.
+  CreateContainerLink(n.tap, container.fd(), "eth1", n.mac, guest, gateway);
+  EXPECT_TRUE(container.In([&] { return Pings(gateway); }));
+}
+
+TEST_F(NetworkTest, ReconcileKeepsLiveVethsReportsAbsentOnesAndRemovesStrays) {
+  SandboxNetwork live = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  SandboxNetwork lost = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  // No link yet: the daemon died before the driver made it.
+  SandboxNetwork waiting = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+  FakeContainer live_ns;
+  auto lost_ns = std::make_unique<FakeContainer>();
+  CreateContainerLink(live.tap, live_ns.fd(), "eth0", live.mac, live.subnet.guest(),
+                      live.subnet.gateway());
+  CreateContainerLink(lost.tap, lost_ns->fd(), "eth0", lost.mac, lost.subnet.guest(),
+                      lost.subnet.gateway());
+  manager_.reset();
+  // A container goes while the daemon is down: its namespace, and the pair, with it.
+  lost_ns.reset();
+  WaitGone(lost.tap);
+  ASSERT_FALSE(InterfaceExists(lost.tap));
+  // Pairs of ours that no record names, and one not named as ours.
+  RunChecked({"ip", "link", "add", "ephdeadbeef", "type", "veth", "peer", "name", "epcdeadbeef"});
+  RunChecked({"ip", "link", "add", "ephr0123456789", "type", "veth", "peer", "name", "x-other"});
+  RunChecked({"ip", "link", "add", "ephlan7", "type", "veth", "peer", "name", "ephlan8"});
+
+  manager_ = std::make_unique<NetworkManager>(state_.path(), TestNetworkConfig());
+  NetworkReconcileReport report = manager_->Reconcile();
+  // Kept and reported, for the engine to resolve; nothing is made for them.
+  EXPECT_THAT(report.lost, ::testing::UnorderedElementsAre(lost.id, waiting.id));
+  for (const SandboxNetwork* n : {&lost, &waiting}) {
+    EXPECT_FALSE(InterfaceExists(n->tap));
+    EXPECT_FALSE(InterfaceExists(n->peer));
+    ASSERT_TRUE(manager_->Find(n->id));
+    EXPECT_TRUE(Listening(n->host_port));
+  }
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), HasSubstr(waiting.tap));
+  EXPECT_THAT(report.removed, Contains("veth ephdeadbeef"));
+  EXPECT_THAT(report.removed, Contains("veth ephr0123456789"));
+  for (const char* gone : {"ephdeadbeef", "epcdeadbeef", "ephr0123456789", "x-other"}) {
+    EXPECT_FALSE(InterfaceExists(gone)) << gone;
+  }
+  EXPECT_TRUE(IsVethDevice("ephlan7"));
+  RunChecked({"ip", "link", "del", "ephlan7"});
+  EXPECT_THAT(report.restored, ::testing::IsEmpty());  // nothing of a live one was missing
+  EXPECT_TRUE(IsVethDevice(live.tap));
+  ASSERT_TRUE(manager_->Find(live.id));
+  EXPECT_EQ(manager_->Find(live.id)->host_port, live.host_port);
+  EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), HasSubstr(live.tap));
+  UniqueFd sshd = live_ns.In([&] { return Listen(live.subnet.guest(), 22); });
+  EXPECT_TRUE(ForwardReaches(live.host_port, sshd.get()));
+
+  // The driver makes the waiting one's link after all: the kept rules apply.
+  FakeContainer waiting_ns;
+  CreateContainerLink(waiting.tap, waiting_ns.fd(), "eth0", waiting.mac, waiting.subnet.guest(),
+                      waiting.subnet.gateway());
+  EXPECT_TRUE(waiting_ns.In([&] { return Pings(waiting.subnet.gateway()); }));
+  UniqueFd waiting_sshd = waiting_ns.In([&] { return Listen(waiting.subnet.guest(), 22); });
+  EXPECT_TRUE(ForwardReaches(waiting.host_port, waiting_sshd.get()));
+
+  manager_->Teardown(lost.id);  // what the engine does: gone is fine
+  EXPECT_FALSE(fs::exists(state_.path() / "net" / lost.id.str()));
+  manager_->Teardown(live.id);
+  EXPECT_FALSE(live_ns.Run({"ip", "link", "show", "dev", "eth0"}).ok());
+}
+
+// Not a benchmark harness: prints what a container's create and destroy pay
+// for the network. Teardown is timed three ways: the container's namespace
+// alive (deleting a live pair), just closed (the kernel's asynchronous
+// cleanup may not have removed the pair yet) and gone (nothing to delete).
+TEST_F(NetworkTest, VethStepsAreTimed) {
+  constexpr int kRuns = 15;
+  std::vector<double> setup, create, live, dying, gone, cleanup;
+  int dying_found = 0;
+  for (int i = 0; i < kRuns * 3; ++i) {
+    auto container = std::make_unique<FakeContainer>();
+    auto t0 = std::chrono::steady_clock::now();
+    SandboxNetwork n = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
+    auto t1 = std::chrono::steady_clock::now();
+    CreateContainerLink(n.tap, container->fd(), "eth0", n.mac, n.subnet.guest(),
+                        n.subnet.gateway());
+    auto t2 = std::chrono::steady_clock::now();
+    setup.push_back(Ms(t1 - t0));
+    create.push_back(Ms(t2 - t1));
+    if (i % 3 == 1) {
+      container.reset();
+      dying_found += InterfaceExists(n.tap);
+    } else if (i % 3 == 2) {
+      auto closed = std::chrono::steady_clock::now();
+      container.reset();
+      WaitGone(n.tap);
+      cleanup.push_back(Ms(std::chrono::steady_clock::now() - closed));
+      ASSERT_FALSE(InterfaceExists(n.tap));
+    }
+    auto t3 = std::chrono::steady_clock::now();
+    manager_->Teardown(n.id);
+    double took = Ms(std::chrono::steady_clock::now() - t3);
+    (i % 3 == 0 ? live : i % 3 == 1 ? dying : gone).push_back(took);
+  }
+  auto report = [](const char* what, std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    std::printf("%s: median %.2f ms, min %.2f ms, max %.2f ms (%zu runs)\n", what, v[v.size() / 2],
+                v.front(), v.back(), v.size());
+    return v[v.size() / 2];
+  };
+  report("Setup(kVeth)", setup);
+  EXPECT_LT(report("CreateContainerLink", create), 50.0);
+  report("Teardown(kVeth), namespace alive", live);
+  report("Teardown(kVeth), namespace just closed", dying);
+  std::printf("  (host end still there right after the close: %d of %zu)\n", dying_found,
+              dying.size());
+  report("Teardown(kVeth), namespace gone", gone);
+  report("kernel's removal of the pair after the close", cleanup);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <ctime>
@@ -21,6 +22,7 @@
 #include "net/network_manager.h"
 #include "net/port_forwarder.h"
 #include "net/tap.h"
+#include "net/veth.h"
 #include "unit/loopback_server.h"
 
 namespace ephemera {
@@ -146,6 +148,98 @@ TEST(TapTest, NamesFitIfnamsizAndCarryTheId) {
   EXPECT_NE(TapNameForRun("run-42", "kernel-6.1"), TapNameForRun("run-42", "kernel-6.6"));
   EXPECT_NE(TapNameForRun("run-4", "2kernel"), TapNameForRun("run-42", "kernel"));
   EXPECT_THAT(TapNameForRun("run-42", "kernel-6.1"), ::testing::MatchesRegex("ephr[0-9a-f]{10}"));
+}
+
+TEST(VethTest, PeerNamesMirrorTheHostEndsAndFitIfnamsiz) {
+  SandboxId id = SandboxId::Parse("1234abcd-e89b-42d3-a456-426614174000");
+  EXPECT_EQ(VethPeerNameFor(TapNameFor(id)), "epc1234abcd");
+  std::string run = TapNameForRun("run-42", "kernel-6.1");
+  EXPECT_EQ(VethPeerNameFor(run), "epc" + run.substr(3));
+  EXPECT_LT(VethPeerNameFor(run).size(), 16u);
+  for (const char* other : {"eth0", "ephlan0", "eph1234abcde", "epc1234abcd", "ephr12345", ""}) {
+    EXPECT_THROW(VethPeerNameFor(other), Error) << other;
+  }
+}
+
+TEST(VethTest, CreateContainerLinkRefusesBadArgumentsBeforeTouchingTheKernel) {
+  const Ipv4 guest = Ipv4::Parse("172.16.0.2"), gateway = Ipv4::Parse("172.16.0.1");
+  struct Case {
+    const char* host;
+    const char* inside;
+    const char* mac;
+    const char* says;
+  } cases[] = {
+      {"", "eth0", "52:54:00:12:34:56", "interface name"},
+      {"eph1234abcd", "a-name-far-too-long", "52:54:00:12:34:56", "interface name"},
+      {"eph/234abcd", "eth0", "52:54:00:12:34:56", "interface name"},
+      {"eph1234abcd", "eth0", "", "MAC"},
+      {"eph1234abcd", "eth0", "52:54:00:zz:34:56", "MAC"},
+      {"eph1234abcd", "eth0", "52:54:00:12:34", "MAC"},
+  };
+  for (const Case& c : cases) {
+    try {
+      CreateContainerLink(c.host, -1, c.inside, c.mac, guest, gateway);
+      ADD_FAILURE() << "accepted " << c.host << " " << c.inside << " " << c.mac;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+      EXPECT_THAT(e.what(), HasSubstr(c.says));
+    }
+  }
+}
+
+TEST(NetworkRecordTest, VethRecordRoundTrips) {
+  AddressPool pool(Ipv4Cidr::Parse("172.16.0.0/16"));
+  SandboxId id = SandboxId::Parse("1234abcd-e89b-42d3-a456-426614174000");
+  SandboxNetwork n{id, "eph1234abcd"};
+  n.peer = "epc1234abcd";
+  n.subnet = pool.Reserve(id, 5);
+  n.mac = NetworkManager::MacFor(id);
+  n.host_port = 10007;
+  n.mode = LinkMode::kVeth;
+  std::string text = NetworkRecordJson(n);
+  nlohmann::json j = nlohmann::json::parse(text);
+  EXPECT_EQ(j.at("mode"), "veth");
+  EXPECT_EQ(j.at("peer"), "epc1234abcd");
+  EXPECT_EQ(j.at("subnet"), "172.16.0.20/30");
+
+  SandboxNetwork back = ParseNetworkRecord(text, pool);
+  EXPECT_EQ(back.id, n.id);
+  EXPECT_EQ(back.tap, n.tap);
+  EXPECT_EQ(back.peer, n.peer);
+  EXPECT_EQ(back.subnet, n.subnet);
+  EXPECT_EQ(back.mac, n.mac);
+  EXPECT_EQ(back.host_port, 10007);
+  EXPECT_EQ(back.guest_port, 22);
+  EXPECT_EQ(back.mode, LinkMode::kVeth);
+  EXPECT_EQ(back.guest().str(), "172.16.0.22");
+  EXPECT_EQ(NetworkRecordJson(back), text);
+
+  // A veth record without its peer's name is not one this code wrote: refused.
+  j.erase("peer");
+  try {
+    ParseNetworkRecord(j.dump(), pool);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("peer"));
+  }
+}
+
+TEST(NetworkRecordTest, TapRecordsCarryNoPeerAndOldOnesStillParse) {
+  AddressPool pool(Ipv4Cidr::Parse("172.16.0.0/16"));
+  SandboxId id = SandboxId::Generate();
+  SandboxNetwork n{id, TapNameFor(id), pool.Allocate(id), NetworkManager::MacFor(id), 10001, 22};
+  std::string text = NetworkRecordJson(n);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("peer")));
+  EXPECT_THAT(text, HasSubstr("\"mode\": \"tap\""));
+  // Records from before link modes: a TAP.
+  nlohmann::json j = nlohmann::json::parse(text);
+  j.erase("mode");
+  SandboxNetwork old = ParseNetworkRecord(j.dump(), pool);
+  EXPECT_EQ(old.mode, LinkMode::kTap);
+  EXPECT_TRUE(old.peer.empty());
+  j["mode"] = "vxlan";
+  EXPECT_THROW(ParseNetworkRecord(j.dump(), pool), Error);
 }
 
 TEST(DnsmasqTest, ServesExactlyTheGuestOnItsTapWithoutDns) {
