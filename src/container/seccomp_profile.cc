@@ -373,6 +373,11 @@ SeccompProfile LoadSeccompProfile(std::string_view json_text, const std::string&
 
   std::unique_ptr<void, ReleaseFilter> ctx(seccomp_init(default_action));
   if (!ctx) Invalid(origin, "libseccomp refuses the default action {}", default_action_name);
+  // A binary tree of syscall numbers instead of a list: every syscall the
+  // container makes runs the filter, in a few dozen instructions, not hundreds.
+  if (const int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2); rc < 0) {
+    FailErrno("seccomp_attr_set(SCMP_FLTATR_CTL_OPTIMIZE)", -rc);
+  }
   const std::vector<std::string> arches = Architectures(profile, origin);
   for (const std::string& arch : arches) {
     const int rc = seccomp_arch_add(ctx.get(), ArchToken(arch, origin));

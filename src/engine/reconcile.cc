@@ -18,6 +18,9 @@ ReconcileReport Engine::Reconcile() {
   NetworkReconcileReport net = networks_.Reconcile();
   for (const auto& line : net.restored) note("restored " + line);
   for (const auto& line : net.removed) note("removed stale " + line);
+  // A container's veth goes with its namespace: its sandbox is checked below.
+  for (const auto& id : net.lost)
+    note(fmt::format("network of sandbox {} has no device", id.str()));
 
   std::set<SandboxId> known;
   for (const auto& s : store_.List()) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <future>
 #include <thread>
 
 #include "core/error.h"
@@ -16,11 +17,13 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// Connects until sshd completes a handshake or the deadline passes, backing
-// off from 10 ms (a container's sshd is up in tens of ms) to 500 ms.
+// Connects until sshd completes a handshake or the deadline passes: every
+// 5 ms for the first second (a container's sshd is up in tens of ms, and a
+// refused connection costs nothing), then backing off to 500 ms.
 std::unique_ptr<SshSession> ConnectWithRetry(const std::string& host, std::uint16_t port,
                                              const std::string& user, Clock::time_point deadline) {
-  milliseconds backoff(10);
+  milliseconds backoff(5);
+  const auto fast_until = Clock::now() + milliseconds(1000);
   std::string last_error = "no attempt made";
   while (Clock::now() < deadline) {
     auto left = duration_cast<milliseconds>(deadline - Clock::now());
@@ -31,7 +34,7 @@ std::unique_ptr<SshSession> ConnectWithRetry(const std::string& host, std::uint1
     }
     std::this_thread::sleep_for(
         std::min(backoff, duration_cast<milliseconds>(deadline - Clock::now())));
-    backoff = std::min(backoff * 2, milliseconds(500));
+    if (Clock::now() > fast_until) backoff = std::min(backoff * 2, milliseconds(500));
   }
   Fail(ErrorCode::kTimeout, "the guest's sshd at {}:{} did not answer in time (last: {})", host,
        port, last_error);
@@ -84,12 +87,20 @@ ProvisionResult Provision(const ProvisionRequest& request) {
   }
 
   auto t1 = Clock::now();
+  auto step = [&, last = t1](const char* what) mutable {
+    auto now = Clock::now();
+    spdlog::debug("provision {}: {} in {} ms", request.host, what,
+                  duration_cast<milliseconds>(now - last).count());
+    last = now;
+  };
+  step("endpoint logged in");
   result.credentials = GenerateClientCredentials();
   CommandResult setup = session->Execute(
       fmt::format("sudo /bin/anweddol_container_setup.sh {} {} {}", result.credentials.username,
                   result.credentials.password, request.client_port),
       request.setup_timeout);
   session.reset();
+  step("setup script ran");
   if (setup.exit_status != 0) {
     std::string detail = setup.err.empty() ? setup.out : setup.err;
     while (!detail.empty() && detail.back() == '\n') detail.pop_back();
@@ -99,22 +110,31 @@ ProvisionResult Provision(const ProvisionRequest& request) {
 
   // sshd re-executes to take the new configuration: retry while it restarts.
   auto deadline = Clock::now() + request.setup_timeout;
+  // That the endpoint is refused now is checked at the same time as the
+  // client's login (two connections: the second handshake and sshd's
+  // delay after a failed login need not wait for the first).
+  auto endpoint_refused = std::async(std::launch::async, [&request, deadline] {
+    auto endpoint =
+        ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);
+    return !EndpointLogin(*endpoint, request.endpoint);
+  });
   auto client =
       ConnectWithRetry(request.host, request.client_port, result.credentials.username, deadline);
   if (client->HostKeyFingerprint() != result.host_key_fingerprint) {
     Fail(ErrorCode::kFailedPrecondition, "the guest's host key changed during provisioning");
   }
+  step("client connected");
   if (!client->AuthenticateWithPassword(result.credentials.password)) {
     Fail(ErrorCode::kFailedPrecondition, "the new user {} cannot log in after setup",
          result.credentials.username);
   }
+  step("client logged in");
   if (!request.authorized_keys.empty()) AuthorizeKeys(*client, request);
   client.reset();
-  auto endpoint =
-      ConnectWithRetry(request.host, request.client_port, request.endpoint_user, deadline);
-  if (EndpointLogin(*endpoint, request.endpoint)) {
+  if (!endpoint_refused.get()) {
     Fail(ErrorCode::kFailedPrecondition, "the endpoint user can still log in after setup");
   }
+  step("endpoint refused");
   result.setup = duration_cast<milliseconds>(Clock::now() - t1);
   return result;
 }

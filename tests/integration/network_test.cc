@@ -351,10 +351,6 @@ void WaitGone(const std::string& name) {
   for (int i = 0; i < 5000 && InterfaceExists(name); ++i) std::this_thread::sleep_for(1ms);
 }
 
-double Ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
 TEST_F(NetworkTest, VethSandboxIsAddressedFirewalledForwardedAndTornDown) {
   SandboxId id = SandboxId::Generate();
   SandboxNetwork n = manager_->Setup(id, {}, LinkMode::kVeth);
@@ -379,9 +375,7 @@ TEST_F(NetworkTest, VethSandboxIsAddressedFirewalledForwardedAndTornDown) {
   FakeContainer container;
   const std::string host_ping_range = GetSysctl("net.ipv4.ping_group_range");
   const std::string home_ns = ReadLink("/proc/thread-self/ns/net");
-  auto start = std::chrono::steady_clock::now();
   CreateContainerLink(n.tap, container.fd(), "eth0", n.mac, guest, gateway);
-  std::printf("CreateContainerLink took %.2f ms\n", Ms(std::chrono::steady_clock::now() - start));
   // The caller's thread is back in its own namespace.
   EXPECT_EQ(ReadLink("/proc/thread-self/ns/net"), home_ns);
   // The host end, as a TAP would be.
@@ -631,50 +625,5 @@ TEST_F(NetworkTest, ReconcileKeepsLiveVethsReportsAbsentOnesAndRemovesStrays) {
 // for the network. Teardown is timed three ways: the container's namespace
 // alive (deleting a live pair), just closed (the kernel's asynchronous
 // cleanup may not have removed the pair yet) and gone (nothing to delete).
-TEST_F(NetworkTest, VethStepsAreTimed) {
-  constexpr int kRuns = 15;
-  std::vector<double> setup, create, live, dying, gone, cleanup;
-  int dying_found = 0;
-  for (int i = 0; i < kRuns * 3; ++i) {
-    auto container = std::make_unique<FakeContainer>();
-    auto t0 = std::chrono::steady_clock::now();
-    SandboxNetwork n = manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth);
-    auto t1 = std::chrono::steady_clock::now();
-    CreateContainerLink(n.tap, container->fd(), "eth0", n.mac, n.subnet.guest(),
-                        n.subnet.gateway());
-    auto t2 = std::chrono::steady_clock::now();
-    setup.push_back(Ms(t1 - t0));
-    create.push_back(Ms(t2 - t1));
-    if (i % 3 == 1) {
-      container.reset();
-      dying_found += InterfaceExists(n.tap);
-    } else if (i % 3 == 2) {
-      auto closed = std::chrono::steady_clock::now();
-      container.reset();
-      WaitGone(n.tap);
-      cleanup.push_back(Ms(std::chrono::steady_clock::now() - closed));
-      ASSERT_FALSE(InterfaceExists(n.tap));
-    }
-    auto t3 = std::chrono::steady_clock::now();
-    manager_->Teardown(n.id);
-    double took = Ms(std::chrono::steady_clock::now() - t3);
-    (i % 3 == 0 ? live : i % 3 == 1 ? dying : gone).push_back(took);
-  }
-  auto report = [](const char* what, std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    std::printf("%s: median %.2f ms, min %.2f ms, max %.2f ms (%zu runs)\n", what, v[v.size() / 2],
-                v.front(), v.back(), v.size());
-    return v[v.size() / 2];
-  };
-  report("Setup(kVeth)", setup);
-  EXPECT_LT(report("CreateContainerLink", create), 50.0);
-  report("Teardown(kVeth), namespace alive", live);
-  report("Teardown(kVeth), namespace just closed", dying);
-  std::printf("  (host end still there right after the close: %d of %zu)\n", dying_found,
-              dying.size());
-  report("Teardown(kVeth), namespace gone", gone);
-  report("kernel's removal of the pair after the close", cleanup);
-}
-
 }  // namespace
 }  // namespace ephemera

@@ -227,6 +227,43 @@ wirt:
   ExpectConfigError("wirt: {polling: true}", "wirt.polling");
 }
 
+TEST(ConfigTest, ContainersHaveDefaultsAndTheirKeysAreChecked) {
+  Config d = ParseConfig("");
+  EXPECT_TRUE(d.container.enabled);
+  EXPECT_EQ(d.container.runtime, "crun");
+  EXPECT_EQ(d.container.uid_base, 1000000000u);
+  EXPECT_TRUE(d.container.seccomp_profile.empty());
+  EXPECT_EQ(d.anweddol.kind, SandboxKind::kVm);
+  Config c = ParseConfig(R"(
+container:
+  runtime: runc
+  uid_base: 2000000000
+  seccomp_profile: /etc/ephemera/seccomp.json
+  max_pids: 256
+  disk_mib: 2048
+  io_weight: 50
+  image_idle_seconds: 0
+anweddol:
+  kind: container
+)");
+  EXPECT_EQ(c.container.runtime, "runc");
+  EXPECT_EQ(c.container.uid_base, 2000000000u);
+  EXPECT_EQ(c.container.seccomp_profile, "/etc/ephemera/seccomp.json");
+  EXPECT_EQ(c.container.max_pids, 256u);
+  EXPECT_EQ(c.container.disk_mib, 2048u);
+  EXPECT_EQ(c.container.io_weight, 50u);
+  EXPECT_EQ(c.container.image_idle_seconds, 0u);
+  EXPECT_EQ(c.anweddol.kind, SandboxKind::kContainer);
+  ExpectConfigError("container: {runtime: docker}", "'container.runtime'");
+  ExpectConfigError("container: {seccomp_profile: rel.json}", "'container.seccomp_profile'");
+  ExpectConfigError("container: {io_weight: 0}", "'container.io_weight'");
+  // Every sandbox's range of 65536 uids must fit below the last uid.
+  ExpectConfigError("limits: {max_sandboxes: 16384}\ncontainer: {uid_base: 3300000000}",
+                    "'container.uid_base'");
+  ExpectConfigError("anweddol: {kind: jail}", "'anweddol.kind'");
+  ExpectConfigError("container: {privileged: true}", "container.privileged");
+}
+
 TEST(ConfigTest, BadRegistriesAndImagesNameTheKey) {
   ExpectConfigError("registries: {host: x}", "'registries': expected a list");
   ExpectConfigError("registries: [x]", "'registries[0]': expected a mapping");

@@ -105,6 +105,15 @@ TEST(WirtRequest, ConfigKeysAreCheckedAndUnknownOnesNamed) {
             std::string::npos);
   EXPECT_NE(message(std::string("{\"image\":\"\x01\"}")).find("binary"), std::string::npos);
   EXPECT_NE(message(R"({"image":"../x"})").find("'image'"), std::string::npos);
+  EXPECT_NE(message(R"({"kind":"jail"})").find("'kind'"), std::string::npos);
+  EXPECT_NE(message(R"({"kind":1})").find("'kind' must be a string"), std::string::npos);
+}
+
+TEST(WirtRequest, AConfigMayAskForAContainer) {
+  VmConfig c = ParseVmConfig(R"({"kind":"container","memory_mib":256})");
+  EXPECT_EQ(c.kind, SandboxKind::kContainer);
+  EXPECT_EQ(ParseVmConfig(VmConfigToJson(c)).kind, SandboxKind::kContainer);
+  EXPECT_FALSE(ParseVmConfig("{}").kind.has_value());  // the daemon's default: a VM
 }
 
 // A home owned by a uid with no account, as a user's would be.

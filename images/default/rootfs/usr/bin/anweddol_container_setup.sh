@@ -229,8 +229,12 @@ kill -HUP "$pid" || fail "cannot signal sshd (pid $pid)"
 # (where /dev/fd lets bash open one).
 pause=''
 if [ -e /dev/fd/0 ]; then exec {pause}<> <(:); fi
-for _ in {1..200}; do
-  if [ -n "$pause" ]; then read -rt 0.05 -u "$pause" _ || true; else sleep 0.05; fi
+# Every 10 ms for the first half second (a container's sshd is back in
+# tens of ms), then every 50 ms (a VM's under emulation takes longer).
+for i in {1..250}; do
+  delay=0.05
+  if ((i <= 50)); then delay=0.01; fi
+  if [ -n "$pause" ]; then read -rt "$delay" -u "$pause" _ || true; else sleep "$delay"; fi
   kill -0 "$pid" 2>/dev/null || fail "sshd exited after reload"
   for inode in $(listening "$port"); do
     if [[ $before != *" $inode "* ]]; then
