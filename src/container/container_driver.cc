@@ -166,18 +166,6 @@ void ContainerDriver::OnStopped(std::function<void(const SandboxId&)> listener) 
 
 std::string ContainerDriver::Health() const { return "ok"; }
 
-std::size_t ContainerDriver::UidRangesInUse() const {
-  std::lock_guard lock(mutex_);
-  return slots_.size();
-}
-
-std::optional<uid_t> ContainerDriver::HostRootOf(const SandboxId& id) const {
-  std::lock_guard lock(mutex_);
-  auto it = slots_.find(id);
-  if (it == slots_.end()) return std::nullopt;
-  return options_.config.uid_base + it->second * kUidsPerContainer;
-}
-
 unsigned ContainerDriver::TakeSlot(const SandboxId& id) {
   std::lock_guard lock(mutex_);
   std::set<unsigned> used;
@@ -409,9 +397,14 @@ void ContainerDriver::Adopt() {
     }
     const fs::path image = record.at("image_rootfs").get<std::string>();
     if (!MountsUnder(entry.path() / "rootfs").empty()) {
-      images_.Acquire(image);
-      std::lock_guard lock(mutex_);
-      image_of_[*id] = image;
+      try {
+        images_.Acquire(image);
+        std::lock_guard lock(mutex_);
+        image_of_[*id] = image;
+      } catch (const Error& e) {
+        // Its rootfs keeps the old mount alive; the count just lacks it.
+        spdlog::warn("container {}: its image cannot be mounted again: {}", id->str(), e.what());
+      }
     }
     auto state = runtime_->State(id->str());
     if (state && state->pid > 0 && state->status != "stopped") {

@@ -62,12 +62,6 @@ class ContainerDriver : public VmDriver {
   void Destroy(const SandboxId& id) override;
   std::vector<SandboxId> List() override;
 
-  // Host resources held now (for tests and status): image mounts, uid ranges.
-  std::size_t ImageMountCount() const { return images_.Mounted(); }
-  std::size_t UidRangesInUse() const;
-  // The host uid a container's root is (uid_base + slot * 65536).
-  std::optional<uid_t> HostRootOf(const SandboxId& id) const;
-
   static constexpr unsigned kUidsPerContainer = 65536;
   static std::string CgroupName(const SandboxId& id) { return "ct-" + id.str(); }
 

@@ -95,9 +95,4 @@ void ImageMounts::Sweep(bool force) {
   }
 }
 
-std::size_t ImageMounts::Mounted() const {
-  std::lock_guard lock(mutex_);
-  return entries_.size();
-}
-
 }  // namespace ephemera

@@ -22,7 +22,6 @@ class ImageMounts {
   // Unmounts what has been unused for the idle time (`force`: at once);
   // also mounts left by an earlier run that nothing holds.
   void Sweep(bool force = false);
-  std::size_t Mounted() const;
 
  private:
   struct Entry {

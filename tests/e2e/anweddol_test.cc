@@ -261,6 +261,48 @@ TEST_F(AnweddolTest, WebCreateLoginStatDestroy) {
               StartsWith("Bad request"));
 }
 
+// anweddol.kind: the Anweddol doors hand out containers, to clients that
+// know nothing of kinds.
+class AnweddolContainerTest : public AnweddolTest {
+ protected:
+  void SetUp() override {
+    // The runtime reaches the rootfs as the container's root.
+    std::filesystem::permissions(state_.path(), std::filesystem::perms::others_exec,
+                                 std::filesystem::perm_options::add);
+    AnweddolTest::SetUp();
+  }
+  std::string ExtraConfig() const override {
+    return AnweddolTest::ExtraConfig() + "anweddol: {kind: container}\n";
+  }
+};
+
+TEST_F(AnweddolContainerTest, ClassicCreateGivesAContainerThatLogsIn) {
+  const std::string token = AddToken();
+  json created = Classic({{"verb", "CREATE"}, {"parameters", {{"access_token", token}}}});
+  ASSERT_TRUE(created["success"].get<bool>()) << created.dump() << DaemonLog();
+  const json data = created["data"];
+  ExpectAnweddolCreateData(data);
+  ExpectLogin(data);
+  json mine = Classic({{"verb", "STAT"},
+                       {"parameters",
+                        {{"access_token", token},
+                         {"container_uuid", data["container_uuid"]},
+                         {"client_token", data["client_token"]}}}});
+  ASSERT_TRUE(mine["success"].get<bool>()) << mine.dump();
+  EXPECT_EQ(mine["data"]["container"]["driver"], "container");
+  EXPECT_EQ(mine["data"]["container"]["running"], true);
+  json listed = List();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["kind"], "container");
+  json destroyed = Classic({{"verb", "DESTROY"},
+                            {"parameters",
+                             {{"access_token", token},
+                              {"container_uuid", data["container_uuid"]},
+                              {"client_token", data["client_token"]}}}});
+  EXPECT_TRUE(destroyed["success"].get<bool>()) << destroyed.dump();
+  ExpectNothingLeft();
+}
+
 class AnweddolWebTlsTest : public test::DaemonTest {
  protected:
   std::string ExtraConfig() const override {
