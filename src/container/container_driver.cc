@@ -164,6 +164,11 @@ void ContainerDriver::OnStopped(std::function<void(const SandboxId&)> listener) 
   stopped_listener_ = std::move(listener);
 }
 
+void ContainerDriver::OnOutOfMemory(OutOfMemoryListener listener) {
+  std::lock_guard lock(mutex_);
+  oom_listener_ = std::move(listener);
+}
+
 std::string ContainerDriver::Health() const { return "ok"; }
 
 unsigned ContainerDriver::TakeSlot(const SandboxId& id) {
@@ -462,6 +467,12 @@ void ContainerDriver::ReportOomKills() {
     if (kills <= r->oom_kills) continue;
     spdlog::warn("container {}: out of memory: the OOM killer ended {} process(es) inside",
                  id.str(), kills - r->oom_kills);
+    OutOfMemoryListener listener;
+    {
+      std::lock_guard lock(mutex_);
+      listener = oom_listener_;
+    }
+    if (listener) listener(id, kills - r->oom_kills);
     r->oom_kills = kills;
   }
 }

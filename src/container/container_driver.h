@@ -53,6 +53,7 @@ class ContainerDriver : public VmDriver {
   LinkMode link_mode() const override { return LinkMode::kVeth; }
   bool passes_secret_files() const override { return true; }
   void OnStopped(std::function<void(const SandboxId&)> listener) override;
+  void OnOutOfMemory(OutOfMemoryListener listener) override;
   std::string Health() const override;
 
   VmInfo Start(const VmSpec& spec) override;
@@ -97,6 +98,7 @@ class ContainerDriver : public VmDriver {
   std::map<SandboxId, std::filesystem::path> image_of_;  // the rootfs each one holds
   std::map<SandboxId, std::shared_ptr<Running>> running_;
   std::function<void(const SandboxId&)> stopped_listener_;
+  OutOfMemoryListener oom_listener_;
 
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: the watcher re-reads running_

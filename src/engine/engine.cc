@@ -20,6 +20,15 @@ Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, Engine
       started_(std::chrono::steady_clock::now()) {
   // A VM that stops by itself is reaped at once, not at the next pass.
   for (auto& [name, driver] : drivers_.by_name) {
+    driver->OnOutOfMemory([this](const SandboxId& id, std::uint64_t kills) {
+      try {
+        store_.AddEvent(
+            "out_of_memory", id.str(),
+            fmt::format("the OOM killer ended {} process(es) at its memory limit", kills));
+      } catch (const Error& e) {
+        spdlog::warn("sandbox {}: out-of-memory event not recorded: {}", id.str(), e.what());
+      }
+    });
     driver->OnStopped([this](const SandboxId&) {
       {
         std::lock_guard lock(reaper_mutex_);
@@ -59,7 +68,10 @@ VmDriver& Engine::DriverFor(SandboxKind kind, std::string* name) {
 }
 
 Engine::~Engine() {
-  for (auto& [name, driver] : drivers_.by_name) driver->OnStopped({});
+  for (auto& [name, driver] : drivers_.by_name) {
+    driver->OnStopped({});
+    driver->OnOutOfMemory({});
+  }
   {
     std::lock_guard lock(reaper_mutex_);
     stopping_ = true;

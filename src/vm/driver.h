@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -26,6 +27,11 @@ class VmDriver {
   // The driver calls `listener` (on a thread of its own) when a VM stops
   // by itself, so that the reaper need not wait for its next pass.
   virtual void OnStopped(std::function<void(const SandboxId&)> listener) { (void)listener; }
+
+  // The driver calls `listener` (on a thread of its own) when the OOM
+  // killer ended processes inside a sandbox (`kills` since the last call).
+  using OutOfMemoryListener = std::function<void(const SandboxId&, std::uint64_t kills)>;
+  virtual void OnOutOfMemory(OutOfMemoryListener listener) { (void)listener; }
 
   // Whether Start hands GuestFile::secret files to the guest where nothing
   // else can read them (the qemu driver passes a descriptor). Others refuse

@@ -17,10 +17,10 @@ namespace ephemera {
 namespace {
 
 namespace fs = std::filesystem;
-using ::testing::HasSubstr;
 using test::ErrorOf;
 using test::TempDir;
 using test::WriteBytes;
+using ::testing::HasSubstr;
 
 class ContainerDriverTest : public ::testing::Test {
  protected:

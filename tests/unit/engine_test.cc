@@ -26,10 +26,13 @@ class FakeVms : public VmDriver {
  public:
   std::string_view name() const override { return "fake"; }
   bool passes_secret_files() const override { return secrets; }
+  LinkMode link_mode() const override { return mode; }
+  void OnOutOfMemory(OutOfMemoryListener listener) override { out_of_memory = std::move(listener); }
   VmInfo Start(const VmSpec& spec) override {
     std::lock_guard lock(mutex);
     if (fail_start) Fail(ErrorCode::kFailedPrecondition, "fake: QEMU refused");
     last_guest_files = spec.guest_files;
+    last_spec = spec;
     vms.insert_or_assign(spec.id, VmState::kRunning);
     return VmInfo{spec.id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
   }
@@ -61,6 +64,9 @@ class FakeVms : public VmDriver {
   bool fail_start = false;
   bool cannot_check = false;
   bool secrets = false;
+  LinkMode mode = LinkMode::kTap;
+  OutOfMemoryListener out_of_memory;
+  std::optional<VmSpec> last_spec;
 };
 
 class FakeNetworks : public SandboxNetworks {
@@ -165,6 +171,68 @@ class EngineTest : public ::testing::Test {
   EngineOptions options_;
   std::unique_ptr<Engine> engine_;
 };
+
+// Containers and VMs side by side: each sandbox goes to its kind's driver,
+// and a container's network is a veth the driver makes inside.
+class TwoDriverEngineTest : public EngineTest {
+ protected:
+  Engine& engine() {
+    if (!engine_) {
+      containers_.mode = LinkMode::kVeth;
+      engine_ = std::make_unique<Engine>(
+          options_, store_, images_,
+          EngineDrivers{{{"qemu", &vms_}, {"container", &containers_}}, "qemu", "container"},
+          networks_, provisioner_);
+    }
+    return *engine_;
+  }
+  FakeVms containers_;
+};
+
+TEST_F(TwoDriverEngineTest, EachKindGoesToItsDriver) {
+  CreateRequest as_container;
+  as_container.kind = SandboxKind::kContainer;
+  CreateResult c = engine().Create(as_container);
+  CreateResult v = engine().Create({});
+  EXPECT_EQ(c.sandbox.driver, "container");
+  EXPECT_EQ(c.sandbox.spec.kind, SandboxKind::kContainer);
+  EXPECT_EQ(v.sandbox.driver, "qemu");
+  EXPECT_EQ(containers_.vms.count(c.sandbox.id), 1u);
+  EXPECT_EQ(vms_.vms.count(v.sandbox.id), 1u);
+  // The container's NIC: the host end's name and its /30, for the driver
+  // to make the pair with.
+  ASSERT_TRUE(containers_.last_spec && containers_.last_spec->nic);
+  EXPECT_EQ(containers_.last_spec->nic->tap, c.sandbox.tap);
+  ASSERT_TRUE(containers_.last_spec->nic->subnet.has_value());
+  EXPECT_EQ(containers_.last_spec->nic->subnet->guest().str(), c.sandbox.guest_ip);
+  // Only a VM carries QEMU's overhead in the memory budget.
+  EXPECT_LT(c.sandbox.overhead_mib, 8u);
+  engine().Destroy(c.sandbox.id, std::nullopt);
+  engine().Destroy(v.sandbox.id, std::nullopt);
+  ExpectNothingLeft();
+  EXPECT_TRUE(containers_.vms.empty());
+}
+
+TEST_F(TwoDriverEngineTest, AnOutOfMemoryKillIsRecorded) {
+  CreateRequest as_container;
+  as_container.kind = SandboxKind::kContainer;
+  CreateResult c = engine().Create(as_container);
+  ASSERT_TRUE(containers_.out_of_memory);
+  containers_.out_of_memory(c.sandbox.id, 2);
+  bool recorded = false;
+  for (const auto& e : store_.Events()) {
+    recorded |= e.kind == "out_of_memory" && e.sandbox_id == c.sandbox.id.str() &&
+                e.detail.find("2 process") != std::string::npos;
+  }
+  EXPECT_TRUE(recorded);
+  engine().Destroy(c.sandbox.id, std::nullopt);
+}
+
+TEST_F(EngineTest, WithoutAContainerDriverContainersAreRefused) {
+  CreateRequest as_container;
+  as_container.kind = SandboxKind::kContainer;
+  ExpectCreateFails(as_container, ErrorCode::kInvalidArgument, "no container sandboxes");
+}
 
 TEST_F(EngineTest, CreateReturnsCredentialsOnceAndStoresOnlyHashes) {
   CreateResult r = engine().Create({});
