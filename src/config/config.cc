@@ -530,12 +530,13 @@ Config ParseConfig(std::string_view yaml_text) {
          config.container.runtime.substr(0, 64));
   }
   container.ReadUnsigned("uid_base", config.container.uid_base, 65536, 4000000000u);
+  // ping_group_range (unprivileged ping inside) reaches only ids below 2^31.
   if (std::uint64_t{config.container.uid_base} +
           std::uint64_t{config.limits.max_sandboxes} * 65536 >
-      0xFFFFFFFEull) {
+      0x7FFFFFFFull) {
     Fail(ErrorCode::kInvalidArgument,
          "config key 'container.uid_base': {} + limits.max_sandboxes ({}) ranges of 65536 uids "
-         "pass the last uid",
+         "pass 2^31 - 1",
          config.container.uid_base, config.limits.max_sandboxes);
   }
   ReadOptionalPath(container, "seccomp_profile", config.container.seccomp_profile);

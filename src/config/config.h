@@ -174,7 +174,7 @@ struct ContainerConfig {
   std::string runtime = "crun";  // crun | runc, or a path to one of them
   // Sandbox i's root is host uid uid_base + i * 65536 (65536 uids each),
   // for up to limits.max_sandboxes at once; the range must not overlap
-  // vm.uid_base's nor /etc/subuid's.
+  // vm.uid_base's nor /etc/subuid's, and must end below 2^31.
   unsigned uid_base = 1000000000;
   // A Docker/Podman-format (or OCI-format) seccomp profile; empty: the
   // built-in one (share/ephemera/seccomp.json: Podman's, with Docker's

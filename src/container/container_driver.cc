@@ -105,7 +105,8 @@ void WriteGuestFiles(const fs::path& dir, const std::vector<GuestFile>& files, u
 ContainerDriver::ContainerDriver(ContainerDriverOptions options)
     : options_(std::move(options)),
       root_(options_.state_dir / "containers"),
-      images_(root_ / ".images", std::chrono::seconds(options_.config.image_idle_seconds)) {
+      images_(root_ / ".images", std::chrono::seconds(options_.config.image_idle_seconds)),
+      consoles_(options_.console_log_bytes) {
   if (!options_.cgroups) {
     Fail(ErrorCode::kUnavailable, "containers need cgroups, and none could be used here");
   }
@@ -160,12 +161,12 @@ ContainerDriver::~ContainerDriver() {
 }
 
 void ContainerDriver::OnStopped(std::function<void(const SandboxId&)> listener) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(listener_mutex_);
   stopped_listener_ = std::move(listener);
 }
 
 void ContainerDriver::OnOutOfMemory(OutOfMemoryListener listener) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(listener_mutex_);
   oom_listener_ = std::move(listener);
 }
 
@@ -197,6 +198,11 @@ void ContainerDriver::Track(const SandboxId& id, pid_t pid) {
   if (!running->pidfd) {
     if (errno != ESRCH) FailErrno(fmt::format("cannot track container {}", id.str()), errno);
     running->exited = true;
+  }
+  try {
+    // An adopted container's earlier kills were reported by the old daemon.
+    running->oom_kills = options_.cgroups->Usage(CgroupName(id)).oom_kills;
+  } catch (const Error&) {
   }
   {
     std::lock_guard lock(mutex_);
@@ -257,10 +263,14 @@ void ContainerDriver::Build(const VmSpec& spec, unsigned slot) {
   }
   MountOverlay(dir / "lower", dir / "upper" / "data", dir / "upper" / "work", dir / "rootfs");
   WriteGuestFiles(dir / "upper" / "guest", spec.guest_files, root);
-  // The init reopens its own output as /dev/console: it must be its file.
-  WriteOwned(dir / "console.log", "", 0600, root);
-  UniqueFd console(::open((dir / "console.log").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
-  if (!console) FailErrno("cannot open the container's console log", errno);
+  // The container's output goes through a pipe the console recorder
+  // drains into console.log with its bound (a container must not fill the
+  // host's disk). The pipe is the container root's, so that its init can
+  // reopen its output as /dev/console.
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC) != 0) FailErrno("cannot make the container's console pipe", errno);
+  UniqueFd console_read(ends[0]), console(ends[1]);
+  if (::fchown(console.get(), root, root) != 0) FailErrno("cannot chown the console pipe", errno);
 
   RuntimeSpecInput in;
   in.hostname = "sandbox-" + spec.id.str().substr(0, 8);
@@ -286,8 +296,11 @@ void ContainerDriver::Build(const VmSpec& spec, unsigned slot) {
   limits.io_weight = options_.config.io_weight;
   const auto procs = options_.cgroups->Create(CgroupName(spec.id), limits);
 
-  const pid_t pid = runtime_->Create(spec.id.str(), dir / "bundle", console.get(), procs);
+  const pid_t pid =
+      runtime_->Create(spec.id.str(), dir / "bundle", console.get(), console_read.get(), procs);
   Track(spec.id, pid);
+  console.reset();  // the container holds the write end now
+  consoles_.AttachSource(spec.id, std::move(console_read), dir / "console.log");
   // The network, before init runs: a veth pair whose container end is
   // made inside the namespace the runtime made, as eth0 with the guest's
   // address (made there, not moved: a move costs tens of ms).
@@ -351,12 +364,19 @@ void ContainerDriver::Destroy(const SandboxId& id) {
   if (!WaitExited(id, std::chrono::seconds(10))) {
     spdlog::warn("container {}: still running 10 s after it was killed", name);
   }
+  consoles_.Detach(id);
   options_.cgroups->Remove(CgroupName(id));  // whatever escaped the namespace
   for (const fs::path& mount : MountsUnder(dir)) Unmount(mount);
   RemoveAll(dir);
   std::optional<fs::path> image;
   {
     std::lock_guard lock(mutex_);
+    // Reaped here too: the watcher may not have got to it yet.
+    if (auto it = running_.find(id); it != running_.end() && it->second->pidfd) {
+      siginfo_t info{};
+      ::waitid(static_cast<idtype_t>(kPidfdIdType), static_cast<id_t>(it->second->pidfd.get()),
+               &info, WEXITED | WNOHANG);
+    }
     running_.erase(id);
     slots_.erase(id);
     auto it = image_of_.find(id);
@@ -392,7 +412,14 @@ void ContainerDriver::Adopt() {
     try {
       record = json::parse(ReadFile(entry.path() / kRecord));
       const unsigned slot = record.at("slot").get<unsigned>();
-      const fs::path image = record.at("image_rootfs").get<std::string>();
+      const auto host_uid = record.at("host_uid").get<std::uint64_t>();
+      if (host_uid != std::uint64_t{options_.config.uid_base} + slot * kUidsPerContainer) {
+        // container.uid_base changed: its range is no slot of ours now, so
+        // it is not kept (the engine destroys it as gone).
+        spdlog::warn("container {}: its uid range ({}) is not slot {} of uid_base {}; not adopted",
+                     id->str(), host_uid, slot, options_.config.uid_base);
+        continue;
+      }
       std::lock_guard lock(mutex_);
       slots_[*id] = slot;
     } catch (const std::exception& e) {
@@ -467,12 +494,10 @@ void ContainerDriver::ReportOomKills() {
     if (kills <= r->oom_kills) continue;
     spdlog::warn("container {}: out of memory: the OOM killer ended {} process(es) inside",
                  id.str(), kills - r->oom_kills);
-    OutOfMemoryListener listener;
     {
-      std::lock_guard lock(mutex_);
-      listener = oom_listener_;
+      std::lock_guard lock(listener_mutex_);
+      if (oom_listener_) oom_listener_(id, kills - r->oom_kills);
     }
-    if (listener) listener(id, kills - r->oom_kills);
     r->oom_kills = kills;
   }
 }
@@ -508,12 +533,8 @@ void ContainerDriver::Watch() {
                WEXITED | WNOHANG);
       r->exited = true;
       spdlog::info("container {}: its init (pid {}) exited", id.str(), r->pid);
-      std::function<void(const SandboxId&)> listener;
-      {
-        std::lock_guard lock(mutex_);
-        listener = stopped_listener_;
-      }
-      if (listener) listener(id);
+      std::lock_guard lock(listener_mutex_);
+      if (stopped_listener_) stopped_listener_(id);
     }
     if (std::chrono::steady_clock::now() - last_sweep >= std::chrono::seconds(1)) {
       ReportOomKills();

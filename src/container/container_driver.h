@@ -29,6 +29,7 @@
 #include "container/seccomp_profile.h"
 #include "core/cgroup.h"
 #include "core/unique_fd.h"
+#include "vm/console_recorder.h"
 #include "vm/driver.h"
 
 namespace ephemera {
@@ -39,6 +40,8 @@ struct ContainerDriverOptions {
   unsigned max_containers = 16;  // uid ranges: one per container
   // Where container cgroups are made; required (limits are the point).
   std::shared_ptr<const Cgroups> cgroups;
+  // What a container's console log (and its one predecessor) may hold.
+  std::size_t console_log_bytes = 1 << 20;
 };
 
 class ContainerDriver : public VmDriver {
@@ -70,8 +73,8 @@ class ContainerDriver : public VmDriver {
   struct Running {
     pid_t pid = 0;
     UniqueFd pidfd;
-    bool exited = false;
-    std::uint64_t oom_kills = 0;  // reported so far
+    std::atomic<bool> exited{false};  // set by the watcher, read by all
+    std::uint64_t oom_kills = 0;      // reported so far (the watcher's alone)
   };
   bool IsCrun() const { return is_crun_; }
   std::filesystem::path DirOf(const SandboxId& id) const { return root_ / id.str(); }
@@ -92,11 +95,17 @@ class ContainerDriver : public VmDriver {
   bool is_crun_ = true;
   SeccompProfile seccomp_;
   ImageMounts images_;
+  // Output written after a daemon restart is not recorded: the pipe's
+  // read end went with the old daemon.
+  ConsoleRecorder consoles_;
 
   mutable std::mutex mutex_;
   std::map<SandboxId, unsigned> slots_;
   std::map<SandboxId, std::filesystem::path> image_of_;  // the rootfs each one holds
   std::map<SandboxId, std::shared_ptr<Running>> running_;
+  // Held while a listener runs, so that clearing one (the engine going
+  // away) waits for a call under way.
+  std::mutex listener_mutex_;
   std::function<void(const SandboxId&)> stopped_listener_;
   OutOfMemoryListener oom_listener_;
 

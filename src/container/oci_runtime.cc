@@ -1,5 +1,6 @@
 #include "container/oci_runtime.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -50,7 +51,7 @@ std::vector<std::string> OciRuntime::Command(std::initializer_list<std::string> 
 }
 
 pid_t OciRuntime::Create(const std::string& id, const fs::path& bundle, int output_fd,
-                         const std::vector<std::string>& cgroup_procs) {
+                         int output_reader, const std::vector<std::string>& cgroup_procs) {
   const fs::path pid_file = bundle / "init.pid";
   SpawnSpec spec;
   spec.argv = Command({"create", "--bundle", bundle.string(), "--pid-file", pid_file.string(), id});
@@ -60,8 +61,13 @@ pid_t OciRuntime::Create(const std::string& id, const fs::path& bundle, int outp
   const SpawnedProcess child = Spawn(spec);
   const int status = WaitSpawned(child, options_.timeout, "the runtime's create");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string output = ReadFile(fs::path("/proc/self/fd") / std::to_string(output_fd));
-    if (output.size() > 2048) output.erase(0, output.size() - 2048);
+    // The runtime has exited: what it said waits in the pipe.
+    std::string output(4096, '\0');
+    const int flags = ::fcntl(output_reader, F_GETFL);
+    ::fcntl(output_reader, F_SETFL, flags | O_NONBLOCK);
+    const ssize_t n = ::read(output_reader, output.data(), output.size());
+    ::fcntl(output_reader, F_SETFL, flags);
+    output.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     Fail(ErrorCode::kUnavailable, "{} create {} failed (wait status {}); its output ends with: {}",
          options_.binary.filename().string(), id, status, EscapeForLog(output));
   }

@@ -38,10 +38,11 @@ class OciRuntime {
   // Makes the container from `bundle` (its config.json) with its init
   // stopped before exec; the runtime process joins `cgroup_procs` first,
   // so the container starts inside its cgroup. The container's output
-  // (and the runtime's errors) go to `output_fd`. Returns the init's pid.
-  // kUnavailable quoting the runtime's error.
+  // (and the runtime's errors) go to `output_fd`, a pipe whose read end is
+  // `output_reader`. Returns the init's pid. kUnavailable quoting the
+  // runtime's error.
   pid_t Create(const std::string& id, const std::filesystem::path& bundle, int output_fd,
-               const std::vector<std::string>& cgroup_procs);
+               int output_reader, const std::vector<std::string>& cgroup_procs);
   void Start(const std::string& id);
   // Signals the init; a container already gone is fine.
   void Kill(const std::string& id, int signal);

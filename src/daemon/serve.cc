@@ -176,8 +176,9 @@ int Serve(const Config& config) {
   std::unique_ptr<ContainerDriver> containers;
   if (config.container.enabled) {
     try {
-      containers = std::make_unique<ContainerDriver>(ContainerDriverOptions{
-          config.state_dir, config.container, config.limits.max_sandboxes, cgroups});
+      containers = std::make_unique<ContainerDriver>(
+          ContainerDriverOptions{config.state_dir, config.container, config.limits.max_sandboxes,
+                                 cgroups, std::size_t{config.vm.console_log_kib} * 1024});
       drivers.by_name["container"] = containers.get();
       drivers.container = "container";
     } catch (const Error& e) {

@@ -1,5 +1,9 @@
 #include "store/sqlite.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "core/error.h"
 
 namespace ephemera::sqlite {
@@ -18,6 +22,13 @@ namespace {
 }  // namespace
 
 Database::Database(const std::filesystem::path& path) {
+  // The daemon's only: its folder may be searchable by others (0711, for
+  // libvirt's QEMU and container runtimes), and SQLite gives its journal
+  // files the database's mode.
+  if (int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600); fd >= 0) {
+    (void)::fchmod(fd, 0600);
+    ::close(fd);
+  }
   int rc =
       sqlite3_open_v2(path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);

@@ -48,13 +48,21 @@ void ConsoleRecorder::Attach(const SandboxId& id, const fs::path& socket, const 
     Fail(ErrorCode::kInvalidArgument, "console socket path {} is too long", socket.string());
   }
   std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
-  Console console;
-  console.socket.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!console.socket) FailErrno("socket", errno);
-  if (::connect(console.socket.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  UniqueFd connection(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!connection) FailErrno("socket", errno);
+  if (::connect(connection.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     FailErrno(fmt::format("cannot connect to console {}", socket.string()), errno,
               ErrorCode::kUnavailable);
   }
+  AttachSource(id, std::move(connection), log);
+}
+
+void ConsoleRecorder::AttachSource(const SandboxId& id, UniqueFd source, const fs::path& log) {
+  if (::fcntl(source.get(), F_SETFL, ::fcntl(source.get(), F_GETFL) | O_NONBLOCK) != 0) {
+    FailErrno("cannot make a console source non-blocking", errno);
+  }
+  Console console;
+  console.socket = std::move(source);
   console.log_path = log;
   console.log.reset(::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
   if (!console.log) FailErrno(fmt::format("cannot open {}", log.string()), errno);

@@ -29,6 +29,9 @@ class ConsoleRecorder {
   // the socket does not accept.
   void Attach(const SandboxId& id, const std::filesystem::path& socket,
               const std::filesystem::path& log);
+  // The same from a descriptor already open: the read end of a pipe that a
+  // container's output goes to.
+  void AttachSource(const SandboxId& id, UniqueFd source, const std::filesystem::path& log);
   // Stops recording `id` (idempotent).
   void Detach(const SandboxId& id);
   bool Recording(const SandboxId& id) const;

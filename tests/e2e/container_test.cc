@@ -150,6 +150,17 @@ TEST_F(ContainerTest, CreateLoginIsolationLimitsDestroyLeavesNothing) {
   EXPECT_LE(std::stoi(pids), 64);
   std::this_thread::sleep_for(5s);
   EXPECT_EQ(session->Execute("echo alive", 30s).out, "alive\n");
+  // Its output cannot fill the host's disk: the console log is bounded
+  // (vm.console_log_kib, 1 MiB for a log and its predecessor).
+  CommandResult flood = AsRoot(*session, s, "head -c 3000000 /dev/zero > /proc/1/fd/2; echo $?");
+  EXPECT_EQ(flood.out, "0\n") << flood.err;
+  std::this_thread::sleep_for(500ms);
+  const fs::path console =
+      state_.path() / "state" / "containers" / s["id"].get<std::string>() / "console.log";
+  std::uintmax_t kept = fs::file_size(console);
+  if (fs::exists(console.string() + ".1")) kept += fs::file_size(console.string() + ".1");
+  EXPECT_GT(kept, 100000u);
+  EXPECT_LE(kept, 1u << 20);
   session.reset();
   EXPECT_THAT(DaemonLog(), HasSubstr("out of memory"));
 

@@ -1,6 +1,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <thread>
 
@@ -38,6 +40,19 @@ TEST_F(StoreTest, FreshDatabaseIsMigratedToTheLatestSchemaInWalMode) {
   auto mode = raw.Prepare("PRAGMA journal_mode");
   ASSERT_TRUE(mode.Step());
   EXPECT_EQ(mode.Text(0), "wal");
+}
+
+TEST_F(StoreTest, TheDatabaseAndItsJournalAreTheDaemonsOnly) {
+  // An existing file others could read is closed to them too.
+  test::WriteBytes(path_, "");
+  std::filesystem::permissions(path_, std::filesystem::perms(0644));
+  Store store(path_);
+  store.Insert(MakeSandbox());
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((path_.string() + suffix).c_str(), &st), 0) << suffix;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << suffix;
+  }
 }
 
 TEST_F(StoreTest, ReopeningKeepsDataAndDoesNotRemigrate) {
