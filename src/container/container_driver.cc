@@ -31,7 +31,6 @@ namespace {
 
 constexpr char kRecord[] = "container.json";
 constexpr char kGuestPrefix[] = "opt/ephemera/";
-constexpr int kPidfdIdType = 3;  // P_PIDFD (glibc 2.36 lacks the name)
 
 // A hybrid host's cgroup v2 mount, which crun will not run beside.
 std::vector<std::string> HiddenCgroupMounts(const Cgroups& cgroups) {
@@ -191,18 +190,15 @@ void ContainerDriver::Wake() {
   (void)!::write(wake_.get(), &one, sizeof one);
 }
 
-void ContainerDriver::Track(const SandboxId& id, pid_t pid) {
+void ContainerDriver::Track(const SandboxId& id, pid_t pid, std::uint64_t oom_kills_reported) {
   auto running = std::make_shared<Running>();
-  running->pid = pid;
-  running->pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!running->pidfd) {
+  running->oom_kills = oom_kills_reported;
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd) {
+    running->init = TrackedProcess::Adopt(pid, std::move(pidfd));
+  } else {
     if (errno != ESRCH) FailErrno(fmt::format("cannot track container {}", id.str()), errno);
     running->exited = true;
-  }
-  try {
-    // An adopted container's earlier kills were reported by the old daemon.
-    running->oom_kills = options_.cgroups->Usage(CgroupName(id)).oom_kills;
-  } catch (const Error&) {
   }
   {
     std::lock_guard lock(mutex_);
@@ -323,11 +319,9 @@ VmInfo ContainerDriver::Inspect(const SandboxId& id) {
     auto it = running_.find(id);
     if (it != running_.end()) running = it->second;
   }
-  if (running && !running->exited) {
-    pollfd p{running->pidfd.get(), POLLIN, 0};
-    const bool ended = ::poll(&p, 1, 0) == 1;
-    info.state = ended ? VmState::kShutoff : VmState::kRunning;
-    info.pid = running->pid;
+  if (running && !running->exited && running->init) {
+    info.state = running->init->Alive() ? VmState::kRunning : VmState::kShutoff;
+    info.pid = running->init->pid();
   }
   return info;
 }
@@ -340,13 +334,8 @@ bool ContainerDriver::WaitExited(const SandboxId& id, std::chrono::milliseconds 
     if (it == running_.end()) return true;
     running = it->second;
   }
-  if (running->exited || !running->pidfd) return true;
-  pollfd p{running->pidfd.get(), POLLIN, 0};
-  int ready;
-  do {
-    ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
-  } while (ready < 0 && errno == EINTR);
-  return ready == 1;
+  // Also reaps it, should the watcher not have got to it yet.
+  return !running->init || running->init->WaitExit(timeout);
 }
 
 bool ContainerDriver::Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) {
@@ -359,7 +348,7 @@ void ContainerDriver::Destroy(const SandboxId& id) {
   const fs::path dir = DirOf(id);
   const std::string name = id.str();
   // The runtime kills the init (and so the whole pid namespace) and
-  // forgets the container; the watcher reaps the init.
+  // forgets the container; waiting for the init reaps it.
   runtime_->Delete(name);
   if (!WaitExited(id, std::chrono::seconds(10))) {
     spdlog::warn("container {}: still running 10 s after it was killed", name);
@@ -371,12 +360,6 @@ void ContainerDriver::Destroy(const SandboxId& id) {
   std::optional<fs::path> image;
   {
     std::lock_guard lock(mutex_);
-    // Reaped here too: the watcher may not have got to it yet.
-    if (auto it = running_.find(id); it != running_.end() && it->second->pidfd) {
-      siginfo_t info{};
-      ::waitid(static_cast<idtype_t>(kPidfdIdType), static_cast<id_t>(it->second->pidfd.get()),
-               &info, WEXITED | WNOHANG);
-    }
     running_.erase(id);
     slots_.erase(id);
     auto it = image_of_.find(id);
@@ -440,7 +423,13 @@ void ContainerDriver::Adopt() {
     }
     auto state = runtime_->State(id->str());
     if (state && state->pid > 0 && state->status != "stopped") {
-      Track(*id, state->pid);
+      // Its earlier OOM kills were reported by the daemon before this one.
+      std::uint64_t kills = 0;
+      try {
+        kills = options_.cgroups->Usage(CgroupName(*id)).oom_kills;
+      } catch (const Error&) {
+      }
+      Track(*id, state->pid, kills);
     } else {
       auto gone = std::make_shared<Running>();
       gone->exited = true;
@@ -476,15 +465,18 @@ void ContainerDriver::RemoveStrays() {
   }
 }
 
-void ContainerDriver::ReportOomKills() {
+std::vector<std::pair<SandboxId, std::shared_ptr<ContainerDriver::Running>>>
+ContainerDriver::Watched() const {
   std::vector<std::pair<SandboxId, std::shared_ptr<Running>>> watched;
-  {
-    std::lock_guard lock(mutex_);
-    for (const auto& [id, r] : running_) {
-      if (!r->exited) watched.emplace_back(id, r);
-    }
+  std::lock_guard lock(mutex_);
+  for (const auto& [id, r] : running_) {
+    if (!r->exited && r->init) watched.emplace_back(id, r);
   }
-  for (auto& [id, r] : watched) {
+  return watched;
+}
+
+void ContainerDriver::ReportOomKills() {
+  for (auto& [id, r] : Watched()) {
     std::uint64_t kills = 0;
     try {
       kills = options_.cgroups->Usage(CgroupName(id)).oom_kills;
@@ -505,15 +497,9 @@ void ContainerDriver::ReportOomKills() {
 void ContainerDriver::Watch() {
   auto last_sweep = std::chrono::steady_clock::now();
   while (!stopping_) {
-    std::vector<std::pair<SandboxId, std::shared_ptr<Running>>> watched;
-    {
-      std::lock_guard lock(mutex_);
-      for (const auto& [id, r] : running_) {
-        if (!r->exited && r->pidfd) watched.emplace_back(id, r);
-      }
-    }
+    const auto watched = Watched();
     std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}};
-    for (const auto& [id, r] : watched) fds.push_back({r->pidfd.get(), POLLIN, 0});
+    for (const auto& [id, r] : watched) fds.push_back({r->init->pidfd(), POLLIN, 0});
     const int ready = ::poll(fds.data(), fds.size(), 1000);
     if (ready < 0 && errno != EINTR) {
       spdlog::error("containers: watcher poll failed: {}", std::strerror(errno));
@@ -525,14 +511,12 @@ void ContainerDriver::Watch() {
     }
     for (std::size_t i = 1; i < fds.size(); ++i) {
       if (!(fds[i].revents & POLLIN)) continue;
-      auto& [id, r] = watched[i - 1];
+      const auto& [id, r] = watched[i - 1];
       // Reaped here if it is the daemon's child (it is unless adopted
       // after a restart, when its new parent reaps it).
-      siginfo_t info{};
-      ::waitid(static_cast<idtype_t>(kPidfdIdType), static_cast<id_t>(r->pidfd.get()), &info,
-               WEXITED | WNOHANG);
+      r->init->WaitExit(std::chrono::milliseconds(0));
       r->exited = true;
-      spdlog::info("container {}: its init (pid {}) exited", id.str(), r->pid);
+      spdlog::info("container {}: its init (pid {}) exited", id.str(), r->init->pid());
       std::lock_guard lock(listener_mutex_);
       if (stopped_listener_) stopped_listener_(id);
     }

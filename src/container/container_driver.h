@@ -28,6 +28,7 @@
 #include "container/oci_runtime.h"
 #include "container/seccomp_profile.h"
 #include "core/cgroup.h"
+#include "core/tracked_process.h"
 #include "core/unique_fd.h"
 #include "vm/console_recorder.h"
 #include "vm/driver.h"
@@ -71,8 +72,9 @@ class ContainerDriver : public VmDriver {
 
  private:
   struct Running {
-    pid_t pid = 0;
-    UniqueFd pidfd;
+    // Its init, by pidfd (waits on it reap it when it is the daemon's
+    // child); none: it had ended before it could be tracked.
+    std::optional<TrackedProcess> init;
     std::atomic<bool> exited{false};  // set by the watcher, read by all
     std::uint64_t oom_kills = 0;      // reported so far (the watcher's alone)
   };
@@ -80,7 +82,9 @@ class ContainerDriver : public VmDriver {
   std::filesystem::path DirOf(const SandboxId& id) const { return root_ / id.str(); }
   unsigned TakeSlot(const SandboxId& id);
   void Build(const VmSpec& spec, unsigned slot);
-  void Track(const SandboxId& id, pid_t pid);
+  void Track(const SandboxId& id, pid_t pid, std::uint64_t oom_kills_reported = 0);
+  // The running containers, for the watcher's passes.
+  std::vector<std::pair<SandboxId, std::shared_ptr<Running>>> Watched() const;
   bool WaitExited(const SandboxId& id, std::chrono::milliseconds timeout);
   void Adopt();
   void RemoveStrays();
