@@ -187,6 +187,8 @@ TEST(ManifestTest, ParsesOciAndDockerManifestsStrictly) {
                 ClassifyManifest("{}", "application/vnd.docker.distribution.manifest.v1+json");
               }),
               HasSubstr("not supported"));
+  EXPECT_THAT(ErrorOf([] { ClassifyManifest(R"({"mediaType":1})"); }),
+              HasSubstr("'mediaType' must be a string"));
 }
 
 TEST(ManifestTest, AnIndexResolvesToLinuxAmd64OrSaysWhatItHas) {

@@ -90,7 +90,7 @@ ManifestKind ClassifyManifest(std::string_view body, std::string_view content_ty
   if (type.empty() || type == "application/json") {
     json parsed = ParseBounded(body, "the manifest");
     if (!parsed.is_object()) Fail(ErrorCode::kInvalidArgument, "the manifest is not an object");
-    type = parsed.value("mediaType", "");
+    type = OptionalString(parsed, "mediaType", "the manifest");
     // An OCI document may leave mediaType out: its shape says which it is.
     if (type.empty())
       return parsed.contains("manifests") ? ManifestKind::kIndex : ManifestKind::kManifest;
