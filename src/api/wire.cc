@@ -4,7 +4,7 @@
 #include <chrono>
 #include <ctime>
 
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 
 namespace ephemera {
 

@@ -18,7 +18,7 @@
 #include "core/error.h"
 #include "core/text.h"
 #include "core/unique_fd.h"
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 #include "wirt/layout.h"
 
 namespace ephemera::wirt_cli {

@@ -16,7 +16,7 @@
 #include "engine/engine.h"
 #include "image/image.h"
 #include "net/network_manager.h"
-#include "provision/provisioner.h"
+#include "guest/provisioner.h"
 #include "store/store.h"
 #include "vm/libvirt/libvirt_driver.h"
 #include "vm/qemu/host.h"

@@ -26,7 +26,7 @@
 #include "image/catalog.h"
 #include "image/oci/importer.h"
 #include "net/network_manager.h"
-#include "provision/provisioner.h"
+#include "guest/provisioner.h"
 #include "store/store.h"
 #include "vm/driver.h"
 

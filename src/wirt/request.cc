@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/sandbox.h"
 #include "core/text.h"
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 
 namespace ephemera::wirt {
 

@@ -15,7 +15,7 @@
 #include "core/fs.h"
 #include "e2e/daemon_fixture.h"
 #include "e2e/http_client.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 #include "support/anweddol_classic_client.h"
 
 namespace ephemera {

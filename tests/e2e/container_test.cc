@@ -20,7 +20,7 @@
 #include "core/subprocess.h"
 #include "core/unique_fd.h"
 #include "e2e/daemon_fixture.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 namespace ephemera {
 namespace {

@@ -13,7 +13,7 @@
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
 #include "e2e/http_client.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 namespace ephemera {
 namespace {

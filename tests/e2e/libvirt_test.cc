@@ -18,7 +18,7 @@
 #include "e2e/daemon_fixture.h"
 #include "e2e/live_iso.h"
 #include "e2e/test_libvirtd.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 extern char** environ;
 

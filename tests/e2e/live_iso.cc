@@ -5,7 +5,7 @@
 
 #include "core/fs.h"
 #include "integration/guest_fixture.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 namespace ephemera::test {
 

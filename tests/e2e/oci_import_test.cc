@@ -14,7 +14,7 @@
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
 #include "integration/guest_fixture.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 #include "support/test_registry.h"
 
 namespace ephemera {

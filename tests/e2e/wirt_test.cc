@@ -13,8 +13,8 @@
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
-#include "provision/credentials.h"
-#include "provision/ssh_session.h"
+#include "guest/credentials.h"
+#include "guest/ssh_session.h"
 #include "support/test_users.h"
 
 namespace ephemera::test {

@@ -5,8 +5,8 @@
 
 #include "core/error.h"
 #include "integration/guest_fixture.h"
-#include "provision/provisioner.h"
-#include "provision/ssh_session.h"
+#include "guest/provisioner.h"
+#include "guest/ssh_session.h"
 #include "unit/error_of.h"
 #include "vm/console.h"
 

@@ -18,8 +18,8 @@
 #include "integration/guest_fixture.h"
 #include "net/network_manager.h"
 #include "net/tap.h"
-#include "provision/provisioner.h"
-#include "provision/ssh_session.h"
+#include "guest/provisioner.h"
+#include "guest/ssh_session.h"
 #include "vm/console.h"
 #include "vm/qemu/qemu_driver.h"
 

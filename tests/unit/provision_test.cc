@@ -6,8 +6,8 @@
 #include <set>
 
 #include "core/error.h"
-#include "provision/credentials.h"
-#include "provision/provisioner.h"
+#include "guest/credentials.h"
+#include "guest/provisioner.h"
 
 namespace ephemera {
 namespace {

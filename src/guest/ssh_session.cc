@@ -1,4 +1,4 @@
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 #include <libssh/libssh.h>
 

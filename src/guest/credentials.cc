@@ -1,4 +1,4 @@
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 
 #include <libssh/libssh.h>
 

@@ -1,4 +1,4 @@
-#include "provision/provisioner.h"
+#include "guest/provisioner.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "core/text.h"
-#include "provision/ssh_session.h"
+#include "guest/ssh_session.h"
 
 namespace ephemera {
 

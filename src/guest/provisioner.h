@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 
 namespace ephemera {
 

@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "provision/credentials.h"
+#include "guest/credentials.h"
 
 namespace ephemera {
 
