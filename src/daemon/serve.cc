@@ -14,9 +14,9 @@
 #include "core/fs.h"
 #include "daemon/remote_doors.h"
 #include "engine/engine.h"
+#include "guest/provisioner.h"
 #include "image/image.h"
 #include "net/network_manager.h"
-#include "guest/provisioner.h"
 #include "store/store.h"
 #include "vm/libvirt/libvirt_driver.h"
 #include "vm/qemu/host.h"
@@ -162,7 +162,7 @@ int Serve(const Config& config) {
                cgroups->bases().empty() ? "-" : cgroups->bases().front().string());
   QemuDriver vms({config.state_dir, config.vm, accel, cgroups});
   NetworkManager networks(config.state_dir, config.network, ForwardedPortAdmission(config));
-  SshProvisioner provisioner;
+  GuestProvisioner provisioner;
   EngineDrivers drivers;
   drivers.by_name["qemu"] = &vms;
   drivers.vm = "qemu";

@@ -9,6 +9,7 @@
 #include "core/sha256.h"
 #include "core/text.h"
 #include "engine/engine.h"
+#include "guest/agent_provision.h"
 #include "vm/console.h"
 
 namespace ephemera {
@@ -179,6 +180,14 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
   return v;
 }
 
+bool Engine::UsesAgent(const Validated& v, const VmDriver& driver) const {
+  // The agent sets the guest's address itself: only for the /30s the
+  // daemon hands out, not a shared bridge whose DHCP picks it.
+  return v.spec.kind == SandboxKind::kVm && v.image.has_agent &&
+         v.image.format == ImageFormat::kKernel && driver.supports_agent() &&
+         driver.link_mode() == LinkMode::kTap;
+}
+
 void Engine::CheckFreeDisk() const {
   if (options_.disk_watch.empty() || options_.min_free_disk_mib == 0) return;
   std::error_code ec;
@@ -194,7 +203,7 @@ void Engine::CheckFreeDisk() const {
 }
 
 VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
-                          LinkMode mode, const SshKeyPair& key, const SshKeyPair* host_key) const {
+                          LinkMode mode, const GuestSecrets& secrets) const {
   VmSpec spec(sandbox.id);
   spec.image = image;
   spec.memory_mib = sandbox.spec.memory_mib;
@@ -209,12 +218,19 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
     spec.nic->dns_servers = options_.dns_servers;
     spec.nic->outbound_nat = options_.outbound_nat;
   }
-  if (image.takes_endpoint_key) {
-    spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", key.AuthorizedKeysLine()}};
-  }
-  if (host_key) {
-    spec.guest_files.push_back(
-        {"opt/ephemera/ssh_host_ed25519_key", host_key->PrivateKeyOpenSsh(), true});
+  if (!secrets.agent_token.empty()) {
+    // The agent gets everything else in its identity message.
+    spec.agent_channel = true;
+    spec.guest_files = {{"opt/ephemera/agent_token", secrets.agent_token, true}};
+  } else {
+    if (image.takes_endpoint_key) {
+      spec.guest_files = {
+          {"opt/ephemera/endpoint_authorized_keys", secrets.endpoint_key.AuthorizedKeysLine()}};
+    }
+    if (secrets.host_key) {
+      spec.guest_files.push_back(
+          {"opt/ephemera/ssh_host_ed25519_key", secrets.host_key->PrivateKeyOpenSsh(), true});
+    }
   }
   spec.owner = sandbox.owner;
   spec.created_at = sandbox.created_at;
@@ -294,16 +310,17 @@ CreateResult Engine::Create(const CreateRequest& request) {
     result.phases.network = duration_cast<milliseconds>(Clock::now() - t1);
 
     auto t2 = Clock::now();
-    SshKeyPair key = SshKeyPair::Generate();
+    GuestSecrets secrets{SshKeyPair::Generate(), std::nullopt, ""};
     // Images that take the endpoint key read their host key from the same
     // place (guest-credentials.sh): made here, the daemon knows what to
-    // expect, and the guest skips ssh-keygen on its way to sshd.
-    std::optional<SshKeyPair> host_key;
-    if (v.image.takes_endpoint_key && driver.passes_secret_files()) {
-      host_key = SshKeyPair::Generate();
+    // expect, and the guest skips ssh-keygen on its way to sshd. The agent
+    // gets it in its identity message.
+    const bool through_agent = UsesAgent(v, driver);
+    if ((v.image.takes_endpoint_key && driver.passes_secret_files()) || through_agent) {
+      secrets.host_key = SshKeyPair::Generate();
     }
-    VmInfo vm =
-        driver.Start(MakeVmSpec(sandbox, v.image, net, mode, key, host_key ? &*host_key : nullptr));
+    if (through_agent) secrets.agent_token = RandomString(64, "0123456789abcdef");
+    VmInfo vm = driver.Start(MakeVmSpec(sandbox, v.image, net, mode, secrets));
     if (!vm.network.empty()) sandbox.network = vm.network;
     if (mode == LinkMode::kShared) {
       // The shared bridge's DHCP picks the address; the forward follows it.
@@ -315,18 +332,33 @@ CreateResult Engine::Create(const CreateRequest& request) {
     result.phases.vm_start = duration_cast<milliseconds>(Clock::now() - t2);
     store_.Transition(sandbox.id, SandboxState::kProvisioning);
 
-    ProvisionRequest provision;
-    provision.host = sandbox.guest_ip;
-    provision.port = net.guest_port;
-    provision.client_port = net.guest_port;
-    if (v.image.takes_endpoint_key) provision.endpoint.key = &key;
-    if (host_key) provision.expected_host_key = host_key->PublicKeyLine();
-    provision.endpoint.password = options_.endpoint_password;
-    provision.sshd_timeout = options_.sshd_timeout;
-    provision.authorized_keys = request.authorized_keys;
     ProvisionResult provisioned;
     try {
-      provisioned = provisioner_.Run(provision);
+      if (through_agent) {
+        AgentProvisionRequest provision;
+        provision.socket = vm.agent_socket;
+        provision.token = secrets.agent_token;
+        provision.host_key = &*secrets.host_key;
+        provision.hostname = "sandbox-" + sandbox.id.ShortName();
+        provision.host = sandbox.guest_ip;
+        provision.port = net.guest_port;
+        provision.ssh_port = net.guest_port;
+        provision.network = GuestNetwork{net.mac, net.subnet, {net.subnet.gateway()}};
+        provision.authorized_keys = request.authorized_keys;
+        provision.boot_timeout = options_.sshd_timeout;
+        provisioned = provisioner_.RunAgent(provision);
+      } else {
+        ProvisionRequest provision;
+        provision.host = sandbox.guest_ip;
+        provision.port = net.guest_port;
+        provision.client_port = net.guest_port;
+        if (v.image.takes_endpoint_key) provision.endpoint.key = &secrets.endpoint_key;
+        if (secrets.host_key) provision.expected_host_key = secrets.host_key->PublicKeyLine();
+        provision.endpoint.password = options_.endpoint_password;
+        provision.sshd_timeout = options_.sshd_timeout;
+        provision.authorized_keys = request.authorized_keys;
+        provisioned = provisioner_.Run(provision);
+      }
     } catch (const Error& e) {
       // The console usually says why a guest never became reachable.
       spdlog::warn("sandbox {}: provisioning failed; guest console ends with: {}", sandbox.id.str(),

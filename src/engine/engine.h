@@ -23,10 +23,10 @@
 #include <vector>
 
 #include "core/sandbox.h"
+#include "guest/provisioner.h"
 #include "image/catalog.h"
 #include "image/oci/importer.h"
 #include "net/network_manager.h"
-#include "guest/provisioner.h"
 #include "store/store.h"
 #include "vm/driver.h"
 
@@ -270,8 +270,16 @@ class Engine {
   VmDriver& DriverFor(SandboxKind kind, std::string* name);
   void FillRunning(Sandbox& sandbox);
   std::vector<Sandbox> ListRecorded();  // List without asking the drivers
+  // What a new guest is handed before boot, made per sandbox, never stored.
+  struct GuestSecrets {
+    SshKeyPair endpoint_key;             // the guest contract's endpoint login
+    std::optional<SshKeyPair> host_key;  // made here so the daemon knows what to expect
+    std::string agent_token;             // set: provisioned through the guest agent
+  };
   VmSpec MakeVmSpec(const Sandbox& sandbox, const Image& image, const SandboxNetwork& net,
-                    LinkMode mode, const SshKeyPair& key, const SshKeyPair* host_key) const;
+                    LinkMode mode, const GuestSecrets& secrets) const;
+  // Whether a create provisions through the guest agent rather than SSH.
+  bool UsesAgent(const Validated& v, const VmDriver& driver) const;
   void CheckFreeDisk() const;
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).

@@ -1,5 +1,6 @@
 #include "guest/credentials.h"
 
+#include <crypt.h>
 #include <libssh/libssh.h>
 
 #include <utility>
@@ -73,6 +74,33 @@ std::string SshKeyPair::PublicKeyLine() const {
   std::string line = std::string("ssh-ed25519 ") + base64;
   ssh_string_free_char(base64);
   return line;
+}
+
+std::string SshKeyPair::Fingerprint() const { return KeyFingerprint(key_, "an ed25519 key"); }
+
+std::string KeyFingerprint(void* ssh_key_handle, std::string_view where) {
+  unsigned char* hash = nullptr;
+  size_t length = 0;
+  if (ssh_get_publickey_hash(static_cast<ssh_key>(ssh_key_handle), SSH_PUBLICKEY_HASH_SHA256, &hash,
+                             &length) != 0) {
+    Fail(ErrorCode::kInternal, "cannot hash the host key of {}", where);
+  }
+  char* text = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, length);
+  ssh_clean_pubkey_hash(&hash);
+  std::string fingerprint = text ? text : "";
+  ssh_string_free_char(text);
+  return fingerprint;
+}
+
+std::string Sha512CryptHash(const std::string& password) {
+  // crypt(3)'s salt alphabet.
+  constexpr std::string_view kSaltAlphabet =
+      "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  const std::string setting = "$6$" + RandomString(16, kSaltAlphabet) + "$";
+  struct crypt_data data {};
+  const char* hash = crypt_r(password.c_str(), setting.c_str(), &data);
+  if (!hash || hash[0] != '$') Fail(ErrorCode::kInternal, "crypt(3) cannot make a SHA-512 hash");
+  return hash;
 }
 
 std::string SshKeyPair::AuthorizedKeysLine() const {

@@ -37,11 +37,20 @@ class SshKeyPair {
   std::string AuthorizedKeysLine() const;  // "ssh-ed25519 AAAA... ephemera-endpoint\n"
   std::string PublicKeyLine() const;       // "ssh-ed25519 AAAA..." (as SshSession::HostKeyLine)
   std::string PrivateKeyOpenSsh() const;   // "-----BEGIN OPENSSH PRIVATE KEY-----\n..."
+  std::string Fingerprint() const;         // "SHA256:<base64>" (as SshSession's)
   void* handle() const { return key_; }    // the libssh ssh_key
 
  private:
   explicit SshKeyPair(void* key) : key_(key) {}
   void* key_ = nullptr;
 };
+
+// "SHA256:<base64>" of a libssh public or private key, as ssh-keygen -l
+// prints it; `where` names the key in the error.
+std::string KeyFingerprint(void* ssh_key, std::string_view where);
+
+// A crypt(3) SHA-512 hash ("$6$<16 salt chars>$...") of `password`, as
+// /etc/shadow holds it: the guest gets the hash, never the password.
+std::string Sha512CryptHash(const std::string& password);
 
 }  // namespace ephemera

@@ -47,16 +47,21 @@ struct ProvisionResult {
 // when the result cannot be verified.
 ProvisionResult Provision(const ProvisionRequest& request);
 
-// The seam the engine calls (SshProvisioner below; fakes in unit tests).
+struct AgentProvisionRequest;
+
+// The seam the engine calls (GuestProvisioner below; fakes in unit tests):
+// over SSH per the guest contract, or through the guest agent.
 class Provisioner {
  public:
   virtual ~Provisioner() = default;
   virtual ProvisionResult Run(const ProvisionRequest& request) = 0;
+  virtual ProvisionResult RunAgent(const AgentProvisionRequest& request) = 0;
 };
 
-class SshProvisioner : public Provisioner {
+class GuestProvisioner : public Provisioner {
  public:
   ProvisionResult Run(const ProvisionRequest& request) override { return Provision(request); }
+  ProvisionResult RunAgent(const AgentProvisionRequest& request) override;
 };
 
 }  // namespace ephemera

@@ -75,17 +75,7 @@ SshSession::SshSession(const std::string& host, std::uint16_t port, const std::s
 SshSession::~SshSession() = default;
 
 std::string SshSession::HostKeyFingerprint() const {
-  unsigned char* hash = nullptr;
-  size_t length = 0;
-  if (ssh_get_publickey_hash(impl_->host_key.get(), SSH_PUBLICKEY_HASH_SHA256, &hash, &length) !=
-      0) {
-    Fail(ErrorCode::kInternal, "cannot hash the host key of {}", impl_->where);
-  }
-  char* text = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, length);
-  ssh_clean_pubkey_hash(&hash);
-  std::string fingerprint = text ? text : "";
-  ssh_string_free_char(text);
-  return fingerprint;
+  return KeyFingerprint(impl_->host_key.get(), impl_->where);
 }
 
 std::string SshSession::HostKeyLine() const {

@@ -335,6 +335,18 @@ Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
       }
       image.tcg_tb_size_mib = tb->get<unsigned>();
     }
+    if (auto agent = manifest.find("agent"); agent != manifest.end()) {
+      // Only the protocol this daemon speaks (docs/guest-agent.md); an image
+      // with another falls back to the guest contract's SSH provisioning.
+      if (!agent->is_object() || !agent->contains("protocol") ||
+          !(*agent)["protocol"].is_number_unsigned()) {
+        Fail(ErrorCode::kFailedPrecondition,
+             "{}: field 'agent' must be an object with a numeric 'protocol'",
+             manifest_path.string());
+      }
+      image.has_agent =
+          (*agent)["protocol"] == 1 && agent->value("channel", json()) == json(kAgentChannelName);
+    }
     image.provenance = ReadProvenance(manifest, manifest_path);
   } else if (format == "iso") {
     image.format = ImageFormat::kIso;

@@ -54,6 +54,9 @@ struct Image {
   // distribution's systemd boot runs far more code than the default
   // image); 0: whatever vm.tcg_tb_size_mib says.
   unsigned tcg_tb_size_mib = 0;
+  // The guest agent (docs/guest-agent.md) runs inside: provisioning takes
+  // one message on its virtio channel instead of SSH logins.
+  bool has_agent = false;
   std::optional<ImageFile> kernel;
   std::optional<ImageFile> kernel_compressed;  // bzImage, for firmware-style machines
   std::optional<ImageFile> initrd;
@@ -70,6 +73,9 @@ struct Image {
   // file gone since the catalog read it.
   std::vector<const ImageFile*> BootFiles() const;
 };
+
+// The virtio-serial port name the agent listens on.
+inline constexpr std::string_view kAgentChannelName = "org.ephemera.agent.0";
 
 // True for names safe to use as a path component: [a-z0-9][a-z0-9._-]{0,63}.
 bool IsValidImageName(std::string_view name);

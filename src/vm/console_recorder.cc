@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/unix_socket.h"
 
 namespace ephemera {
 
@@ -42,15 +43,8 @@ ConsoleRecorder::~ConsoleRecorder() {
 }
 
 void ConsoleRecorder::Attach(const SandboxId& id, const fs::path& socket, const fs::path& log) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket.string().size() >= sizeof addr.sun_path) {
-    Fail(ErrorCode::kInvalidArgument, "console socket path {} is too long", socket.string());
-  }
-  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
-  UniqueFd connection(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!connection) FailErrno("socket", errno);
-  if (::connect(connection.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  UniqueFd connection = TryConnectUnix(socket, true);
+  if (!connection) {
     FailErrno(fmt::format("cannot connect to console {}", socket.string()), errno,
               ErrorCode::kUnavailable);
   }

@@ -38,6 +38,9 @@ class VmDriver {
   // such files.
   virtual bool passes_secret_files() const { return false; }
 
+  // Whether Start gives a VM the guest agent's channel (VmSpec::agent_channel).
+  virtual bool supports_agent() const { return false; }
+
   // The hypervisor's own description of a running VM (libvirt's domain
   // XML), for users who know it; empty where there is none.
   virtual std::string DescribeXml(const SandboxId& id) {

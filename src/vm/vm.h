@@ -47,6 +47,9 @@ struct VmSpec {
   std::string extra_cmdline;  // appended to the image's kernel command line
   std::optional<NicSpec> nic;
   std::vector<GuestFile> guest_files;
+  // A virtio-serial port for the guest agent (docs/guest-agent.md), whose
+  // host end is VmInfo::agent_socket. Only where supports_agent().
+  bool agent_channel = false;
   // Who and what, kept with the VM where the hypervisor can hold it (the
   // libvirt domain's metadata), so that reconcile can tell ours apart.
   std::string owner;
@@ -60,10 +63,11 @@ struct VmInfo {
   SandboxId id;
   VmState state = VmState::kShutoff;
   pid_t pid = 0;
-  std::filesystem::path dir;         // everything this VM owns on the host
-  std::filesystem::path serial_log;  // the guest's console output
-  std::string network;               // the network its NIC is on, if the driver names one
-  std::optional<Ipv4> guest_ip;      // when the driver learnt it (LinkMode::kShared)
+  std::filesystem::path dir;           // everything this VM owns on the host
+  std::filesystem::path serial_log;    // the guest's console output
+  std::filesystem::path agent_socket;  // the agent channel's host end, if it has one
+  std::string network;                 // the network its NIC is on, if the driver names one
+  std::optional<Ipv4> guest_ip;        // when the driver learnt it (LinkMode::kShared)
 };
 
 }  // namespace ephemera

@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "core/fs.h"
-#include "integration/guest_fixture.h"
 #include "guest/ssh_session.h"
+#include "integration/guest_fixture.h"
 
 namespace ephemera::test {
 

@@ -13,8 +13,8 @@
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
-#include "integration/guest_fixture.h"
 #include "guest/ssh_session.h"
+#include "integration/guest_fixture.h"
 #include "support/test_registry.h"
 
 namespace ephemera {

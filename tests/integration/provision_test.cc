@@ -4,9 +4,9 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "integration/guest_fixture.h"
 #include "guest/provisioner.h"
 #include "guest/ssh_session.h"
+#include "integration/guest_fixture.h"
 #include "unit/error_of.h"
 #include "vm/console.h"
 

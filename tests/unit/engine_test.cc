@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
+#include "guest/agent_provision.h"
 #include "unit/test_files.h"
 
 namespace ephemera {
@@ -26,6 +27,7 @@ class FakeVms : public VmDriver {
  public:
   std::string_view name() const override { return "fake"; }
   bool passes_secret_files() const override { return secrets; }
+  bool supports_agent() const override { return agent; }
   LinkMode link_mode() const override { return mode; }
   void OnOutOfMemory(OutOfMemoryListener listener) override { out_of_memory = std::move(listener); }
   VmInfo Start(const VmSpec& spec) override {
@@ -34,7 +36,9 @@ class FakeVms : public VmDriver {
     last_guest_files = spec.guest_files;
     last_spec = spec;
     vms.insert_or_assign(spec.id, VmState::kRunning);
-    return VmInfo{spec.id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
+    VmInfo info{spec.id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
+    if (spec.agent_channel) info.agent_socket = "/fake/agent.sock";
+    return info;
   }
   VmInfo Inspect(const SandboxId& id) override {
     std::lock_guard lock(mutex);
@@ -64,6 +68,7 @@ class FakeVms : public VmDriver {
   bool fail_start = false;
   bool cannot_check = false;
   bool secrets = false;
+  bool agent = false;
   LinkMode mode = LinkMode::kTap;
   OutOfMemoryListener out_of_memory;
   std::optional<VmSpec> last_spec;
@@ -123,6 +128,17 @@ class FakeProvisioner : public Provisioner {
     r.host_key = "ssh-ed25519 AAAAfake";
     return r;
   }
+  ProvisionResult RunAgent(const AgentProvisionRequest& request) override {
+    ++agent_runs;
+    last_agent_socket = request.socket;
+    last_agent_token = request.token;
+    ProvisionRequest as_ssh;
+    as_ssh.host = request.host;
+    return Run(as_ssh);
+  }
+  std::atomic<int> agent_runs{0};
+  std::filesystem::path last_agent_socket;
+  std::string last_agent_token;
   std::atomic<int> running{0}, max_running{0};
   std::chrono::milliseconds delay{0};
   bool fail = false;
@@ -271,6 +287,44 @@ TEST_F(EngineTest, ADriverThatPassesSecretsGivesTheGuestItsHostKeyAndItIsExpecte
   const std::string first = *provisioner_.last_expected_host_key;
   engine().Create({});
   EXPECT_NE(*provisioner_.last_expected_host_key, first);
+}
+
+TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSandbox) {
+  const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "agent");
+  test::WriteBytes(image / "manifest.json",
+                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
+                   R"("rootfs":"rootfs.ext4","agent":{"protocol":1,)"
+                   R"("channel":"org.ephemera.agent.0"}})");
+  options_.max_sandboxes = 5;
+  vms_.secrets = true;
+  vms_.agent = true;
+  CreateRequest request;
+  request.image = "agent";
+  engine().Create(request);
+  EXPECT_EQ(provisioner_.agent_runs, 1);
+  ASSERT_TRUE(vms_.last_spec);
+  EXPECT_TRUE(vms_.last_spec->agent_channel);
+  // Only the token goes in before boot, as a secret; the rest is in the
+  // identity message.
+  ASSERT_EQ(vms_.last_guest_files.size(), 1u);
+  EXPECT_EQ(vms_.last_guest_files[0].name, "opt/ephemera/agent_token");
+  EXPECT_TRUE(vms_.last_guest_files[0].secret);
+  EXPECT_EQ(vms_.last_guest_files[0].content, provisioner_.last_agent_token);
+  EXPECT_EQ(provisioner_.last_agent_token.size(), 64u);
+  EXPECT_EQ(provisioner_.last_agent_socket, "/fake/agent.sock");
+  const std::string first = provisioner_.last_agent_token;
+  engine().Create(request);
+  EXPECT_NE(provisioner_.last_agent_token, first);
+
+  // Without the driver's channel, or an image without the agent: SSH.
+  vms_.agent = false;
+  engine().Create(request);
+  EXPECT_EQ(provisioner_.agent_runs, 2);
+  EXPECT_FALSE(vms_.last_spec->agent_channel);
+  vms_.agent = true;
+  engine().Create({});
+  EXPECT_EQ(provisioner_.agent_runs, 2);
+  EXPECT_FALSE(vms_.last_spec->agent_channel);
 }
 
 TEST_F(EngineTest, RollsBackWhenTheNetworkFails) {

@@ -121,7 +121,19 @@ TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
   EXPECT_THAT(
       AllAfter(argv, "-device"),
       ElementsAre("virtio-blk-pci,drive=root", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56"));
-  EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=/dev/fd/8");
+  EXPECT_EQ(ArgAfter(argv, "-fw_cfg"), "name=opt/ephemera/endpoint_authorized_keys,file=/dev/fd/9");
+  EXPECT_THAT(argv, Not(Contains(HasSubstr("virtserialport"))));  // no agent asked for
+}
+
+TEST_F(QemuCommandTest, TheAgentChannelIsAVirtioSerialPortOnAnInheritedSocket) {
+  launch_.spec.agent_channel = true;
+  auto argv = BuildQemuArgs(launch_);
+  EXPECT_THAT(AllAfter(argv, "-device"),
+              ElementsAre("virtio-blk-device,drive=root", "virtio-serial-device",
+                          "virtserialport,chardev=agent0,name=org.ephemera.agent.0"));
+  EXPECT_THAT(AllAfter(argv, "-chardev"), Contains("socket,id=agent0,fd=8,server=on,wait=off"));
+  launch_.machine = MachineType::kQ35;
+  EXPECT_THAT(BuildQemuArgs(launch_), Contains("virtio-serial-pci"));
 }
 
 TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {

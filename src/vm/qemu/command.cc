@@ -89,6 +89,12 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     add({"-fw_cfg", fmt::format("name={},file=/dev/fd/{}", spec.guest_files[i].name,
                                 kFirstGuestFileFd + static_cast<int>(i))});
   }
+  if (spec.agent_channel && !iso) {
+    // The agent's port: the daemon's channel into the guest, off its network.
+    add({"-device", microvm ? "virtio-serial-device" : "virtio-serial-pci"});
+    add({"-chardev", fmt::format("socket,id=agent0,fd={},server=on,wait=off", kAgentFd)});
+    add({"-device", fmt::format("virtserialport,chardev=agent0,name={}", kAgentChannelName)});
+  }
   add({"-chardev", fmt::format("socket,id=serial0,fd={},server=on,wait=off", kConsoleFd), "-serial",
        "chardev:serial0"});
   add({"-chardev", fmt::format("socket,id=qmp,fd={},server=on,wait=off", kQmpFd), "-mon",

@@ -20,7 +20,8 @@ inline constexpr int kConsoleFd = 4;         // a listening unix socket
 inline constexpr int kTapFd = 5;             // a queue of the sandbox's TAP
 inline constexpr int kDiskFd = 6;            // the qcow2 overlay, read-write
 inline constexpr int kDiskReadOnlyFd = 7;    // the same, read-only (QEMU probes with it)
-inline constexpr int kFirstGuestFileFd = 8;  // then one per guest file
+inline constexpr int kAgentFd = 8;           // a listening unix socket
+inline constexpr int kFirstGuestFileFd = 9;  // then one per guest file
 
 struct QemuLaunch {
   std::string binary;

@@ -14,6 +14,7 @@
 #include "core/fs.h"
 #include "core/netdev.h"
 #include "core/subprocess.h"
+#include "core/unix_socket.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
 #include "vm/qemu/qmp.h"
@@ -69,24 +70,6 @@ void CheckReadableByOthers(const fs::path& file, const std::string& image) {
     }
     if (dir == dir.parent_path()) break;
   }
-}
-
-UniqueFd ListenUnix(const fs::path& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.string().size() >= sizeof addr.sun_path) {
-    Fail(ErrorCode::kInvalidArgument, "socket path {} is too long", path.string());
-  }
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  ::unlink(path.c_str());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) FailErrno("socket", errno);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(fd.get(), 4) != 0) {
-    FailErrno(fmt::format("cannot listen on {}", path.string()), errno);
-  }
-  ::chmod(path.c_str(), 0600);
-  return fd;
 }
 
 UniqueFd OpenOrFail(const fs::path& path, int flags, unsigned mode = 0600) {
@@ -318,6 +301,11 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir, const std::optiona
   UniqueFd qmp = ListenUnix(dir.qmp_socket());
   UniqueFd console = ListenUnix(dir.console_socket());
   process.fds = {{log.get(), 1}, {log.get(), 2}, {qmp.get(), kQmpFd}, {console.get(), kConsoleFd}};
+  UniqueFd agent;
+  if (spec.agent_channel) {
+    agent = ListenUnix(dir.agent_socket());
+    process.fds.emplace_back(agent.get(), kAgentFd);
+  }
   UniqueFd tap, disk, disk_ro;
   if (spec.nic) {
     tap = OpenTap(spec.nic->tap);
@@ -387,6 +375,7 @@ VmInfo QemuDriver::Inspect(const SandboxId& id) {
     Fail(ErrorCode::kNotFound, "no VM with id {}", id.str());
   }
   VmInfo info{id, VmState::kShutoff, 0, dir.root, dir.serial_log()};
+  if (fs::exists(dir.agent_socket(), ec)) info.agent_socket = dir.agent_socket();
   auto process = Process(id, dir);
   if (!process || !process->Alive()) return info;
   info.pid = process->pid();

@@ -39,6 +39,7 @@ class QemuDriver : public VmDriver {
   std::string_view name() const override { return "qemu"; }
   // fw_cfg files are read through descriptors QEMU inherits.
   bool passes_secret_files() const override { return true; }
+  bool supports_agent() const override { return true; }
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;

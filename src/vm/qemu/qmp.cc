@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/unix_socket.h"
 
 namespace ephemera {
 
@@ -20,19 +21,6 @@ namespace {
 
 constexpr std::size_t kMaxMessage = 1 << 20;
 
-UniqueFd ConnectUnix(const std::filesystem::path& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.string().size() >= sizeof addr.sun_path) {
-    Fail(ErrorCode::kInvalidArgument, "QMP socket path {} is too long", path.string());
-  }
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) FailErrno("socket", errno);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
-  return fd;
-}
-
 }  // namespace
 
 QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::milliseconds timeout,
@@ -40,7 +28,7 @@ QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::m
   auto deadline = Clock::now() + timeout;
   UniqueFd fd;
   for (;;) {
-    fd = ConnectUnix(socket);
+    fd = TryConnectUnix(socket);
     if (fd) break;
     if (Clock::now() >= deadline) {
       Fail(ErrorCode::kUnavailable, "QMP socket {} does not answer: {}", socket.string(),

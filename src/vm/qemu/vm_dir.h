@@ -17,6 +17,7 @@ struct VmDir {
   std::filesystem::path overlay() const { return root / "disk.qcow2"; }
   std::filesystem::path qmp_socket() const { return root / "qmp.sock"; }
   std::filesystem::path console_socket() const { return root / "console.sock"; }
+  std::filesystem::path agent_socket() const { return root / "agent.sock"; }
   std::filesystem::path pidfile() const { return root / "qemu.pid"; }
   std::filesystem::path serial_log() const { return root / "serial.log"; }
   std::filesystem::path qemu_log() const { return root / "qemu.log"; }
