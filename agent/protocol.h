@@ -1,0 +1,84 @@
+// The guest agent protocol (docs/guest-agent.md): requests, the checks of
+// every field, and the per-connection state (hello before anything else).
+#pragma once
+
+#include <netinet/in.h>
+
+#include <array>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ephemera::agent {
+
+inline constexpr int kProtocolVersion = 1;
+inline constexpr char kChannelName[] = "org.ephemera.agent.0";
+inline constexpr size_t kMaxLine = 1 << 20;
+inline constexpr size_t kTokenLength = 64;
+
+struct Network {
+  std::array<uint8_t, 6> mac;
+  in_addr address;
+  int prefix;
+  std::optional<in_addr> gateway;
+  std::vector<std::string> dns;  // dotted, as checked
+};
+
+struct Identity {
+  std::string hostname;
+  int64_t time_ns;
+  std::string entropy;  // decoded bytes
+  std::string ssh_host_key;
+  std::string ssh_host_key_public;
+  std::string user;
+  std::string password_hash;
+  std::vector<std::string> authorized_keys;
+  uint16_t ssh_port;
+  std::optional<Network> network;
+};
+
+// Checks every field of an identity request; throws FieldError naming the
+// first field that is wrong.
+Identity ParseIdentity(const nlohmann::json& request);
+
+// Strict base64 (RFC 4648 alphabet, padded); nullopt when `text` is not.
+std::optional<std::string> DecodeBase64(std::string_view text);
+
+// True for 64 lowercase hex characters.
+bool IsToken(std::string_view text);
+
+// Applies a checked identity and returns the answer's fields. Throws
+// FieldError when it refuses before changing anything (the user exists),
+// AgentError naming the step that failed otherwise.
+class IdentityApplier {
+ public:
+  virtual ~IdentityApplier() = default;
+  virtual nlohmann::ordered_json Apply(const Identity& identity) = 0;
+};
+
+// One agent's answers. Authentication lasts for one host connection; the
+// identity, once applied (or half-applied), for the machine's life.
+class Session {
+ public:
+  Session(std::string token, IdentityApplier& applier);
+
+  // The answer line (without its '\n') to one request line.
+  std::string Answer(std::string_view line);
+  // The answer to a line longer than kMaxLine.
+  static std::string OverlongAnswer();
+  void HostDisconnected() { authenticated_ = false; }
+  bool authenticated() const { return authenticated_; }
+
+ private:
+  nlohmann::ordered_json Dispatch(const nlohmann::json& request, const std::string& op);
+
+  std::string token_;
+  IdentityApplier& applier_;
+  bool authenticated_ = false;
+  bool identity_applied_ = false;
+};
+
+}  // namespace ephemera::agent
