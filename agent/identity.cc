@@ -78,7 +78,15 @@ std::string RewriteHosts(std::string_view hosts, const std::string& hostname) {
   return out;
 }
 
-ordered_json IdentityApplierImpl::Apply(const Identity& identity) {
+void GuestMachine::SetClock(int64_t unix_ns) {
+  try {
+    system_.SetClock(unix_ns);
+  } catch (const std::exception& e) {
+    throw AgentError("clock", e.what());
+  }
+}
+
+ordered_json GuestMachine::ApplyIdentity(const Identity& identity) {
   // The last check, before anything changes: is the user new?
   AccountFiles accounts = ReadAccountFiles(root_);
   CheckNewUser(accounts, identity.user);

@@ -1,5 +1,5 @@
-// Applying an identity: the order of the steps, their timings, and every
-// file they write (under a Root). What acts on the running kernel (RNG,
+// Applying an identity (and the clock of a resumed machine): the order of
+// the steps, their timings, and every file they write (under a Root). What acts on the running kernel (RNG,
 // clock, hostname, NIC, sshd) is behind System, so that the tests can
 // apply an identity to a temporary tree.
 #pragma once
@@ -30,10 +30,12 @@ class System {
   virtual void StartSshd(uint16_t port) = 0;
 };
 
-class IdentityApplierImpl : public IdentityApplier {
+// The guest the agent runs in (its files under `root`).
+class GuestMachine : public Machine {
  public:
-  IdentityApplierImpl(Root root, System& system) : root_(std::move(root)), system_(system) {}
-  nlohmann::ordered_json Apply(const Identity& identity) override;
+  GuestMachine(Root root, System& system) : root_(std::move(root)), system_(system) {}
+  nlohmann::ordered_json ApplyIdentity(const Identity& identity) override;
+  void SetClock(int64_t unix_ns) override;
 
  private:
   Root root_;

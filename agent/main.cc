@@ -94,8 +94,8 @@ int Run(const Options& options) {
   LogLine("EPHEMERA_AGENT_READY");
 
   LinuxSystem system;
-  IdentityApplierImpl applier{Root(options.root), system};
-  Session session(token, applier);
+  GuestMachine machine{Root(options.root), system};
+  Session session(token, machine);
   LineFramer framer;
   std::string buffer(64 * 1024, '\0');
   bool failing = false;  // the channel's errors are logged once per streak

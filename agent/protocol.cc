@@ -360,8 +360,8 @@ Identity ParseIdentity(const json& request) {
   return identity;
 }
 
-Session::Session(std::string token, IdentityApplier& applier)
-    : token_(std::move(token)), applier_(applier) {}
+Session::Session(std::string token, Machine& machine)
+    : token_(std::move(token)), machine_(machine) {}
 
 std::string Session::OverlongAnswer() {
   return Failure(nullptr, "request: line longer than " + std::to_string(kMaxLine) + " bytes")
@@ -401,6 +401,12 @@ ordered_json Session::Dispatch(const json& request, const std::string& op) {
   }
   if (!authenticated_) throw std::runtime_error("not authenticated");
   if (op == "ping") return ordered_json::object();
+  if (op == "clock") {
+    RefuseUnknownFields(request, {"id", "op", "time_ns"}, "");
+    machine_.SetClock(
+        RequireInteger(request, "time_ns", "time_ns", 1, std::numeric_limits<int64_t>::max()));
+    return ordered_json::object();
+  }
   if (op == "identity") {
     if (identity_applied_) throw std::runtime_error("identity already applied");
     try {
@@ -409,7 +415,7 @@ ordered_json Session::Dispatch(const json& request, const std::string& op) {
       // the machine half set up.
       identity_applied_ = true;
       try {
-        return applier_.Apply(identity);
+        return machine_.ApplyIdentity(identity);
       } catch (const FieldError&) {
         identity_applied_ = false;  // refused before any change
         throw;

@@ -50,20 +50,23 @@ std::optional<std::string> DecodeBase64(std::string_view text);
 // True for 64 lowercase hex characters.
 bool IsToken(std::string_view text);
 
-// Applies a checked identity and returns the answer's fields. Throws
-// FieldError when it refuses before changing anything (the user exists),
-// AgentError naming the step that failed otherwise.
-class IdentityApplier {
+// What the requests act on.
+class Machine {
  public:
-  virtual ~IdentityApplier() = default;
-  virtual nlohmann::ordered_json Apply(const Identity& identity) = 0;
+  virtual ~Machine() = default;
+  // Applies a checked identity and returns the answer's fields. Throws
+  // FieldError when it refuses before changing anything (the user exists),
+  // AgentError naming the step that failed otherwise.
+  virtual nlohmann::ordered_json ApplyIdentity(const Identity& identity) = 0;
+  // The wall clock again, after the machine was resumed from disk.
+  virtual void SetClock(int64_t unix_ns) = 0;
 };
 
 // One agent's answers. Authentication lasts for one host connection; the
 // identity, once applied (or half-applied), for the machine's life.
 class Session {
  public:
-  Session(std::string token, IdentityApplier& applier);
+  Session(std::string token, Machine& machine);
 
   // The answer line (without its '\n') to one request line.
   std::string Answer(std::string_view line);
@@ -76,7 +79,7 @@ class Session {
   nlohmann::ordered_json Dispatch(const nlohmann::json& request, const std::string& op);
 
   std::string token_;
-  IdentityApplier& applier_;
+  Machine& machine_;
   bool authenticated_ = false;
   bool identity_applied_ = false;
 };

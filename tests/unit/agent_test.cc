@@ -343,8 +343,8 @@ class AgentTreeTest : public ::testing::Test {
 };
 
 TEST_F(AgentTreeTest, IdentityMakesTheSetupScriptsEndState) {
-  IdentityApplierImpl applier(Root(root_.string()), system_);
-  Session session(kToken, applier);
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
   json answer = Ask(session, ValidIdentity());
   ASSERT_EQ(answer["ok"], true) << answer.dump();
   EXPECT_EQ(answer["id"], 3);
@@ -420,6 +420,11 @@ TEST_F(AgentTreeTest, IdentityMakesTheSetupScriptsEndState) {
     EXPECT_THAT(entry.path().string(), Not(HasSubstr(".ephemera-new")));
   }
 
+  // The clock again (a resumed machine): any number of times.
+  system_.calls.clear();
+  EXPECT_EQ(Ask(session, json{{"id", 7}, {"op", "clock"}, {"time_ns", 42}})["ok"], true);
+  EXPECT_EQ(system_.calls, std::vector<std::string>{"clock 42"});
+
   // Once per machine, also on a new connection.
   session.HostDisconnected();
   json again = ValidIdentity();
@@ -431,8 +436,8 @@ TEST_F(AgentTreeTest, IdentityMakesTheSetupScriptsEndState) {
 }
 
 TEST_F(AgentTreeTest, WithoutNetworkTheNicAsksDhcpAfterSshdStarts) {
-  IdentityApplierImpl applier(Root(root_.string()), system_);
-  Session session(kToken, applier);
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
   json request = ValidIdentity();
   request.erase("network");
   request.erase("authorized_keys");
@@ -447,8 +452,8 @@ TEST_F(AgentTreeTest, WithoutNetworkTheNicAsksDhcpAfterSshdStarts) {
 }
 
 TEST_F(AgentTreeTest, ExistingUsersAndGroupsAreRefusedBeforeAnyChange) {
-  IdentityApplierImpl applier(Root(root_.string()), system_);
-  Session session(kToken, applier);
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
   std::string passwd = Get("etc/passwd");
   for (const char* taken : {"root", "endpoint", "sshd", "nobody", "sudo", "shadow"}) {
     json request = ValidIdentity();
@@ -466,8 +471,8 @@ TEST_F(AgentTreeTest, ExistingUsersAndGroupsAreRefusedBeforeAnyChange) {
 
 TEST_F(AgentTreeTest, AFailedStepIsNamedAndTheIdentityStaysUsed) {
   system_.sshd_fails = true;
-  IdentityApplierImpl applier(Root(root_.string()), system_);
-  Session session(kToken, applier);
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
   json answer = Ask(session, ValidIdentity());
   EXPECT_EQ(answer["ok"], false);
   EXPECT_EQ(answer["error"], "sshd: exited with status 255");
@@ -483,13 +488,15 @@ TEST_F(AgentTreeTest, NextIdsSkipATakenGid) {
   EXPECT_EQ(ids.gid, 1501u);
 }
 
-// A session whose identity applier must never be reached.
-class UnreachableApplier : public IdentityApplier {
+// A machine that only the clock request may reach.
+class ClockOnlyMachine : public Machine {
  public:
-  nlohmann::ordered_json Apply(const Identity&) override {
+  nlohmann::ordered_json ApplyIdentity(const Identity&) override {
     ADD_FAILURE() << "identity applied";
     return {};
   }
+  void SetClock(int64_t ns) override { clock_ns = ns; }
+  int64_t clock_ns = 0;
 };
 
 json AnswerOf(Session& session, const std::string& line) {
@@ -497,9 +504,9 @@ json AnswerOf(Session& session, const std::string& line) {
 }
 
 TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
-  UnreachableApplier applier;
-  Session session(kToken, applier);
-  for (const char* op : {"ping", "identity", "reboot"}) {
+  ClockOnlyMachine machine;
+  Session session(kToken, machine);
+  for (const char* op : {"ping", "identity", "clock", "reboot"}) {
     json answer = AnswerOf(session, json{{"id", 5}, {"op", op}}.dump());
     EXPECT_EQ(answer, (json{{"id", 5}, {"ok", false}, {"error", "not authenticated"}})) << op;
   }
@@ -527,9 +534,24 @@ TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
   EXPECT_EQ(AnswerOf(session, R"({"id":13,"op":"ping"})")["error"], "not authenticated");
 }
 
+TEST(AgentSessionTest, ClockIsSetAgainAfterAResume) {
+  ClockOnlyMachine machine;
+  Session session(kToken, machine);
+  AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
+  EXPECT_EQ(AnswerOf(session, R"({"id":2,"op":"clock","time_ns":1733400000123456789})"),
+            (json{{"id", 2}, {"ok", true}}));
+  EXPECT_EQ(machine.clock_ns, 1733400000123456789);
+  EXPECT_EQ(AnswerOf(session, R"({"id":3,"op":"clock","time_ns":0})")["error"],
+            "time_ns: must be from 1 to 9223372036854775807");
+  EXPECT_EQ(AnswerOf(session, R"({"id":4,"op":"clock"})")["error"], "time_ns: missing");
+  EXPECT_EQ(AnswerOf(session, R"({"id":5,"op":"clock","time_ns":5,"zone":"UTC"})")["error"],
+            "zone: unknown field");
+  EXPECT_EQ(machine.clock_ns, 1733400000123456789);
+}
+
 TEST(AgentSessionTest, MalformedRequestsAreAnsweredWithoutId) {
-  UnreachableApplier applier;
-  Session session(kToken, applier);
+  ClockOnlyMachine machine;
+  Session session(kToken, machine);
   EXPECT_EQ(AnswerOf(session, "{\"id\":1,\"op\":\"pi"),
             (json{{"id", nullptr}, {"ok", false}, {"error", "request: not valid JSON"}}));
   EXPECT_EQ(AnswerOf(session, "[1,2]")["error"], "request: must be a JSON object");
@@ -544,8 +566,8 @@ TEST(AgentSessionTest, MalformedRequestsAreAnsweredWithoutId) {
 }
 
 TEST(AgentSessionTest, AnInvalidIdentityChangesNothingAndMayBeSentAgain) {
-  UnreachableApplier applier;
-  Session session(kToken, applier);
+  ClockOnlyMachine machine;
+  Session session(kToken, machine);
   AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
   json request = ValidIdentity();
   request["ssh_port"] = 0;
