@@ -2,10 +2,13 @@
 # Builds ephemera's default guest image from Debian packages:
 #   DIR/default-<hash12>/{vmlinux,vmlinuz,initrd.img,initrd-live.img,rootfs.ext4,manifest.json}
 # and points DIR/default at it. The hash covers every file under
-# images/default/ and the exact version of every .deb, so a rebuild
-# happens only when one of them changes.
+# images/default/, the guest agent binary and the exact version of every
+# .deb, so a rebuild happens only when one of them changes.
 #
-# usage: images/default/build.sh [--cache-dir DIR] [--force]
+# usage: images/default/build.sh --agent PATH [--cache-dir DIR] [--force]
+#
+# --agent: the statically linked ephemera-agent (build/agent/ephemera-agent
+# of a release build), installed as /usr/lib/ephemera/ephemera-agent.
 #
 # Needs no root: packages are unpacked under fakeroot and the ext4 image is
 # written by mke2fs -d, without mounting anything. Needs a Debian apt
@@ -18,12 +21,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 cache_dir=/var/cache/ephemera/images
 force=0
+agent=
 rootfs_size=512M          # apparent size; the file is sparse
-usage() { echo "usage: images/default/build.sh [--cache-dir DIR] [--force]"; }
+usage() { echo "usage: images/default/build.sh --agent PATH [--cache-dir DIR] [--force]"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --cache-dir) [ $# -ge 2 ] || die "--cache-dir needs a directory"; cache_dir=$2; shift 2 ;;
     --cache-dir=*) cache_dir=${1#*=}; shift ;;
+    --agent) [ $# -ge 2 ] || die "--agent needs the path of ephemera-agent"; agent=$2; shift 2 ;;
+    --agent=*) agent=${1#*=}; shift ;;
     --force) force=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -52,6 +58,23 @@ need sha256sum coreutils
 if [ ${#missing_tools[@]} -gt 0 ]; then
   die "missing tools: ${missing_tools[*]} (scripts/install-deps.sh installs them)"
 fi
+
+# The guest agent runs on the image's root filesystem and on imported ones,
+# whatever their libc: it must be a static x86-64 executable.
+[ -n "$agent" ] ||
+  die "--agent PATH is required: the static ephemera-agent (cmake --build build --target ephemera-agent)"
+if [ ! -f "$agent" ] || [ ! -x "$agent" ]; then die "--agent $agent is not an executable file"; fi
+agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+agent_header=$(readelf -hW "$agent" 2>/dev/null) || die "--agent $agent is not an ELF file"
+if ! grep -q 'Class:[[:space:]]*ELF64' <<<"$agent_header" ||
+  ! grep -q 'Machine:.*X86-64' <<<"$agent_header"; then
+  die "--agent $agent is not an x86-64 ELF executable"
+fi
+if readelf -lW "$agent" | grep -q 'Requesting program interpreter' ||
+  readelf -dW "$agent" | grep -q '(NEEDED)'; then
+  die "--agent $agent is dynamically linked (a sanitizer build?); build it with EPHEMERA_SANITIZE and EPHEMERA_FUZZ off"
+fi
+agent_sha256=$(sha256sum "$agent" | cut -d' ' -f1)
 
 mkdir -p "$cache_dir" || die "cannot create cache directory $cache_dir"
 cache_dir=$(cd "$cache_dir" && pwd)
@@ -102,6 +125,7 @@ inputs=$(
   cd "$here"
   find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   find . -type f -printf 'mode %m %p\n' | LC_ALL=C sort -k3
+  echo "agent $agent_sha256"
   while read -r line; do echo "deb $line"; done <<<"$records"
 )
 inputs_hash=$(sha256sum <<<"$inputs" | cut -d' ' -f1)
@@ -194,7 +218,7 @@ readelf -nW "$out/vmlinux" | grep -q 'Xen.*(0x00000012)' ||
   die "vmlinux-$kver has no PVH entry point note: QEMU cannot boot it directly"
 
 step 3 "assembling the root filesystem"
-fr "$here/lib/rootfs.sh" assemble "$tmp/root" "$tmp/debs" "$tmp/kernel" "$kver" "$here"
+fr "$here/lib/rootfs.sh" assemble "$tmp/root" "$tmp/debs" "$tmp/kernel" "$kver" "$here" "$agent"
 
 step 4 "verifying shared libraries of the key programs"
 fr "$here/lib/rootfs.sh" verify "$tmp/root"
@@ -234,6 +258,7 @@ cat >"$out/manifest.json" <<JSON
   "cmdline": "$cmdline",
   "kernel_version": "$kver",
   "kernel_package": "$kpkg $kver_deb",
+  "agent": {"protocol": 1, "channel": "org.ephemera.agent.0"},
   "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "inputs_hash": "$inputs_hash"
 }

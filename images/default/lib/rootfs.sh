@@ -3,7 +3,7 @@
 # file), so that ownership, setuid bits and device nodes are recorded
 # without real root, and mke2fs -d later writes them into the image.
 #
-#   rootfs.sh assemble ROOT DEBDIR KERNELTREE KVER IMAGEDIR
+#   rootfs.sh assemble ROOT DEBDIR KERNELTREE KVER IMAGEDIR AGENT
 #   rootfs.sh verify ROOT
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,7 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # --- assemble --------------------------------------------------------------
 
 assemble() {
-  local root=$1 debdir=$2 ktree=$3 kver=$4 imagedir=$5 deb d
+  local root=$1 debdir=$2 ktree=$3 kver=$4 imagedir=$5 agent=$6 deb d
 
   # Merged /usr, as Debian bookworm: the top-level dirs are symlinks, and
   # tar --keep-directory-symlink sends the packages' /bin, /lib... through
@@ -70,6 +70,10 @@ assemble() {
     cp "$imagedir/rootfs/$d" "$root/$d"
     if [ -x "$imagedir/rootfs/$d" ]; then chmod 0755 "$root/$d"; else chmod 0644 "$root/$d"; fi
   done
+  # The guest agent (docs/guest-agent.md); rcS starts it when the host
+  # hands the machine a token.
+  cp "$agent" "$root/usr/lib/ephemera/ephemera-agent"
+  chmod 0755 "$root/usr/lib/ephemera/ephemera-agent"
   chown -R 0:0 "$root"
   # GID 42 is "shadow" in /etc/group, as on Debian.
   chgrp 42 "$root/etc/shadow" "$root/etc/gshadow"
@@ -217,7 +221,8 @@ verify() {
     guest_path "$root" "/usr/bin/$cmd" >/dev/null || guest_path "$root" "/usr/sbin/$cmd" >/dev/null ||
       missing+=("command $cmd")
   done
-  for f in /sbin/init /bin/sh /bin/bash /bin/anweddol_container_setup.sh /lib64/ld-linux-x86-64.so.2; do
+  for f in /sbin/init /bin/sh /bin/bash /bin/anweddol_container_setup.sh /lib64/ld-linux-x86-64.so.2 \
+    /usr/lib/ephemera/ephemera-agent; do
     guest_path "$root" "$f" >/dev/null || missing+=("$f")
   done
   # Modes that maintainer scripts or dpkg would otherwise have set.
