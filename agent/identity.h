@@ -1,7 +1,7 @@
 // Applying an identity (and the clock of a resumed machine): the order of
-// the steps, their timings, and every file they write (under a Root). What acts on the running kernel (RNG,
-// clock, hostname, NIC, sshd) is behind System, so that the tests can
-// apply an identity to a temporary tree.
+// the steps, their timings, and every file they write (under a Root). What acts on the running
+// kernel (RNG, clock, hostname, NIC, sshd) is behind System, so that the tests can apply an
+// identity to a temporary tree.
 #pragma once
 
 #include <cstdint>

@@ -28,6 +28,14 @@ std::string_view Child(std::string_view target, std::string_view collection) {
   return target.substr(collection.size() + 1);
 }
 
+// The sandbox's client token, if the request carries one.
+std::optional<std::string> ClientToken(const HttpRequest& request) {
+  if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
+    return std::string(it->value());
+  }
+  return std::nullopt;
+}
+
 [[noreturn]] void MethodNotAllowed(std::string_view target) {
   Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
 }
@@ -202,7 +210,31 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
     MethodNotAllowed(target);
   }
   if (std::string_view child = Child(target, kSandboxes); !child.empty()) {
+    // /v1/sandboxes/{id}/pause and /resume
+    std::string_view action;
+    if (auto slash = child.find('/'); slash != std::string_view::npos) {
+      action = child.substr(slash + 1);
+      child = child.substr(0, slash);
+    }
     SandboxId id = SandboxId::Parse(child);
+    if (!action.empty()) {
+      if (action != "pause" && action != "resume") {
+        Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(target).substr(0, 100));
+      }
+      if (method != http::verb::post) MethodNotAllowed(target);
+      std::optional<std::string> token = ClientToken(request);
+      if (caller) {
+        auto sandbox = c.engine->Get(id);
+        if (!sandbox || !Visible(*sandbox, caller))
+          Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+        if (!caller->local_user && !token) {
+          Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token",
+               action == "pause" ? "pausing" : "resuming");
+        }
+      }
+      Sandbox moved = action == "pause" ? c.engine->Pause(id, token) : c.engine->Resume(id, token);
+      return Json(http::status::ok, SandboxToJson(moved, c.client_host));
+    }
     if (method == http::verb::get) {
       auto sandbox = c.engine->Get(id);
       if (!sandbox || !Visible(*sandbox, caller))
@@ -210,10 +242,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
       return Json(http::status::ok, SandboxToJson(*sandbox, c.client_host));
     }
     if (method == http::verb::delete_) {
-      std::optional<std::string> token;
-      if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
-        token = std::string(it->value());
-      }
+      std::optional<std::string> token = ClientToken(request);
       // Another owner's sandbox answers as an unknown one does: no
       // existence oracle for remote callers.
       if (caller) {
@@ -237,7 +266,11 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
 bool IsSlowApiRequest(const HttpRequest& request) {
   std::string_view target(request.target().data(), request.target().size());
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  if (request.method() == http::verb::post) return target == kSandboxes || target == "/v1/images";
+  if (request.method() == http::verb::post) {
+    return target == kSandboxes || target == "/v1/images" ||
+           (!Child(target, kSandboxes).empty() &&
+            (target.ends_with("/pause") || target.ends_with("/resume")));
+  }
   if (request.method() == http::verb::delete_) return !Child(target, kSandboxes).empty();
   return false;
 }

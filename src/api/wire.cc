@@ -136,6 +136,11 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
     j["tap"] = s.tap;
     j["subnet"] = s.subnet;
   }
+  if (s.paused_at) {
+    // Paused: expires_at is when its time paused ends; the TTL waits.
+    j["paused_at"] = Iso8601(*s.paused_at);
+    j["ttl_left_seconds"] = s.ttl_left_seconds;
+  }
   if (!s.name.empty()) j["vm_name"] = s.name;
   if (auto uid = OwnerUid(s.owner)) j["owner_uid"] = *uid;
   if (!s.reason.empty()) j["reason"] = s.reason;

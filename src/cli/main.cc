@@ -82,6 +82,14 @@ void PrintColumns(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// The remembered client token of a sandbox this user created, as a header.
+Headers TokenHeader(const std::optional<json>& entry) {
+  Headers headers;
+  if (entry && entry->contains("token") && (*entry)["token"].is_string())
+    headers.emplace_back("X-Ephemera-Token", (*entry)["token"].get<std::string>());
+  return headers;
+}
+
 void PrintTable(const json& sandboxes) {
   std::printf("%-36s  %-12s  %-8s  %-22s  %-10s  %s\n", "ID", "STATE", "IMAGE", "SSH", "USER",
               "EXPIRES");
@@ -125,6 +133,8 @@ void PrintDetails(const json& s) {
                   "tap",
                   "subnet",
                   "created_at",
+                  "paused_at",
+                  "ttl_left_seconds",
                   "expires_at",
                   "reason"});
 }
@@ -391,6 +401,11 @@ int main(int argc, char** argv) {
   show->add_option("id", id, "sandbox id")->required();
   auto* destroy = app.add_subcommand("destroy", "destroy a sandbox");
   destroy->add_option("id", id, "sandbox id")->required();
+  auto* pause = app.add_subcommand(
+      "pause", "save a sandbox's state to disk and stop it (its memory freed, its TTL stopped)");
+  pause->add_option("id", id, "sandbox id")->required();
+  auto* resume = app.add_subcommand("resume", "restore a paused sandbox where it stopped");
+  resume->add_option("id", id, "sandbox id")->required();
   auto* status = app.add_subcommand("status", "show the daemon's status");
   auto* ssh = app.add_subcommand("ssh", "log in to a sandbox you created (ssh ID [-- COMMAND...])");
   std::vector<std::string> command;
@@ -521,12 +536,21 @@ int main(int argc, char** argv) {
       } else {
         PrintDetails(s);
       }
+    } else if (pause->parsed() || resume->parsed()) {
+      auto entry = Remembered().Get(id);
+      ApiClient client = target.Client(RememberedServer(entry));
+      const char* action = pause->parsed() ? "pause" : "resume";
+      json s = client.Request("POST", "/v1/sandboxes/" + PathSegment(id) + "/" + action, "",
+                              TokenHeader(entry));
+      if (as_json) {
+        std::cout << s.dump(2) << "\n";
+      } else {
+        std::printf("%s %s\n", pause->parsed() ? "paused" : "resumed", id.c_str());
+      }
     } else if (destroy->parsed()) {
       auto entry = Remembered().Get(id);
       ApiClient client = target.Client(RememberedServer(entry));
-      Headers headers;
-      if (entry && entry->contains("token") && (*entry)["token"].is_string())
-        headers.emplace_back("X-Ephemera-Token", (*entry)["token"].get<std::string>());
+      Headers headers = TokenHeader(entry);
       json r = client.Request("DELETE", "/v1/sandboxes/" + PathSegment(id), "", headers);
       Remembered().Forget(id);
       if (as_json) {

@@ -435,6 +435,8 @@ Config ParseConfig(std::string_view yaml_text) {
   limits.ReadUnsigned("sshd_timeout_seconds", config.limits.sshd_timeout_seconds, 1, 3600);
   limits.ReadUnsigned("host_memory_mib", config.limits.host_memory_mib, 0, 1u << 31);
   limits.ReadUnsigned("min_free_disk_mib", config.limits.min_free_disk_mib, 0, 1u << 31);
+  limits.ReadUnsigned("max_paused_seconds", config.limits.max_paused_seconds, 1, 365 * 86400);
+  limits.ReadUnsigned("max_paused_per_owner", config.limits.max_paused_per_owner, 0, 16384);
   limits.RejectUnknown();
   if (config.limits.default_ttl_seconds > config.limits.max_ttl_seconds) {
     Fail(ErrorCode::kInvalidArgument,

@@ -92,6 +92,10 @@ struct LimitsConfig {
   unsigned host_memory_mib = 0;
   // Creates are refused while the state folder has less free space.
   unsigned min_free_disk_mib = 1024;
+  // A paused sandbox (its state on disk, its memory free) is destroyed
+  // after this long paused; each caller may hold this many paused at once.
+  unsigned max_paused_seconds = 86400;
+  unsigned max_paused_per_owner = 4;
 };
 
 // "ADDR:PORT" or "[IPv6]:PORT" for a TCP listener; the address is numeric.

@@ -17,13 +17,15 @@ std::string_view StateName(SandboxState state) {
       return "destroying";
     case SandboxState::kFailed:
       return "failed";
+    case SandboxState::kPaused:
+      return "paused";
   }
   return "unknown";
 }
 
 SandboxState ParseState(std::string_view name) {
   for (auto s : {SandboxState::kCreating, SandboxState::kProvisioning, SandboxState::kReady,
-                 SandboxState::kDestroying, SandboxState::kFailed}) {
+                 SandboxState::kDestroying, SandboxState::kFailed, SandboxState::kPaused}) {
     if (StateName(s) == name) return s;
   }
   Fail(ErrorCode::kInvalidArgument, "unknown sandbox state '{}'", name);
@@ -43,7 +45,9 @@ bool IsAllowedTransition(SandboxState from, SandboxState to) {
     case S::kProvisioning:
       return to == S::kReady || to == S::kFailed || to == S::kDestroying;
     case S::kReady:
-      return to == S::kDestroying || to == S::kFailed;
+      return to == S::kDestroying || to == S::kFailed || to == S::kPaused;
+    case S::kPaused:
+      return to == S::kReady || to == S::kDestroying || to == S::kFailed;
     case S::kFailed:
       return to == S::kDestroying;
     case S::kDestroying:

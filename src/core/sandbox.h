@@ -12,7 +12,8 @@
 
 namespace ephemera {
 
-enum class SandboxState { kCreating, kProvisioning, kReady, kDestroying, kFailed };
+// kPaused: ready, but its whole state saved to disk and its process gone.
+enum class SandboxState { kCreating, kProvisioning, kReady, kDestroying, kFailed, kPaused };
 
 // What a sandbox is: a virtual machine, or a container sharing the host's kernel.
 enum class SandboxKind { kVm, kContainer };
@@ -29,8 +30,8 @@ std::string_view StateName(SandboxState state);
 SandboxState ParseState(std::string_view name);  // throws kInvalidArgument
 
 // The life of a sandbox only moves forward: creating -> provisioning ->
-// ready -> destroying; any state but destroying may fail, and a failed one
-// may only be destroyed.
+// ready -> destroying, with ready <-> paused on the way; any state but
+// destroying may fail, and a failed one may only be destroyed.
 bool IsAllowedTransition(SandboxState from, SandboxState to);
 
 // A sandbox's name (a wirt VM's): ^[a-z0-9][a-z0-9_.-]{0,62}$ without
@@ -86,7 +87,12 @@ struct Sandbox {
   // cache), for the host's memory budget; 0: the configured overhead.
   unsigned overhead_mib = 0;
   UnixSeconds created_at = 0;
+  // Ready: when its time to live ends. Paused: when its time paused ends.
   std::optional<UnixSeconds> expires_at;
+  // Paused: when it was paused, and the time to live it had left then
+  // (paused time does not count against the TTL).
+  std::optional<UnixSeconds> paused_at;
+  std::int64_t ttl_left_seconds = 0;
   // Not stored: whether its VM runs now, as its driver says (Get and List fill it in).
   std::optional<bool> running;
 };

@@ -25,6 +25,8 @@ class StreamingDigest {
 
 std::string Sha256File(const std::filesystem::path& path);  // lowercase hex
 std::string Sha256Hex(std::string_view data);
+// HMAC-SHA256 of `data` under `key`, lowercase hex.
+std::string HmacSha256Hex(std::string_view key, std::string_view data);
 // Only to check published md5sum.txt files (Anweddol's ISO mirror), never for trust on its own.
 std::string Md5File(const std::filesystem::path& path);
 

@@ -12,6 +12,7 @@
 #include "container/container_driver.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/random.h"
 #include "daemon/remote_doors.h"
 #include "engine/engine.h"
 #include "guest/provisioner.h"
@@ -28,6 +29,25 @@ namespace ephemera {
 
 namespace {
 
+// A 32-byte secret kept in `path` (0600), made on first start. A file that
+// is there but not 32 bytes is an error, never silently replaced: what was
+// derived from it would no longer match.
+std::string LoadOrMakeSecret(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    std::string secret = ReadFile(path);
+    if (secret.size() != 32) {
+      Fail(ErrorCode::kFailedPrecondition, "{} is {} bytes, not 32: restore it or remove it",
+           path.string(), secret.size());
+    }
+    return secret;
+  }
+  std::string secret(32, '\0');
+  FillRandom(std::as_writable_bytes(std::span(secret.data(), secret.size())));
+  WriteFileAtomic(path, secret, 0600);
+  return secret;
+}
+
 constexpr char kVersion[] = "0.1.0";
 
 EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
@@ -38,6 +58,8 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.sandbox_overhead_mib = c.vm.memory_overhead_mib + o.tcg_tb_size_mib;
   o.disk_watch = c.state_dir;
   o.min_free_disk_mib = c.limits.min_free_disk_mib;
+  o.max_paused = std::chrono::seconds(c.limits.max_paused_seconds);
+  o.max_paused_per_owner = c.limits.max_paused_per_owner;
   o.dns_servers = c.network.dns_servers;
   o.outbound_nat = c.network.outbound_nat;
   o.max_sandboxes = c.limits.max_sandboxes;
@@ -186,7 +208,9 @@ int Serve(const Config& config) {
       spdlog::warn("containers are off: {}", e.what());
     }
   }
-  Engine engine(EngineOptionsFrom(config, accel), store, images, drivers, networks, provisioner);
+  EngineOptions engine_options = EngineOptionsFrom(config, accel);
+  engine_options.agent_key = LoadOrMakeSecret(config.state_dir / "agent.key");
+  Engine engine(engine_options, store, images, drivers, networks, provisioner);
   // The file front door: made (and its instances adopted) before reconcile,
   // so that it hears of every instance that ends from then on.
   wirt::EngineBackend wirt_backend(engine);

@@ -180,6 +180,11 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
   return v;
 }
 
+std::string Engine::AgentTokenFor(const SandboxId& id) const {
+  if (options_.agent_key.empty()) return RandomString(64, "0123456789abcdef");
+  return HmacSha256Hex(options_.agent_key, "agent-token:" + id.str());
+}
+
 bool Engine::UsesAgent(const Validated& v, const VmDriver& driver) const {
   // The agent sets the guest's address itself: only for the /30s the
   // daemon hands out, not a shared bridge whose DHCP picks it.
@@ -319,7 +324,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
     if ((v.image.takes_endpoint_key && driver.passes_secret_files()) || through_agent) {
       secrets.host_key = SshKeyPair::Generate();
     }
-    if (through_agent) secrets.agent_token = RandomString(64, "0123456789abcdef");
+    if (through_agent) secrets.agent_token = AgentTokenFor(sandbox.id);
     VmInfo vm = driver.Start(MakeVmSpec(sandbox, v.image, net, mode, secrets));
     if (!vm.network.empty()) sandbox.network = vm.network;
     if (mode == LinkMode::kShared) {

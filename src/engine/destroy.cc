@@ -51,8 +51,6 @@ void Engine::RetryRecordRemovals() {
   for (const auto& id : pending) ForgetRecord(id, "destroy", "record removed late");
 }
 
-namespace {
-
 void CheckClientToken(const Sandbox& sandbox, const std::string& token) {
   std::string presented = Sha256Hex(token);
   if (presented.size() != sandbox.token_sha256.size() ||
@@ -61,8 +59,6 @@ void CheckClientToken(const Sandbox& sandbox, const std::string& token) {
          sandbox.id.str());
   }
 }
-
-}  // namespace
 
 Sandbox Engine::GetWithToken(const SandboxId& id, const std::string& token) {
   auto sandbox = Get(id);

@@ -81,6 +81,13 @@ struct EngineOptions {
   std::optional<std::uint64_t> image_cache_max_mib;
   // Images by their references (`images:`), imported on demand.
   std::map<std::string, ConfiguredImage> configured_images;
+  // The daemon's secret from which each sandbox's guest agent token is
+  // derived (HMAC-SHA256 of its id), so the daemon can speak to an agent
+  // again without storing a token; empty: random tokens, used once.
+  std::string agent_key;
+  // Paused sandboxes: destroyed after this long paused; per caller at once.
+  std::chrono::seconds max_paused{86400};
+  std::size_t max_paused_per_owner = 4;
 };
 
 struct CreatePhases {
@@ -168,6 +175,10 @@ struct ReconcileReport {
 std::string PairImageName(const std::optional<oci::ImageReference>& kernel,
                           const oci::ImageReference& rootfs);
 
+// kPermissionDenied unless `token` is the sandbox's client token (compared
+// in constant time).
+void CheckClientToken(const Sandbox& sandbox, const std::string& token);
+
 class Engine {
  public:
   Engine(EngineOptions options, Store& store, ImageCatalog& images, EngineDrivers drivers,
@@ -185,6 +196,18 @@ class Engine {
   // to graceful_shutdown_timeout, then stopped.
   void Destroy(const SandboxId& id, const std::optional<std::string>& token,
                const std::string& reason = "destroyed by request", bool graceful = false);
+
+  // Saves a ready sandbox's whole state to disk and ends its VM, freeing
+  // its host memory; its time to live stops until Resume, and it is
+  // destroyed after max_paused paused. The token as Destroy's. A failed
+  // pause leaves it running, and the error says why (kNoSpace: a full
+  // disk). kFailedPrecondition when it is not ready or its driver cannot,
+  // kResourceExhausted past max_paused_per_owner.
+  Sandbox Pause(const SandboxId& id, const std::optional<std::string>& token);
+  // Restores a paused sandbox where it stopped, with its disk, address and
+  // credentials; its time to live goes on. kResourceExhausted when the
+  // host's memory budget has no room for it now (it stays paused).
+  Sandbox Resume(const SandboxId& id, const std::optional<std::string>& token);
 
   std::optional<Sandbox> Get(const SandboxId& id);
   // Get for the holder of the sandbox's client token: kNotFound, or
@@ -281,6 +304,11 @@ class Engine {
   // Whether a create provisions through the guest agent rather than SSH.
   bool UsesAgent(const Validated& v, const VmDriver& driver) const;
   void CheckFreeDisk() const;
+  // The guest agent token of a sandbox (EngineOptions::agent_key).
+  std::string AgentTokenFor(const SandboxId& id) const;
+  // Sets a resumed guest's clock through its agent (it lags by the time
+  // paused); logged, not thrown, when it cannot.
+  void SyncGuestClock(const Sandbox& sandbox, VmDriver& driver);
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).
   void ForgetRecord(const SandboxId& id, const std::string& event, const std::string& detail);
@@ -310,6 +338,11 @@ class Engine {
   // Destroys under way (a request's or the reaper's): the reaper leaves
   // their rows alone instead of tearing the same sandbox down twice at once.
   std::multiset<SandboxId> destroying_;
+  // Pauses and resumes under way: one at a time per sandbox, and the
+  // reaper leaves them alone.
+  std::set<SandboxId> moving_;
+  // Marks `id` as moving for its lifetime; kFailedPrecondition if it already is.
+  class MovingGuard;
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;

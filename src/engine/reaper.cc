@@ -12,25 +12,30 @@ void Engine::ReapOnce() {
   const UnixSeconds now = NowUnix();
   std::set<SandboxId> creating;
   std::set<SandboxId> destroying;
+  std::set<SandboxId> moving;
   {
     std::lock_guard lock(bookkeeping_mutex_);
     creating = creating_;
     destroying.insert(destroying_.begin(), destroying_.end());
+    moving = moving_;
   }
   for (const auto& s : ListRecorded()) {
     if (destroying.count(s.id)) continue;  // its destroy is under way
+    if (moving.count(s.id)) continue;      // a pause or resume is: looked at next time
     std::string reason;
     if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
       // Only a create that no longer runs leaves a row like this (its
       // rollback could not write): it would count against the limits forever.
       if (!creating.count(s.id)) reason = "its creation did not finish";
-    } else if (s.state == SandboxState::kReady) {
+    } else if (s.state == SandboxState::kReady || s.state == SandboxState::kPaused) {
+      const bool paused = s.state == SandboxState::kPaused;
       if (s.expires_at && *s.expires_at <= now) {
-        reason = "time to live expired";
+        reason =
+            paused ? "paused for longer than limits.max_paused_seconds" : "time to live expired";
       } else {
         try {
           if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff) {
-            reason = "the guest shut down";
+            reason = paused ? "its saved state is gone" : "the guest shut down";
           }
         } catch (const Error& e) {
           // Only "not there" counts: a check that failed (no descriptor

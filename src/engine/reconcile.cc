@@ -32,8 +32,22 @@ ReconcileReport Engine::Reconcile() {
       reason = "its teardown was interrupted";
     } else {
       try {
-        if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff)
-          reason = "its VM stopped while the daemon was down";
+        const VmState state = DriverOf(s).Inspect(s.id).state;
+        if (state == VmState::kShutoff) {
+          reason = s.state == SandboxState::kPaused ? "its saved state is gone"
+                                                    : "its VM stopped while the daemon was down";
+        } else if (state == VmState::kSaved && s.state == SandboxState::kReady) {
+          // Saved by a pause the daemon did not live to record.
+          Sandbox paused = s;
+          const UnixSeconds now = NowUnix();
+          paused.paused_at = now;
+          paused.ttl_left_seconds =
+              s.expires_at ? std::max<std::int64_t>(*s.expires_at - now, 1) : 0;
+          paused.expires_at = now + options_.max_paused.count();
+          store_.Move(paused, SandboxState::kPaused, {});
+          note(fmt::format("sandbox {} was saved by an unfinished pause: now paused", s.id.str()));
+          continue;
+        }
       } catch (const Error& e) {
         if (e.code() != ErrorCode::kNotFound) {
           // Unknown is not gone: keep it, the reaper looks again.

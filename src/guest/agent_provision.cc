@@ -164,4 +164,16 @@ ProvisionResult GuestProvisioner::RunAgent(const AgentProvisionRequest& request)
   return ProvisionThroughAgent(request);
 }
 
+void GuestProvisioner::SyncClock(const std::filesystem::path& agent_socket,
+                                 const std::string& token) {
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  AgentClient agent = AgentClient::Connect(agent_socket, deadline);
+  agent.Hello(token, deadline);
+  agent.Call({{"op", "clock"},
+              {"time_ns", duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count()}},
+             deadline);
+}
+
 }  // namespace ephemera

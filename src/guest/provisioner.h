@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,12 +57,16 @@ class Provisioner {
   virtual ~Provisioner() = default;
   virtual ProvisionResult Run(const ProvisionRequest& request) = 0;
   virtual ProvisionResult RunAgent(const AgentProvisionRequest& request) = 0;
+  // Sets the guest's wall clock to the host's through its agent (after a
+  // resume: the guest's clock stood still while it was saved).
+  virtual void SyncClock(const std::filesystem::path& agent_socket, const std::string& token) = 0;
 };
 
 class GuestProvisioner : public Provisioner {
  public:
   ProvisionResult Run(const ProvisionRequest& request) override { return Provision(request); }
   ProvisionResult RunAgent(const AgentProvisionRequest& request) override;
+  void SyncClock(const std::filesystem::path& agent_socket, const std::string& token) override;
 };
 
 }  // namespace ephemera

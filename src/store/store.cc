@@ -90,18 +90,23 @@ CREATE TABLE wirt_autostart (
   PRIMARY KEY (uid, name)
 );
 )sql",
+    // 8: paused sandboxes (when, and the TTL they had left)
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
+ALTER TABLE sandboxes ADD COLUMN ttl_left INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name";
+    "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name, paused_at, ttl_left";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
 constexpr std::string_view kMutableColumns =
     "reason, image_sha256, tap, subnet, guest_ip, host_port, username, host_key_fingerprint, "
-    "expires_at, mac, network, iso_path, host_key, updated_at";
+    "expires_at, mac, network, iso_path, host_key, paused_at, ttl_left, updated_at";
 
 // Binds kMutableColumns from `first` on; returns the next free index.
 int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
@@ -118,8 +123,10 @@ int BindMutable(sqlite::Statement& stmt, int first, const Sandbox& s) {
       .Bind(first + 10, s.network)
       .Bind(first + 11, s.iso_path)
       .Bind(first + 12, s.host_key)
-      .Bind(first + 13, NowUnix());
-  return first + 14;
+      .Bind(first + 13, s.paused_at)
+      .Bind(first + 14, s.ttl_left_seconds)
+      .Bind(first + 15, NowUnix());
+  return first + 16;
 }
 
 // Runs an INSERT; a constraint violation names what already exists.
@@ -161,6 +168,8 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.host_key = row.Text(24);
   s.overhead_mib = static_cast<unsigned>(row.Int(25));
   s.name = row.Text(26);
+  s.paused_at = row.OptionalInt(27);
+  s.ttl_left_seconds = row.Int(28);
   return s;
 }
 
@@ -222,7 +231,8 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     }
   }
   if (owner_memory_mib) {
-    auto used = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ?");
+    auto used = db_.Prepare(
+        "SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ? AND state != 'paused'");
     used.Bind(1, s.owner).Step();
     const auto in_use = static_cast<std::uint64_t>(used.Int(0));
     if (in_use + s.spec.memory_mib > *owner_memory_mib) {
@@ -233,11 +243,7 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     }
   }
   if (memory_budget_mib) {
-    auto committed = db_.Prepare(
-        "SELECT COALESCE(SUM(memory_mib + CASE WHEN overhead_mib > 0 THEN overhead_mib ELSE ? "
-        "END), 0) FROM sandboxes");
-    committed.Bind(1, static_cast<std::int64_t>(default_overhead_mib)).Step();
-    const auto in_use = static_cast<std::uint64_t>(committed.Int(0));
+    const std::uint64_t in_use = CommittedMemoryLocked(default_overhead_mib);
     const std::uint64_t wanted =
         s.spec.memory_mib + (s.overhead_mib ? s.overhead_mib : default_overhead_mib);
     if (in_use + wanted > *memory_budget_mib) {
@@ -265,12 +271,12 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
            holder.Text(0));
     }
   }
-  auto insert =
-      db_.Prepare(fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
-                              "token_sha256, created_at, kind, driver, run_id, machine, "
-                              "overhead_mib, name, {}) "
-                              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                              kMutableColumns));
+  auto insert = db_.Prepare(
+      fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
+                  "token_sha256, created_at, kind, driver, run_id, machine, "
+                  "overhead_mib, name, {}) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
       .Bind(3, s.spec.image)
@@ -322,6 +328,57 @@ Sandbox Store::Transition(const SandboxId& id, SandboxState to, const std::strin
 
 void Store::Update(const Sandbox& s) {
   std::lock_guard lock(mutex_);
+  UpdateLocked(s);
+}
+
+std::uint64_t Store::CommittedMemoryLocked(std::uint64_t default_overhead_mib) {
+  // A paused sandbox's memory is free until it resumes.
+  auto committed = db_.Prepare(
+      "SELECT COALESCE(SUM(memory_mib + CASE WHEN overhead_mib > 0 THEN overhead_mib ELSE ? "
+      "END), 0) FROM sandboxes WHERE state != 'paused'");
+  committed.Bind(1, static_cast<std::int64_t>(default_overhead_mib)).Step();
+  return static_cast<std::uint64_t>(committed.Int(0));
+}
+
+Sandbox Store::Move(const Sandbox& s, SandboxState to, const MoveChecks& checks) {
+  std::lock_guard lock(mutex_);
+  sqlite::Transaction tx(db_);
+  auto current = GetLocked(s.id);
+  if (!current) Fail(ErrorCode::kNotFound, "no sandbox {}", s.id.str());
+  if (!IsAllowedTransition(current->state, to)) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {} is {}, it cannot become {}", s.id.str(),
+         StateName(current->state), StateName(to));
+  }
+  if (to == SandboxState::kPaused && checks.max_paused_per_owner) {
+    auto count = db_.Prepare("SELECT COUNT(*) FROM sandboxes WHERE owner = ? AND state = 'paused'");
+    count.Bind(1, current->owner).Step();
+    if (static_cast<std::size_t>(count.Int(0)) >= *checks.max_paused_per_owner) {
+      Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} paused sandboxes is reached",
+           *checks.max_paused_per_owner);
+    }
+  }
+  if (to == SandboxState::kReady && checks.memory_budget_mib) {
+    const std::uint64_t in_use = CommittedMemoryLocked(checks.default_overhead_mib);
+    const std::uint64_t wanted =
+        current->spec.memory_mib +
+        (current->overhead_mib ? current->overhead_mib : checks.default_overhead_mib);
+    if (in_use + wanted > *checks.memory_budget_mib) {
+      Fail(ErrorCode::kResourceExhausted,
+           "the host's memory budget is used up ({} of {} MiB committed; this sandbox needs {} "
+           "MiB)",
+           in_use, *checks.memory_budget_mib, wanted);
+    }
+  }
+  UpdateLocked(s);
+  auto state = db_.Prepare("UPDATE sandboxes SET state = ? WHERE id = ?");
+  state.Bind(1, StateName(to)).Bind(2, s.id.str()).Run();
+  tx.Commit();
+  Sandbox moved = s;
+  moved.state = to;
+  return moved;
+}
+
+void Store::UpdateLocked(const Sandbox& s) {
   std::string assignments;
   for (std::string_view rest = kMutableColumns; !rest.empty();) {
     auto comma = rest.find(", ");

@@ -63,6 +63,18 @@ class Store {
   Sandbox Transition(const SandboxId& id, SandboxState to, const std::string& reason = "");
   // Writes every field but id, state and created_at.
   void Update(const Sandbox& sandbox);
+
+  // Pause and resume: records `sandbox` (its mutable fields as given) in
+  // state `to`, in one transaction with what that state may take. Paused:
+  // at most max_paused_per_owner for its owner; ready again: the host's
+  // memory budget (paused sandboxes count against none). kResourceExhausted
+  // saying which limit; kFailedPrecondition for a move its state forbids.
+  struct MoveChecks {
+    std::optional<std::size_t> max_paused_per_owner;
+    std::optional<std::uint64_t> memory_budget_mib;
+    std::uint64_t default_overhead_mib = 0;
+  };
+  Sandbox Move(const Sandbox& sandbox, SandboxState to, const MoveChecks& checks);
   std::optional<Sandbox> Get(const SandboxId& id);
   std::vector<Sandbox> List();
   std::size_t Count();
@@ -86,6 +98,8 @@ class Store {
  private:
   void Migrate();
   std::optional<Sandbox> GetLocked(const SandboxId& id);
+  void UpdateLocked(const Sandbox& sandbox);
+  std::uint64_t CommittedMemoryLocked(std::uint64_t default_overhead_mib);
 
   std::mutex mutex_;
   sqlite::Database db_;

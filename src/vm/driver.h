@@ -59,6 +59,23 @@ class VmDriver {
     Fail(ErrorCode::kInternal, "driver {} does not learn guest addresses", name());
   }
 
+  // Whether Pause and Resume work.
+  virtual bool supports_pause() const { return false; }
+
+  // Saves the running VM's whole state (memory, devices) to a file of its
+  // own and ends its process, freeing its host memory; its disk, NIC and
+  // files stay. Inspect then says kSaved. On failure the VM runs on as
+  // before and the error says why (kNoSpace for a full disk).
+  virtual void Pause(const SandboxId& id) {
+    Fail(ErrorCode::kFailedPrecondition, "driver {} cannot pause VM {}", name(), id.str());
+  }
+
+  // Restores a saved VM in a new process, where it stopped, and removes
+  // the saved state. kFailedPrecondition if it has none or is running.
+  virtual VmInfo Resume(const SandboxId& id) {
+    Fail(ErrorCode::kFailedPrecondition, "driver {} cannot resume VM {}", name(), id.str());
+  }
+
   // Starts a VM. On failure throws and leaves nothing behind (no process,
   // no file). kInvalidArgument for a bad spec, kUnavailable for a missing
   // program or device, kAlreadyExists if the id is in use.

@@ -14,6 +14,8 @@ std::string_view VmStateName(VmState state) {
       return "paused";
     case VmState::kShutoff:
       return "shutoff";
+    case VmState::kSaved:
+      return "saved";
   }
   return "unknown";
 }

@@ -56,7 +56,8 @@ struct VmSpec {
   std::int64_t created_at = 0;
 };
 
-enum class VmState { kRunning, kPaused, kShutoff };
+// kSaved: no process, its whole state in a file (VmDriver::Pause).
+enum class VmState { kRunning, kPaused, kShutoff, kSaved };
 std::string_view VmStateName(VmState state);
 
 struct VmInfo {

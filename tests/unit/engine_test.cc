@@ -136,6 +136,10 @@ class FakeProvisioner : public Provisioner {
     as_ssh.host = request.host;
     return Run(as_ssh);
   }
+  void SyncClock(const std::filesystem::path& socket, const std::string& token) override {
+    clock_syncs.push_back({socket, token});
+  }
+  std::vector<std::pair<std::filesystem::path, std::string>> clock_syncs;
   std::atomic<int> agent_runs{0};
   std::filesystem::path last_agent_socket;
   std::string last_agent_token;

@@ -236,8 +236,12 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
   }
   try {
     std::optional<Identity> as = TakeIdentity(spec.id);
-    CreateFiles(spec, dir, as);
-    Launch(spec, dir, as);
+    LaunchPlan plan = PlanLaunch(spec, dir);
+    CreateFiles(spec, dir, as, plan);
+    Launch(spec.id, dir, plan, as, -1);
+    spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}{})", spec.id.str(), spec.memory_mib,
+                 spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
+                 as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
     return Inspect(spec.id);
   } catch (...) {
     DestroyAfterFailedStart(spec.id);
@@ -245,8 +249,27 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
   }
 }
 
+QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& dir) const {
+  QemuLaunch launch{.binary = qemu_binary_.string(),
+                    .machine = options_.vm.machine,
+                    .accel = options_.accel.accel,
+                    .tcg_tb_size_mib = TbSizeFor(spec),
+                    .tsc_khz = tsc_khz_,
+                    .seccomp_sandbox = options_.vm.seccomp_sandbox,
+                    .spec = spec,
+                    .dir = dir};
+  LaunchPlan plan;
+  plan.argv = BuildQemuArgs(launch);
+  plan.tap = spec.nic ? spec.nic->tap : "";
+  plan.disk = spec.image.format == ImageFormat::kKernel;
+  plan.guest_files = spec.guest_files.size();
+  plan.agent = spec.agent_channel;
+  plan.limits = LimitsFor(spec);
+  return plan;
+}
+
 void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
-                             const std::optional<Identity>& as) const {
+                             const std::optional<Identity>& as, const LaunchPlan& plan) const {
   if (spec.image.format == ImageFormat::kKernel) {
     // The copy-on-write clone: the base stays read-only and shared.
     auto result = RunProcess({qemu_img_binary_.string(), "create", "-q", "-f", "qcow2", "-F",
@@ -280,45 +303,49 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
       {"vcpus", spec.vcpus},
       {"machine", std::string(MachineTypeName(options_.vm.machine))},
       {"accel", std::string(AccelName(options_.accel.accel))},
-      {"tap", spec.nic ? spec.nic->tap : ""},
+      {"tap", plan.tap},
+      // What a resume needs to start the same QEMU again.
+      {"argv", plan.argv},
+      {"disk", plan.disk},
+      {"guest_files", plan.guest_files},
+      {"agent", plan.agent},
+      {"memory_limit_bytes", plan.limits.memory_bytes.value_or(0)},
+      {"pids_limit", plan.limits.pids.value_or(0)},
   };
   if (as) metadata["uid_slot"] = as->uid - options_.vm.uid_base;
   WriteFileAtomic(dir.metadata(), metadata.dump(2) + "\n", 0600);
 }
 
-void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as) {
-  QemuLaunch launch{.binary = qemu_binary_.string(),
-                    .machine = options_.vm.machine,
-                    .accel = options_.accel.accel,
-                    .tcg_tb_size_mib = TbSizeFor(spec),
-                    .tsc_khz = tsc_khz_,
-                    .seccomp_sandbox = options_.vm.seccomp_sandbox,
-                    .spec = spec,
-                    .dir = dir};
+void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
+                        const std::optional<Identity>& as, int incoming_state) {
   SpawnSpec process;
-  process.argv = BuildQemuArgs(launch);
+  process.argv = plan.argv;
+  if (incoming_state >= 0) {
+    // Started waiting for its state (QMP migrate-incoming), not booting.
+    process.argv.insert(process.argv.end(), {"-incoming", "defer"});
+  }
   UniqueFd log = OpenOrFail(dir.qemu_log(), O_WRONLY | O_CREAT | O_APPEND);
   UniqueFd qmp = ListenUnix(dir.qmp_socket());
   UniqueFd console = ListenUnix(dir.console_socket());
   process.fds = {{log.get(), 1}, {log.get(), 2}, {qmp.get(), kQmpFd}, {console.get(), kConsoleFd}};
   UniqueFd agent;
-  if (spec.agent_channel) {
+  if (plan.agent) {
     agent = ListenUnix(dir.agent_socket());
     process.fds.emplace_back(agent.get(), kAgentFd);
   }
   UniqueFd tap, disk, disk_ro;
-  if (spec.nic) {
-    tap = OpenTap(spec.nic->tap);
+  if (!plan.tap.empty()) {
+    tap = OpenTap(plan.tap);
     process.fds.emplace_back(tap.get(), kTapFd);
   }
-  if (spec.image.format == ImageFormat::kKernel) {
+  if (plan.disk) {
     disk = OpenOrFail(dir.overlay(), O_RDWR);
     disk_ro = OpenOrFail(dir.overlay(), O_RDONLY);
     process.fds.emplace_back(disk.get(), kDiskFd);
     process.fds.emplace_back(disk_ro.get(), kDiskReadOnlyFd);
   }
   std::vector<UniqueFd> guest_files;
-  for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
+  for (std::size_t i = 0; i < plan.guest_files; ++i) {
     guest_files.push_back(OpenOrFail(dir.guest_file(i), O_RDONLY));
     process.fds.emplace_back(guest_files.back().get(), kFirstGuestFileFd + static_cast<int>(i));
   }
@@ -328,29 +355,166 @@ void QemuDriver::Launch(const VmSpec& spec, const VmDir& dir, const std::optiona
     if (kvm_gid_) process.groups = {*kvm_gid_};
   }
   if (options_.cgroups)
-    process.cgroup_procs = options_.cgroups->Create(CgroupName(spec.id), LimitsFor(spec));
+    process.cgroup_procs = options_.cgroups->Create(CgroupName(id), plan.limits);
 
   SpawnedProcess spawned = Spawn(process);
   auto tracked = std::make_shared<TrackedProcess>(
       TrackedProcess::Adopt(spawned.pid, std::move(spawned.pidfd)));
   {
     std::lock_guard lock(mutex_);
-    processes_[spec.id] = tracked;
+    processes_[id] = tracked;
   }
   WriteFileAtomic(dir.pidfile(), std::to_string(spawned.pid) + "\n", 0600);
   // QEMU answers QMP once it is set up; if it exits first, its stderr says why.
   try {
     QmpClient qmp_client = QmpClient::Connect(dir.qmp_socket(), kLaunchTimeout, tracked->pidfd());
-    consoles_.Attach(spec.id, dir.console_socket(), dir.serial_log());
+    if (incoming_state >= 0) {
+      qmp_client.PassFd("incoming", incoming_state);
+      qmp_client.Migrate("migrate-incoming", {{"uri", "fd:incoming"}}, kLaunchTimeout);
+    }
+    consoles_.Attach(id, dir.console_socket(), dir.serial_log());
     qmp_client.Execute("cont");
   } catch (const Error& e) {
     std::string detail = QemuLogTail(dir);
-    Fail(ErrorCode::kFailedPrecondition, "QEMU failed to start VM {}: {}", spec.id.str(),
-         detail.empty() ? std::string(e.what()) : detail);
+    Fail(ErrorCode::kFailedPrecondition, "QEMU failed to {} VM {}: {}",
+         incoming_state >= 0 ? "restore" : "start", id.str(),
+         detail.empty() ? std::string(e.what()) : detail + " (" + e.what() + ")");
   }
-  spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}, pid {}{})", spec.id.str(), spec.memory_mib,
-               spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
-               spawned.pid, as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
+}
+
+QemuDriver::LaunchPlan QemuDriver::ReadLaunchPlan(const VmDir& dir) {
+  LaunchPlan plan;
+  try {
+    auto j = nlohmann::json::parse(ReadFile(dir.metadata()));
+    plan.argv = j.at("argv").get<std::vector<std::string>>();
+    plan.tap = j.at("tap").get<std::string>();
+    plan.disk = j.at("disk").get<bool>();
+    plan.guest_files = j.at("guest_files").get<std::size_t>();
+    plan.agent = j.at("agent").get<bool>();
+    if (auto bytes = j.at("memory_limit_bytes").get<std::uint64_t>())
+      plan.limits.memory_bytes = bytes;
+    if (auto pids = j.at("pids_limit").get<std::uint64_t>()) plan.limits.pids = pids;
+  } catch (const std::exception& e) {
+    Fail(ErrorCode::kFailedPrecondition, "{} does not say how to start the VM again: {}",
+         dir.metadata().string(), e.what());
+  }
+  if (plan.argv.empty() || plan.guest_files > 32) {
+    Fail(ErrorCode::kFailedPrecondition, "{} has no usable QEMU command line",
+         dir.metadata().string());
+  }
+  return plan;
+}
+
+std::optional<QemuDriver::Identity> QemuDriver::IdentityOf(const SandboxId& id) {
+  if (!options_.vm.unprivileged) return std::nullopt;
+  std::lock_guard lock(mutex_);
+  auto slot = slots_.find(id);
+  if (slot == slots_.end())
+    Fail(ErrorCode::kFailedPrecondition, "VM {} has no uid of its own", id.str());
+  const auto uid = static_cast<uid_t>(options_.vm.uid_base + slot->second);
+  return Identity{uid, static_cast<gid_t>(uid)};
+}
+
+void QemuDriver::Pause(const SandboxId& id) {
+  VmDir dir = VmDir::For(vms_dir(), id);
+  auto process = Process(id, dir);
+  if (!process || !process->Alive()) {
+    Fail(ErrorCode::kFailedPrecondition, "VM {} is not running", id.str());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  QmpClient qmp = QmpClient::Connect(dir.qmp_socket(), 5s);
+  qmp.Execute("stop");
+  std::uint64_t bytes = 0;
+  try {
+    UniqueFd file = OpenOrFail(dir.saved_state_partial(), O_WRONLY | O_CREAT | O_TRUNC);
+    qmp.PassFd("pause", file.get());
+    // QEMU throttles migration to 128 MiB/s by default, even of a stopped VM.
+    qmp.Execute("migrate-set-parameters", {{"max-bandwidth", std::uint64_t{1} << 33}});
+    qmp.Migrate("migrate", {{"uri", "fd:pause"}}, kLaunchTimeout);
+    // On disk before QEMU goes: a crash now must not lose the machine.
+    if (::fsync(file.get()) != 0) {
+      FailErrno("cannot write the saved state", errno,
+                errno == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kInternal);
+    }
+    struct stat st {};
+    if (::fstat(file.get(), &st) == 0) bytes = static_cast<std::uint64_t>(st.st_size);
+    file.reset();
+    fs::rename(dir.saved_state_partial(), dir.saved_state());
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove(dir.saved_state_partial(), ec);
+    try {
+      qmp.Execute("cont");
+    } catch (const Error& again) {
+      spdlog::error("vm {}: cannot continue it after a failed pause: {}", id.str(), again.what());
+    }
+    const std::string why = e.what();
+    const bool full = why.find("No space left") != std::string::npos ||
+                      why.find("Disk quota") != std::string::npos;
+    Fail(full ? ErrorCode::kNoSpace : ErrorCode::kFailedPrecondition,
+         "cannot pause VM {} ({}); it runs on", id.str(), why);
+  }
+  try {
+    qmp.Execute("quit");
+  } catch (const Error&) {
+    // QEMU may close the connection before it answers.
+  }
+  if (!process->WaitExit(10s)) {
+    process->Kill();
+    process->WaitExit(10s);
+  }
+  consoles_.Detach(id);
+  if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+  {
+    std::lock_guard lock(mutex_);
+    processes_.erase(id);
+  }
+  std::error_code ec;
+  fs::remove(dir.pidfile(), ec);
+  spdlog::info(
+      "vm {}: paused ({} MiB of state saved in {} ms)", id.str(), bytes >> 20,
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+}
+
+VmInfo QemuDriver::Resume(const SandboxId& id) {
+  VmDir dir = VmDir::For(vms_dir(), id);
+  if (auto process = Process(id, dir); process && process->Alive()) {
+    Fail(ErrorCode::kFailedPrecondition, "VM {} is running, not paused", id.str());
+  }
+  std::error_code ec;
+  if (!fs::exists(dir.saved_state(), ec)) {
+    Fail(ErrorCode::kFailedPrecondition, "VM {} has no saved state to resume", id.str());
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  LaunchPlan plan = ReadLaunchPlan(dir);
+  std::optional<Identity> as = IdentityOf(id);
+  UniqueFd state = OpenOrFail(dir.saved_state(), O_RDONLY);
+  try {
+    Launch(id, dir, plan, as, state.get());
+  } catch (const Error&) {
+    // The saved state stays for another try; the QEMU that failed goes.
+    std::shared_ptr<TrackedProcess> failed;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = processes_.find(id); it != processes_.end()) failed = it->second;
+      processes_.erase(id);
+    }
+    if (failed) {
+      failed->Kill();
+      failed->WaitExit(10s);
+    }
+    consoles_.Detach(id);
+    if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+    fs::remove(dir.pidfile(), ec);
+    throw;
+  }
+  fs::remove(dir.saved_state(), ec);
+  spdlog::info(
+      "vm {}: resumed in {} ms", id.str(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+  return Inspect(id);
 }
 
 std::shared_ptr<TrackedProcess> QemuDriver::Process(const SandboxId& id, const VmDir& dir) {
@@ -377,7 +541,10 @@ VmInfo QemuDriver::Inspect(const SandboxId& id) {
   VmInfo info{id, VmState::kShutoff, 0, dir.root, dir.serial_log()};
   if (fs::exists(dir.agent_socket(), ec)) info.agent_socket = dir.agent_socket();
   auto process = Process(id, dir);
-  if (!process || !process->Alive()) return info;
+  if (!process || !process->Alive()) {
+    if (fs::exists(dir.saved_state(), ec)) info.state = VmState::kSaved;
+    return info;
+  }
   info.pid = process->pid();
   info.state = VmState::kRunning;
   try {

@@ -40,6 +40,9 @@ class QemuDriver : public VmDriver {
   // fw_cfg files are read through descriptors QEMU inherits.
   bool passes_secret_files() const override { return true; }
   bool supports_agent() const override { return true; }
+  bool supports_pause() const override { return true; }
+  void Pause(const SandboxId& id) override;
+  VmInfo Resume(const SandboxId& id) override;
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
@@ -55,8 +58,24 @@ class QemuDriver : public VmDriver {
     gid_t gid;
   };
   std::filesystem::path vms_dir() const { return options_.state_dir / "vms"; }
-  void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as) const;
-  void Launch(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as);
+  // What it takes to start a VM's QEMU, again for a resume (in vm.json).
+  struct LaunchPlan {
+    std::vector<std::string> argv;
+    std::string tap;  // "" without a NIC
+    bool disk = false;
+    std::size_t guest_files = 0;
+    bool agent = false;
+    CgroupLimits limits;
+  };
+  LaunchPlan PlanLaunch(const VmSpec& spec, const VmDir& dir) const;
+  static LaunchPlan ReadLaunchPlan(const VmDir& dir);
+  void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as,
+                   const LaunchPlan& plan) const;
+  // Spawns QEMU by `plan`; with `incoming_state` (a descriptor), restores
+  // that saved state instead of booting.
+  void Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
+              const std::optional<Identity>& as, int incoming_state);
+  std::optional<Identity> IdentityOf(const SandboxId& id);
   // The VM's process: the one held since start or adoption, else found
   // through its pidfile (kUnavailable when that cannot be checked).
   std::shared_ptr<TrackedProcess> Process(const SandboxId& id, const VmDir& dir);

@@ -48,6 +48,64 @@ QmpClient QmpClient::Connect(const std::filesystem::path& socket, std::chrono::m
   return client;
 }
 
+void QmpClient::PassFd(const std::string& name, int fd) {
+  const std::string line =
+      json{{"execute", "getfd"}, {"arguments", {{"fdname", name}}}}.dump() + "\n";
+  iovec data{const_cast<char*>(line.data()), line.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(header), &fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd_.get(), &message, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) FailErrno("QMP getfd", errno, ErrorCode::kUnavailable);
+  // The rest of a short write goes without the descriptor, which went first.
+  if (static_cast<std::size_t>(n) < line.size()) Send(line.substr(static_cast<std::size_t>(n)));
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    json answer = ReadMessage(deadline);
+    if (answer.contains("event")) {
+      events_.push_back(std::move(answer));
+      continue;
+    }
+    if (answer.contains("error")) {
+      Fail(ErrorCode::kFailedPrecondition, "QMP getfd failed: {}",
+           answer["error"].value("desc", std::string("unknown error")));
+    }
+    if (answer.contains("return")) return;
+  }
+}
+
+void QmpClient::Migrate(const std::string& command, const json& arguments,
+                        std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  Execute(command, arguments);
+  for (auto pause = std::chrono::milliseconds(2);;
+       pause = std::min(pause * 2, std::chrono::milliseconds(50))) {
+    json status = Execute("query-migrate");
+    const std::string state = status.value("status", std::string());
+    if (state == "completed") return;
+    if (state == "failed" || state == "cancelled") {
+      Fail(ErrorCode::kFailedPrecondition, "{} {}: {}", command, state,
+           status.value("error-desc", std::string("QEMU gave no reason")));
+    }
+    if (Clock::now() >= deadline) {
+      Fail(ErrorCode::kTimeout, "{} did not complete in {} s (status '{}')", command,
+           std::chrono::duration_cast<std::chrono::seconds>(timeout).count(), state);
+    }
+    std::this_thread::sleep_for(pause);
+  }
+}
+
 void QmpClient::Send(const std::string& line) {
   std::size_t done = 0;
   while (done < line.size()) {

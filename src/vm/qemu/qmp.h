@@ -28,6 +28,16 @@ class QmpClient {
   nlohmann::json Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+  // Hands QEMU a descriptor under `name` (QMP getfd, the descriptor sent
+  // with the command), for URIs such as "fd:NAME".
+  void PassFd(const std::string& name, int fd);
+
+  // Runs a migration command ("migrate" or "migrate-incoming") and waits
+  // until query-migrate says it completed. kFailedPrecondition with QEMU's
+  // error when it fails, kTimeout past `timeout`.
+  void Migrate(const std::string& command, const nlohmann::json& arguments,
+               std::chrono::milliseconds timeout);
+
   // Asynchronous events ("SHUTDOWN", "POWERDOWN", ...) seen so far.
   const std::vector<nlohmann::json>& events() const { return events_; }
 

@@ -22,6 +22,10 @@ struct VmDir {
   std::filesystem::path serial_log() const { return root / "serial.log"; }
   std::filesystem::path qemu_log() const { return root / "qemu.log"; }
   std::filesystem::path metadata() const { return root / "vm.json"; }
+  // The whole state of a paused VM (QEMU's migration stream), and the file
+  // it is written to until complete.
+  std::filesystem::path saved_state() const { return root / "saved-state"; }
+  std::filesystem::path saved_state_partial() const { return root / "saved-state.part"; }
   std::filesystem::path guest_file(std::size_t index) const {
     return root / ("guest-file-" + std::to_string(index));
   }
