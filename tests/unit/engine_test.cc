@@ -28,6 +28,20 @@ class FakeVms : public VmDriver {
   std::string_view name() const override { return "fake"; }
   bool passes_secret_files() const override { return secrets; }
   bool supports_agent() const override { return agent; }
+  bool supports_pause() const override { return true; }
+  void Pause(const SandboxId& id) override {
+    std::lock_guard lock(mutex);
+    if (fail_pause) Fail(ErrorCode::kNoSpace, "fake: No space left on device; it runs on");
+    vms.insert_or_assign(id, VmState::kSaved);
+  }
+  VmInfo Resume(const SandboxId& id) override {
+    std::lock_guard lock(mutex);
+    if (fail_resume) Fail(ErrorCode::kFailedPrecondition, "fake: restore failed");
+    vms.insert_or_assign(id, VmState::kRunning);
+    VmInfo info{id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
+    info.agent_socket = "/fake/agent.sock";
+    return info;
+  }
   LinkMode link_mode() const override { return mode; }
   void OnOutOfMemory(OutOfMemoryListener listener) override { out_of_memory = std::move(listener); }
   VmInfo Start(const VmSpec& spec) override {
@@ -69,6 +83,8 @@ class FakeVms : public VmDriver {
   bool cannot_check = false;
   bool secrets = false;
   bool agent = false;
+  bool fail_pause = false;
+  bool fail_resume = false;
   LinkMode mode = LinkMode::kTap;
   OutOfMemoryListener out_of_memory;
   std::optional<VmSpec> last_spec;
@@ -329,6 +345,70 @@ TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSa
   engine().Create({});
   EXPECT_EQ(provisioner_.agent_runs, 2);
   EXPECT_FALSE(vms_.last_spec->agent_channel);
+}
+
+TEST_F(EngineTest, PauseStopsTheClockOfTheTtlAndResumeGivesItBack) {
+  options_.max_paused = std::chrono::seconds(600);
+  CreateRequest request;
+  request.ttl_seconds = 1000;
+  CreateResult r = engine().Create(request);
+  const SandboxId id = r.sandbox.id;
+  EXPECT_THROW(engine().Pause(id, std::string("not-its-token")), Error);
+  Sandbox paused = engine().Pause(id, r.token);
+  EXPECT_EQ(paused.state, SandboxState::kPaused);
+  EXPECT_EQ(vms_.vms.at(id), VmState::kSaved);
+  EXPECT_NEAR(static_cast<double>(paused.ttl_left_seconds), 1000.0, 2.0);
+  // While paused, expires_at is the end of its time paused.
+  EXPECT_NEAR(static_cast<double>(*paused.expires_at - NowUnix()), 600.0, 2.0);
+  engine().ReapOnce();  // saved, not gone: the reaper leaves it
+  EXPECT_EQ(store_.Get(id)->state, SandboxState::kPaused);
+  EXPECT_THROW(engine().Pause(id, r.token), Error);  // already paused
+  Sandbox resumed = engine().Resume(id, r.token);
+  EXPECT_EQ(resumed.state, SandboxState::kReady);
+  EXPECT_EQ(vms_.vms.at(id), VmState::kRunning);
+  EXPECT_NEAR(static_cast<double>(*resumed.expires_at - NowUnix()), 1000.0, 2.0);
+  EXPECT_FALSE(store_.Get(id)->paused_at);
+  EXPECT_THROW(engine().Resume(id, r.token), Error);  // not paused
+}
+
+TEST_F(EngineTest, AFailedPauseLeavesTheSandboxReadyAndAFailedResumeLeavesItPaused) {
+  CreateResult r = engine().Create({});
+  vms_.fail_pause = true;
+  try {
+    engine().Pause(r.sandbox.id, std::nullopt);
+    ADD_FAILURE() << "the pause passed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNoSpace);
+  }
+  EXPECT_EQ(store_.Get(r.sandbox.id)->state, SandboxState::kReady);
+  vms_.fail_pause = false;
+  engine().Pause(r.sandbox.id, std::nullopt);
+  vms_.fail_resume = true;
+  EXPECT_THROW(engine().Resume(r.sandbox.id, std::nullopt), Error);
+  EXPECT_EQ(store_.Get(r.sandbox.id)->state, SandboxState::kPaused);
+  vms_.fail_resume = false;
+  engine().Resume(r.sandbox.id, std::nullopt);
+  EXPECT_EQ(store_.Get(r.sandbox.id)->state, SandboxState::kReady);
+}
+
+TEST_F(EngineTest, PausedTooLongIsDestroyedAndEachCallerHasAPausedLimit) {
+  options_.max_paused = std::chrono::seconds(1);
+  options_.max_paused_per_owner = 1;
+  CreateResult a = engine().Create({});
+  CreateResult b = engine().Create({});
+  engine().Pause(a.sandbox.id, std::nullopt);
+  try {
+    engine().Pause(b.sandbox.id, std::nullopt);
+    ADD_FAILURE() << "paused past the limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+  }
+  EXPECT_EQ(vms_.vms.at(b.sandbox.id), VmState::kRunning);  // refused before any work
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  engine().ReapOnce();
+  EXPECT_FALSE(store_.Get(a.sandbox.id));
+  EXPECT_EQ(vms_.vms.count(a.sandbox.id), 0u);
+  EXPECT_TRUE(store_.Get(b.sandbox.id));
 }
 
 TEST_F(EngineTest, RollsBackWhenTheNetworkFails) {

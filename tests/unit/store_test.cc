@@ -373,6 +373,51 @@ TEST_F(StoreTest, TheOwnerLimitCountsOnlyThatOwnersSandboxes) {
   EXPECT_EQ(store.Count(), 2u);
 }
 
+TEST_F(StoreTest, PausedSandboxesFreeTheirMemoryAndHaveTheirOwnLimit) {
+  Store store(path_);
+  // Budget 700: two of 256 + 64 fit, a third does not.
+  Sandbox a = MakeSandbox(), b = MakeSandbox(), c = MakeSandbox();
+  for (Sandbox* s : {&a, &b}) {
+    store.Insert(*s, 100, std::nullopt, 700, 64);
+    store.Transition(s->id, SandboxState::kProvisioning);
+    store.Transition(s->id, SandboxState::kReady);
+  }
+  EXPECT_THROW(store.Insert(c, 100, std::nullopt, 700, 64), Error);
+  Sandbox paused = *store.Get(a.id);
+  paused.paused_at = NowUnix();
+  paused.ttl_left_seconds = 1234;
+  paused = store.Move(paused, SandboxState::kPaused, {1, std::nullopt, 0});
+  EXPECT_EQ(store.Get(a.id)->state, SandboxState::kPaused);
+  EXPECT_EQ(store.Get(a.id)->ttl_left_seconds, 1234);
+  EXPECT_EQ(store.Get(a.id)->paused_at, paused.paused_at);
+  // Its memory is free: another fits now, and the paused one cannot come back.
+  store.Insert(c, 100, std::nullopt, 700, 64);
+  try {
+    store.Move(paused, SandboxState::kReady, {std::nullopt, 700, 64});
+    ADD_FAILURE() << "resumed past the budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("memory budget"));
+  }
+  EXPECT_EQ(store.Get(a.id)->state, SandboxState::kPaused);  // unchanged by the refusal
+  // One paused per owner: the second is refused and stays ready.
+  try {
+    store.Move(*store.Get(b.id), SandboxState::kPaused, {1, std::nullopt, 0});
+    ADD_FAILURE() << "paused past the owner's limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("limit of 1 paused"));
+  }
+  EXPECT_EQ(store.Get(b.id)->state, SandboxState::kReady);
+  // Only ready <-> paused: a provisioning sandbox cannot be paused.
+  EXPECT_THROW(store.Move(*store.Get(c.id), SandboxState::kPaused, {}), Error);
+  store.Delete(c.id);
+  paused.paused_at.reset();
+  store.Move(paused, SandboxState::kReady, {std::nullopt, 700, 64});
+  EXPECT_EQ(store.Get(a.id)->state, SandboxState::kReady);
+  EXPECT_FALSE(store.Get(a.id)->paused_at);
+}
+
 TEST_F(StoreTest, TheHostMemoryBudgetCountsEverySandboxAndHoldsUnderConcurrency) {
   // 4096 MiB for all, 256 + 64 overhead each: 12 fit, never 13, however
   // many ask at once.
