@@ -1,0 +1,152 @@
+// Pause and resume end to end: a real guest's memory and disk saved to a
+// file and its QEMU ended, then restored where it stopped, with the same
+// credentials, address and clock; across a daemon restart; and a pause
+// that runs out of disk leaves the sandbox running.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/fs.h"
+#include "core/subprocess.h"
+#include "e2e/daemon_fixture.h"
+#include "e2e/http_client.h"
+#include "guest/ssh_session.h"
+
+namespace ephemera {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+std::string RunInGuest(const json& s, const std::string& command) {
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 60s);
+  EXPECT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  EXPECT_EQ(client.HostKeyLine(), s["host_key"].get<std::string>());
+  CommandResult r = client.Execute(command, 60s);
+  EXPECT_EQ(r.exit_status, 0) << command << ": " << r.err;
+  return r.out;
+}
+
+class PauseTest : public test::DaemonTest {
+ protected:
+  fs::path VmDir(const std::string& id) const { return state_.path() / "state" / "vms" / id; }
+  json Show(const std::string& id) { return json::parse(Output(Cli({"show", id, "--json"}))); }
+};
+
+TEST_F(PauseTest, APausedSandboxKeepsItsMemoryDiskAndCredentialsAndLeavesNothing) {
+  json s = Create();
+  const std::string id = s["id"];
+  RunInGuest(s, "echo in-memory >/dev/shm/mark && echo on-disk >~/mark && sync");
+  const pid_t qemu = QemuPid(id);
+
+  Output(Cli({"pause", id}));
+  // The QEMU is gone (its memory free); the state is on disk.
+  EXPECT_NE(::kill(qemu, 0), 0);
+  EXPECT_TRUE(fs::exists(VmDir(id) / "saved-state"));
+  EXPECT_FALSE(fs::exists(VmDir(id) / "saved-state.part"));
+  json paused = Show(id);
+  EXPECT_EQ(paused["state"], "paused");
+  EXPECT_EQ(paused["running"], false);
+  EXPECT_GT(paused["ttl_left_seconds"].get<std::int64_t>(), 500);  // of the default 600
+  std::this_thread::sleep_for(3s);  // a gap the guest's clock must not keep
+
+  Output(Cli({"resume", id}));
+  EXPECT_FALSE(fs::exists(VmDir(id) / "saved-state"));
+  json resumed = Show(id);
+  EXPECT_EQ(resumed["state"], "ready");
+  EXPECT_FALSE(resumed.contains("paused_at"));
+  // The same machine: its memory and disk, reached with the same
+  // credentials and host key on the same port.
+  const std::string out = RunInGuest(s, "cat /dev/shm/mark ~/mark && date +%s");
+  EXPECT_THAT(out, HasSubstr("in-memory\non-disk\n"));
+  const long guest_now = std::stol(out.substr(out.rfind("on-disk\n") + 8));
+  EXPECT_NEAR(static_cast<double>(guest_now), static_cast<double>(std::time(nullptr)), 2.0)
+      << "the guest's clock was not set after the resume";
+  EXPECT_NE(QemuPid(id), qemu);
+
+  Output(Cli({"destroy", id}));
+  ExpectNothingLeft();
+}
+
+TEST_F(PauseTest, APausedSandboxOutlivesADaemonCrashAndResumes) {
+  json s = Create();
+  const std::string id = s["id"];
+  RunInGuest(s, "echo before-the-crash >/dev/shm/mark");
+  Output(Cli({"pause", id}));
+  StopDaemon(SIGKILL);
+  StartDaemon();
+  EXPECT_THAT(DaemonLog(), HasSubstr("adopted sandbox " + id));
+  EXPECT_EQ(Show(id)["state"], "paused");
+  Output(Cli({"resume", id}));
+  EXPECT_EQ(RunInGuest(s, "cat /dev/shm/mark"), "before-the-crash\n");
+  Output(Cli({"destroy", id}));
+  ExpectNothingLeft();
+}
+
+TEST_F(PauseTest, OnlyAReadySandboxPausesAndOnlyAPausedOneResumes) {
+  json s = Create();
+  const std::string id = s["id"];
+  ProcessResult resume = RunProcess(Cli({"resume", id}), 60s);
+  EXPECT_FALSE(resume.ok());
+  EXPECT_THAT(resume.err, HasSubstr("not paused"));
+  Output(Cli({"pause", id}));
+  ProcessResult again = RunProcess(Cli({"pause", id}), 60s);
+  EXPECT_FALSE(again.ok());
+  EXPECT_THAT(again.err, HasSubstr("only a ready one can be paused"));
+  // A paused sandbox is destroyed like any other, its saved state with it.
+  Output(Cli({"destroy", id}));
+  ExpectNothingLeft();
+}
+
+// The state folder on a small tmpfs, nearly full when the pause comes.
+class PauseFullDiskTest : public PauseTest {
+ protected:
+  void SetUp() override {
+    fs::create_directories(state_.path() / "state");
+    ASSERT_EQ(::mount("tmpfs", (state_.path() / "state").c_str(), "tmpfs", 0, "size=200m"), 0);
+    DaemonTest::SetUp();
+  }
+  void TearDown() override {
+    DaemonTest::TearDown();
+    ::umount2((state_.path() / "state").c_str(), MNT_DETACH);
+  }
+  std::string ExtraConfig() const override { return "limits: {min_free_disk_mib: 8}\n"; }
+};
+
+TEST_F(PauseFullDiskTest, APauseThatRunsOutOfDiskLeavesTheSandboxRunningAndSaysWhy) {
+  json s = Create();
+  const std::string id = s["id"];
+  RunInGuest(s, "echo still-here >/dev/shm/mark");
+  // Leave ~16 MiB: far less than the guest's state.
+  const fs::path filler = state_.path() / "state" / "filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    std::string mib(1 << 20, 'x');
+    while ((fs::space(state_.path() / "state").available >> 20) > 16 &&
+           out.write(mib.data(), mib.size())) {
+      out.flush();
+    }
+  }
+  test::CurlResult refused = test::Curl({"--unix-socket", socket_.string(), "-X", "POST",
+                                         "http://localhost/v1/sandboxes/" + id + "/pause"});
+  EXPECT_EQ(refused.status, 507) << refused.body;
+  EXPECT_THAT(refused.body, HasSubstr("No space left"));
+  EXPECT_THAT(refused.body, HasSubstr("it runs on"));
+  EXPECT_FALSE(fs::exists(VmDir(id) / "saved-state.part"));
+  EXPECT_FALSE(fs::exists(VmDir(id) / "saved-state"));
+  EXPECT_EQ(Show(id)["state"], "ready");
+  EXPECT_EQ(RunInGuest(s, "cat /dev/shm/mark"), "still-here\n");  // it runs on, as it was
+  fs::remove(filler);
+  Output(Cli({"destroy", id}));
+  ExpectNothingLeft();
+}
+
+}  // namespace
+}  // namespace ephemera
