@@ -20,17 +20,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// Releases a counting-semaphore slot on every path out.
-template <typename Semaphore>
-class SlotGuard {
- public:
-  explicit SlotGuard(Semaphore& s) : s_(s) { s_.acquire(); }
-  ~SlotGuard() { s_.release(); }
-
- private:
-  Semaphore& s_;
-};
-
 constexpr std::string_view kTokenAlphabet =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
 
@@ -348,7 +337,8 @@ CreateResult Engine::Create(const CreateRequest& request) {
         provision.host = sandbox.guest_ip;
         provision.port = net.guest_port;
         provision.ssh_port = net.guest_port;
-        provision.network = GuestNetwork{net.mac, net.subnet, {net.subnet.gateway()}};
+        // The resolvers the daemon's DHCP would offer (the gateway answers none).
+        provision.network = GuestNetwork{net.mac, net.subnet, options_.dns_servers};
         provision.authorized_keys = request.authorized_keys;
         provision.boot_timeout = options_.sshd_timeout;
         provisioned = provisioner_.RunAgent(provision);

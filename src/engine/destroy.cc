@@ -74,8 +74,11 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   if (token) CheckClientToken(*sandbox, *token);
   {
-    std::lock_guard lock(bookkeeping_mutex_);
+    // A pause or resume under way finishes first (and none starts now),
+    // so that neither brings back a VM this tears down.
+    std::unique_lock lock(bookkeeping_mutex_);
     destroying_.insert(id);
+    moving_done_.wait(lock, [&] { return !moving_.count(id); });
   }
   struct DestroyingGuard {
     Engine* engine;

@@ -175,6 +175,20 @@ struct ReconcileReport {
 std::string PairImageName(const std::optional<oci::ImageReference>& kernel,
                           const oci::ImageReference& rootfs);
 
+// Holds a counting-semaphore slot for its lifetime (the engine's slots for
+// heavy work: creates, pauses, resumes).
+template <typename Semaphore>
+class SlotGuard {
+ public:
+  explicit SlotGuard(Semaphore& s) : s_(s) { s_.acquire(); }
+  ~SlotGuard() { s_.release(); }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+
+ private:
+  Semaphore& s_;
+};
+
 // kPermissionDenied unless `token` is the sandbox's client token (compared
 // in constant time).
 void CheckClientToken(const Sandbox& sandbox, const std::string& token);
@@ -341,6 +355,7 @@ class Engine {
   // Pauses and resumes under way: one at a time per sandbox, and the
   // reaper leaves them alone.
   std::set<SandboxId> moving_;
+  std::condition_variable moving_done_;  // a pause or resume ended (with bookkeeping_mutex_)
   // Marks `id` as moving for its lifetime; kFailedPrecondition if it already is.
   class MovingGuard;
   std::set<SandboxId> unrecorded_;

@@ -21,8 +21,11 @@ class Engine::MovingGuard {
     }
   }
   ~MovingGuard() {
-    std::lock_guard lock(engine_.bookkeeping_mutex_);
-    engine_.moving_.erase(id_);
+    {
+      std::lock_guard lock(engine_.bookkeeping_mutex_);
+      engine_.moving_.erase(id_);
+    }
+    engine_.moving_done_.notify_all();
   }
 
  private:
@@ -57,6 +60,21 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
     Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} paused sandboxes is reached",
          options_.max_paused_per_owner);
   }
+  // The saved state is about the size of the guest's memory; the floor
+  // for creates stays free on top of it.
+  if (!options_.disk_watch.empty()) {
+    std::error_code ec;
+    auto space = std::filesystem::space(options_.disk_watch, ec);
+    const std::uint64_t needed = sandbox->spec.memory_mib + options_.min_free_disk_mib;
+    if (!ec && (space.available >> 20) < needed) {
+      Fail(ErrorCode::kNoSpace,
+           "pausing sandbox {} needs {} MiB free where sandboxes live ({} MiB of state and the "
+           "{} MiB floor); {} MiB are",
+           id.str(), needed, sandbox->spec.memory_mib, options_.min_free_disk_mib,
+           space.available >> 20);
+    }
+  }
+  SlotGuard slot(create_slots_);
   const auto t0 = Clock::now();
   driver.Pause(id);
   Sandbox record = *sandbox;
@@ -98,6 +116,7 @@ Sandbox Engine::Resume(const SandboxId& id, const std::optional<std::string>& to
          StateName(sandbox->state));
   }
   VmDriver& driver = DriverOf(*sandbox);
+  SlotGuard slot(create_slots_);
   const auto t0 = Clock::now();
   Sandbox record = *sandbox;
   record.expires_at = NowUnix() + std::max<std::int64_t>(record.ttl_left_seconds, 1);

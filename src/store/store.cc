@@ -231,8 +231,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
     }
   }
   if (owner_memory_mib) {
-    auto used = db_.Prepare(
-        "SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ? AND state != 'paused'");
+    // Paused ones count: a caller must not hold more than its share by
+    // pausing and resuming.
+    auto used = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ?");
     used.Bind(1, s.owner).Step();
     const auto in_use = static_cast<std::uint64_t>(used.Int(0));
     if (in_use + s.spec.memory_mib > *owner_memory_mib) {

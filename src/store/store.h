@@ -67,7 +67,8 @@ class Store {
   // Pause and resume: records `sandbox` (its mutable fields as given) in
   // state `to`, in one transaction with what that state may take. Paused:
   // at most max_paused_per_owner for its owner; ready again: the host's
-  // memory budget (paused sandboxes count against none). kResourceExhausted
+  // memory budget (which paused sandboxes are out of; an owner's memory
+  // limit still counts them). kResourceExhausted
   // saying which limit; kFailedPrecondition for a move its state forbids.
   struct MoveChecks {
     std::optional<std::size_t> max_paused_per_owner;

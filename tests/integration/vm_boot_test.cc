@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "core/error.h"
@@ -116,6 +118,52 @@ TEST_P(VmBootTest, BootsToInitPowersOffOverQmpAndLeavesNothing) {
   driver_->Destroy(spec_.id);
   ExpectNothingLeft(info);
   driver_->Destroy(spec_.id);  // idempotent
+}
+
+// The VM's folder on a small tmpfs: a pause that runs out of space leaves
+// the VM running and no partial state; with room, it saves and restores.
+TEST_P(VmBootTest, APauseWithoutRoomKeepsTheVmRunningAndOneWithRoomRestoresIt) {
+  const fs::path small = state_.path() / "vms";
+  fs::create_directories(small);
+  ASSERT_EQ(::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=96m"), 0);
+  struct Unmount {
+    fs::path path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  driver_ = std::make_unique<QemuDriver>(Options(VmConfig{.machine = GetParam()}));
+  VmInfo info = BootToInit();
+  const fs::path filler = small / "filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    std::string mib(1 << 20, 'x');
+    while ((fs::space(small).available >> 20) > 8 && out.write(mib.data(), mib.size())) out.flush();
+  }
+  try {
+    driver_->Pause(spec_.id);
+    ADD_FAILURE() << "a pause without room passed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kNoSpace) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("it runs on"));
+  }
+  EXPECT_FALSE(fs::exists(info.dir / "saved-state"));
+  EXPECT_FALSE(fs::exists(info.dir / "saved-state.part"));
+  VmInfo after = driver_->Inspect(spec_.id);
+  EXPECT_EQ(after.state, VmState::kRunning);  // continued, not left stopped
+  EXPECT_EQ(after.pid, info.pid);
+
+  fs::remove(filler);
+  driver_->Pause(spec_.id);
+  EXPECT_FALSE(ProcessExists(info.pid));
+  EXPECT_EQ(driver_->Inspect(spec_.id).state, VmState::kSaved);
+  VmInfo resumed = driver_->Resume(spec_.id);
+  EXPECT_EQ(resumed.state, VmState::kRunning);
+  EXPECT_NE(resumed.pid, info.pid);
+  EXPECT_FALSE(fs::exists(info.dir / "saved-state"));
+  // The restored guest runs: its init handles the ACPI power button.
+  WaitForConsoleMarker(info.serial_log, "EPHEMERA_SSHD_READY", 60s, [] { return true; });
+  EXPECT_TRUE(driver_->Shutdown(spec_.id, 30s)) << ConsoleTail(info.serial_log);
+  driver_->Destroy(spec_.id);
+  EXPECT_FALSE(fs::exists(info.dir));
 }
 
 TEST_P(VmBootTest, KilledQemuIsNoticedAndCleanedUp) {

@@ -78,6 +78,17 @@ UniqueFd OpenOrFail(const fs::path& path, int flags, unsigned mode = 0600) {
   return fd;
 }
 
+// The first line of `qemu --version`: saved state is restored only by the
+// same build (its machine types and device state are versioned with it).
+std::string QemuVersion(const fs::path& qemu) {
+  ProcessResult r = RunProcess({qemu.string(), "--version"}, kLaunchTimeout);
+  std::string line = r.out.substr(0, r.out.find('\n'));
+  if (!r.ok() || line.empty()) {
+    Fail(ErrorCode::kUnavailable, "{} --version failed: {}", qemu.string(), r.err);
+  }
+  return line;
+}
+
 // What QEMU printed before it exited (its stderr goes to qemu.log).
 std::string QemuLogTail(const VmDir& dir) {
   std::string text;
@@ -97,6 +108,7 @@ QemuDriver::QemuDriver(QemuDriverOptions options)
     : options_(std::move(options)), consoles_(std::size_t{options_.vm.console_log_kib} * 1024) {
   qemu_binary_ = RequireProgram(options_.vm.qemu_binary, "qemu-system-x86");
   qemu_img_binary_ = RequireProgram(options_.vm.qemu_img_binary, "qemu-utils");
+  qemu_version_ = QemuVersion(qemu_binary_);
   MakeDirs(vms_dir(), 0700);
   if (options_.accel.accel == Accel::kTcg && options_.vm.machine == MachineType::kMicrovm) {
     tsc_khz_ = HostTscKhz();
@@ -152,6 +164,7 @@ void QemuDriver::Adopt() {
         processes_[id] = std::make_shared<TrackedProcess>(std::move(*process));
       }
       consoles_.Attach(id, dir.console_socket(), dir.serial_log());
+      FinishInterruptedMove(id, dir);
     } catch (const Error& e) {
       spdlog::warn("vm {}: cannot adopt its QEMU yet: {}", id.str(), e.what());
     }
@@ -238,7 +251,7 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
     std::optional<Identity> as = TakeIdentity(spec.id);
     LaunchPlan plan = PlanLaunch(spec, dir);
     CreateFiles(spec, dir, as, plan);
-    Launch(spec.id, dir, plan, as, -1);
+    Launch(spec.id, dir, plan, as, -1, {});
     spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}{})", spec.id.str(), spec.memory_mib,
                  spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
                  as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
@@ -265,6 +278,8 @@ QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& d
   plan.guest_files = spec.guest_files.size();
   plan.agent = spec.agent_channel;
   plan.limits = LimitsFor(spec);
+  plan.memory_mib = spec.memory_mib;
+  plan.qemu_version = qemu_version_;
   return plan;
 }
 
@@ -310,6 +325,7 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
       {"guest_files", plan.guest_files},
       {"agent", plan.agent},
       {"memory_limit_bytes", plan.limits.memory_bytes.value_or(0)},
+      {"qemu_version", plan.qemu_version},
       {"pids_limit", plan.limits.pids.value_or(0)},
   };
   if (as) metadata["uid_slot"] = as->uid - options_.vm.uid_base;
@@ -317,7 +333,8 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
 }
 
 void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
-                        const std::optional<Identity>& as, int incoming_state) {
+                        const std::optional<Identity>& as, int incoming_state,
+                        std::chrono::milliseconds restore_timeout) {
   SpawnSpec process;
   process.argv = plan.argv;
   if (incoming_state >= 0) {
@@ -370,7 +387,7 @@ void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan&
     QmpClient qmp_client = QmpClient::Connect(dir.qmp_socket(), kLaunchTimeout, tracked->pidfd());
     if (incoming_state >= 0) {
       qmp_client.PassFd("incoming", incoming_state);
-      qmp_client.Migrate("migrate-incoming", {{"uri", "fd:incoming"}}, kLaunchTimeout);
+      qmp_client.Migrate("migrate-incoming", {{"uri", "fd:incoming"}}, restore_timeout);
     }
     consoles_.Attach(id, dir.console_socket(), dir.serial_log());
     qmp_client.Execute("cont");
@@ -391,6 +408,8 @@ QemuDriver::LaunchPlan QemuDriver::ReadLaunchPlan(const VmDir& dir) {
     plan.disk = j.at("disk").get<bool>();
     plan.guest_files = j.at("guest_files").get<std::size_t>();
     plan.agent = j.at("agent").get<bool>();
+    plan.memory_mib = j.at("memory_mib").get<unsigned>();
+    plan.qemu_version = j.at("qemu_version").get<std::string>();
     if (auto bytes = j.at("memory_limit_bytes").get<std::uint64_t>())
       plan.limits.memory_bytes = bytes;
     if (auto pids = j.at("pids_limit").get<std::uint64_t>()) plan.limits.pids = pids;
@@ -403,6 +422,48 @@ QemuDriver::LaunchPlan QemuDriver::ReadLaunchPlan(const VmDir& dir) {
          dir.metadata().string());
   }
   return plan;
+}
+
+void QemuDriver::FinishInterruptedMove(const SandboxId& id, const VmDir& dir) {
+  std::error_code ec;
+  fs::remove(dir.saved_state_partial(), ec);
+  QmpClient qmp = QmpClient::Connect(dir.qmp_socket(), 5s);
+  const std::string status = qmp.Execute("query-status").value("status", std::string());
+  if (status == "running") return;
+  // Only a pause or a resume stops a VM: the daemon died in one. With its
+  // whole state saved, the VM is paused (its QEMU goes); otherwise it runs
+  // on where it was.
+  if (fs::exists(dir.saved_state(), ec)) {
+    spdlog::info("vm {}: its state was saved by an unfinished pause or resume ({}); ending it",
+                 id.str(), status);
+    auto process = Process(id, dir);
+    if (process) {
+      process->Kill();
+      process->WaitExit(10s);
+    }
+    consoles_.Detach(id);
+    try {
+      if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+    } catch (const Error& e) {
+      spdlog::warn("vm {}: its cgroup stays for now: {}", id.str(), e.what());
+    }
+    std::lock_guard lock(mutex_);
+    processes_.erase(id);
+    fs::remove(dir.pidfile(), ec);
+    return;
+  }
+  spdlog::info("vm {}: stopped by an unfinished pause ({}); continuing it", id.str(), status);
+  try {
+    qmp.CancelMigration(10s);
+  } catch (const Error& e) {
+    spdlog::warn("vm {}: {}", id.str(), e.what());
+  }
+  qmp.Execute("cont");
+}
+
+std::chrono::milliseconds QemuDriver::MigrationTimeout(const LaunchPlan& plan) {
+  // 30 s, and a second for each 32 MiB of guest memory (a slow disk).
+  return std::chrono::milliseconds(30000 + std::uint64_t{plan.memory_mib} * 1000 / 32);
 }
 
 std::optional<QemuDriver::Identity> QemuDriver::IdentityOf(const SandboxId& id) {
@@ -421,6 +482,15 @@ void QemuDriver::Pause(const SandboxId& id) {
   if (!process || !process->Alive()) {
     Fail(ErrorCode::kFailedPrecondition, "VM {} is not running", id.str());
   }
+  // What a resume will need, checked before anything stops: a VM that
+  // could not be started again must not be saved.
+  const LaunchPlan plan = ReadLaunchPlan(dir);
+  IdentityOf(id);
+  if (plan.qemu_version != qemu_version_) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "VM {} runs QEMU '{}', this daemon starts '{}': its state could not be restored", id.str(),
+         plan.qemu_version, qemu_version_);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   QmpClient qmp = QmpClient::Connect(dir.qmp_socket(), 5s);
   qmp.Execute("stop");
@@ -430,7 +500,7 @@ void QemuDriver::Pause(const SandboxId& id) {
     qmp.PassFd("pause", file.get());
     // QEMU throttles migration to 128 MiB/s by default, even of a stopped VM.
     qmp.Execute("migrate-set-parameters", {{"max-bandwidth", std::uint64_t{1} << 33}});
-    qmp.Migrate("migrate", {{"uri", "fd:pause"}}, kLaunchTimeout);
+    qmp.Migrate("migrate", {{"uri", "fd:pause"}}, MigrationTimeout(plan));
     // On disk before QEMU goes: a crash now must not lose the machine.
     if (::fsync(file.get()) != 0) {
       FailErrno("cannot write the saved state", errno,
@@ -444,6 +514,9 @@ void QemuDriver::Pause(const SandboxId& id) {
     std::error_code ec;
     fs::remove(dir.saved_state_partial(), ec);
     try {
+      // A migration still under way would stop the guest again when it
+      // ends: cancel it first.
+      qmp.CancelMigration(10s);
       qmp.Execute("cont");
     } catch (const Error& again) {
       spdlog::error("vm {}: cannot continue it after a failed pause: {}", id.str(), again.what());
@@ -463,8 +536,14 @@ void QemuDriver::Pause(const SandboxId& id) {
     process->Kill();
     process->WaitExit(10s);
   }
+  // Saved and ended: what follows is cleanup, whose failures are logged
+  // (the pause itself succeeded).
   consoles_.Detach(id);
-  if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+  try {
+    if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+  } catch (const Error& e) {
+    spdlog::warn("vm {}: paused, but its cgroup stays for now: {}", id.str(), e.what());
+  }
   {
     std::lock_guard lock(mutex_);
     processes_.erase(id);
@@ -488,10 +567,15 @@ VmInfo QemuDriver::Resume(const SandboxId& id) {
   }
   const auto t0 = std::chrono::steady_clock::now();
   LaunchPlan plan = ReadLaunchPlan(dir);
+  if (plan.qemu_version != qemu_version_) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "VM {} was saved by QEMU '{}'; this one is '{}' and cannot restore it", id.str(),
+         plan.qemu_version, qemu_version_);
+  }
   std::optional<Identity> as = IdentityOf(id);
   UniqueFd state = OpenOrFail(dir.saved_state(), O_RDONLY);
   try {
-    Launch(id, dir, plan, as, state.get());
+    Launch(id, dir, plan, as, state.get(), MigrationTimeout(plan));
   } catch (const Error&) {
     // The saved state stays for another try; the QEMU that failed goes.
     std::shared_ptr<TrackedProcess> failed;
@@ -509,12 +593,21 @@ VmInfo QemuDriver::Resume(const SandboxId& id) {
     fs::remove(dir.pidfile(), ec);
     throw;
   }
-  fs::remove(dir.saved_state(), ec);
+  if (!fs::remove(dir.saved_state(), ec) && ec) {
+    spdlog::warn("vm {}: resumed, but its saved state stays: {}", id.str(), ec.message());
+  }
   spdlog::info(
       "vm {}: resumed in {} ms", id.str(),
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count());
-  return Inspect(id);
+  try {
+    return Inspect(id);
+  } catch (const Error& e) {
+    spdlog::warn("vm {}: resumed, but cannot be inspected now: {}", id.str(), e.what());
+    VmInfo info{id, VmState::kRunning, 0, dir.root, dir.serial_log()};
+    if (plan.agent) info.agent_socket = dir.agent_socket();
+    return info;
+  }
 }
 
 std::shared_ptr<TrackedProcess> QemuDriver::Process(const SandboxId& id, const VmDir& dir) {

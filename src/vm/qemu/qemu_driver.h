@@ -66,7 +66,13 @@ class QemuDriver : public VmDriver {
     std::size_t guest_files = 0;
     bool agent = false;
     CgroupLimits limits;
+    unsigned memory_mib = 0;
+    std::string qemu_version;  // the build that may restore its saved state
   };
+  static std::chrono::milliseconds MigrationTimeout(const LaunchPlan& plan);
+  // At adoption: a QEMU left stopped by a pause or resume the daemon died
+  // in is ended (its state saved) or continued (not saved).
+  void FinishInterruptedMove(const SandboxId& id, const VmDir& dir);
   LaunchPlan PlanLaunch(const VmSpec& spec, const VmDir& dir) const;
   static LaunchPlan ReadLaunchPlan(const VmDir& dir);
   void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as,
@@ -74,7 +80,8 @@ class QemuDriver : public VmDriver {
   // Spawns QEMU by `plan`; with `incoming_state` (a descriptor), restores
   // that saved state instead of booting.
   void Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
-              const std::optional<Identity>& as, int incoming_state);
+              const std::optional<Identity>& as, int incoming_state,
+              std::chrono::milliseconds restore_timeout);
   std::optional<Identity> IdentityOf(const SandboxId& id);
   // The VM's process: the one held since start or adoption, else found
   // through its pidfile (kUnavailable when that cannot be checked).
@@ -88,6 +95,7 @@ class QemuDriver : public VmDriver {
   QemuDriverOptions options_;
   std::filesystem::path qemu_binary_;
   std::filesystem::path qemu_img_binary_;
+  std::string qemu_version_;
   std::optional<std::uint64_t> tsc_khz_;
   std::optional<gid_t> kvm_gid_;  // the device group QEMU needs for /dev/kvm
   ConsoleRecorder consoles_;

@@ -106,6 +106,22 @@ void QmpClient::Migrate(const std::string& command, const json& arguments,
   }
 }
 
+void QmpClient::CancelMigration(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  Execute("migrate_cancel");
+  for (;;) {
+    const std::string state = Execute("query-migrate").value("status", std::string());
+    if (state != "active" && state != "setup" && state != "device" && state != "cancelling" &&
+        state != "pre-switchover") {
+      return;
+    }
+    if (Clock::now() >= deadline) {
+      Fail(ErrorCode::kTimeout, "the migration did not stop (status '{}')", state);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 void QmpClient::Send(const std::string& line) {
   std::size_t done = 0;
   while (done < line.size()) {

@@ -38,6 +38,10 @@ class QmpClient {
   void Migrate(const std::string& command, const nlohmann::json& arguments,
                std::chrono::milliseconds timeout);
 
+  // Cancels a migration under way and waits (up to `timeout`) until
+  // query-migrate no longer says it is active.
+  void CancelMigration(std::chrono::milliseconds timeout);
+
   // Asynchronous events ("SHUTDOWN", "POWERDOWN", ...) seen so far.
   const std::vector<nlohmann::json>& events() const { return events_; }
 
