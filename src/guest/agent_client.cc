@@ -66,7 +66,10 @@ json AgentClient::Call(json request, Clock::time_point deadline) {
       Fail(ErrorCode::kInternal, "the guest agent answered '{}' with something else than JSON: {}",
            op, EscapeForLog(line, 200));
     }
-    if (!answer.contains("id") || answer["id"] != id) continue;
+    // id null: the agent could not read a request at all (framing); that
+    // one was ours, since requests go one at a time.
+    const bool unreadable = answer.contains("id") && answer["id"].is_null();
+    if (!unreadable && (!answer.contains("id") || answer["id"] != id)) continue;
     if (!answer["ok"].get<bool>()) {
       const json& error = answer.contains("error") ? answer["error"] : json();
       Fail(ErrorCode::kFailedPrecondition, "the guest agent refused '{}': {}", op,

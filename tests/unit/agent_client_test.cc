@@ -99,6 +99,9 @@ TEST_F(AgentClientTest, RefusalsTimeoutsGarbageAndHangupsAreNamed) {
       return json{{"id", r["id"]}, {"ok", false}, {"error", "user: already exists"}}.dump() + "\n";
     }
     if (r["op"] == "garbage") return "this is not json\n";
+    if (r["op"] == "unreadable") {
+      return std::string(R"({"id":null,"ok":false,"error":"line too long"})") + "\n";
+    }
     if (r["op"] == "slow") return " ";  // no newline: never a whole answer
     return "";
   });
@@ -115,6 +118,12 @@ TEST_F(AgentClientTest, RefusalsTimeoutsGarbageAndHangupsAreNamed) {
                 client.Call({{"op", "garbage"}}, deadline);
               }).what(),
               HasSubstr("something else than JSON"));
+  // An answer the agent could not tie to a request fails at once, not at
+  // the deadline.
+  const auto before = Clock::now();
+  EXPECT_THAT(ErrorOf([&] { client.Call({{"op", "unreadable"}}, Clock::now() + 5s); }).what(),
+              HasSubstr("line too long"));
+  EXPECT_LT(Clock::now() - before, 2s);
   try {
     client.Call({{"op", "slow"}}, Clock::now() + 200ms);
     ADD_FAILURE() << "no answer passed";
