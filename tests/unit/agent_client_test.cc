@@ -121,7 +121,9 @@ TEST_F(AgentClientTest, RefusalsTimeoutsGarbageAndHangupsAreNamed) {
   // An answer the agent could not tie to a request fails at once, not at
   // the deadline.
   const auto before = Clock::now();
-  EXPECT_THAT(ErrorOf([&] { client.Call({{"op", "unreadable"}}, Clock::now() + 5s); }).what(),
+  EXPECT_THAT(ErrorOf([&] {
+                client.Call({{"op", "unreadable"}}, Clock::now() + 5s);
+              }).what(),
               HasSubstr("line too long"));
   EXPECT_LT(Clock::now() - before, 2s);
   try {
