@@ -7,16 +7,22 @@
 #     through the agent, sshd answering with the new host key), with the
 #     engine's phases; then an SSH login with them;
 #   - pause (state to disk, QEMU ended) and resume -> a working SSH session;
-#   - the QEMU's PSS of an idle sandbox.
+#   - the QEMU's PSS of an idle sandbox;
+#   - create -> credentials from a ready warm pool (another daemon, with
+#     `pool:` of size 3: three creates, destroyed, the pool refilled,
+#     ROUNDS times), p50 and p99 of the command's wall clock and of the
+#     engine's own hand-out time.
 # Creates and checks alternate, so the machine's drift hits both alike.
-#   bench/fast_starts.sh [-n RUNS]
+#   bench/fast_starts.sh [-n RUNS] [-p ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=7
-while getopts "n:" opt; do
+rounds=5
+while getopts "n:p:" opt; do
   case $opt in
     n) runs=$OPTARG ;;
-    *) echo "usage: $0 [-n RUNS]" >&2; exit 2 ;;
+    p) rounds=$OPTARG ;;
+    *) echo "usage: $0 [-n RUNS] [-p ROUNDS]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "$0: needs root" >&2; exit 1; }
@@ -30,6 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+percentile() { # P: the P-th percentile (nearest rank) of the numbers on stdin
+  sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((p*NR+99)/100); if (i<1) i=1; print a[i]}'
+}
 median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
@@ -90,3 +99,29 @@ echo "pause, 256 MiB guest (ephemera pause):                $(median <"$work/pau
 echo "resume -> a working SSH session:                      $(median <"$work/resume.ms")"
 echo "QEMU PSS of an idle cold-booted sandbox:              $((pss / 1024)) MiB"
 grep -o 'guest: {[^}]*}' "$log" | tail -1 | sed 's/^/agent steps of the last create: /'
+
+stop_daemon
+echo "== warm pool: $rounds rounds of 3 creates from a ready pool of 3"
+mkdir -p "$work/p"
+start_daemon "$work/p" "log: {level: info}" "vm: {accel: tcg}" \
+  "pool: [{image: default, memory_mib: 256, vcpus: 1, size: 3}]"
+pool_ready() { e status --json | field '["pools"][0]["ready"]'; }
+: >"$work/pool.ms"
+for _ in $(seq "$rounds"); do
+  until [ "$(pool_ready)" = 3 ]; do sleep 0.5; done
+  ids=()
+  for _ in 1 2 3; do
+    t0=$(now_ms)
+    e create --json >"$work/p.json"
+    t1=$(now_ms)
+    echo $((t1 - t0)) >>"$work/pool.ms"
+    ids+=("$(field '["id"]' <"$work/p.json")")
+  done
+  login "$work/p.json"
+  for id in "${ids[@]}"; do e destroy "$id" >/dev/null; done
+done
+sed -n 's/.*handed out from the warm pool in \([0-9]*\) ms.*/\1/p' "$work/p/ephemerad.log" >"$work/handout.ms"
+echo "create from a ready pool, ephemera create wall clock:  p50 $(percentile 50 <"$work/pool.ms")  p99 $(percentile 99 <"$work/pool.ms")  (n=$(wc -l <"$work/pool.ms"))"
+echo "  the engine's hand-out:                               p50 $(percentile 50 <"$work/handout.ms")  p99 $(percentile 99 <"$work/handout.ms")"
+echo "  the CLI alone (ephemera status):                     $( t0=$(now_ms); e status >/dev/null; echo $(($(now_ms) - t0)) )"
+e status | sed -n '/warm pools/,$p'

@@ -28,6 +28,20 @@ std::string_view Child(std::string_view target, std::string_view collection) {
   return target.substr(collection.size() + 1);
 }
 
+json PoolsToJson(const std::vector<PoolStatus>& pools) {
+  json list = json::array();
+  for (const PoolStatus& p : pools) {
+    list.push_back({{"image", p.spec.image},
+                    {"memory_mib", p.spec.memory_mib},
+                    {"vcpus", p.spec.vcpus},
+                    {"size", p.spec.size},
+                    {"ready", p.ready},
+                    {"hits", p.hits},
+                    {"misses", p.misses}});
+  }
+  return list;
+}
+
 // The sandbox's client token, if the request carries one.
 std::optional<std::string> ClientToken(const HttpRequest& request) {
   if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
@@ -143,6 +157,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                  {"uptime_seconds", s.uptime_seconds},
                  {"accelerator", c.accelerator},
                  {"drivers", s.drivers},
+                 {"pools", PoolsToJson(s.pools)},
                  {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
   }
   if (target == "/v1/images" && method == http::verb::post) {

@@ -141,8 +141,20 @@ void PrintDetails(const json& s) {
 
 void PrintStatus(const json& r) {
   for (auto& [k, v] : r.items()) {
-    if (k != "front_doors")
+    if (k != "front_doors" && k != "pools")
       std::printf("%-16s %s\n", (k + ":").c_str(), Field(r, k.c_str()).c_str());
+  }
+  if (auto pools = r.find("pools"); pools != r.end() && pools->is_array() && !pools->empty()) {
+    std::printf("warm pools:\n");
+    std::vector<std::vector<std::string>> rows = {
+        {"  image", "memory_mib", "vcpus", "ready/size", "hits", "misses"}};
+    for (const auto& p : *pools) {
+      if (!p.is_object()) continue;
+      rows.push_back({"  " + Field(p, "image"), Field(p, "memory_mib"), Field(p, "vcpus"),
+                      Field(p, "ready") + "/" + Field(p, "size"), Field(p, "hits"),
+                      Field(p, "misses")});
+    }
+    PrintColumns(rows);
   }
   auto doors = r.find("front_doors");
   if (doors == r.end() || !doors->is_object() || doors->empty()) return;

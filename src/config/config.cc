@@ -343,6 +343,25 @@ void ReadRegistries(Section& top, std::vector<RegistryEntry>& out) {
   }
 }
 
+void ReadPools(Section& top, const Config& config, std::vector<PoolEntry>& out) {
+  std::set<std::tuple<std::string, unsigned, unsigned>> seen;
+  for (Section& entry : top.ChildList("pool")) {
+    PoolEntry p;
+    // The image itself is checked when the daemon starts the pool.
+    entry.Read("image", p.image);
+    entry.ReadUnsigned("memory_mib", p.memory_mib, 128, config.limits.max_memory_mib);
+    entry.ReadUnsigned("vcpus", p.vcpus, 1, config.limits.max_vcpus);
+    entry.ReadUnsigned("size", p.size, 0, 64);
+    entry.RejectUnknown();
+    if (!seen.insert({p.image, p.memory_mib, p.vcpus}).second) {
+      Fail(ErrorCode::kInvalidArgument,
+           "config key '{}': a pool of image '{}', {} MiB, {} vCPUs is listed twice",
+           entry.KeyPath("image"), p.image, p.memory_mib, p.vcpus);
+    }
+    out.push_back(p);
+  }
+}
+
 void ReadImages(Section& top, std::map<std::string, ImageSource>& out) {
   for (auto& [name, entry] : top.ChildMap("images")) {
     ImageSource source;
@@ -494,6 +513,7 @@ Config ParseConfig(std::string_view yaml_text) {
   anweddol.RejectUnknown();
 
   ReadRegistries(top, config.registries);
+  ReadPools(top, config, config.pools);
   ReadImages(top, config.images);
   Section pull = top.Child("pull");
   pull.ReadUnsigned("connect_timeout_seconds", config.pull.connect_timeout_seconds, 1, 3600);

@@ -191,6 +191,15 @@ struct ContainerConfig {
   unsigned image_idle_seconds = 300;
 };
 
+// A warm pool (`pool:`): sandboxes of one image and size kept booted and
+// provisioned ahead of demand.
+struct PoolEntry {
+  std::string image = "default";
+  unsigned memory_mib = 256;
+  unsigned vcpus = 1;
+  unsigned size = 1;
+};
+
 struct Config {
   std::filesystem::path state_dir = "/var/lib/ephemera";
   std::filesystem::path image_dir = "/var/cache/ephemera/images";
@@ -210,6 +219,7 @@ struct Config {
   RemoteConfig remote;
   AnweddolConfig anweddol;
   std::vector<RegistryEntry> registries;
+  std::vector<PoolEntry> pools;  // empty: no warm pool
   std::map<std::string, ImageSource> images;
   PullConfig pull;
   WirtConfig wirt;

@@ -60,6 +60,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.min_free_disk_mib = c.limits.min_free_disk_mib;
   o.max_paused = std::chrono::seconds(c.limits.max_paused_seconds);
   o.max_paused_per_owner = c.limits.max_paused_per_owner;
+  for (const PoolEntry& p : c.pools) o.pools.push_back({p.image, p.memory_mib, p.vcpus, p.size});
   o.dns_servers = c.network.dns_servers;
   o.outbound_nat = c.network.outbound_nat;
   o.max_sandboxes = c.limits.max_sandboxes;
@@ -228,6 +229,7 @@ int Serve(const Config& config) {
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
   engine.StartReaper();
+  engine.StartPool();
   store.AddEvent("daemon_start", "", kVersion);
   if (wirt) {
     wirt->Start();
@@ -266,6 +268,7 @@ int Serve(const Config& config) {
   server.reset();
   remote.reset();
   if (wirt) wirt->Stop();
+  engine.StopPool();  // its members' passwords end with this process
   if (config.destroy_on_exit) {
     engine.DestroyAll("the daemon stopped (destroy_on_exit)");
     networks.TeardownAll();

@@ -169,6 +169,8 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
   return v;
 }
 
+std::string Engine::NewClientToken() { return RandomString(kTokenLength, kTokenAlphabet); }
+
 std::string Engine::AgentTokenFor(const SandboxId& id) const {
   if (options_.agent_key.empty()) return RandomString(64, "0123456789abcdef");
   return HmacSha256Hex(options_.agent_key, "agent-token:" + id.str());
@@ -233,6 +235,11 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
 
 CreateResult Engine::Create(const CreateRequest& request) {
   Validated v = Validate(request);
+  if (auto pooled = TakeFromPool(request, v)) return std::move(*pooled);
+  return CreateNew(request, std::move(v), false);
+}
+
+CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool slot_held) {
   std::string driver_name;
   VmDriver& driver = DriverFor(v.spec.kind, &driver_name);
   CheckFreeDisk();
@@ -255,7 +262,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
       sandbox.overhead_mib += v.image.tcg_tb_size_mib - options_.tcg_tb_size_mib;
     }
   }
-  std::string token = RandomString(kTokenLength, kTokenAlphabet);
+  std::string token = NewClientToken();
   sandbox.token_sha256 = Sha256Hex(token);
   // Recorded before the host is touched, so a crash from here on is
   // reconciled; the count includes it, so the limits hold under races. The
@@ -278,7 +285,8 @@ CreateResult Engine::Create(const CreateRequest& request) {
 
   CreateResult result{sandbox, "", token, "", {}};
   try {
-    SlotGuard slot(create_slots_);
+    std::optional<SlotGuard<decltype(create_slots_)>> slot;
+    if (!slot_held) slot.emplace(create_slots_);
     auto t1 = Clock::now();
     const LinkMode mode = driver.link_mode();
     std::optional<DerivedSubnet> derive;

@@ -78,6 +78,12 @@ Engine::~Engine() {
   }
   reaper_wake_.notify_all();
   if (reaper_.joinable()) reaper_.join();
+  {
+    std::lock_guard lock(pool_mutex_);
+    pool_stopping_ = true;
+  }
+  pool_wake_.notify_all();
+  if (pool_thread_.joinable()) pool_thread_.join();
 }
 
 bool Engine::Hidden(const SandboxId& id) {
@@ -99,6 +105,7 @@ void Engine::FillRunning(Sandbox& sandbox) {
 std::optional<Sandbox> Engine::Get(const SandboxId& id) {
   if (Hidden(id)) return std::nullopt;
   std::optional<Sandbox> sandbox = store_.Get(id);
+  if (sandbox && sandbox->owner == kPoolOwner) return std::nullopt;  // nobody's yet
   if (sandbox) FillRunning(*sandbox);
   return sandbox;
 }
@@ -112,6 +119,7 @@ std::vector<Sandbox> Engine::ListRecorded() {
 
 std::vector<Sandbox> Engine::List() {
   std::vector<Sandbox> all = ListRecorded();
+  std::erase_if(all, [](const Sandbox& s) { return s.owner == kPoolOwner; });
   for (Sandbox& s : all) FillRunning(s);
   return all;
 }
@@ -238,6 +246,10 @@ EngineStatus Engine::Status() {
           .count(),
       {}};
   for (const auto& [name, driver] : drivers_.by_name) status.drivers[name] = driver->Health();
+  std::lock_guard lock(pool_mutex_);
+  for (const Pool& pool : pools_) {
+    status.pools.push_back({pool.spec, pool.ready.size(), pool.hits, pool.misses});
+  }
   return status;
 }
 

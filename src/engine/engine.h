@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -45,6 +46,24 @@ struct ConfiguredImage {
   oci::ImageReference rootfs;
   std::uint64_t headroom_mib = 1024;
 };
+
+// A warm pool: this many sandboxes of one image and size kept booted and
+// provisioned ahead of demand (`pool:` in the configuration).
+struct PoolSpec {
+  std::string image = "default";
+  unsigned memory_mib = 256;
+  unsigned vcpus = 1;
+  std::size_t size = 1;
+};
+
+struct PoolStatus {
+  PoolSpec spec;
+  std::size_t ready = 0;
+  std::uint64_t hits = 0, misses = 0;
+};
+
+// The owner of warm pool members until they are handed out.
+inline constexpr std::string_view kPoolOwner = "pool";
 
 struct EngineOptions {
   std::size_t max_sandboxes = 16;
@@ -88,6 +107,7 @@ struct EngineOptions {
   // Paused sandboxes: destroyed after this long paused; per caller at once.
   std::chrono::seconds max_paused{86400};
   std::size_t max_paused_per_owner = 4;
+  std::vector<PoolSpec> pools;
 };
 
 struct CreatePhases {
@@ -163,6 +183,7 @@ struct EngineStatus {
   std::size_t max_sandboxes = 0;
   std::int64_t uptime_seconds = 0;
   std::map<std::string, std::string> drivers;  // name -> health ("ok" or what is wrong)
+  std::vector<PoolStatus> pools;
 };
 
 struct ReconcileReport {
@@ -261,6 +282,11 @@ class Engine {
   // One reaper pass (the reaper thread calls this every reaper_interval).
   void ReapOnce();
   void StartReaper();
+  // Starts filling the warm pools in the background (after Reconcile,
+  // which destroys the members a previous daemon left: their credentials
+  // died with it). StopPool ends that and destroys the members.
+  void StartPool();
+  void StopPool();
   // Destroys every sandbox (for destroy_on_exit).
   void DestroyAll(const std::string& reason);
 
@@ -329,6 +355,14 @@ class Engine {
   void RetryRecordRemovals();
   bool Hidden(const SandboxId& id);
 
+  // The create pipeline; `slot_held`: the caller holds a create slot.
+  CreateResult CreateNew(const CreateRequest& request, Validated v, bool slot_held);
+  // A ready pool member for `request`, handed to its caller; nullopt when
+  // no pool serves such a request or none is ready.
+  std::optional<CreateResult> TakeFromPool(const CreateRequest& request, const Validated& v);
+  void FillPoolsOnce();
+  static std::string NewClientToken();
+
   EngineOptions options_;
   Store& store_;
   ImageCatalog& images_;
@@ -361,6 +395,23 @@ class Engine {
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;
+
+  // Warm pool members, each with the credentials only this process holds.
+  struct PoolMember {
+    SandboxId id;
+    std::string password;
+    std::string host_key;
+  };
+  struct Pool {
+    PoolSpec spec;
+    std::deque<PoolMember> ready;
+    std::uint64_t hits = 0, misses = 0;
+  };
+  std::mutex pool_mutex_;
+  std::vector<Pool> pools_;
+  bool pool_stopping_ = false;
+  std::condition_variable pool_wake_;
+  std::thread pool_thread_;
 
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;

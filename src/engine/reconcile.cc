@@ -26,7 +26,9 @@ ReconcileReport Engine::Reconcile() {
   for (const auto& s : store_.List()) {
     known.insert(s.id);
     std::string reason;
-    if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
+    if (s.owner == kPoolOwner) {
+      reason = "a warm pool member of the previous daemon (its password died with it)";
+    } else if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
       reason = "its creation was interrupted";  // its password is lost with the old process
     } else if (s.state == SandboxState::kFailed || s.state == SandboxState::kDestroying) {
       reason = "its teardown was interrupted";

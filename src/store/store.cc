@@ -379,6 +379,61 @@ Sandbox Store::Move(const Sandbox& s, SandboxState to, const MoveChecks& checks)
   return moved;
 }
 
+Sandbox Store::Hand(const SandboxId& id, const std::string& from_owner, const Claim& claim) {
+  std::lock_guard lock(mutex_);
+  sqlite::Transaction tx(db_);
+  auto current = GetLocked(id);
+  if (!current || current->owner != from_owner || current->state != SandboxState::kReady) {
+    Fail(ErrorCode::kNotFound, "sandbox {} is not {}'s to hand out", id.str(), from_owner);
+  }
+  if (claim.owner_limit) {
+    auto count = db_.Prepare("SELECT COUNT(*) FROM sandboxes WHERE owner = ?");
+    count.Bind(1, claim.owner).Step();
+    if (static_cast<std::size_t>(count.Int(0)) >= *claim.owner_limit) {
+      Fail(ErrorCode::kResourceExhausted, "this caller's limit of {} sandboxes is reached",
+           *claim.owner_limit);
+    }
+  }
+  if (claim.owner_memory_mib) {
+    auto used = db_.Prepare("SELECT COALESCE(SUM(memory_mib), 0) FROM sandboxes WHERE owner = ?");
+    used.Bind(1, claim.owner).Step();
+    const auto in_use = static_cast<std::uint64_t>(used.Int(0));
+    if (in_use + current->spec.memory_mib > *claim.owner_memory_mib) {
+      Fail(ErrorCode::kResourceExhausted,
+           "this caller's memory limit is reached ({} of {} MiB in use; this sandbox asks for {} "
+           "MiB)",
+           in_use, *claim.owner_memory_mib, current->spec.memory_mib);
+    }
+  }
+  if (!claim.name.empty()) {
+    auto holder = db_.Prepare("SELECT id FROM sandboxes WHERE owner = ? AND name = ?");
+    holder.Bind(1, claim.owner).Bind(2, claim.name);
+    if (holder.Step()) {
+      Fail(ErrorCode::kAlreadyExists, "a sandbox named '{}' already runs (sandbox {})", claim.name,
+           holder.Text(0));
+    }
+  }
+  const UnixSeconds now = NowUnix();
+  auto update = db_.Prepare(
+      "UPDATE sandboxes SET owner = ?, token_sha256 = ?, name = ?, expires_at = ?, created_at = ?, "
+      "updated_at = ? WHERE id = ?");
+  update.Bind(1, claim.owner)
+      .Bind(2, claim.token_sha256)
+      .Bind(3, claim.name)
+      .Bind(4, claim.expires_at)
+      .Bind(5, now)
+      .Bind(6, now)
+      .Bind(7, id.str())
+      .Run();
+  tx.Commit();
+  current->owner = claim.owner;
+  current->token_sha256 = claim.token_sha256;
+  current->name = claim.name;
+  current->expires_at = claim.expires_at;
+  current->created_at = now;
+  return *current;
+}
+
 void Store::UpdateLocked(const Sandbox& s) {
   std::string assignments;
   for (std::string_view rest = kMutableColumns; !rest.empty();) {

@@ -76,6 +76,21 @@ class Store {
     std::uint64_t default_overhead_mib = 0;
   };
   Sandbox Move(const Sandbox& sandbox, SandboxState to, const MoveChecks& checks);
+
+  // Hands a ready sandbox of `from_owner` (a warm pool's) to a caller: its
+  // owner, client token, name and expiry, in one transaction with the
+  // caller's limits (count and memory) and name. kNotFound when it is no
+  // longer there or not from_owner's; kResourceExhausted / kAlreadyExists
+  // as Insert says them.
+  struct Claim {
+    std::string owner;
+    std::string token_sha256;
+    std::string name;
+    UnixSeconds expires_at = 0;
+    std::optional<std::size_t> owner_limit;
+    std::optional<std::uint64_t> owner_memory_mib;
+  };
+  Sandbox Hand(const SandboxId& id, const std::string& from_owner, const Claim& claim);
   std::optional<Sandbox> Get(const SandboxId& id);
   std::vector<Sandbox> List();
   std::size_t Count();

@@ -106,6 +106,27 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectConfigError("network: {forward_address: localhost}", "'network.forward_address'");
 }
 
+TEST(ConfigTest, WarmPoolsAndPauseLimits) {
+  Config c = ParseConfig(
+      "pool: [{image: default, memory_mib: 512, vcpus: 2, size: 3}, {image: other}]\n"
+      "limits: {max_paused_seconds: 600, max_paused_per_owner: 2}\n");
+  ASSERT_EQ(c.pools.size(), 2u);
+  EXPECT_EQ(c.pools[0].image, "default");
+  EXPECT_EQ(c.pools[0].memory_mib, 512u);
+  EXPECT_EQ(c.pools[0].vcpus, 2u);
+  EXPECT_EQ(c.pools[0].size, 3u);
+  EXPECT_EQ(c.pools[1].memory_mib, 256u);  // the defaults
+  EXPECT_EQ(c.pools[1].size, 1u);
+  EXPECT_EQ(c.limits.max_paused_seconds, 600u);
+  EXPECT_EQ(c.limits.max_paused_per_owner, 2u);
+  EXPECT_TRUE(ParseConfig("").pools.empty());  // off by default
+  ExpectConfigError("pool: [{image: default, size: 100}]", "'pool[0].size'");
+  ExpectConfigError("pool: [{image: default, memory_mib: 64}]", "'pool[0].memory_mib'");
+  ExpectConfigError("pool: [{image: default, colour: red}]", "'pool[0].colour' is unknown");
+  ExpectConfigError("pool: [{image: default}, {image: default}]", "listed twice");
+  ExpectConfigError("limits: {max_paused_seconds: 0}", "'limits.max_paused_seconds'");
+}
+
 TEST(ConfigTest, RemoteFrontDoorsAreOffUntilAsked) {
   Config c = ParseConfig("");
   EXPECT_FALSE(c.remote.listen);

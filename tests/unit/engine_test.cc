@@ -411,6 +411,68 @@ TEST_F(EngineTest, PausedTooLongIsDestroyedAndEachCallerHasAPausedLimit) {
   EXPECT_TRUE(store_.Get(b.sandbox.id));
 }
 
+// Waits until the first warm pool has `ready` members.
+void WaitForPool(Engine& engine, std::size_t ready) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (engine.Status().pools.at(0).ready != ready) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the pool did not reach " << ready;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+TEST_F(EngineTest, AWarmPoolHandsOutProvisionedSandboxesAndRefills) {
+  options_.max_sandboxes = 5;
+  options_.pools = {{"default", 256, 1, 2}};
+  engine().StartPool();
+  WaitForPool(engine(), 2);
+  // Members are nobody's: not listed, not found.
+  EXPECT_TRUE(engine().List().empty());
+  EXPECT_EQ(store_.List().size(), 2u);
+  for (const auto& s : store_.List()) {
+    EXPECT_FALSE(engine().Get(s.id));
+    EXPECT_FALSE(s.expires_at) << "a member's TTL starts when it is handed out";
+  }
+  CreateRequest request;
+  request.owner = "token:abc";
+  request.ttl_seconds = 900;
+  CreateResult r = engine().Create(request);
+  EXPECT_EQ(r.sandbox.owner, "token:abc");
+  EXPECT_FALSE(r.password.empty());
+  EXPECT_EQ(r.host_key, "ssh-ed25519 AAAAfake");
+  EXPECT_EQ(engine().GetWithToken(r.sandbox.id, r.token).id, r.sandbox.id);
+  EXPECT_NEAR(static_cast<double>(*store_.Get(r.sandbox.id)->expires_at - NowUnix()), 900.0, 2.0);
+  EXPECT_EQ(engine().List().size(), 1u);
+  EXPECT_EQ(engine().Status().pools[0].hits, 1u);
+  // Another size is not the pool's: a miss is counted only for a matching request.
+  CreateRequest other;
+  other.memory_mib = 512;
+  engine().Create(other);
+  EXPECT_EQ(engine().Status().pools[0].misses, 0u);
+  WaitForPool(engine(), 2);  // refilled
+  // A caller at its limit takes nothing from the pool.
+  request.owner_limit = 1;
+  EXPECT_THROW(engine().Create(request), Error);
+  EXPECT_EQ(engine().Status().pools[0].ready, 2u);
+  // Stopping the pool destroys its members: their passwords die with it.
+  engine().StopPool();
+  EXPECT_EQ(store_.List().size(), 2u);  // the two handed out or made for callers
+  for (const auto& s : store_.List()) EXPECT_NE(s.owner, "pool");
+}
+
+TEST_F(EngineTest, ReconcileDestroysThePoolMembersOfAPreviousDaemon) {
+  Sandbox member(SandboxId::Generate());
+  member.owner = "pool";
+  member.created_at = NowUnix();
+  store_.Insert(member);
+  store_.Transition(member.id, SandboxState::kProvisioning);
+  store_.Transition(member.id, SandboxState::kReady);
+  vms_.vms.insert_or_assign(member.id, VmState::kRunning);
+  ReconcileReport report = engine().Reconcile();
+  EXPECT_FALSE(store_.Get(member.id));
+  EXPECT_EQ(vms_.vms.count(member.id), 0u);
+  EXPECT_THAT(::testing::PrintToString(report.actions), HasSubstr("warm pool member"));
+}
+
 TEST_F(EngineTest, RollsBackWhenTheNetworkFails) {
   networks_.fail_setup = true;
   ExpectCreateFails({}, ErrorCode::kResourceExhausted, "address pool exhausted");

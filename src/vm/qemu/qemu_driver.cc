@@ -424,6 +424,21 @@ QemuDriver::LaunchPlan QemuDriver::ReadLaunchPlan(const VmDir& dir) {
   return plan;
 }
 
+void QemuDriver::ForgetProcess(const SandboxId& id, const VmDir& dir) {
+  consoles_.Detach(id);
+  try {
+    if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
+  } catch (const Error& e) {
+    spdlog::warn("vm {}: its cgroup stays for now: {}", id.str(), e.what());
+  }
+  {
+    std::lock_guard lock(mutex_);
+    processes_.erase(id);
+  }
+  std::error_code ec;
+  fs::remove(dir.pidfile(), ec);
+}
+
 void QemuDriver::FinishInterruptedMove(const SandboxId& id, const VmDir& dir) {
   std::error_code ec;
   fs::remove(dir.saved_state_partial(), ec);
@@ -436,20 +451,11 @@ void QemuDriver::FinishInterruptedMove(const SandboxId& id, const VmDir& dir) {
   if (fs::exists(dir.saved_state(), ec)) {
     spdlog::info("vm {}: its state was saved by an unfinished pause or resume ({}); ending it",
                  id.str(), status);
-    auto process = Process(id, dir);
-    if (process) {
+    if (auto process = Process(id, dir)) {
       process->Kill();
       process->WaitExit(10s);
     }
-    consoles_.Detach(id);
-    try {
-      if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
-    } catch (const Error& e) {
-      spdlog::warn("vm {}: its cgroup stays for now: {}", id.str(), e.what());
-    }
-    std::lock_guard lock(mutex_);
-    processes_.erase(id);
-    fs::remove(dir.pidfile(), ec);
+    ForgetProcess(id, dir);
     return;
   }
   spdlog::info("vm {}: stopped by an unfinished pause ({}); continuing it", id.str(), status);
@@ -536,20 +542,8 @@ void QemuDriver::Pause(const SandboxId& id) {
     process->Kill();
     process->WaitExit(10s);
   }
-  // Saved and ended: what follows is cleanup, whose failures are logged
-  // (the pause itself succeeded).
-  consoles_.Detach(id);
-  try {
-    if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
-  } catch (const Error& e) {
-    spdlog::warn("vm {}: paused, but its cgroup stays for now: {}", id.str(), e.what());
-  }
-  {
-    std::lock_guard lock(mutex_);
-    processes_.erase(id);
-  }
-  std::error_code ec;
-  fs::remove(dir.pidfile(), ec);
+  // Saved and ended: the rest is cleanup (the pause itself succeeded).
+  ForgetProcess(id, dir);
   spdlog::info(
       "vm {}: paused ({} MiB of state saved in {} ms)", id.str(), bytes >> 20,
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
@@ -578,19 +572,11 @@ VmInfo QemuDriver::Resume(const SandboxId& id) {
     Launch(id, dir, plan, as, state.get(), MigrationTimeout(plan));
   } catch (const Error&) {
     // The saved state stays for another try; the QEMU that failed goes.
-    std::shared_ptr<TrackedProcess> failed;
-    {
-      std::lock_guard lock(mutex_);
-      if (auto it = processes_.find(id); it != processes_.end()) failed = it->second;
-      processes_.erase(id);
-    }
-    if (failed) {
+    if (auto failed = Process(id, dir)) {
       failed->Kill();
       failed->WaitExit(10s);
     }
-    consoles_.Detach(id);
-    if (options_.cgroups) options_.cgroups->Remove(CgroupName(id));
-    fs::remove(dir.pidfile(), ec);
+    ForgetProcess(id, dir);
     throw;
   }
   if (!fs::remove(dir.saved_state(), ec) && ec) {

@@ -73,6 +73,9 @@ class QemuDriver : public VmDriver {
   // At adoption: a QEMU left stopped by a pause or resume the daemon died
   // in is ended (its state saved) or continued (not saved).
   void FinishInterruptedMove(const SandboxId& id, const VmDir& dir);
+  // After its QEMU ended (a pause): its console, cgroup, process record and
+  // pidfile go; its folder stays. Failures are logged.
+  void ForgetProcess(const SandboxId& id, const VmDir& dir);
   LaunchPlan PlanLaunch(const VmSpec& spec, const VmDir& dir) const;
   static LaunchPlan ReadLaunchPlan(const VmDir& dir);
   void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as,

@@ -1,7 +1,9 @@
-// Pause and resume end to end: a real guest's memory and disk saved to a
-// file and its QEMU ended, then restored where it stopped, with the same
-// credentials, address and clock; across a daemon restart; and a pause
-// that runs out of disk leaves the sandbox running.
+// Fast starts end to end. Pause and resume: a real guest's memory and
+// disk saved to a file and its QEMU ended, then restored where it stopped,
+// with the same credentials, address and clock; across a daemon restart;
+// a pause without room leaves the sandbox running. The warm pool: a
+// create handed a provisioned sandbox that logs in, the pool refilled,
+// rebuilt (never reused) after a crash, and gone with the daemon.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -9,6 +11,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "core/fs.h"
@@ -125,7 +128,7 @@ class PauseFullDiskTest : public PauseTest {
   std::string ExtraConfig() const override { return "limits: {min_free_disk_mib: 8}\n"; }
 };
 
-TEST_F(PauseFullDiskTest, APauseThatRunsOutOfDiskLeavesTheSandboxRunningAndSaysWhy) {
+TEST_F(PauseFullDiskTest, APauseWithoutRoomIsRefusedAndTheSandboxRunsOn) {
   json s = Create();
   const std::string id = s["id"];
   RunInGuest(s, "echo still-here >/dev/shm/mark");
@@ -151,6 +154,69 @@ TEST_F(PauseFullDiskTest, APauseThatRunsOutOfDiskLeavesTheSandboxRunningAndSaysW
   fs::remove(filler);
   Output(Cli({"destroy", id}));
   ExpectNothingLeft();
+}
+
+class PoolTest : public PauseTest {
+ protected:
+  std::string ExtraConfig() const override {
+    return "pool: [{image: default, memory_mib: 256, vcpus: 1, size: 1}]\n";
+  }
+  json Pool() {
+    json status = json::parse(Output(Cli({"status", "--json"})));
+    return status["pools"].at(0);
+  }
+  void WaitForReady(std::size_t ready) {
+    auto deadline = std::chrono::steady_clock::now() + 180s;
+    while (Pool()["ready"] != ready) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << DaemonLog();
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+  std::set<std::string> VmDirs() const {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(state_.path() / "state" / "vms")) {
+      names.insert(e.path().filename().string());
+    }
+    return names;
+  }
+};
+
+TEST_F(PoolTest, ACreateTakesAProvisionedMemberThatLogsInAndThePoolRefills) {
+  WaitForReady(1);
+  EXPECT_TRUE(List().empty());  // a member is nobody's until handed out
+  const std::set<std::string> before = VmDirs();
+  ASSERT_EQ(before.size(), 1u);
+
+  json s = Create();
+  EXPECT_EQ(s["id"], *before.begin());  // the member itself
+  EXPECT_EQ(Pool()["hits"], 1);
+  EXPECT_EQ(RunInGuest(s, "id -un"), s["username"].get<std::string>() + "\n");
+  WaitForReady(1);  // refilled in the background
+  EXPECT_EQ(VmDirs().size(), 2u);
+
+  // A crash: the member's password died with the daemon, so the restarted
+  // one destroys it and makes another; the handed-out sandbox stays.
+  const std::set<std::string> with_member = VmDirs();
+  StopDaemon(SIGKILL);
+  StartDaemon();
+  EXPECT_THAT(DaemonLog(), HasSubstr("warm pool member of the previous daemon"));
+  WaitForReady(1);
+  std::set<std::string> now = VmDirs();
+  EXPECT_EQ(now.size(), 2u);
+  for (const auto& name : with_member) {
+    if (name != s["id"]) {
+      EXPECT_EQ(now.count(name), 0u) << "a member was reused after a crash";
+    }
+  }
+  EXPECT_EQ(RunInGuest(s, "id -un"), s["username"].get<std::string>() + "\n");
+
+  Output(Cli({"destroy", s["id"]}));
+  // The daemon takes its pool with it.
+  StopDaemon(SIGTERM);
+  EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "vms"));
+  EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
+  EXPECT_TRUE(RunProcess({"pgrep", "-f", "qemu-system.* -name ephemera-"}).out.empty());
+  EXPECT_THAT(Output({"ip", "-o", "link", "show"}), ::testing::Not(HasSubstr("eph")));
 }
 
 }  // namespace
