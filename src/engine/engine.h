@@ -392,6 +392,11 @@ class Engine {
   std::condition_variable moving_done_;  // a pause or resume ended (with bookkeeping_mutex_)
   // Marks `id` as moving for its lifetime; kFailedPrecondition if it already is.
   class MovingGuard;
+  std::optional<Sandbox> SandboxToMove(const SandboxId& id, const std::optional<std::string>& token,
+                                       std::optional<MovingGuard>& moving);
+  // `sandbox` as recorded paused now: its TTL left kept, expires_at the end
+  // of its time paused.
+  Sandbox AsPaused(const Sandbox& sandbox) const;
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;

@@ -33,14 +33,34 @@ class Engine::MovingGuard {
   SandboxId id_;
 };
 
-Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& token) {
+Sandbox Engine::AsPaused(const Sandbox& sandbox) const {
+  Sandbox paused = sandbox;
+  const UnixSeconds now = NowUnix();
+  paused.paused_at = now;
+  paused.ttl_left_seconds =
+      sandbox.expires_at ? std::max<std::int64_t>(*sandbox.expires_at - now, 1) : 0;
+  paused.expires_at = now + options_.max_paused.count();
+  return paused;
+}
+
+// The sandbox a pause or resume acts on, checked against the token: read
+// again once `moving` holds it, so that nothing else moves it meanwhile.
+std::optional<Sandbox> Engine::SandboxToMove(const SandboxId& id,
+                                             const std::optional<std::string>& token,
+                                             std::optional<MovingGuard>& moving) {
   if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   if (token) CheckClientToken(*sandbox, *token);
-  MovingGuard moving(*this, id);
-  sandbox = store_.Get(id);  // as it is now that nothing else moves it
+  moving.emplace(*this, id);
+  sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  return sandbox;
+}
+
+Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& token) {
+  std::optional<MovingGuard> moving;
+  auto sandbox = SandboxToMove(id, token, moving);
   if (sandbox->state != SandboxState::kReady) {
     Fail(ErrorCode::kFailedPrecondition, "sandbox {} is {}: only a ready one can be paused",
          id.str(), StateName(sandbox->state));
@@ -77,12 +97,7 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
   SlotGuard slot(create_slots_);
   const auto t0 = Clock::now();
   driver.Pause(id);
-  Sandbox record = *sandbox;
-  const UnixSeconds now = NowUnix();
-  record.paused_at = now;
-  record.ttl_left_seconds =
-      record.expires_at ? std::max<std::int64_t>(*record.expires_at - now, 1) : 0;
-  record.expires_at = now + options_.max_paused.count();
+  Sandbox record = AsPaused(*sandbox);
   try {
     record = store_.Move(record, SandboxState::kPaused, {options_.max_paused_per_owner, {}, 0});
   } catch (const Error& e) {
@@ -104,13 +119,8 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
 }
 
 Sandbox Engine::Resume(const SandboxId& id, const std::optional<std::string>& token) {
-  if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  auto sandbox = store_.Get(id);
-  if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  if (token) CheckClientToken(*sandbox, *token);
-  MovingGuard moving(*this, id);
-  sandbox = store_.Get(id);
-  if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  std::optional<MovingGuard> moving;
+  auto sandbox = SandboxToMove(id, token, moving);
   if (sandbox->state != SandboxState::kPaused) {
     Fail(ErrorCode::kFailedPrecondition, "sandbox {} is {}, not paused", id.str(),
          StateName(sandbox->state));

@@ -40,13 +40,7 @@ ReconcileReport Engine::Reconcile() {
                                                     : "its VM stopped while the daemon was down";
         } else if (state == VmState::kSaved && s.state == SandboxState::kReady) {
           // Saved by a pause the daemon did not live to record.
-          Sandbox paused = s;
-          const UnixSeconds now = NowUnix();
-          paused.paused_at = now;
-          paused.ttl_left_seconds =
-              s.expires_at ? std::max<std::int64_t>(*s.expires_at - now, 1) : 0;
-          paused.expires_at = now + options_.max_paused.count();
-          store_.Move(paused, SandboxState::kPaused, {});
+          store_.Move(AsPaused(s), SandboxState::kPaused, {});
           note(fmt::format("sandbox {} was saved by an unfinished pause: now paused", s.id.str()));
           continue;
         }

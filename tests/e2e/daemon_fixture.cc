@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 
 #include <thread>
@@ -121,6 +122,14 @@ void DaemonTest::ExpectNothingLeft() {
   EXPECT_THAT(ReadFile("/proc/self/mountinfo"),
               Not(::testing::ContainsRegex((containers / "[0-9a-f]{8}-").string())));
 }
+
+void DaemonTest::MountStateTmpfs(const std::string& size) {
+  fs::create_directories(state_.path() / "state");
+  ASSERT_EQ(
+      ::mount("tmpfs", (state_.path() / "state").c_str(), "tmpfs", 0, ("size=" + size).c_str()), 0);
+}
+
+void DaemonTest::UnmountStateTmpfs() { ::umount2((state_.path() / "state").c_str(), MNT_DETACH); }
 
 pid_t DaemonTest::QemuPid(const std::string& id) const {
   return std::stoi(ReadFile(state_.path() / "state" / "vms" / id / "qemu.pid"));

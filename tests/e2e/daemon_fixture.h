@@ -43,6 +43,11 @@ class DaemonTest : public ::testing::Test {
   // No QEMU, TAP, dnsmasq, listener, rule, clone or row is left.
   void ExpectNothingLeft();
   pid_t QemuPid(const std::string& id) const;
+  // The state folder on a tmpfs of `size` ("160m"), private to the test's
+  // mount namespace: for tests of a full disk. Call before SetUp, and
+  // unmount after TearDown.
+  void MountStateTmpfs(const std::string& size);
+  void UnmountStateTmpfs();
 
   TempDir state_;
   std::filesystem::path socket_;

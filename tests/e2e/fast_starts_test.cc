@@ -7,7 +7,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -123,13 +122,12 @@ TEST_F(PauseTest, OnlyAReadySandboxPausesAndOnlyAPausedOneResumes) {
 class PauseFullDiskTest : public PauseTest {
  protected:
   void SetUp() override {
-    fs::create_directories(state_.path() / "state");
-    ASSERT_EQ(::mount("tmpfs", (state_.path() / "state").c_str(), "tmpfs", 0, "size=200m"), 0);
+    MountStateTmpfs("200m");
     DaemonTest::SetUp();
   }
   void TearDown() override {
     DaemonTest::TearDown();
-    ::umount2((state_.path() / "state").c_str(), MNT_DETACH);
+    UnmountStateTmpfs();
   }
   std::string ExtraConfig() const override { return "limits: {min_free_disk_mib: 8}\n"; }
 };

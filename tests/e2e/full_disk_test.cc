@@ -3,7 +3,6 @@
 // with a clear 507, and the guest can still be destroyed completely.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -26,14 +25,12 @@ using ::testing::HasSubstr;
 class FullDiskTest : public test::DaemonTest {
  protected:
   void SetUp() override {
-    // Private to the test's mount namespace, gone with it.
-    fs::create_directories(state_.path() / "state");
-    ASSERT_EQ(::mount("tmpfs", (state_.path() / "state").c_str(), "tmpfs", 0, "size=160m"), 0);
+    MountStateTmpfs("160m");
     DaemonTest::SetUp();
   }
   void TearDown() override {
     DaemonTest::TearDown();
-    ::umount2((state_.path() / "state").c_str(), MNT_DETACH);
+    UnmountStateTmpfs();
   }
   std::string ExtraConfig() const override { return "limits: {min_free_disk_mib: 24}\n"; }
   std::uint64_t FreeMib() const { return fs::space(state_.path() / "state").available >> 20; }

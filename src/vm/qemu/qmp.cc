@@ -70,19 +70,7 @@ void QmpClient::PassFd(const std::string& name, int fd) {
   if (n < 0) FailErrno("QMP getfd", errno, ErrorCode::kUnavailable);
   // The rest of a short write goes without the descriptor, which went first.
   if (static_cast<std::size_t>(n) < line.size()) Send(line.substr(static_cast<std::size_t>(n)));
-  auto deadline = Clock::now() + std::chrono::seconds(5);
-  for (;;) {
-    json answer = ReadMessage(deadline);
-    if (answer.contains("event")) {
-      events_.push_back(std::move(answer));
-      continue;
-    }
-    if (answer.contains("error")) {
-      Fail(ErrorCode::kFailedPrecondition, "QMP getfd failed: {}",
-           answer["error"].value("desc", std::string("unknown error")));
-    }
-    if (answer.contains("return")) return;
-  }
+  AwaitReturn("getfd", Clock::now() + std::chrono::seconds(5));
 }
 
 void QmpClient::Migrate(const std::string& command, const json& arguments,
@@ -175,7 +163,10 @@ json QmpClient::Execute(const std::string& command, const json& arguments,
   json request = {{"execute", command}};
   if (!arguments.is_null()) request["arguments"] = arguments;
   Send(request.dump() + "\n");
-  auto deadline = Clock::now() + timeout;
+  return AwaitReturn(command, Clock::now() + timeout);
+}
+
+json QmpClient::AwaitReturn(const std::string& command, Clock::time_point deadline) {
   for (;;) {
     json message = ReadMessage(deadline);
     if (message.contains("event")) {

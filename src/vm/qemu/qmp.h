@@ -49,6 +49,9 @@ class QmpClient {
   explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
   nlohmann::json ReadMessage(std::chrono::steady_clock::time_point deadline);
   void Send(const std::string& line);
+  // The answer to the command just sent: its "return", events kept aside.
+  nlohmann::json AwaitReturn(const std::string& command,
+                             std::chrono::steady_clock::time_point deadline);
 
   UniqueFd fd_;
   int abort_fd_ = -1;
