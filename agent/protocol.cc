@@ -343,7 +343,7 @@ Identity ParseIdentity(const json& request) {
   RefuseUnknownFields(
       request,
       {"id", "op", "hostname", "time_ns", "entropy", "ssh_host_key", "ssh_host_key_public", "user",
-       "password_hash", "authorized_keys", "ssh_port", "network"},
+       "password_hash", "authorized_keys", "ssh_port", "network", "agent_token"},
       "");
   Identity identity;
   identity.hostname = CheckHostname(request);
@@ -357,6 +357,11 @@ Identity ParseIdentity(const json& request) {
   identity.ssh_port =
       static_cast<uint16_t>(RequireInteger(request, "ssh_port", "ssh_port", 1, 65535));
   identity.network = CheckNetwork(request);
+  if (Find(request, "agent_token") != nullptr) {
+    const std::string& token = RequireString(request, "agent_token", "agent_token");
+    if (!IsToken(token)) throw FieldError("agent_token", "must be 64 lowercase hex characters");
+    identity.agent_token = token;
+  }
   return identity;
 }
 
@@ -415,7 +420,10 @@ ordered_json Session::Dispatch(const json& request, const std::string& op) {
       // the machine half set up.
       identity_applied_ = true;
       try {
-        return machine_.ApplyIdentity(identity);
+        ordered_json answer = machine_.ApplyIdentity(identity);
+        // Only the daemon that knows the sandbox's own token talks to it from now on.
+        if (identity.agent_token) token_ = *identity.agent_token;
+        return answer;
       } catch (const FieldError&) {
         identity_applied_ = false;  // refused before any change
         throw;

@@ -14,7 +14,8 @@
 
 namespace ephemera::agent {
 
-inline constexpr int kProtocolVersion = 1;
+// 2: identity takes agent_token.
+inline constexpr int kProtocolVersion = 2;
 inline constexpr char kChannelName[] = "org.ephemera.agent.0";
 inline constexpr size_t kMaxLine = 1 << 20;
 inline constexpr size_t kTokenLength = 64;
@@ -38,6 +39,9 @@ struct Identity {
   std::vector<std::string> authorized_keys;
   uint16_t ssh_port;
   std::optional<Network> network;
+  // A clone restored from a snapshot still holds its template's token: the
+  // sandbox's own replaces it once the identity is applied.
+  std::optional<std::string> agent_token;
 };
 
 // Checks every field of an identity request; throws FieldError naming the

@@ -42,6 +42,19 @@ json PoolsToJson(const std::vector<PoolStatus>& pools) {
   return list;
 }
 
+json SnapshotsToJson(const std::vector<SnapshotStatus>& snapshots) {
+  json list = json::array();
+  for (const SnapshotStatus& s : snapshots) {
+    list.push_back({{"image", s.image},
+                    {"memory_mib", s.memory_mib},
+                    {"vcpus", s.vcpus},
+                    {"state", s.state},
+                    {"restores", s.restores},
+                    {"fallbacks", s.fallbacks}});
+  }
+  return list;
+}
+
 // The sandbox's client token, if the request carries one.
 std::optional<std::string> ClientToken(const HttpRequest& request) {
   if (auto it = request.find("X-Ephemera-Token"); it != request.end()) {
@@ -158,6 +171,7 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
                  {"accelerator", c.accelerator},
                  {"drivers", s.drivers},
                  {"pools", PoolsToJson(s.pools)},
+                 {"snapshots", SnapshotsToJson(s.snapshots)},
                  {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
   }
   if (target == "/v1/images" && method == http::verb::post) {

@@ -235,6 +235,7 @@ json CreateResultToJson(const CreateResult& r, const std::string& host) {
                     {"sshd_up", r.phases.sshd_up.count()},
                     {"provision", r.phases.provision.count()},
                     {"total", r.phases.total.count()}};
+  j["start"] = r.phases.start;
   return j;
 }
 

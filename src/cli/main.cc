@@ -141,7 +141,7 @@ void PrintDetails(const json& s) {
 
 void PrintStatus(const json& r) {
   for (auto& [k, v] : r.items()) {
-    if (k != "front_doors" && k != "pools")
+    if (k != "front_doors" && k != "pools" && k != "snapshots")
       std::printf("%-16s %s\n", (k + ":").c_str(), Field(r, k.c_str()).c_str());
   }
   if (auto pools = r.find("pools"); pools != r.end() && pools->is_array() && !pools->empty()) {
@@ -153,6 +153,18 @@ void PrintStatus(const json& r) {
       rows.push_back({"  " + Field(p, "image"), Field(p, "memory_mib"), Field(p, "vcpus"),
                       Field(p, "ready") + "/" + Field(p, "size"), Field(p, "hits"),
                       Field(p, "misses")});
+    }
+    PrintColumns(rows);
+  }
+  if (auto snapshots = r.find("snapshots");
+      snapshots != r.end() && snapshots->is_array() && !snapshots->empty()) {
+    std::printf("snapshots:\n");
+    std::vector<std::vector<std::string>> rows = {
+        {"  image", "memory_mib", "vcpus", "state", "restores", "fallbacks"}};
+    for (const auto& s : *snapshots) {
+      if (!s.is_object()) continue;
+      rows.push_back({"  " + Field(s, "image"), Field(s, "memory_mib"), Field(s, "vcpus"),
+                      Field(s, "state"), Field(s, "restores"), Field(s, "fallbacks")});
     }
     PrintColumns(rows);
   }

@@ -492,6 +492,7 @@ Config ParseConfig(std::string_view yaml_text) {
   vm.ReadUnsigned("memory_overhead_mib", config.vm.memory_overhead_mib, 32, 65536);
   vm.ReadUnsigned("max_pids", config.vm.max_pids, 64, 1000000);
   vm.ReadUnsigned("console_log_kib", config.vm.console_log_kib, 16, 1 << 20);
+  vm.Read("snapshots", config.vm.snapshots);
   vm.RejectUnknown();
 
   Section network = top.Child("network");

@@ -50,6 +50,9 @@ struct VmConfig {
   unsigned max_pids = 512;  // threads and processes per VM
   // The serial console log (and its one rotated predecessor) per VM.
   unsigned console_log_kib = 1024;
+  // Creates of images with the guest agent start from a snapshot template
+  // (booted once per image and size, in the background), not a boot.
+  bool snapshots = false;
 };
 
 struct NetworkConfig {

@@ -13,6 +13,12 @@
 
 namespace ephemera {
 
+UniqueFd OpenFile(const std::filesystem::path& path, int flags, unsigned mode) {
+  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC, mode));
+  if (!fd) FailErrno(fmt::format("cannot open {}", path.string()), errno);
+  return fd;
+}
+
 namespace fs = std::filesystem;
 
 std::string ReadFile(const fs::path& path) {

@@ -5,7 +5,12 @@
 #include <string>
 #include <string_view>
 
+#include "core/unique_fd.h"
+
 namespace ephemera {
+
+// open(2) with O_CLOEXEC; failure names the path (kNoSpace, kNotFound, ... by errno).
+UniqueFd OpenFile(const std::filesystem::path& path, int flags, unsigned mode = 0600);
 
 std::string ReadFile(const std::filesystem::path& path);
 // Writes to a temporary sibling, fsyncs and renames it over `path`, so

@@ -41,4 +41,15 @@ UniqueFd OpenTap(const std::string& name) {
   return tun;
 }
 
+UniqueFd OpenScratchTap(std::string* name) {
+  UniqueFd tun(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
+  if (!tun) FailErrno("cannot open /dev/net/tun", errno, ErrorCode::kUnavailable);
+  ifreq ifr{};
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  std::strncpy(ifr.ifr_name, "ephsnap%d", IFNAMSIZ - 1);
+  if (::ioctl(tun.get(), TUNSETIFF, &ifr) != 0) FailErrno("cannot make a scratch TAP", errno);
+  *name = ifr.ifr_name;
+  return tun;
+}
+
 }  // namespace ephemera

@@ -17,4 +17,9 @@ bool IsTunTapDevice(const std::string& name);
 // privilege over network devices. kNotFound if there is no such TAP.
 UniqueFd OpenTap(const std::string& name);
 
+// A new TAP that exists only while the descriptor is open, down, with no
+// address and attached to nothing: a NIC backend for a VM that must have
+// one but must reach nobody (a snapshot template). Its name in `*name`.
+UniqueFd OpenScratchTap(std::string* name);
+
 }  // namespace ephemera

@@ -61,6 +61,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.max_paused = std::chrono::seconds(c.limits.max_paused_seconds);
   o.max_paused_per_owner = c.limits.max_paused_per_owner;
   for (const PoolEntry& p : c.pools) o.pools.push_back({p.image, p.memory_mib, p.vcpus, p.size});
+  o.snapshots = c.vm.snapshots;
   o.dns_servers = c.network.dns_servers;
   o.outbound_nat = c.network.outbound_nat;
   o.max_sandboxes = c.limits.max_sandboxes;

@@ -322,7 +322,11 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
       secrets.host_key = SshKeyPair::Generate();
     }
     if (through_agent) secrets.agent_token = AgentTokenFor(sandbox.id);
-    VmInfo vm = driver.Start(MakeVmSpec(sandbox, v.image, net, mode, secrets));
+    const VmSpec vm_spec = MakeVmSpec(sandbox, v.image, net, mode, secrets);
+    std::optional<VmInfo> restored;
+    if (through_agent) restored = StartFromSnapshot(driver, vm_spec, v);
+    VmInfo vm = restored ? std::move(*restored) : driver.Start(vm_spec);
+    if (restored) result.phases.start = "snapshot";
     if (!vm.network.empty()) sandbox.network = vm.network;
     if (mode == LinkMode::kShared) {
       // The shared bridge's DHCP picks the address; the forward follows it.
@@ -340,6 +344,11 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
         AgentProvisionRequest provision;
         provision.socket = vm.agent_socket;
         provision.token = secrets.agent_token;
+        if (restored) {
+          // The template's agent: it takes the sandbox's own token with the identity.
+          provision.token = TemplateAgentToken(v);
+          provision.new_token = secrets.agent_token;
+        }
         provision.host_key = &*secrets.host_key;
         provision.hostname = "sandbox-" + sandbox.id.ShortName();
         provision.host = sandbox.guest_ip;
@@ -388,11 +397,13 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
   }
   result.sandbox = sandbox;
   result.phases.total = duration_cast<milliseconds>(Clock::now() - t0);
-  store_.AddEvent("ready", sandbox.id.str(), fmt::format("{} ms", result.phases.total.count()));
-  spdlog::info("sandbox {}: ready in {} ms (network {} ms, vm {} ms, sshd {} ms, provision {} ms)",
-               sandbox.id.str(), result.phases.total.count(), result.phases.network.count(),
-               result.phases.vm_start.count(), result.phases.sshd_up.count(),
-               result.phases.provision.count());
+  store_.AddEvent("ready", sandbox.id.str(),
+                  fmt::format("{} ms ({})", result.phases.total.count(), result.phases.start));
+  spdlog::info(
+      "sandbox {}: ready in {} ms from {} (network {} ms, vm {} ms, sshd {} ms, provision {} ms)",
+      sandbox.id.str(), result.phases.total.count(), result.phases.start,
+      result.phases.network.count(), result.phases.vm_start.count(), result.phases.sshd_up.count(),
+      result.phases.provision.count());
   return result;
 }
 

@@ -244,12 +244,15 @@ EngineStatus Engine::Status() {
       options_.max_sandboxes,
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
           .count(),
+      {},
+      {},
       {}};
   for (const auto& [name, driver] : drivers_.by_name) status.drivers[name] = driver->Health();
   std::lock_guard lock(pool_mutex_);
   for (const Pool& pool : pools_) {
     status.pools.push_back({pool.spec, pool.ready.size(), pool.hits, pool.misses});
   }
+  for (const auto& [family, state] : snapshot_families_) status.snapshots.push_back(state.status);
   return status;
 }
 

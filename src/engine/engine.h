@@ -62,6 +62,16 @@ struct PoolStatus {
   std::uint64_t hits = 0, misses = 0;
 };
 
+// A snapshot template (EngineOptions::snapshots), by image and size.
+struct SnapshotStatus {
+  std::string image;
+  unsigned memory_mib = 0;
+  unsigned vcpus = 0;
+  std::string state;            // "building", "ready", "failed" (no more tries)
+  std::uint64_t restores = 0;   // creates that started from it
+  std::uint64_t fallbacks = 0;  // restores that failed and booted cold instead
+};
+
 // The owner of warm pool members until they are handed out.
 inline constexpr std::string_view kPoolOwner = "pool";
 
@@ -108,6 +118,9 @@ struct EngineOptions {
   std::chrono::seconds max_paused{86400};
   std::size_t max_paused_per_owner = 4;
   std::vector<PoolSpec> pools;
+  // Creates of agent images start from snapshot templates (the qemu driver),
+  // each made in the background by the first create of its image and size.
+  bool snapshots = false;
 };
 
 struct CreatePhases {
@@ -116,6 +129,8 @@ struct CreatePhases {
   std::chrono::milliseconds sshd_up{0};   // boot until sshd answers
   std::chrono::milliseconds provision{0};
   std::chrono::milliseconds total{0};
+  // How the sandbox started: "boot", "snapshot" (restored), "pool" (handed out).
+  std::string start = "boot";
 };
 
 struct CreateRequest {
@@ -184,6 +199,7 @@ struct EngineStatus {
   std::int64_t uptime_seconds = 0;
   std::map<std::string, std::string> drivers;  // name -> health ("ok" or what is wrong)
   std::vector<PoolStatus> pools;
+  std::vector<SnapshotStatus> snapshots;
 };
 
 struct ReconcileReport {
@@ -363,6 +379,18 @@ class Engine {
   void FillPoolsOnce();
   static std::string NewClientToken();
 
+  // Snapshot templates (snapshots.cc). Which template serves a create.
+  static std::string SnapshotFamily(const Validated& v);
+  // The token a template's agent was booted with (its clones keep it until
+  // their identity gives them their own).
+  std::string TemplateAgentToken(const Validated& v) const;
+  // `spec` started from its template; nullopt (a build asked for, or a
+  // failed restore logged) when the create must boot instead.
+  std::optional<VmInfo> StartFromSnapshot(VmDriver& driver, const VmSpec& spec, const Validated& v);
+  void BuildSnapshotsOnce();
+  void QueueSnapshotLocked(const std::string& family);  // with pool_mutex_
+  bool background_needed() const { return !pools_.empty() || options_.snapshots; }
+
   EngineOptions options_;
   Store& store_;
   ImageCatalog& images_;
@@ -416,7 +444,15 @@ class Engine {
   std::vector<Pool> pools_;
   bool pool_stopping_ = false;
   std::condition_variable pool_wake_;
-  std::thread pool_thread_;
+  std::thread pool_thread_;  // fills pools and builds snapshots
+  struct SnapshotFamilyState {
+    SnapshotStatus status;
+    Validated template_of;  // the create that asked for it
+    unsigned failures = 0;  // in a row
+  };
+  std::map<std::string, SnapshotFamilyState> snapshot_families_;  // with pool_mutex_
+  std::deque<std::string> snapshot_queue_;                        // families to build
+  bool background_wake_ = false;  // work for the background thread (with pool_mutex_)
 
   std::mutex reaper_mutex_;
   std::condition_variable reaper_wake_;

@@ -66,6 +66,7 @@ std::optional<CreateResult> Engine::TakeFromPool(const CreateRequest& request, c
     }
     CreateResult result{sandbox, std::move(member.password), token, std::move(member.host_key), {}};
     result.phases.total = duration_cast<milliseconds>(Clock::now() - t0);
+    result.phases.start = "pool";
     try {
       store_.AddEvent("create", sandbox.id.str(), v.spec.image + " (warm pool)");
       store_.AddEvent("ready", sandbox.id.str(), fmt::format("{} ms", result.phases.total.count()));
@@ -124,15 +125,18 @@ void Engine::StartPool() {
     }
     pools_.push_back(Pool{spec, {}, 0, 0});
   }
-  if (pools_.empty()) return;
+  if (!background_needed()) return;
+  // Snapshot templates first: the pool's members start from them.
   pool_thread_ = std::thread([this] {
     auto pause = milliseconds(0);
     std::unique_lock lock(pool_mutex_);
     while (!pool_stopping_) {
-      pool_wake_.wait_for(lock, pause, [this] { return pool_stopping_; });
+      pool_wake_.wait_for(lock, pause, [this] { return pool_stopping_ || background_wake_; });
+      background_wake_ = false;
       if (pool_stopping_) break;
       lock.unlock();
       try {
+        BuildSnapshotsOnce();
         FillPoolsOnce();
         pause = milliseconds(1000);
       } catch (const std::exception& e) {

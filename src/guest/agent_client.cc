@@ -44,12 +44,15 @@ AgentClient AgentClient::Connect(const std::filesystem::path& socket, Clock::tim
   }
 }
 
-void AgentClient::Hello(const std::string& token, Clock::time_point deadline) {
+unsigned AgentClient::Hello(const std::string& token, Clock::time_point deadline) {
   json answer = Call({{"op", "hello"}, {"token", token}}, deadline);
-  if (!answer.contains("protocol") || answer["protocol"] != 1) {
+  auto protocol = answer.find("protocol");
+  if (protocol == answer.end() || !protocol->is_number_unsigned() || *protocol < 1 ||
+      *protocol > kAgentProtocol) {
     Fail(ErrorCode::kFailedPrecondition, "the guest agent speaks another protocol ({})",
          EscapeForLog(answer.dump(), 100));
   }
+  return protocol->get<unsigned>();
 }
 
 json AgentClient::Call(json request, Clock::time_point deadline) {

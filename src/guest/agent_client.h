@@ -12,6 +12,9 @@
 
 namespace ephemera {
 
+// The newest agent protocol this daemon speaks (docs/guest-agent.md).
+inline constexpr unsigned kAgentProtocol = 2;
+
 class AgentClient {
  public:
   using Clock = std::chrono::steady_clock;
@@ -22,7 +25,8 @@ class AgentClient {
 
   // Proves the daemon to the agent with the token handed to the guest
   // before boot. The agent answers once it runs: this waits for the boot.
-  void Hello(const std::string& token, Clock::time_point deadline);
+  // Returns the agent's protocol version (1 to kAgentProtocol).
+  unsigned Hello(const std::string& token, Clock::time_point deadline);
 
   // Sends `request` (an "op" and its fields; the id is added) and returns
   // the agent's answer. kTimeout past `deadline`; kFailedPrecondition with

@@ -118,6 +118,7 @@ json BuildIdentity(const AgentProvisionRequest& request, const ClientCredentials
       {"authorized_keys", keys},
       {"ssh_port", request.ssh_port},
   };
+  if (!request.new_token.empty()) identity["agent_token"] = request.new_token;
   if (request.network) {
     json dns = json::array();
     for (const Ipv4& server : request.network->dns) dns.push_back(server.str());
@@ -134,7 +135,10 @@ ProvisionResult ProvisionThroughAgent(const AgentProvisionRequest& request) {
   ProvisionResult result;
   auto t0 = Clock::now();
   AgentClient agent = AgentClient::Connect(request.socket, t0 + request.boot_timeout);
-  agent.Hello(request.token, t0 + request.boot_timeout);
+  if (agent.Hello(request.token, t0 + request.boot_timeout) < 2 && !request.new_token.empty()) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "the guest agent speaks protocol 1, which cannot take a token of its own");
+  }
   auto t1 = Clock::now();
   result.sshd_wait = duration_cast<milliseconds>(t1 - t0);
 

@@ -27,6 +27,9 @@ struct GuestNetwork {
 struct AgentProvisionRequest {
   std::filesystem::path socket;  // the host end of the agent's channel
   std::string token;             // handed to the guest before boot
+  // Set: the agent's token from now on (a clone restored from a snapshot
+  // was booted with its template's); needs agent protocol 2.
+  std::string new_token;
   const SshKeyPair* host_key = nullptr;
   std::string hostname;
   std::string host;             // where the daemon reaches the guest's sshd

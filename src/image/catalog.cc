@@ -344,8 +344,10 @@ Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
              "{}: field 'agent' must be an object with a numeric 'protocol'",
              manifest_path.string());
       }
-      image.has_agent =
-          (*agent)["protocol"] == 1 && agent->value("channel", json()) == json(kAgentChannelName);
+      const unsigned protocol = (*agent)["protocol"].get<unsigned>();
+      image.has_agent = (protocol == 1 || protocol == 2) &&
+                        agent->value("channel", json()) == json(kAgentChannelName);
+      if (image.has_agent) image.agent_protocol = protocol;
     }
     image.provenance = ReadProvenance(manifest, manifest_path);
   } else if (format == "iso") {

@@ -57,6 +57,9 @@ struct Image {
   // The guest agent (docs/guest-agent.md) runs inside: provisioning takes
   // one message on its virtio channel instead of SSH logins.
   bool has_agent = false;
+  // Its protocol version: 2 takes a new token with the identity, so that
+  // clones restored from one snapshot are told apart (snapshots need it).
+  unsigned agent_protocol = 0;
   std::optional<ImageFile> kernel;
   std::optional<ImageFile> kernel_compressed;  // bzImage, for firmware-style machines
   std::optional<ImageFile> initrd;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,6 +75,30 @@ class VmDriver {
   // the saved state. kFailedPrecondition if it has none or is running.
   virtual VmInfo Resume(const SandboxId& id) {
     Fail(ErrorCode::kFailedPrecondition, "driver {} cannot resume VM {}", name(), id.str());
+  }
+
+  // Snapshot templates: a VM booted once to a quiescent point (its agent
+  // waiting for an identity), saved, and restored into each new VM of the
+  // same image and size, whose memory maps the template's copy-on-write.
+  virtual bool supports_snapshots() const { return false; }
+
+  // Boots `spec` (an agent image; it gets a NIC of its own that reaches
+  // nothing), waits until `ready` returns for it, saves it, and keeps it as
+  // the template of VMs like `spec`, replacing an older one. Throws when
+  // any step fails, leaving nothing.
+  virtual void BuildSnapshot(const VmSpec& spec, const std::function<void(const VmInfo&)>& ready) {
+    (void)spec;
+    (void)ready;
+    Fail(ErrorCode::kFailedPrecondition, "driver {} makes no snapshots", name());
+  }
+
+  // Starts `spec` from the template of VMs like it: nullopt when there is
+  // none usable (none made yet, or made by another QEMU build: then it is
+  // dropped). When the restore fails, the template is dropped and this
+  // throws, leaving nothing of the VM: the caller may Start it cold.
+  virtual std::optional<VmInfo> StartFromSnapshot(const VmSpec& spec) {
+    (void)spec;
+    return std::nullopt;
   }
 
   // Starts a VM. On failure throws and leaves nothing behind (no process,

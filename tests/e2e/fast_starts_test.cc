@@ -4,6 +4,8 @@
 // a pause without room leaves the sandbox running. The warm pool: a
 // create handed a provisioned sandbox that logs in, the pool refilled,
 // rebuilt (never reused) after a crash, and gone with the daemon.
+// Snapshots: clones restored from one template log in, differ in all an
+// attacker could use, pause and resume; a corrupted template boots cold.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "core/fs.h"
@@ -221,6 +224,100 @@ TEST_F(PoolTest, ACreateTakesAProvisionedMemberThatLogsInAndThePoolRefills) {
   EXPECT_TRUE(fs::is_empty(state_.path() / "state" / "net"));
   EXPECT_TRUE(RunProcess({"pgrep", "-f", "qemu-system.* -name ephemera-"}).out.empty());
   EXPECT_THAT(Output({"ip", "-o", "link", "show"}), ::testing::Not(HasSubstr("eph")));
+}
+
+class SnapshotTest : public PauseTest {
+ protected:
+  std::string VmConfig() const override { return ", snapshots: true"; }
+  json Snapshot() {
+    json status = json::parse(Output(Cli({"status", "--json"})));
+    return status["snapshots"].at(0);
+  }
+  void WaitForSnapshot() {
+    auto deadline = std::chrono::steady_clock::now() + 180s;
+    while (Snapshot()["state"] != "ready") {
+      ASSERT_NE(Snapshot()["state"], "failed") << DaemonLog();
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << DaemonLog();
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+  fs::path SnapshotsDir() const { return state_.path() / "state" / "snapshots"; }
+  std::vector<fs::path> Snapshots() const {
+    std::vector<fs::path> found;
+    for (const auto& e : fs::directory_iterator(SnapshotsDir())) found.push_back(e.path());
+    return found;
+  }
+};
+
+// What a guest says of itself that must be its own: address, MAC, host
+// name, kernel RNG output, wall clock.
+constexpr char kSelf[] =
+    "awk '/32 host/ && f !~ /^127\\./ {print f} {f=$2}' /proc/net/fib_trie | sort -u; "
+    "cat /sys/class/net/eth0/address; hostname; head -c 16 /dev/urandom | od -An -tx1; date +%s";
+
+TEST_F(SnapshotTest, ClonesOfOneTemplateLogInShareItsPagesAndNothingAnAttackerCouldUse) {
+  json first = Create();
+  EXPECT_EQ(first["start"], "boot");  // the first of its kind asks for the template
+  WaitForSnapshot();
+  ASSERT_EQ(Snapshots().size(), 1u);
+
+  const std::time_t before = std::time(nullptr);
+  json a = Create(), b = Create();
+  ASSERT_EQ(a["start"], "snapshot") << DaemonLog();
+  ASSERT_EQ(b["start"], "snapshot");
+  EXPECT_EQ(Snapshot()["restores"], 2);
+  EXPECT_NE(a["host_key"], b["host_key"]);
+  EXPECT_NE(a["host_key"], first["host_key"]);
+  std::vector<std::string> a_says, b_says;
+  for (auto [s, says] : {std::pair{&a, &a_says}, std::pair{&b, &b_says}}) {
+    std::istringstream lines(RunInGuest(*s, kSelf));
+    for (std::string line; std::getline(lines, line);) says->push_back(line);
+    ASSERT_EQ(says->size(), 5u);
+    EXPECT_EQ((*says)[0], (*s)["guest_ip"]);
+    EXPECT_EQ((*says)[1], (*s)["mac"]);
+    EXPECT_EQ((*says)[2], "sandbox-" + (*s)["id"].get<std::string>().substr(0, 8));
+    EXPECT_GE(std::stoll((*says)[4]), before - 2);  // not the template's clock
+    EXPECT_LE(std::stoll((*says)[4]), std::time(nullptr) + 2);
+  }
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_NE(a_says[i], b_says[i]) << i;
+  // Each maps the template's memory (copy-on-write), never writable.
+  const std::string maps = ReadFile("/proc/" + std::to_string(QemuPid(a["id"])) + "/maps");
+  EXPECT_THAT(maps, ::testing::ContainsRegex("r[w-]-p [^\n]*memfd:ephemera-guest-ram"));
+  EXPECT_THAT(maps,
+              ::testing::Not(::testing::ContainsRegex("...s [^\n]*memfd:ephemera-guest-ram")));
+
+  // A clone pauses and resumes like any sandbox.
+  RunInGuest(a, "echo kept >/dev/shm/mark");
+  Output(Cli({"pause", a["id"]}));
+  Output(Cli({"resume", a["id"]}));
+  EXPECT_EQ(RunInGuest(a, "cat /dev/shm/mark"), "kept\n");
+
+  for (const json* s : {&first, &a, &b}) Output(Cli({"destroy", (*s)["id"]}));
+  ExpectNothingLeft();
+  EXPECT_EQ(Snapshots().size(), 1u);  // the template, for the next create
+  StopDaemon(SIGTERM);
+  EXPECT_TRUE(fs::is_empty(SnapshotsDir()));  // its memory went with the daemon
+}
+
+TEST_F(SnapshotTest, ACorruptedTemplateBootsColdSayingWhyAndIsMadeAgain) {
+  json first = Create();
+  WaitForSnapshot();
+  ASSERT_EQ(Snapshots().size(), 1u);
+  // Cut short, as by a crash or a full disk.
+  const fs::path state = Snapshots()[0] / "saved-state";
+  fs::resize_file(state, fs::file_size(state) / 2);
+  json cold = Create();
+  EXPECT_EQ(cold["start"], "boot");
+  EXPECT_THAT(DaemonLog(), HasSubstr("booting cold: its snapshot did not restore"));
+  EXPECT_EQ(Snapshot()["fallbacks"], 1);
+  EXPECT_EQ(RunInGuest(cold, "id -un"), cold["username"].get<std::string>() + "\n");
+
+  WaitForSnapshot();  // made again
+  json again = Create();
+  EXPECT_EQ(again["start"], "snapshot");
+  EXPECT_EQ(RunInGuest(again, "id -un"), again["username"].get<std::string>() + "\n");
+  for (const json* s : {&first, &cold, &again}) Output(Cli({"destroy", (*s)["id"]}));
+  ExpectNothingLeft();
 }
 
 }  // namespace

@@ -93,6 +93,21 @@ TEST_F(AgentClientTest, HelloCarriesTheTokenAndAnswersAreMatchedById) {
   EXPECT_NE(agent.requests[0]["id"], agent.requests[1]["id"]);
 }
 
+TEST_F(AgentClientTest, HelloSaysWhichProtocolAndRefusesAnUnknownOne) {
+  int protocol = 2;
+  ScriptedAgent agent(socket(), [&](const json& r) { return Ok(r, {{"protocol", protocol++}}); });
+  auto deadline = Clock::now() + 5s;
+  AgentClient client = AgentClient::Connect(socket(), deadline);
+  EXPECT_EQ(client.Hello("ab12", deadline), 2u);
+  try {
+    client.Hello("ab12", deadline);
+    ADD_FAILURE() << "protocol 3 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("another protocol"));
+  }
+}
+
 TEST_F(AgentClientTest, RefusalsTimeoutsGarbageAndHangupsAreNamed) {
   ScriptedAgent agent(socket(), [](const json& r) -> std::string {
     if (r["op"] == "refuse") {
@@ -182,6 +197,10 @@ TEST(AgentIdentityTest, CarriesAHashNeverThePasswordAndTheWholeIdentity) {
                                        {"gateway", "172.16.0.5"},
                                        {"dns", {"172.16.0.5"}}}));
   EXPECT_EQ(identity["authorized_keys"], json({request.authorized_keys[0]}));
+  EXPECT_FALSE(identity.contains("agent_token"));  // booted with its own token
+  request.new_token = std::string(64, 'c');        // a clone of a snapshot
+  EXPECT_EQ(BuildIdentity(request, credentials)["agent_token"], request.new_token);
+  request.new_token.clear();
   // Two identities never share entropy or salt.
   json again = BuildIdentity(request, credentials);
   EXPECT_NE(again["entropy"], identity["entropy"]);

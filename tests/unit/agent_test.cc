@@ -521,7 +521,7 @@ TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
     EXPECT_FALSE(session.authenticated());
   }
   EXPECT_EQ(AnswerOf(session, json{{"id", 7}, {"op", "hello"}, {"token", kToken}}.dump()),
-            (json{{"id", 7}, {"ok", true}, {"protocol", 1}}));
+            (json{{"id", 7}, {"ok", true}, {"protocol", 2}}));
   EXPECT_EQ(AnswerOf(session, R"({"id":8,"op":"ping"})"), (json{{"id", 8}, {"ok", true}}));
   EXPECT_EQ(AnswerOf(session, R"({"id":9,"op":"reboot"})")["error"],
             "op: unknown operation \"reboot\"");
@@ -563,6 +563,31 @@ TEST(AgentSessionTest, MalformedRequestsAreAnsweredWithoutId) {
   // The answers keep the spec's order: id, ok, then the rest.
   EXPECT_EQ(session.Answer(R"({"id":4,"op":"ping"})"),
             R"({"id":4,"ok":false,"error":"not authenticated"})");
+}
+
+// A clone restored from a snapshot was booted with its template's token.
+class IdentityOnlyMachine : public Machine {
+ public:
+  nlohmann::ordered_json ApplyIdentity(const Identity&) override { return {{"applied", true}}; }
+  void SetClock(int64_t) override {}
+};
+
+TEST(AgentSessionTest, AnIdentityMayReplaceTheTokenForEveryLaterConnection) {
+  IdentityOnlyMachine machine;
+  Session session(kToken, machine);
+  AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
+  json request = ValidIdentity();
+  request["id"] = 2;
+  request["agent_token"] = "ABC";
+  EXPECT_EQ(AnswerOf(session, request.dump())["error"],
+            "agent_token: must be 64 lowercase hex characters");
+  const std::string own(64, 'e');
+  request["agent_token"] = own;
+  EXPECT_EQ(AnswerOf(session, request.dump())["ok"], true);
+  session.HostDisconnected();
+  EXPECT_EQ(AnswerOf(session, json{{"id", 3}, {"op", "hello"}, {"token", kToken}}.dump())["error"],
+            "not authenticated");
+  EXPECT_EQ(AnswerOf(session, json{{"id", 4}, {"op", "hello"}, {"token", own}}.dump())["ok"], true);
 }
 
 TEST(AgentSessionTest, AnInvalidIdentityChangesNothingAndMayBeSentAgain) {

@@ -125,6 +125,9 @@ TEST(ConfigTest, WarmPoolsAndPauseLimits) {
   ExpectConfigError("pool: [{image: default, colour: red}]", "'pool[0].colour' is unknown");
   ExpectConfigError("pool: [{image: default}, {image: default}]", "listed twice");
   ExpectConfigError("limits: {max_paused_seconds: 0}", "'limits.max_paused_seconds'");
+  EXPECT_FALSE(ParseConfig("").vm.snapshots);
+  EXPECT_TRUE(ParseConfig("vm: {snapshots: true}").vm.snapshots);
+  ExpectConfigError("vm: {snapshots: maybe}", "'vm.snapshots'");
 }
 
 TEST(ConfigTest, RemoteFrontDoorsAreOffUntilAsked) {

@@ -29,6 +29,28 @@ class FakeVms : public VmDriver {
   bool passes_secret_files() const override { return secrets; }
   bool supports_agent() const override { return agent; }
   bool supports_pause() const override { return true; }
+  bool supports_snapshots() const override { return true; }
+  void BuildSnapshot(const VmSpec& spec, const std::function<void(const VmInfo&)>&) override {
+    std::lock_guard lock(mutex);
+    template_spec = spec;
+    snapshot_ready = true;
+  }
+  std::optional<VmInfo> StartFromSnapshot(const VmSpec& spec) override {
+    std::lock_guard lock(mutex);
+    if (!snapshot_ready) return std::nullopt;
+    if (fail_restore) {
+      snapshot_ready = false;  // dropped, as the driver does
+      Fail(ErrorCode::kFailedPrecondition, "fake: the saved state is cut short");
+    }
+    vms.insert_or_assign(spec.id, VmState::kRunning);
+    last_spec = spec;
+    VmInfo info{spec.id, VmState::kRunning, 1234, "/fake", "/fake/serial.log"};
+    info.agent_socket = "/fake/agent.sock";
+    return info;
+  }
+  std::optional<VmSpec> template_spec;
+  bool snapshot_ready = false;
+  bool fail_restore = false;
   void Pause(const SandboxId& id) override {
     std::lock_guard lock(mutex);
     if (fail_pause) Fail(ErrorCode::kNoSpace, "fake: No space left on device; it runs on");
@@ -148,6 +170,7 @@ class FakeProvisioner : public Provisioner {
     ++agent_runs;
     last_agent_socket = request.socket;
     last_agent_token = request.token;
+    last_new_token = request.new_token;
     ProvisionRequest as_ssh;
     as_ssh.host = request.host;
     return Run(as_ssh);
@@ -159,6 +182,7 @@ class FakeProvisioner : public Provisioner {
   std::atomic<int> agent_runs{0};
   std::filesystem::path last_agent_socket;
   std::string last_agent_token;
+  std::string last_new_token;
   std::atomic<int> running{0}, max_running{0};
   std::chrono::milliseconds delay{0};
   bool fail = false;
@@ -307,6 +331,52 @@ TEST_F(EngineTest, ADriverThatPassesSecretsGivesTheGuestItsHostKeyAndItIsExpecte
   const std::string first = *provisioner_.last_expected_host_key;
   engine().Create({});
   EXPECT_NE(*provisioner_.last_expected_host_key, first);
+}
+
+TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenItFails) {
+  const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "agent");
+  test::WriteBytes(image / "manifest.json",
+                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
+                   R"("rootfs":"rootfs.ext4","agent":{"protocol":2,)"
+                   R"("channel":"org.ephemera.agent.0"}})");
+  options_.max_sandboxes = 5;
+  options_.snapshots = true;
+  options_.agent_key = std::string(32, 'k');
+  vms_.secrets = true;
+  vms_.agent = true;
+  CreateRequest request;
+  request.image = "agent";
+  engine().StartPool();  // the background thread makes templates too
+  EXPECT_EQ(engine().Create(request).phases.start, "boot");
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (engine().Status().snapshots.at(0).state != "ready") {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(5ms);
+  }
+  // The template: the agent's channel and a token of its own, nobody's.
+  ASSERT_TRUE(vms_.template_spec);
+  EXPECT_TRUE(vms_.template_spec->agent_channel);
+  ASSERT_EQ(vms_.template_spec->guest_files.size(), 1u);
+  const std::string template_token = vms_.template_spec->guest_files[0].content;
+  EXPECT_EQ(vms_.template_spec->owner, kPoolOwner);
+
+  CreateResult restored = engine().Create(request);
+  EXPECT_EQ(restored.phases.start, "snapshot");
+  // The daemon greets the clone with the template's token and hands it the
+  // sandbox's own, the one its spec carries.
+  EXPECT_EQ(provisioner_.last_agent_token, template_token);
+  EXPECT_EQ(provisioner_.last_new_token, vms_.last_spec->guest_files.at(0).content);
+  EXPECT_NE(provisioner_.last_new_token, template_token);
+  EXPECT_EQ(engine().Status().snapshots.at(0).restores, 1u);
+
+  // A restore that fails: the create boots instead, and the template is made again.
+  vms_.fail_restore = true;
+  CreateResult cold = engine().Create(request);
+  EXPECT_EQ(cold.phases.start, "boot");
+  EXPECT_TRUE(provisioner_.last_new_token.empty());
+  EXPECT_EQ(engine().Status().snapshots.at(0).fallbacks, 1u);
+  engine().StopPool();
+  for (const auto& r : {restored, cold}) engine().Destroy(r.sandbox.id, std::nullopt);
 }
 
 TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSandbox) {

@@ -136,6 +136,26 @@ TEST_F(QemuCommandTest, TheAgentChannelIsAVirtioSerialPortOnAnInheritedSocket) {
   EXPECT_THAT(BuildQemuArgs(launch_), Contains("virtio-serial-pci"));
 }
 
+TEST_F(QemuCommandTest, SnapshotTemplateAndClonesMapOneMemoryFileByTheSameBackendId) {
+  launch_.memory = GuestMemory::kSharedFile;
+  auto tmpl = BuildQemuArgs(launch_);
+  EXPECT_EQ(ArgAfter(tmpl, "-machine"), "microvm,acpi=on,memory-backend=mem0");
+  EXPECT_EQ(ArgAfter(tmpl, "-object"),
+            "memory-backend-file,id=mem0,size=256M,mem-path=/proc/self/fd/48,share=on");
+  EXPECT_EQ(ArgAfter(tmpl, "-m"), "256");
+  launch_.memory = GuestMemory::kPrivateFile;
+  auto clone = BuildQemuArgs(launch_);
+  EXPECT_EQ(ArgAfter(clone, "-object"),
+            "memory-backend-file,id=mem0,size=256M,mem-path=/proc/self/fd/48,share=off");
+  // Everything else the same: a migration stream loads only into its own machine.
+  std::erase(tmpl, ArgAfter(tmpl, "-object"));
+  std::erase(clone, ArgAfter(clone, "-object"));
+  EXPECT_EQ(tmpl, clone);
+  launch_.memory = GuestMemory::kAnonymous;
+  EXPECT_THAT(BuildQemuArgs(launch_), Not(Contains("-object")));
+  EXPECT_EQ(ArgAfter(BuildQemuArgs(launch_), "-machine"), "microvm,acpi=on");
+}
+
 TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
   test::WriteFakeIso(dir_.path() / "live.iso");
   fs::create_directories(dir_.path() / "live");

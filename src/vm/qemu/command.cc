@@ -30,14 +30,28 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
   };
   add({"-name", fmt::format("ephemera-{},debug-threads=on", spec.id.ShortName())});
   add({"-uuid", spec.id.str()});
+  const bool file_memory = launch.memory != GuestMemory::kAnonymous;
+  if (file_memory && iso) {
+    Fail(ErrorCode::kInvalidArgument, "a live ISO's VM cannot map its memory from a snapshot");
+  }
+  // Same backend id on both sides: the migration stream names RAM by it.
+  const std::string backend = file_memory ? ",memory-backend=mem0" : "";
   if (iso) {
     // Firmware boot of a live ISO, as Anweddol's domain XML does.
     add({"-machine", "pc"});
   } else if (microvm) {
     // No PCI, no firmware: the fastest path to the guest kernel under TCG.
-    add({"-machine", "microvm,acpi=on"});
+    add({"-machine", "microvm,acpi=on" + backend});
   } else {
-    add({"-machine", "q35"});
+    add({"-machine", "q35" + backend});
+  }
+  if (file_memory) {
+    // Through /proc/self/fd: QEMU 7.2 takes only a path; the daemon sealed
+    // the file against writes, so a private mapping is all QEMU can have.
+    add({"-object",
+         fmt::format("memory-backend-file,id=mem0,size={}M,mem-path=/proc/self/fd/{},share={}",
+                     spec.memory_mib, kMemoryFd,
+                     launch.memory == GuestMemory::kSharedFile ? "on" : "off")});
   }
   if (launch.accel == Accel::kKvm) {
     add({"-accel", "kvm", "-cpu", "host"});
@@ -74,6 +88,7 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
          "-append", cmdline});
     add({"-add-fd", fmt::format("fd={},set=1", kDiskFd), "-add-fd",
          fmt::format("fd={},set=1", kDiskReadOnlyFd)});
+    if (launch.backing_fd) add({"-add-fd", fmt::format("fd={},set=2", kBackingFd)});
     add({"-drive", "id=root,file=/dev/fdset/1,format=qcow2,if=none,discard=unmap,cache=writeback"});
     add({"-device", fmt::format("{},drive=root", blk)});
   }

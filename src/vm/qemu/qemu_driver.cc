@@ -72,12 +72,6 @@ void CheckReadableByOthers(const fs::path& file, const std::string& image) {
   }
 }
 
-UniqueFd OpenOrFail(const fs::path& path, int flags, unsigned mode = 0600) {
-  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC, mode));
-  if (!fd) FailErrno(fmt::format("cannot open {}", path.string()), errno);
-  return fd;
-}
-
 // The first line of `qemu --version`: saved state is restored only by the
 // same build (its machine types and device state are versioned with it).
 std::string QemuVersion(const fs::path& qemu) {
@@ -110,6 +104,7 @@ QemuDriver::QemuDriver(QemuDriverOptions options)
   qemu_img_binary_ = RequireProgram(options_.vm.qemu_img_binary, "qemu-utils");
   qemu_version_ = QemuVersion(qemu_binary_);
   MakeDirs(vms_dir(), 0700);
+  MakeDirs(snapshots_dir(), 0700);
   if (options_.accel.accel == Accel::kTcg && options_.vm.machine == MachineType::kMicrovm) {
     tsc_khz_ = HostTscKhz();
     spdlog::info("qemu: host TSC {} kHz, passed to microvm guests",
@@ -124,6 +119,9 @@ QemuDriver::QemuDriver(QemuDriverOptions options)
   }
   if (!options_.cgroups) spdlog::warn("qemu: no cgroups: VMs run without memory or pids limits");
   Adopt();
+  // Templates live in this process's memory: those of a previous one stay
+  // only as the disks of VMs made from them.
+  CollectSnapshots();
 }
 
 void QemuDriver::Adopt() {
@@ -239,7 +237,7 @@ CgroupLimits QemuDriver::LimitsFor(const VmSpec& spec) const {
   return limits;
 }
 
-VmInfo QemuDriver::Start(const VmSpec& spec) {
+VmInfo QemuDriver::StartWith(const VmSpec& spec, const std::function<void(const VmDir&)>& body) {
   Validate(spec);
   VmDir dir = VmDir::For(vms_dir(), spec.id);
   if (::mkdir(dir.root.c_str(), 0700) != 0) {
@@ -248,13 +246,7 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
     FailErrno(fmt::format("cannot create {}", dir.root.string()), errno);
   }
   try {
-    std::optional<Identity> as = TakeIdentity(spec.id);
-    LaunchPlan plan = PlanLaunch(spec, dir);
-    CreateFiles(spec, dir, as, plan);
-    Launch(spec.id, dir, plan, as, -1, {});
-    spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}{})", spec.id.str(), spec.memory_mib,
-                 spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
-                 as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
+    body(dir);
     return Inspect(spec.id);
   } catch (...) {
     DestroyAfterFailedStart(spec.id);
@@ -262,13 +254,29 @@ VmInfo QemuDriver::Start(const VmSpec& spec) {
   }
 }
 
-QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& dir) const {
+VmInfo QemuDriver::Start(const VmSpec& spec) {
+  return StartWith(spec, [&](const VmDir& dir) {
+    std::optional<Identity> as = TakeIdentity(spec.id);
+    LaunchPlan plan = PlanLaunch(spec, dir);
+    CreateFiles(spec, dir, as, plan);
+    Launch(spec.id, dir, plan, as, {});
+    spdlog::info("vm {}: started ({} MiB, {} vCPU, {}, {}{})", spec.id.str(), spec.memory_mib,
+                 spec.vcpus, MachineTypeName(options_.vm.machine), AccelName(options_.accel.accel),
+                 as ? fmt::format(", uid {}", as->uid) : std::string(", as root"));
+  });
+}
+
+QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& dir,
+                                              GuestMemory memory,
+                                              const std::string& snapshot) const {
   QemuLaunch launch{.binary = qemu_binary_.string(),
                     .machine = options_.vm.machine,
                     .accel = options_.accel.accel,
                     .tcg_tb_size_mib = TbSizeFor(spec),
                     .tsc_khz = tsc_khz_,
                     .seccomp_sandbox = options_.vm.seccomp_sandbox,
+                    .memory = memory,
+                    .backing_fd = !snapshot.empty(),
                     .spec = spec,
                     .dir = dir};
   LaunchPlan plan;
@@ -280,24 +288,36 @@ QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& d
   plan.limits = LimitsFor(spec);
   plan.memory_mib = spec.memory_mib;
   plan.qemu_version = qemu_version_;
+  plan.memory = memory;
+  plan.snapshot = snapshot;
   return plan;
 }
 
 void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
-                             const std::optional<Identity>& as, const LaunchPlan& plan) const {
+                             const std::optional<Identity>& as, const LaunchPlan& plan,
+                             std::uint64_t backing_bytes) const {
   if (spec.image.format == ImageFormat::kKernel) {
-    // The copy-on-write clone: the base stays read-only and shared.
-    auto result = RunProcess({qemu_img_binary_.string(), "create", "-q", "-f", "qcow2", "-F",
-                              std::string(DiskFormatName(spec.image.rootfs_format)), "-b",
-                              spec.image.rootfs->path.string(), dir.overlay().string()},
-                             kLaunchTimeout);
+    // The copy-on-write clone: the base (or a template's disk) stays read-only and shared.
+    std::vector<std::string> argv = {qemu_img_binary_.string(), "create", "-q", "-f", "qcow2"};
+    std::string base = spec.image.rootfs->path.string();
+    if (plan.snapshot.empty()) {
+      argv.insert(argv.end(), {"-F", std::string(DiskFormatName(spec.image.rootfs_format)), "-b",
+                               base, dir.overlay().string()});
+    } else {
+      // QEMU gets the template's disk as a descriptor (its folder is closed
+      // to QEMU's uid), by the name the overlay records; -u: not opened here.
+      base = SnapshotDisk(plan.snapshot).string();
+      argv.insert(argv.end(), {"-F", "qcow2", "-b", kBackingFdSet, "-u", dir.overlay().string(),
+                               std::to_string(backing_bytes)});
+    }
+    auto result = RunProcess(argv, kLaunchTimeout);
     if (!result.ok()) {
       std::string detail = result.err.empty() ? result.out : result.err;
       while (!detail.empty() && detail.back() == '\n') detail.pop_back();
       ErrorCode code = detail.find("No space left") != std::string::npos
                            ? ErrorCode::kNoSpace
                            : ErrorCode::kFailedPrecondition;
-      Fail(code, "cannot clone base disk {}: {}", spec.image.rootfs->path.string(), detail);
+      Fail(code, "cannot clone base disk {}: {}", base, detail);
     }
   }
   for (std::size_t i = 0; i < spec.guest_files.size(); ++i) {
@@ -327,43 +347,57 @@ void QemuDriver::CreateFiles(const VmSpec& spec, const VmDir& dir,
       {"memory_limit_bytes", plan.limits.memory_bytes.value_or(0)},
       {"qemu_version", plan.qemu_version},
       {"pids_limit", plan.limits.pids.value_or(0)},
+      {"memory_file", plan.memory == GuestMemory::kPrivateFile},
+      {"snapshot", plan.snapshot},
   };
   if (as) metadata["uid_slot"] = as->uid - options_.vm.uid_base;
   WriteFileAtomic(dir.metadata(), metadata.dump(2) + "\n", 0600);
 }
 
 void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
-                        const std::optional<Identity>& as, int incoming_state,
-                        std::chrono::milliseconds restore_timeout) {
+                        const std::optional<Identity>& as, const LaunchInputs& inputs) {
+  const int incoming_state = inputs.incoming_state;
   SpawnSpec process;
   process.argv = plan.argv;
+  if (plan.memory != GuestMemory::kAnonymous) {
+    if (inputs.memory < 0) Fail(ErrorCode::kInternal, "VM {} needs its memory file", id.str());
+    process.fds.emplace_back(inputs.memory, kMemoryFd);
+  }
   if (incoming_state >= 0) {
     // Started waiting for its state (QMP migrate-incoming), not booting.
     process.argv.insert(process.argv.end(), {"-incoming", "defer"});
   }
-  UniqueFd log = OpenOrFail(dir.qemu_log(), O_WRONLY | O_CREAT | O_APPEND);
+  UniqueFd log = OpenFile(dir.qemu_log(), O_WRONLY | O_CREAT | O_APPEND);
   UniqueFd qmp = ListenUnix(dir.qmp_socket());
   UniqueFd console = ListenUnix(dir.console_socket());
-  process.fds = {{log.get(), 1}, {log.get(), 2}, {qmp.get(), kQmpFd}, {console.get(), kConsoleFd}};
+  process.fds.insert(
+      process.fds.end(),
+      {{log.get(), 1}, {log.get(), 2}, {qmp.get(), kQmpFd}, {console.get(), kConsoleFd}});
   UniqueFd agent;
   if (plan.agent) {
     agent = ListenUnix(dir.agent_socket());
     process.fds.emplace_back(agent.get(), kAgentFd);
   }
-  UniqueFd tap, disk, disk_ro;
-  if (!plan.tap.empty()) {
+  UniqueFd tap, disk, disk_ro, backing;
+  if (inputs.tap >= 0) {
+    process.fds.emplace_back(inputs.tap, kTapFd);
+  } else if (!plan.tap.empty()) {
     tap = OpenTap(plan.tap);
     process.fds.emplace_back(tap.get(), kTapFd);
   }
   if (plan.disk) {
-    disk = OpenOrFail(dir.overlay(), O_RDWR);
-    disk_ro = OpenOrFail(dir.overlay(), O_RDONLY);
+    disk = OpenFile(dir.overlay(), O_RDWR);
+    disk_ro = OpenFile(dir.overlay(), O_RDONLY);
     process.fds.emplace_back(disk.get(), kDiskFd);
     process.fds.emplace_back(disk_ro.get(), kDiskReadOnlyFd);
   }
+  if (!plan.snapshot.empty()) {
+    backing = OpenFile(SnapshotDisk(plan.snapshot), O_RDONLY);
+    process.fds.emplace_back(backing.get(), kBackingFd);
+  }
   std::vector<UniqueFd> guest_files;
   for (std::size_t i = 0; i < plan.guest_files; ++i) {
-    guest_files.push_back(OpenOrFail(dir.guest_file(i), O_RDONLY));
+    guest_files.push_back(OpenFile(dir.guest_file(i), O_RDONLY));
     process.fds.emplace_back(guest_files.back().get(), kFirstGuestFileFd + static_cast<int>(i));
   }
   if (as) {
@@ -386,8 +420,9 @@ void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan&
   try {
     QmpClient qmp_client = QmpClient::Connect(dir.qmp_socket(), kLaunchTimeout, tracked->pidfd());
     if (incoming_state >= 0) {
+      if (inputs.ignore_shared) qmp_client.SetMigrationCapability("x-ignore-shared", true);
       qmp_client.PassFd("incoming", incoming_state);
-      qmp_client.Migrate("migrate-incoming", {{"uri", "fd:incoming"}}, restore_timeout);
+      qmp_client.Migrate("migrate-incoming", {{"uri", "fd:incoming"}}, inputs.restore_timeout);
     }
     consoles_.Attach(id, dir.console_socket(), dir.serial_log());
     qmp_client.Execute("cont");
@@ -413,6 +448,9 @@ QemuDriver::LaunchPlan QemuDriver::ReadLaunchPlan(const VmDir& dir) {
     if (auto bytes = j.at("memory_limit_bytes").get<std::uint64_t>())
       plan.limits.memory_bytes = bytes;
     if (auto pids = j.at("pids_limit").get<std::uint64_t>()) plan.limits.pids = pids;
+    // Absent from the folders of VMs made before snapshots.
+    if (j.value("memory_file", false)) plan.memory = GuestMemory::kPrivateFile;
+    plan.snapshot = j.value("snapshot", std::string());
   } catch (const std::exception& e) {
     Fail(ErrorCode::kFailedPrecondition, "{} does not say how to start the VM again: {}",
          dir.metadata().string(), e.what());
@@ -502,10 +540,12 @@ void QemuDriver::Pause(const SandboxId& id) {
   qmp.Execute("stop");
   std::uint64_t bytes = 0;
   try {
-    UniqueFd file = OpenOrFail(dir.saved_state_partial(), O_WRONLY | O_CREAT | O_TRUNC);
+    UniqueFd file = OpenFile(dir.saved_state_partial(), O_WRONLY | O_CREAT | O_TRUNC);
     qmp.PassFd("pause", file.get());
     // QEMU throttles migration to 128 MiB/s by default, even of a stopped VM.
     qmp.Execute("migrate-set-parameters", {{"max-bandwidth", std::uint64_t{1} << 33}});
+    // All of its memory: a VM restored from a snapshot still has this set.
+    qmp.SetMigrationCapability("x-ignore-shared", false);
     qmp.Migrate("migrate", {{"uri", "fd:pause"}}, MigrationTimeout(plan));
     // On disk before QEMU goes: a crash now must not lose the machine.
     if (::fsync(file.get()) != 0) {
@@ -567,9 +607,15 @@ VmInfo QemuDriver::Resume(const SandboxId& id) {
          plan.qemu_version, qemu_version_);
   }
   std::optional<Identity> as = IdentityOf(id);
-  UniqueFd state = OpenOrFail(dir.saved_state(), O_RDONLY);
+  UniqueFd state = OpenFile(dir.saved_state(), O_RDONLY);
+  UniqueFd memory;
+  if (plan.memory != GuestMemory::kAnonymous)
+    memory = MemoryForResume(plan.snapshot, plan.memory_mib);
   try {
-    Launch(id, dir, plan, as, state.get(), MigrationTimeout(plan));
+    Launch(id, dir, plan, as,
+           {.incoming_state = state.get(),
+            .restore_timeout = MigrationTimeout(plan),
+            .memory = memory.get()});
   } catch (const Error&) {
     // The saved state stays for another try; the QEMU that failed goes.
     if (auto failed = Process(id, dir)) {
@@ -670,6 +716,7 @@ void QemuDriver::Destroy(const SandboxId& id) {
     processes_.erase(id);
   }
   ReleaseIdentity(id);
+  CollectSnapshots();  // its template's disk, if nothing else uses it
 }
 
 std::vector<SandboxId> QemuDriver::List() {

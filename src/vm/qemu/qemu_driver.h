@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +21,7 @@
 #include "vm/console_recorder.h"
 #include "vm/driver.h"
 #include "vm/qemu/accel.h"
+#include "vm/qemu/command.h"
 #include "vm/qemu/vm_dir.h"
 
 namespace ephemera {
@@ -35,12 +37,17 @@ struct QemuDriverOptions {
 class QemuDriver : public VmDriver {
  public:
   explicit QemuDriver(QemuDriverOptions options);
+  // Templates live in this process's memory: their folders go with it.
+  ~QemuDriver() override;
 
   std::string_view name() const override { return "qemu"; }
   // fw_cfg files are read through descriptors QEMU inherits.
   bool passes_secret_files() const override { return true; }
   bool supports_agent() const override { return true; }
   bool supports_pause() const override { return true; }
+  bool supports_snapshots() const override { return true; }
+  void BuildSnapshot(const VmSpec& spec, const std::function<void(const VmInfo&)>& ready) override;
+  std::optional<VmInfo> StartFromSnapshot(const VmSpec& spec) override;
   void Pause(const SandboxId& id) override;
   VmInfo Resume(const SandboxId& id) override;
   VmInfo Start(const VmSpec& spec) override;
@@ -58,6 +65,29 @@ class QemuDriver : public VmDriver {
     gid_t gid;
   };
   std::filesystem::path vms_dir() const { return options_.state_dir / "vms"; }
+  // Snapshot templates: state_dir/snapshots/<key>-<n>/ (see snapshots.cc).
+  std::filesystem::path snapshots_dir() const { return options_.state_dir / "snapshots"; }
+  struct Snapshot {
+    std::string key;               // what VMs it serves (SnapshotKey)
+    std::string name;              // its folder
+    UniqueFd memory;               // the guest RAM: a memfd sealed against writes
+    std::string qemu_stamp;        // the QEMU binary that made it (QemuStamp)
+    std::uint64_t disk_bytes = 0;  // its disk's virtual size
+  };
+  // A template's disk, which backs its clones' overlays.
+  std::filesystem::path SnapshotDisk(const std::string& name) const {
+    return snapshots_dir() / name / "disk.qcow2";
+  }
+  std::string SnapshotKey(const VmSpec& spec) const;
+  std::string QemuStamp() const;
+  // Stops serving `key`'s template (logged with `why`).
+  void DropSnapshot(const std::string& key, const std::string& why);
+  // Removes the folders of templates neither served nor backing a VM's disk,
+  // and of builds a crash interrupted (their QEMU too).
+  void CollectSnapshots();
+  // The memory file a VM made from a snapshot maps again on resume: its
+  // template's if still known, else an empty one of its size.
+  UniqueFd MemoryForResume(const std::string& snapshot, unsigned memory_mib);
   // What it takes to start a VM's QEMU, again for a resume (in vm.json).
   struct LaunchPlan {
     std::vector<std::string> argv;
@@ -68,7 +98,19 @@ class QemuDriver : public VmDriver {
     CgroupLimits limits;
     unsigned memory_mib = 0;
     std::string qemu_version;  // the build that may restore its saved state
+    GuestMemory memory = GuestMemory::kAnonymous;
+    std::string snapshot;  // the template it was restored from, if any
   };
+  // What Launch is handed besides the plan.
+  struct LaunchInputs {
+    int incoming_state = -1;  // a saved state to restore instead of booting
+    std::chrono::milliseconds restore_timeout{0};
+    bool ignore_shared = false;  // the state leaves out the RAM in the memory file
+    int memory = -1;             // the memory file (plan.memory)
+    int tap = -1;                // a TAP queue already open; else plan.tap's is opened
+  };
+  // Start's frame: the VM's folder made, `body` run, everything undone if it throws.
+  VmInfo StartWith(const VmSpec& spec, const std::function<void(const VmDir&)>& body);
   static std::chrono::milliseconds MigrationTimeout(const LaunchPlan& plan);
   // At adoption: a QEMU left stopped by a pause or resume the daemon died
   // in is ended (its state saved) or continued (not saved).
@@ -76,15 +118,19 @@ class QemuDriver : public VmDriver {
   // After its QEMU ended (a pause): its console, cgroup, process record and
   // pidfile go; its folder stays. Failures are logged.
   void ForgetProcess(const SandboxId& id, const VmDir& dir);
-  LaunchPlan PlanLaunch(const VmSpec& spec, const VmDir& dir) const;
+  // `snapshot`: the template the VM is restored from (its disk backs the VM's).
+  LaunchPlan PlanLaunch(const VmSpec& spec, const VmDir& dir,
+                        GuestMemory memory = GuestMemory::kAnonymous,
+                        const std::string& snapshot = "") const;
   static LaunchPlan ReadLaunchPlan(const VmDir& dir);
+  // The disk overlay (on the image's base, or with plan.snapshot on its
+  // template's disk of `backing_bytes`), guest files, vm.json.
   void CreateFiles(const VmSpec& spec, const VmDir& dir, const std::optional<Identity>& as,
-                   const LaunchPlan& plan) const;
-  // Spawns QEMU by `plan`; with `incoming_state` (a descriptor), restores
-  // that saved state instead of booting.
+                   const LaunchPlan& plan, std::uint64_t backing_bytes = 0) const;
+  // Spawns QEMU by `plan`; with inputs.incoming_state, restores that saved
+  // state instead of booting.
   void Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan& plan,
-              const std::optional<Identity>& as, int incoming_state,
-              std::chrono::milliseconds restore_timeout);
+              const std::optional<Identity>& as, const LaunchInputs& inputs);
   std::optional<Identity> IdentityOf(const SandboxId& id);
   // The VM's process: the one held since start or adoption, else found
   // through its pidfile (kUnavailable when that cannot be checked).
@@ -105,7 +151,11 @@ class QemuDriver : public VmDriver {
 
   std::mutex mutex_;  // guards the two maps below
   std::map<SandboxId, std::shared_ptr<TrackedProcess>> processes_;
-  std::map<SandboxId, unsigned> slots_;  // uid_base + slot is the VM's uid
+  std::map<SandboxId, unsigned> slots_;                         // uid_base + slot is the VM's uid
+  std::map<std::string, std::shared_ptr<Snapshot>> snapshots_;  // served, by key
+  // Every template still in use (served, or held by a restore under way).
+  std::map<std::string, std::weak_ptr<Snapshot>> snapshots_held_;  // by name
+  std::set<std::string> snapshots_building_;                       // their folders' names
 };
 
 }  // namespace ephemera

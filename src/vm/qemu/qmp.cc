@@ -181,4 +181,9 @@ json QmpClient::AwaitReturn(const std::string& command, Clock::time_point deadli
   }
 }
 
+void QmpClient::SetMigrationCapability(const std::string& capability, bool on) {
+  Execute("migrate-set-capabilities",
+          {{"capabilities", nlohmann::json::array({{{"capability", capability}, {"state", on}}})}});
+}
+
 }  // namespace ephemera

@@ -38,6 +38,9 @@ class QmpClient {
   void Migrate(const std::string& command, const nlohmann::json& arguments,
                std::chrono::milliseconds timeout);
 
+  // migrate-set-capabilities for one capability.
+  void SetMigrationCapability(const std::string& capability, bool on);
+
   // Cancels a migration under way and waits (up to `timeout`) until
   // query-migrate no longer says it is active.
   void CancelMigration(std::chrono::milliseconds timeout);
