@@ -1,5 +1,6 @@
 #include "agent/identity.h"
 
+#include <fnmatch.h>
 #include <time.h>
 
 #include <utility>
@@ -78,6 +79,31 @@ std::string RewriteHosts(std::string_view hosts, const std::string& hostname) {
   return out;
 }
 
+void GuestMachine::WriteHostKey(const std::string& private_key, const std::string& public_line) {
+  std::string key = private_key;
+  if (key.back() != '\n') key += '\n';
+  std::string path = root_("/etc/ssh/ssh_host_ed25519_key");
+  ReplaceFile(path + ".pub", public_line + "\n", kSystemFile, Keep::kNone);
+  ReplaceFile(path, key, {0600, 0, 0}, Keep::kNone);
+}
+
+bool GuestMachine::PreparedFor(const Identity& identity) const {
+  return prepared_ && prepared_->ssh_port == identity.ssh_port &&
+         ::fnmatch(prepared_->allow_users.c_str(), identity.user.c_str(), 0) == 0;
+}
+
+ordered_json GuestMachine::Prepare(const Preparation& preparation) {
+  Steps steps;
+  steps.Run("host_key",
+            [&] { WriteHostKey(preparation.ssh_host_key, preparation.ssh_host_key_public); });
+  steps.Run("sshd", [&] {
+    UpdateSshdConfig(root_, preparation.ssh_port, preparation.allow_users);
+    system_.StartSshd(preparation.ssh_port);
+  });
+  prepared_ = preparation;
+  return ordered_json{{"steps_ms", steps.Milliseconds()}};
+}
+
 void GuestMachine::SetClock(int64_t unix_ns) {
   try {
     system_.SetClock(unix_ns);
@@ -101,13 +127,8 @@ ordered_json GuestMachine::ApplyIdentity(const Identity& identity) {
       ReplaceFile(root_("/etc/hosts"), RewriteHosts(*hosts, identity.hostname), kSystemFile);
     }
   });
-  steps.Run("host_key", [&] {
-    std::string key = identity.ssh_host_key;
-    if (key.back() != '\n') key += '\n';
-    std::string path = root_("/etc/ssh/ssh_host_ed25519_key");
-    ReplaceFile(path + ".pub", identity.ssh_host_key_public + "\n", kSystemFile, Keep::kNone);
-    ReplaceFile(path, key, {0600, 0, 0}, Keep::kNone);
-  });
+  steps.Run("host_key", [&] { WriteHostKey(identity.ssh_host_key, identity.ssh_host_key_public); });
+  const bool sshd_prepared = PreparedFor(identity);
   steps.Run("accounts", [&] {
     AddAccount(root_, accounts,
                NewAccount{
@@ -116,7 +137,7 @@ ordered_json GuestMachine::ApplyIdentity(const Identity& identity) {
                    .authorized_keys = identity.authorized_keys,
                    .days_since_epoch = identity.time_ns / kNsPerDay,
                });
-    UpdateSshdConfig(root_, identity.ssh_port, identity.user);
+    if (!sshd_prepared) UpdateSshdConfig(root_, identity.ssh_port, identity.user);
   });
   steps.Run("network", [&] {
     if (identity.network) {
@@ -126,7 +147,12 @@ ordered_json GuestMachine::ApplyIdentity(const Identity& identity) {
       system_.StartDhcp();
     }
   });
-  steps.Run("sshd", [&] { system_.StartSshd(identity.ssh_port); });
+  steps.Run("sshd", [&] {
+    // A prepared sshd reads the new host key at the next connection.
+    if (!sshd_prepared || !system_.SshdListening(identity.ssh_port)) {
+      system_.StartSshd(identity.ssh_port);
+    }
+  });
   if (!identity.network) steps.Run("network", [&] { system_.AwaitDhcp(); });
 
   return ordered_json{

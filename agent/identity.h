@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "agent/files.h"
@@ -28,6 +29,8 @@ class System {
   // Starts sshd (or makes a running one reload its configuration) and
   // returns once it listens on `port`.
   virtual void StartSshd(uint16_t port) = 0;
+  // Whether the sshd that StartSshd started still runs and listens on `port`.
+  virtual bool SshdListening(uint16_t port) = 0;
 };
 
 // The guest the agent runs in (its files under `root`).
@@ -35,11 +38,17 @@ class GuestMachine : public Machine {
  public:
   GuestMachine(Root root, System& system) : root_(std::move(root)), system_(system) {}
   nlohmann::ordered_json ApplyIdentity(const Identity& identity) override;
+  nlohmann::ordered_json Prepare(const Preparation& preparation) override;
   void SetClock(int64_t unix_ns) override;
 
  private:
+  void WriteHostKey(const std::string& private_key, const std::string& public_line);
+  // Whether the prepared sshd serves `identity` as it is (see Preparation).
+  bool PreparedFor(const Identity& identity) const;
+
   Root root_;
   System& system_;
+  std::optional<Preparation> prepared_;
 };
 
 // /etc/hosts with the 127.0.1.1 line naming `hostname` (Debian's way of

@@ -365,6 +365,28 @@ Identity ParseIdentity(const json& request) {
   return identity;
 }
 
+Preparation ParsePreparation(const json& request) {
+  RefuseUnknownFields(
+      request, {"id", "op", "ssh_host_key", "ssh_host_key_public", "ssh_port", "allow_users"}, "");
+  Identity keys;
+  CheckHostKeys(request, keys);
+  Preparation preparation;
+  preparation.ssh_host_key = std::move(keys.ssh_host_key);
+  preparation.ssh_host_key_public = std::move(keys.ssh_host_key_public);
+  preparation.ssh_port =
+      static_cast<uint16_t>(RequireInteger(request, "ssh_port", "ssh_port", 1, 65535));
+  const std::string& pattern = RequireString(request, "allow_users", "allow_users");
+  if (pattern.empty() || pattern.size() > 64 ||
+      !std::all_of(pattern.begin(), pattern.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '*' ||
+               c == '?' || c == '-';
+      })) {
+    throw FieldError("allow_users", "must be 1 to 64 of [a-z0-9_*?-]");
+  }
+  preparation.allow_users = pattern;
+  return preparation;
+}
+
 Session::Session(std::string token, Machine& machine)
     : token_(std::move(token)), machine_(machine) {}
 
@@ -411,6 +433,13 @@ ordered_json Session::Dispatch(const json& request, const std::string& op) {
     machine_.SetClock(
         RequireInteger(request, "time_ns", "time_ns", 1, std::numeric_limits<int64_t>::max()));
     return ordered_json::object();
+  }
+  if (op == "prepare") {
+    if (identity_applied_) throw std::runtime_error("identity already applied");
+    if (prepared_) throw std::runtime_error("already prepared");
+    Preparation preparation = ParsePreparation(request);
+    prepared_ = true;  // half done stays done, as for an identity
+    return machine_.Prepare(preparation);
   }
   if (op == "identity") {
     if (identity_applied_) throw std::runtime_error("identity already applied");

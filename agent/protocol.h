@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +49,19 @@ struct Identity {
 // first field that is wrong.
 Identity ParseIdentity(const nlohmann::json& request);
 
+// A snapshot template's preparation, before any identity: sshd started
+// with a host key nobody keeps, admitting only the users `allow_users` (an
+// sshd pattern) names, so that a clone's identity (a user it admits, the
+// same port) needs no sshd start or reload: sshd re-executes per
+// connection and reads the identity's host key then.
+struct Preparation {
+  std::string ssh_host_key;
+  std::string ssh_host_key_public;
+  uint16_t ssh_port;
+  std::string allow_users;  // 1-64 of [a-z0-9_*?-]
+};
+Preparation ParsePreparation(const nlohmann::json& request);
+
 // Strict base64 (RFC 4648 alphabet, padded); nullopt when `text` is not.
 std::optional<std::string> DecodeBase64(std::string_view text);
 
@@ -62,6 +76,11 @@ class Machine {
   // FieldError when it refuses before changing anything (the user exists),
   // AgentError naming the step that failed otherwise.
   virtual nlohmann::ordered_json ApplyIdentity(const Identity& identity) = 0;
+  // Prepares a snapshot template (see Preparation); AgentError naming the step.
+  virtual nlohmann::ordered_json Prepare(const Preparation& preparation) {
+    (void)preparation;
+    throw std::runtime_error("prepare: not supported here");
+  }
   // The wall clock again, after the machine was resumed from disk.
   virtual void SetClock(int64_t unix_ns) = 0;
 };
@@ -86,6 +105,7 @@ class Session {
   Machine& machine_;
   bool authenticated_ = false;
   bool identity_applied_ = false;
+  bool prepared_ = false;
 };
 
 }  // namespace ephemera::agent

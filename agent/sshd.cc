@@ -159,6 +159,10 @@ std::string WaitFor(int pid) {
   return "signal " + std::to_string(WTERMSIG(status));
 }
 
+bool SshdListening(uint16_t port, const SshdOptions& options) {
+  return RunningPid(options) != 0 && !ListeningNow(options, port).empty();
+}
+
 void StartSshd(uint16_t port, const SshdOptions& options) {
   PidFileWatch watch(options.pid_file);
   std::set<uint64_t> before = ListeningNow(options, port);

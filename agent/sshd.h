@@ -22,6 +22,9 @@ struct SshdOptions {
 // Throws std::runtime_error when sshd exits or does not listen in time.
 void StartSshd(uint16_t port, const SshdOptions& options = {});
 
+// Whether sshd (its pid file's process) runs and something listens on `port`.
+bool SshdListening(uint16_t port, const SshdOptions& options = {});
+
 // The socket inodes in LISTEN state (0A) on `port` in one /proc/net/tcp
 // or tcp6 table.
 std::set<uint64_t> ListeningInodes(std::string_view table, uint16_t port);

@@ -11,7 +11,11 @@
 #   - create -> credentials from a ready warm pool (another daemon, with
 #     `pool:` of size 3: three creates, destroyed, the pool refilled,
 #     ROUNDS times), p50 and p99 of the command's wall clock and of the
-#     engine's own hand-out time.
+#     engine's own hand-out time;
+#   - create -> credentials restored from a snapshot (another daemon, with
+#     vm.snapshots on: RUNS creates of 256 MiB, each then logged in to),
+#     as a ratio of the cold create above; the PSS of 3 idle 128 MiB
+#     clones; 20 creates of 128 MiB at once, from a snapshot.
 # Creates and checks alternate, so the machine's drift hits both alike.
 #   bench/fast_starts.sh [-n RUNS] [-p ROUNDS]
 set -euo pipefail
@@ -125,3 +129,50 @@ echo "create from a ready pool, ephemera create wall clock:  p50 $(percentile 50
 echo "  the engine's hand-out:                               p50 $(percentile 50 <"$work/handout.ms")  p99 $(percentile 99 <"$work/handout.ms")"
 echo "  the CLI alone (ephemera status):                     $( t0=$(now_ms); e status >/dev/null; echo $(($(now_ms) - t0)) )"
 e status | sed -n '/warm pools/,$p'
+stop_daemon
+
+echo "== snapshots: $runs creates restored from a template, 3 idle clones, 20 at once"
+mkdir -p "$work/s"
+start_daemon "$work/s" "log: {level: debug}" "vm: {accel: tcg, snapshots: true}" \
+  "limits: {max_sandboxes: 24}"
+snapshots_ready() { # N: until N templates are ready
+  until [ "$(e status --json | python3 -c 'import json,sys; print(sum(s["state"] == "ready" for s in json.load(sys.stdin)["snapshots"]))')" = "$1" ]; do
+    sleep 0.5
+  done
+}
+for mib in 256 128; do e destroy "$(e create --memory "$mib" --json | field '["id"]')" >/dev/null; done
+snapshots_ready 2
+: >"$work/restore.ms"
+: >"$work/restore-vm.ms"
+for _ in $(seq "$runs"); do
+  t0=$(now_ms)
+  e create --json >"$work/r.json"
+  t1=$(now_ms)
+  [ "$(field '["start"]' <"$work/r.json")" = snapshot ] || { echo "not restored: $(cat "$work/r.json")" >&2; exit 1; }
+  echo $((t1 - t0)) >>"$work/restore.ms"
+  field '["phases_ms"]["vm_start"]' <"$work/r.json" >>"$work/restore-vm.ms"
+  login "$work/r.json"
+  e destroy "$(field '["id"]' <"$work/r.json")" >/dev/null
+done
+restore=$(median <"$work/restore.ms")
+echo "create -> credentials from a snapshot (ephemera create): $restore  ($(awk -v a="$restore" -v b="$create" 'BEGIN {printf "%.2f", a / b}') x the cold create)"
+echo "  of which the restore (a new QEMU, state loaded):      $(median <"$work/restore-vm.ms")"
+grep -o 'guest: {[^}]*}' "$work/s/ephemerad.log" | tail -1 | sed 's/^/  agent steps of the last restore: /'
+ids=()
+for _ in 1 2 3; do ids+=("$(e create --memory 128 --json | field '["id"]')"); done
+sleep 3
+total=0
+for id in "${ids[@]}"; do
+  kib=$(awk '/^Pss:/{print $2}' "/proc/$(cat "$work/s/state/vms/$id/qemu.pid")/smaps_rollup")
+  total=$((total + kib))
+done
+echo "QEMU PSS of an idle 128 MiB clone (mean of 3):         $((total / 3 / 1024)) MiB"
+for id in "${ids[@]}"; do e destroy "$id" >/dev/null; done
+t0=$(now_ms)
+for i in $(seq 20); do e create --memory 128 --json >"$work/many-$i.json" & done
+wait
+t1=$(now_ms)
+restored=$(cat "$work"/many-*.json | grep -c '"start": *"snapshot"' || true)
+echo "20 creates of 128 MiB at once:                         $((t1 - t0)) ms in all ($restored from the snapshot)"
+for f in "$work"/many-*.json; do e destroy "$(field '["id"]' <"$f")" >/dev/null; done
+e status | sed -n '/snapshots/,$p'

@@ -358,7 +358,23 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
         provision.network = GuestNetwork{net.mac, net.subnet, options_.dns_servers};
         provision.authorized_keys = request.authorized_keys;
         provision.boot_timeout = options_.sshd_timeout;
-        provisioned = provisioner_.RunAgent(provision);
+        provision.setup_timeout = options_.sshd_timeout;  // a host busy with many creates
+        try {
+          provisioned = provisioner_.RunAgent(provision);
+        } catch (const Error& e) {
+          if (!restored) throw;
+          // A clone that restored but did not take its identity: its
+          // template is at fault. This sandbox boots instead.
+          SnapshotFailed(driver, vm_spec, v, e.what());
+          driver.Destroy(sandbox.id);
+          restored.reset();
+          result.phases.start = "boot";
+          vm = driver.Start(vm_spec);
+          provision.socket = vm.agent_socket;
+          provision.token = secrets.agent_token;
+          provision.new_token.clear();
+          provisioned = provisioner_.RunAgent(provision);
+        }
       } else {
         ProvisionRequest provision;
         provision.host = sandbox.guest_ip;

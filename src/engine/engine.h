@@ -388,6 +388,14 @@ class Engine {
   // failed restore logged) when the create must boot instead.
   std::optional<VmInfo> StartFromSnapshot(VmDriver& driver, const VmSpec& spec, const Validated& v);
   void BuildSnapshotsOnce();
+  void BuildSnapshot(const Validated& v);
+  // A clone of `v`'s template failed (to restore, or to take its identity):
+  // counted, the template dropped and made again (or, after too many, no more).
+  void SnapshotFailed(VmDriver& driver, const VmSpec& spec, const Validated& v,
+                      const std::string& why);
+  // Room for one more template: the least recently used family goes (its
+  // spec returned, for the driver to drop); with pool_mutex_.
+  std::optional<VmSpec> EvictSnapshotLocked();
   void QueueSnapshotLocked(const std::string& family);  // with pool_mutex_
   bool background_needed() const { return !pools_.empty() || options_.snapshots; }
 
@@ -449,6 +457,7 @@ class Engine {
     SnapshotStatus status;
     Validated template_of;  // the create that asked for it
     unsigned failures = 0;  // in a row
+    std::chrono::steady_clock::time_point last_used;
   };
   std::map<std::string, SnapshotFamilyState> snapshot_families_;  // with pool_mutex_
   std::deque<std::string> snapshot_queue_;                        // families to build

@@ -11,6 +11,7 @@
 namespace ephemera {
 
 ClientCredentials GenerateClientCredentials() {
+  // kClientUserPattern matches every one.
   return {"user_" + RandomString(5, "0123456789"), RandomString(120, kAlphanumeric)};
 }
 

@@ -13,6 +13,9 @@ struct ClientCredentials {
   std::string password;  // 120 alphanumeric characters from the CSPRNG
 };
 
+// An sshd AllowUsers pattern that every generated username matches.
+inline constexpr char kClientUserPattern[] = "user_*";
+
 ClientCredentials GenerateClientCredentials();
 
 // Checks one OpenSSH public key line ("TYPE BASE64 [COMMENT]") for a

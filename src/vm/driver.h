@@ -101,6 +101,13 @@ class VmDriver {
     return std::nullopt;
   }
 
+  // Stops serving the template of VMs like `spec` (a clone of it that
+  // would not work), logging `why`.
+  virtual void DropSnapshot(const VmSpec& spec, const std::string& why) {
+    (void)spec;
+    (void)why;
+  }
+
   // Starts a VM. On failure throws and leaves nothing behind (no process,
   // no file). kInvalidArgument for a bad spec, kUnavailable for a missing
   // program or device, kAlreadyExists if the id is in use.

@@ -299,8 +299,11 @@ class FakeSystem : public System {
   void StartSshd(uint16_t port) override {
     if (sshd_fails) throw std::runtime_error("exited with status 255");
     calls.push_back("sshd " + std::to_string(port));
+    sshd_port = port;
   }
+  bool SshdListening(uint16_t port) override { return sshd_port == port; }
   std::vector<std::string> calls;
+  int sshd_port = -1;
   bool sshd_fails = false;
 };
 
@@ -449,6 +452,70 @@ TEST_F(AgentTreeTest, WithoutNetworkTheNicAsksDhcpAfterSshdStarts) {
   EXPECT_FALSE(fs::exists(root_ / "home/alice/.ssh"));
   EXPECT_EQ(Get("etc/resolv.conf"),
             ReadFile(std::string(AGENT_TEST_IMAGE_ROOTFS) + "/etc/resolv.conf"));
+}
+
+// A snapshot template: sshd started before any identity, so that a clone's
+// identity for a user it admits neither starts nor reloads it.
+TEST_F(AgentTreeTest, APreparedSshdServesTheIdentityWithoutARestart) {
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
+  const TestKey throwaway = MakeKey('t');
+  json prepare = {{"id", 2},
+                  {"op", "prepare"},
+                  {"ssh_host_key", throwaway.private_text},
+                  {"ssh_host_key_public", throwaway.public_line},
+                  {"ssh_port", 2222},
+                  {"allow_users", "al*"}};
+  json answer = Ask(session, prepare);
+  ASSERT_EQ(answer["ok"], true) << answer.dump();
+  EXPECT_EQ(system_.calls, std::vector<std::string>{"sshd 2222"});
+  EXPECT_THAT(Get("etc/ssh/sshd_config"), HasSubstr("\nAllowUsers al*\n"));
+  EXPECT_EQ(Get("etc/ssh/ssh_host_ed25519_key.pub"), throwaway.public_line + "\n");
+  EXPECT_EQ(Ask(session, prepare)["error"], "already prepared");
+
+  json identity = ValidIdentity();  // user alice, port 2222
+  answer = Ask(session, identity);
+  ASSERT_EQ(answer["ok"], true) << answer.dump();
+  EXPECT_EQ(std::count(system_.calls.begin(), system_.calls.end(), "sshd 2222"), 1);
+  EXPECT_THAT(Get("etc/ssh/sshd_config"), HasSubstr("\nAllowUsers al*\n"));
+  EXPECT_EQ(Get("etc/ssh/ssh_host_ed25519_key.pub"),
+            identity["ssh_host_key_public"].get<std::string>() + "\n");
+  EXPECT_EQ(Ask(session, prepare)["error"], "identity already applied");
+}
+
+TEST_F(AgentTreeTest, AnIdentityThePreparedSshdDoesNotAdmitReloadsIt) {
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
+  const TestKey throwaway = MakeKey('t');
+  ASSERT_EQ(Ask(session, {{"id", 2},
+                          {"op", "prepare"},
+                          {"ssh_host_key", throwaway.private_text},
+                          {"ssh_host_key_public", throwaway.public_line},
+                          {"ssh_port", 2222},
+                          {"allow_users", "user_*"}})["ok"],
+            true);
+  json answer = Ask(session, ValidIdentity());
+  ASSERT_EQ(answer["ok"], true) << answer.dump();
+  EXPECT_EQ(std::count(system_.calls.begin(), system_.calls.end(), "sshd 2222"), 2);
+  EXPECT_THAT(Get("etc/ssh/sshd_config"), HasSubstr("\nAllowUsers alice\n"));
+}
+
+TEST(AgentProtocolTest, APreparationIsChecked) {
+  const TestKey key = MakeKey('t');
+  json request = {{"id", 2},
+                  {"op", "prepare"},
+                  {"ssh_host_key", key.private_text},
+                  {"ssh_host_key_public", key.public_line},
+                  {"ssh_port", 22},
+                  {"allow_users", "user_*"}};
+  EXPECT_EQ(ParsePreparation(request).allow_users, "user_*");
+  for (const char* bad : {"", "user name", "*,root", "ROOT"}) {
+    request["allow_users"] = bad;
+    EXPECT_THROW(ParsePreparation(request), FieldError) << bad;
+  }
+  request["allow_users"] = "user_*";
+  request["user"] = "x";
+  EXPECT_THROW(ParsePreparation(request), FieldError);
 }
 
 TEST_F(AgentTreeTest, ExistingUsersAndGroupsAreRefusedBeforeAnyChange) {

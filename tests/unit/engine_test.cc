@@ -168,6 +168,9 @@ class FakeProvisioner : public Provisioner {
   }
   ProvisionResult RunAgent(const AgentProvisionRequest& request) override {
     ++agent_runs;
+    if (!refused_agent_token.empty() && request.token == refused_agent_token) {
+      Fail(ErrorCode::kTimeout, "fake: the guest agent did not answer in time");
+    }
     last_agent_socket = request.socket;
     last_agent_token = request.token;
     last_new_token = request.new_token;
@@ -183,6 +186,7 @@ class FakeProvisioner : public Provisioner {
   std::filesystem::path last_agent_socket;
   std::string last_agent_token;
   std::string last_new_token;
+  std::string refused_agent_token;
   std::atomic<int> running{0}, max_running{0};
   std::chrono::milliseconds delay{0};
   bool fail = false;
@@ -375,8 +379,22 @@ TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenIt
   EXPECT_EQ(cold.phases.start, "boot");
   EXPECT_TRUE(provisioner_.last_new_token.empty());
   EXPECT_EQ(engine().Status().snapshots.at(0).fallbacks, 1u);
+
+  // A clone that restores but does not take its identity boots too.
+  vms_.fail_restore = false;
+  deadline = std::chrono::steady_clock::now() + 10s;
+  while (engine().Status().snapshots.at(0).state != "ready") {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(5ms);
+  }
+  provisioner_.refused_agent_token = template_token;
+  CreateResult rescued = engine().Create(request);
+  EXPECT_EQ(rescued.phases.start, "boot");
+  EXPECT_EQ(provisioner_.last_agent_token, vms_.last_spec->guest_files.at(0).content);
+  EXPECT_EQ(engine().Status().snapshots.at(0).fallbacks, 2u);
+  EXPECT_EQ(vms_.vms.size(), 4u);  // the first, restored, cold, rescued: no clone left behind
   engine().StopPool();
-  for (const auto& r : {restored, cold}) engine().Destroy(r.sandbox.id, std::nullopt);
+  for (const auto& r : {restored, cold, rescued}) engine().Destroy(r.sandbox.id, std::nullopt);
 }
 
 TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSandbox) {

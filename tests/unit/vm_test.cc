@@ -1,5 +1,7 @@
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +21,7 @@
 #include "vm/qemu/accel.h"
 #include "vm/qemu/command.h"
 #include "vm/qemu/host.h"
+#include "vm/qemu/memory_file.h"
 #include "vm/qemu/qemu_driver.h"
 #include "vm/qemu/qmp.h"
 
@@ -151,7 +154,15 @@ TEST_F(QemuCommandTest, SnapshotTemplateAndClonesMapOneMemoryFileByTheSameBacken
   std::erase(tmpl, ArgAfter(tmpl, "-object"));
   std::erase(clone, ArgAfter(clone, "-object"));
   EXPECT_EQ(tmpl, clone);
+  // A paused clone's saved state has all its memory: plain RAM, same id.
+  launch_.memory = GuestMemory::kPrivateFile;
+  auto resumed = BuildQemuArgs(launch_);
+  UseAnonymousMemory(resumed);
+  EXPECT_EQ(ArgAfter(resumed, "-object"), "memory-backend-ram,id=mem0,size=256M");
+  EXPECT_EQ(ArgAfter(resumed, "-machine"), "microvm,acpi=on,memory-backend=mem0");
   launch_.memory = GuestMemory::kAnonymous;
+  auto plain = BuildQemuArgs(launch_);
+  EXPECT_THROW(UseAnonymousMemory(plain), Error);
   EXPECT_THAT(BuildQemuArgs(launch_), Not(Contains("-object")));
   EXPECT_EQ(ArgAfter(BuildQemuArgs(launch_), "-machine"), "microvm,acpi=on");
 }
@@ -172,6 +183,40 @@ TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
 TEST_F(QemuCommandTest, RefusesOptionInjection) {
   launch_.spec.nic = NicSpec{"tap0,script=/tmp/evil", "52:54:00:12:34:56"};
   EXPECT_THROW(BuildQemuArgs(launch_), Error);
+}
+
+// What a clone's QEMU could try against its template's memory once sealed:
+// it opens it read-write by its /proc path, as QEMU 7.2 does.
+TEST(MemoryFileTest, ASealedTemplateIsReadableAndPrivatelyWritableButNeverChanged) {
+  UniqueFd file = MakeMemoryFile(1);
+  const std::size_t size = 1 << 20;
+  {
+    void* shared = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, file.get(), 0);
+    ASSERT_NE(shared, MAP_FAILED);
+    static_cast<char*>(shared)[100] = 'T';  // the template writes its memory
+    ::munmap(shared, size);
+  }
+  SealMemoryFile(file.get());
+  const std::string path = "/proc/self/fd/" + std::to_string(file.get());
+  UniqueFd reopened(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(reopened) << std::strerror(errno);
+  EXPECT_EQ(::pwrite(reopened.get(), "X", 1, 100), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, reopened.get(), 0),
+            MAP_FAILED);
+  EXPECT_NE(::ftruncate(reopened.get(), 0), 0);
+  EXPECT_NE(::fallocate(reopened.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096), 0);
+  EXPECT_NE(::fcntl(reopened.get(), F_ADD_SEALS, 0), 0);  // no more seals, none removed
+  // A clone's private mapping: its writes are its own.
+  void* mapped = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, reopened.get(), 0);
+  ASSERT_NE(mapped, MAP_FAILED);
+  char* clone = static_cast<char*>(mapped);
+  EXPECT_EQ(clone[100], 'T');
+  clone[100] = 'C';
+  ::munmap(mapped, size);
+  char byte = 0;
+  ASSERT_EQ(::pread(file.get(), &byte, 1, 100), 1);
+  EXPECT_EQ(byte, 'T');
 }
 
 TEST(AccelTest, AutoFallsBackToTcgWithReason) {

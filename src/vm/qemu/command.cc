@@ -17,6 +17,17 @@ void CheckQemuOptionValue(const std::string& what, const std::string& value) {
 
 std::string QemuProcessMarker(const SandboxId& id) { return "-uuid " + id.str() + " "; }
 
+void UseAnonymousMemory(std::vector<std::string>& argv) {
+  constexpr std::string_view kFile = "memory-backend-file,id=mem0,";
+  for (std::string& arg : argv) {
+    if (!arg.starts_with(kFile)) continue;
+    const std::size_t size = arg.find("size=");
+    arg = "memory-backend-ram,id=mem0," + arg.substr(size, arg.find(',', size) - size);
+    return;
+  }
+  Fail(ErrorCode::kInvalidArgument, "the command line maps no memory file");
+}
+
 std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
   const VmSpec& spec = launch.spec;
   const VmDir& dir = launch.dir;

@@ -53,6 +53,10 @@ inline constexpr char kBackingFdSet[] = "/dev/fdset/2";
 
 std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch);
 
+// A command line of GuestMemory::kPrivateFile with plain RAM of the same id
+// instead: for a restore whose stream carries all of the memory (a pause).
+void UseAnonymousMemory(std::vector<std::string>& argv);
+
 // Rejects characters that QEMU's option parser would split on.
 void CheckQemuOptionValue(const std::string& what, const std::string& value);
 

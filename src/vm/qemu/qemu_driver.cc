@@ -360,8 +360,13 @@ void QemuDriver::Launch(const SandboxId& id, const VmDir& dir, const LaunchPlan&
   SpawnSpec process;
   process.argv = plan.argv;
   if (plan.memory != GuestMemory::kAnonymous) {
-    if (inputs.memory < 0) Fail(ErrorCode::kInternal, "VM {} needs its memory file", id.str());
-    process.fds.emplace_back(inputs.memory, kMemoryFd);
+    if (inputs.memory >= 0) {
+      process.fds.emplace_back(inputs.memory, kMemoryFd);
+    } else if (incoming_state >= 0 && !inputs.ignore_shared) {
+      UseAnonymousMemory(process.argv);  // the saved state brings it all
+    } else {
+      Fail(ErrorCode::kInternal, "VM {} needs its memory file", id.str());
+    }
   }
   if (incoming_state >= 0) {
     // Started waiting for its state (QMP migrate-incoming), not booting.

@@ -48,6 +48,7 @@ class QemuDriver : public VmDriver {
   bool supports_snapshots() const override { return true; }
   void BuildSnapshot(const VmSpec& spec, const std::function<void(const VmInfo&)>& ready) override;
   std::optional<VmInfo> StartFromSnapshot(const VmSpec& spec) override;
+  void DropSnapshot(const VmSpec& spec, const std::string& why) override;
   void Pause(const SandboxId& id) override;
   VmInfo Resume(const SandboxId& id) override;
   VmInfo Start(const VmSpec& spec) override;
@@ -86,7 +87,7 @@ class QemuDriver : public VmDriver {
   // and of builds a crash interrupted (their QEMU too).
   void CollectSnapshots();
   // The memory file a VM made from a snapshot maps again on resume: its
-  // template's if still known, else an empty one of its size.
+  // template's if still known; else none (plain RAM, see UseAnonymousMemory).
   UniqueFd MemoryForResume(const std::string& snapshot, unsigned memory_mib);
   // What it takes to start a VM's QEMU, again for a resume (in vm.json).
   struct LaunchPlan {

@@ -24,6 +24,7 @@
 #include "core/netdev.h"
 #include "core/sha256.h"
 #include "core/subprocess.h"
+#include "vm/qemu/memory_file.h"
 #include "vm/qemu/qemu_driver.h"
 #include "vm/qemu/qmp.h"
 
@@ -52,15 +53,6 @@ std::uint64_t DiskVirtualSize(const fs::path& qemu_img, const fs::path& disk) {
   Fail(ErrorCode::kInternal, "qemu-img info {} gave no size: {}", disk.string(), r.err);
 }
 
-UniqueFd MakeMemoryFile(unsigned memory_mib) {
-  UniqueFd fd(::memfd_create("ephemera-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd) FailErrno("cannot make a memory file (memfd_create)", errno);
-  if (::ftruncate(fd.get(), static_cast<off_t>(std::uint64_t{memory_mib} << 20)) != 0) {
-    FailErrno("cannot size the memory file", errno);
-  }
-  return fd;
-}
-
 }  // namespace
 
 QemuDriver::~QemuDriver() {
@@ -86,9 +78,11 @@ std::string QemuDriver::QemuStamp() const {
 std::string QemuDriver::SnapshotKey(const VmSpec& spec) const {
   // Everything a migration stream must match: the guest, its machine, the build.
   const Image& image = spec.image;
+  std::string files;
+  for (const ImageFile* file : image.BootFiles()) files += file->sha256 + " ";
   return Sha256Hex(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}", image.name,
-                               image.version, image.PrimarySha256(), image.cmdline, spec.memory_mib,
-                               spec.vcpus, MachineTypeName(options_.vm.machine),
+                               image.version, files, image.cmdline, spec.memory_mib, spec.vcpus,
+                               MachineTypeName(options_.vm.machine),
                                AccelName(options_.accel.accel), TbSizeFor(spec),
                                tsc_khz_.value_or(0), qemu_version_))
       .substr(0, 16);
@@ -158,11 +152,9 @@ void QemuDriver::BuildSnapshot(const VmSpec& requested,
     }
     ForgetProcess(spec.id, dir);
     ReleaseIdentity(spec.id);
+    FillMemoryFile(snapshot->memory.get());
     // Nobody maps it shared any more: from now on nobody can write it.
-    if (::fcntl(snapshot->memory.get(), F_ADD_SEALS,
-                F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
-      FailErrno("cannot seal the template's memory", errno);
-    }
+    SealMemoryFile(snapshot->memory.get());
     // From now on only read, as its clones' backing file.
     if (::chmod(dir.overlay().c_str(), 0400) != 0)
       FailErrno("cannot make the disk read-only", errno);
@@ -182,6 +174,11 @@ void QemuDriver::BuildSnapshot(const VmSpec& requested,
                                    {"created_at", std::time(nullptr)}}
                             .dump(2) +
                         "\n");
+    {
+      // Kept from here on: a collection must not take it between rename and publication.
+      std::lock_guard lock(mutex_);
+      snapshots_held_[name] = snapshot;
+    }
     fs::rename(dir.root, snapshots_dir() / name);
   } catch (...) {
     if (auto process = Process(spec.id, dir)) {
@@ -198,7 +195,6 @@ void QemuDriver::BuildSnapshot(const VmSpec& requested,
   {
     std::lock_guard lock(mutex_);
     snapshots_[key] = snapshot;
-    snapshots_held_[name] = snapshot;
   }
   spdlog::info(
       "snapshot {}: image {} ({} MiB, {} vCPU) saved in {} ms: {} KiB of device state, {} MiB "
@@ -235,10 +231,20 @@ std::optional<VmInfo> QemuDriver::StartFromSnapshot(const VmSpec& spec) {
       spdlog::info("vm {}: restored from snapshot {} in {} ms{}", spec.id.str(), snapshot->name,
                    MillisSince(t0), as ? fmt::format(", uid {}", as->uid) : std::string());
     });
+  } catch (const Error& e) {
+    // The host's shortage, not the template's fault: it stays.
+    if (e.code() != ErrorCode::kResourceExhausted && e.code() != ErrorCode::kNoSpace) {
+      DropSnapshot(key, fmt::format("VM {} did not restore from it: {}", spec.id.str(), e.what()));
+    }
+    throw;
   } catch (const std::exception& e) {
     DropSnapshot(key, fmt::format("VM {} did not restore from it: {}", spec.id.str(), e.what()));
     throw;
   }
+}
+
+void QemuDriver::DropSnapshot(const VmSpec& spec, const std::string& why) {
+  DropSnapshot(SnapshotKey(spec), why);
 }
 
 void QemuDriver::DropSnapshot(const std::string& key, const std::string& why) {
@@ -263,8 +269,9 @@ UniqueFd QemuDriver::MemoryForResume(const std::string& snapshot, unsigned memor
       }
     }
   }
-  // The saved state holds all of the guest's memory; only the file's size matters.
-  return MakeMemoryFile(memory_mib);
+  // The saved state holds all of the guest's memory: plain RAM will do.
+  (void)memory_mib;
+  return UniqueFd();
 }
 
 void QemuDriver::CollectSnapshots() {
