@@ -88,8 +88,16 @@ void GuestMachine::WriteHostKey(const std::string& private_key, const std::strin
 }
 
 bool GuestMachine::PreparedFor(const Identity& identity) const {
-  return prepared_ && prepared_->ssh_port == identity.ssh_port &&
-         ::fnmatch(prepared_->allow_users.c_str(), identity.user.c_str(), 0) == 0;
+  if (prepared_) {
+    return prepared_->ssh_port == identity.ssh_port &&
+           ::fnmatch(prepared_->allow_users.c_str(), identity.user.c_str(), 0) == 0;
+  }
+  // Prepared by the boot (rcS, with the host's key): its sshd_config says so.
+  std::optional<std::string> config = ReadFileIfExists(root_("/etc/ssh/sshd_config"));
+  if (!config) return false;
+  std::optional<SshdSettings> settings = ReadSshdSettings(*config);
+  return settings && settings->port == identity.ssh_port &&
+         ::fnmatch(settings->allow_users.c_str(), identity.user.c_str(), 0) == 0;
 }
 
 ordered_json GuestMachine::Prepare(const Preparation& preparation) {
@@ -149,7 +157,7 @@ ordered_json GuestMachine::ApplyIdentity(const Identity& identity) {
   });
   steps.Run("sshd", [&] {
     // A prepared sshd reads the new host key at the next connection.
-    if (!sshd_prepared || !system_.SshdListening(identity.ssh_port)) {
+    if (!sshd_prepared || !system_.AwaitSshd(identity.ssh_port)) {
       system_.StartSshd(identity.ssh_port);
     }
   });

@@ -29,8 +29,9 @@ class System {
   // Starts sshd (or makes a running one reload its configuration) and
   // returns once it listens on `port`.
   virtual void StartSshd(uint16_t port) = 0;
-  // Whether the sshd that StartSshd started still runs and listens on `port`.
-  virtual bool SshdListening(uint16_t port) = 0;
+  // Whether an sshd (started earlier, by StartSshd or the boot) runs and
+  // listens on `port`, waiting a while for one still starting.
+  virtual bool AwaitSshd(uint16_t port) = 0;
 };
 
 // The guest the agent runs in (its files under `root`).

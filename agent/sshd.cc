@@ -1,5 +1,6 @@
 #include "agent/sshd.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -159,8 +160,33 @@ std::string WaitFor(int pid) {
   return "signal " + std::to_string(WTERMSIG(status));
 }
 
-bool SshdListening(uint16_t port, const SshdOptions& options) {
-  return RunningPid(options) != 0 && !ListeningNow(options, port).empty();
+// Whether a process named sshd runs (one the boot started, still coming up).
+static bool SshdStarting(const SshdOptions& options) {
+  DIR* proc = ::opendir(options.proc.c_str());
+  if (proc == nullptr) return false;
+  bool found = false;
+  while (dirent* entry = ::readdir(proc)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    std::optional<std::string> comm =
+        ReadFileIfExists(options.proc + "/" + entry->d_name + "/comm");
+    if (comm && (*comm == "sshd\n" || *comm == "sshd")) {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+bool AwaitSshd(uint16_t port, const SshdOptions& options) {
+  PidFileWatch watch(options.pid_file);
+  auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  for (;;) {
+    // sshd writes its pid file once it listens.
+    if (RunningPid(options) != 0 && !ListeningNow(options, port).empty()) return true;
+    if (std::chrono::steady_clock::now() > deadline || !SshdStarting(options)) return false;
+    watch.Wait(std::chrono::milliseconds(50));
+  }
 }
 
 void StartSshd(uint16_t port, const SshdOptions& options) {

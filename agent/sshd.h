@@ -16,14 +16,16 @@ struct SshdOptions {
   std::string pid_file = "/run/sshd.pid";  // as the image's sshd_config says
   std::string privsep_dir = "/run/sshd";
   std::string proc_net = "/proc/net";
+  std::string proc = "/proc";
   std::chrono::milliseconds timeout{10000};
 };
 
 // Throws std::runtime_error when sshd exits or does not listen in time.
 void StartSshd(uint16_t port, const SshdOptions& options = {});
 
-// Whether sshd (its pid file's process) runs and something listens on `port`.
-bool SshdListening(uint16_t port, const SshdOptions& options = {});
+// Whether sshd (its pid file's process) runs and something listens on
+// `port`, waiting up to options.timeout while an sshd process is starting.
+bool AwaitSshd(uint16_t port, const SshdOptions& options = {});
 
 // The socket inodes in LISTEN state (0A) on `port` in one /proc/net/tcp
 // or tcp6 table.

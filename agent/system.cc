@@ -74,6 +74,6 @@ void LinuxSystem::AwaitDhcp() {
 
 void LinuxSystem::StartSshd(uint16_t port) { agent::StartSshd(port); }
 
-bool LinuxSystem::SshdListening(uint16_t port) { return agent::SshdListening(port); }
+bool LinuxSystem::AwaitSshd(uint16_t port) { return agent::AwaitSshd(port); }
 
 }  // namespace ephemera::agent

@@ -18,7 +18,7 @@ class LinuxSystem : public System {
   void StartDhcp() override;
   void AwaitDhcp() override;
   void StartSshd(uint16_t port) override;
-  bool SshdListening(uint16_t port) override;
+  bool AwaitSshd(uint16_t port) override;
 
  private:
   pid_t dhcp_ = 0;

@@ -20,6 +20,8 @@ using std::chrono::milliseconds;
 
 namespace {
 
+constexpr milliseconds kCloneAgentTimeout{15000};
+
 constexpr std::string_view kTokenAlphabet =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
 
@@ -322,9 +324,16 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
       secrets.host_key = SshKeyPair::Generate();
     }
     if (through_agent) secrets.agent_token = AgentTokenFor(sandbox.id);
-    const VmSpec vm_spec = MakeVmSpec(sandbox, v.image, net, mode, secrets);
+    VmSpec vm_spec = MakeVmSpec(sandbox, v.image, net, mode, secrets);
     std::optional<VmInfo> restored;
     if (through_agent) restored = StartFromSnapshot(driver, vm_spec, v);
+    if (through_agent && driver.passes_secret_files()) {
+      // A boot starts sshd with its key while the host talks to the agent,
+      // admitting the names creates give (images/default rcS).
+      vm_spec.guest_files.push_back(
+          {"opt/ephemera/ssh_host_ed25519_key", secrets.host_key->PrivateKeyOpenSsh(), true});
+      vm_spec.guest_files.push_back({"opt/ephemera/sshd_allow_users", kClientUserPattern});
+    }
     VmInfo vm = restored ? std::move(*restored) : driver.Start(vm_spec);
     if (restored) result.phases.start = "snapshot";
     if (!vm.network.empty()) sandbox.network = vm.network;
@@ -359,6 +368,8 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
         provision.authorized_keys = request.authorized_keys;
         provision.boot_timeout = options_.sshd_timeout;
         provision.setup_timeout = options_.sshd_timeout;  // a host busy with many creates
+        // A clone's agent runs already: one that does not answer soon never will.
+        if (restored) provision.boot_timeout = std::min(options_.sshd_timeout, kCloneAgentTimeout);
         try {
           provisioned = provisioner_.RunAgent(provision);
         } catch (const Error& e) {

@@ -301,9 +301,10 @@ class FakeSystem : public System {
     calls.push_back("sshd " + std::to_string(port));
     sshd_port = port;
   }
-  bool SshdListening(uint16_t port) override { return sshd_port == port; }
+  bool AwaitSshd(uint16_t port) override { return sshd_port == port || boot_sshd == port; }
   std::vector<std::string> calls;
   int sshd_port = -1;
+  int boot_sshd = -1;  // the port of an sshd the boot started
   bool sshd_fails = false;
 };
 
@@ -454,23 +455,28 @@ TEST_F(AgentTreeTest, WithoutNetworkTheNicAsksDhcpAfterSshdStarts) {
             ReadFile(std::string(AGENT_TEST_IMAGE_ROOTFS) + "/etc/resolv.conf"));
 }
 
+// A template's preparation: port 2222 (ValidIdentity's), a throwaway key.
+json Preparation(const std::string& allow_users) {
+  const TestKey throwaway = MakeKey('t');
+  return json{{"id", 2},
+              {"op", "prepare"},
+              {"ssh_host_key", throwaway.private_text},
+              {"ssh_host_key_public", throwaway.public_line},
+              {"ssh_port", 2222},
+              {"allow_users", allow_users}};
+}
+
 // A snapshot template: sshd started before any identity, so that a clone's
 // identity for a user it admits neither starts nor reloads it.
 TEST_F(AgentTreeTest, APreparedSshdServesTheIdentityWithoutARestart) {
   GuestMachine machine(Root(root_.string()), system_);
   Session session(kToken, machine);
-  const TestKey throwaway = MakeKey('t');
-  json prepare = {{"id", 2},
-                  {"op", "prepare"},
-                  {"ssh_host_key", throwaway.private_text},
-                  {"ssh_host_key_public", throwaway.public_line},
-                  {"ssh_port", 2222},
-                  {"allow_users", "al*"}};
+  json prepare = Preparation("al*");
   json answer = Ask(session, prepare);
   ASSERT_EQ(answer["ok"], true) << answer.dump();
   EXPECT_EQ(system_.calls, std::vector<std::string>{"sshd 2222"});
   EXPECT_THAT(Get("etc/ssh/sshd_config"), HasSubstr("\nAllowUsers al*\n"));
-  EXPECT_EQ(Get("etc/ssh/ssh_host_ed25519_key.pub"), throwaway.public_line + "\n");
+  EXPECT_EQ(Get("etc/ssh/ssh_host_ed25519_key.pub"), MakeKey('t').public_line + "\n");
   EXPECT_EQ(Ask(session, prepare)["error"], "already prepared");
 
   json identity = ValidIdentity();  // user alice, port 2222
@@ -483,17 +489,35 @@ TEST_F(AgentTreeTest, APreparedSshdServesTheIdentityWithoutARestart) {
   EXPECT_EQ(Ask(session, prepare)["error"], "identity already applied");
 }
 
+// A cold boot given the host key: rcS started sshd admitting "al*".
+TEST_F(AgentTreeTest, AnSshdTheBootStartedForTheUsersNamesIsLeftRunningAsItIs) {
+  const std::string config = RewriteSshdConfig(Get("etc/ssh/sshd_config"), 2222, "al*");
+  test::WriteBytes(root_ / "etc/ssh/sshd_config", config);
+  system_.boot_sshd = 2222;
+  GuestMachine machine(Root(root_.string()), system_);
+  Session session(kToken, machine);
+  json answer = Ask(session, ValidIdentity());
+  ASSERT_EQ(answer["ok"], true) << answer.dump();
+  EXPECT_EQ(std::count(system_.calls.begin(), system_.calls.end(), "sshd 2222"), 0);
+  EXPECT_EQ(Get("etc/ssh/sshd_config"), config);
+}
+
+TEST(AgentTextTest, SshdSettingsAreThePortAndTheOneAllowUsersPattern) {
+  auto settings = ReadSshdSettings("# c\nPort 2222\nAllowUsers user_*\nUsePAM no\n");
+  ASSERT_TRUE(settings);
+  EXPECT_EQ(settings->port, 2222);
+  EXPECT_EQ(settings->allow_users, "user_*");
+  EXPECT_EQ(ReadSshdSettings("AllowUsers endpoint\n")->port, 22);
+  EXPECT_FALSE(ReadSshdSettings("Port 22\n"));
+  EXPECT_FALSE(ReadSshdSettings("AllowUsers a b\n"));
+  EXPECT_FALSE(ReadSshdSettings("AllowUsers a\nAllowUsers b\n"));
+  EXPECT_FALSE(ReadSshdSettings("Port 99999\nAllowUsers a\n"));
+}
+
 TEST_F(AgentTreeTest, AnIdentityThePreparedSshdDoesNotAdmitReloadsIt) {
   GuestMachine machine(Root(root_.string()), system_);
   Session session(kToken, machine);
-  const TestKey throwaway = MakeKey('t');
-  ASSERT_EQ(Ask(session, {{"id", 2},
-                          {"op", "prepare"},
-                          {"ssh_host_key", throwaway.private_text},
-                          {"ssh_host_key_public", throwaway.public_line},
-                          {"ssh_port", 2222},
-                          {"allow_users", "user_*"}})["ok"],
-            true);
+  ASSERT_EQ(Ask(session, Preparation("user_*"))["ok"], true);
   json answer = Ask(session, ValidIdentity());
   ASSERT_EQ(answer["ok"], true) << answer.dump();
   EXPECT_EQ(std::count(system_.calls.begin(), system_.calls.end(), "sshd 2222"), 2);
@@ -501,13 +525,7 @@ TEST_F(AgentTreeTest, AnIdentityThePreparedSshdDoesNotAdmitReloadsIt) {
 }
 
 TEST(AgentProtocolTest, APreparationIsChecked) {
-  const TestKey key = MakeKey('t');
-  json request = {{"id", 2},
-                  {"op", "prepare"},
-                  {"ssh_host_key", key.private_text},
-                  {"ssh_host_key_public", key.public_line},
-                  {"ssh_port", 22},
-                  {"allow_users", "user_*"}};
+  json request = Preparation("user_*");
   EXPECT_EQ(ParsePreparation(request).allow_users, "user_*");
   for (const char* bad : {"", "user name", "*,root", "ROOT"}) {
     request["allow_users"] = bad;

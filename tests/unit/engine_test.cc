@@ -209,6 +209,21 @@ class EngineTest : public ::testing::Test {
                                          provisioner_);
     return *engine_;
   }
+  // An image "agent" whose guest agent speaks `protocol`.
+  void MakeAgentImage(int protocol) {
+    const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "agent");
+    test::WriteBytes(image / "manifest.json",
+                     R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
+                     R"("rootfs":"rootfs.ext4","agent":{"protocol":)" +
+                         std::to_string(protocol) + R"(,"channel":"org.ephemera.agent.0"}})");
+  }
+  void WaitForSnapshotReady() {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (engine().Status().snapshots.at(0).state != "ready") {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+      std::this_thread::sleep_for(5ms);
+    }
+  }
   void ExpectNothingLeft() {
     EXPECT_TRUE(store_.List().empty());
     EXPECT_TRUE(vms_.vms.empty());
@@ -338,11 +353,7 @@ TEST_F(EngineTest, ADriverThatPassesSecretsGivesTheGuestItsHostKeyAndItIsExpecte
 }
 
 TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenItFails) {
-  const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "agent");
-  test::WriteBytes(image / "manifest.json",
-                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
-                   R"("rootfs":"rootfs.ext4","agent":{"protocol":2,)"
-                   R"("channel":"org.ephemera.agent.0"}})");
+  MakeAgentImage(2);
   options_.max_sandboxes = 5;
   options_.snapshots = true;
   options_.agent_key = std::string(32, 'k');
@@ -352,11 +363,7 @@ TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenIt
   request.image = "agent";
   engine().StartPool();  // the background thread makes templates too
   EXPECT_EQ(engine().Create(request).phases.start, "boot");
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine().Status().snapshots.at(0).state != "ready") {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    std::this_thread::sleep_for(5ms);
-  }
+  WaitForSnapshotReady();
   // The template: the agent's channel and a token of its own, nobody's.
   ASSERT_TRUE(vms_.template_spec);
   EXPECT_TRUE(vms_.template_spec->agent_channel);
@@ -382,11 +389,7 @@ TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenIt
 
   // A clone that restores but does not take its identity boots too.
   vms_.fail_restore = false;
-  deadline = std::chrono::steady_clock::now() + 10s;
-  while (engine().Status().snapshots.at(0).state != "ready") {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    std::this_thread::sleep_for(5ms);
-  }
+  WaitForSnapshotReady();
   provisioner_.refused_agent_token = template_token;
   CreateResult rescued = engine().Create(request);
   EXPECT_EQ(rescued.phases.start, "boot");
@@ -398,11 +401,7 @@ TEST_F(EngineTest, AgentImagesStartFromATemplateMadeInTheBackgroundAndBootWhenIt
 }
 
 TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSandbox) {
-  const std::filesystem::path image = test::MakeFakeKernelImage(images_dir_.path(), "agent");
-  test::WriteBytes(image / "manifest.json",
-                   R"({"version":1,"format":"kernel","kernel":"vmlinux","initrd":"initrd.img",)"
-                   R"("rootfs":"rootfs.ext4","agent":{"protocol":1,)"
-                   R"("channel":"org.ephemera.agent.0"}})");
+  MakeAgentImage(1);
   options_.max_sandboxes = 5;
   vms_.secrets = true;
   vms_.agent = true;
@@ -412,12 +411,17 @@ TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSa
   EXPECT_EQ(provisioner_.agent_runs, 1);
   ASSERT_TRUE(vms_.last_spec);
   EXPECT_TRUE(vms_.last_spec->agent_channel);
-  // Only the token goes in before boot, as a secret; the rest is in the
+  // Before boot: the token and the host key, as secrets, and the names
+  // sshd may admit (so that the boot starts it); the rest is in the
   // identity message.
-  ASSERT_EQ(vms_.last_guest_files.size(), 1u);
+  ASSERT_EQ(vms_.last_guest_files.size(), 3u);
   EXPECT_EQ(vms_.last_guest_files[0].name, "opt/ephemera/agent_token");
   EXPECT_TRUE(vms_.last_guest_files[0].secret);
   EXPECT_EQ(vms_.last_guest_files[0].content, provisioner_.last_agent_token);
+  EXPECT_EQ(vms_.last_guest_files[1].name, "opt/ephemera/ssh_host_ed25519_key");
+  EXPECT_TRUE(vms_.last_guest_files[1].secret);
+  EXPECT_EQ(vms_.last_guest_files[2].name, "opt/ephemera/sshd_allow_users");
+  EXPECT_EQ(vms_.last_guest_files[2].content, "user_*");
   EXPECT_EQ(provisioner_.last_agent_token.size(), 64u);
   EXPECT_EQ(provisioner_.last_agent_socket, "/fake/agent.sock");
   const std::string first = provisioner_.last_agent_token;

@@ -217,29 +217,49 @@ std::optional<VmInfo> QemuDriver::StartFromSnapshot(const VmSpec& spec) {
     return std::nullopt;
   }
   const auto t0 = Clock::now();
-  try {
-    return StartWith(spec, [&](const VmDir& dir) {
-      std::optional<Identity> as = TakeIdentity(spec.id);
-      LaunchPlan plan = PlanLaunch(spec, dir, GuestMemory::kPrivateFile, snapshot->name);
-      CreateFiles(spec, dir, as, plan, snapshot->disk_bytes);
-      UniqueFd state = OpenFile(VmDir{snapshots_dir() / snapshot->name}.saved_state(), O_RDONLY);
-      Launch(spec.id, dir, plan, as,
-             {.incoming_state = state.get(),
-              .restore_timeout = kRestoreTimeout,
-              .ignore_shared = true,
-              .memory = snapshot->memory.get()});
-      spdlog::info("vm {}: restored from snapshot {} in {} ms{}", spec.id.str(), snapshot->name,
-                   MillisSince(t0), as ? fmt::format(", uid {}", as->uid) : std::string());
-    });
-  } catch (const Error& e) {
-    // The host's shortage, not the template's fault: it stays.
-    if (e.code() != ErrorCode::kResourceExhausted && e.code() != ErrorCode::kNoSpace) {
+  for (int attempt = 1;; ++attempt) {
+    bool reset_controllers = false;
+    try {
+      return StartWith(spec, [&](const VmDir& dir) {
+        std::optional<Identity> as = TakeIdentity(spec.id);
+        LaunchPlan plan = PlanLaunch(spec, dir, GuestMemory::kPrivateFile, snapshot->name);
+        CreateFiles(spec, dir, as, plan, snapshot->disk_bytes);
+        UniqueFd state = OpenFile(VmDir{snapshots_dir() / snapshot->name}.saved_state(), O_RDONLY);
+        Launch(spec.id, dir, plan, as,
+               {.incoming_state = state.get(),
+                .restore_timeout = kRestoreTimeout,
+                .ignore_shared = true,
+                .memory = snapshot->memory.get()});
+        // Now and then (about one restore in twenty under TCG here) a clone
+        // comes up with its interrupt controllers in their reset state: its
+        // guest would wait for an interrupt forever. Its APIC tells.
+        const std::string lapic =
+            QmpClient::Connect(dir.qmp_socket(), 5s)
+                .Execute("human-monitor-command", {{"command-line", "info lapic"}})
+                .get<std::string>();
+        if (lapic.find("APIC enabled") == std::string::npos) {
+          reset_controllers = true;
+          Fail(ErrorCode::kInternal, "VM {} came up with its interrupt controllers reset",
+               spec.id.str());
+        }
+        spdlog::info("vm {}: restored from snapshot {} in {} ms{}", spec.id.str(), snapshot->name,
+                     MillisSince(t0), as ? fmt::format(", uid {}", as->uid) : std::string());
+      });
+    } catch (const Error& e) {
+      if (reset_controllers && attempt == 1) {
+        spdlog::warn("{}; restoring it again", e.what());
+        continue;
+      }
+      // The host's shortage, not the template's fault: it stays.
+      if (e.code() != ErrorCode::kResourceExhausted && e.code() != ErrorCode::kNoSpace) {
+        DropSnapshot(key,
+                     fmt::format("VM {} did not restore from it: {}", spec.id.str(), e.what()));
+      }
+      throw;
+    } catch (const std::exception& e) {
       DropSnapshot(key, fmt::format("VM {} did not restore from it: {}", spec.id.str(), e.what()));
+      throw;
     }
-    throw;
-  } catch (const std::exception& e) {
-    DropSnapshot(key, fmt::format("VM {} did not restore from it: {}", spec.id.str(), e.what()));
-    throw;
   }
 }
 
