@@ -222,41 +222,6 @@ std::string RewriteSshdConfig(std::string_view config, uint16_t port, std::strin
   return out;
 }
 
-std::optional<SshdSettings> ReadSshdSettings(std::string_view config) {
-  SshdSettings settings;
-  bool allow = false;
-  auto value = [](std::string_view line) {
-    line.remove_prefix(line.find_first_not_of(" \t"));
-    line.remove_prefix(line.find_first_of(" \t"));
-    size_t start = line.find_first_not_of(" \t");
-    line.remove_prefix(start == std::string_view::npos ? line.size() : start);
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r')) {
-      line.remove_suffix(1);
-    }
-    return line;
-  };
-  for (std::string_view line : SplitLines(config)) {
-    if (IsDirective(line, "Port")) {
-      std::string_view text = value(line);
-      unsigned port = 0;
-      auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), port);
-      if (error != std::errc() || end != text.data() + text.size() || port == 0 || port > 65535) {
-        return std::nullopt;
-      }
-      settings.port = static_cast<uint16_t>(port);
-    } else if (IsDirective(line, "AllowUsers")) {
-      std::string_view text = value(line);
-      if (allow || text.empty() || text.find_first_of(" \t") != std::string_view::npos) {
-        return std::nullopt;
-      }
-      settings.allow_users = std::string(text);
-      allow = true;
-    }
-  }
-  if (!allow) return std::nullopt;
-  return settings;
-}
-
 void UpdateSshdConfig(const Root& root, uint16_t port, const std::string& user) {
   std::string path = root("/etc/ssh/sshd_config");
   ReplaceFile(path, RewriteSshdConfig(ReadFile(path), port, user), {0644, 0, 0});

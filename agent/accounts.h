@@ -55,14 +55,6 @@ AccountIds AddAccount(const Root& root, const AccountFiles& files, const NewAcco
 // sshd_config with its first Port and AllowUsers lines replaced (further
 // ones dropped, absent ones appended), every other line kept.
 std::string RewriteSshdConfig(std::string_view config, uint16_t port, std::string_view user);
-
-// sshd_config's Port (22 when unset) and its one AllowUsers pattern;
-// nullopt when it has no AllowUsers line, or one with several patterns.
-struct SshdSettings {
-  uint16_t port = 22;
-  std::string allow_users;
-};
-std::optional<SshdSettings> ReadSshdSettings(std::string_view config);
 void UpdateSshdConfig(const Root& root, uint16_t port, const std::string& user);
 
 // The lines of a text file, without their '\n'.

@@ -88,16 +88,8 @@ void GuestMachine::WriteHostKey(const std::string& private_key, const std::strin
 }
 
 bool GuestMachine::PreparedFor(const Identity& identity) const {
-  if (prepared_) {
-    return prepared_->ssh_port == identity.ssh_port &&
-           ::fnmatch(prepared_->allow_users.c_str(), identity.user.c_str(), 0) == 0;
-  }
-  // Prepared by the boot (rcS, with the host's key): its sshd_config says so.
-  std::optional<std::string> config = ReadFileIfExists(root_("/etc/ssh/sshd_config"));
-  if (!config) return false;
-  std::optional<SshdSettings> settings = ReadSshdSettings(*config);
-  return settings && settings->port == identity.ssh_port &&
-         ::fnmatch(settings->allow_users.c_str(), identity.user.c_str(), 0) == 0;
+  return prepared_ && prepared_->ssh_port == identity.ssh_port &&
+         ::fnmatch(prepared_->allow_users.c_str(), identity.user.c_str(), 0) == 0;
 }
 
 ordered_json GuestMachine::Prepare(const Preparation& preparation) {

@@ -29,7 +29,7 @@ class System {
   // Starts sshd (or makes a running one reload its configuration) and
   // returns once it listens on `port`.
   virtual void StartSshd(uint16_t port) = 0;
-  // Whether an sshd (started earlier, by StartSshd or the boot) runs and
+  // Whether the sshd started earlier (a template's preparation) runs and
   // listens on `port`, waiting a while for one still starting.
   virtual bool AwaitSshd(uint16_t port) = 0;
 };

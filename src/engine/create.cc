@@ -327,13 +327,6 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     VmSpec vm_spec = MakeVmSpec(sandbox, v.image, net, mode, secrets);
     std::optional<VmInfo> restored;
     if (through_agent) restored = StartFromSnapshot(driver, vm_spec, v);
-    if (through_agent && driver.passes_secret_files()) {
-      // A boot starts sshd with its key while the host talks to the agent,
-      // admitting the names creates give (images/default rcS).
-      vm_spec.guest_files.push_back(
-          {"opt/ephemera/ssh_host_ed25519_key", secrets.host_key->PrivateKeyOpenSsh(), true});
-      vm_spec.guest_files.push_back({"opt/ephemera/sshd_allow_users", kClientUserPattern});
-    }
     VmInfo vm = restored ? std::move(*restored) : driver.Start(vm_spec);
     if (restored) result.phases.start = "snapshot";
     if (!vm.network.empty()) sandbox.network = vm.network;

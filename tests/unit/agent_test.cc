@@ -301,10 +301,9 @@ class FakeSystem : public System {
     calls.push_back("sshd " + std::to_string(port));
     sshd_port = port;
   }
-  bool AwaitSshd(uint16_t port) override { return sshd_port == port || boot_sshd == port; }
+  bool AwaitSshd(uint16_t port) override { return sshd_port == port; }
   std::vector<std::string> calls;
   int sshd_port = -1;
-  int boot_sshd = -1;  // the port of an sshd the boot started
   bool sshd_fails = false;
 };
 
@@ -487,31 +486,6 @@ TEST_F(AgentTreeTest, APreparedSshdServesTheIdentityWithoutARestart) {
   EXPECT_EQ(Get("etc/ssh/ssh_host_ed25519_key.pub"),
             identity["ssh_host_key_public"].get<std::string>() + "\n");
   EXPECT_EQ(Ask(session, prepare)["error"], "identity already applied");
-}
-
-// A cold boot given the host key: rcS started sshd admitting "al*".
-TEST_F(AgentTreeTest, AnSshdTheBootStartedForTheUsersNamesIsLeftRunningAsItIs) {
-  const std::string config = RewriteSshdConfig(Get("etc/ssh/sshd_config"), 2222, "al*");
-  test::WriteBytes(root_ / "etc/ssh/sshd_config", config);
-  system_.boot_sshd = 2222;
-  GuestMachine machine(Root(root_.string()), system_);
-  Session session(kToken, machine);
-  json answer = Ask(session, ValidIdentity());
-  ASSERT_EQ(answer["ok"], true) << answer.dump();
-  EXPECT_EQ(std::count(system_.calls.begin(), system_.calls.end(), "sshd 2222"), 0);
-  EXPECT_EQ(Get("etc/ssh/sshd_config"), config);
-}
-
-TEST(AgentTextTest, SshdSettingsAreThePortAndTheOneAllowUsersPattern) {
-  auto settings = ReadSshdSettings("# c\nPort 2222\nAllowUsers user_*\nUsePAM no\n");
-  ASSERT_TRUE(settings);
-  EXPECT_EQ(settings->port, 2222);
-  EXPECT_EQ(settings->allow_users, "user_*");
-  EXPECT_EQ(ReadSshdSettings("AllowUsers endpoint\n")->port, 22);
-  EXPECT_FALSE(ReadSshdSettings("Port 22\n"));
-  EXPECT_FALSE(ReadSshdSettings("AllowUsers a b\n"));
-  EXPECT_FALSE(ReadSshdSettings("AllowUsers a\nAllowUsers b\n"));
-  EXPECT_FALSE(ReadSshdSettings("Port 99999\nAllowUsers a\n"));
 }
 
 TEST_F(AgentTreeTest, AnIdentityThePreparedSshdDoesNotAdmitReloadsIt) {

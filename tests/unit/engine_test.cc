@@ -411,17 +411,12 @@ TEST_F(EngineTest, AnImageWithTheAgentIsProvisionedThroughItWithAFreshTokenPerSa
   EXPECT_EQ(provisioner_.agent_runs, 1);
   ASSERT_TRUE(vms_.last_spec);
   EXPECT_TRUE(vms_.last_spec->agent_channel);
-  // Before boot: the token and the host key, as secrets, and the names
-  // sshd may admit (so that the boot starts it); the rest is in the
+  // Only the token goes in before boot, as a secret; the rest is in the
   // identity message.
-  ASSERT_EQ(vms_.last_guest_files.size(), 3u);
+  ASSERT_EQ(vms_.last_guest_files.size(), 1u);
   EXPECT_EQ(vms_.last_guest_files[0].name, "opt/ephemera/agent_token");
   EXPECT_TRUE(vms_.last_guest_files[0].secret);
   EXPECT_EQ(vms_.last_guest_files[0].content, provisioner_.last_agent_token);
-  EXPECT_EQ(vms_.last_guest_files[1].name, "opt/ephemera/ssh_host_ed25519_key");
-  EXPECT_TRUE(vms_.last_guest_files[1].secret);
-  EXPECT_EQ(vms_.last_guest_files[2].name, "opt/ephemera/sshd_allow_users");
-  EXPECT_EQ(vms_.last_guest_files[2].content, "user_*");
   EXPECT_EQ(provisioner_.last_agent_token.size(), 64u);
   EXPECT_EQ(provisioner_.last_agent_socket, "/fake/agent.sock");
   const std::string first = provisioner_.last_agent_token;
