@@ -15,7 +15,10 @@
 #   - create -> credentials restored from a snapshot (another daemon, with
 #     vm.snapshots on: RUNS creates of 256 MiB, each then logged in to),
 #     as a ratio of the cold create above; the PSS of 3 idle 128 MiB
-#     clones; 20 creates of 128 MiB at once, from a snapshot.
+#     clones; 20 creates of 128 MiB at once, from a snapshot;
+#   - KSM (another daemon, with vm.ksm on): the PSS of 3 idle cold-booted
+#     256 MiB sandboxes before and after two full scans of ksmd (its
+#     pages_to_scan raised for the run, then set back with run).
 # Creates and checks alternate, so the machine's drift hits both alike.
 #   bench/fast_starts.sh [-n RUNS] [-p ROUNDS]
 set -euo pipefail
@@ -34,8 +37,15 @@ done
 . scripts/lib/daemon-in-netns.sh
 in_private_netns "$0" "$@"
 work=$(mktemp -d /tmp/ephemera-fast-starts.XXXXXX)
+ksm=/sys/kernel/mm/ksm
+ksm_run=$(cat "$ksm/run" 2>/dev/null || echo 0)
+ksm_pages=$(cat "$ksm/pages_to_scan" 2>/dev/null || echo 100)
 cleanup() {
   stop_daemon 2>/dev/null || true
+  if [ -d "$ksm" ]; then
+    echo "$ksm_pages" >"$ksm/pages_to_scan"
+    echo "$ksm_run" >"$ksm/run"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -180,3 +190,27 @@ restored=$(cat "$work"/many-*.json | grep -c '"start": *"snapshot"' || true)
 echo "20 creates of 128 MiB at once:                         $((t1 - t0)) ms in all ($restored from the snapshot)"
 for f in "$work"/many-*.json; do e destroy "$(field '["id"]' <"$f")" >/dev/null; done
 e status | sed -n '/snapshots/,$p'
+stop_daemon
+
+if [ -d "$ksm" ]; then
+  echo "== KSM: 3 idle 256 MiB sandboxes booted cold, before and after merging"
+  mkdir -p "$work/k"
+  start_daemon "$work/k" "log: {level: info}" "vm: {accel: tcg, ksm: true}"
+  ids=()
+  for _ in 1 2 3; do ids+=("$(e create --json | field '["id"]')"); done
+  sleep 3
+  mean_pss() {
+    local total=0 id
+    for id in "${ids[@]}"; do
+      total=$((total + $(awk '/^Pss:/{print $2}' "/proc/$(cat "$work/k/state/vms/$id/qemu.pid")/smaps_rollup")))
+    done
+    echo $((total / ${#ids[@]} / 1024))
+  }
+  before=$(mean_pss)
+  echo 4000 >"$ksm/pages_to_scan"
+  scans=$(cat "$ksm/full_scans")
+  t0=$(now_ms)
+  until [ "$(cat "$ksm/full_scans")" -ge $((scans + 2)) ]; do sleep 1; done
+  echo "QEMU PSS per idle sandbox (mean of 3):                $before MiB before, $(mean_pss) MiB after two full scans ($(($(now_ms) - t0)) ms; $(cat "$ksm/pages_sharing") pages sharing)"
+  for id in "${ids[@]}"; do e destroy "$id" >/dev/null; done
+fi

@@ -493,6 +493,7 @@ Config ParseConfig(std::string_view yaml_text) {
   vm.ReadUnsigned("max_pids", config.vm.max_pids, 64, 1000000);
   vm.ReadUnsigned("console_log_kib", config.vm.console_log_kib, 16, 1 << 20);
   vm.Read("snapshots", config.vm.snapshots);
+  vm.Read("ksm", config.vm.ksm);
   vm.RejectUnknown();
 
   Section network = top.Child("network");

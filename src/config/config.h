@@ -53,6 +53,10 @@ struct VmConfig {
   // Creates of images with the guest agent start from a snapshot template
   // (booted once per image and size, in the background), not a boot.
   bool snapshots = false;
+  // Kernel samepage merging of guest memory: QEMU marks it mergeable and
+  // the daemon starts the kernel's ksmd. Off: QEMU marks nothing, so VMs
+  // share no page through KSM even where ksmd runs for others.
+  bool ksm = false;
 };
 
 struct NetworkConfig {

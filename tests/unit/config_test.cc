@@ -127,6 +127,8 @@ TEST(ConfigTest, WarmPoolsAndPauseLimits) {
   ExpectConfigError("limits: {max_paused_seconds: 0}", "'limits.max_paused_seconds'");
   EXPECT_FALSE(ParseConfig("").vm.snapshots);
   EXPECT_TRUE(ParseConfig("vm: {snapshots: true}").vm.snapshots);
+  EXPECT_FALSE(ParseConfig("").vm.ksm);
+  EXPECT_TRUE(ParseConfig("vm: {ksm: true}").vm.ksm);
   ExpectConfigError("vm: {snapshots: maybe}", "'vm.snapshots'");
 }
 

@@ -115,7 +115,7 @@ TEST_F(QemuCommandTest, KvmQ35WithNicAndGuestFiles) {
   launch_.spec.nic = NicSpec{"eph-1234abcd", "52:54:00:12:34:56"};
   launch_.spec.guest_files = {{"opt/ephemera/endpoint_authorized_keys", "ssh-ed25519 AAAA"}};
   auto argv = BuildQemuArgs(launch_);
-  EXPECT_EQ(ArgAfter(argv, "-machine"), "q35");
+  EXPECT_EQ(ArgAfter(argv, "-machine"), "q35,mem-merge=off");
   EXPECT_EQ(ArgAfter(argv, "-accel"), "kvm");
   EXPECT_EQ(ArgAfter(argv, "-cpu"), "host");
   EXPECT_THAT(ArgAfter(argv, "-append"),
@@ -142,7 +142,7 @@ TEST_F(QemuCommandTest, TheAgentChannelIsAVirtioSerialPortOnAnInheritedSocket) {
 TEST_F(QemuCommandTest, SnapshotTemplateAndClonesMapOneMemoryFileByTheSameBackendId) {
   launch_.memory = GuestMemory::kSharedFile;
   auto tmpl = BuildQemuArgs(launch_);
-  EXPECT_EQ(ArgAfter(tmpl, "-machine"), "microvm,acpi=on,memory-backend=mem0");
+  EXPECT_EQ(ArgAfter(tmpl, "-machine"), "microvm,acpi=on,mem-merge=off,memory-backend=mem0");
   EXPECT_EQ(ArgAfter(tmpl, "-object"),
             "memory-backend-file,id=mem0,size=256M,mem-path=/proc/self/fd/48,share=on");
   EXPECT_EQ(ArgAfter(tmpl, "-m"), "256");
@@ -159,12 +159,14 @@ TEST_F(QemuCommandTest, SnapshotTemplateAndClonesMapOneMemoryFileByTheSameBacken
   auto resumed = BuildQemuArgs(launch_);
   UseAnonymousMemory(resumed);
   EXPECT_EQ(ArgAfter(resumed, "-object"), "memory-backend-ram,id=mem0,size=256M");
-  EXPECT_EQ(ArgAfter(resumed, "-machine"), "microvm,acpi=on,memory-backend=mem0");
+  EXPECT_EQ(ArgAfter(resumed, "-machine"), "microvm,acpi=on,mem-merge=off,memory-backend=mem0");
   launch_.memory = GuestMemory::kAnonymous;
   auto plain = BuildQemuArgs(launch_);
   EXPECT_THROW(UseAnonymousMemory(plain), Error);
   EXPECT_THAT(BuildQemuArgs(launch_), Not(Contains("-object")));
-  EXPECT_EQ(ArgAfter(BuildQemuArgs(launch_), "-machine"), "microvm,acpi=on");
+  EXPECT_EQ(ArgAfter(BuildQemuArgs(launch_), "-machine"), "microvm,acpi=on,mem-merge=off");
+  launch_.mem_merge = true;  // vm.ksm
+  EXPECT_EQ(ArgAfter(BuildQemuArgs(launch_), "-machine"), "microvm,acpi=on,mem-merge=on");
 }
 
 TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
@@ -175,7 +177,7 @@ TEST_F(QemuCommandTest, IsoBootsOnPcFromCdrom) {
                    R"({"version":1,"format":"iso","iso":"live.iso"})");
   launch_.spec.image = ImageCatalog(dir_.path()).Get("live");
   auto argv = BuildQemuArgs(launch_);
-  EXPECT_EQ(ArgAfter(argv, "-machine"), "pc");
+  EXPECT_EQ(ArgAfter(argv, "-machine"), "pc,mem-merge=off");
   EXPECT_THAT(ArgAfter(argv, "-drive"), HasSubstr("media=cdrom,readonly=on"));
   EXPECT_EQ(ArgAfter(argv, "-kernel"), "");
 }

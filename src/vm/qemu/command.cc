@@ -46,15 +46,17 @@ std::vector<std::string> BuildQemuArgs(const QemuLaunch& launch) {
     Fail(ErrorCode::kInvalidArgument, "a live ISO's VM cannot map its memory from a snapshot");
   }
   // Same backend id on both sides: the migration stream names RAM by it.
-  const std::string backend = file_memory ? ",memory-backend=mem0" : "";
+  // Not mergeable unless asked: pages KSM shares between VMs are a timing channel.
+  const std::string options = std::string(launch.mem_merge ? ",mem-merge=on" : ",mem-merge=off") +
+                              (file_memory ? ",memory-backend=mem0" : "");
   if (iso) {
     // Firmware boot of a live ISO, as Anweddol's domain XML does.
-    add({"-machine", "pc"});
+    add({"-machine", "pc" + options});
   } else if (microvm) {
     // No PCI, no firmware: the fastest path to the guest kernel under TCG.
-    add({"-machine", "microvm,acpi=on" + backend});
+    add({"-machine", "microvm,acpi=on" + options});
   } else {
-    add({"-machine", "q35" + backend});
+    add({"-machine", "q35" + options});
   }
   if (file_memory) {
     // Through /proc/self/fd: QEMU 7.2 takes only a path; the daemon sealed

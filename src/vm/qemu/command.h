@@ -38,6 +38,7 @@ struct QemuLaunch {
   std::optional<std::uint64_t> tsc_khz;  // passed to microvm guests under TCG
   bool seccomp_sandbox = true;
   GuestMemory memory = GuestMemory::kAnonymous;
+  bool mem_merge = false;  // guest memory mergeable by KSM
   // The overlay's backing file is a snapshot's disk, named /dev/fdset/2 in
   // the overlay and handed over as kBackingFd.
   bool backing_fd = false;

@@ -118,10 +118,28 @@ QemuDriver::QemuDriver(QemuDriverOptions options)
     spdlog::warn("qemu: vm.unprivileged is off: QEMU runs as root");
   }
   if (!options_.cgroups) spdlog::warn("qemu: no cgroups: VMs run without memory or pids limits");
+  if (options_.vm.ksm) StartKsm();
   Adopt();
   // Templates live in this process's memory: those of a previous one stay
   // only as the disks of VMs made from them.
   CollectSnapshots();
+}
+
+void QemuDriver::StartKsm() const {
+  const fs::path run = "/sys/kernel/mm/ksm/run";
+  try {
+    std::string now = ReadFile(run);
+    if (now.rfind('1', 0) == 0) {
+      spdlog::info("qemu: vm.ksm: the kernel's samepage merging already runs");
+      return;
+    }
+    UniqueFd fd = OpenFile(run, O_WRONLY);
+    if (::write(fd.get(), "1", 1) != 1) FailErrno("cannot write " + run.string(), errno);
+    spdlog::info("qemu: vm.ksm: started the kernel's samepage merging ({})", run.string());
+  } catch (const Error& e) {
+    spdlog::warn("qemu: vm.ksm is on, but the kernel's samepage merging cannot be started: {}",
+                 e.what());
+  }
 }
 
 void QemuDriver::Adopt() {
@@ -276,6 +294,7 @@ QemuDriver::LaunchPlan QemuDriver::PlanLaunch(const VmSpec& spec, const VmDir& d
                     .tsc_khz = tsc_khz_,
                     .seccomp_sandbox = options_.vm.seccomp_sandbox,
                     .memory = memory,
+                    .mem_merge = options_.vm.ksm,
                     .backing_fd = !snapshot.empty(),
                     .spec = spec,
                     .dir = dir};

@@ -137,6 +137,8 @@ class QemuDriver : public VmDriver {
   // through its pidfile (kUnavailable when that cannot be checked).
   std::shared_ptr<TrackedProcess> Process(const SandboxId& id, const VmDir& dir);
   void Adopt();
+  // vm.ksm: the kernel's samepage merging on (logged, not fatal, when it cannot be).
+  void StartKsm() const;
   std::optional<Identity> TakeIdentity(const SandboxId& id);
   void ReleaseIdentity(const SandboxId& id);
   CgroupLimits LimitsFor(const VmSpec& spec) const;
