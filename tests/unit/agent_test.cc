@@ -562,6 +562,11 @@ json AnswerOf(Session& session, const std::string& line) {
   return json::parse(session.Answer(line));
 }
 
+void SayHello(Session& session) {
+  EXPECT_EQ(AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump())["ok"],
+            true);
+}
+
 TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
   ClockOnlyMachine machine;
   Session session(kToken, machine);
@@ -596,7 +601,7 @@ TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
 TEST(AgentSessionTest, ClockIsSetAgainAfterAResume) {
   ClockOnlyMachine machine;
   Session session(kToken, machine);
-  AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
+  SayHello(session);
   EXPECT_EQ(AnswerOf(session, R"({"id":2,"op":"clock","time_ns":1733400000123456789})"),
             (json{{"id", 2}, {"ok", true}}));
   EXPECT_EQ(machine.clock_ns, 1733400000123456789);
@@ -634,7 +639,7 @@ class IdentityOnlyMachine : public Machine {
 TEST(AgentSessionTest, AnIdentityMayReplaceTheTokenForEveryLaterConnection) {
   IdentityOnlyMachine machine;
   Session session(kToken, machine);
-  AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
+  SayHello(session);
   json request = ValidIdentity();
   request["id"] = 2;
   request["agent_token"] = "ABC";
@@ -652,7 +657,7 @@ TEST(AgentSessionTest, AnIdentityMayReplaceTheTokenForEveryLaterConnection) {
 TEST(AgentSessionTest, AnInvalidIdentityChangesNothingAndMayBeSentAgain) {
   ClockOnlyMachine machine;
   Session session(kToken, machine);
-  AnswerOf(session, json{{"id", 1}, {"op", "hello"}, {"token", kToken}}.dump());
+  SayHello(session);
   json request = ValidIdentity();
   request["ssh_port"] = 0;
   EXPECT_EQ(AnswerOf(session, request.dump()),
