@@ -77,7 +77,7 @@ TEST_F(LiveIsoTest, TheLiveIsoInTheAnweddolMirrorLayoutBootsWithTheEndpointPassw
   std::string qemu_cmdline =
       ReadFile(fs::path("/proc") / std::to_string(QemuPid(s["id"])) / "cmdline");
   std::replace(qemu_cmdline.begin(), qemu_cmdline.end(), '\0', ' ');
-  EXPECT_THAT(qemu_cmdline, HasSubstr("-machine pc "));
+  EXPECT_THAT(qemu_cmdline, HasSubstr("-machine pc,mem-merge=off "));
   EXPECT_THAT(qemu_cmdline, HasSubstr("media=cdrom"));
   Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeft();
