@@ -139,35 +139,40 @@ void PrintDetails(const json& s) {
                   "reason"});
 }
 
+// The list r[key] under `title`, a row per object, a column per field
+// ("a/b": two fields shown as one).
+void PrintList(const json& r, const char* key, const char* title,
+               const std::vector<std::string>& columns) {
+  auto list = r.find(key);
+  if (list == r.end() || !list->is_array() || list->empty()) return;
+  std::printf("%s:\n", title);
+  std::vector<std::vector<std::string>> rows = {columns};
+  rows[0][0] = "  " + rows[0][0];
+  for (const auto& item : *list) {
+    if (!item.is_object()) continue;
+    std::vector<std::string> row;
+    for (const std::string& column : columns) {
+      const auto slash = column.find('/');
+      row.push_back(slash == std::string::npos
+                        ? Field(item, column.c_str())
+                        : Field(item, column.substr(0, slash).c_str()) + "/" +
+                              Field(item, column.substr(slash + 1).c_str()));
+    }
+    row[0] = "  " + row[0];
+    rows.push_back(std::move(row));
+  }
+  PrintColumns(rows);
+}
+
 void PrintStatus(const json& r) {
   for (auto& [k, v] : r.items()) {
     if (k != "front_doors" && k != "pools" && k != "snapshots")
       std::printf("%-16s %s\n", (k + ":").c_str(), Field(r, k.c_str()).c_str());
   }
-  if (auto pools = r.find("pools"); pools != r.end() && pools->is_array() && !pools->empty()) {
-    std::printf("warm pools:\n");
-    std::vector<std::vector<std::string>> rows = {
-        {"  image", "memory_mib", "vcpus", "ready/size", "hits", "misses"}};
-    for (const auto& p : *pools) {
-      if (!p.is_object()) continue;
-      rows.push_back({"  " + Field(p, "image"), Field(p, "memory_mib"), Field(p, "vcpus"),
-                      Field(p, "ready") + "/" + Field(p, "size"), Field(p, "hits"),
-                      Field(p, "misses")});
-    }
-    PrintColumns(rows);
-  }
-  if (auto snapshots = r.find("snapshots");
-      snapshots != r.end() && snapshots->is_array() && !snapshots->empty()) {
-    std::printf("snapshots:\n");
-    std::vector<std::vector<std::string>> rows = {
-        {"  image", "memory_mib", "vcpus", "state", "restores", "fallbacks"}};
-    for (const auto& s : *snapshots) {
-      if (!s.is_object()) continue;
-      rows.push_back({"  " + Field(s, "image"), Field(s, "memory_mib"), Field(s, "vcpus"),
-                      Field(s, "state"), Field(s, "restores"), Field(s, "fallbacks")});
-    }
-    PrintColumns(rows);
-  }
+  PrintList(r, "pools", "warm pools",
+            {"image", "memory_mib", "vcpus", "ready/size", "hits", "misses"});
+  PrintList(r, "snapshots", "snapshots",
+            {"image", "memory_mib", "vcpus", "state", "restores", "fallbacks"});
   auto doors = r.find("front_doors");
   if (doors == r.end() || !doors->is_object() || doors->empty()) return;
   std::printf("front doors:\n");

@@ -381,6 +381,8 @@ class Engine {
 
   // Snapshot templates (snapshots.cc). Which template serves a create.
   static std::string SnapshotFamily(const Validated& v);
+  // What a template of `v`'s image and size is, to the driver (its key).
+  static VmSpec TemplateSpec(const Validated& v);
   // The token a template's agent was booted with (its clones keep it until
   // their identity gives them their own).
   std::string TemplateAgentToken(const Validated& v) const;

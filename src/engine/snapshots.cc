@@ -33,6 +33,14 @@ std::string Engine::SnapshotFamily(const Validated& v) {
                      v.spec.vcpus);
 }
 
+VmSpec Engine::TemplateSpec(const Validated& v) {
+  VmSpec spec(SandboxId::Generate());
+  spec.image = v.image;
+  spec.memory_mib = v.spec.memory_mib;
+  spec.vcpus = v.spec.vcpus;
+  return spec;
+}
+
 std::string Engine::TemplateAgentToken(const Validated& v) const {
   return HmacSha256Hex(options_.agent_key, "agent-template-token:" + SnapshotFamily(v));
 }
@@ -127,11 +135,7 @@ std::optional<VmSpec> Engine::EvictSnapshotLocked() {
     }
   }
   if (oldest == snapshot_families_.end()) return std::nullopt;
-  const Validated& v = oldest->second.template_of;
-  VmSpec spec(SandboxId::Generate());
-  spec.image = v.image;
-  spec.memory_mib = v.spec.memory_mib;
-  spec.vcpus = v.spec.vcpus;
+  VmSpec spec = TemplateSpec(oldest->second.template_of);
   snapshot_families_.erase(oldest);
   return spec;
 }
@@ -180,10 +184,7 @@ void Engine::BuildSnapshotsOnce() {
 void Engine::BuildSnapshot(const Validated& v) {
   std::string driver_name;
   VmDriver& driver = DriverFor(v.spec.kind, &driver_name);
-  VmSpec spec(SandboxId::Generate());
-  spec.image = v.image;
-  spec.memory_mib = v.spec.memory_mib;
-  spec.vcpus = v.spec.vcpus;
+  VmSpec spec = TemplateSpec(v);
   spec.nic = NicSpec{"", std::string(kTemplateMac), {}, {}, false};
   spec.agent_channel = true;
   const std::string token = TemplateAgentToken(v);

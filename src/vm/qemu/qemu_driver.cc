@@ -633,8 +633,7 @@ VmInfo QemuDriver::Resume(const SandboxId& id) {
   std::optional<Identity> as = IdentityOf(id);
   UniqueFd state = OpenFile(dir.saved_state(), O_RDONLY);
   UniqueFd memory;
-  if (plan.memory != GuestMemory::kAnonymous)
-    memory = MemoryForResume(plan.snapshot, plan.memory_mib);
+  if (plan.memory != GuestMemory::kAnonymous) memory = MemoryForResume(plan.snapshot);
   try {
     Launch(id, dir, plan, as,
            {.incoming_state = state.get(),

@@ -88,7 +88,7 @@ class QemuDriver : public VmDriver {
   void CollectSnapshots();
   // The memory file a VM made from a snapshot maps again on resume: its
   // template's if still known; else none (plain RAM, see UseAnonymousMemory).
-  UniqueFd MemoryForResume(const std::string& snapshot, unsigned memory_mib);
+  UniqueFd MemoryForResume(const std::string& snapshot);
   // What it takes to start a VM's QEMU, again for a resume (in vm.json).
   struct LaunchPlan {
     std::vector<std::string> argv;

@@ -278,7 +278,7 @@ void QemuDriver::DropSnapshot(const std::string& key, const std::string& why) {
   CollectSnapshots();
 }
 
-UniqueFd QemuDriver::MemoryForResume(const std::string& snapshot, unsigned memory_mib) {
+UniqueFd QemuDriver::MemoryForResume(const std::string& snapshot) {
   {
     std::lock_guard lock(mutex_);
     if (auto it = snapshots_held_.find(snapshot); it != snapshots_held_.end()) {
@@ -290,7 +290,6 @@ UniqueFd QemuDriver::MemoryForResume(const std::string& snapshot, unsigned memor
     }
   }
   // The saved state holds all of the guest's memory: plain RAM will do.
-  (void)memory_mib;
   return UniqueFd();
 }
 
