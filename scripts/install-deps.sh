@@ -24,7 +24,7 @@ packages=(
   # the libvirt driver (virsh: tests and operators only)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   # guest image build
-  busybox-static cpio e2fsprogs xz-utils zstd kmod fakeroot
+  busybox-static cpio e2fsprogs xz-utils lz4 zstd kmod fakeroot
   # the live ISO image (isolinux boot)
   xorriso isolinux syslinux-common openssl
   # OCI registry tests: a real registry (TLS + htpasswd) and the field's image tools

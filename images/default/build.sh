@@ -46,6 +46,7 @@ need apt-get apt
 need apt-cache apt
 need dpkg-deb dpkg
 need xz xz-utils
+need lz4 lz4
 need gzip gzip
 need cpio cpio
 need mke2fs e2fsprogs
@@ -98,7 +99,10 @@ candidates() {
 }
 
 mapfile -t packages < <(read_list "$here/packages.list")
-kmeta=linux-image-amd64
+# Debian's cloud kernel: built for virtual machines, with far fewer drivers
+# to initialise than the generic one, and ext4 and crc32c built in. Under
+# TCG it reaches the agent ~0.45 s sooner (2.2 against 2.7 s, 5 boots each).
+kmeta=linux-image-cloud-amd64
 records=$(candidates "$kmeta" "${packages[@]}")
 for p in "$kmeta" "${packages[@]}"; do
   [[ $'\n'$records$'\n' == *$'\n'"$p "* ]] ||
@@ -194,24 +198,32 @@ cp "$tmp/kernel/boot/vmlinuz-$kver" "$out/vmlinuz"
 # The package ships no modules.dep (its postinst runs depmod).
 depmod -b "$tmp/kernel" "$kver" || die "depmod failed on $kpkg"
 
-# The bzImage is a small decompressor plus an xz stream holding the ELF
-# vmlinux. Like the kernel's scripts/extract-vmlinux: try each offset at
-# which the xz magic occurs, keep the first that decompresses to an ELF.
+# The bzImage is a small decompressor plus a compressed stream holding the
+# ELF vmlinux (xz for Debian's generic kernel, lz4 for the cloud one). Like
+# the kernel's scripts/extract-vmlinux: try each offset at which a magic
+# occurs, keep the first that decompresses to an ELF.
 # Booted directly (PVH entry point), it skips the self-decompression that
 # costs seconds under TCG.
 extract_vmlinux() { # BZIMAGE OUTPUT
-  local off
-  while read -r off; do
-    tail -c "+$((off + 1))" "$1" >"$tmp/payload"
-    # --single-stream: the bzImage goes on after the stream; ignore that.
-    xz -dc --single-stream "$tmp/payload" >"$2" 2>/dev/null || continue
-    [ "$(head -c 4 "$2" | od -An -c | tr -d ' ')" = '177ELF' ] && return 0
-  done < <(LC_ALL=C grep -aboP '\xfd7zXZ\x00' "$1" | cut -d: -f1)
+  local off magic
+  for magic in '\xfd7zXZ\x00' '\x02\x21\x4c\x18'; do
+    while read -r off; do
+      tail -c "+$((off + 1))" "$1" >"$tmp/payload"
+      # --single-stream: the bzImage goes on after the stream; ignore that.
+      # lz4 decompresses the legacy frame, then fails on what follows it:
+      # the ELF check below decides.
+      case $magic in
+        *XZ*) xz -dc --single-stream "$tmp/payload" >"$2" 2>/dev/null || continue ;;
+        *) lz4 -dc "$tmp/payload" >"$2" 2>/dev/null || true ;;
+      esac
+      [ "$(head -c 4 "$2" | od -An -c | tr -d ' ')" = '177ELF' ] && return 0
+    done < <(LC_ALL=C grep -aboP "$magic" "$1" | cut -d: -f1)
+  done
   rm -f "$2" "$tmp/payload"
   return 1
 }
 extract_vmlinux "$out/vmlinuz" "$out/vmlinux" ||
-  die "no xz-compressed ELF kernel found in vmlinuz-$kver"
+  die "no xz- or lz4-compressed ELF kernel found in vmlinuz-$kver"
 rm -f "$tmp/payload"
 # QEMU boots an ELF kernel only through its PVH entry (Xen note type 18).
 readelf -nW "$out/vmlinux" | grep -q 'Xen.*(0x00000012)' ||

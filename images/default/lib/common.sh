@@ -23,10 +23,16 @@ modules_for() {
 
 # Prints the modules.dep paths (relative to /lib/modules/VER) of NAMES and
 # all their dependencies, each once, dependencies first. modules.dep lists
-# a module's dependencies so that the last one must be loaded first.
+# a module's dependencies so that the last one must be loaded first. A
+# module built into the kernel (modules.builtin) needs nothing.
 module_closure() {
   local moddir=$1; shift
   awk -v want="$*" '
+    FILENAME ~ /modules\.builtin$/ {
+      name = $1; sub(/.*\//, "", name); sub(/\.ko$/, "", name); gsub(/-/, "_", name)
+      done[name] = 1
+      next
+    }
     {
       path = $1; sub(/:$/, "", path)
       name = path; sub(/.*\//, "", name); sub(/\.ko(\.[a-z]+)?$/, "", name)
@@ -47,7 +53,7 @@ module_closure() {
       n = split(want, w, " ")
       for (i = 1; i <= n; i++) { m = w[i]; gsub(/-/, "_", m); visit(m) }
       if (missing != "") { print "missing modules:" missing > "/dev/stderr"; exit 1 }
-    }' "$moddir/modules.dep"
+    }' "$moddir/modules.builtin" "$moddir/modules.dep"
 }
 
 # Drops the signature appended to a kernel module (see the kernel's
