@@ -111,6 +111,7 @@ bool Port::WriteLine(std::string_view line) {
   std::string text(line);
   text += '\n';
   std::string_view rest = text;
+  std::optional<std::chrono::steady_clock::time_point> give_up;
   while (!rest.empty()) {
     ssize_t n = ::write(fd_, rest.data(), rest.size());
     if (n > 0) {
@@ -118,12 +119,19 @@ bool Port::WriteLine(std::string_view line) {
       continue;
     }
     if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
-    // Full, or no host: the port says POLLHUP (and never POLLOUT) when the
-    // host is gone.
+    // Full, or no host: the port says POLLHUP (and never POLLOUT) while
+    // the guest believes the host is not connected.
     pollfd wait{fd_, POLLOUT, 0};
     if (::poll(&wait, 1, -1) < 0 && errno != EINTR) return false;
     if ((wait.revents & POLLOUT) == 0 && (wait.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
-      return false;
+      // A host that connects and sends at once (a clone restored from a
+      // snapshot) can have its request read before the kernel's control
+      // work marks the port connected: that news comes with a SIGIO
+      // shortly after. Only a host still absent after the grace is gone.
+      const auto now = std::chrono::steady_clock::now();
+      if (!give_up) give_up = now + kHostConnectGrace;
+      if (now >= *give_up) return false;
+      WaitForHost(std::chrono::duration_cast<std::chrono::milliseconds>(*give_up - now));
     }
   }
   return true;

@@ -47,6 +47,10 @@ class LineFramer {
   bool skipping_ = false;
 };
 
+// How long an answer waits for a host that the guest does not see
+// connected yet.
+inline constexpr std::chrono::milliseconds kHostConnectGrace{2000};
+
 // The open port, non-blocking and O_ASYNC. SIGIO is blocked in the whole
 // process (before the port is set up) and only ever waited for.
 class Port {
@@ -59,8 +63,9 @@ class Port {
   // Waits for bytes: > 0 bytes read, 0 when the host side is not
   // connected, -1 on errors (errno).
   ssize_t Read(char* buffer, size_t size);
-  // Writes `line` and '\n'. False when the host went away first: the
-  // answer belonged to that connection and is dropped.
+  // Writes `line` and '\n'. False when the host went away first (or is
+  // still not connected after kHostConnectGrace): the answer belonged to
+  // that connection and is dropped.
   bool WriteLine(std::string_view line);
   // Sleeps until SIGIO (the host connected, or data came) or `timeout`.
   void WaitForHost(std::chrono::milliseconds timeout);
