@@ -71,6 +71,23 @@ bool Visible(const Sandbox& sandbox, const std::optional<Caller>& caller) {
   return !caller || sandbox.owner == caller->owner;
 }
 
+// The client token a change to sandbox `id` acts with. Another owner's
+// sandbox answers as an unknown one does (no existence oracle for remote
+// callers); a remote caller must hold the sandbox's token, a local user's
+// own sandboxes and root need none.
+std::optional<std::string> ActingToken(const ApiContext& c, const HttpRequest& request,
+                                       const std::optional<Caller>& caller, const SandboxId& id,
+                                       std::string_view doing) {
+  std::optional<std::string> token = ClientToken(request);
+  if (!caller) return token;
+  auto sandbox = c.engine->Get(id);
+  if (!sandbox || !Visible(*sandbox, caller)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  if (!caller->local_user && !token) {
+    Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token", doing);
+  }
+  return token;
+}
+
 HttpResponse Tokens(const ApiContext& c, const HttpRequest& request, std::string_view target,
                     const std::optional<Caller>& caller) {
   if (caller) Fail(ErrorCode::kPermissionDenied, "access tokens are managed on the local socket");
@@ -251,16 +268,8 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
         Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(target).substr(0, 100));
       }
       if (method != http::verb::post) MethodNotAllowed(target);
-      std::optional<std::string> token = ClientToken(request);
-      if (caller) {
-        auto sandbox = c.engine->Get(id);
-        if (!sandbox || !Visible(*sandbox, caller))
-          Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-        if (!caller->local_user && !token) {
-          Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token",
-               action == "pause" ? "pausing" : "resuming");
-        }
-      }
+      std::optional<std::string> token =
+          ActingToken(c, request, caller, id, action == "pause" ? "pausing" : "resuming");
       Sandbox moved = action == "pause" ? c.engine->Pause(id, token) : c.engine->Resume(id, token);
       return Json(http::status::ok, SandboxToJson(moved, c.client_host));
     }
@@ -271,19 +280,16 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
       return Json(http::status::ok, SandboxToJson(*sandbox, c.client_host));
     }
     if (method == http::verb::delete_) {
-      std::optional<std::string> token = ClientToken(request);
-      // Another owner's sandbox answers as an unknown one does: no
-      // existence oracle for remote callers.
-      if (caller) {
-        auto sandbox = c.engine->Get(id);
-        if (!sandbox || !Visible(*sandbox, caller))
-          Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-      }
-      if (caller && !caller->local_user && !token) {
-        Fail(ErrorCode::kPermissionDenied, "destroying needs the sandbox's client token");
-      }
+      std::optional<std::string> token = ActingToken(c, request, caller, id, "destroying");
       c.engine->Destroy(id, token);
       return Json(http::status::ok, {{"id", id.str()}, {"state", "destroyed"}});
+    }
+    if (method == http::verb::patch) {
+      std::optional<std::int64_t> ttl = ParseLifetimeChange(request.body());
+      std::optional<std::string> token =
+          ActingToken(c, request, caller, id, "changing its time to live");
+      Sandbox changed = c.engine->SetTimeToLive(id, ttl, token);
+      return Json(http::status::ok, SandboxToJson(changed, c.client_host));
     }
     MethodNotAllowed(target);
   }

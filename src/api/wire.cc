@@ -267,6 +267,12 @@ bool ParseTokenEnabled(std::string_view body) {
   return it->get<bool>();
 }
 
+std::optional<std::int64_t> ParseLifetimeChange(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"ttl_seconds"});
+  return OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
+}
+
 json AccessTokenToJson(const AccessToken& t) {
   auto optional_time = [](const std::optional<UnixSeconds>& at) {
     return at ? json(Iso8601(*at)) : json(nullptr);

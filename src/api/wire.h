@@ -38,6 +38,8 @@ nlohmann::json ImageDetailsToJson(const ImageDetails& details);
 NewAccessToken ParseNewAccessToken(std::string_view body);
 // PATCH /v1/tokens/{id} body: {"enabled": bool}.
 bool ParseTokenEnabled(std::string_view body);
+// PATCH /v1/sandboxes/{id}: {"ttl_seconds": N} (optional: the default TTL).
+std::optional<std::int64_t> ParseLifetimeChange(std::string_view body);
 // A token as GET returns it: never the secret or its hash.
 nlohmann::json AccessTokenToJson(const AccessToken& token);
 

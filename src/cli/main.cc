@@ -433,6 +433,12 @@ int main(int argc, char** argv) {
   auto* pause = app.add_subcommand(
       "pause", "save a sandbox's state to disk and stop it (its memory freed, its TTL stopped)");
   pause->add_option("id", id, "sandbox id")->required();
+  auto* extend = app.add_subcommand(
+      "extend", "set the time a sandbox has left (longer or shorter; paused: from its resume)");
+  extend->add_option("id", id, "sandbox id")->required();
+  std::optional<long long> extend_ttl;
+  extend->add_option("--ttl", extend_ttl, "seconds from now (default: the daemon's default TTL)")
+      ->check(CLI::PositiveNumber);
   auto* resume = app.add_subcommand("resume", "restore a paused sandbox where it stopped");
   resume->add_option("id", id, "sandbox id")->required();
   auto* status = app.add_subcommand("status", "show the daemon's status");
@@ -575,6 +581,23 @@ int main(int argc, char** argv) {
         std::cout << s.dump(2) << "\n";
       } else {
         std::printf("%s %s\n", pause->parsed() ? "paused" : "resumed", id.c_str());
+      }
+    } else if (extend->parsed()) {
+      auto entry = Remembered().Get(id);
+      ApiClient client = target.Client(RememberedServer(entry));
+      json body = json::object();
+      if (extend_ttl) body["ttl_seconds"] = *extend_ttl;
+      json s = client.Request("PATCH", "/v1/sandboxes/" + PathSegment(id), body.dump(),
+                              TokenHeader(entry));
+      if (as_json) {
+        std::cout << s.dump(2) << "\n";
+      } else if (s.contains("ttl_left_seconds")) {
+        std::printf("%s: paused; %lld s to live from its resume\n", id.c_str(),
+                    s["ttl_left_seconds"].get<long long>());
+      } else {
+        const bool expires = s.contains("expires_at") && s["expires_at"].is_string();
+        std::printf("%s: expires at %s\n", id.c_str(),
+                    expires ? s["expires_at"].get<std::string>().c_str() : "(no time set)");
       }
     } else if (destroy->parsed()) {
       auto entry = Remembered().Get(id);

@@ -122,12 +122,7 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     Fail(ErrorCode::kInvalidArgument, "vcpus {} is out of range [1, {}]", v.spec.vcpus,
          options_.max_vcpus);
   }
-  std::int64_t ttl = request.ttl_seconds.value_or(options_.default_ttl.count());
-  if (ttl <= 0 || ttl > options_.max_ttl.count()) {
-    Fail(ErrorCode::kInvalidArgument, "ttl_seconds {} is out of range [1, {}]", ttl,
-         options_.max_ttl.count());
-  }
-  v.spec.ttl = std::chrono::seconds(ttl);
+  v.spec.ttl = std::chrono::seconds(CheckedTtl(request.ttl_seconds));
   if (request.run_id.has_value() != request.machine.has_value()) {
     Fail(ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
   }

@@ -260,6 +260,13 @@ class Engine {
   // host's memory budget has no room for it now (it stays paused).
   Sandbox Resume(const SandboxId& id, const std::optional<std::string>& token);
 
+  // Sets the time a ready or paused sandbox has left to `ttl_seconds` from
+  // now (default_ttl without one), within [1, max_ttl]: longer or shorter
+  // than before. A paused sandbox keeps it for when it resumes. The token
+  // as Destroy's. kFailedPrecondition while it is made, moved or destroyed.
+  Sandbox SetTimeToLive(const SandboxId& id, std::optional<std::int64_t> ttl_seconds,
+                        const std::optional<std::string>& token);
+
   std::optional<Sandbox> Get(const SandboxId& id);
   // Get for the holder of the sandbox's client token: kNotFound, or
   // kPermissionDenied when the token does not match (compared in constant time).
@@ -424,8 +431,8 @@ class Engine {
   // Destroys under way (a request's or the reaper's): the reaper leaves
   // their rows alone instead of tearing the same sandbox down twice at once.
   std::multiset<SandboxId> destroying_;
-  // Pauses and resumes under way: one at a time per sandbox, and the
-  // reaper leaves them alone.
+  // Pauses, resumes and lifetime changes under way: one at a time per
+  // sandbox, and the reaper leaves them alone.
   std::set<SandboxId> moving_;
   std::condition_variable moving_done_;  // a pause or resume ended (with bookkeeping_mutex_)
   // Marks `id` as moving for its lifetime; kFailedPrecondition if it already is.
@@ -435,6 +442,9 @@ class Engine {
   // `sandbox` as recorded paused now: its TTL left kept, expires_at the end
   // of its time paused.
   Sandbox AsPaused(const Sandbox& sandbox) const;
+  // A time to live asked for (default_ttl without one), checked against
+  // [1, max_ttl]: kInvalidArgument outside.
+  std::int64_t CheckedTtl(std::optional<std::int64_t> ttl_seconds) const;
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;

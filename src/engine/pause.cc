@@ -4,34 +4,13 @@
 
 #include "core/error.h"
 #include "engine/engine.h"
+#include "engine/moving_guard.h"
 
 namespace ephemera {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
-
-class Engine::MovingGuard {
- public:
-  MovingGuard(Engine& engine, const SandboxId& id) : engine_(engine), id_(id) {
-    std::lock_guard lock(engine_.bookkeeping_mutex_);
-    if (engine_.destroying_.count(id_) || !engine_.moving_.insert(id_).second) {
-      Fail(ErrorCode::kFailedPrecondition, "sandbox {} is being paused, resumed or destroyed",
-           id_.str());
-    }
-  }
-  ~MovingGuard() {
-    {
-      std::lock_guard lock(engine_.bookkeeping_mutex_);
-      engine_.moving_.erase(id_);
-    }
-    engine_.moving_done_.notify_all();
-  }
-
- private:
-  Engine& engine_;
-  SandboxId id_;
-};
 
 Sandbox Engine::AsPaused(const Sandbox& sandbox) const {
   Sandbox paused = sandbox;

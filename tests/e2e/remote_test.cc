@@ -157,7 +157,7 @@ TEST_F(RemoteTest, MalformedAndOversizedBodiesGetClearErrors) {
   EXPECT_TRUE(List().empty());
 }
 
-TEST_F(RemoteTest, RemoteCreateLoginAndDestroyNeedTheClientToken) {
+TEST_F(RemoteTest, RemoteCreateLoginExtendAndDestroyNeedTheClientToken) {
   json owner = AddToken({{"name", "owner"}, {"max_sandboxes", 1}});
   json stranger = AddToken({{"name", "stranger"}});
   CurlResult r = Remote("POST", "/v1/sandboxes", owner["token"], R"({"ttl_seconds": 600})");
@@ -177,6 +177,37 @@ TEST_F(RemoteTest, RemoteCreateLoginAndDestroyNeedTheClientToken) {
   EXPECT_EQ(client.HostKeyFingerprint(), s["host_key_fingerprint"]);
   ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
   EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+
+  // Its time to live, set anew with the client token: longer, then shorter.
+  const std::vector<std::string> with_token = {
+      "-H", "X-Ephemera-Token: " + s["token"].get<std::string>()};
+  const std::string created_expiry = s["expires_at"];
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl_seconds": 900})");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("changing its time to live needs the sandbox's client token"));
+  r = Remote("PATCH", "/v1/sandboxes/" + id, stranger["token"], R"({"ttl_seconds": 900})",
+             with_token);
+  EXPECT_EQ(r.status, 404);
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl_seconds": "long"})",
+             with_token);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("'ttl_seconds' must be an integer"));
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl_seconds": 0})", with_token);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("ttl_seconds 0 is out of range"));
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl": 5})", with_token);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("unknown field 'ttl'"));
+  EXPECT_EQ(Remote("GET", "/v1/sandboxes/" + id, owner["token"]).Json()["expires_at"],
+            created_expiry);
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl_seconds": 900})", with_token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_GT(r.Json()["expires_at"].get<std::string>(), created_expiry);
+  r = Remote("PATCH", "/v1/sandboxes/" + id, owner["token"], R"({"ttl_seconds": 300})", with_token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_LT(r.Json()["expires_at"].get<std::string>(), created_expiry);
+  EXPECT_EQ(Remote("GET", "/v1/sandboxes/" + id, owner["token"]).Json()["expires_at"],
+            r.Json()["expires_at"]);
 
   // Without the client token, or with a wrong one, nothing is destroyed.
   r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"]);
@@ -220,9 +251,13 @@ TEST_F(RemoteTest, TheRemoteCliPinsTheCertificateAndRemembersItsSandboxes) {
   r = RunProcess(remote({"create", "--json", "--ttl", "600"}), 180s);
   ASSERT_TRUE(r.ok()) << r.err << DaemonLog();
   json s = json::parse(r.out);
-  // ssh and destroy need nothing but the id: the client remembers the rest.
+  // ssh, extend and destroy need nothing but the id: the client remembers the rest.
   r = RunProcess({EPHEMERA_CLI, "ssh", s["id"], "--", "id", "-un"}, 60s);
   EXPECT_EQ(r.out, s["username"].get<std::string>() + "\n") << r.err;
+  r = RunProcess({EPHEMERA_CLI, "extend", s["id"], "--ttl", "1200", "--json"}, 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_GT(json::parse(r.out)["expires_at"].get<std::string>(),
+            s["expires_at"].get<std::string>());
   r = RunProcess({EPHEMERA_CLI, "destroy", s["id"]}, 60s);
   EXPECT_TRUE(r.ok()) << r.err;
   ExpectNothingLeft();

@@ -458,6 +458,61 @@ TEST_F(EngineTest, PauseStopsTheClockOfTheTtlAndResumeGivesItBack) {
   EXPECT_THROW(engine().Resume(id, r.token), Error);  // not paused
 }
 
+TEST_F(EngineTest, TimeToLiveIsSetAnewLongerOrShorterWithinMaxTtl) {
+  options_.max_ttl = std::chrono::seconds(5000);
+  options_.default_ttl = std::chrono::seconds(700);
+  CreateRequest request;
+  request.ttl_seconds = 100;
+  CreateResult r = engine().Create(request);
+  const SandboxId id = r.sandbox.id;
+
+  Sandbox longer = engine().SetTimeToLive(id, 4000, r.token);
+  EXPECT_NEAR(static_cast<double>(*longer.expires_at - NowUnix()), 4000.0, 2.0);
+  EXPECT_EQ(*store_.Get(id)->expires_at, *longer.expires_at);
+  Sandbox shorter = engine().SetTimeToLive(id, 10, std::nullopt);  // an administrator
+  EXPECT_NEAR(static_cast<double>(*shorter.expires_at - NowUnix()), 10.0, 2.0);
+  Sandbox by_default = engine().SetTimeToLive(id, std::nullopt, r.token);
+  EXPECT_NEAR(static_cast<double>(*by_default.expires_at - NowUnix()), 700.0, 2.0);
+
+  // Out of range, another's token, an unknown sandbox: refused, nothing changed.
+  for (std::int64_t bad : {0, -5, 5001}) {
+    try {
+      engine().SetTimeToLive(id, bad, r.token);
+      ADD_FAILURE() << "ttl " << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_THAT(e.what(), HasSubstr("out of range [1, 5000]"));
+    }
+  }
+  try {
+    engine().SetTimeToLive(id, 50, std::string("not-its-token"));
+    ADD_FAILURE() << "another token changed it";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kPermissionDenied);
+  }
+  EXPECT_EQ(*store_.Get(id)->expires_at, *by_default.expires_at);
+  EXPECT_THROW(engine().SetTimeToLive(SandboxId::Generate(), 50, std::nullopt), Error);
+
+  // Shortened into the past of the reaper's next look: it is destroyed.
+  engine().SetTimeToLive(id, 1, r.token);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  engine().ReapOnce();
+  EXPECT_FALSE(store_.Get(id));
+}
+
+TEST_F(EngineTest, APausedSandboxKeepsItsNewTimeToLiveForItsResume) {
+  options_.max_paused = std::chrono::seconds(600);
+  CreateResult r = engine().Create({});
+  const SandboxId id = r.sandbox.id;
+  Sandbox paused = engine().Pause(id, r.token);
+  Sandbox changed = engine().SetTimeToLive(id, 3000, r.token);
+  EXPECT_EQ(changed.state, SandboxState::kPaused);
+  EXPECT_EQ(changed.ttl_left_seconds, 3000);
+  EXPECT_EQ(*changed.expires_at, *paused.expires_at) << "the end of its time paused stays";
+  Sandbox resumed = engine().Resume(id, r.token);
+  EXPECT_NEAR(static_cast<double>(*resumed.expires_at - NowUnix()), 3000.0, 2.0);
+}
+
 TEST_F(EngineTest, AFailedPauseLeavesTheSandboxReadyAndAFailedResumeLeavesItPaused) {
   CreateResult r = engine().Create({});
   vms_.fail_pause = true;
