@@ -16,18 +16,6 @@ HttpResponse Json(http::status status, const json& body) {
   return JsonResponse(static_cast<unsigned>(status), body);
 }
 
-constexpr std::string_view kSandboxes = "/v1/sandboxes";
-constexpr std::string_view kTokens = "/v1/tokens";
-
-// "/v1/sandboxes/ID" -> "ID" for prefix "/v1/sandboxes"; empty otherwise.
-std::string_view Child(std::string_view target, std::string_view collection) {
-  if (target.size() <= collection.size() + 1 || target.substr(0, collection.size()) != collection ||
-      target[collection.size()] != '/') {
-    return {};
-  }
-  return target.substr(collection.size() + 1);
-}
-
 json PoolsToJson(const std::vector<PoolStatus>& pools) {
   json list = json::array();
   for (const PoolStatus& p : pools) {
@@ -63,59 +51,8 @@ std::optional<std::string> ClientToken(const HttpRequest& request) {
   return std::nullopt;
 }
 
-[[noreturn]] void MethodNotAllowed(std::string_view target) {
-  Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", target);
-}
-
 bool Visible(const Sandbox& sandbox, const std::optional<Caller>& caller) {
   return !caller || sandbox.owner == caller->owner;
-}
-
-// The client token a change to sandbox `id` acts with. Another owner's
-// sandbox answers as an unknown one does (no existence oracle for remote
-// callers); a remote caller must hold the sandbox's token, a local user's
-// own sandboxes and root need none.
-std::optional<std::string> ActingToken(const ApiContext& c, const HttpRequest& request,
-                                       const std::optional<Caller>& caller, const SandboxId& id,
-                                       std::string_view doing) {
-  std::optional<std::string> token = ClientToken(request);
-  if (!caller) return token;
-  auto sandbox = c.engine->Get(id);
-  if (!sandbox || !Visible(*sandbox, caller)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  if (!caller->local_user && !token) {
-    Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token", doing);
-  }
-  return token;
-}
-
-HttpResponse Tokens(const ApiContext& c, const HttpRequest& request, std::string_view target,
-                    const std::optional<Caller>& caller) {
-  if (caller) Fail(ErrorCode::kPermissionDenied, "access tokens are managed on the local socket");
-  const auto method = request.method();
-  if (target == kTokens) {
-    if (method == http::verb::post) {
-      IssuedAccessToken issued = c.engine->AddAccessToken(ParseNewAccessToken(request.body()));
-      json body = AccessTokenToJson(issued.record);
-      body["token"] = issued.secret;
-      return Json(http::status::created, body);
-    }
-    if (method == http::verb::get) {
-      json list = json::array();
-      for (const auto& t : c.engine->ListAccessTokens()) list.push_back(AccessTokenToJson(t));
-      return Json(http::status::ok, {{"tokens", list}});
-    }
-    MethodNotAllowed(target);
-  }
-  const std::string id(Child(target, kTokens));
-  if (method == http::verb::patch) {
-    return Json(http::status::ok, AccessTokenToJson(c.engine->SetAccessTokenEnabled(
-                                      id, ParseTokenEnabled(request.body()))));
-  }
-  if (method == http::verb::delete_) {
-    c.engine->DeleteAccessToken(id);
-    return Json(http::status::ok, {{"id", id}, {"deleted", true}});
-  }
-  MethodNotAllowed(target);
 }
 
 // An import's progress as NDJSON lines, at most every 200 ms per layer
@@ -158,8 +95,262 @@ bool WantsNdjson(const HttpRequest& request) {
                  .find(ImportProgressLines::kNdjson) != std::string_view::npos;
 }
 
-HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& peer,
-                   HttpChunkSink* sink) {
+// One request on its way through a route: the route's {parameter}, if it
+// has one, and who asks (none: root on the local socket).
+struct Call {
+  const ApiContext& c;
+  const HttpRequest& request;
+  const std::optional<Caller>& caller;
+  HttpChunkSink* sink;
+  std::string_view param;
+};
+
+void LocalSocketOnly(const Call& call, std::string_view what) {
+  if (call.caller) Fail(ErrorCode::kPermissionDenied, "{} on the local socket", what);
+}
+
+// The sandbox the route names, and the client token a change to it acts
+// with. Another owner's sandbox answers as an unknown one does (no
+// existence oracle for remote callers); a remote caller must hold the
+// sandbox's token, a local user's own sandboxes and root need none.
+std::optional<std::string> ActingToken(const Call& call, const SandboxId& id,
+                                       std::string_view doing) {
+  std::optional<std::string> token = ClientToken(call.request);
+  if (!call.caller) return token;
+  auto sandbox = call.c.engine->Get(id);
+  if (!sandbox || !Visible(*sandbox, call.caller)) {
+    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  }
+  if (!call.caller->local_user && !token) {
+    Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token", doing);
+  }
+  return token;
+}
+
+HttpResponse GetStatus(const Call& call) {
+  EngineStatus s = call.c.engine->Status();
+  return Json(http::status::ok,
+              {{"version", call.c.version},
+               {"sandboxes", s.sandboxes},
+               {"max_sandboxes", s.max_sandboxes},
+               {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
+               {"uptime_seconds", s.uptime_seconds},
+               {"accelerator", call.c.accelerator},
+               {"drivers", s.drivers},
+               {"pools", PoolsToJson(s.pools)},
+               {"snapshots", SnapshotsToJson(s.snapshots)},
+               {"front_doors", call.c.front_doors ? call.c.front_doors->Get() : json::object()}});
+}
+
+HttpResponse ListImages(const Call& call) {
+  json images = json::array();
+  for (const auto& entry : call.c.engine->Images()) {
+    json j = ImageEntryToJson(entry);
+    // Remote callers learn which images exist, not the host's paths or errors.
+    if (call.caller) {
+      j.erase("iso_path");
+      if (j.contains("error")) j["error"] = "not usable";
+    }
+    images.push_back(std::move(j));
+  }
+  return Json(http::status::ok, {{"images", images}});
+}
+
+HttpResponse ImportImage(const Call& call) {
+  // Imports read the host's files.
+  LocalSocketOnly(call, "images are imported");
+  ImageImport import = ParseImageImport(call.request.body());
+  // Asked for, progress goes out as NDJSON lines, the answer last.
+  ImportProgressLines progress(WantsNdjson(call.request) ? call.sink : nullptr);
+  oci::ImportResult r = call.c.engine->ImportImage(import, std::ref(progress));
+  return Json(http::status::created,
+              {{"name", import.name},
+               {"dir", r.dir.string()},
+               {"kernel_digest", r.kernel_digest ? r.kernel_digest->str() : ""},
+               {"rootfs_digest", r.rootfs_digest.str()},
+               {"rootfs_bytes", r.rootfs.image_bytes},
+               {"cached", r.cached}});
+}
+
+HttpResponse PruneImages(const Call& call) {
+  LocalSocketOnly(call, "images are managed");
+  return Json(http::status::ok, {{"removed", call.c.engine->PruneImages()}});
+}
+
+HttpResponse InspectImage(const Call& call) {
+  LocalSocketOnly(call, "images are managed");
+  return Json(http::status::ok,
+              ImageDetailsToJson(call.c.engine->InspectImage(std::string(call.param))));
+}
+
+HttpResponse RemoveImage(const Call& call) {
+  LocalSocketOnly(call, "images are managed");
+  call.c.engine->RemoveImage(std::string(call.param));
+  return Json(http::status::ok, {{"name", std::string(call.param)}, {"deleted", true}});
+}
+
+HttpResponse AddToken(const Call& call) {
+  LocalSocketOnly(call, "access tokens are managed");
+  IssuedAccessToken issued =
+      call.c.engine->AddAccessToken(ParseNewAccessToken(call.request.body()));
+  json body = AccessTokenToJson(issued.record);
+  body["token"] = issued.secret;
+  return Json(http::status::created, body);
+}
+
+HttpResponse ListTokens(const Call& call) {
+  LocalSocketOnly(call, "access tokens are managed");
+  json list = json::array();
+  for (const auto& t : call.c.engine->ListAccessTokens()) list.push_back(AccessTokenToJson(t));
+  return Json(http::status::ok, {{"tokens", list}});
+}
+
+HttpResponse EnableToken(const Call& call) {
+  LocalSocketOnly(call, "access tokens are managed");
+  const bool enabled = ParseTokenEnabled(call.request.body());
+  return Json(http::status::ok, AccessTokenToJson(call.c.engine->SetAccessTokenEnabled(
+                                    std::string(call.param), enabled)));
+}
+
+HttpResponse DeleteToken(const Call& call) {
+  LocalSocketOnly(call, "access tokens are managed");
+  call.c.engine->DeleteAccessToken(std::string(call.param));
+  return Json(http::status::ok, {{"id", std::string(call.param)}, {"deleted", true}});
+}
+
+HttpResponse CreateSandbox(const Call& call) {
+  CreateRequest create = ParseCreateRequest(call.request.body());
+  if (call.caller) {
+    create.owner = call.caller->owner;
+    create.owner_limit = call.caller->owner_limit;
+    create.owner_memory_mib = call.caller->owner_memory_mib;
+  }
+  CreateResult result = call.c.engine->Create(create);
+  return Json(http::status::created, CreateResultToJson(result, call.c.client_host));
+}
+
+HttpResponse ListSandboxes(const Call& call) {
+  json list = json::array();
+  for (const auto& s : call.c.engine->List()) {
+    if (Visible(s, call.caller)) list.push_back(SandboxToJson(s, call.c.client_host));
+  }
+  return Json(http::status::ok, {{"sandboxes", list}});
+}
+
+HttpResponse ShowSandbox(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  auto sandbox = call.c.engine->Get(id);
+  if (!sandbox || !Visible(*sandbox, call.caller)) {
+    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  }
+  return Json(http::status::ok, SandboxToJson(*sandbox, call.c.client_host));
+}
+
+HttpResponse DestroySandbox(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  std::optional<std::string> token = ActingToken(call, id, "destroying");
+  call.c.engine->Destroy(id, token);
+  return Json(http::status::ok, {{"id", id.str()}, {"state", "destroyed"}});
+}
+
+HttpResponse ChangeLifetime(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  std::optional<std::int64_t> ttl = ParseLifetimeChange(call.request.body());
+  std::optional<std::string> token = ActingToken(call, id, "changing its time to live");
+  Sandbox changed = call.c.engine->SetTimeToLive(id, ttl, token);
+  return Json(http::status::ok, SandboxToJson(changed, call.c.client_host));
+}
+
+HttpResponse PauseSandbox(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  std::optional<std::string> token = ActingToken(call, id, "pausing");
+  return Json(http::status::ok, SandboxToJson(call.c.engine->Pause(id, token), call.c.client_host));
+}
+
+HttpResponse ResumeSandbox(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  std::optional<std::string> token = ActingToken(call, id, "resuming");
+  return Json(http::status::ok,
+              SandboxToJson(call.c.engine->Resume(id, token), call.c.client_host));
+}
+
+struct Route {
+  http::verb method;
+  std::string_view path;  // segments; "{name}" takes one non-empty segment
+  bool slow;              // may take seconds: HttpServerOptions::is_slow
+  HttpResponse (*handler)(const Call&);
+};
+
+// Every route of /v1, the only place one is declared (docs/openapi.yaml
+// describes the same; a test holds them together). Where two paths match,
+// the first with the request's method wins: literal segments go first.
+constexpr Route kRoutes[] = {
+    {http::verb::get, "/v1/status", false, GetStatus},
+    {http::verb::get, "/v1/images", false, ListImages},
+    {http::verb::post, "/v1/images", true, ImportImage},
+    {http::verb::post, "/v1/images/prune", false, PruneImages},
+    {http::verb::get, "/v1/images/{name}", false, InspectImage},
+    {http::verb::delete_, "/v1/images/{name}", false, RemoveImage},
+    {http::verb::get, "/v1/tokens", false, ListTokens},
+    {http::verb::post, "/v1/tokens", false, AddToken},
+    {http::verb::patch, "/v1/tokens/{id}", false, EnableToken},
+    {http::verb::delete_, "/v1/tokens/{id}", false, DeleteToken},
+    {http::verb::get, "/v1/sandboxes", false, ListSandboxes},
+    {http::verb::post, "/v1/sandboxes", true, CreateSandbox},
+    {http::verb::get, "/v1/sandboxes/{id}", false, ShowSandbox},
+    {http::verb::patch, "/v1/sandboxes/{id}", false, ChangeLifetime},
+    {http::verb::delete_, "/v1/sandboxes/{id}", true, DestroySandbox},
+    {http::verb::post, "/v1/sandboxes/{id}/pause", true, PauseSandbox},
+    {http::verb::post, "/v1/sandboxes/{id}/resume", true, ResumeSandbox},
+};
+
+// Whether `path` fits `pattern`; `param` gets what its "{...}" segment took.
+bool PathMatches(std::string_view pattern, std::string_view path, std::string_view& param) {
+  while (!pattern.empty() || !path.empty()) {
+    if (pattern.empty() || path.empty() || pattern[0] != '/' || path[0] != '/') return false;
+    pattern.remove_prefix(1);
+    path.remove_prefix(1);
+    const std::string_view want = pattern.substr(0, pattern.find('/'));
+    const std::string_view got = path.substr(0, path.find('/'));
+    if (want.starts_with('{')) {
+      if (got.empty()) return false;
+      param = got;
+    } else if (want != got) {
+      return false;
+    }
+    pattern.remove_prefix(want.size());
+    path.remove_prefix(got.size());
+  }
+  return true;
+}
+
+std::string_view PathOf(const HttpRequest& request) {
+  std::string_view target(request.target().data(), request.target().size());
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  return target;
+}
+
+// The route for the request, with its parameter; kNotFound for a path no
+// route has, kInvalidArgument for a method its path does not take.
+const Route& FindRoute(const HttpRequest& request, std::string_view& param) {
+  const std::string_view path = PathOf(request);
+  bool path_known = false;
+  for (const Route& route : kRoutes) {
+    std::string_view taken;
+    if (!PathMatches(route.path, path, taken)) continue;
+    path_known = true;
+    if (route.method == request.method()) {
+      param = taken;
+      return route;
+    }
+  }
+  if (path_known)
+    Fail(ErrorCode::kInvalidArgument, "method not allowed on {}", path.substr(0, 100));
+  Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(path).substr(0, 100));
+}
+
+HttpResponse Dispatch(const ApiContext& c, const HttpRequest& request, const Peer& peer,
+                      HttpChunkSink* sink) {
   std::optional<Caller> caller;
   if (!peer.local) {
     if (!c.access) Fail(ErrorCode::kInternal, "a remote front door without access control");
@@ -171,149 +362,35 @@ HttpResponse Route(const ApiContext& c, const HttpRequest& request, const Peer& 
     }
     caller = c.local_user(peer.uid);
   }
-  const std::string target_text(request.target());
-  std::string_view target = target_text;
-  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  const auto method = request.method();
-
-  if (target == "/v1/status") {
-    if (method != http::verb::get) MethodNotAllowed(target);
-    EngineStatus s = c.engine->Status();
-    return Json(http::status::ok,
-                {{"version", c.version},
-                 {"sandboxes", s.sandboxes},
-                 {"max_sandboxes", s.max_sandboxes},
-                 {"available", s.max_sandboxes - std::min(s.max_sandboxes, s.sandboxes)},
-                 {"uptime_seconds", s.uptime_seconds},
-                 {"accelerator", c.accelerator},
-                 {"drivers", s.drivers},
-                 {"pools", PoolsToJson(s.pools)},
-                 {"snapshots", SnapshotsToJson(s.snapshots)},
-                 {"front_doors", c.front_doors ? c.front_doors->Get() : json::object()}});
-  }
-  if (target == "/v1/images" && method == http::verb::post) {
-    // Imports read the host's files: the local socket only.
-    if (caller) Fail(ErrorCode::kPermissionDenied, "images are imported on the local socket");
-    ImageImport import = ParseImageImport(request.body());
-    // Asked for, progress goes out as NDJSON lines, the answer last.
-    ImportProgressLines progress(WantsNdjson(request) ? sink : nullptr);
-    oci::ImportResult r = c.engine->ImportImage(import, std::ref(progress));
-    return Json(http::status::created,
-                {{"name", import.name},
-                 {"dir", r.dir.string()},
-                 {"kernel_digest", r.kernel_digest ? r.kernel_digest->str() : ""},
-                 {"rootfs_digest", r.rootfs_digest.str()},
-                 {"rootfs_bytes", r.rootfs.image_bytes},
-                 {"cached", r.cached}});
-  }
-  if (std::string_view name = Child(target, "/v1/images"); !name.empty()) {
-    if (caller) Fail(ErrorCode::kPermissionDenied, "images are managed on the local socket");
-    if (name == "prune" && method == http::verb::post) {
-      return Json(http::status::ok, {{"removed", c.engine->PruneImages()}});
-    }
-    if (method == http::verb::get) {
-      return Json(http::status::ok, ImageDetailsToJson(c.engine->InspectImage(std::string(name))));
-    }
-    if (method != http::verb::delete_) MethodNotAllowed(target);
-    c.engine->RemoveImage(std::string(name));
-    return Json(http::status::ok, {{"name", std::string(name)}, {"deleted", true}});
-  }
-  if (target == "/v1/images") {
-    if (method != http::verb::get) MethodNotAllowed(target);
-    json images = json::array();
-    for (const auto& entry : c.engine->Images()) {
-      json j = ImageEntryToJson(entry);
-      // Remote callers learn which images exist, not the host's paths or errors.
-      if (caller) {
-        j.erase("iso_path");
-        if (j.contains("error")) j["error"] = "not usable";
-      }
-      images.push_back(std::move(j));
-    }
-    return Json(http::status::ok, {{"images", images}});
-  }
-  if (target == kTokens || !Child(target, kTokens).empty()) {
-    return Tokens(c, request, target, caller);
-  }
-  if (target == kSandboxes) {
-    if (method == http::verb::post) {
-      CreateRequest create = ParseCreateRequest(request.body());
-      if (caller) {
-        create.owner = caller->owner;
-        create.owner_limit = caller->owner_limit;
-        create.owner_memory_mib = caller->owner_memory_mib;
-      }
-      CreateResult result = c.engine->Create(create);
-      return Json(http::status::created, CreateResultToJson(result, c.client_host));
-    }
-    if (method == http::verb::get) {
-      json list = json::array();
-      for (const auto& s : c.engine->List()) {
-        if (Visible(s, caller)) list.push_back(SandboxToJson(s, c.client_host));
-      }
-      return Json(http::status::ok, {{"sandboxes", list}});
-    }
-    MethodNotAllowed(target);
-  }
-  if (std::string_view child = Child(target, kSandboxes); !child.empty()) {
-    // /v1/sandboxes/{id}/pause and /resume
-    std::string_view action;
-    if (auto slash = child.find('/'); slash != std::string_view::npos) {
-      action = child.substr(slash + 1);
-      child = child.substr(0, slash);
-    }
-    SandboxId id = SandboxId::Parse(child);
-    if (!action.empty()) {
-      if (action != "pause" && action != "resume") {
-        Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(target).substr(0, 100));
-      }
-      if (method != http::verb::post) MethodNotAllowed(target);
-      std::optional<std::string> token =
-          ActingToken(c, request, caller, id, action == "pause" ? "pausing" : "resuming");
-      Sandbox moved = action == "pause" ? c.engine->Pause(id, token) : c.engine->Resume(id, token);
-      return Json(http::status::ok, SandboxToJson(moved, c.client_host));
-    }
-    if (method == http::verb::get) {
-      auto sandbox = c.engine->Get(id);
-      if (!sandbox || !Visible(*sandbox, caller))
-        Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-      return Json(http::status::ok, SandboxToJson(*sandbox, c.client_host));
-    }
-    if (method == http::verb::delete_) {
-      std::optional<std::string> token = ActingToken(c, request, caller, id, "destroying");
-      c.engine->Destroy(id, token);
-      return Json(http::status::ok, {{"id", id.str()}, {"state", "destroyed"}});
-    }
-    if (method == http::verb::patch) {
-      std::optional<std::int64_t> ttl = ParseLifetimeChange(request.body());
-      std::optional<std::string> token =
-          ActingToken(c, request, caller, id, "changing its time to live");
-      Sandbox changed = c.engine->SetTimeToLive(id, ttl, token);
-      return Json(http::status::ok, SandboxToJson(changed, c.client_host));
-    }
-    MethodNotAllowed(target);
-  }
-  Fail(ErrorCode::kNotFound, "no such endpoint: {}", std::string(target).substr(0, 100));
+  std::string_view param;
+  const Route& route = FindRoute(request, param);
+  return route.handler(Call{c, request, caller, sink, param});
 }
 
 }  // namespace
 
-bool IsSlowApiRequest(const HttpRequest& request) {
-  std::string_view target(request.target().data(), request.target().size());
-  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  if (request.method() == http::verb::post) {
-    return target == kSandboxes || target == "/v1/images" ||
-           (!Child(target, kSandboxes).empty() &&
-            (target.ends_with("/pause") || target.ends_with("/resume")));
+std::vector<ApiRouteInfo> ApiRoutes() {
+  std::vector<ApiRouteInfo> routes;
+  for (const Route& route : kRoutes) {
+    routes.push_back({std::string(http::to_string(route.method)), std::string(route.path)});
   }
-  if (request.method() == http::verb::delete_) return !Child(target, kSandboxes).empty();
+  return routes;
+}
+
+bool IsSlowApiRequest(const HttpRequest& request) {
+  for (const Route& route : kRoutes) {
+    std::string_view param;
+    if (route.method == request.method() && PathMatches(route.path, PathOf(request), param)) {
+      return route.slow;
+    }
+  }
   return false;
 }
 
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
                               const Peer& peer, HttpChunkSink* sink) {
   try {
-    return Route(context, request, peer, sink);
+    return Dispatch(context, request, peer, sink);
   } catch (const RateLimitedError& e) {
     HttpResponse response = Json(http::status::too_many_requests, ErrorToJson(e));
     response.set(http::field::retry_after, std::to_string(e.retry_after().count()));

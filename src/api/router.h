@@ -1,21 +1,19 @@
-// The /v1 API as an HTTP handler over the engine:
-//   POST   /v1/sandboxes        create (body: image | kernel + rootfs, run_id + name,
-//                               memory_mib, vcpus, ttl_seconds)
-//   GET    /v1/sandboxes        list (a remote caller sees its own)
-//   GET    /v1/sandboxes/{id}   show
-//   DELETE /v1/sandboxes/{id}   destroy (remote: X-Ephemera-Token, the client token)
-//   GET    /v1/status           daemon status
-//   GET    /v1/images           images (remote: names and digests only)
-//   POST   /v1/images           import (local socket; body: name, kernel, rootfs, headroom_mib)
-//   GET|DELETE /v1/images/{name}, POST /v1/images/prune   inspect, remove, prune (local socket)
-//   POST   /v1/tokens, GET /v1/tokens, PATCH|DELETE /v1/tokens/{id}
-//                               access tokens (local socket only)
+// The /v1 API as an HTTP handler over the engine. Its routes are declared
+// in one table (router.cc) and described in docs/openapi.yaml:
+//   /v1/sandboxes[/{id}[/pause|/resume]]  create, list, show, change the
+//       time to live, destroy, pause, resume (a remote caller sees its own;
+//       changes need X-Ephemera-Token, the client token)
+//   /v1/status                           daemon status
+//   /v1/images[/{name}|/prune]           list (remote: names and digests);
+//       import, inspect, remove, prune (local socket)
+//   /v1/tokens[/{id}]                    access tokens (local socket only)
 // Errors are {"error": {"code", "message"}} with a matching HTTP status.
 #pragma once
 
 #include <functional>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -66,5 +64,12 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
 
 // Requests that may take seconds (create, destroy), for HttpServerOptions::is_slow.
 bool IsSlowApiRequest(const HttpRequest& request);
+
+// Every route the API serves: method ("GET") and path ("/v1/sandboxes/{id}").
+struct ApiRouteInfo {
+  std::string method;
+  std::string path;
+};
+std::vector<ApiRouteInfo> ApiRoutes();
 
 }  // namespace ephemera
