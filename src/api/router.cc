@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+
 #include "api/wire.h"
 #include "core/error.h"
 
@@ -102,7 +104,8 @@ struct Call {
   const HttpRequest& request;
   const std::optional<Caller>& caller;
   HttpChunkSink* sink;
-  std::string_view param;
+  std::string_view param;   // the path's first {parameter}
+  std::string_view param2;  // its second
 };
 
 void LocalSocketOnly(const Call& call, std::string_view what) {
@@ -261,6 +264,39 @@ HttpResponse ChangeLifetime(const Call& call) {
   return Json(http::status::ok, SandboxToJson(changed, call.c.client_host));
 }
 
+json PortToJson(const ExposedPort& port, const std::string& host) {
+  return {{"guest_port", port.guest_port}, {"host_port", port.host_port}, {"host", host}};
+}
+
+HttpResponse ListPorts(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  auto sandbox = call.c.engine->Get(id);
+  if (!sandbox || !Visible(*sandbox, call.caller)) {
+    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  }
+  json ports = json::array();
+  for (const ExposedPort& p : call.c.engine->ExposedPorts(id, std::nullopt)) {
+    ports.push_back(PortToJson(p, call.c.client_host));
+  }
+  return Json(http::status::ok, {{"ports", ports}});
+}
+
+HttpResponse ExposePort(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  const std::uint16_t guest_port = ParsePortExposure(call.request.body());
+  std::optional<std::string> token = ActingToken(call, id, "exposing a port");
+  ExposedPort port = call.c.engine->ExposePort(id, guest_port, token);
+  return Json(http::status::created, PortToJson(port, call.c.client_host));
+}
+
+HttpResponse UnexposePort(const Call& call) {
+  SandboxId id = SandboxId::Parse(call.param);
+  const std::uint16_t guest_port = ParsePortNumber(call.param2);
+  std::optional<std::string> token = ActingToken(call, id, "closing a port");
+  call.c.engine->UnexposePort(id, guest_port, token);
+  return Json(http::status::ok, {{"guest_port", guest_port}, {"exposed", false}});
+}
+
 HttpResponse PauseSandbox(const Call& call) {
   SandboxId id = SandboxId::Parse(call.param);
   std::optional<std::string> token = ActingToken(call, id, "pausing");
@@ -302,10 +338,17 @@ constexpr Route kRoutes[] = {
     {http::verb::delete_, "/v1/sandboxes/{id}", true, DestroySandbox},
     {http::verb::post, "/v1/sandboxes/{id}/pause", true, PauseSandbox},
     {http::verb::post, "/v1/sandboxes/{id}/resume", true, ResumeSandbox},
+    {http::verb::get, "/v1/sandboxes/{id}/ports", false, ListPorts},
+    {http::verb::post, "/v1/sandboxes/{id}/ports", false, ExposePort},
+    {http::verb::delete_, "/v1/sandboxes/{id}/ports/{port}", false, UnexposePort},
 };
 
-// Whether `path` fits `pattern`; `param` gets what its "{...}" segment took.
-bool PathMatches(std::string_view pattern, std::string_view path, std::string_view& param) {
+// What a path's "{...}" segments took, in order.
+using PathParams = std::array<std::string_view, 2>;
+
+// Whether `path` fits `pattern`; `params` gets what its "{...}" segments took.
+bool PathMatches(std::string_view pattern, std::string_view path, PathParams& params) {
+  std::size_t taken = 0;
   while (!pattern.empty() || !path.empty()) {
     if (pattern.empty() || path.empty() || pattern[0] != '/' || path[0] != '/') return false;
     pattern.remove_prefix(1);
@@ -313,8 +356,8 @@ bool PathMatches(std::string_view pattern, std::string_view path, std::string_vi
     const std::string_view want = pattern.substr(0, pattern.find('/'));
     const std::string_view got = path.substr(0, path.find('/'));
     if (want.starts_with('{')) {
-      if (got.empty()) return false;
-      param = got;
+      if (got.empty() || taken == params.size()) return false;
+      params[taken++] = got;
     } else if (want != got) {
       return false;
     }
@@ -332,15 +375,15 @@ std::string_view PathOf(const HttpRequest& request) {
 
 // The route for the request, with its parameter; kNotFound for a path no
 // route has, kInvalidArgument for a method its path does not take.
-const Route& FindRoute(const HttpRequest& request, std::string_view& param) {
+const Route& FindRoute(const HttpRequest& request, PathParams& params) {
   const std::string_view path = PathOf(request);
   bool path_known = false;
   for (const Route& route : kRoutes) {
-    std::string_view taken;
+    PathParams taken;
     if (!PathMatches(route.path, path, taken)) continue;
     path_known = true;
     if (route.method == request.method()) {
-      param = taken;
+      params = taken;
       return route;
     }
   }
@@ -362,9 +405,9 @@ HttpResponse Dispatch(const ApiContext& c, const HttpRequest& request, const Pee
     }
     caller = c.local_user(peer.uid);
   }
-  std::string_view param;
-  const Route& route = FindRoute(request, param);
-  return route.handler(Call{c, request, caller, sink, param});
+  PathParams params;
+  const Route& route = FindRoute(request, params);
+  return route.handler(Call{c, request, caller, sink, params[0], params[1]});
 }
 
 }  // namespace
@@ -379,8 +422,8 @@ std::vector<ApiRouteInfo> ApiRoutes() {
 
 bool IsSlowApiRequest(const HttpRequest& request) {
   for (const Route& route : kRoutes) {
-    std::string_view param;
-    if (route.method == request.method() && PathMatches(route.path, PathOf(request), param)) {
+    PathParams params;
+    if (route.method == request.method() && PathMatches(route.path, PathOf(request), params)) {
       return route.slow;
     }
   }

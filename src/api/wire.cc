@@ -4,6 +4,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "core/text.h"
 #include "guest/credentials.h"
 
 namespace ephemera {
@@ -271,6 +272,28 @@ std::optional<std::int64_t> ParseLifetimeChange(std::string_view body) {
   json parsed = ParseJsonObject(body);
   RejectUnknownFields(parsed, {"ttl_seconds"});
   return OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
+}
+
+std::uint16_t ParsePortExposure(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"guest_port"});
+  auto port = OptionalInteger<std::int64_t>(parsed, "guest_port", 1, 65535);
+  if (!port) Fail(ErrorCode::kInvalidArgument, "'guest_port' is required (1 to 65535)");
+  return static_cast<std::uint16_t>(*port);
+}
+
+std::uint16_t ParsePortNumber(std::string_view text) {
+  unsigned value = 0;
+  const bool digits = !text.empty() && text.size() <= 5 &&
+                      text.find_first_not_of("0123456789") == std::string_view::npos;
+  if (digits) {
+    for (char c : text) value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (!digits || value == 0 || value > 65535) {
+    Fail(ErrorCode::kInvalidArgument, "'{}' is not a port number (1 to 65535)",
+         EscapeForLog(std::string(text.substr(0, 20))));
+  }
+  return static_cast<std::uint16_t>(value);
 }
 
 json AccessTokenToJson(const AccessToken& t) {

@@ -40,6 +40,10 @@ NewAccessToken ParseNewAccessToken(std::string_view body);
 bool ParseTokenEnabled(std::string_view body);
 // PATCH /v1/sandboxes/{id}: {"ttl_seconds": N} (optional: the default TTL).
 std::optional<std::int64_t> ParseLifetimeChange(std::string_view body);
+// POST /v1/sandboxes/{id}/ports: {"guest_port": 1-65535}.
+std::uint16_t ParsePortExposure(std::string_view body);
+// A port number in a path ("8080"): kInvalidArgument unless 1-65535, digits only.
+std::uint16_t ParsePortNumber(std::string_view text);
 // A token as GET returns it: never the secret or its hash.
 nlohmann::json AccessTokenToJson(const AccessToken& token);
 

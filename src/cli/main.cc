@@ -439,6 +439,22 @@ int main(int argc, char** argv) {
   std::optional<long long> extend_ttl;
   extend->add_option("--ttl", extend_ttl, "seconds from now (default: the daemon's default TTL)")
       ->check(CLI::PositiveNumber);
+  auto* port = app.add_subcommand("port", "guest ports forwarded on host ports");
+  port->require_subcommand(1);
+  long long guest_port = 0;
+  auto* port_add =
+      port->add_subcommand("add", "expose a guest port on a free host port (until removed)");
+  port_add->add_option("id", id, "sandbox id")->required();
+  port_add->add_option("guest_port", guest_port, "the guest's port")
+      ->required()
+      ->check(CLI::Range(1, 65535));
+  auto* port_list = port->add_subcommand("list", "list a sandbox's forwarded ports, SSH's first");
+  port_list->add_option("id", id, "sandbox id")->required();
+  auto* port_rm = port->add_subcommand("rm", "close an exposed port");
+  port_rm->add_option("id", id, "sandbox id")->required();
+  port_rm->add_option("guest_port", guest_port, "the guest's port")
+      ->required()
+      ->check(CLI::Range(1, 65535));
   auto* resume = app.add_subcommand("resume", "restore a paused sandbox where it stopped");
   resume->add_option("id", id, "sandbox id")->required();
   auto* status = app.add_subcommand("status", "show the daemon's status");
@@ -581,6 +597,34 @@ int main(int argc, char** argv) {
         std::cout << s.dump(2) << "\n";
       } else {
         std::printf("%s %s\n", pause->parsed() ? "paused" : "resumed", id.c_str());
+      }
+    } else if (port_add->parsed() || port_list->parsed() || port_rm->parsed()) {
+      auto entry = Remembered().Get(id);
+      ApiClient client = target.Client(RememberedServer(entry));
+      const std::string ports = "/v1/sandboxes/" + PathSegment(id) + "/ports";
+      json r;
+      if (port_add->parsed()) {
+        r = client.Request("POST", ports, json{{"guest_port", guest_port}}.dump(),
+                           TokenHeader(entry));
+      } else if (port_rm->parsed()) {
+        r = client.Request("DELETE", ports + "/" + std::to_string(guest_port), "",
+                           TokenHeader(entry));
+      } else {
+        r = client.Request("GET", ports);
+      }
+      if (as_json) {
+        std::cout << (port_list->parsed() ? r["ports"] : r).dump(2) << "\n";
+      } else if (port_add->parsed()) {
+        std::printf("%s:%d -> %s port %d\n", r.value("host", std::string()).c_str(),
+                    r.value("host_port", 0), id.c_str(), r.value("guest_port", 0));
+      } else if (port_rm->parsed()) {
+        std::printf("closed port %lld of %s\n", guest_port, id.c_str());
+      } else {
+        std::printf("%-6s %s\n", "GUEST", "HOST");
+        for (const json& p : r.value("ports", json::array())) {
+          std::printf("%-6d %s:%d\n", p.value("guest_port", 0),
+                      p.value("host", std::string()).c_str(), p.value("host_port", 0));
+        }
       }
     } else if (extend->parsed()) {
       auto entry = Remembered().Get(id);

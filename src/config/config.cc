@@ -456,6 +456,7 @@ Config ParseConfig(std::string_view yaml_text) {
   limits.ReadUnsigned("min_free_disk_mib", config.limits.min_free_disk_mib, 0, 1u << 31);
   limits.ReadUnsigned("max_paused_seconds", config.limits.max_paused_seconds, 1, 365 * 86400);
   limits.ReadUnsigned("max_paused_per_owner", config.limits.max_paused_per_owner, 0, 16384);
+  limits.ReadUnsigned("max_exposed_ports", config.limits.max_exposed_ports, 0, 1024);
   limits.RejectUnknown();
   if (config.limits.default_ttl_seconds > config.limits.max_ttl_seconds) {
     Fail(ErrorCode::kInvalidArgument,

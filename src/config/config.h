@@ -103,6 +103,7 @@ struct LimitsConfig {
   // after this long paused; each caller may hold this many paused at once.
   unsigned max_paused_seconds = 86400;
   unsigned max_paused_per_owner = 4;
+  unsigned max_exposed_ports = 16;  // per sandbox, besides SSH's
 };
 
 // "ADDR:PORT" or "[IPv6]:PORT" for a TCP listener; the address is numeric.

@@ -60,6 +60,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.min_free_disk_mib = c.limits.min_free_disk_mib;
   o.max_paused = std::chrono::seconds(c.limits.max_paused_seconds);
   o.max_paused_per_owner = c.limits.max_paused_per_owner;
+  o.max_exposed_ports = c.limits.max_exposed_ports;
   for (const PoolEntry& p : c.pools) o.pools.push_back({p.image, p.memory_mib, p.vcpus, p.size});
   o.snapshots = c.vm.snapshots;
   o.dns_servers = c.network.dns_servers;

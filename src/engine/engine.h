@@ -117,6 +117,8 @@ struct EngineOptions {
   // Paused sandboxes: destroyed after this long paused; per caller at once.
   std::chrono::seconds max_paused{86400};
   std::size_t max_paused_per_owner = 4;
+  // Guest ports a sandbox may expose on host ports besides SSH's.
+  std::size_t max_exposed_ports = 16;
   std::vector<PoolSpec> pools;
   // Creates of agent images start from snapshot templates (the qemu driver),
   // each made in the background by the first create of its image and size.
@@ -266,6 +268,19 @@ class Engine {
   // as Destroy's. kFailedPrecondition while it is made, moved or destroyed.
   Sandbox SetTimeToLive(const SandboxId& id, std::optional<std::int64_t> ttl_seconds,
                         const std::optional<std::string>& token);
+
+  // Forwards a host port (from the forward range) to `guest_port` of a
+  // ready or paused sandbox, until it is unexposed or the sandbox goes;
+  // returns it. The token as Destroy's. kInvalidArgument for port 0,
+  // kAlreadyExists for a port exposed already (SSH's included: it is
+  // forwarded from the start), kResourceExhausted past max_exposed_ports.
+  ExposedPort ExposePort(const SandboxId& id, std::uint16_t guest_port,
+                         const std::optional<std::string>& token);
+  void UnexposePort(const SandboxId& id, std::uint16_t guest_port,
+                    const std::optional<std::string>& token);
+  // Its forwarded ports, SSH's first. kNotFound for an unknown sandbox.
+  std::vector<ExposedPort> ExposedPorts(const SandboxId& id,
+                                        const std::optional<std::string>& token);
 
   std::optional<Sandbox> Get(const SandboxId& id);
   // Get for the holder of the sandbox's client token: kNotFound, or

@@ -3,6 +3,7 @@
 #include <sys/capability.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -66,6 +67,13 @@ json ToJson(const SandboxNetwork& n) {
             {"mode", ModeName(n.mode)}};
   if (n.shared_guest) j["shared_guest"] = n.shared_guest->str();
   if (!n.peer.empty()) j["peer"] = n.peer;
+  if (!n.exposed.empty()) {
+    json ports = json::array();
+    for (const ExposedPort& p : n.exposed) {
+      ports.push_back({{"guest_port", p.guest_port}, {"host_port", p.host_port}});
+    }
+    j["exposed"] = ports;
+  }
   return j;
 }
 
@@ -81,6 +89,16 @@ SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
   if (j.contains("shared_guest"))
     n.shared_guest = Ipv4::Parse(j["shared_guest"].get<std::string>());
   n.peer = j.value("peer", std::string());
+  if (auto ports = j.find("exposed"); ports != j.end()) {
+    for (const json& p : ports->get_ref<const json::array_t&>()) {
+      ExposedPort port{p.at("guest_port").get<std::uint16_t>(),
+                       p.at("host_port").get<std::uint16_t>()};
+      if (port.guest_port == 0 || port.host_port == 0) {
+        Fail(ErrorCode::kFailedPrecondition, "recorded exposed port has port 0");
+      }
+      n.exposed.push_back(port);
+    }
+  }
   if (n.mode == LinkMode::kVeth && n.peer.empty()) {
     Fail(ErrorCode::kFailedPrecondition, "recorded veth network names no peer");
   }
@@ -251,11 +269,60 @@ std::uint16_t NetworkManager::SetGuestAddress(const SandboxId& id, Ipv4 guest) {
   if (n.mode != LinkMode::kShared) {
     Fail(ErrorCode::kInternal, "sandbox {}: only a shared bridge learns its address", id.str());
   }
-  if (n.host_port != 0) forwarder_->Close(id);
+  if (n.host_port != 0) forwarder_->Close(id, n.guest_port);
   n.shared_guest = guest;
   n.host_port = forwarder_->Open(id, guest, n.guest_port);
   Record(n);
   return n.host_port;
+}
+
+std::uint16_t NetworkManager::ExposePort(const SandboxId& id, std::uint16_t guest_port,
+                                         std::size_t limit) {
+  std::lock_guard lock(mutex_);
+  auto it = networks_.find(id);
+  if (it == networks_.end()) Fail(ErrorCode::kNotFound, "sandbox {} has no network", id.str());
+  SandboxNetwork& n = it->second;
+  if (n.host_port == 0) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {}: its address is not known yet", id.str());
+  }
+  for (const ExposedPort& p : n.exposed) {
+    if (p.guest_port == guest_port) {
+      Fail(ErrorCode::kAlreadyExists, "sandbox {}: port {} is exposed already, on host port {}",
+           id.str(), guest_port, p.host_port);
+    }
+  }
+  if (n.exposed.size() >= limit) {
+    Fail(ErrorCode::kResourceExhausted, "sandbox {}: its limit of {} exposed ports is reached",
+         id.str(), limit);
+  }
+  const std::uint16_t host_port = forwarder_->Open(id, n.guest(), guest_port);
+  SandboxNetwork updated = n;
+  updated.exposed.push_back({guest_port, host_port});
+  std::sort(updated.exposed.begin(), updated.exposed.end(),
+            [](const ExposedPort& a, const ExposedPort& b) { return a.guest_port < b.guest_port; });
+  try {
+    Record(updated);  // a restart reopens it
+  } catch (...) {
+    forwarder_->Close(id, guest_port);
+    throw;
+  }
+  n = std::move(updated);
+  return host_port;
+}
+
+void NetworkManager::UnexposePort(const SandboxId& id, std::uint16_t guest_port) {
+  std::lock_guard lock(mutex_);
+  auto it = networks_.find(id);
+  if (it == networks_.end()) Fail(ErrorCode::kNotFound, "sandbox {} has no network", id.str());
+  SandboxNetwork& n = it->second;
+  auto port = std::find_if(n.exposed.begin(), n.exposed.end(),
+                           [&](const ExposedPort& p) { return p.guest_port == guest_port; });
+  if (port == n.exposed.end()) {
+    Fail(ErrorCode::kNotFound, "sandbox {}: port {} is not exposed", id.str(), guest_port);
+  }
+  n.exposed.erase(port);
+  forwarder_->Close(id, guest_port);
+  Record(n);
 }
 
 void NetworkManager::Teardown(const SandboxId& id) {
@@ -332,6 +399,19 @@ NetworkReconcileReport NetworkManager::Reconcile() {
           report.restored.push_back(
               fmt::format("forward for {} moved to port {} ({})", id.str(), n.host_port, e.what()));
         }
+        // Exposed ports come back on their host ports, or are dropped
+        // (logged) when someone took one meanwhile: the caller asks anew.
+        std::vector<ExposedPort> reopened;
+        for (const ExposedPort& p : n.exposed) {
+          try {
+            forwarder_->Open(id, n.guest(), p.guest_port, p.host_port);
+            reopened.push_back(p);
+          } catch (const Error& e) {
+            report.restored.push_back(fmt::format("exposed port {} of {} dropped ({})",
+                                                  p.guest_port, id.str(), e.what()));
+          }
+        }
+        n.exposed = std::move(reopened);
         networks_.insert_or_assign(id, n);
         Record(n);
       }

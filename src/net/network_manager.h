@@ -25,6 +25,13 @@
 
 namespace ephemera {
 
+// A guest port forwarded on a host port besides SSH's (POST .../ports).
+struct ExposedPort {
+  std::uint16_t guest_port = 0;
+  std::uint16_t host_port = 0;
+  bool operator==(const ExposedPort&) const = default;
+};
+
 struct SandboxNetwork {
   SandboxId id;
   std::string tap;              // kTap: the TAP; kBridge: the VM driver's bridge; kVeth: host end
@@ -38,6 +45,7 @@ struct SandboxNetwork {
   // the driver makes that end inside the container's namespace under a
   // name of its own (CreateContainerLink in net/veth.h).
   std::string peer;
+  std::vector<ExposedPort> exposed;  // by guest port, ascending
   Ipv4 guest() const { return shared_guest ? *shared_guest : subnet.guest(); }
 };
 
@@ -74,6 +82,17 @@ class SandboxNetworks {
   // and returns the host port.
   virtual std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) = 0;
   virtual void Teardown(const SandboxId& id) = 0;
+  // Forwards a free host port of the range to `guest_port` and records it;
+  // returns the host port. kAlreadyExists when that guest port is forwarded
+  // already, kResourceExhausted at `limit` forwards besides SSH's or when
+  // the range is full, kFailedPrecondition before the guest's address is
+  // known, kNotFound for a sandbox without a network.
+  virtual std::uint16_t ExposePort(const SandboxId& id, std::uint16_t guest_port,
+                                   std::size_t limit) = 0;
+  // Ends the forward to `guest_port` and its connections; kNotFound when
+  // there is none (SSH's is not one of these).
+  virtual void UnexposePort(const SandboxId& id, std::uint16_t guest_port) = 0;
+  virtual std::optional<SandboxNetwork> Find(const SandboxId& id) const = 0;
   virtual std::vector<SandboxNetwork> List() const = 0;
   virtual NetworkReconcileReport Reconcile() = 0;
 };
@@ -99,7 +118,10 @@ class NetworkManager : public SandboxNetworks {
   std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) override;
   // Removes every piece of it; unknown or half-made networks are fine.
   void Teardown(const SandboxId& id) override;
-  std::optional<SandboxNetwork> Find(const SandboxId& id) const;
+  std::uint16_t ExposePort(const SandboxId& id, std::uint16_t guest_port,
+                           std::size_t limit) override;
+  void UnexposePort(const SandboxId& id, std::uint16_t guest_port) override;
+  std::optional<SandboxNetwork> Find(const SandboxId& id) const override;
   std::vector<SandboxNetwork> List() const override;
 
   // Restores every recorded network (TAP, dnsmasq, forward, rules) and

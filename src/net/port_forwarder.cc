@@ -66,8 +66,10 @@ struct PortForwarder::Direction {
 };
 
 struct PortForwarder::Connection {
-  explicit Connection(SandboxId sandbox) : owner(std::move(sandbox)) {}
+  Connection(SandboxId sandbox, std::uint64_t listener)
+      : owner(std::move(sandbox)), listener_key(listener) {}
   SandboxId owner;
+  std::uint64_t listener_key;  // the forward it came through
   UniqueFd client;
   UniqueFd upstream;
   std::uint32_t source = 0;  // the client's address, host byte order
@@ -137,8 +139,9 @@ std::uint64_t PortForwarder::Register(int fd, std::uint32_t events) {
 std::uint16_t PortForwarder::Open(const SandboxId& owner, Ipv4 target, std::uint16_t target_port,
                                   std::optional<std::uint16_t> port) {
   std::lock_guard lock(mutex_);
-  if (listener_of_.count(owner)) {
-    Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a port forward", owner.str());
+  if (listener_of_.count({owner, target_port})) {
+    Fail(ErrorCode::kAlreadyExists, "sandbox {} already forwards a port to its port {}",
+         owner.str(), target_port);
   }
   auto forward = std::make_unique<Forward>(Forward{owner, {}, {}, 0, 0});
   forward->target.sin_family = AF_INET;
@@ -175,30 +178,48 @@ std::uint16_t PortForwarder::Open(const SandboxId& owner, Ipv4 target, std::uint
   }
   std::uint64_t key = Register(forward->listener.get(), EPOLLIN);
   std::uint16_t bound = forward->port;
-  listener_of_[owner] = key;
+  listener_of_[{owner, target_port}] = key;
   listeners_[key] = std::move(forward);
   return bound;
 }
 
-void PortForwarder::Close(const SandboxId& owner) {
-  std::lock_guard lock(mutex_);
-  auto it = listener_of_.find(owner);
-  if (it != listener_of_.end()) {
-    auto listener = listeners_.find(it->second);
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener->second->listener.get(), nullptr);
-    listeners_.erase(listener);
-    listener_of_.erase(it);
-  }
+void PortForwarder::CloseListenerLocked(
+    std::map<std::pair<SandboxId, std::uint16_t>, std::uint64_t>::iterator it) {
+  const std::uint64_t listener_key = it->second;
   std::vector<std::uint64_t> doomed;
   for (const auto& [key, connection] : connections_) {
-    if (connection->owner == owner && key == connection->client_key) doomed.push_back(key);
+    if (connection->listener_key == listener_key && key == connection->client_key) {
+      doomed.push_back(key);
+    }
   }
   for (auto key : doomed) CloseConnectionLocked(key);
+  auto listener = listeners_.find(listener_key);
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener->second->listener.get(), nullptr);
+  listeners_.erase(listener);
+  listener_of_.erase(it);
 }
 
-std::optional<std::uint16_t> PortForwarder::PortOf(const SandboxId& owner) const {
+void PortForwarder::Close(const SandboxId& owner) {
   std::lock_guard lock(mutex_);
-  auto it = listener_of_.find(owner);
+  auto it = listener_of_.lower_bound({owner, 0});
+  while (it != listener_of_.end() && it->first.first == owner) {
+    auto next = std::next(it);
+    CloseListenerLocked(it);
+    it = next;
+  }
+}
+
+void PortForwarder::Close(const SandboxId& owner, std::uint16_t target_port) {
+  std::lock_guard lock(mutex_);
+  if (auto it = listener_of_.find({owner, target_port}); it != listener_of_.end()) {
+    CloseListenerLocked(it);
+  }
+}
+
+std::optional<std::uint16_t> PortForwarder::PortOf(const SandboxId& owner,
+                                                   std::uint16_t target_port) const {
+  std::lock_guard lock(mutex_);
+  auto it = listener_of_.find({owner, target_port});
   if (it == listener_of_.end()) return std::nullopt;
   return listeners_.at(it->second)->port;
 }
@@ -303,7 +324,7 @@ void PortForwarder::HandleListener(std::uint64_t key) {
     }
     accept_failing_ = false;
     try {
-      AcceptOne(forward, std::move(client), peer);
+      AcceptOne(key, forward, std::move(client), peer);
     } catch (const std::exception& e) {
       spdlog::error("forwarder: sandbox {}: dropped a connection: {}", forward.owner.str(),
                     e.what());
@@ -311,7 +332,8 @@ void PortForwarder::HandleListener(std::uint64_t key) {
   }
 }
 
-void PortForwarder::AcceptOne(Forward& forward, UniqueFd client, const sockaddr_in& peer) {
+void PortForwarder::AcceptOne(std::uint64_t listener_key, Forward& forward, UniqueFd client,
+                              const sockaddr_in& peer) {
   const std::uint32_t source = ntohl(peer.sin_addr.s_addr);
   if (options_.admit && !options_.admit(Ipv4{source})) return;  // closed: filtered
   if (forward.connections >= options_.max_connections_per_sandbox) return;
@@ -319,7 +341,7 @@ void PortForwarder::AcceptOne(Forward& forward, UniqueFd client, const sockaddr_
     if (per_source_[source] == 0) per_source_.erase(source);
     return;
   }
-  auto c = std::make_shared<Connection>(forward.owner);
+  auto c = std::make_shared<Connection>(forward.owner, listener_key);
   c->client = std::move(client);
   c->source = source;
   c->upstream.reset(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -464,9 +486,7 @@ void PortForwarder::CloseConnectionLocked(std::uint64_t key) {
   connections_.erase(c->client_key);
   connections_.erase(c->upstream_key);
   if (c->connecting) ForgetConnectDeadline(connecting_, c->connect_deadline, c->client_key);
-  if (auto l = listener_of_.find(c->owner); l != listener_of_.end()) {
-    --listeners_.at(l->second)->connections;
-  }
+  if (auto l = listeners_.find(c->listener_key); l != listeners_.end()) --l->second->connections;
   if (auto s = per_source_.find(c->source); s != per_source_.end() && --s->second == 0) {
     per_source_.erase(s);
   }

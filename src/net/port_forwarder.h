@@ -32,7 +32,7 @@ struct PortRange {
 struct ForwarderOptions {
   std::string listen_address = "0.0.0.0";
   PortRange ports;
-  unsigned max_connections_per_sandbox = 64;
+  unsigned max_connections_per_sandbox = 64;  // per forwarded port
   // Connections open at once from one client address, over all sandboxes.
   unsigned max_connections_per_source = 32;
   // A guest that does not accept within this is given up on, and the
@@ -54,14 +54,19 @@ class PortForwarder {
   // Listens on `port` (restoring a recorded forward) or, when absent, on a
   // free port of the range: bind() itself is the check, so two sandboxes
   // can never get the same port. Returns the port. kResourceExhausted when
-  // no port of the range can be bound; kAlreadyExists if `owner` has one.
+  // no port of the range can be bound; kAlreadyExists if `owner` already
+  // forwards to `target_port`. A sandbox may have several forwards, one
+  // per guest port.
   std::uint16_t Open(const SandboxId& owner, Ipv4 target, std::uint16_t target_port,
                      std::optional<std::uint16_t> port = std::nullopt);
 
-  // Closes the listener and every connection of `owner` (idempotent).
+  // Closes every listener and connection of `owner` (idempotent).
   void Close(const SandboxId& owner);
+  // Closes the forward of `owner` to `target_port` and its connections
+  // (idempotent).
+  void Close(const SandboxId& owner, std::uint16_t target_port);
 
-  std::optional<std::uint16_t> PortOf(const SandboxId& owner) const;
+  std::optional<std::uint16_t> PortOf(const SandboxId& owner, std::uint16_t target_port) const;
   std::size_t ConnectionCount(const SandboxId& owner) const;
 
  private:
@@ -76,7 +81,8 @@ class PortForwarder {
   int NextTimeoutMs() const;
   void ExpireLocked(Clock::time_point now);
   void HandleListener(std::uint64_t key);
-  void AcceptOne(Forward& forward, UniqueFd client, const sockaddr_in& peer);
+  void AcceptOne(std::uint64_t listener_key, Forward& forward, UniqueFd client,
+                 const sockaddr_in& peer);
   void HandleConnection(std::uint64_t key, std::uint32_t events);
   static bool Pump(Direction& d);
   void UpdateInterest(Connection& c);
@@ -91,7 +97,10 @@ class PortForwarder {
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::uint64_t next_key_ = 1;
-  std::map<SandboxId, std::uint64_t> listener_of_;
+  void CloseListenerLocked(
+      std::map<std::pair<SandboxId, std::uint16_t>, std::uint64_t>::iterator it);
+
+  std::map<std::pair<SandboxId, std::uint16_t>, std::uint64_t> listener_of_;  // by guest port
   std::map<std::uint64_t, std::unique_ptr<Forward>> listeners_;
   std::map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // by each of its fd keys
   std::multimap<Clock::time_point, std::uint64_t> connecting_;        // deadline -> client key

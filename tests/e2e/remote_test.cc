@@ -8,12 +8,16 @@
 #include <thread>
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
 #include "e2e/http_client.h"
 #include "guest/ssh_session.h"
+#include "unit/loopback_server.h"
 
 namespace ephemera {
 namespace {
@@ -235,6 +239,94 @@ TEST_F(RemoteTest, RemoteCreateLoginExtendAndDestroyNeedTheClientToken) {
   ExpectNothingLeft();
 }
 
+// Sends `text` on a fresh connection to the forwarded port and reads the
+// echo back; "" when nothing listens or nothing comes back.
+std::string EchoThrough(std::uint16_t port, const std::string& text) {
+  UniqueFd fd = test::ConnectLoopback(port);
+  if (!fd) return "";
+  timeval timeout{20, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) return "";
+  std::string got;
+  char buffer[256];
+  while (got.size() < text.size()) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n <= 0) break;
+    got.append(buffer, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+TEST_F(RemoteTest, AnExposedGuestPortIsForwardedUntilClosedOrDestroyed) {
+  json owner = AddToken({{"name", "owner"}});
+  json stranger = AddToken({{"name", "stranger"}});
+  CurlResult r = Remote("POST", "/v1/sandboxes", owner["token"], R"({"ttl_seconds": 600})");
+  ASSERT_EQ(r.status, 201) << r.body << DaemonLog();
+  json s = r.Json();
+  const std::string id = s["id"];
+  const std::string ports = "/v1/sandboxes/" + id + "/ports";
+  const std::vector<std::string> with_token = {
+      "-H", "X-Ephemera-Token: " + s["token"].get<std::string>()};
+
+  // A real service in the guest: busybox nc echoing every connection.
+  SshSession client(s["host"], s["port"].get<std::uint16_t>(), s["username"], 30s);
+  ASSERT_TRUE(client.AuthenticateWithPassword(s["password"]));
+  auto started = client.Execute(
+      "setsid busybox nc -ll -p 8080 -e /bin/cat </dev/null >/dev/null 2>&1 & echo started", 30s);
+  ASSERT_EQ(started.out, "started\n") << started.err;
+
+  // Refused: no client token, another owner, a bad body, SSH's own port.
+  EXPECT_EQ(Remote("POST", ports, owner["token"], R"({"guest_port": 8080})").status, 403);
+  EXPECT_EQ(Remote("POST", ports, stranger["token"], R"({"guest_port": 8080})", with_token).status,
+            404);
+  r = Remote("POST", ports, owner["token"], R"({"guest_port": 70000})", with_token);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("'guest_port' must be between 1 and 65535"));
+  r = Remote("POST", ports, owner["token"], R"({"guest_port": 22})", with_token);
+  EXPECT_EQ(r.status, 409) << r.body;
+
+  r = Remote("POST", ports, owner["token"], R"({"guest_port": 8080})", with_token);
+  ASSERT_EQ(r.status, 201) << r.body << DaemonLog();
+  const std::uint16_t host_port = r.Json()["host_port"].get<std::uint16_t>();
+  EXPECT_NE(host_port, s["port"].get<std::uint16_t>());
+  // nc may take a moment to listen after the SSH command returned.
+  std::string echoed;
+  for (int i = 0; i < 50 && echoed.empty(); ++i) {
+    echoed = EchoThrough(host_port, "through the forward\n");
+    if (echoed.empty()) std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(echoed, "through the forward\n");
+  EXPECT_EQ(Remote("POST", ports, owner["token"], R"({"guest_port": 8080})", with_token).status,
+            409);
+
+  json listed = Remote("GET", ports, owner["token"]).Json()["ports"];
+  ASSERT_EQ(listed.size(), 2u) << listed.dump();
+  EXPECT_EQ(listed[0]["guest_port"], 22);
+  EXPECT_EQ(listed[0]["host_port"], s["port"]);
+  EXPECT_EQ(listed[1]["guest_port"], 8080);
+  EXPECT_EQ(listed[1]["host_port"], host_port);
+  EXPECT_EQ(Remote("GET", ports, stranger["token"]).status, 404);
+
+  // Closed: the host port is gone, SSH's stays.
+  EXPECT_EQ(Remote("DELETE", ports + "/8080", owner["token"]).status, 403);
+  EXPECT_EQ(Remote("DELETE", ports + "/80x", owner["token"], "", with_token).status, 400);
+  r = Remote("DELETE", ports + "/8080", owner["token"], "", with_token);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(test::ConnectLoopback(host_port));
+  EXPECT_EQ(Remote("DELETE", ports + "/8080", owner["token"], "", with_token).status, 404);
+  EXPECT_EQ(client.Execute("id -un", 30s).out, s["username"].get<std::string>() + "\n");
+
+  // Exposed again, then the sandbox goes: so does the forward.
+  r = Remote("POST", ports, owner["token"], R"({"guest_port": 8080})", with_token);
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::uint16_t again = r.Json()["host_port"].get<std::uint16_t>();
+  EXPECT_EQ(EchoThrough(again, "again\n"), "again\n");
+  r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"], "", with_token);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(test::ConnectLoopback(again));
+  ExpectNothingLeft();
+}
+
 TEST_F(RemoteTest, TheRemoteCliPinsTheCertificateAndRemembersItsSandboxes) {
   const std::string token = AddToken({{"name", "laptop"}})["token"];
   auto remote = [&](std::vector<std::string> args) {
@@ -258,6 +350,17 @@ TEST_F(RemoteTest, TheRemoteCliPinsTheCertificateAndRemembersItsSandboxes) {
   ASSERT_TRUE(r.ok()) << r.err;
   EXPECT_GT(json::parse(r.out)["expires_at"].get<std::string>(),
             s["expires_at"].get<std::string>());
+  r = RunProcess({EPHEMERA_CLI, "port", "add", s["id"], "8080", "--json"}, 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  const json added = json::parse(r.out);
+  r = RunProcess({EPHEMERA_CLI, "port", "list", s["id"], "--json"}, 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(
+      json::parse(r.out),
+      json::array({{{"guest_port", 22}, {"host_port", s["port"]}, {"host", s["host"]}}, added}));
+  r = RunProcess({EPHEMERA_CLI, "port", "rm", s["id"], "8080"}, 60s);
+  EXPECT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(r.out, "closed port 8080 of " + s["id"].get<std::string>() + "\n");
   r = RunProcess({EPHEMERA_CLI, "destroy", s["id"]}, 60s);
   EXPECT_TRUE(r.ok()) << r.err;
   ExpectNothingLeft();

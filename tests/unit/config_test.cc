@@ -109,7 +109,7 @@ TEST(ConfigTest, ErrorsNameTheKey) {
 TEST(ConfigTest, WarmPoolsAndPauseLimits) {
   Config c = ParseConfig(
       "pool: [{image: default, memory_mib: 512, vcpus: 2, size: 3}, {image: other}]\n"
-      "limits: {max_paused_seconds: 600, max_paused_per_owner: 2}\n");
+      "limits: {max_paused_seconds: 600, max_paused_per_owner: 2, max_exposed_ports: 3}\n");
   ASSERT_EQ(c.pools.size(), 2u);
   EXPECT_EQ(c.pools[0].image, "default");
   EXPECT_EQ(c.pools[0].memory_mib, 512u);
@@ -119,6 +119,7 @@ TEST(ConfigTest, WarmPoolsAndPauseLimits) {
   EXPECT_EQ(c.pools[1].size, 1u);
   EXPECT_EQ(c.limits.max_paused_seconds, 600u);
   EXPECT_EQ(c.limits.max_paused_per_owner, 2u);
+  EXPECT_EQ(c.limits.max_exposed_ports, 3u);
   EXPECT_TRUE(ParseConfig("").pools.empty());  // off by default
   ExpectConfigError("pool: [{image: default, size: 100}]", "'pool[0].size'");
   ExpectConfigError("pool: [{image: default, memory_mib: 64}]", "'pool[0].memory_mib'");

@@ -134,6 +134,31 @@ class FakeNetworks : public SandboxNetworks {
     std::lock_guard lock(mutex);
     live.erase(id);
   }
+  std::uint16_t ExposePort(const SandboxId& id, std::uint16_t guest_port,
+                           std::size_t limit) override {
+    std::lock_guard lock(mutex);
+    SandboxNetwork& n = live.at(id);
+    for (const ExposedPort& p : n.exposed) {
+      if (p.guest_port == guest_port) Fail(ErrorCode::kAlreadyExists, "fake: exposed already");
+    }
+    if (n.exposed.size() >= limit) Fail(ErrorCode::kResourceExhausted, "fake: limit");
+    n.exposed.push_back({guest_port, static_cast<std::uint16_t>(20000 + guest_port)});
+    return n.exposed.back().host_port;
+  }
+  void UnexposePort(const SandboxId& id, std::uint16_t guest_port) override {
+    std::lock_guard lock(mutex);
+    auto& ports = live.at(id).exposed;
+    auto it = std::find_if(ports.begin(), ports.end(),
+                           [&](const ExposedPort& p) { return p.guest_port == guest_port; });
+    if (it == ports.end()) Fail(ErrorCode::kNotFound, "fake: not exposed");
+    ports.erase(it);
+  }
+  std::optional<SandboxNetwork> Find(const SandboxId& id) const override {
+    std::lock_guard lock(mutex);
+    auto it = live.find(id);
+    if (it == live.end()) return std::nullopt;
+    return it->second;
+  }
   std::vector<SandboxNetwork> List() const override {
     std::lock_guard lock(mutex);
     std::vector<SandboxNetwork> all;
@@ -498,6 +523,41 @@ TEST_F(EngineTest, TimeToLiveIsSetAnewLongerOrShorterWithinMaxTtl) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   engine().ReapOnce();
   EXPECT_FALSE(store_.Get(id));
+}
+
+TEST_F(EngineTest, ExposedPortsAreCheckedLimitedAndListedAfterSsh) {
+  options_.max_exposed_ports = 2;
+  CreateResult r = engine().Create({});
+  const SandboxId id = r.sandbox.id;
+  ExposedPort web = engine().ExposePort(id, 8080, r.token);
+  EXPECT_EQ(web.guest_port, 8080);
+  EXPECT_EQ(web.host_port, 28080);
+  auto expect_error = [&](std::uint16_t port, const std::optional<std::string>& token,
+                          ErrorCode code) {
+    try {
+      engine().ExposePort(id, port, token);
+      ADD_FAILURE() << "port " << port << " was exposed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), code) << e.what();
+    }
+  };
+  expect_error(0, r.token, ErrorCode::kInvalidArgument);
+  expect_error(22, r.token, ErrorCode::kAlreadyExists);  // SSH's, forwarded from the start
+  expect_error(8080, r.token, ErrorCode::kAlreadyExists);
+  expect_error(9090, std::string("not-its-token"), ErrorCode::kPermissionDenied);
+  engine().ExposePort(id, 9090, std::nullopt);
+  expect_error(9191, r.token, ErrorCode::kResourceExhausted);
+
+  std::vector<ExposedPort> ports = engine().ExposedPorts(id, r.token);
+  ASSERT_EQ(ports.size(), 3u);
+  EXPECT_EQ(ports[0].guest_port, 22) << "SSH's first";
+  EXPECT_EQ(ports[1].guest_port, 8080);
+  EXPECT_EQ(ports[2].guest_port, 9090);
+  EXPECT_THROW(engine().UnexposePort(id, 8080, std::string("not-its-token")), Error);
+  engine().UnexposePort(id, 8080, r.token);
+  EXPECT_THROW(engine().UnexposePort(id, 8080, r.token), Error);  // not exposed any more
+  EXPECT_EQ(engine().ExposedPorts(id, std::nullopt).size(), 2u);
+  EXPECT_THROW(engine().ExposedPorts(SandboxId::Generate(), std::nullopt), Error);
 }
 
 TEST_F(EngineTest, APausedSandboxKeepsItsNewTimeToLiveForItsResume) {

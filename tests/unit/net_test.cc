@@ -196,6 +196,7 @@ TEST(NetworkRecordTest, VethRecordRoundTrips) {
   n.mac = NetworkManager::MacFor(id);
   n.host_port = 10007;
   n.mode = LinkMode::kVeth;
+  n.exposed = {{80, 10011}, {8080, 10012}};
   std::string text = NetworkRecordJson(n);
   nlohmann::json j = nlohmann::json::parse(text);
   EXPECT_EQ(j.at("mode"), "veth");
@@ -212,7 +213,13 @@ TEST(NetworkRecordTest, VethRecordRoundTrips) {
   EXPECT_EQ(back.guest_port, 22);
   EXPECT_EQ(back.mode, LinkMode::kVeth);
   EXPECT_EQ(back.guest().str(), "172.16.0.22");
+  EXPECT_EQ(back.exposed, n.exposed);
   EXPECT_EQ(NetworkRecordJson(back), text);
+
+  // An exposed port of 0 is not one this code wrote: refused.
+  nlohmann::json zero = j;
+  zero["exposed"][0]["host_port"] = 0;
+  EXPECT_THROW(ParseNetworkRecord(zero.dump(), pool), Error);
 
   // A veth record without its peer's name is not one this code wrote: refused.
   j.erase("peer");
@@ -332,7 +339,7 @@ TEST(PortForwarderTest, ForwardsManyConcurrentConnectionsIntact) {
   std::uint16_t port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), echo.port());
   EXPECT_GE(port, 41000);
   EXPECT_LE(port, 41999);
-  EXPECT_EQ(forwarder.PortOf(id), port);
+  EXPECT_EQ(forwarder.PortOf(id, echo.port()), port);
   std::vector<std::thread> clients;
   std::vector<bool> ok(16, false);
   for (int i = 0; i < 16; ++i) {
@@ -361,7 +368,47 @@ TEST(PortForwarderTest, CloseDropsListenerAndConnections) {
   char c;
   EXPECT_LE(::read(open_conn.get(), &c, 1), 0);  // the live connection was closed
   EXPECT_FALSE(test::ConnectLoopback(port));     // nothing listens any more
-  EXPECT_FALSE(forwarder.PortOf(id));
+  EXPECT_FALSE(forwarder.PortOf(id, echo.port()));
+}
+
+TEST(PortForwarderTest, ASandboxForwardsSeveralGuestPortsAndClosesThemOneByOne) {
+  test::LoopbackServer ssh(test::LoopbackServer::Echo);
+  test::LoopbackServer web(test::LoopbackServer::Echo);
+  PortForwarder forwarder(LoopbackRange(42500, 42599));
+  SandboxId id = SandboxId::Generate();
+  const Ipv4 guest = Ipv4::Parse("127.0.0.1");
+  std::uint16_t ssh_port = forwarder.Open(id, guest, ssh.port());
+  std::uint16_t web_port = forwarder.Open(id, guest, web.port());
+  EXPECT_NE(ssh_port, web_port);
+  EXPECT_EQ(forwarder.PortOf(id, web.port()), web_port);
+  try {
+    forwarder.Open(id, guest, web.port());
+    ADD_FAILURE() << "a second forward to the same guest port";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kAlreadyExists);
+  }
+  UniqueFd to_ssh = test::ConnectLoopback(ssh_port);
+  UniqueFd to_web = test::ConnectLoopback(web_port);
+  ASSERT_TRUE(to_ssh && to_web);
+  EXPECT_EQ(RoundTrip(to_ssh.get(), "ssh"), "ssh");
+  EXPECT_EQ(RoundTrip(to_web.get(), "web"), "web");
+  EXPECT_EQ(forwarder.ConnectionCount(id), 2u);
+
+  // Closing one guest port ends its listener and connections, not the other's.
+  forwarder.Close(id, web.port());
+  forwarder.Close(id, web.port());  // idempotent
+  char c;
+  EXPECT_LE(::read(to_web.get(), &c, 1), 0);
+  EXPECT_FALSE(test::ConnectLoopback(web_port));
+  EXPECT_FALSE(forwarder.PortOf(id, web.port()));
+  EXPECT_EQ(RoundTrip(to_ssh.get(), "still"), "still");
+  EXPECT_EQ(forwarder.ConnectionCount(id), 1u);
+  // Reopened (a restart restoring it) on the same host port.
+  EXPECT_EQ(forwarder.Open(id, guest, web.port(), web_port), web_port);
+  forwarder.Close(id);  // all of the sandbox's
+  EXPECT_FALSE(test::ConnectLoopback(ssh_port));
+  EXPECT_FALSE(test::ConnectLoopback(web_port));
+  EXPECT_EQ(forwarder.ConnectionCount(id), 0u);
 }
 
 TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
