@@ -20,6 +20,7 @@
 #include "e2e/daemon_fixture.h"
 #include "e2e/http_client.h"
 #include "guest/ssh_session.h"
+#include "unit/loopback_server.h"
 
 extern char** environ;
 
@@ -161,13 +162,21 @@ TEST_F(LifecycleTest, RestartAfterKill9MidCreateReconciles) {
 
 TEST_F(LifecycleTest, SandboxesOutliveADaemonRestartAndAreAdopted) {
   json s = Create();
+  const json exposed = json::parse(Output(Cli({"port", "add", s["id"], "8080", "--json"})));
+  const std::uint16_t exposed_port = exposed["host_port"].get<std::uint16_t>();
   StopDaemon(SIGTERM);  // no destroy_on_exit: the sandbox keeps running
+  EXPECT_FALSE(test::ConnectLoopback(exposed_port)) << "the forwards go with the daemon";
   EXPECT_EQ(::kill(QemuPid(s["id"]), 0), 0);
   StartDaemon();
   json listed = List();
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0]["id"], s["id"]);
   EXPECT_EQ(listed[0]["port"], s["port"]);  // the forward came back on its port
+  // So did the exposed port's, on its host port.
+  json ports = json::parse(Output(Cli({"port", "list", s["id"], "--json"})));
+  ASSERT_EQ(ports.size(), 2u) << ports.dump();
+  EXPECT_EQ(ports[1], exposed);
+  EXPECT_TRUE(test::ConnectLoopback(exposed_port));
   EXPECT_EQ(Output(Cli({"ssh", s["id"], "--", "id", "-un"})),
             s["username"].get<std::string>() + "\n");
   EXPECT_THAT(DaemonLog(), HasSubstr("adopted sandbox " + s["id"].get<std::string>()));
