@@ -63,9 +63,11 @@ class Port {
   // Waits for bytes: > 0 bytes read, 0 when the host side is not
   // connected, -1 on errors (errno).
   ssize_t Read(char* buffer, size_t size);
-  // Writes `line` and '\n'. False when the host went away first (or is
-  // still not connected after kHostConnectGrace): the answer belonged to
-  // that connection and is dropped.
+  // Writes `line` and '\n'. False when the host is still not connected
+  // after kHostConnectGrace: the answer belonged to a connection that went
+  // away, and is dropped. A host that leaves and another that connects
+  // within the grace get it instead (the port cannot tell them apart); the
+  // daemon, the only one who connects, matches answers by request id.
   bool WriteLine(std::string_view line);
   // Sleeps until SIGIO (the host connected, or data came) or `timeout`.
   void WaitForHost(std::chrono::milliseconds timeout);

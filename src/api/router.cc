@@ -261,7 +261,9 @@ HttpResponse ChangeLifetime(const Call& call) {
   std::optional<std::int64_t> ttl = ParseLifetimeChange(call.request.body());
   std::optional<std::string> token = ActingToken(call, id, "changing its time to live");
   Sandbox changed = call.c.engine->SetTimeToLive(id, ttl, token);
-  return Json(http::status::ok, SandboxToJson(changed, call.c.client_host));
+  // As GET shows it (whether its VM runs, asked of the driver now).
+  auto shown = call.c.engine->Get(id);
+  return Json(http::status::ok, SandboxToJson(shown ? *shown : changed, call.c.client_host));
 }
 
 json PortToJson(const ExposedPort& port, const std::string& host) {
@@ -339,8 +341,9 @@ constexpr Route kRoutes[] = {
     {http::verb::post, "/v1/sandboxes/{id}/pause", true, PauseSandbox},
     {http::verb::post, "/v1/sandboxes/{id}/resume", true, ResumeSandbox},
     {http::verb::get, "/v1/sandboxes/{id}/ports", false, ListPorts},
-    {http::verb::post, "/v1/sandboxes/{id}/ports", false, ExposePort},
-    {http::verb::delete_, "/v1/sandboxes/{id}/ports/{port}", false, UnexposePort},
+    // The network's lock may wait for a create's or destroy's subprocesses.
+    {http::verb::post, "/v1/sandboxes/{id}/ports", true, ExposePort},
+    {http::verb::delete_, "/v1/sandboxes/{id}/ports/{port}", true, UnexposePort},
 };
 
 // What a path's "{...}" segments took, in order.

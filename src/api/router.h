@@ -3,6 +3,8 @@
 //   /v1/sandboxes[/{id}[/pause|/resume]]  create, list, show, change the
 //       time to live, destroy, pause, resume (a remote caller sees its own;
 //       changes need X-Ephemera-Token, the client token)
+//   /v1/sandboxes/{id}/ports[/{port}]    forwarded guest ports: list,
+//       expose, close
 //   /v1/status                           daemon status
 //   /v1/images[/{name}|/prune]           list (remote: names and digests);
 //       import, inspect, remove, prune (local socket)

@@ -68,7 +68,8 @@ Sandbox Engine::GetWithToken(const SandboxId& id, const std::string& token) {
 }
 
 void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& token,
-                     const std::string& reason, bool graceful) {
+                     const std::string& reason, bool graceful,
+                     const std::function<bool(const Sandbox&)>& still_due) {
   if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
@@ -88,6 +89,16 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
       engine->destroying_.erase(engine->destroying_.find(id));
     }
   } destroying{this, id};
+  if (still_due) {
+    // What was seen before the wait may be stale: an extend or a pause
+    // that finished meanwhile keeps the sandbox.
+    sandbox = store_.Get(id);
+    if (!sandbox) return;
+    if (!still_due(*sandbox)) {
+      spdlog::info("sandbox {}: no longer to be destroyed ({} no more)", id.str(), reason);
+      return;
+    }
+  }
   if (sandbox->state != SandboxState::kDestroying) {
     try {
       store_.Transition(id, SandboxState::kDestroying, reason);

@@ -247,8 +247,12 @@ class Engine {
   // the caller is an administrator. Idempotent for a sandbox mid-destroy.
   // Graceful: the guest is asked to power off first (ACPI), waited for up
   // to graceful_shutdown_timeout, then stopped.
+  // `still_due`, when given, is asked again once no pause, resume or
+  // lifetime change is under way: a sandbox whose row no longer satisfies
+  // it (extended meanwhile, paused) is kept. The reaper's.
   void Destroy(const SandboxId& id, const std::optional<std::string>& token,
-               const std::string& reason = "destroyed by request", bool graceful = false);
+               const std::string& reason = "destroyed by request", bool graceful = false,
+               const std::function<bool(const Sandbox&)>& still_due = {});
 
   // Saves a ready sandbox's whole state to disk and ends its VM, freeing
   // its host memory; its time to live stops until Resume, and it is
@@ -273,7 +277,8 @@ class Engine {
   // ready or paused sandbox, until it is unexposed or the sandbox goes;
   // returns it. The token as Destroy's. kInvalidArgument for port 0,
   // kAlreadyExists for a port exposed already (SSH's included: it is
-  // forwarded from the start), kResourceExhausted past max_exposed_ports.
+  // forwarded from the start), kFailedPrecondition past max_exposed_ports
+  // (and for closing SSH's).
   ExposedPort ExposePort(const SandboxId& id, std::uint16_t guest_port,
                          const std::optional<std::string>& token);
   void UnexposePort(const SandboxId& id, std::uint16_t guest_port,
@@ -449,7 +454,7 @@ class Engine {
   // Pauses, resumes and lifetime changes under way: one at a time per
   // sandbox, and the reaper leaves them alone.
   std::set<SandboxId> moving_;
-  std::condition_variable moving_done_;  // a pause or resume ended (with bookkeeping_mutex_)
+  std::condition_variable moving_done_;  // one of those ended (with bookkeeping_mutex_)
   // Marks `id` as moving for its lifetime; kFailedPrecondition if it already is.
   class MovingGuard;
   std::optional<Sandbox> SandboxToMove(const SandboxId& id, const std::optional<std::string>& token,
@@ -460,6 +465,9 @@ class Engine {
   // A time to live asked for (default_ttl without one), checked against
   // [1, max_ttl]: kInvalidArgument outside.
   std::int64_t CheckedTtl(std::optional<std::int64_t> ttl_seconds) const;
+  // Adds to the event log after the change it tells of is done: a store
+  // that cannot take it (a full disk) costs a warning, not the answer.
+  void NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail);
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;

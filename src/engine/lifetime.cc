@@ -8,6 +8,14 @@
 
 namespace ephemera {
 
+void Engine::NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail) {
+  try {
+    store_.AddEvent(kind, id.str(), detail);
+  } catch (const Error& e) {
+    spdlog::warn("sandbox {}: event '{}' ({}) not logged: {}", id.str(), kind, detail, e.what());
+  }
+}
+
 std::int64_t Engine::CheckedTtl(std::optional<std::int64_t> ttl_seconds) const {
   const std::int64_t ttl = ttl_seconds.value_or(options_.default_ttl.count());
   if (ttl <= 0 || ttl > options_.max_ttl.count()) {
@@ -34,7 +42,7 @@ Sandbox Engine::SetTimeToLive(const SandboxId& id, std::optional<std::int64_t> t
          StateName(record.state));
   }
   store_.Update(record);
-  store_.AddEvent("ttl", id.str(), fmt::format("{} s left", ttl));
+  NoteEvent("ttl", id, fmt::format("{} s left", ttl));
   spdlog::info("sandbox {}: time to live set to {} s{}", id.str(), ttl,
                record.state == SandboxState::kPaused ? " (from its resume)" : "");
   return record;
@@ -57,8 +65,7 @@ ExposedPort Engine::ExposePort(const SandboxId& id, std::uint16_t guest_port,
          id.str(), guest_port, network->host_port);
   }
   const std::uint16_t host_port = networks_.ExposePort(id, guest_port, options_.max_exposed_ports);
-  store_.AddEvent("expose", id.str(),
-                  fmt::format("guest port {} on host port {}", guest_port, host_port));
+  NoteEvent("expose", id, fmt::format("guest port {} on host port {}", guest_port, host_port));
   spdlog::info("sandbox {}: guest port {} exposed on host port {}", id.str(), guest_port,
                host_port);
   return {guest_port, host_port};
@@ -68,8 +75,12 @@ void Engine::UnexposePort(const SandboxId& id, std::uint16_t guest_port,
                           const std::optional<std::string>& token) {
   std::optional<MovingGuard> moving;
   SandboxToMove(id, token, moving);
+  if (auto network = networks_.Find(id); network && network->guest_port == guest_port) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {}: port {} is its SSH port, which stays",
+         id.str(), guest_port);
+  }
   networks_.UnexposePort(id, guest_port);
-  store_.AddEvent("unexpose", id.str(), fmt::format("guest port {}", guest_port));
+  NoteEvent("unexpose", id, fmt::format("guest port {}", guest_port));
   spdlog::info("sandbox {}: guest port {} no longer exposed", id.str(), guest_port);
 }
 

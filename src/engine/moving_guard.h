@@ -14,9 +14,13 @@ class Engine::MovingGuard {
     std::lock_guard lock(engine_.bookkeeping_mutex_);
     if (engine_.destroying_.count(id_) || !engine_.moving_.insert(id_).second) {
       Fail(ErrorCode::kFailedPrecondition,
-           "sandbox {} is being paused, resumed or destroyed, or its time to live set", id_.str());
+           "sandbox {} is busy: being paused, resumed or destroyed, or its time to live or ports "
+           "changed",
+           id_.str());
     }
   }
+  MovingGuard(const MovingGuard&) = delete;
+  MovingGuard& operator=(const MovingGuard&) = delete;
   ~MovingGuard() {
     {
       std::lock_guard lock(engine_.bookkeeping_mutex_);

@@ -91,7 +91,7 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
     throw;
   }
   const auto ms = duration_cast<milliseconds>(Clock::now() - t0).count();
-  store_.AddEvent("pause", id.str(), fmt::format("{} ms", ms));
+  NoteEvent("pause", id, fmt::format("{} ms", ms));
   spdlog::info("sandbox {}: paused in {} ms ({} s of its time to live left)", id.str(), ms,
                record.ttl_left_seconds);
   return record;
@@ -127,7 +127,7 @@ Sandbox Engine::Resume(const SandboxId& id, const std::optional<std::string>& to
   }
   SyncGuestClock(record, driver);
   const auto ms = duration_cast<milliseconds>(Clock::now() - t0).count();
-  store_.AddEvent("resume", id.str(), fmt::format("{} ms", ms));
+  NoteEvent("resume", id, fmt::format("{} ms", ms));
   spdlog::info("sandbox {}: resumed in {} ms", id.str(), ms);
   record.running = true;
   return record;

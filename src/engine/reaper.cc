@@ -21,7 +21,7 @@ void Engine::ReapOnce() {
   }
   for (const auto& s : ListRecorded()) {
     if (destroying.count(s.id)) continue;  // its destroy is under way
-    if (moving.count(s.id)) continue;      // a pause or resume is: looked at next time
+    if (moving.count(s.id)) continue;      // a pause, resume or change is: looked at next time
     std::string reason;
     if (s.state == SandboxState::kCreating || s.state == SandboxState::kProvisioning) {
       // Only a create that no longer runs leaves a row like this (its
@@ -53,7 +53,15 @@ void Engine::ReapOnce() {
     }
     if (reason.empty()) continue;
     try {
-      Destroy(s.id, std::nullopt, reason);
+      // Judged on the row read above: still so once no pause, resume or
+      // lifetime change runs (an extend may have raced this look).
+      const bool expiry = (s.state == SandboxState::kReady || s.state == SandboxState::kPaused) &&
+                          s.expires_at && *s.expires_at <= now;
+      const SandboxState seen = s.state;
+      Destroy(s.id, std::nullopt, reason, false, [expiry, seen](const Sandbox& current) {
+        if (current.state != seen) return current.state == SandboxState::kDestroying;
+        return !expiry || (current.expires_at && *current.expires_at <= NowUnix());
+      });
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kNotFound)
         spdlog::error("reaper: sandbox {}: {}", s.id.str(), e.what());

@@ -90,11 +90,21 @@ SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
     n.shared_guest = Ipv4::Parse(j["shared_guest"].get<std::string>());
   n.peer = j.value("peer", std::string());
   if (auto ports = j.find("exposed"); ports != j.end()) {
+    auto port_number = [](const json& p, const char* key) {
+      const auto value = p.at(key).get<std::int64_t>();
+      if (value < 1 || value > 65535) {
+        Fail(ErrorCode::kFailedPrecondition, "recorded exposed port has {} {}", key, value);
+      }
+      return static_cast<std::uint16_t>(value);
+    };
     for (const json& p : ports->get_ref<const json::array_t&>()) {
-      ExposedPort port{p.at("guest_port").get<std::uint16_t>(),
-                       p.at("host_port").get<std::uint16_t>()};
-      if (port.guest_port == 0 || port.host_port == 0) {
-        Fail(ErrorCode::kFailedPrecondition, "recorded exposed port has port 0");
+      ExposedPort port{port_number(p, "guest_port"), port_number(p, "host_port")};
+      const bool twice = std::any_of(n.exposed.begin(), n.exposed.end(), [&](const ExposedPort& e) {
+        return e.guest_port == port.guest_port;
+      });
+      if (twice || port.guest_port == n.guest_port) {
+        Fail(ErrorCode::kFailedPrecondition, "recorded exposed port {} is there twice",
+             port.guest_port);
       }
       n.exposed.push_back(port);
     }
@@ -292,7 +302,8 @@ std::uint16_t NetworkManager::ExposePort(const SandboxId& id, std::uint16_t gues
     }
   }
   if (n.exposed.size() >= limit) {
-    Fail(ErrorCode::kResourceExhausted, "sandbox {}: its limit of {} exposed ports is reached",
+    Fail(ErrorCode::kFailedPrecondition,
+         "sandbox {}: its limit of {} exposed ports (limits.max_exposed_ports) is reached",
          id.str(), limit);
   }
   const std::uint16_t host_port = forwarder_->Open(id, n.guest(), guest_port);
@@ -320,9 +331,13 @@ void NetworkManager::UnexposePort(const SandboxId& id, std::uint16_t guest_port)
   if (port == n.exposed.end()) {
     Fail(ErrorCode::kNotFound, "sandbox {}: port {} is not exposed", id.str(), guest_port);
   }
-  n.exposed.erase(port);
+  SandboxNetwork updated = n;
+  updated.exposed.erase(updated.exposed.begin() + (port - n.exposed.begin()));
+  // Recorded first: a record that cannot be written leaves the port open
+  // as recorded, rather than closed now and reopened by the next restart.
+  Record(updated);
   forwarder_->Close(id, guest_port);
-  Record(n);
+  n = std::move(updated);
 }
 
 void NetworkManager::Teardown(const SandboxId& id) {
@@ -391,13 +406,11 @@ NetworkReconcileReport NetworkManager::Reconcile() {
       BuildHostSide(n, &report);
       networks_.insert_or_assign(id, n);
       if (n.host_port != 0) {
+        std::optional<std::string> ssh_moved;
         try {
           forwarder_->Open(id, n.guest(), n.guest_port, n.host_port);
         } catch (const Error& e) {
-          // Someone took the port while we were down: take a new one.
-          n.host_port = forwarder_->Open(id, n.guest(), n.guest_port);
-          report.restored.push_back(
-              fmt::format("forward for {} moved to port {} ({})", id.str(), n.host_port, e.what()));
+          ssh_moved = e.what();  // a new port, once the recorded ones are back
         }
         // Exposed ports come back on their host ports, or are dropped
         // (logged) when someone took one meanwhile: the caller asks anew.
@@ -407,11 +420,17 @@ NetworkReconcileReport NetworkManager::Reconcile() {
             forwarder_->Open(id, n.guest(), p.guest_port, p.host_port);
             reopened.push_back(p);
           } catch (const Error& e) {
-            report.restored.push_back(fmt::format("exposed port {} of {} dropped ({})",
-                                                  p.guest_port, id.str(), e.what()));
+            report.removed.push_back(fmt::format("exposed port {} of {} (host port {}: {})",
+                                                 p.guest_port, id.str(), p.host_port, e.what()));
           }
         }
         n.exposed = std::move(reopened);
+        if (ssh_moved) {
+          // Someone took the port while we were down: take a new one.
+          n.host_port = forwarder_->Open(id, n.guest(), n.guest_port);
+          report.restored.push_back(fmt::format("forward for {} moved to port {} ({})", id.str(),
+                                                n.host_port, *ssh_moved));
+        }
         networks_.insert_or_assign(id, n);
         Record(n);
       }

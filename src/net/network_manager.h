@@ -84,9 +84,9 @@ class SandboxNetworks {
   virtual void Teardown(const SandboxId& id) = 0;
   // Forwards a free host port of the range to `guest_port` and records it;
   // returns the host port. kAlreadyExists when that guest port is forwarded
-  // already, kResourceExhausted at `limit` forwards besides SSH's or when
-  // the range is full, kFailedPrecondition before the guest's address is
-  // known, kNotFound for a sandbox without a network.
+  // already, kFailedPrecondition at `limit` forwards besides SSH's or
+  // before the guest's address is known, kResourceExhausted when the
+  // range is full, kNotFound for a sandbox without a network.
   virtual std::uint16_t ExposePort(const SandboxId& id, std::uint16_t guest_port,
                                    std::size_t limit) = 0;
   // Ends the forward to `guest_port` and its connections; kNotFound when

@@ -88,7 +88,6 @@ struct PortForwarder::Forward {
   UniqueFd listener;
   sockaddr_in target{};
   std::uint16_t port = 0;
-  std::size_t connections = 0;
 };
 
 PortForwarder::PortForwarder(ForwarderOptions options) : options_(std::move(options)) {
@@ -143,7 +142,7 @@ std::uint16_t PortForwarder::Open(const SandboxId& owner, Ipv4 target, std::uint
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already forwards a port to its port {}",
          owner.str(), target_port);
   }
-  auto forward = std::make_unique<Forward>(Forward{owner, {}, {}, 0, 0});
+  auto forward = std::make_unique<Forward>(Forward{owner, {}, {}, 0});
   forward->target.sin_family = AF_INET;
   forward->target.sin_addr.s_addr = htonl(target.value);
   forward->target.sin_port = htons(target_port);
@@ -336,7 +335,10 @@ void PortForwarder::AcceptOne(std::uint64_t listener_key, Forward& forward, Uniq
                               const sockaddr_in& peer) {
   const std::uint32_t source = ntohl(peer.sin_addr.s_addr);
   if (options_.admit && !options_.admit(Ipv4{source})) return;  // closed: filtered
-  if (forward.connections >= options_.max_connections_per_sandbox) return;
+  if (auto open = per_sandbox_.find(forward.owner);
+      open != per_sandbox_.end() && open->second >= options_.max_connections_per_sandbox) {
+    return;
+  }
   if (per_source_[source] >= options_.max_connections_per_source) {
     if (per_source_[source] == 0) per_source_.erase(source);
     return;
@@ -366,8 +368,8 @@ void PortForwarder::AcceptOne(std::uint64_t listener_key, Forward& forward, Uniq
   connections_[c->client_key] = c;
   connections_[c->upstream_key] = c;
   connecting_.emplace(c->connect_deadline, c->client_key);
-  ++forward.connections;
   ++per_source_[source];
+  ++per_sandbox_[forward.owner];
 }
 
 bool PortForwarder::Pump(Direction& d) {
@@ -486,7 +488,9 @@ void PortForwarder::CloseConnectionLocked(std::uint64_t key) {
   connections_.erase(c->client_key);
   connections_.erase(c->upstream_key);
   if (c->connecting) ForgetConnectDeadline(connecting_, c->connect_deadline, c->client_key);
-  if (auto l = listeners_.find(c->listener_key); l != listeners_.end()) --l->second->connections;
+  if (auto s = per_sandbox_.find(c->owner); s != per_sandbox_.end() && --s->second == 0) {
+    per_sandbox_.erase(s);
+  }
   if (auto s = per_source_.find(c->source); s != per_source_.end() && --s->second == 0) {
     per_source_.erase(s);
   }

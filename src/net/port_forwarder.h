@@ -32,7 +32,8 @@ struct PortRange {
 struct ForwarderOptions {
   std::string listen_address = "0.0.0.0";
   PortRange ports;
-  unsigned max_connections_per_sandbox = 64;  // per forwarded port
+  // Open at once to one sandbox, over all its forwarded ports.
+  unsigned max_connections_per_sandbox = 64;
   // Connections open at once from one client address, over all sandboxes.
   unsigned max_connections_per_source = 32;
   // A guest that does not accept within this is given up on, and the
@@ -105,6 +106,7 @@ class PortForwarder {
   std::map<std::uint64_t, std::shared_ptr<Connection>> connections_;  // by each of its fd keys
   std::multimap<Clock::time_point, std::uint64_t> connecting_;        // deadline -> client key
   std::map<std::uint32_t, unsigned> per_source_;                      // open connections by client
+  std::map<SandboxId, unsigned> per_sandbox_;                         // and by sandbox
   // Out of descriptors (EMFILE): listeners stop being watched until then,
   // instead of waking the loop on every pending connection.
   std::optional<Clock::time_point> accept_paused_until_;

@@ -309,6 +309,8 @@ TEST_F(RemoteTest, AnExposedGuestPortIsForwardedUntilClosedOrDestroyed) {
 
   // Closed: the host port is gone, SSH's stays.
   EXPECT_EQ(Remote("DELETE", ports + "/8080", owner["token"]).status, 403);
+  EXPECT_EQ(Remote("DELETE", ports + "/8080", stranger["token"], "", with_token).status, 404);
+  EXPECT_EQ(Remote("DELETE", ports + "/22", owner["token"], "", with_token).status, 409);
   EXPECT_EQ(Remote("DELETE", ports + "/80x", owner["token"], "", with_token).status, 400);
   r = Remote("DELETE", ports + "/8080", owner["token"], "", with_token);
   EXPECT_EQ(r.status, 200) << r.body;

@@ -411,6 +411,36 @@ TEST(PortForwarderTest, ASandboxForwardsSeveralGuestPortsAndClosesThemOneByOne) 
   EXPECT_EQ(forwarder.ConnectionCount(id), 0u);
 }
 
+TEST(PortForwarderTest, ASandboxsConnectionCapCoversAllItsPorts) {
+  test::LoopbackServer ssh(test::LoopbackServer::Echo);
+  test::LoopbackServer web(test::LoopbackServer::Echo);
+  ForwarderOptions options = LoopbackRange(42600, 42699);
+  options.max_connections_per_sandbox = 2;
+  PortForwarder forwarder(options);
+  SandboxId id = SandboxId::Generate();
+  std::uint16_t ssh_port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), ssh.port());
+  std::uint16_t web_port = forwarder.Open(id, Ipv4::Parse("127.0.0.1"), web.port());
+  UniqueFd a = test::ConnectLoopback(ssh_port);
+  UniqueFd b = test::ConnectLoopback(web_port);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(RoundTrip(a.get(), "a"), "a");
+  EXPECT_EQ(RoundTrip(b.get(), "b"), "b");
+  // A third, on either port, is closed at accept.
+  UniqueFd c = test::ConnectLoopback(web_port);
+  ASSERT_TRUE(c);
+  char byte;
+  EXPECT_LE(::read(c.get(), &byte, 1), 0);
+  EXPECT_EQ(forwarder.ConnectionCount(id), 2u);
+  // One ends: there is room again.
+  a.reset();
+  for (int i = 0; i < 100 && forwarder.ConnectionCount(id) != 1u; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  UniqueFd d = test::ConnectLoopback(web_port);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(RoundTrip(d.get(), "d"), "d");
+}
+
 TEST(PortForwarderTest, PortsAreUniqueAndTheRangeRunsOut) {
   // Below the kernel's ephemeral range (32768-): no client socket of a
   // test running alongside can hold one of these ports.
