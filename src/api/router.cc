@@ -229,7 +229,10 @@ HttpResponse CreateSandbox(const Call& call) {
     create.owner_memory_mib = call.caller->owner_memory_mib;
   }
   CreateResult result = call.c.engine->Create(create);
-  return Json(http::status::created, CreateResultToJson(result, call.c.client_host));
+  HttpResponse response =
+      Json(http::status::created, CreateResultToJson(result, call.c.client_host));
+  response.set(http::field::location, "/v1/sandboxes/" + result.sandbox.id.str());
+  return response;
 }
 
 HttpResponse ListSandboxes(const Call& call) {
@@ -288,7 +291,10 @@ HttpResponse ExposePort(const Call& call) {
   const std::uint16_t guest_port = ParsePortExposure(call.request.body());
   std::optional<std::string> token = ActingToken(call, id, "exposing a port");
   ExposedPort port = call.c.engine->ExposePort(id, guest_port, token);
-  return Json(http::status::created, PortToJson(port, call.c.client_host));
+  HttpResponse response = Json(http::status::created, PortToJson(port, call.c.client_host));
+  response.set(http::field::location,
+               fmt::format("/v1/sandboxes/{}/ports/{}", id.str(), port.guest_port));
+  return response;
 }
 
 HttpResponse UnexposePort(const Call& call) {

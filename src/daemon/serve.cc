@@ -61,6 +61,18 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.max_paused = std::chrono::seconds(c.limits.max_paused_seconds);
   o.max_paused_per_owner = c.limits.max_paused_per_owner;
   o.max_exposed_ports = c.limits.max_exposed_ports;
+  // SSH's forward and the exposed ones share the range: said at start when
+  // full sandboxes could use it up (creates would then fail for want of a
+  // port).
+  const std::uint64_t range = c.network.forward_port_last - c.network.forward_port_first + 1u;
+  const std::uint64_t wanted =
+      std::uint64_t{c.limits.max_sandboxes} * (1u + c.limits.max_exposed_ports);
+  if (wanted > range) {
+    spdlog::warn(
+        "network.forward_ports has {} ports; {} sandboxes with {} exposed ports each could want "
+        "{} (limits.max_sandboxes, limits.max_exposed_ports)",
+        range, c.limits.max_sandboxes, c.limits.max_exposed_ports, wanted);
+  }
   for (const PoolEntry& p : c.pools) o.pools.push_back({p.image, p.memory_mib, p.vcpus, p.size});
   o.snapshots = c.vm.snapshots;
   o.dns_servers = c.network.dns_servers;

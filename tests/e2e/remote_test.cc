@@ -168,6 +168,7 @@ TEST_F(RemoteTest, RemoteCreateLoginExtendAndDestroyNeedTheClientToken) {
   ASSERT_EQ(r.status, 201) << r.body << DaemonLog();
   json s = r.Json();
   const std::string id = s["id"];
+  EXPECT_EQ(r.headers["location"], "/v1/sandboxes/" + id);
 
   // The per-token cap holds; the stranger sees nothing of it.
   r = Remote("POST", "/v1/sandboxes", owner["token"], "{}");
@@ -287,6 +288,7 @@ TEST_F(RemoteTest, AnExposedGuestPortIsForwardedUntilClosedOrDestroyed) {
 
   r = Remote("POST", ports, owner["token"], R"({"guest_port": 8080})", with_token);
   ASSERT_EQ(r.status, 201) << r.body << DaemonLog();
+  EXPECT_EQ(r.headers["location"], ports + "/8080");
   const std::uint16_t host_port = r.Json()["host_port"].get<std::uint16_t>();
   EXPECT_NE(host_port, s["port"].get<std::uint16_t>());
   // nc may take a moment to listen after the SSH command returned.
