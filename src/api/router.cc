@@ -112,6 +112,16 @@ void LocalSocketOnly(const Call& call, std::string_view what) {
   if (call.caller) Fail(ErrorCode::kPermissionDenied, "{} on the local socket", what);
 }
 
+// The sandbox as the caller may see it. Another owner's sandbox answers
+// as an unknown one does (no existence oracle for remote callers).
+Sandbox VisibleSandbox(const Call& call, const SandboxId& id) {
+  auto sandbox = call.c.engine->Get(id);
+  if (!sandbox || !Visible(*sandbox, call.caller)) {
+    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  }
+  return *sandbox;
+}
+
 // The sandbox the route names, and the client token a change to it acts
 // with. Another owner's sandbox answers as an unknown one does (no
 // existence oracle for remote callers); a remote caller must hold the
@@ -120,10 +130,7 @@ std::optional<std::string> ActingToken(const Call& call, const SandboxId& id,
                                        std::string_view doing) {
   std::optional<std::string> token = ClientToken(call.request);
   if (!call.caller) return token;
-  auto sandbox = call.c.engine->Get(id);
-  if (!sandbox || !Visible(*sandbox, call.caller)) {
-    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  }
+  VisibleSandbox(call, id);
   if (!call.caller->local_user && !token) {
     Fail(ErrorCode::kPermissionDenied, "{} needs the sandbox's client token", doing);
   }
@@ -245,11 +252,7 @@ HttpResponse ListSandboxes(const Call& call) {
 
 HttpResponse ShowSandbox(const Call& call) {
   SandboxId id = SandboxId::Parse(call.param);
-  auto sandbox = call.c.engine->Get(id);
-  if (!sandbox || !Visible(*sandbox, call.caller)) {
-    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  }
-  return Json(http::status::ok, SandboxToJson(*sandbox, call.c.client_host));
+  return Json(http::status::ok, SandboxToJson(VisibleSandbox(call, id), call.c.client_host));
 }
 
 HttpResponse DestroySandbox(const Call& call) {
@@ -275,10 +278,7 @@ json PortToJson(const ExposedPort& port, const std::string& host) {
 
 HttpResponse ListPorts(const Call& call) {
   SandboxId id = SandboxId::Parse(call.param);
-  auto sandbox = call.c.engine->Get(id);
-  if (!sandbox || !Visible(*sandbox, call.caller)) {
-    Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
-  }
+  VisibleSandbox(call, id);
   json ports = json::array();
   for (const ExposedPort& p : call.c.engine->ExposedPorts(id, std::nullopt)) {
     ports.push_back(PortToJson(p, call.c.client_host));

@@ -1,6 +1,7 @@
 #include "api/wire.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 
@@ -284,12 +285,9 @@ std::uint16_t ParsePortExposure(std::string_view body) {
 
 std::uint16_t ParsePortNumber(std::string_view text) {
   unsigned value = 0;
-  const bool digits = !text.empty() && text.size() <= 5 &&
-                      text.find_first_not_of("0123456789") == std::string_view::npos;
-  if (digits) {
-    for (char c : text) value = value * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (!digits || value == 0 || value > 65535) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  // from_chars takes no sign or space: digits only, and all of them.
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535) {
     Fail(ErrorCode::kInvalidArgument, "'{}' is not a port number (1 to 65535)",
          EscapeForLog(std::string(text.substr(0, 20))));
   }

@@ -102,6 +102,14 @@ void Engine::FillRunning(Sandbox& sandbox) {
   }
 }
 
+void Engine::NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail) {
+  try {
+    store_.AddEvent(kind, id.str(), detail);
+  } catch (const Error& e) {
+    spdlog::warn("sandbox {}: event '{}' ({}) not logged: {}", id.str(), kind, detail, e.what());
+  }
+}
+
 std::optional<Sandbox> Engine::Get(const SandboxId& id) {
   if (Hidden(id)) return std::nullopt;
   std::optional<Sandbox> sandbox = store_.Get(id);

@@ -8,14 +8,6 @@
 
 namespace ephemera {
 
-void Engine::NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail) {
-  try {
-    store_.AddEvent(kind, id.str(), detail);
-  } catch (const Error& e) {
-    spdlog::warn("sandbox {}: event '{}' ({}) not logged: {}", id.str(), kind, detail, e.what());
-  }
-}
-
 std::int64_t Engine::CheckedTtl(std::optional<std::int64_t> ttl_seconds) const {
   const std::int64_t ttl = ttl_seconds.value_or(options_.default_ttl.count());
   if (ttl <= 0 || ttl > options_.max_ttl.count()) {

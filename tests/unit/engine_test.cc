@@ -483,6 +483,19 @@ TEST_F(EngineTest, PauseStopsTheClockOfTheTtlAndResumeGivesItBack) {
   EXPECT_THROW(engine().Resume(id, r.token), Error);  // not paused
 }
 
+// Runs `f`, which must fail with `code`; returns the error's message.
+template <typename F>
+std::string ExpectCode(F f, ErrorCode code, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << what;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
 TEST_F(EngineTest, TimeToLiveIsSetAnewLongerOrShorterWithinMaxTtl) {
   options_.max_ttl = std::chrono::seconds(5000);
   options_.default_ttl = std::chrono::seconds(700);
@@ -501,27 +514,16 @@ TEST_F(EngineTest, TimeToLiveIsSetAnewLongerOrShorterWithinMaxTtl) {
 
   // Out of range, another's token, an unknown sandbox: refused, nothing changed.
   for (std::int64_t bad : {0, -5, 5001}) {
-    try {
-      engine().SetTimeToLive(id, bad, r.token);
-      ADD_FAILURE() << "ttl " << bad << " was taken";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
-      EXPECT_THAT(e.what(), HasSubstr("out of range [1, 5000]"));
-    }
+    EXPECT_THAT(
+        ExpectCode([&] { engine().SetTimeToLive(id, bad, r.token); }, ErrorCode::kInvalidArgument,
+                   "ttl " + std::to_string(bad) + " was taken"),
+        HasSubstr("out of range [1, 5000]"));
   }
-  try {
-    engine().SetTimeToLive(id, 50, std::string("not-its-token"));
-    ADD_FAILURE() << "another token changed it";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kPermissionDenied);
-  }
+  ExpectCode([&] { engine().SetTimeToLive(id, 50, std::string("not-its-token")); },
+             ErrorCode::kPermissionDenied, "another token changed it");
   EXPECT_EQ(*store_.Get(id)->expires_at, *by_default.expires_at);
-  try {
-    engine().SetTimeToLive(SandboxId::Generate(), 50, std::nullopt);
-    ADD_FAILURE() << "an unknown sandbox took a time to live";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kNotFound);
-  }
+  ExpectCode([&] { engine().SetTimeToLive(SandboxId::Generate(), 50, std::nullopt); },
+             ErrorCode::kNotFound, "an unknown sandbox took a time to live");
 
   // Shortened into the past of the reaper's next look: it is destroyed.
   engine().SetTimeToLive(id, 1, r.token);
@@ -539,12 +541,8 @@ TEST_F(EngineTest, ExposedPortsAreCheckedLimitedAndListedAfterSsh) {
   EXPECT_EQ(web.host_port, 28080);
   auto expect_error = [&](std::uint16_t port, const std::optional<std::string>& token,
                           ErrorCode code) {
-    try {
-      engine().ExposePort(id, port, token);
-      ADD_FAILURE() << "port " << port << " was exposed";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), code) << e.what();
-    }
+    ExpectCode([&] { engine().ExposePort(id, port, token); }, code,
+               "port " + std::to_string(port) + " was exposed");
   };
   expect_error(0, r.token, ErrorCode::kInvalidArgument);
   expect_error(22, r.token, ErrorCode::kAlreadyExists);  // SSH's, forwarded from the start
@@ -560,24 +558,16 @@ TEST_F(EngineTest, ExposedPortsAreCheckedLimitedAndListedAfterSsh) {
   EXPECT_EQ(ports[2].guest_port, 9090);
   auto expect_unexpose_error = [&](std::uint16_t port, const std::optional<std::string>& token,
                                    ErrorCode code) {
-    try {
-      engine().UnexposePort(id, port, token);
-      ADD_FAILURE() << "port " << port << " was closed";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), code) << e.what();
-    }
+    ExpectCode([&] { engine().UnexposePort(id, port, token); }, code,
+               "port " + std::to_string(port) + " was closed");
   };
   expect_unexpose_error(8080, std::string("not-its-token"), ErrorCode::kPermissionDenied);
   expect_unexpose_error(22, r.token, ErrorCode::kFailedPrecondition);  // SSH's stays
   engine().UnexposePort(id, 8080, r.token);
   expect_unexpose_error(8080, r.token, ErrorCode::kNotFound);  // not exposed any more
   EXPECT_EQ(engine().ExposedPorts(id, std::nullopt).size(), 2u);
-  try {
-    engine().ExposedPorts(SandboxId::Generate(), std::nullopt);
-    ADD_FAILURE() << "an unknown sandbox has ports";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kNotFound);
-  }
+  ExpectCode([&] { engine().ExposedPorts(SandboxId::Generate(), std::nullopt); },
+             ErrorCode::kNotFound, "an unknown sandbox has ports");
 }
 
 TEST_F(EngineTest, ADestroyWhoseReasonPassedMeanwhileKeepsTheSandbox) {
