@@ -86,6 +86,7 @@ void BlockSigio() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGIO);
+  sigaddset(&set, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 
@@ -104,6 +105,13 @@ ssize_t Port::Read(char* buffer, size_t size) {
     if (errno != EAGAIN && errno != EINTR) return -1;
     pollfd wait{fd_, POLLIN, 0};
     if (::poll(&wait, 1, -1) < 0 && errno != EINTR) return -1;
+  }
+}
+
+ssize_t Port::TryRead(char* buffer, size_t size) {
+  for (;;) {
+    ssize_t n = ::read(fd_, buffer, size);
+    if (n >= 0 || errno != EINTR) return n;
   }
 }
 

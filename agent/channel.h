@@ -63,6 +63,9 @@ class Port {
   // Waits for bytes: > 0 bytes read, 0 when the host side is not
   // connected, -1 on errors (errno).
   ssize_t Read(char* buffer, size_t size);
+  // Read without waiting: -1 with EAGAIN when a connected host sent nothing.
+  ssize_t TryRead(char* buffer, size_t size);
+  int fd() const { return fd_; }
   // Writes `line` and '\n'. False when the host is still not connected
   // after kHostConnectGrace: the answer belonged to a connection that went
   // away, and is dropped. A host that leaves and another that connects
@@ -76,8 +79,8 @@ class Port {
   int fd_;
 };
 
-// Blocks SIGIO in the calling thread (the only one), so that it stays
-// pending until WaitForHost takes it.
+// Blocks SIGIO and SIGCHLD (taken through a signalfd by the loop) in the calling thread (the only
+// one), so that it stays pending until WaitForHost takes it.
 void BlockSigio();
 
 }  // namespace ephemera::agent

@@ -21,6 +21,12 @@ class FieldError : public AgentError {
   using AgentError::AgentError;
 };
 
+// A path the request names that the guest does not have.
+class NotFoundError : public AgentError {
+ public:
+  using AgentError::AgentError;
+};
+
 // "cannot <doing> <path>: <strerror(err)>".
 std::string ErrnoText(std::string_view doing, std::string_view path, int err);
 

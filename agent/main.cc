@@ -6,7 +6,9 @@
 // Statically linked and free of the host's code: it runs on the guest's
 // root filesystem, whatever its libc.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "agent/channel.h"
 #include "agent/error.h"
@@ -22,6 +25,7 @@
 #include "agent/identity.h"
 #include "agent/log.h"
 #include "agent/protocol.h"
+#include "agent/streams.h"
 #include "agent/system.h"
 
 namespace ephemera::agent {
@@ -57,6 +61,107 @@ bool ParseOptions(int argc, char** argv, Options& options) {
     *target = argv[++i];
   }
   return true;
+}
+
+// Forgets the connection's state: a new host must say hello again, and
+// what the old one started ends (docs/guest-agent.md).
+void Disconnected(Session& session, LineFramer& framer) {
+  session.HostDisconnected();
+  framer.Reset();
+}
+
+// The loop: requests from the host, output of the streams, SIGCHLD and
+// SIGIO through a signalfd. The port is polled only while a host is
+// connected (without one it reports POLLHUP at once, and would spin);
+// SIGIO says when one comes.
+int Serve(Port& port, Session& session, Streams& streams) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGIO);
+  sigaddset(&signals, SIGCHLD);
+  const int signal_fd = ::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    LogError(std::string("signalfd: ") + std::strerror(errno));
+    return 1;
+  }
+  LineFramer framer;
+  std::string buffer(64 * 1024, '\0');
+  bool connected = true;  // until a read says otherwise
+  bool failing = false;   // the channel's errors are logged once per streak
+  std::vector<pollfd> fds;
+  auto flush_events = [&] {
+    for (const std::string& event : streams.TakeEvents()) {
+      if (!port.WriteLine(event)) {
+        Disconnected(session, framer);
+        connected = false;
+        return;
+      }
+    }
+  };
+  for (;;) {
+    fds.clear();
+    fds.push_back({signal_fd, POLLIN, 0});
+    if (connected) fds.push_back({port.fd(), POLLIN, 0});
+    const size_t first_stream = fds.size();
+    streams.AddPollFds(fds);
+    int timeout = streams.PollTimeoutMs();
+    if (!connected && (timeout < 0 || timeout > 1000)) timeout = 1000;
+    if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR) {
+      LogError(std::string("poll: ") + std::strerror(errno));
+      ::sleep(1);
+      continue;
+    }
+    bool try_port = connected && (fds[1].revents != 0);
+    if (fds[0].revents != 0) {
+      signalfd_siginfo info;
+      while (::read(signal_fd, &info, sizeof info) == sizeof info) {
+        if (info.ssi_signo == SIGIO) try_port = true;
+      }
+    }
+    if (!connected) try_port = true;  // SIGIO or the fallback timeout
+    streams.OnPolled(fds, first_stream);
+    streams.Tick();
+    flush_events();
+    while (try_port) {
+      ssize_t n = port.TryRead(buffer.data(), buffer.size());
+      if (n > 0) {
+        connected = true;
+        failing = false;
+        for (const LineFramer::Frame& frame :
+             framer.Feed({buffer.data(), static_cast<size_t>(n)})) {
+          std::string answer =
+              frame.overlong ? Session::OverlongAnswer() : session.Answer(frame.line);
+          if (!port.WriteLine(answer)) {
+            // The host went away: what it sent belonged to that connection.
+            Disconnected(session, framer);
+            connected = false;
+            try_port = false;
+            break;
+          }
+          flush_events();
+          if (!connected) {
+            try_port = false;
+            break;
+          }
+        }
+        continue;
+      }
+      if (n == 0) {
+        // No host connected. (A reconnection between two reads goes
+        // unseen; only the daemon can open the host side.)
+        if (connected) Disconnected(session, framer);
+        connected = false;
+      } else if (errno == EAGAIN) {
+        connected = true;
+        failing = false;
+      } else {
+        if (!failing) LogError(std::string("cannot read the channel: ") + std::strerror(errno));
+        failing = true;
+        connected = false;
+      }
+      try_port = false;
+    }
+  }
 }
 
 int Run(const Options& options) {
@@ -95,39 +200,9 @@ int Run(const Options& options) {
 
   LinuxSystem system;
   GuestMachine machine{Root(options.root), system};
-  Session session(token, machine);
-  LineFramer framer;
-  std::string buffer(64 * 1024, '\0');
-  bool failing = false;  // the channel's errors are logged once per streak
-  for (;;) {
-    ssize_t n = port.Read(buffer.data(), buffer.size());
-    if (n >= 0) failing = false;
-    if (n > 0) {
-      for (const LineFramer::Frame& frame : framer.Feed({buffer.data(), static_cast<size_t>(n)})) {
-        std::string answer =
-            frame.overlong ? Session::OverlongAnswer() : session.Answer(frame.line);
-        if (!port.WriteLine(answer)) {
-          // The host went away: what it sent belonged to that connection.
-          session.HostDisconnected();
-          framer.Reset();
-          break;
-        }
-      }
-      continue;
-    }
-    if (n == 0) {
-      // No host connected: a new connection must say hello again. (A
-      // reconnection between two reads goes unseen; only the daemon can
-      // open the host side.)
-      session.HostDisconnected();
-      framer.Reset();
-      port.WaitForHost(std::chrono::seconds(1));
-      continue;
-    }
-    if (!failing) LogError(std::string("cannot read the channel: ") + std::strerror(errno));
-    failing = true;
-    port.WaitForHost(std::chrono::seconds(1));  // and try again, without spinning
-  }
+  Streams streams{Root(options.root)};
+  Session session(token, machine, &streams);
+  return Serve(port, session, streams);
 }
 
 }  // namespace

@@ -15,8 +15,8 @@
 
 namespace ephemera::agent {
 
-// 2: identity takes agent_token.
-inline constexpr int kProtocolVersion = 2;
+// 2: identity takes agent_token. 3: streams (exec, stat, read, write).
+inline constexpr int kProtocolVersion = 3;
 inline constexpr char kChannelName[] = "org.ephemera.agent.0";
 inline constexpr size_t kMaxLine = 1 << 20;
 inline constexpr size_t kTokenLength = 64;
@@ -87,15 +87,18 @@ class Machine {
 
 // One agent's answers. Authentication lasts for one host connection; the
 // identity, once applied (or half-applied), for the machine's life.
+class Streams;
+
 class Session {
  public:
-  Session(std::string token, Machine& machine);
+  // `streams` (may be null: no stream operations) live per connection.
+  Session(std::string token, Machine& machine, Streams* streams = nullptr);
 
   // The answer line (without its '\n') to one request line.
   std::string Answer(std::string_view line);
   // The answer to a line longer than kMaxLine.
   static std::string OverlongAnswer();
-  void HostDisconnected() { authenticated_ = false; }
+  void HostDisconnected();
   bool authenticated() const { return authenticated_; }
 
  private:
@@ -103,6 +106,7 @@ class Session {
 
   std::string token_;
   Machine& machine_;
+  Streams* streams_;
   bool authenticated_ = false;
   bool identity_applied_ = false;
   bool prepared_ = false;

@@ -270,7 +270,7 @@ cat >"$out/manifest.json" <<JSON
   "cmdline": "$cmdline",
   "kernel_version": "$kver",
   "kernel_package": "$kpkg $kver_deb",
-  "agent": {"protocol": 2, "channel": "org.ephemera.agent.0"},
+  "agent": {"protocol": 3, "channel": "org.ephemera.agent.0"},
   "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "inputs_hash": "$inputs_hash"
 }

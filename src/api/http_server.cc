@@ -47,6 +47,8 @@ HttpResponse ProtocolError(http::error ec_kind) {
   return bad;
 }
 
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
 struct Shared {
   HttpServerOptions options;
   HttpStreamingHandler handler;
@@ -105,34 +107,68 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
  private:
   void Read() {
-    parser_.emplace();
-    parser_->body_limit(shared_.options.max_body);
-    parser_->header_limit(16 * 1024);
+    header_parser_.emplace();
+    header_parser_->header_limit(16 * 1024);
+    // The body's limit is the route's, set once the header says which.
+    header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     beast::get_lowest_layer(stream_).expires_after(shared_.options.idle_timeout);
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+    http::async_read_header(stream_, buffer_, *header_parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  // Whether a read failed for a reason worth no answer (the peer left).
+  static bool Gone(const beast::error_code& ec) {
+    return ec == http::error::end_of_stream || ec == beast::error::timeout ||
+           ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+           ec == asio::error::connection_reset || ec == asio::error::operation_aborted;
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (Gone(ec)) return Close();
+    if (ec) return Write(ProtocolError(http::error::bad_method));
+    HttpRequest head;
+    head.base() = header_parser_->get().base();
+    expects_continue_ = beast::iequals(head[http::field::expect], "100-continue");
+    if (shared_.options.streams_body && shared_.options.streams_body(head)) {
+      body_parser_.emplace(std::move(*header_parser_));
+      body_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+      request_ = std::move(head);
+      return Dispatch(/*slow=*/true);
+    }
+    body_parser_.reset();
+    parser_.emplace(std::move(*header_parser_));
+    parser_->body_limit(shared_.options.max_body);
+    auto read_body = [self = this->shared_from_this()] {
+      beast::get_lowest_layer(self->stream_).expires_after(self->shared_.options.io_timeout);
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+    };
+    if (!expects_continue_ || parser_->is_done()) return read_body();
+    // curl and others wait for this before they send a body.
+    asio::async_write(stream_, asio::buffer(kContinue),
+                      [read_body](beast::error_code, std::size_t) { read_body(); });
   }
 
   void OnRead(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
-        ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset ||
-        ec == asio::error::operation_aborted) {
-      return Close();
-    }
+    if (Gone(ec)) return Close();
     if (ec) {
       // Malformed or oversized: answer once, then close.
       return Write(ProtocolError(ec == http::error::body_limit ? http::error::body_limit
                                                                : http::error::bad_method));
     }
     request_ = parser_->release();
+    Dispatch(shared_.options.is_slow && shared_.options.is_slow(request_));
+  }
+
+  void Dispatch(bool slow) {
     std::lock_guard dispatch(shared_.dispatch);
     if (shared_.stopping) return Close();
     ++shared_.answering;
     answering_ = true;
     // The handler may block: run it off the I/O thread, on the pool its
     // kind of request has.
-    const bool slow = shared_.options.is_slow && shared_.options.is_slow(request_);
     asio::post(slow ? *shared_.slow_workers : *shared_.workers, [self = this->shared_from_this()] {
       HttpResponse response;
       ChunkSink sink(*self);
@@ -144,21 +180,69 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         spdlog::error("http: handler failed for {}: {}", self->peer_.ToString(), e.what());
         response = InternalError();
       }
-      if (sink.started()) return sink.Finish(response.body());
+      // A body the handler left unread cannot be skipped to the next request.
+      const bool body_left = self->body_parser_ && !self->body_parser_->is_done();
+      if (sink.started()) return sink.Finish(response.body(), body_left);
       response.version(self->request_.version());
-      response.keep_alive(self->request_.keep_alive() && response.keep_alive());
+      response.keep_alive(self->request_.keep_alive() && response.keep_alive() && !body_left);
       response.prepare_payload();
       asio::post(self->stream_.get_executor(),
                  [self, r = std::move(response)]() mutable { self->Write(std::move(r)); });
     });
   }
 
+  // The body of a request that streams it, read on the I/O thread as the
+  // handler's worker asks, under io_timeout.
+  class BodySource : public HttpBodySource {
+   public:
+    explicit BodySource(Session& session) : session_(session) {}
+    std::size_t Read(char* buffer, std::size_t size) override {
+      auto& parser = *session_.body_parser_;
+      while (!parser.is_done() && size > 0) {
+        std::promise<std::pair<beast::error_code, std::size_t>> done;
+        auto result = done.get_future();
+        asio::post(session_.stream_.get_executor(), [&] {
+          auto read = [&] {
+            auto& body = parser.get().body();
+            body.data = buffer;
+            body.size = size;
+            beast::get_lowest_layer(session_.stream_)
+                .expires_after(session_.shared_.options.io_timeout);
+            http::async_read_some(session_.stream_, session_.buffer_, parser,
+                                  [&](beast::error_code ec, std::size_t) {
+                                    done.set_value({ec, size - parser.get().body().size});
+                                  });
+          };
+          if (!std::exchange(continued_, true) && session_.expects_continue_) {
+            asio::async_write(session_.stream_, asio::buffer(kContinue),
+                              [read](beast::error_code, std::size_t) { read(); });
+          } else {
+            read();
+          }
+        });
+        auto [ec, got] = result.get();
+        if (ec && ec != http::error::need_buffer) {
+          Fail(ErrorCode::kUnavailable, "the request's body stopped: {}", ec.message());
+        }
+        if (got > 0) return got;
+      }
+      return 0;
+    }
+
+   private:
+    Session& session_;
+    bool continued_ = false;
+  };
+
   // A streamed answer, written from the handler's worker: each write runs
   // on the I/O thread while the worker waits for it, under io_timeout.
   class ChunkSink : public HttpChunkSink {
    public:
-    explicit ChunkSink(Session& session) : session_(session) {}
+    explicit ChunkSink(Session& session) : session_(session) {
+      if (session.body_parser_) body_.emplace(session);
+    }
     bool started() const { return header_.has_value(); }
+    HttpBodySource* body() override { return body_ ? &*body_ : nullptr; }
 
     bool Send(std::string_view content_type, std::string_view piece) override {
       if (broken_) return false;
@@ -186,7 +270,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
     // The handler's last words, then the end of the body, then the next
     // request (or the close).
-    void Finish(const std::string& last) {
+    void Finish(const std::string& last, bool body_left) {
       if (!broken_ && !last.empty()) {
         piece_ = last;
         RunOnIo([this](auto done) {
@@ -199,7 +283,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           asio::async_write(session_.stream_, http::make_chunk_last(), std::move(done));
         });
       }
-      const bool keep = !broken_ && header_->keep_alive();
+      const bool keep = !broken_ && header_->keep_alive() && !body_left;
       asio::post(session_.stream_.get_executor(), [self = session_.shared_from_this(), keep] {
         if (self->answering_) {
           self->answering_ = false;
@@ -232,6 +316,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     std::optional<http::response_serializer<http::empty_body>> serializer_;
     std::string piece_;
     bool broken_ = false;
+    std::optional<BodySource> body_;
   };
 
   void Write(HttpResponse response) {
@@ -269,7 +354,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   Peer peer_;
   Shared& shared_;
   beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::empty_body>> header_parser_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<http::buffer_body>> body_parser_;  // a streamed body
+  bool expects_continue_ = false;
   HttpRequest request_;
   std::shared_ptr<HttpResponse> response_;
   bool answering_ = false;

@@ -40,9 +40,21 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&, const Peer&)>
 // chunk; the response the handler then returns ends the answer, its body the
 // last chunk (its status is lost by then: errors go in the body). A handler
 // that never calls Send answers as usual.
+// A request body read as the handler asks for it (routes that
+// HttpServerOptions::streams_body names): never held whole in memory.
+class HttpBodySource {
+ public:
+  virtual ~HttpBodySource() = default;
+  // Up to `size` bytes into `buffer`; 0 at the end of the body. Throws
+  // Error (kUnavailable) when the client stops sending or goes.
+  virtual std::size_t Read(char* buffer, std::size_t size) = 0;
+};
+
 class HttpChunkSink {
  public:
   virtual ~HttpChunkSink() = default;
+  // The request's body, for a request whose body streams; null otherwise.
+  virtual HttpBodySource* body() { return nullptr; }
   // False once the client is gone or stalls past io_timeout; the handler
   // may go on (the rest is dropped).
   virtual bool Send(std::string_view content_type, std::string_view piece) = 0;
@@ -77,6 +89,9 @@ struct HttpServerOptions {
   std::size_t workers = 8;
   std::size_t slow_workers = 32;
   std::function<bool(const HttpRequest&)> is_slow;
+  // Requests (their header only) whose body the handler reads itself
+  // through HttpChunkSink::body(), without max_body; they run as slow ones.
+  std::function<bool(const HttpRequest&)> streams_body;
   std::size_t max_body = 64 * 1024;
   std::size_t max_connections = 256;             // open at once; more are closed at accept
   std::size_t max_connections_per_address = 32;  // TCP: so one peer cannot take them all

@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include "api/route_call.h"
 #include "api/wire.h"
 #include "core/error.h"
 
@@ -97,16 +98,9 @@ bool WantsNdjson(const HttpRequest& request) {
                  .find(ImportProgressLines::kNdjson) != std::string_view::npos;
 }
 
-// One request on its way through a route: the route's {parameter}, if it
-// has one, and who asks (none: root on the local socket).
-struct Call {
-  const ApiContext& c;
-  const HttpRequest& request;
-  const std::optional<Caller>& caller;
-  HttpChunkSink* sink;
-  std::string_view param;   // the path's first {parameter}
-  std::string_view param2;  // its second
-};
+}  // namespace
+
+namespace routes {
 
 void LocalSocketOnly(const Call& call, std::string_view what) {
   if (call.caller) Fail(ErrorCode::kPermissionDenied, "{} on the local socket", what);
@@ -136,6 +130,15 @@ std::optional<std::string> ActingToken(const Call& call, const SandboxId& id,
   }
   return token;
 }
+
+}  // namespace routes
+
+namespace {
+
+using routes::ActingToken;
+using routes::Call;
+using routes::LocalSocketOnly;
+using routes::VisibleSandbox;
 
 HttpResponse GetStatus(const Call& call) {
   EngineStatus s = call.c.engine->Status();
@@ -323,6 +326,7 @@ struct Route {
   std::string_view path;  // segments; "{name}" takes one non-empty segment
   bool slow;              // may take seconds: HttpServerOptions::is_slow
   HttpResponse (*handler)(const Call&);
+  bool streams_body = false;  // reads its body as it comes: HttpServerOptions::streams_body
 };
 
 // Every route of /v1, the only place one is declared (docs/openapi.yaml
@@ -350,6 +354,13 @@ constexpr Route kRoutes[] = {
     // The network's lock may wait for a create's or destroy's subprocesses.
     {http::verb::post, "/v1/sandboxes/{id}/ports", true, ExposePort},
     {http::verb::delete_, "/v1/sandboxes/{id}/ports/{port}", true, UnexposePort},
+    // Programs and files in the guest: they run as long as they run.
+    {http::verb::post, "/v1/sandboxes/{id}/exec", true, routes::RunExec},
+    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/stdin", true, routes::WriteExecStdin, true},
+    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/resize", false, routes::ResizeExecTerminal},
+    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/signal", false, routes::SignalExec},
+    {http::verb::get, "/v1/sandboxes/{id}/files", true, routes::DownloadFile},
+    {http::verb::put, "/v1/sandboxes/{id}/files", true, routes::UploadFile, true},
 };
 
 // What a path's "{...}" segments took, in order.
@@ -427,6 +438,16 @@ std::vector<ApiRouteInfo> ApiRoutes() {
     routes.push_back({std::string(http::to_string(route.method)), std::string(route.path)});
   }
   return routes;
+}
+
+bool StreamsApiRequestBody(const HttpRequest& request) {
+  for (const Route& route : kRoutes) {
+    PathParams params;
+    if (route.method == request.method() && PathMatches(route.path, PathOf(request), params)) {
+      return route.streams_body;
+    }
+  }
+  return false;
 }
 
 bool IsSlowApiRequest(const HttpRequest& request) {

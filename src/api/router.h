@@ -5,6 +5,10 @@
 //       changes need X-Ephemera-Token, the client token)
 //   /v1/sandboxes/{id}/ports[/{port}]    forwarded guest ports: list,
 //       expose, close
+//   /v1/sandboxes/{id}/exec[/{exec}/stdin|resize|signal]  run a program
+//       in the guest (NDJSON out), feed it, resize its terminal, signal it
+//   /v1/sandboxes/{id}/files?path=       read (GET) or write (PUT) a file,
+//       or a folder as tar
 //   /v1/status                           daemon status
 //   /v1/images[/{name}|/prune]           list (remote: names and digests);
 //       import, inspect, remove, prune (local socket)
@@ -66,6 +70,10 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
 
 // Requests that may take seconds (create, destroy), for HttpServerOptions::is_slow.
 bool IsSlowApiRequest(const HttpRequest& request);
+
+// Requests whose body the handler reads as it comes (a file's upload, a
+// process's stdin), for HttpServerOptions::streams_body.
+bool StreamsApiRequestBody(const HttpRequest& request);
 
 // Every route the API serves: method ("GET") and path ("/v1/sandboxes/{id}").
 struct ApiRouteInfo {

@@ -283,6 +283,137 @@ std::uint16_t ParsePortExposure(std::string_view body) {
   return static_cast<std::uint16_t>(*port);
 }
 
+ParsedExec ParseExecRequest(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(
+      parsed, {"argv", "env", "cwd", "user", "stdin", "timeout_seconds", "tty", "rows", "cols"});
+  ParsedExec exec;
+  auto argv = parsed.find("argv");
+  if (argv == parsed.end() || !argv->is_array() || argv->empty()) {
+    Fail(ErrorCode::kInvalidArgument, "'argv' must be a non-empty list of strings");
+  }
+  for (const json& arg : *argv) {
+    if (!arg.is_string()) Fail(ErrorCode::kInvalidArgument, "'argv' must hold strings only");
+    exec.request.argv.push_back(arg.get<std::string>());
+  }
+  if (exec.request.argv[0].empty()) Fail(ErrorCode::kInvalidArgument, "'argv[0]' is empty");
+  if (auto env = parsed.find("env"); env != parsed.end() && !env->is_null()) {
+    if (!env->is_object()) Fail(ErrorCode::kInvalidArgument, "'env' must be an object of strings");
+    for (const auto& [name, value] : env->items()) {
+      if (!value.is_string()) {
+        Fail(ErrorCode::kInvalidArgument, "'env.{}' must be a string", name.substr(0, 64));
+      }
+      exec.request.env[name] = value.get<std::string>();
+    }
+  }
+  exec.request.cwd = OptionalText(parsed, "cwd").value_or("");
+  exec.request.user = OptionalText(parsed, "user").value_or("");
+  if (auto in = parsed.find("stdin"); in != parsed.end() && !in->is_null()) {
+    if (in->is_boolean()) {
+      exec.request.stdin_open = in->get<bool>();
+    } else if (in->is_string()) {
+      exec.request.stdin_open = true;
+      exec.stdin_data = in->get<std::string>();
+    } else {
+      Fail(ErrorCode::kInvalidArgument, "'stdin' must be true, false or the input as a string");
+    }
+  }
+  exec.request.timeout_seconds =
+      OptionalInteger<std::int64_t>(parsed, "timeout_seconds", 0, 30LL * 24 * 3600).value_or(0);
+  if (auto tty = parsed.find("tty"); tty != parsed.end() && !tty->is_null()) {
+    if (!tty->is_boolean()) Fail(ErrorCode::kInvalidArgument, "'tty' must be true or false");
+    exec.request.tty = tty->get<bool>();
+  }
+  exec.request.rows = OptionalInteger<std::uint16_t>(parsed, "rows", 1, 10000).value_or(24);
+  exec.request.cols = OptionalInteger<std::uint16_t>(parsed, "cols", 1, 10000).value_or(80);
+  return exec;
+}
+
+std::pair<std::uint16_t, std::uint16_t> ParseTerminalSize(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"rows", "cols"});
+  auto rows = OptionalInteger<std::uint16_t>(parsed, "rows", 1, 10000);
+  auto cols = OptionalInteger<std::uint16_t>(parsed, "cols", 1, 10000);
+  if (!rows || !cols) Fail(ErrorCode::kInvalidArgument, "'rows' and 'cols' are required");
+  return {*rows, *cols};
+}
+
+int ParseSignal(std::string_view body) {
+  json parsed = ParseJsonObject(body);
+  RejectUnknownFields(parsed, {"signal"});
+  auto signal = parsed.find("signal");
+  if (signal != parsed.end() && signal->is_number_integer()) {
+    return *OptionalInteger<int>(parsed, "signal", 1, 64);
+  }
+  if (signal == parsed.end() || !signal->is_string()) {
+    Fail(ErrorCode::kInvalidArgument, "'signal' must be a number (1-64) or a name such as TERM");
+  }
+  std::string name = signal->get<std::string>();
+  if (name.starts_with("SIG")) name.erase(0, 3);
+  static const std::map<std::string, int> kNames = {
+      {"HUP", 1},   {"INT", 2},   {"QUIT", 3},  {"KILL", 9},  {"USR1", 10},
+      {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}, {"CONT", 18},
+      {"STOP", 19}, {"TSTP", 20}, {"WINCH", 28}};
+  auto it = kNames.find(name);
+  if (it == kNames.end()) {
+    Fail(ErrorCode::kInvalidArgument, "'signal': no signal named {}", EscapeForLog(name, 20));
+  }
+  return it->second;
+}
+
+std::map<std::string, std::string> ParseQuery(std::string_view target,
+                                              std::initializer_list<std::string_view> known) {
+  std::map<std::string, std::string> query;
+  const auto mark = target.find('?');
+  if (mark == std::string_view::npos) return query;
+  std::string_view rest = target.substr(mark + 1);
+  auto decode = [](std::string_view text) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '+') {
+        out += ' ';
+      } else if (text[i] != '%') {
+        out += text[i];
+      } else {
+        unsigned value = 0;
+        const char* begin = text.data() + i + 1;
+        if (i + 2 >= text.size() || std::from_chars(begin, begin + 2, value, 16).ptr != begin + 2) {
+          Fail(ErrorCode::kInvalidArgument, "a bad %-escape in the query");
+        }
+        out += static_cast<char>(value);
+        i += 2;
+      }
+    }
+    return out;
+  };
+  while (!rest.empty()) {
+    std::string_view pair = rest.substr(0, rest.find('&'));
+    rest.remove_prefix(std::min(rest.size(), pair.size() + 1));
+    if (pair.empty()) continue;
+    const auto equals = pair.find('=');
+    std::string name = decode(pair.substr(0, equals));
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      Fail(ErrorCode::kInvalidArgument, "unknown query parameter '{}'",
+           EscapeForLog(name.substr(0, 64)));
+    }
+    std::string value = equals == std::string_view::npos ? "" : decode(pair.substr(equals + 1));
+    if (!query.emplace(std::move(name), std::move(value)).second) {
+      Fail(ErrorCode::kInvalidArgument, "query parameter '{}' given twice",
+           EscapeForLog(std::string(pair.substr(0, equals)).substr(0, 64)));
+    }
+  }
+  return query;
+}
+
+mode_t ParseFileMode(std::string_view text) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 8);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > 07777) {
+    Fail(ErrorCode::kInvalidArgument, "'mode' must be octal, 0 to 7777 (such as 0644)");
+  }
+  return static_cast<mode_t>(value);
+}
+
 std::uint16_t ParsePortNumber(std::string_view text) {
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);

@@ -3,6 +3,9 @@
 // for every front door and the CLI.
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -44,6 +47,26 @@ std::optional<std::int64_t> ParseLifetimeChange(std::string_view body);
 std::uint16_t ParsePortExposure(std::string_view body);
 // A port number in a path ("8080"): kInvalidArgument unless 1-65535, digits only.
 std::uint16_t ParsePortNumber(std::string_view text);
+// POST /v1/sandboxes/{id}/exec body: {"argv", "env"?, "cwd"?, "user"?,
+// "stdin"? (false: none; true: streamed by .../stdin; a string: all of it),
+// "timeout_seconds"?, "tty"?, "rows"?, "cols"?}.
+struct ParsedExec {
+  ExecRequest request;
+  std::optional<std::string> stdin_data;  // "stdin" given as a string
+};
+ParsedExec ParseExecRequest(std::string_view body);
+// POST .../exec/{exec}/resize: {"rows", "cols"}, each 1-10000.
+std::pair<std::uint16_t, std::uint16_t> ParseTerminalSize(std::string_view body);
+// POST .../exec/{exec}/signal: {"signal": 1-64 or a name ("TERM", "SIGKILL")}.
+int ParseSignal(std::string_view body);
+
+// A request target's query ("?path=%2Fetc&x=1") decoded; kInvalidArgument
+// for a bad escape, a repeated or unknown name.
+std::map<std::string, std::string> ParseQuery(std::string_view target,
+                                              std::initializer_list<std::string_view> known);
+// A file mode in octal ("0644", "755"): kInvalidArgument past 07777.
+mode_t ParseFileMode(std::string_view text);
+
 // A token as GET returns it: never the secret or its hash.
 nlohmann::json AccessTokenToJson(const AccessToken& token);
 

@@ -56,11 +56,12 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
     api_context_.access = access_.get();
     HttpServerOptions api_options = http_options;
     api_options.is_slow = IsSlowApiRequest;
+    api_options.streams_body = StreamsApiRequestBody;
     api_server_ = std::make_unique<HttpServer>(
         HttpListener::Tcp(Endpoint(*r.listen), https ? tls_ : nullptr, Admission()), api_options,
-        [this](const HttpRequest& q, const Peer& p) {
-          return HandleApiRequest(api_context_, q, p);
-        });
+        HttpStreamingHandler([this](const HttpRequest& q, const Peer& p, HttpChunkSink& sink) {
+          return HandleApiRequest(api_context_, q, p, &sink);
+        }));
     doors["https"] = {{"listen", api_server_->address()}, {"tls", https}};
     if (https) doors["https"]["certificate_sha256"] = identity_->certificate_sha256;
     if (!https) spdlog::warn("/v1 on {} is plain HTTP (insecure_http)", api_server_->address());

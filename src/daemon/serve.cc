@@ -264,6 +264,7 @@ int Serve(const Config& config) {
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;
   local_options.is_slow = IsSlowApiRequest;
+  local_options.streams_body = StreamsApiRequestBody;
   auto server = std::make_unique<HttpServer>(
       local_listener, local_options,
       HttpStreamingHandler([&context](const HttpRequest& r, const Peer& p, HttpChunkSink& sink) {

@@ -10,6 +10,7 @@
 namespace ephemera {
 
 void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
+  DropAgentLink(id);
   driver.Destroy(id);
   networks_.Teardown(id);
 }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/sandbox.h"
+#include "engine/guest_exec.h"
 #include "guest/provisioner.h"
 #include "image/catalog.h"
 #include "image/oci/importer.h"
@@ -287,6 +288,23 @@ class Engine {
   std::vector<ExposedPort> ExposedPorts(const SandboxId& id,
                                         const std::optional<std::string>& token);
 
+  // Programs and files in a ready sandbox's guest, through its guest
+  // agent (exec.cc); the token as Destroy's. kFailedPrecondition when the
+  // sandbox is not ready or its guest has no agent that speaks streams.
+  // A process ends when its stream is dropped before its end.
+  std::shared_ptr<GuestExec> StartExec(const SandboxId& id, const ExecRequest& request,
+                                       const std::optional<std::string>& token);
+  // A running process of the sandbox; kNotFound when it ended or is another's.
+  std::shared_ptr<GuestExec> FindExec(const SandboxId& id, const std::string& exec_id,
+                                      const std::optional<std::string>& token);
+  // A file's bytes, or a folder as tar; kNotFound for a path the guest has not.
+  GuestDownload Download(const SandboxId& id, const std::string& path,
+                         const std::optional<std::string>& token);
+  // Write the bytes (or the tar) to the stream, then CloseInput; its end says
+  // whether all is in place.
+  std::shared_ptr<AgentStream> Upload(const SandboxId& id, const GuestUpload& upload,
+                                      const std::optional<std::string>& token);
+
   std::optional<Sandbox> Get(const SandboxId& id);
   // Get for the holder of the sandbox's client token: kNotFound, or
   // kPermissionDenied when the token does not match (compared in constant time).
@@ -392,6 +410,12 @@ class Engine {
   // Sets a resumed guest's clock through its agent (it lags by the time
   // paused); logged, not thrown, when it cannot.
   void SyncGuestClock(const Sandbox& sandbox, VmDriver& driver);
+  // The sandbox's lasting connection to its guest agent, opened on first
+  // use; dropped (its streams ended) when the sandbox pauses or goes.
+  std::shared_ptr<AgentLink> AgentLinkFor(const Sandbox& sandbox);
+  void DropAgentLink(const SandboxId& id);
+  // A ready sandbox the caller may act on (the token as Destroy's).
+  Sandbox ReadySandbox(const SandboxId& id, const std::optional<std::string>& token);
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).
   void ForgetRecord(const SandboxId& id, const std::string& event, const std::string& detail);
@@ -471,6 +495,11 @@ class Engine {
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;
+
+  std::mutex agent_links_mutex_;
+  std::mutex agent_open_mutex_;  // one connect at a time: QEMU serves one client per channel
+  std::map<SandboxId, std::shared_ptr<AgentLink>> agent_links_;
+  std::map<std::string, std::weak_ptr<GuestExec>> execs_;  // with agent_links_mutex_
 
   // Warm pool members, each with the credentials only this process holds.
   struct PoolMember {

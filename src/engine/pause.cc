@@ -75,6 +75,9 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
   }
   SlotGuard slot(create_slots_);
   const auto t0 = Clock::now();
+  // Its processes started through the agent end; the channel is the
+  // resume's to use (QEMU serves one connection at a time).
+  DropAgentLink(id);
   driver.Pause(id);
   Sandbox record = AsPaused(*sandbox);
   try {

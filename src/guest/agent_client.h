@@ -13,7 +13,7 @@
 namespace ephemera {
 
 // The newest agent protocol this daemon speaks (docs/guest-agent.md).
-inline constexpr unsigned kAgentProtocol = 2;
+inline constexpr unsigned kAgentProtocol = 3;
 
 class AgentClient {
  public:
@@ -33,6 +33,13 @@ class AgentClient {
   // the agent's own words when it refuses; kUnavailable when the channel
   // closes; kInternal for an answer that is not the protocol's.
   nlohmann::json Call(nlohmann::json request, Clock::time_point deadline);
+
+  // The connection, for a lasting AgentLink; `pending` gets what was read
+  // past the last answer.
+  UniqueFd Release(std::string& pending) && {
+    pending = std::move(buffer_);
+    return std::move(fd_);
+  }
 
   // The largest line either side sends.
   static constexpr std::size_t kMaxLine = 1 << 20;

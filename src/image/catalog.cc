@@ -345,7 +345,7 @@ Image ImageCatalog::LoadManifest(const std::string& name, const fs::path& dir) {
              manifest_path.string());
       }
       const unsigned protocol = (*agent)["protocol"].get<unsigned>();
-      image.has_agent = (protocol == 1 || protocol == 2) &&
+      image.has_agent = protocol >= 1 && protocol <= 3 &&  // 3: streams (exec, files)
                         agent->value("channel", json()) == json(kAgentChannelName);
       if (image.has_agent) image.agent_protocol = protocol;
     }

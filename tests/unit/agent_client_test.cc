@@ -94,14 +94,14 @@ TEST_F(AgentClientTest, HelloCarriesTheTokenAndAnswersAreMatchedById) {
 }
 
 TEST_F(AgentClientTest, HelloSaysWhichProtocolAndRefusesAnUnknownOne) {
-  int protocol = 2;
+  int protocol = 3;
   ScriptedAgent agent(socket(), [&](const json& r) { return Ok(r, {{"protocol", protocol++}}); });
   auto deadline = Clock::now() + 5s;
   AgentClient client = AgentClient::Connect(socket(), deadline);
-  EXPECT_EQ(client.Hello("ab12", deadline), 2u);
+  EXPECT_EQ(client.Hello("ab12", deadline), 3u);
   try {
     client.Hello("ab12", deadline);
-    ADD_FAILURE() << "protocol 3 accepted";
+    ADD_FAILURE() << "protocol 4 accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
     EXPECT_THAT(e.what(), ::testing::HasSubstr("another protocol"));

@@ -585,7 +585,7 @@ TEST(AgentSessionTest, HelloWithTheTokenComesFirst) {
     EXPECT_FALSE(session.authenticated());
   }
   EXPECT_EQ(AnswerOf(session, json{{"id", 7}, {"op", "hello"}, {"token", kToken}}.dump()),
-            (json{{"id", 7}, {"ok", true}, {"protocol", 2}}));
+            (json{{"id", 7}, {"ok", true}, {"protocol", 3}}));
   EXPECT_EQ(AnswerOf(session, R"({"id":8,"op":"ping"})"), (json{{"id", 8}, {"ok", true}}));
   EXPECT_EQ(AnswerOf(session, R"({"id":9,"op":"reboot"})")["error"],
             "op: unknown operation \"reboot\"");
@@ -660,8 +660,10 @@ TEST(AgentSessionTest, AnInvalidIdentityChangesNothingAndMayBeSentAgain) {
   SayHello(session);
   json request = ValidIdentity();
   request["ssh_port"] = 0;
-  EXPECT_EQ(AnswerOf(session, request.dump()),
-            (json{{"id", 3}, {"ok", false}, {"error", "ssh_port: must be from 1 to 65535"}}));
+  EXPECT_EQ(AnswerOf(session, request.dump()), (json{{"id", 3},
+                                                     {"ok", false},
+                                                     {"error", "ssh_port: must be from 1 to 65535"},
+                                                     {"code", "invalid"}}));
   request["user"] = "ROOT";
   EXPECT_EQ(AnswerOf(session, request.dump())["error"],
             "user: must match ^[a-z_][a-z0-9_-]{0,31}$");

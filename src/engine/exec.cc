@@ -1,0 +1,176 @@
+// Programs and files in a sandbox's guest (docs/api.md, "Exec and files"):
+// through the guest agent's streams, on one lasting connection per sandbox.
+// Never the user's password, never the guest's network.
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "engine/engine.h"
+
+namespace ephemera {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::chrono::seconds kAgentTimeout{10};
+
+AgentLink::Clock::time_point Soon() { return AgentLink::Clock::now() + kAgentTimeout; }
+
+void CheckGuestPath(const std::string& path) {
+  if (path.empty() || path[0] != '/' || path.size() > 4096 ||
+      path.find('\0') != std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument, "'path' must be an absolute path in the guest");
+  }
+}
+
+}  // namespace
+
+Sandbox Engine::ReadySandbox(const SandboxId& id, const std::optional<std::string>& token) {
+  std::optional<Sandbox> sandbox = token ? std::optional(GetWithToken(id, *token)) : Get(id);
+  if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
+  if (sandbox->state != SandboxState::kReady) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {} is {}: only a ready one runs programs",
+         id.str(), StateName(sandbox->state));
+  }
+  return *sandbox;
+}
+
+std::shared_ptr<AgentLink> Engine::AgentLinkFor(const Sandbox& sandbox) {
+  {
+    std::lock_guard lock(agent_links_mutex_);
+    auto it = agent_links_.find(sandbox.id);
+    if (it != agent_links_.end() && !it->second->closed()) return it->second;
+  }
+  std::lock_guard opening(agent_open_mutex_);
+  {
+    std::lock_guard lock(agent_links_mutex_);  // another open may have won meanwhile
+    auto it = agent_links_.find(sandbox.id);
+    if (it != agent_links_.end() && !it->second->closed()) return it->second;
+  }
+  if (options_.agent_key.empty()) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {}: this daemon keeps no agent key",
+         sandbox.id.str());
+  }
+  VmInfo vm = DriverOf(sandbox).Inspect(sandbox.id);
+  if (vm.agent_socket.empty()) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "sandbox {} has no guest agent (its image carries none, or its driver does not reach "
+         "one): exec and files need it",
+         sandbox.id.str());
+  }
+  auto link = AgentLink::Open(vm.agent_socket, AgentTokenFor(sandbox.id), Soon());
+  std::lock_guard lock(agent_links_mutex_);
+  agent_links_[sandbox.id] = link;
+  return link;
+}
+
+void Engine::DropAgentLink(const SandboxId& id) {
+  std::shared_ptr<AgentLink> link;
+  {
+    std::lock_guard lock(agent_links_mutex_);
+    auto it = agent_links_.find(id);
+    if (it == agent_links_.end()) return;
+    link = std::move(it->second);
+    agent_links_.erase(it);
+  }
+  link->Close();
+}
+
+std::shared_ptr<GuestExec> Engine::StartExec(const SandboxId& id, const ExecRequest& request,
+                                             const std::optional<std::string>& token) {
+  if (request.argv.empty() || request.argv[0].empty()) {
+    Fail(ErrorCode::kInvalidArgument, "'argv' must name a program");
+  }
+  Sandbox sandbox = ReadySandbox(id, token);
+  json message{{"op", "exec"},
+               {"argv", request.argv},
+               {"user", request.user.empty() ? sandbox.username : request.user},
+               {"tty", request.tty},
+               {"stdin", request.stdin_open}};
+  if (message["user"] == "") message["user"] = "root";  // an image without a client account
+  if (!request.env.empty()) message["env"] = request.env;
+  if (!request.cwd.empty()) message["cwd"] = request.cwd;
+  if (request.tty) {
+    message["rows"] = request.rows;
+    message["cols"] = request.cols;
+  }
+  if (request.timeout_seconds > 0) message["timeout_ms"] = request.timeout_seconds * 1000;
+  auto exec = std::make_shared<GuestExec>(id);
+  exec->id = RandomString(16, "0123456789abcdef");
+  exec->tty = request.tty;
+  exec->stream = AgentLinkFor(sandbox)->Start(std::move(message), Soon());
+  exec->pid = exec->stream->started().value("pid", 0);
+  std::lock_guard lock(agent_links_mutex_);
+  std::erase_if(execs_, [](const auto& entry) { return entry.second.expired(); });
+  execs_[exec->id] = exec;
+  return exec;
+}
+
+std::shared_ptr<GuestExec> Engine::FindExec(const SandboxId& id, const std::string& exec_id,
+                                            const std::optional<std::string>& token) {
+  ReadySandbox(id, token);
+  std::lock_guard lock(agent_links_mutex_);
+  auto it = execs_.find(exec_id);
+  std::shared_ptr<GuestExec> exec = it == execs_.end() ? nullptr : it->second.lock();
+  if (!exec || exec->sandbox != id) {
+    Fail(ErrorCode::kNotFound, "sandbox {} runs no exec {} (it ended?)", id.str(), exec_id);
+  }
+  return exec;
+}
+
+GuestDownload Engine::Download(const SandboxId& id, const std::string& path,
+                               const std::optional<std::string>& token) {
+  CheckGuestPath(path);
+  Sandbox sandbox = ReadySandbox(id, token);
+  auto link = AgentLinkFor(sandbox);
+  // The guest resolves the path (its links, its ".."): the host never does.
+  json info = link->Call({{"op", "stat"}, {"path", path}}, Soon());
+  GuestDownload download;
+  if (info.value("type", "") == "directory") {
+    download.tar = true;
+    download.stream = link->Start(
+        {{"op", "exec"}, {"argv", {"tar", "-c", "-f", "-", "-C", path, "."}}, {"user", "root"}},
+        Soon());
+  } else {
+    download.stream = link->Start({{"op", "read"}, {"path", path}}, Soon());
+    download.size = download.stream->started().value("size", std::uint64_t{0});
+  }
+  return download;
+}
+
+std::shared_ptr<AgentStream> Engine::Upload(const SandboxId& id, const GuestUpload& upload,
+                                            const std::optional<std::string>& token) {
+  CheckGuestPath(upload.path);
+  Sandbox sandbox = ReadySandbox(id, token);
+  auto link = AgentLinkFor(sandbox);
+  if (upload.tar) {
+    // Unpacked by the guest's tar, as its owner (root unless named), into
+    // the folder, made first if need be.
+    const std::string user = upload.owner.empty() ? "root" : upload.owner;
+    auto mkdir = link->Start(
+        {{"op", "exec"}, {"argv", {"mkdir", "-p", "--", upload.path}}, {"user", user}}, Soon());
+    std::string errors;
+    for (;;) {
+      AgentEvent event = mkdir->Next(Soon());
+      if (event.kind == AgentEvent::Kind::kStderr && errors.size() < 1024) errors += event.data;
+      if (event.kind != AgentEvent::Kind::kEnd) continue;
+      if (event.end.value("exit", -1) != 0) {
+        Fail(ErrorCode::kFailedPrecondition, "the guest cannot make the folder {}: {}", upload.path,
+             errors.empty() ? event.end.dump() : errors);
+      }
+      break;
+    }
+    return link->Start({{"op", "exec"},
+                        {"argv", {"tar", "-x", "-f", "-", "-C", upload.path}},
+                        {"user", user},
+                        {"stdin", true}},
+                       Soon());
+  }
+  json message{{"op", "write"}, {"path", upload.path}};
+  if (upload.mode) message["mode"] = *upload.mode;
+  if (!upload.owner.empty()) message["owner"] = upload.owner;
+  return link->Start(std::move(message), Soon());
+}
+
+}  // namespace ephemera
