@@ -96,7 +96,7 @@ std::string ResolveProgram(const std::string& name, const std::vector<std::strin
     if (colon == std::string_view::npos) break;
     path.remove_prefix(colon + 1);
   }
-  throw AgentError("exec", "cannot execute " + name.substr(0, 256) + ": not found in PATH");
+  throw FieldError("argv", "cannot execute " + name.substr(0, 256) + ": not found in PATH");
 }
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -319,11 +319,15 @@ SpawnedProcess Spawn(const ExecRequest& request, const Account& account) {
     int child_status = 0;
     ::waitpid(pid, &child_status, 0);
     close_all();
-    std::string what = std::strcmp(failure.step, "chdir") == 0 ? "cannot enter " + cwd
-                       : std::strcmp(failure.step, "execute") == 0
-                           ? "cannot execute " + request.argv[0].substr(0, 256)
-                           : std::string("cannot ") + failure.step;
-    throw AgentError("exec", what + ": " + std::strerror(failure.error));
+    const std::string cause = std::strerror(failure.error);
+    // The request's fault (a folder or program the guest has not): its field.
+    if (std::strcmp(failure.step, "chdir") == 0) {
+      throw FieldError("cwd", "cannot enter " + cwd + ": " + cause);
+    }
+    if (std::strcmp(failure.step, "execute") == 0) {
+      throw FieldError("argv", "cannot execute " + request.argv[0].substr(0, 256) + ": " + cause);
+    }
+    throw AgentError("exec", std::string("cannot ") + failure.step + ": " + cause);
   }
   SpawnedProcess process;
   process.pid = pid;

@@ -77,10 +77,13 @@ std::string PinMismatchMessage(const std::string& server, const std::string& dem
          demanded + "\n  presented: sha256 " + presented + "\n  Nothing was sent to it.";
 }
 
-// Writes the request and reads the answer on a connected stream.
-template <typename Stream, typename Cancel>
-Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpRequest& request,
-                  const ClientOptions& options, const std::string& where, const LineFn& on_line) {
+// Writes the request and reads the answer on a connected stream. A
+// streamed answer (`on_line`, `on_data`) is handed on piece by piece and
+// not kept: only its last line (the answer proper) or, for an error, its body.
+template <typename Stream, typename Cancel, typename Request>
+Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, Request& request,
+                  const ClientOptions& options, const std::string& where, const LineFn& on_line,
+                  const DataFn& on_data) {
   const Timeouts& t = options.timeouts;
   beast::error_code ec = RunStep(
       io, t.write,
@@ -94,44 +97,63 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, HttpReque
         0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.write));
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
-  parser.body_limit(options.max_response_body);
-  if (on_line) {
-    // Piece by piece, handing on each whole line as soon as it is there.
-    std::size_t scanned = 0;
-    while (!parser.is_done()) {
-      ec = RunStep(
-          io, t.response,
-          [&](auto done) {
-            http::async_read_some(stream, buffer, parser,
-                                  [done](beast::error_code e, std::size_t) mutable { done(e); });
-          },
-          cancel);
-      if (ec) {
-        throw ApiError(0, "talking to ephemerad at " + where +
-                              " failed: " + DescribeStepError(ec, t.response));
-      }
-      if (!parser.is_header_done()) continue;
-      const std::string& body = parser.get().body();
-      for (auto nl = body.find('\n', scanned); nl != std::string::npos;
-           nl = body.find('\n', scanned)) {
-        on_line(std::string_view(body).substr(scanned, nl - scanned));
-        scanned = nl + 1;
-      }
+  if (!on_line && !on_data) {
+    parser.body_limit(options.max_response_body);
+    ec = RunStep(
+        io, t.response,
+        [&](auto done) {
+          http::async_read(stream, buffer, parser,
+                           [done](beast::error_code e, std::size_t) mutable { done(e); });
+        },
+        cancel);
+    if (ec) {
+      throw ApiError(
+          0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
     }
     return parser.release();
   }
-  ec = RunStep(
-      io, t.response,
-      [&](auto done) {
-        http::async_read(stream, buffer, parser,
-                         [done](beast::error_code e, std::size_t) mutable { done(e); });
-      },
-      cancel);
-  if (ec) {
-    throw ApiError(
-        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
+  parser.body_limit(boost::none);  // what is handed on is not kept
+  std::string last_line;
+  while (!parser.is_done()) {
+    ec = RunStep(
+        io, t.response,
+        [&](auto done) {
+          http::async_read_some(stream, buffer, parser,
+                                [done](beast::error_code e, std::size_t) mutable { done(e); });
+        },
+        cancel);
+    if (ec) {
+      throw ApiError(
+          0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
+    }
+    if (!parser.is_header_done()) continue;
+    std::string& body = parser.get().body();
+    const bool ok = parser.get().result_int() / 100 == 2;
+    if (!ok) {
+      if (body.size() > options.max_response_body) throw ApiError(0, "an error answer too long");
+      continue;  // kept for the message
+    }
+    if (on_data && parser.get()[http::field::content_type] != "application/json") {
+      if (!body.empty()) on_data(body);
+      body.clear();
+      continue;
+    }
+    if (!on_line) continue;  // a JSON answer to a data request: kept whole
+    std::size_t scanned = 0;
+    for (auto nl = body.find('\n'); nl != std::string::npos; nl = body.find('\n', scanned)) {
+      last_line = body.substr(scanned, nl - scanned);
+      on_line(last_line);
+      scanned = nl + 1;
+    }
+    body.erase(0, scanned);
+    if (body.size() > options.max_response_body) throw ApiError(0, "a streamed line too long");
   }
-  return parser.release();
+  Response response = parser.release();
+  if (on_line && response.result_int() / 100 == 2 &&
+      response[http::field::content_type] == "application/x-ndjson") {
+    response.body() = last_line + response.body();
+  }
+  return response;
 }
 
 tcp::resolver::results_type Resolve(asio::io_context& io, const ServerUrl& server,
@@ -205,6 +227,38 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
                                   const std::string& body, const Headers& headers,
                                   const LineFn& on_line) {
   HttpRequest request{http::string_to_verb(method), target, 11};
+  Prepare(request, headers);
+  if (on_line) request.set(http::field::accept, "application/x-ndjson, application/json");
+  if (!body.empty()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = body;
+  }
+  request.prepare_payload();
+  return Perform(request, on_line, {});
+}
+
+nlohmann::json ApiClient::Download(const std::string& target, const DataFn& on_data,
+                                   const Headers& headers) {
+  HttpRequest request{http::verb::get, target, 11};
+  Prepare(request, headers);
+  return Perform(request, {}, on_data);
+}
+
+nlohmann::json ApiClient::Upload(const std::string& method, const std::string& target,
+                                 const std::filesystem::path& file, const std::string& content_type,
+                                 const Headers& headers) {
+  http::request<http::file_body> request{http::string_to_verb(method), target, 11};
+  Prepare(request, headers);
+  request.set(http::field::content_type, content_type);
+  beast::error_code ec;
+  request.body().open(file.c_str(), beast::file_mode::scan, ec);
+  if (ec) throw ApiError(0, "cannot read " + file.string() + ": " + ec.message());
+  request.prepare_payload();
+  return Perform(request, {}, {});
+}
+
+template <typename Message>
+void ApiClient::Prepare(Message& request, const Headers& headers) {
   request.set(http::field::host, options_.server ? options_.server->authority() : "localhost");
   request.set(http::field::user_agent, "ephemera-cli");
   // The local socket's authority is its file mode; a token is for servers.
@@ -212,13 +266,10 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
     request.set(http::field::authorization, "Bearer " + *options_.token);
   }
   for (const auto& [name, value] : headers) request.set(name, value);
-  if (on_line) request.set(http::field::accept, "application/x-ndjson, application/json");
-  if (!body.empty()) {
-    request.set(http::field::content_type, "application/json");
-    request.body() = body;
-  }
-  request.prepare_payload();
+}
 
+template <typename Message>
+nlohmann::json ApiClient::Perform(Message& request, const LineFn& on_line, const DataFn& on_data) {
   asio::io_context io;
   const Timeouts& t = options_.timeouts;
   const std::string where = this->where();
@@ -239,7 +290,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
     if (ec)
       throw ApiError(
           0, "cannot reach ephemerad at " + where + ": " + DescribeStepError(ec, t.connect));
-    response = Exchange(io, socket, close, request, options_, where, on_line);
+    response = Exchange(io, socket, close, request, options_, where, on_line, on_data);
   } else if (!options_.server->tls) {
     if (options_.token && !warned_plain_token_) {
       std::fprintf(stderr,
@@ -256,7 +307,7 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
           beast::error_code ignored;
           socket.close(ignored);
         },
-        request, options_, where, on_line);
+        request, options_, where, on_line, on_data);
   } else {
     // Read before connecting: a corrupt store stops us before any traffic.
     ServerStore store(options_.servers_file);
@@ -331,11 +382,16 @@ nlohmann::json ApiClient::Request(const std::string& method, const std::string& 
              "  server; the pin is kept in " +
              store.file().string() + ")");
     }
-    response = Exchange(io, stream, close, request, options_, where, on_line);
+    response = Exchange(io, stream, close, request, options_, where, on_line, on_data);
   }
 
   // A streamed answer ends with the answer proper: its last line.
   std::string_view answer = response.body();
+  if (on_data && response.result_int() / 100 == 2 &&
+      response[http::field::content_type] != "application/json") {
+    RememberToken();
+    return nlohmann::json::object();  // the bytes went to on_data
+  }
   if (response[http::field::content_type] == "application/x-ndjson") {
     while (!answer.empty() && answer.back() == '\n') answer.remove_suffix(1);
     answer =

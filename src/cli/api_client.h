@@ -62,6 +62,8 @@ struct ClientOptions {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 // Each line of a streamed (application/x-ndjson) answer as it arrives.
 using LineFn = std::function<void(std::string_view line)>;
+// Each piece of a streamed byte answer (a file) as it arrives.
+using DataFn = std::function<void(std::string_view bytes)>;
 
 class ApiClient {
  public:
@@ -76,11 +78,24 @@ class ApiClient {
                          const std::string& body = "", const Headers& headers = {},
                          const LineFn& on_line = {});
 
+  // GET of bytes (a file, a tar): handed to `on_data` as they come, never
+  // held whole. An error answer throws ApiError as Request's do.
+  nlohmann::json Download(const std::string& target, const DataFn& on_data,
+                          const Headers& headers = {});
+  // A request whose body is `file`, read as it is sent; the JSON answer.
+  nlohmann::json Upload(const std::string& method, const std::string& target,
+                        const std::filesystem::path& file, const std::string& content_type,
+                        const Headers& headers = {});
+
   // The server URL or the socket path, for messages.
   std::string where() const;
   const std::optional<ServerUrl>& server() const { return options_.server; }
 
  private:
+  template <typename Message>
+  void Prepare(Message& request, const Headers& headers);
+  template <typename Message>
+  nlohmann::json Perform(Message& request, const LineFn& on_line, const DataFn& on_data);
   void Notice(const std::string& message) const;
   void RememberToken();
 

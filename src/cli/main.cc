@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "cli/api_client.h"
+#include "cli/guest_commands.h"
 #include "cli/inventory.h"
 #include "cli/parse.h"
 #include "cli/progress.h"
@@ -24,15 +25,21 @@ using ephemera::cli::ApiClient;
 using ephemera::cli::ApiError;
 using ephemera::cli::BuildInventory;
 using ephemera::cli::ClientOptions;
+using ephemera::cli::CopyFromGuest;
+using ephemera::cli::CopyToGuest;
+using ephemera::cli::ExecOptions;
 using ephemera::cli::Headers;
 using ephemera::cli::KnownHostsLine;
 using ephemera::cli::NormalizeFingerprint;
 using ephemera::cli::ParseDuration;
 using ephemera::cli::ParseSandboxAccess;
 using ephemera::cli::ParseServerUrl;
+using ephemera::cli::PathSegment;
 using ephemera::cli::Remembered;
+using ephemera::cli::RunExec;
 using ephemera::cli::SandboxAccess;
 using ephemera::cli::ServerStore;
+using ephemera::cli::SplitGuestPath;
 using ephemera::cli::SshArgv;
 using ephemera::cli::ToJson;
 using nlohmann::json;
@@ -49,20 +56,6 @@ std::optional<std::string> Env(const char* name) {
   const char* value = std::getenv(name);
   if (!value || !*value) return std::nullopt;
   return std::string(value);
-}
-
-// Percent-encodes an id for use as one path segment.
-std::string PathSegment(const std::string& text) {
-  static constexpr char kDigits[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += {'%', kDigits[c >> 4], kDigits[c & 15]};
-    }
-  }
-  return out;
 }
 
 // Left-aligned columns two spaces apart; the first row is the header.
@@ -439,6 +432,27 @@ int main(int argc, char** argv) {
   std::optional<long long> extend_ttl;
   extend->add_option("--ttl", extend_ttl, "seconds from now (default: the daemon's default TTL)")
       ->check(CLI::PositiveNumber);
+  auto* exec = app.add_subcommand(
+      "exec",
+      "run a program in a sandbox (exec ID [OPTIONS] -- COMMAND...); exits with its status");
+  exec->add_option("id", id, "sandbox id")->required();
+  ExecOptions exec_options;
+  exec->add_flag("-t,--tty", exec_options.tty, "a terminal in the guest (implies -i)");
+  exec->add_flag("-i,--interactive", exec_options.interactive, "feed this stdin to the program");
+  exec->add_option("-e,--env", exec_options.env, "NAME=value in its environment (repeatable)");
+  exec->add_option("-w,--workdir", exec_options.cwd, "its working directory (default: home)");
+  exec->add_option("-u,--user", exec_options.user, "the guest account (default: the client's)");
+  exec->add_option("--timeout", exec_options.timeout_seconds,
+                   "seconds until it is killed with its children (exit status 124)")
+      ->check(CLI::PositiveNumber);
+  exec->add_option("command", exec_options.argv, "the program and its arguments")->required();
+  auto* cp = app.add_subcommand("cp", "copy a file to or from a sandbox (cp SRC DST, one ID:PATH)");
+  std::string cp_from, cp_to;
+  bool cp_tar = false;
+  cp->add_option("from", cp_from, "a local file, or ID:PATH (a folder comes as tar; - for stdout)")
+      ->required();
+  cp->add_option("to", cp_to, "ID:PATH, or a local file")->required();
+  cp->add_flag("--tar", cp_tar, "the local file is a tar to unpack into the guest folder");
   auto* port = app.add_subcommand("port", "guest ports forwarded on host ports");
   port->require_subcommand(1);
   long long guest_port = 0;
@@ -625,6 +639,23 @@ int main(int argc, char** argv) {
           std::printf("%-6d %s:%d\n", p.value("guest_port", 0),
                       p.value("host", std::string()).c_str(), p.value("host_port", 0));
         }
+      }
+    } else if (exec->parsed()) {
+      auto entry = Remembered().Get(id);
+      return RunExec([&] { return target.Client(RememberedServer(entry)); }, TokenHeader(entry), id,
+                     exec_options);
+    } else if (cp->parsed()) {
+      std::string guest_path;
+      const bool from_guest = SplitGuestPath(cp_from, id, guest_path);
+      if (!from_guest && !SplitGuestPath(cp_to, id, guest_path)) {
+        throw ApiError(0, "cp: one side must be ID:PATH");
+      }
+      auto entry = Remembered().Get(id);
+      ApiClient client = target.Client(RememberedServer(entry));
+      if (from_guest) {
+        CopyFromGuest(client, TokenHeader(entry), id, guest_path, cp_to);
+      } else {
+        CopyToGuest(client, TokenHeader(entry), cp_from, id, guest_path, cp_tar);
       }
     } else if (extend->parsed()) {
       auto entry = Remembered().Get(id);

@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "core/base64.h"
 #include "core/fs.h"
 #include "core/subprocess.h"
 #include "e2e/daemon_fixture.h"
@@ -213,6 +214,31 @@ TEST_F(RemoteTest, RemoteCreateLoginExtendAndDestroyNeedTheClientToken) {
   EXPECT_LT(r.Json()["expires_at"].get<std::string>(), created_expiry);
   EXPECT_EQ(Remote("GET", "/v1/sandboxes/" + id, owner["token"]).Json()["expires_at"],
             r.Json()["expires_at"]);
+
+  // Programs and files: the client token's, over the remote door too.
+  const std::string exec_body = R"({"argv": ["id", "-un"]})";
+  r = Remote("POST", "/v1/sandboxes/" + id + "/exec", owner["token"], exec_body);
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = Remote("POST", "/v1/sandboxes/" + id + "/exec", stranger["token"], exec_body, with_token);
+  EXPECT_EQ(r.status, 404) << r.body;
+  r = Remote("GET", "/v1/sandboxes/" + id + "/files?path=/etc/hostname", stranger["token"], "",
+             with_token);
+  EXPECT_EQ(r.status, 404) << r.body;
+  r = Remote("PUT", "/v1/sandboxes/" + id + "/files?path=/tmp/x", stranger["token"], "data",
+             with_token);
+  EXPECT_EQ(r.status, 404) << r.body;
+  r = Remote("POST", "/v1/sandboxes/" + id + "/exec", owner["token"], exec_body, with_token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr(R"({"stdout":")" +
+                                Base64Encode(s["username"].get<std::string>() + "\n") + "\"}"));
+  EXPECT_THAT(r.body, HasSubstr(R"({"exit":{"code":0,"timed_out":false}})"));
+  r = Remote("PUT", "/v1/sandboxes/" + id + "/files?path=/tmp/remote.txt", owner["token"],
+             "sent remotely", with_token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = Remote("GET", "/v1/sandboxes/" + id + "/files?path=/tmp/remote.txt", owner["token"], "",
+             with_token);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "sent remotely");
 
   // Without the client token, or with a wrong one, nothing is destroyed.
   r = Remote("DELETE", "/v1/sandboxes/" + id, owner["token"]);

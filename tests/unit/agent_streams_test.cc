@@ -239,9 +239,9 @@ TEST_F(AgentStreamsTest, BadRequestsAreRefusedNamingTheField) {
   EXPECT_EQ(refusal({{"op", "exec"}, {"argv", {"true"}}, {"user", "nosuchuser"}}),
             "user: no such user \"nosuchuser\"");
   EXPECT_EQ(refusal({{"op", "exec"}, {"argv", {"no-such-program-here"}}}),
-            "exec: cannot execute no-such-program-here: not found in PATH");
+            "argv: cannot execute no-such-program-here: not found in PATH");
   EXPECT_EQ(refusal({{"op", "exec"}, {"argv", {"true"}}, {"cwd", "/no/such/dir"}}),
-            "exec: cannot enter /no/such/dir: No such file or directory");
+            "cwd: cannot enter /no/such/dir: No such file or directory");
   EXPECT_EQ(refusal({{"op", "exec"}, {"argv", {"true"}}, {"env", {{"1BAD", "x"}}}}),
             "env: \"1BAD\" is no name");
   EXPECT_EQ(refusal({{"op", "input"}, {"stream", 77}, {"data", ""}}),

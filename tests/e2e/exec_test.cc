@@ -1,0 +1,207 @@
+// Programs and files in a real guest (QEMU under TCG, the default image's
+// agent): exec with both streams, stdin, a terminal, a timeout that kills
+// children; files both ways with matching SHA-256, folders as tar, and
+// paths resolved by the guest, never by the host.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/base64.h"
+#include "core/sha256.h"
+#include "core/subprocess.h"
+#include "e2e/daemon_fixture.h"
+#include "e2e/http_client.h"
+
+namespace ephemera {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using test::Curl;
+using test::CurlResult;
+using ::testing::HasSubstr;
+
+class ExecTest : public test::DaemonTest {
+ protected:
+  CurlResult Api(const std::string& method, const std::string& path,
+                 std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--unix-socket", socket_.string(), "-X", method};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("http://localhost" + path);
+    return Curl(args);
+  }
+  // The NDJSON lines of an exec answer, stdout and stderr decoded.
+  struct ExecResult {
+    std::string out, err;
+    json exit;
+  };
+  ExecResult Exec(const std::string& id, const json& request) {
+    CurlResult r = Api("POST", "/v1/sandboxes/" + id + "/exec", {"--data-binary", request.dump()});
+    EXPECT_EQ(r.status, 200) << r.body;
+    ExecResult result;
+    std::istringstream lines(r.body);
+    for (std::string line; std::getline(lines, line);) {
+      json event = json::parse(line);
+      if (event.contains("stdout")) result.out += *Base64Decode(event["stdout"].get<std::string>());
+      if (event.contains("stderr")) result.err += *Base64Decode(event["stderr"].get<std::string>());
+      if (event.contains("exit")) result.exit = event["exit"];
+    }
+    return result;
+  }
+  // The daemon's peak resident memory (VmHWM), in KiB.
+  long PeakMemoryKib() const {
+    std::ifstream status("/proc/" + std::to_string(daemon_) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return -1;
+  }
+  std::string Sha256OfFile(const std::filesystem::path& path) {
+    ProcessResult r = RunChecked({"sha256sum", path.string()}, 60s);
+    return r.out.substr(0, 64);
+  }
+};
+
+TEST_F(ExecTest, ExecStreamsOutputTakesInputAndPassesTheStatusOn) {
+  json s = Create({"--memory", "256"});
+  const std::string id = s["id"];
+
+  // Through the CLI, as docker exec: both streams, the status passed on.
+  ProcessResult r =
+      RunProcess(Cli({"exec", id, "--", "sh", "-c", "echo out; echo err >&2; exit 7"}), 60s);
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  // The client's own account by default; another when asked.
+  EXPECT_EQ(RunProcess(Cli({"exec", id, "--", "id", "-un"}), 60s).out,
+            s["username"].get<std::string>() + "\n");
+  EXPECT_EQ(RunProcess(Cli({"exec", "-u", "root", "-e", "GREETING=hi", "-w", "/tmp", id, "--", "sh",
+                            "-c", "echo $(id -un) $GREETING $(pwd)"}),
+                       60s)
+                .out,
+            "root hi /tmp\n");
+
+  // stdin: streamed from the CLI's own, and given whole in the request.
+  std::string cli;
+  for (const std::string& arg : Cli({"exec", "-i", id, "--", "tr", "a-z", "A-Z"})) cli += " " + arg;
+  r = RunProcess({"bash", "-c", "printf 'round trip' |" + cli}, 60s);
+  EXPECT_EQ(r.out, "ROUND TRIP") << r.err;
+  ExecResult e = Exec(id, {{"argv", {"cat"}}, {"stdin", "given whole"}});
+  EXPECT_EQ(e.out, "given whole");
+  EXPECT_EQ(e.exit["code"], 0);
+
+  // A terminal of the size asked for.
+  e = Exec(id, {{"argv", {"stty", "size"}}, {"tty", true}, {"rows", 33}, {"cols", 101}});
+  EXPECT_EQ(e.out, "33 101\r\n");
+
+  // A timeout kills the process and its children.
+  e = Exec(id, {{"argv", {"sh", "-c", "sleep 300 & echo $!; wait"}}, {"timeout_seconds", 2}});
+  EXPECT_EQ(e.exit["timed_out"], true);
+  EXPECT_EQ(e.exit["signal"], 9);
+  const std::string child = e.out.substr(0, e.out.find('\n'));
+  ASSERT_FALSE(child.empty());
+  e = Exec(id, {{"argv",
+                 {"sh", "-c",
+                  "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /proc/" + child +
+                      " ] || exit 0; sleep 0.5; done; exit 1"}}});
+  EXPECT_EQ(e.exit["code"], 0) << "the timed-out exec's child " << child << " still runs";
+  r = RunProcess(Cli({"exec", "--timeout", "1", id, "--", "sleep", "60"}), 60s);
+  EXPECT_EQ(r.exit_code, 124);
+
+  // 100 MiB of output streams through without the daemon holding it.
+  const long before = PeakMemoryKib();
+  r = RunProcess({"bash", "-c",
+                  [&] {
+                    std::string line;
+                    for (const std::string& arg :
+                         Cli({"exec", id, "--", "head", "-c", "104857600", "/dev/zero"})) {
+                      line += arg + " ";
+                    }
+                    return line + "| wc -c";
+                  }()},
+                 300s);
+  EXPECT_EQ(r.out, "104857600\n") << r.err;
+  const long after = PeakMemoryKib();
+  EXPECT_LT(after - before, 16 * 1024)
+      << "peak memory went from " << before << " to " << after << " KiB";
+
+  // Bad requests get clear errors; the daemon goes on.
+  CurlResult bad =
+      Api("POST", "/v1/sandboxes/" + id + "/exec", {"--data-binary", R"({"argv": []})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("'argv' must be a non-empty list of strings"));
+  bad = Api("POST", "/v1/sandboxes/" + id + "/exec",
+            {"--data-binary", R"({"argv": ["no-such-program"]})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("cannot execute no-such-program"));
+  bad = Api("POST", "/v1/sandboxes/" + id + "/exec",
+            {"--data-binary", R"({"argv": ["true"], "user": "nobody-here"})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("no such user"));
+  bad = Api("POST", "/v1/sandboxes/" + id + "/exec/0123456789abcdef/signal",
+            {"--data-binary", R"({"signal": "TERM"})"});
+  EXPECT_EQ(bad.status, 404);
+  EXPECT_EQ(RunProcess(Cli({"exec", id, "--", "true"}), 60s).exit_code, 0);
+}
+
+TEST_F(ExecTest, FilesGoBothWaysAndPathsStayInsideTheGuest) {
+  json s = Create({"--memory", "256"});
+  const std::string id = s["id"];
+  const std::filesystem::path here = state_.path();
+
+  // Up: 32 MiB of random bytes, mode kept; down: 64 MiB made in the guest.
+  RunChecked({"dd", "if=/dev/urandom", "of=" + (here / "up.bin").string(), "bs=1M", "count=32",
+              "status=none"});
+  std::filesystem::permissions(here / "up.bin", std::filesystem::perms(0640));
+  ProcessResult r = RunProcess(Cli({"cp", (here / "up.bin").string(), id + ":/tmp/up.bin"}), 300s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  ExecResult e = Exec(id, {{"argv", {"sh", "-c", "sha256sum /tmp/up.bin; stat -c %a /tmp/up.bin"}},
+                           {"user", "root"}});
+  EXPECT_EQ(e.out, Sha256OfFile(here / "up.bin") + "  /tmp/up.bin\n640\n");
+
+  e = Exec(
+      id,
+      {{"argv",
+        {"sh", "-c", "head -c 67108864 /dev/urandom > /tmp/down.bin && sha256sum /tmp/down.bin"}},
+       {"user", "root"}});
+  ASSERT_EQ(e.exit["code"], 0) << e.err;
+  r = RunProcess(Cli({"cp", id + ":/tmp/down.bin", (here / "down.bin").string()}), 300s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(std::filesystem::file_size(here / "down.bin"), 67108864u);
+  EXPECT_EQ(Sha256OfFile(here / "down.bin") + "  /tmp/down.bin\n", e.out);
+
+  // The guest resolves paths: its links and its "..", never the host's.
+  const std::string marker = "ephemera-exec-test-" + id;
+  Exec(id, {{"argv", {"ln", "-s", "/etc/hostname", "/tmp/link"}}, {"user", "root"}});
+  CurlResult got = Api("GET", "/v1/sandboxes/" + id + "/files?path=/tmp/link");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, Exec(id, {{"argv", {"cat", "/etc/hostname"}}}).out);
+  CurlResult put = Api("PUT", "/v1/sandboxes/" + id + "/files?path=/tmp/../../tmp/" + marker,
+                       {"--data-binary", "inside"});
+  EXPECT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(Exec(id, {{"argv", {"cat", "/tmp/" + marker}}}).out, "inside");
+  EXPECT_FALSE(std::filesystem::exists("/tmp/" + marker)) << "written on the host";
+  got = Api("GET", "/v1/sandboxes/" + id + "/files?path=/tmp/no-such-file");
+  EXPECT_EQ(got.status, 404);
+  got = Api("GET", "/v1/sandboxes/" + id + "/files?path=relative");
+  EXPECT_EQ(got.status, 400);
+
+  // Folders travel as tar.
+  r = RunProcess(Cli({"cp", id + ":/etc/ssh", (here / "ssh.tar").string()}), 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_THAT(RunChecked({"tar", "-t", "-f", (here / "ssh.tar").string()}).out,
+              HasSubstr("./sshd_config"));
+  std::filesystem::create_directories(here / "tree" / "sub");
+  { std::ofstream(here / "tree" / "sub" / "file.txt") << "in a tar"; }
+  RunChecked(
+      {"tar", "-c", "-f", (here / "tree.tar").string(), "-C", (here / "tree").string(), "."});
+  r = RunProcess(Cli({"cp", "--tar", (here / "tree.tar").string(), id + ":/tmp/unpacked"}), 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(Exec(id, {{"argv", {"cat", "/tmp/unpacked/sub/file.txt"}}}).out, "in a tar");
+}
+
+}  // namespace
+}  // namespace ephemera
