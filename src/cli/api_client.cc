@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cstdio>
+#include <limits>
 
 #include "cli/servers.h"
 #include "core/asio_step.h"
@@ -112,7 +113,7 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, Request& 
     }
     return parser.release();
   }
-  parser.body_limit(boost::none);  // what is handed on is not kept
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // what is handed on is not kept
   std::string last_line;
   while (!parser.is_done()) {
     ec = RunStep(
@@ -138,7 +139,11 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, Request& 
       body.clear();
       continue;
     }
-    if (!on_line) continue;  // a JSON answer to a data request: kept whole
+    if (!on_line || parser.get()[http::field::content_type] != "application/x-ndjson") {
+      // A plain answer to a streaming request: kept whole, as for any request.
+      if (body.size() > options.max_response_body) throw ApiError(0, "an answer too long");
+      continue;
+    }
     std::size_t scanned = 0;
     for (auto nl = body.find('\n'); nl != std::string::npos; nl = body.find('\n', scanned)) {
       last_line = body.substr(scanned, nl - scanned);
