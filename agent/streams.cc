@@ -178,7 +178,9 @@ ordered_json Streams::Handle(uint64_t id, const std::string& op, const json& req
         throw FieldError("path", path + " is a directory");
       }
       // Beside the file, so that the rename is atomic; never through a link.
-      std::string temp = stream->path + ".ephemera-" + std::to_string(id) + ".part";
+      // (A name of its own length, whatever the file's: never past NAME_MAX.)
+      std::string temp = stream->path.substr(0, stream->path.rfind('/') + 1) + ".ephemera-" +
+                         std::to_string(id) + ".part";
       int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
       if (fd < 0) FailPath("create", path);
       stream->file = fd;

@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <thread>
+
 #include "api/route_call.h"
 #include "api/wire.h"
 #include "core/base64.h"
@@ -28,17 +30,36 @@ constexpr auto kForever = std::chrono::hours(24 * 365);
 constexpr auto kInputTimeout = std::chrono::seconds(60);
 constexpr std::size_t kBodyPiece = 256 * 1024;
 
+// How often a silent exec checks that its caller is still there.
+constexpr auto kCallerCheck = std::chrono::seconds(2);
+
 std::string Line(const json& value) { return value.dump() + "\n"; }
+
+// A stream's end as the guest's agent said it (untrusted: any type).
+std::string EndError(const json& end) {
+  auto error = end.find("error");
+  if (error == end.end()) return "";
+  return error->is_string() ? error->get<std::string>() : error->dump();
+}
+int EndExit(const json& end) {
+  auto exit = end.find("exit");
+  return exit != end.end() && exit->is_number_integer() ? exit->get<int>() : -1;
+}
 
 // The end of a process as the last NDJSON line.
 json ExitToJson(const json& end) {
   if (end.contains("error")) {
-    return {{"error", {{"code", "unavailable"}, {"message", end["error"]}}}};
+    return {{"error", {{"code", "unavailable"}, {"message", EndError(end)}}}};
   }
   json exit = json::object();
-  if (end.contains("exit")) exit["code"] = end["exit"];
-  if (end.contains("signal")) exit["signal"] = end["signal"];
-  exit["timed_out"] = end.value("timed_out", false);
+  if (auto code = end.find("exit"); code != end.end() && code->is_number_integer()) {
+    exit["code"] = *code;
+  }
+  if (auto signal = end.find("signal"); signal != end.end() && signal->is_number_integer()) {
+    exit["signal"] = *signal;
+  }
+  auto timed_out = end.find("timed_out");
+  exit["timed_out"] = timed_out != end.end() && timed_out->is_boolean() && timed_out->get<bool>();
   return {{"exit", exit}};
 }
 
@@ -69,7 +90,17 @@ HttpResponse RunExec(const Call& call) {
     return JsonResponse(200, json::object());
   }
   for (;;) {
-    AgentEvent event = stream.Next(Clock::now() + kForever);
+    AgentEvent event;
+    try {
+      event = stream.Next(Clock::now() + kCallerCheck);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kTimeout) throw;
+      // Silent for a while: is anyone still waiting for it?
+      if (call.sink->ClientConnected()) continue;
+      spdlog::info("sandbox {}: exec {} lost its caller; killing it", id.str(), exec->id);
+      stream.Signal(SIGKILL);
+      return JsonResponse(200, json::object());
+    }
     if (event.kind == AgentEvent::Kind::kEnd) return JsonResponse(200, ExitToJson(event.end));
     const char* name = event.kind == AgentEvent::Kind::kStdout ? "stdout" : "stderr";
     if (!call.sink->Send(kNdjson, Line({{name, Base64Encode(event.data)}}))) {
@@ -86,6 +117,10 @@ HttpResponse WriteExecStdin(const Call& call) {
       std::string_view(call.request.target().data(), call.request.target().size()), {"eof"});
   std::shared_ptr<GuestExec> holder;
   GuestExec& exec = ExecOf(call, holder, "writing to a program");
+  if (!exec.stdin_open) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "exec {} reads no stdin: start it with \"stdin\": true to feed it", exec.id);
+  }
   std::uint64_t written = 0;
   if (HttpBodySource* body = call.sink ? call.sink->body() : nullptr) {
     std::string buffer(kBodyPiece, '\0');
@@ -131,16 +166,18 @@ HttpResponse DownloadFile(const Call& call) {
   for (;;) {
     AgentEvent event = download.stream->Next(Clock::now() + kForever);
     if (event.kind == AgentEvent::Kind::kEnd) {
-      if (event.end.contains("error") || event.end.value("exit", 0) != 0) {
-        // Too late for a status: the body stops short (a file's size was
-        // in X-Ephemera-Size... no: the caller checks what it got).
-        spdlog::warn("sandbox {}: download of {} failed after {} bytes: {}", id.str(),
-                     EscapeForLog(query["path"], 200), sent, event.end.dump());
-        if (call.sink != nullptr && call.sink->Send(type, "")) {
-          Fail(ErrorCode::kUnavailable, "the download failed after {} bytes", sent);
-        }
+      const bool failed = !EndError(event.end).empty() || (download.tar && EndExit(event.end) != 0);
+      if (!failed) break;
+      spdlog::warn("sandbox {}: download of {} failed after {} bytes: {}", id.str(),
+                   EscapeForLog(query["path"], 200), sent, EscapeForLog(event.end.dump(), 300));
+      if (sent == 0) {
+        Fail(ErrorCode::kFailedPrecondition, "the guest could not read {}: {}",
+             EscapeForLog(query["path"], 200), EscapeForLog(EndError(event.end), 300));
       }
-      break;
+      // Too late for a status: the answer is cut short instead of ended,
+      // so that no client takes it for the whole file.
+      call.sink->Abort();
+      return JsonResponse(200, json::object());
     }
     if (event.kind == AgentEvent::Kind::kStderr) continue;  // tar's warnings
     if (call.sink == nullptr) Fail(ErrorCode::kInvalidArgument, "this door cannot stream");
@@ -170,6 +207,25 @@ HttpResponse UploadFile(const Call& call) {
   std::optional<std::string> token = ActingToken(call, id, "writing files");
   HttpBodySource* body = call.sink ? call.sink->body() : nullptr;
   std::shared_ptr<AgentStream> stream = call.c.engine->Upload(id, upload, token);
+  // The stream's events are taken while the body goes in: a tar that
+  // writes warnings would otherwise fill its output window and stop
+  // reading its input.
+  std::string errors;  // a tar's stderr
+  AgentEvent end;
+  std::thread drain([&] {
+    try {
+      for (;;) {
+        AgentEvent event = stream->Next(Clock::now() + kForever);
+        if (event.kind == AgentEvent::Kind::kStderr && errors.size() < 4096) errors += event.data;
+        if (event.kind == AgentEvent::Kind::kEnd) {
+          end = std::move(event);
+          return;
+        }
+      }
+    } catch (const std::exception& e) {
+      end.end = {{"error", e.what()}};
+    }
+  });
   std::uint64_t received = 0;
   try {
     if (body != nullptr) {
@@ -184,23 +240,22 @@ HttpResponse UploadFile(const Call& call) {
     }
     stream->CloseInput();
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::kFailedPrecondition) throw;  // the body or the guest stopped
+    if (e.code() != ErrorCode::kFailedPrecondition) {
+      // The body or the guest stopped: abandon the stream (its end comes).
+      stream->Signal(SIGKILL);
+      drain.join();
+      throw;
+    }
     // The guest ended the stream early: its end says why.
   }
-  std::string errors;  // a tar's stderr
-  for (;;) {
-    AgentEvent event = stream->Next(Clock::now() + kForever);
-    if (event.kind == AgentEvent::Kind::kStderr && errors.size() < 4096) errors += event.data;
-    if (event.kind != AgentEvent::Kind::kEnd) continue;
-    if (event.end.contains("error")) {
-      Fail(ErrorCode::kFailedPrecondition, "the guest could not write {}: {}",
-           EscapeForLog(upload.path, 200), event.end["error"].get<std::string>());
-    }
-    if (upload.tar && event.end.value("exit", -1) != 0) {
-      Fail(ErrorCode::kInvalidArgument, "the guest's tar refused the archive: {}",
-           EscapeForLog(errors, 1000));
-    }
-    break;
+  drain.join();
+  if (!EndError(end.end).empty()) {
+    Fail(ErrorCode::kFailedPrecondition, "the guest could not write {}: {}",
+         EscapeForLog(upload.path, 200), EscapeForLog(EndError(end.end), 300));
+  }
+  if (upload.tar && EndExit(end.end) != 0) {
+    Fail(ErrorCode::kInvalidArgument, "the guest's tar refused the archive: {}",
+         EscapeForLog(errors, 1000));
   }
   return JsonResponse(200, {{"path", upload.path}, {"size", received}, {"tar", upload.tar}});
 }

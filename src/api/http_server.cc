@@ -1,5 +1,6 @@
 #include "api/http_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -138,6 +139,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return Dispatch(/*slow=*/true);
     }
     body_parser_.reset();
+    // Checked here, before any of it is read: the string body would reserve
+    // a declared length up front.
+    if (auto length = header_parser_->content_length();
+        length && *length > shared_.options.max_body) {
+      return Write(ProtocolError(http::error::body_limit));
+    }
     parser_.emplace(std::move(*header_parser_));
     parser_->body_limit(shared_.options.max_body);
     auto read_body = [self = this->shared_from_this()] {
@@ -243,6 +250,16 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
     bool started() const { return header_.has_value(); }
     HttpBodySource* body() override { return body_ ? &*body_ : nullptr; }
+
+    void Abort() override { broken_ = true; }
+
+    bool ClientConnected() override {
+      if (broken_) return false;
+      // The peer closed (a killed client): the socket reports it readable
+      // with RDHUP; HTTP/1.1 clients never half-close while they wait.
+      pollfd p{beast::get_lowest_layer(session_.stream_).socket().native_handle(), POLLRDHUP, 0};
+      return !(::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0);
+    }
 
     bool Send(std::string_view content_type, std::string_view piece) override {
       if (broken_) return false;
@@ -525,7 +542,21 @@ HttpServer::HttpServer(HttpListener listener, HttpServerOptions options,
   } else {
     impl_->ListenTcp();
   }
-  impl_->thread = std::thread([this] { impl_->io.run(); });
+  impl_->thread = std::thread([this] {
+    // A handler's exception on the I/O thread costs its connection, never
+    // the daemon.
+    for (;;) {
+      try {
+        impl_->io.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("http: {} on the I/O thread: {}",
+                      impl_->listener.socket.empty() ? std::string("a TCP listener")
+                                                     : impl_->listener.socket.string(),
+                      e.what());
+      }
+    }
+  });
 }
 
 HttpServer::~HttpServer() {

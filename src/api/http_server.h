@@ -55,6 +55,11 @@ class HttpChunkSink {
   virtual ~HttpChunkSink() = default;
   // The request's body, for a request whose body streams; null otherwise.
   virtual HttpBodySource* body() { return nullptr; }
+  // Ends a started answer without its last chunk, so that the client sees
+  // it cut short rather than complete (a download that failed half-way).
+  virtual void Abort() {}
+  // False once the client has gone (checked without waiting).
+  virtual bool ClientConnected() { return true; }
   // False once the client is gone or stalls past io_timeout; the handler
   // may go on (the rest is dropped).
   virtual bool Send(std::string_view content_type, std::string_view piece) = 0;

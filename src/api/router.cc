@@ -357,8 +357,8 @@ constexpr Route kRoutes[] = {
     // Programs and files in the guest: they run as long as they run.
     {http::verb::post, "/v1/sandboxes/{id}/exec", true, routes::RunExec},
     {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/stdin", true, routes::WriteExecStdin, true},
-    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/resize", false, routes::ResizeExecTerminal},
-    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/signal", false, routes::SignalExec},
+    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/resize", true, routes::ResizeExecTerminal},
+    {http::verb::post, "/v1/sandboxes/{id}/exec/{exec}/signal", true, routes::SignalExec},
     {http::verb::get, "/v1/sandboxes/{id}/files", true, routes::DownloadFile},
     {http::verb::put, "/v1/sandboxes/{id}/files", true, routes::UploadFile, true},
 };

@@ -84,7 +84,7 @@ CreateRequest ParseCreateRequest(std::string_view body) {
   json parsed = ParseJsonObject(body);
   CreateRequest request;
   RejectUnknownFields(parsed, {"kind", "image", "kernel", "rootfs", "run_id", "name", "memory_mib",
-                               "vcpus", "ttl_seconds", "ssh_keys"});
+                               "vcpus", "ttl_seconds", "idle_timeout_seconds", "ssh_keys"});
   if (auto kind = OptionalText(parsed, "kind")) request.kind = ParseKind(*kind);
   request.image = OptionalText(parsed, "image");
   request.kernel = OptionalText(parsed, "kernel");
@@ -95,6 +95,8 @@ CreateRequest ParseCreateRequest(std::string_view body) {
   request.memory_mib = OptionalInteger<unsigned>(parsed, "memory_mib", 0, 1 << 24);
   request.vcpus = OptionalInteger<unsigned>(parsed, "vcpus", 0, 1024);
   request.ttl_seconds = OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
+  request.idle_timeout_seconds =
+      OptionalInteger<std::int64_t>(parsed, "idle_timeout_seconds", INT32_MIN, INT32_MAX);
   if (auto keys = parsed.find("ssh_keys"); keys != parsed.end() && !keys->is_null()) {
     if (!keys->is_array() || keys->size() > 32) {
       Fail(ErrorCode::kInvalidArgument, "'ssh_keys' must be an array of at most 32 keys");
@@ -127,7 +129,9 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
             {"host_key", s.host_key},
             {"created_at", Iso8601(s.created_at)},
             {"expires_at", s.expires_at ? json(Iso8601(*s.expires_at)) : json(nullptr)}};
-  j["running"] = s.running ? json(*s.running) : json(nullptr);  // null: the driver cannot tell now
+  j["running"] = s.running ? json(*s.running) : json(nullptr);
+  if (s.spec.idle_timeout_seconds > 0)
+    j["idle_timeout_seconds"] = s.spec.idle_timeout_seconds;  // null: the driver cannot tell now
   if (!s.iso_path.empty()) {
     j["iso_path"] = s.iso_path;
     j["iso_sha256"] = s.image_sha256;

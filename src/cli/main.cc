@@ -128,6 +128,7 @@ void PrintDetails(const json& s) {
                   "created_at",
                   "paused_at",
                   "ttl_left_seconds",
+                  "idle_timeout_seconds",
                   "expires_at",
                   "reason"});
 }
@@ -412,6 +413,9 @@ int main(int argc, char** argv) {
   create->add_option("--memory", memory, "guest memory in MiB");
   create->add_option("--vcpus", vcpus, "virtual CPUs");
   create->add_option("--ttl", ttl, "seconds until it is destroyed");
+  std::optional<long long> idle_timeout;
+  create->add_option("--idle-timeout", idle_timeout,
+                     "seconds without activity (exec, connection, traffic) until it is destroyed");
   auto* list = app.add_subcommand("list", "list sandboxes");
   bool inventory = false;
   std::optional<std::string> list_run;
@@ -551,6 +555,7 @@ int main(int argc, char** argv) {
       if (memory) body["memory_mib"] = *memory;
       if (vcpus) body["vcpus"] = *vcpus;
       if (ttl) body["ttl_seconds"] = *ttl;
+      if (idle_timeout) body["idle_timeout_seconds"] = *idle_timeout;
       json s = client.Request("POST", "/v1/sandboxes", body.dump());
       // Checked before anything is kept: these strings reach ssh later.
       SandboxAccess access;

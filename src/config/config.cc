@@ -449,6 +449,8 @@ Config ParseConfig(std::string_view yaml_text) {
   limits.ReadUnsigned("max_parallel_creates", config.limits.max_parallel_creates, 1, 256);
   limits.ReadUnsigned("default_ttl_seconds", config.limits.default_ttl_seconds, 1, 365 * 86400);
   limits.ReadUnsigned("max_ttl_seconds", config.limits.max_ttl_seconds, 1, 365 * 86400);
+  limits.ReadUnsigned("default_idle_timeout_seconds", config.limits.default_idle_timeout_seconds, 0,
+                      365 * 86400);
   limits.ReadUnsigned("max_memory_mib", config.limits.max_memory_mib, 128, 1 << 22);
   limits.ReadUnsigned("max_vcpus", config.limits.max_vcpus, 1, 256);
   limits.ReadUnsigned("sshd_timeout_seconds", config.limits.sshd_timeout_seconds, 1, 3600);
@@ -462,6 +464,11 @@ Config ParseConfig(std::string_view yaml_text) {
     Fail(ErrorCode::kInvalidArgument,
          "config key 'limits.default_ttl_seconds': {} exceeds limits.max_ttl_seconds ({})",
          config.limits.default_ttl_seconds, config.limits.max_ttl_seconds);
+  }
+  if (config.limits.default_idle_timeout_seconds > config.limits.max_ttl_seconds) {
+    Fail(ErrorCode::kInvalidArgument,
+         "config key 'limits.default_idle_timeout_seconds': {} exceeds limits.max_ttl_seconds ({})",
+         config.limits.default_idle_timeout_seconds, config.limits.max_ttl_seconds);
   }
 
   Section log = top.Child("log");

@@ -91,6 +91,7 @@ struct LimitsConfig {
   unsigned max_parallel_creates = 4;
   unsigned default_ttl_seconds = 3600;
   unsigned max_ttl_seconds = 86400;
+  unsigned default_idle_timeout_seconds = 0;  // 0: sandboxes are kept however idle
   unsigned max_memory_mib = 4096;
   unsigned max_vcpus = 4;
   unsigned sshd_timeout_seconds = 120;

@@ -49,6 +49,9 @@ struct SandboxSpec {
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
   std::optional<std::chrono::seconds> ttl;  // none: the configured default
+  // Destroyed after this long without activity (an exec or a transfer, a
+  // forwarded connection open, network traffic); 0: never.
+  std::int64_t idle_timeout_seconds = 0;
   // For pipelines: a machine of a run. Its /30 and TAP name derive from the
   // pair, so reruns get the same addresses; one machine per name in a run.
   std::string run_id, machine;  // both or neither

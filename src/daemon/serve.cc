@@ -81,6 +81,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   o.max_parallel_creates = c.limits.max_parallel_creates;
   o.default_ttl = std::chrono::seconds(c.limits.default_ttl_seconds);
   o.max_ttl = std::chrono::seconds(c.limits.max_ttl_seconds);
+  o.default_idle_timeout = std::chrono::seconds(c.limits.default_idle_timeout_seconds);
   o.default_memory_mib = c.defaults.memory_mib;
   o.max_memory_mib = c.limits.max_memory_mib;
   o.default_vcpus = c.defaults.vcpus;

@@ -123,6 +123,12 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          options_.max_vcpus);
   }
   v.spec.ttl = std::chrono::seconds(CheckedTtl(request.ttl_seconds));
+  v.spec.idle_timeout_seconds =
+      request.idle_timeout_seconds.value_or(options_.default_idle_timeout.count());
+  if (v.spec.idle_timeout_seconds < 0 || v.spec.idle_timeout_seconds > options_.max_ttl.count()) {
+    Fail(ErrorCode::kInvalidArgument, "idle_timeout_seconds {} is out of range [0, {}]",
+         v.spec.idle_timeout_seconds, options_.max_ttl.count());
+  }
   if (request.run_id.has_value() != request.machine.has_value()) {
     Fail(ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
   }

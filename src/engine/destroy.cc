@@ -11,6 +11,7 @@ namespace ephemera {
 
 void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
   DropAgentLink(id);
+  ForgetActivity(id);
   driver.Destroy(id);
   networks_.Teardown(id);
 }

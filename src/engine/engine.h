@@ -81,6 +81,8 @@ struct EngineOptions {
   std::size_t max_parallel_creates = 4;
   std::chrono::seconds default_ttl{3600};
   std::chrono::seconds max_ttl{86400};
+  // A create's idle timeout when it names none (0: none); idle_timeout.cc.
+  std::chrono::seconds default_idle_timeout{0};
   unsigned default_memory_mib = 256;
   unsigned max_memory_mib = 4096;
   unsigned default_vcpus = 1;
@@ -150,6 +152,9 @@ struct CreateRequest {
   std::optional<unsigned> memory_mib;
   std::optional<unsigned> vcpus;
   std::optional<std::int64_t> ttl_seconds;
+  // Destroyed after this long idle (0: never; absent: default_idle_timeout),
+  // at most max_ttl.
+  std::optional<std::int64_t> idle_timeout_seconds;
   std::string owner = "local";
   std::optional<std::size_t> owner_limit;         // sandboxes this owner may hold at once
   std::optional<std::uint64_t> owner_memory_mib;  // guest memory this owner may hold at once
@@ -414,6 +419,15 @@ class Engine {
   // use; dropped (its streams ended) when the sandbox pauses or goes.
   std::shared_ptr<AgentLink> AgentLinkFor(const Sandbox& sandbox);
   void DropAgentLink(const SandboxId& id);
+  // kFailedPrecondition while a pause, resume or destroy of it runs.
+  void CheckNotMoving(const SandboxId& id);
+  // Idle timeouts (idle_timeout.cc). Something used the sandbox now.
+  void NoteActivity(const SandboxId& id);
+  // Whether `sandbox` has been idle for its idle timeout by now (an exec
+  // running, a forwarded connection open or traffic count as activity,
+  // and reset the clock). Never for one without a timeout.
+  bool IdleTooLong(const Sandbox& sandbox);
+  void ForgetActivity(const SandboxId& id);
   // A ready sandbox the caller may act on (the token as Destroy's).
   Sandbox ReadySandbox(const SandboxId& id, const std::optional<std::string>& token);
   // Removes the record, or keeps it for the reaper to retry if the store
@@ -497,9 +511,17 @@ class Engine {
   SandboxGoneListener gone_listener_;
 
   std::mutex agent_links_mutex_;
-  std::mutex agent_open_mutex_;  // one connect at a time: QEMU serves one client per channel
+  // One connect at a time per sandbox (with agent_links_mutex_).
+  std::map<SandboxId, std::shared_ptr<std::mutex>> agent_opening_;
   std::map<SandboxId, std::shared_ptr<AgentLink>> agent_links_;
   std::map<std::string, std::weak_ptr<GuestExec>> execs_;  // with agent_links_mutex_
+
+  struct Activity {
+    std::chrono::steady_clock::time_point last;  // when it was last seen used
+    std::uint64_t traffic_bytes = 0;             // its network's counters then
+  };
+  std::mutex activity_mutex_;
+  std::map<SandboxId, Activity> activity_;  // from the first look after the daemon started
 
   // Warm pool members, each with the credentials only this process holds.
   struct PoolMember {

@@ -37,17 +37,24 @@ Sandbox Engine::ReadySandbox(const SandboxId& id, const std::optional<std::strin
 }
 
 std::shared_ptr<AgentLink> Engine::AgentLinkFor(const Sandbox& sandbox) {
+  std::shared_ptr<std::mutex> opening_lock;
   {
     std::lock_guard lock(agent_links_mutex_);
     auto it = agent_links_.find(sandbox.id);
     if (it != agent_links_.end() && !it->second->closed()) return it->second;
+    auto& slot = agent_opening_[sandbox.id];
+    if (!slot) slot = std::make_shared<std::mutex>();
+    opening_lock = slot;
   }
-  std::lock_guard opening(agent_open_mutex_);
+  // One connect at a time per sandbox (QEMU serves one client per
+  // channel); a guest whose agent does not answer holds up only its own.
+  std::lock_guard opening(*opening_lock);
   {
     std::lock_guard lock(agent_links_mutex_);  // another open may have won meanwhile
     auto it = agent_links_.find(sandbox.id);
     if (it != agent_links_.end() && !it->second->closed()) return it->second;
   }
+  CheckNotMoving(sandbox.id);
   if (options_.agent_key.empty()) {
     Fail(ErrorCode::kFailedPrecondition, "sandbox {}: this daemon keeps no agent key",
          sandbox.id.str());
@@ -60,15 +67,33 @@ std::shared_ptr<AgentLink> Engine::AgentLinkFor(const Sandbox& sandbox) {
          sandbox.id.str());
   }
   auto link = AgentLink::Open(vm.agent_socket, AgentTokenFor(sandbox.id), Soon());
+  // Recorded only while no pause, resume or destroy runs: those drop the
+  // link after marking the sandbox, so a link made meanwhile would outlive
+  // them (and hold the channel the resume's clock sync needs).
+  std::lock_guard bookkeeping(bookkeeping_mutex_);
+  if (moving_.count(sandbox.id) != 0 || destroying_.count(sandbox.id) != 0) {
+    link->Close();
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {} is being paused, resumed or destroyed",
+         sandbox.id.str());
+  }
   std::lock_guard lock(agent_links_mutex_);
   agent_links_[sandbox.id] = link;
   return link;
+}
+
+void Engine::CheckNotMoving(const SandboxId& id) {
+  std::lock_guard lock(bookkeeping_mutex_);
+  if (moving_.count(id) != 0 || destroying_.count(id) != 0) {
+    Fail(ErrorCode::kFailedPrecondition, "sandbox {} is being paused, resumed or destroyed",
+         id.str());
+  }
 }
 
 void Engine::DropAgentLink(const SandboxId& id) {
   std::shared_ptr<AgentLink> link;
   {
     std::lock_guard lock(agent_links_mutex_);
+    agent_opening_.erase(id);
     auto it = agent_links_.find(id);
     if (it == agent_links_.end()) return;
     link = std::move(it->second);
@@ -96,9 +121,11 @@ std::shared_ptr<GuestExec> Engine::StartExec(const SandboxId& id, const ExecRequ
     message["cols"] = request.cols;
   }
   if (request.timeout_seconds > 0) message["timeout_ms"] = request.timeout_seconds * 1000;
+  NoteActivity(id);
   auto exec = std::make_shared<GuestExec>(id);
   exec->id = RandomString(16, "0123456789abcdef");
   exec->tty = request.tty;
+  exec->stdin_open = request.stdin_open || request.tty;
   exec->stream = AgentLinkFor(sandbox)->Start(std::move(message), Soon());
   exec->pid = exec->stream->started().value("pid", 0);
   std::lock_guard lock(agent_links_mutex_);
@@ -123,6 +150,7 @@ GuestDownload Engine::Download(const SandboxId& id, const std::string& path,
                                const std::optional<std::string>& token) {
   CheckGuestPath(path);
   Sandbox sandbox = ReadySandbox(id, token);
+  NoteActivity(id);
   auto link = AgentLinkFor(sandbox);
   // The guest resolves the path (its links, its ".."): the host never does.
   json info = link->Call({{"op", "stat"}, {"path", path}}, Soon());
@@ -143,11 +171,14 @@ std::shared_ptr<AgentStream> Engine::Upload(const SandboxId& id, const GuestUplo
                                             const std::optional<std::string>& token) {
   CheckGuestPath(upload.path);
   Sandbox sandbox = ReadySandbox(id, token);
+  NoteActivity(id);
   auto link = AgentLinkFor(sandbox);
   if (upload.tar) {
     // Unpacked by the guest's tar, as its owner (root unless named), into
     // the folder, made first if need be.
-    const std::string user = upload.owner.empty() ? "root" : upload.owner;
+    const std::string user = upload.owner.empty()
+                                 ? (sandbox.username.empty() ? "root" : sandbox.username)
+                                 : upload.owner;
     auto mkdir = link->Start(
         {{"op", "exec"}, {"argv", {"mkdir", "-p", "--", upload.path}}, {"user", user}}, Soon());
     std::string errors;
@@ -169,7 +200,12 @@ std::shared_ptr<AgentStream> Engine::Upload(const SandboxId& id, const GuestUplo
   }
   json message{{"op", "write"}, {"path", upload.path}};
   if (upload.mode) message["mode"] = *upload.mode;
-  if (!upload.owner.empty()) message["owner"] = upload.owner;
+  // The client's own by default, as what its execs make.
+  if (!upload.owner.empty()) {
+    message["owner"] = upload.owner;
+  } else if (!sandbox.username.empty()) {
+    message["owner"] = sandbox.username;
+  }
   return link->Start(std::move(message), Soon());
 }
 

@@ -35,6 +35,7 @@ struct GuestExec {
   SandboxId sandbox;
   int pid = 0;
   bool tty = false;
+  bool stdin_open = false;  // started to be fed (stdin true, or a terminal)
   std::shared_ptr<AgentStream> stream;
 };
 
@@ -48,7 +49,7 @@ struct GuestDownload {
 struct GuestUpload {
   std::string path;  // absolute, in the guest
   std::optional<mode_t> mode;
-  std::string owner;  // empty: root
+  std::string owner;  // empty: the sandbox's client account (root for an image without one)
   bool tar = false;   // a tar to unpack into the folder `path` (made if missing)
 };
 

@@ -34,7 +34,9 @@ void Engine::ReapOnce() {
             paused ? "paused for longer than limits.max_paused_seconds" : "time to live expired";
       } else {
         try {
-          if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff) {
+          if (IdleTooLong(s)) {
+            reason = fmt::format("idle for {} s (its idle timeout)", s.spec.idle_timeout_seconds);
+          } else if (DriverOf(s).Inspect(s.id).state == VmState::kShutoff) {
             reason = paused ? "its saved state is gone" : "the guest shut down";
           }
         } catch (const Error& e) {
@@ -58,10 +60,14 @@ void Engine::ReapOnce() {
       const bool expiry = (s.state == SandboxState::kReady || s.state == SandboxState::kPaused) &&
                           s.expires_at && *s.expires_at <= now;
       const SandboxState seen = s.state;
-      Destroy(s.id, std::nullopt, reason, false, [expiry, seen](const Sandbox& current) {
-        if (current.state != seen) return current.state == SandboxState::kDestroying;
-        return !expiry || (current.expires_at && *current.expires_at <= NowUnix());
-      });
+      const bool idle = reason.starts_with("idle for");
+      Destroy(s.id, std::nullopt, reason, false,
+              [this, expiry, idle, seen](const Sandbox& current) {
+                if (current.state != seen) return current.state == SandboxState::kDestroying;
+                // Used since the look above (an exec started, a login): kept.
+                if (idle) return IdleTooLong(current);
+                return !expiry || (current.expires_at && *current.expires_at <= NowUnix());
+              });
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kNotFound)
         spdlog::error("reaper: sandbox {}: {}", s.id.str(), e.what());

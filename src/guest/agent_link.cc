@@ -26,7 +26,9 @@ constexpr unsigned kStreamsProtocol = 3;
   const json& error = answer.contains("error") ? answer["error"] : json();
   const std::string text =
       EscapeForLog(error.is_string() ? error.get<std::string>() : error.dump(), 500);
-  const std::string code = answer.value("code", std::string());
+  const json* code_field = answer.contains("code") ? &answer["code"] : nullptr;
+  const std::string code =
+      code_field && code_field->is_string() ? code_field->get<std::string>() : "";
   Fail(code == "invalid"     ? ErrorCode::kInvalidArgument
        : code == "not_found" ? ErrorCode::kNotFound
                              : ErrorCode::kFailedPrecondition,
@@ -77,6 +79,13 @@ void AgentLink::Close() {
   changed_.notify_all();
 }
 
+std::size_t AgentLink::OpenStreams() {
+  std::lock_guard lock(mutex_);
+  std::size_t open = 0;
+  for (const auto& [id, stream] : streams_) open += stream->end_ ? 0 : 1;
+  return open;
+}
+
 bool AgentLink::closed() {
   std::lock_guard lock(mutex_);
   return closed_;
@@ -91,10 +100,19 @@ void AgentLink::ReadLoop() {
     if (n <= 0) break;
     buffer.append(chunk, static_cast<size_t>(n));
     size_t start = 0;
+    bool broken = false;
     for (size_t nl = buffer.find('\n'); nl != std::string::npos; nl = buffer.find('\n', start)) {
-      Dispatch(buffer.substr(start, nl - start));
+      try {
+        Dispatch(buffer.substr(start, nl - start));
+      } catch (const std::exception& e) {
+        // The guest is not to be trusted: what it sends may be anything.
+        spdlog::warn("guest agent {}: {}; closing its channel", where_, e.what());
+        broken = true;
+        break;
+      }
       start = nl + 1;
     }
+    if (broken) break;
     buffer.erase(0, start);
     if (buffer.size() > AgentClient::kMaxLine) {
       spdlog::warn("guest agent {}: a line over {} bytes; closing", where_, AgentClient::kMaxLine);
@@ -136,9 +154,13 @@ void AgentLink::Dispatch(const std::string& line) {
   for (const char* name : {"stdout", "stderr"}) {
     if (auto data = message.find(name); data != message.end() && data->is_string()) {
       std::optional<std::string> bytes = Base64Decode(data->get<std::string>());
-      if (!bytes) {
-        spdlog::warn("guest agent {}: stream {} sent bad base64", where_, stream.id_);
-        return;
+      if (!bytes) throw std::runtime_error("stream " + std::to_string(stream.id_) + ": bad base64");
+      stream.queued_ += bytes->size();
+      // The agent sends no more than its window before acks: more is a
+      // guest that would have the daemon hold its output without end.
+      if (stream.queued_ + stream.to_ack_ > AgentStream::kOutputLimit) {
+        throw std::runtime_error("stream " + std::to_string(stream.id_) +
+                                 ": output past the window (flow control ignored)");
       }
       stream.events_.push_back(
           {name[3] == 'o' ? AgentEvent::Kind::kStdout : AgentEvent::Kind::kStderr,
@@ -147,10 +169,12 @@ void AgentLink::Dispatch(const std::string& line) {
     }
   }
   if (auto written = message.find("written");
-      written != message.end() && written->is_number_integer() && *written >= 0) {
-    stream.written_ += written->get<std::uint64_t>();
+      written != message.end() && written->is_number_unsigned()) {
+    // Never past what was sent: a guest that says more cannot unblock the window.
+    stream.written_ = std::min(stream.sent_, stream.written_ + written->get<std::uint64_t>());
   }
-  if (message.value("end", false)) {
+  if (auto end = message.find("end");
+      end != message.end() && end->is_boolean() && end->get<bool>()) {
     message.erase("stream");
     message.erase("end");
     stream.end_ = AgentEvent{AgentEvent::Kind::kEnd, "", std::move(message)};
@@ -201,7 +225,8 @@ json AgentLink::Await(std::uint64_t id, const std::string& op, Clock::time_point
   json answer = std::move(it->second);
   answers_.erase(it);
   lock.unlock();
-  if (!answer.value("ok", false)) FailRefused(op, answer);
+  auto ok = answer.find("ok");
+  if (ok == answer.end() || !ok->is_boolean() || !ok->get<bool>()) FailRefused(op, answer);
   return answer;
 }
 
@@ -230,10 +255,14 @@ std::shared_ptr<AgentStream> AgentLink::Start(json request, Clock::time_point de
   try {
     SendWithId(id, std::move(request));
     stream->started_ = Await(id, op, deadline);
-  } catch (...) {
+  } catch (const Error& e) {
     std::lock_guard lock(mutex_);
     awaited_.erase(id);
-    stream->end_ = AgentEvent{AgentEvent::Kind::kEnd, "", json{{"error", "not started"}}};
+    // Refused: nothing runs. Timed out: it may run yet, and the kill its
+    // destructor sends must reach it.
+    if (e.code() != ErrorCode::kTimeout) {
+      stream->end_ = AgentEvent{AgentEvent::Kind::kEnd, "", json{{"error", "not started"}}};
+    }
     throw;
   }
   return stream;
@@ -256,7 +285,12 @@ bool AgentStream::ended() {
 }
 
 AgentEvent AgentStream::Next(Clock::time_point deadline) {
-  if (std::uint64_t ack = std::exchange(to_ack_, 0); ack > 0) {
+  std::uint64_t ack;
+  {
+    std::lock_guard lock(link_->mutex_);
+    ack = std::exchange(to_ack_, 0);
+  }
+  if (ack > 0) {
     try {
       link_->Send({{"op", "ack"}, {"stream", id_}, {"bytes", ack}});
     } catch (const Error&) {
@@ -270,6 +304,7 @@ AgentEvent AgentStream::Next(Clock::time_point deadline) {
   if (events_.empty()) return *end_;
   AgentEvent event = std::move(events_.front());
   events_.pop_front();
+  queued_ -= event.data.size();
   to_ack_ = event.data.size();
   return event;
 }

@@ -45,6 +45,9 @@ class AgentStream {
   using Clock = std::chrono::steady_clock;
   static constexpr std::uint64_t kInputWindow = 1 << 20;
   static constexpr std::size_t kInputPiece = 192 * 1024;
+  // The agent's output window plus a chunk: more unacked output is a guest
+  // that ignores flow control, and its channel is closed.
+  static constexpr std::uint64_t kOutputLimit = (1 << 20) + (512 << 10);
 
   ~AgentStream();
   std::uint64_t id() const { return id_; }
@@ -77,6 +80,7 @@ class AgentStream {
   std::uint64_t sent_ = 0;     // input bytes sent
   std::uint64_t written_ = 0;  // ... and written by the agent
   std::uint64_t to_ack_ = 0;   // output handed out, not acked yet
+  std::uint64_t queued_ = 0;   // output in events_
 };
 
 class AgentLink : public std::enable_shared_from_this<AgentLink> {
@@ -102,6 +106,8 @@ class AgentLink : public std::enable_shared_from_this<AgentLink> {
   // their processes. Idempotent.
   void Close();
   bool closed();
+  // Streams not ended yet (processes running, transfers under way).
+  std::size_t OpenStreams();
 
  private:
   friend class AgentStream;

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -381,6 +382,22 @@ std::optional<SandboxNetwork> NetworkManager::Find(const SandboxId& id) const {
   auto it = networks_.find(id);
   if (it == networks_.end()) return std::nullopt;
   return it->second;
+}
+
+NetworkActivity NetworkManager::Activity(const SandboxId& id) const {
+  std::optional<SandboxNetwork> network = Find(id);
+  if (!network) return {};
+  NetworkActivity activity;
+  activity.connections = forwarder_->ConnectionCount(id);
+  // The device's own counters; a shared bridge's (kShared) are everyone's.
+  if (network->mode != LinkMode::kShared && !network->tap.empty()) {
+    for (const char* counter : {"rx_bytes", "tx_bytes"}) {
+      std::ifstream in("/sys/class/net/" + network->tap + "/statistics/" + counter);
+      std::uint64_t bytes = 0;
+      if (in >> bytes) activity.traffic_bytes += bytes;
+    }
+  }
+  return activity;
 }
 
 std::vector<SandboxNetwork> NetworkManager::List() const {

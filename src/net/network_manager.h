@@ -73,9 +73,19 @@ SandboxNetwork ParseNetworkRecord(const std::string& text, const AddressPool& po
 
 // What the engine needs of sandbox networking (NetworkManager below; fakes
 // in the engine's unit tests).
+// What a sandbox's network has seen, for its idle timeout.
+struct NetworkActivity {
+  std::size_t connections = 0;      // forwarded connections open now (SSH's, exposed ports')
+  std::uint64_t traffic_bytes = 0;  // through its host-side device since it was made
+};
+
 class SandboxNetworks {
  public:
   virtual ~SandboxNetworks() = default;
+  virtual NetworkActivity Activity(const SandboxId& id) const {
+    (void)id;
+    return {};
+  }
   virtual SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
                                LinkMode mode = LinkMode::kTap) = 0;
   // kShared: the guest's address, learnt after it booted; opens the forward
@@ -113,6 +123,8 @@ class NetworkManager : public SandboxNetworks {
   // device and no DHCP (the container driver makes the veth pair and
   // addresses it, CreateContainerLink in net/veth.h; the rules match the
   // host end's name, so they apply once it appears).
+  // Open forwards and the host-side device's rx + tx byte counters.
+  NetworkActivity Activity(const SandboxId& id) const override;
   SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
                        LinkMode mode = LinkMode::kTap) override;
   std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) override;

@@ -95,12 +95,17 @@ CREATE TABLE wirt_autostart (
 ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
 ALTER TABLE sandboxes ADD COLUMN ttl_left INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 9: idle timeouts
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN idle_timeout INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
-    "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name, paused_at, ttl_left";
+    "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name, paused_at, ttl_left, "
+    "idle_timeout";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
@@ -170,6 +175,7 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.name = row.Text(26);
   s.paused_at = row.OptionalInt(27);
   s.ttl_left_seconds = row.Int(28);
+  s.spec.idle_timeout_seconds = row.Int(29);
   return s;
 }
 
@@ -275,8 +281,8 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
   auto insert = db_.Prepare(
       fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
                   "token_sha256, created_at, kind, driver, run_id, machine, "
-                  "overhead_mib, name, {}) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  "overhead_mib, name, idle_timeout, {}) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -291,8 +297,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(11, s.spec.run_id)
       .Bind(12, s.spec.machine)
       .Bind(13, std::int64_t{s.overhead_mib})
-      .Bind(14, s.name);
-  BindMutable(insert, 15, s);
+      .Bind(14, s.name)
+      .Bind(15, s.spec.idle_timeout_seconds);
+  BindMutable(insert, 16, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }

@@ -166,7 +166,13 @@ class FakeNetworks : public SandboxNetworks {
     return all;
   }
   NetworkReconcileReport Reconcile() override { return {}; }
+  NetworkActivity Activity(const SandboxId& id) const override {
+    std::lock_guard lock(mutex);
+    auto it = activity.find(id);
+    return it == activity.end() ? NetworkActivity{} : it->second;
+  }
   mutable std::mutex mutex;
+  std::map<SandboxId, NetworkActivity> activity;  // what Activity answers
   std::map<SandboxId, SandboxNetwork> live;
   std::uint32_t next = 0;
   bool fail_setup = false;
@@ -788,6 +794,57 @@ TEST_F(EngineTest, ReaperDestroysExpiredAndStoppedSandboxes) {
   EXPECT_TRUE(store_.Get(staying.sandbox.id));
   EXPECT_EQ(vms_.vms.size(), 1u);
   EXPECT_EQ(networks_.live.size(), 1u);
+}
+
+TEST_F(EngineTest, TheIdleTimeoutReapsAnUnusedSandboxAndKeepsABusyOne) {
+  options_.default_idle_timeout = 1s;
+  options_.max_sandboxes = 4;
+  CreateResult idle = engine().Create({});
+  CreateResult connected = engine().Create({});
+  CreateResult talking = engine().Create({.idle_timeout_seconds = 1});
+  CreateResult forever = engine().Create({.idle_timeout_seconds = 0});
+  EXPECT_EQ(idle.sandbox.spec.idle_timeout_seconds, 1);
+  EXPECT_EQ(store_.Get(forever.sandbox.id)->spec.idle_timeout_seconds, 0);
+  {
+    std::lock_guard lock(networks_.mutex);
+    networks_.activity[connected.sandbox.id] = {1, 0};  // an SSH session open
+    networks_.activity[talking.sandbox.id] = {0, 0};
+  }
+  engine().StartReaper();
+  // Traffic beyond a trickle keeps `talking`; a few bytes would not.
+  std::atomic<bool> done{false};
+  std::thread traffic([&] {
+    for (std::uint64_t bytes = 0; !done; bytes += 10000) {
+      {
+        std::lock_guard lock(networks_.mutex);
+        networks_.activity[talking.sandbox.id].traffic_bytes = bytes;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (store_.Get(idle.sandbox.id) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  std::this_thread::sleep_for(2500ms);  // past the others' timeouts, were they idle
+  done = true;
+  traffic.join();
+  EXPECT_FALSE(store_.Get(idle.sandbox.id)) << "an idle sandbox was kept";
+  EXPECT_TRUE(store_.Get(connected.sandbox.id));
+  EXPECT_TRUE(store_.Get(talking.sandbox.id));
+  EXPECT_TRUE(store_.Get(forever.sandbox.id));
+  // The session ends: idle from then on.
+  {
+    std::lock_guard lock(networks_.mutex);
+    networks_.activity[connected.sandbox.id] = {0, 0};
+  }
+  deadline = std::chrono::steady_clock::now() + 10s;
+  while (store_.Get(connected.sandbox.id) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_FALSE(store_.Get(connected.sandbox.id));
+  EXPECT_THROW(engine().Create({.idle_timeout_seconds = -1}), Error);
+  EXPECT_THROW(engine().Create({.idle_timeout_seconds = 86401}), Error);
 }
 
 TEST_F(EngineTest, ReconcileDestroysInterruptedAdoptsRunningAndRemovesOrphans) {
