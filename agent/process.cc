@@ -141,8 +141,9 @@ Account LookUpAccount(const Root& root, const std::string& user, const std::stri
   if (!found) throw FieldError(field, "no such user \"" + user + "\"");
   if (account.home.empty()) account.home = "/";
   if (account.shell.empty()) account.shell = "/bin/sh";
-  std::optional<std::string> group = ReadFileIfExists(root("/etc/group"));
-  for (std::string_view line : SplitLines(group.value_or(""))) {
+  // Named: the lines are views into it.
+  const std::string group = ReadFileIfExists(root("/etc/group")).value_or("");
+  for (std::string_view line : SplitLines(group)) {
     std::vector<std::string_view> fields = SplitFields(line);
     unsigned gid = 0;
     if (fields.size() != 4 || !ParseId(fields[2], gid) || gid == account.gid) continue;
