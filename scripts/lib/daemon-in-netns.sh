@@ -3,7 +3,8 @@
 #   in_private_netns "$0" "$@"     re-executes the caller inside one
 #   start_daemon WORK [YAML...]    config in WORK, ephemerad started, socket up;
 #                                  sets $daemon and the function e (the CLI)
-#   stop_daemon                    SIGTERM and wait; removes WORK
+#   stop_daemon                    SIGTERM and wait, ends what a dead daemon
+#                                  left in the namespace; removes WORK
 
 in_private_netns() {
   if [ "${EPHEMERA_IN_PRIVATE_NETNS:-}" != 1 ]; then
@@ -45,5 +46,20 @@ e() { "$daemon_bin/cli/ephemera" --socket "$daemon_work/ephemera.sock" "$@"; }
 
 stop_daemon() {
   kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  end_namespace_orphans
   rm -rf "$daemon_work"
+}
+
+# A daemon that died without its teardown (a crash, a kill) leaves its
+# dnsmasq and QEMU orphaned; with WORK removed, no reconcile finds them
+# again. Orphans (parent 1) in this private namespace are this run's own.
+end_namespace_orphans() {
+  local ns pid
+  ns=$(readlink /proc/self/ns/net)
+  for pid in /proc/[0-9]*; do
+    pid=${pid#/proc/}
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$ns" ] || continue
+    [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = 1 ] || continue
+    kill -KILL "$pid" 2>/dev/null || true
+  done
 }

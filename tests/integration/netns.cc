@@ -7,10 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
 
 namespace ephemera::test {
 
@@ -45,6 +50,28 @@ void EnterPrivateNetworkNamespace() {
   ifr.ifr_flags |= IFF_UP;
   if (::ioctl(fd, SIOCSIFFLAGS, &ifr) != 0) Die("bring lo up");
   ::close(fd);
+}
+
+void EndNamespaceOrphans() {
+  std::error_code ec;
+  const auto own = std::filesystem::read_symlink("/proc/self/ns/net", ec);
+  if (ec) return;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (std::filesystem::read_symlink(entry.path() / "ns/net", ec) != own || ec) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // "pid (comm) state ppid ...": comm may hold spaces, so after the last ')'.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == 1) {
+      ::kill(std::stoi(pid), SIGKILL);
+    }
+  }
 }
 
 }  // namespace ephemera::test

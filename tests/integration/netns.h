@@ -10,4 +10,9 @@ namespace ephemera::test {
 // program with a message if it cannot (for example, without root).
 void EnterPrivateNetworkNamespace();
 
+// Kills the orphans (parent 1) living in this process's network namespace:
+// what a daemon that died without its teardown left (dnsmasq, QEMU). The
+// namespace is the test's own, so they are its own.
+void EndNamespaceOrphans();
+
 }  // namespace ephemera::test

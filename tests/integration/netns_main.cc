@@ -4,8 +4,26 @@
 
 #include "integration/netns.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+namespace {
+
+// Stopped from outside (ctest's timeout, an operator): the fixtures' teardown
+// will not run, so what their daemons left goes here.
+void OnStop(int signal) {
+  ephemera::test::EndNamespaceOrphans();
+  ::_exit(128 + signal);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   ephemera::test::EnterPrivateNetworkNamespace();
+  ::signal(SIGTERM, OnStop);
+  ::signal(SIGINT, OnStop);
   ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  const int status = RUN_ALL_TESTS();
+  ephemera::test::EndNamespaceOrphans();
+  return status;
 }
