@@ -15,18 +15,6 @@ constexpr char kNologin[] = "/usr/sbin/nologin";
 constexpr uint32_t kFirstId = 1000;
 constexpr uint32_t kIdLimit = 60000;  // Debian's system range starts above
 
-std::vector<std::string> SplitFields(std::string_view line) {
-  std::vector<std::string> fields;
-  for (size_t start = 0;;) {
-    size_t colon = line.find(':', start);
-    fields.emplace_back(
-        line.substr(start, colon == std::string_view::npos ? colon : colon - start));
-    if (colon == std::string_view::npos) break;
-    start = colon + 1;
-  }
-  return fields;
-}
-
 std::string JoinFields(const std::vector<std::string>& fields) {
   std::string line;
   for (size_t i = 0; i < fields.size(); ++i) {
@@ -37,13 +25,6 @@ std::string JoinFields(const std::vector<std::string>& fields) {
 }
 
 std::string_view NameOf(std::string_view line) { return line.substr(0, line.find(':')); }
-
-std::optional<uint32_t> Number(std::string_view text) {
-  uint32_t value = 0;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
-  return value;
-}
 
 // The highest id from 1000 to 59999 in `field` of `file`, or 999.
 uint32_t HighestId(std::string_view file, size_t field) {
@@ -93,6 +74,25 @@ bool IsDirective(std::string_view line, std::string_view keyword) {
 }
 
 }  // namespace
+
+std::vector<std::string> SplitFields(std::string_view line) {
+  std::vector<std::string> fields;
+  for (size_t start = 0;;) {
+    size_t colon = line.find(':', start);
+    fields.emplace_back(
+        line.substr(start, colon == std::string_view::npos ? colon : colon - start));
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  return fields;
+}
+
+std::optional<uint32_t> Number(std::string_view text) {
+  uint32_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
 
 std::vector<std::string_view> SplitLines(std::string_view text) {
   std::vector<std::string_view> lines;

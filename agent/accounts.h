@@ -57,6 +57,12 @@ AccountIds AddAccount(const Root& root, const AccountFiles& files, const NewAcco
 std::string RewriteSshdConfig(std::string_view config, uint16_t port, std::string_view user);
 void UpdateSshdConfig(const Root& root, uint16_t port, const std::string& user);
 
+// A passwd, shadow or group line's ':'-separated fields.
+std::vector<std::string> SplitFields(std::string_view line);
+
+// A decimal id (digits only, no sign or space); nullopt otherwise.
+std::optional<uint32_t> Number(std::string_view text);
+
 // The lines of a text file, without their '\n'.
 std::vector<std::string_view> SplitLines(std::string_view text);
 

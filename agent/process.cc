@@ -45,28 +45,6 @@ bool IsEnvName(std::string_view name) {
   });
 }
 
-std::vector<std::string_view> SplitFields(std::string_view line) {
-  std::vector<std::string_view> fields;
-  for (;;) {
-    size_t colon = line.find(':');
-    fields.push_back(line.substr(0, colon));
-    if (colon == std::string_view::npos) return fields;
-    line.remove_prefix(colon + 1);
-  }
-}
-
-bool ParseId(std::string_view text, unsigned& id) {
-  if (text.empty() || text.size() > 10) return false;
-  uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (value > 0xfffffffeULL) return false;
-  id = static_cast<unsigned>(value);
-  return true;
-}
-
 // The value of NAME in NAME=value entries (the last one wins), or nullptr.
 const std::string* EnvValue(const std::vector<std::string>& env, std::string_view name) {
   const std::string* found = nullptr;
@@ -127,14 +105,14 @@ Account LookUpAccount(const Root& root, const std::string& user, const std::stri
   Account account;
   bool found = false;
   for (std::string_view line : SplitLines(passwd)) {
-    std::vector<std::string_view> fields = SplitFields(line);
+    std::vector<std::string> fields = SplitFields(line);
     if (fields.size() != 7 || fields[0] != user) continue;
-    unsigned uid = 0;
-    unsigned gid = 0;
-    if (!ParseId(fields[2], uid) || !ParseId(fields[3], gid)) {
+    std::optional<uint32_t> uid = Number(fields[2]);
+    std::optional<uint32_t> gid = Number(fields[3]);
+    if (!uid || !gid || *uid == UINT32_MAX || *gid == UINT32_MAX) {
       throw AgentError(field, "the account " + user + " has a malformed /etc/passwd line");
     }
-    account = {user, uid, gid, std::string(fields[5]), std::string(fields[6]), {}};
+    account = {user, *uid, *gid, fields[5], fields[6], {}};
     found = true;
     break;
   }
@@ -144,14 +122,14 @@ Account LookUpAccount(const Root& root, const std::string& user, const std::stri
   // Named: the lines are views into it.
   const std::string group = ReadFileIfExists(root("/etc/group")).value_or("");
   for (std::string_view line : SplitLines(group)) {
-    std::vector<std::string_view> fields = SplitFields(line);
-    unsigned gid = 0;
-    if (fields.size() != 4 || !ParseId(fields[2], gid) || gid == account.gid) continue;
+    std::vector<std::string> fields = SplitFields(line);
+    std::optional<uint32_t> gid = Number(fields.size() == 4 ? fields[2] : "");
+    if (!gid || *gid == account.gid) continue;
     std::string_view members = fields[3];
     while (!members.empty()) {
       size_t comma = members.find(',');
       if (members.substr(0, comma) == user) {
-        account.groups.push_back(gid);
+        account.groups.push_back(*gid);
         break;
       }
       members.remove_prefix(comma == std::string_view::npos ? members.size() : comma + 1);
