@@ -78,13 +78,41 @@ void RejectUnknownFields(const json& body, std::initializer_list<std::string_vie
   }
 }
 
+// "none" | "all" | {"mode": "allow", "allow": ["example.test", "10.1.0.0/16"]}
+// (the object form takes every mode).
+EgressPolicy ParseEgressField(const json& egress) {
+  if (egress.is_string()) return MakeEgressPolicy(egress.get<std::string>(), {});
+  if (!egress.is_object()) {
+    Fail(ErrorCode::kInvalidArgument,
+         "'egress' must be \"none\", \"all\" or an object {{\"mode\", \"allow\"}}");
+  }
+  RejectUnknownFields(egress, {"mode", "allow"});
+  auto mode = egress.find("mode");
+  if (mode == egress.end() || !mode->is_string()) {
+    Fail(ErrorCode::kInvalidArgument, "'egress.mode' must be one of none, all, allow");
+  }
+  std::vector<std::string> allow;
+  if (auto list = egress.find("allow"); list != egress.end() && !list->is_null()) {
+    if (!list->is_array() || list->size() > kMaxEgressEntries) {
+      Fail(ErrorCode::kInvalidArgument, "'egress.allow' must be an array of at most {} entries",
+           kMaxEgressEntries);
+    }
+    for (const json& entry : *list) {
+      if (!entry.is_string()) Fail(ErrorCode::kInvalidArgument, "'egress.allow' must hold strings");
+      allow.push_back(entry.get<std::string>());
+    }
+  }
+  return MakeEgressPolicy(mode->get<std::string>(), allow);
+}
+
 }  // namespace
 
 CreateRequest ParseCreateRequest(std::string_view body) {
   json parsed = ParseJsonObject(body);
   CreateRequest request;
-  RejectUnknownFields(parsed, {"kind", "image", "kernel", "rootfs", "run_id", "name", "memory_mib",
-                               "vcpus", "ttl_seconds", "idle_timeout_seconds", "ssh_keys"});
+  RejectUnknownFields(parsed,
+                      {"kind", "image", "kernel", "rootfs", "run_id", "name", "memory_mib", "vcpus",
+                       "ttl_seconds", "idle_timeout_seconds", "ssh_keys", "egress"});
   if (auto kind = OptionalText(parsed, "kind")) request.kind = ParseKind(*kind);
   request.image = OptionalText(parsed, "image");
   request.kernel = OptionalText(parsed, "kernel");
@@ -97,6 +125,9 @@ CreateRequest ParseCreateRequest(std::string_view body) {
   request.ttl_seconds = OptionalInteger<std::int64_t>(parsed, "ttl_seconds", INT32_MIN, INT32_MAX);
   request.idle_timeout_seconds =
       OptionalInteger<std::int64_t>(parsed, "idle_timeout_seconds", INT32_MIN, INT32_MAX);
+  if (auto egress = parsed.find("egress"); egress != parsed.end() && !egress->is_null()) {
+    request.egress = ParseEgressField(*egress);
+  }
   if (auto keys = parsed.find("ssh_keys"); keys != parsed.end() && !keys->is_null()) {
     if (!keys->is_array() || keys->size() > 32) {
       Fail(ErrorCode::kInvalidArgument, "'ssh_keys' must be an array of at most 32 keys");
@@ -130,6 +161,8 @@ json SandboxToJson(const Sandbox& s, const std::string& host) {
             {"created_at", Iso8601(s.created_at)},
             {"expires_at", s.expires_at ? json(Iso8601(*s.expires_at)) : json(nullptr)}};
   j["running"] = s.running ? json(*s.running) : json(nullptr);
+  j["egress"] = {{"mode", std::string(EgressModeName(s.spec.egress.mode))},
+                 {"allow", s.spec.egress.Entries()}};
   if (s.spec.idle_timeout_seconds > 0)
     j["idle_timeout_seconds"] = s.spec.idle_timeout_seconds;  // null: the driver cannot tell now
   if (!s.iso_path.empty()) {

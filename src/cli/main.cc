@@ -131,6 +131,15 @@ void PrintDetails(const json& s) {
                   "idle_timeout_seconds",
                   "expires_at",
                   "reason"});
+  // "allow example.test 10.1.0.0/16": the mode, then what it allows.
+  if (auto egress = s.find("egress"); egress != s.end() && egress->is_object()) {
+    std::string text = Field(*egress, "mode");
+    if (auto allow = egress->find("allow"); allow != egress->end() && allow->is_array()) {
+      for (const json& entry : *allow)
+        text += " " + (entry.is_string() ? entry.get<std::string>() : entry.dump());
+    }
+    std::printf("%-22s %s\n", "egress:", text.c_str());
+  }
 }
 
 // The list r[key] under `title`, a row per object, a column per field
@@ -416,6 +425,16 @@ int main(int argc, char** argv) {
   std::optional<long long> idle_timeout;
   create->add_option("--idle-timeout", idle_timeout,
                      "seconds without activity (exec, connection, traffic) until it is destroyed");
+  std::optional<std::string> egress;
+  std::vector<std::string> egress_allow;
+  create
+      ->add_option("--egress", egress,
+                   "where it may connect: none, all, or allow (what --allow lists); default: all "
+                   "where the host has outbound NAT, else none")
+      ->check(CLI::IsMember({"none", "all", "allow"}));
+  create->add_option("--allow", egress_allow,
+                     "with --egress allow (implied): an address, CIDR or domain name (and the "
+                     "names under it) it may reach; repeatable");
   auto* list = app.add_subcommand("list", "list sandboxes");
   bool inventory = false;
   std::optional<std::string> list_run;
@@ -556,6 +575,9 @@ int main(int argc, char** argv) {
       if (vcpus) body["vcpus"] = *vcpus;
       if (ttl) body["ttl_seconds"] = *ttl;
       if (idle_timeout) body["idle_timeout_seconds"] = *idle_timeout;
+      if (egress || !egress_allow.empty()) {
+        body["egress"] = {{"mode", egress.value_or("allow")}, {"allow", egress_allow}};
+      }
       json s = client.Request("POST", "/v1/sandboxes", body.dump());
       // Checked before anything is kept: these strings reach ssh later.
       SandboxAccess access;

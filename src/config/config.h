@@ -61,8 +61,9 @@ struct VmConfig {
 
 struct NetworkConfig {
   // /30 subnets for sandboxes are carved from here.
-  Ipv4Cidr pool = Ipv4Cidr{Ipv4{0xac100000}, 16};      // 172.16.0.0/16
-  std::vector<Ipv4> dns_servers = {Ipv4{0x01010101}};  // 1.1.1.1, offered by DHCP
+  Ipv4Cidr pool = Ipv4Cidr{Ipv4{0xac100000}, 16};  // 172.16.0.0/16
+  // Offered by DHCP; for an egress allow-list, what its own resolver asks.
+  std::vector<Ipv4> dns_servers = {Ipv4{0x01010101}};  // 1.1.1.1
   // Outbound NAT lets guests reach what the host routes to, except private,
   // link-local (cloud metadata at 169.254.169.254), CGNAT, loopback and
   // multicast ranges and the host's own connected subnets, unless nat_allow

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/egress.h"
 #include "core/sandbox_id.h"
 
 namespace ephemera {
@@ -52,6 +53,8 @@ struct SandboxSpec {
   // Destroyed after this long without activity (an exec or a transfer, a
   // forwarded connection open, network traffic); 0: never.
   std::int64_t idle_timeout_seconds = 0;
+  // Where it may connect to (core/egress.h).
+  EgressPolicy egress = {};
   // For pipelines: a machine of a run. Its /30 and TAP name derive from the
   // pair, so reruns get the same addresses; one machine per name in a run.
   std::string run_id, machine;  // both or neither

@@ -129,6 +129,12 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
     Fail(ErrorCode::kInvalidArgument, "idle_timeout_seconds {} is out of range [0, {}]",
          v.spec.idle_timeout_seconds, options_.max_ttl.count());
   }
+  v.spec.egress = request.egress.value_or(DefaultEgress());
+  if (v.spec.egress.mode != EgressMode::kNone && !options_.outbound_nat) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "egress '{}' needs outbound NAT, which this host has off (network.outbound_nat)",
+         EgressModeName(v.spec.egress.mode));
+  }
   if (request.run_id.has_value() != request.machine.has_value()) {
     Fail(ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
   }
@@ -170,6 +176,17 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          v.spec.image);
   }
   return v;
+}
+
+EgressPolicy Engine::DefaultEgress() const {
+  return EgressPolicy{options_.outbound_nat ? EgressMode::kAll : EgressMode::kNone, {}, {}};
+}
+
+std::vector<Ipv4> Engine::GuestResolvers(const Sandbox& sandbox, const SandboxNetwork& net) const {
+  // An allow-list's names resolve only through the gateway (which fills
+  // the allow-list's set from its answers).
+  if (sandbox.spec.egress.mode == EgressMode::kAllow) return {net.subnet.gateway()};
+  return options_.dns_servers;
 }
 
 std::string Engine::NewClientToken() { return RandomString(kTokenLength, kTokenAlphabet); }
@@ -245,6 +262,7 @@ CreateResult Engine::Create(const CreateRequest& request) {
 CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool slot_held) {
   std::string driver_name;
   VmDriver& driver = DriverFor(v.spec.kind, &driver_name);
+  CheckEgressForLink(driver.link_mode(), v.spec.egress);  // before anything is recorded
   CheckFreeDisk();
   auto t0 = Clock::now();
   Sandbox sandbox(SandboxId::Generate());
@@ -302,7 +320,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
       }
       derive = DerivedSubnet{v.spec.run_id, v.spec.machine};
     }
-    SandboxNetwork net = networks_.Setup(sandbox.id, derive, mode);
+    SandboxNetwork net = networks_.Setup(sandbox.id, derive, mode, v.spec.egress);
     sandbox.tap = net.tap;
     sandbox.mac = net.mac;
     sandbox.network = net.tap;
@@ -357,8 +375,8 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
         provision.host = sandbox.guest_ip;
         provision.port = net.guest_port;
         provision.ssh_port = net.guest_port;
-        // The resolvers the daemon's DHCP would offer (the gateway answers none).
-        provision.network = GuestNetwork{net.mac, net.subnet, options_.dns_servers};
+        // The resolvers the daemon's DHCP would offer.
+        provision.network = GuestNetwork{net.mac, net.subnet, GuestResolvers(sandbox, net)};
         provision.authorized_keys = request.authorized_keys;
         provision.boot_timeout = options_.sshd_timeout;
         provision.setup_timeout = options_.sshd_timeout;  // a host busy with many creates

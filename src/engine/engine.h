@@ -155,6 +155,9 @@ struct CreateRequest {
   // Destroyed after this long idle (0: never; absent: default_idle_timeout),
   // at most max_ttl.
   std::optional<std::int64_t> idle_timeout_seconds;
+  // Where it may connect to; absent: all with outbound NAT on, else none.
+  // Anything but none needs outbound NAT (kFailedPrecondition).
+  std::optional<EgressPolicy> egress;
   std::string owner = "local";
   std::optional<std::size_t> owner_limit;         // sandboxes this owner may hold at once
   std::optional<std::uint64_t> owner_memory_mib;  // guest memory this owner may hold at once
@@ -409,6 +412,10 @@ class Engine {
                     LinkMode mode, const GuestSecrets& secrets) const;
   // Whether a create provisions through the guest agent rather than SSH.
   bool UsesAgent(const Validated& v, const VmDriver& driver) const;
+  // What a create that names no egress gets (create.cc).
+  EgressPolicy DefaultEgress() const;
+  // The DNS servers the guest is told of.
+  std::vector<Ipv4> GuestResolvers(const Sandbox& sandbox, const SandboxNetwork& net) const;
   void CheckFreeDisk() const;
   // The guest agent token of a sandbox (EngineOptions::agent_key).
   std::string AgentTokenFor(const SandboxId& id) const;

@@ -18,9 +18,11 @@ using std::chrono::milliseconds;
 
 std::optional<CreateResult> Engine::TakeFromPool(const CreateRequest& request, const Validated& v) {
   // What a member cannot carry: another kind, a pipeline's derived address,
-  // the client's own keys (installed at provisioning).
+  // the client's own keys (installed at provisioning), egress rules of its
+  // own (its network is made with the default's).
   if (v.spec.kind != SandboxKind::kVm || !v.spec.run_id.empty() ||
-      !request.authorized_keys.empty() || request.owner == kPoolOwner) {
+      !request.authorized_keys.empty() || request.owner == kPoolOwner ||
+      !(v.spec.egress == DefaultEgress())) {
     return std::nullopt;
   }
   Pool* pool = nullptr;

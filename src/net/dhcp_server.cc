@@ -23,7 +23,7 @@ std::vector<std::string> BuildDnsmasqArgs(const DhcpServerSpec& spec) {
   std::vector<std::string> args = {
       spec.dnsmasq_binary,
       "--conf-file=/dev/null",  // ignore /etc/dnsmasq.conf and friends
-      "--port=0",               // no DNS service
+      spec.dns ? "--port=53" : "--port=0",
       "--no-resolv",
       "--no-hosts",
       "--interface=" + spec.tap,
@@ -38,7 +38,19 @@ std::vector<std::string> BuildDnsmasqArgs(const DhcpServerSpec& spec) {
       "--log-facility=" + (spec.dir / "dnsmasq.log").string(),
       "--log-dhcp",
   };
-  if (!spec.dns_servers.empty()) {
+  if (spec.dns) {
+    args.push_back("--dhcp-option=option:dns-server," + spec.subnet.gateway().str());
+    for (const std::string& domain : spec.dns->domains) {
+      for (const Ipv4& upstream : spec.dns->upstreams) {
+        args.push_back(fmt::format("--server=/{}/{}", domain, upstream.str()));
+      }
+    }
+    args.push_back("--address=/#/");  // every name not forwarded above: NXDOMAIN
+    if (!spec.dns->domains.empty()) {
+      args.push_back(
+          fmt::format("--nftset=/{}/{}", fmt::join(spec.dns->domains, "/"), spec.dns->nftset));
+    }
+  } else if (!spec.dns_servers.empty()) {
     std::vector<std::string> servers;
     for (const auto& s : spec.dns_servers) servers.push_back(s.str());
     args.push_back(fmt::format("--dhcp-option=option:dns-server,{}", fmt::join(servers, ",")));

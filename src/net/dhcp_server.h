@@ -1,10 +1,12 @@
 // One dnsmasq per sandbox TAP, daemonized (so it survives a daemon restart
-// and is adopted again) and found later through its pidfile. It serves DHCP
-// only: exactly the guest's address, the route and the DNS servers, on that
-// TAP alone; DNS itself is off (port 0), so it binds no port 53.
+// and is adopted again) and found later through its pidfile. It serves DHCP:
+// exactly the guest's address, the route and the DNS servers, on that TAP
+// alone. DNS itself is off (port 0, no port 53 bound) unless the sandbox's
+// egress allow-list needs it (DnsService).
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,12 +14,24 @@
 
 namespace ephemera {
 
+// DNS on the TAP's gateway, for an egress allow-list: only the allowed
+// domains (and names under them) are forwarded, to `upstreams`, and the
+// IPv4 addresses of their answers go into the nftables set `nftset`; every
+// other name is NXDOMAIN, so no data leaves through queries either. DHCP
+// then offers the gateway as the only DNS server.
+struct DnsService {
+  std::vector<Ipv4> upstreams;
+  std::vector<std::string> domains;
+  std::string nftset;  // dnsmasq's --nftset target (EgressNftsetTarget)
+};
+
 struct DhcpServerSpec {
   std::string dnsmasq_binary = "dnsmasq";
   std::string tap;
   Subnet30 subnet;
   std::vector<Ipv4> dns_servers;
   std::filesystem::path dir;  // pidfile, lease file and log live here
+  std::optional<DnsService> dns = std::nullopt;
 };
 
 std::vector<std::string> BuildDnsmasqArgs(const DhcpServerSpec& spec);

@@ -5,7 +5,6 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
-#include <nftables/libnftables.h>
 #include <bit>
 
 #include "core/error.h"
@@ -95,6 +94,8 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
       "\t\tiifname . ip saddr != @endpoints drop\n"
       "\t\tct state established,related accept\n"
       "\t\tiifname . ip daddr @gateways icmp type echo-request accept\n"
+      // DNS, where the gateway serves it (an egress allow-list's).
+      "\t\tiifname . ip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 accept\n"
       "\t\tdrop\n"
       "\t}}\n"
       "\tchain forward {{\n"
@@ -120,46 +121,18 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
   return script;
 }
 
-Firewall::Firewall() : ctx_(nft_ctx_new(NFT_CTX_DEFAULT)) {
-  if (!ctx_) Fail(ErrorCode::kInternal, "cannot create an nftables context");
-  nft_ctx_buffer_output(ctx_);
-  nft_ctx_buffer_error(ctx_);
-}
-
-Firewall::~Firewall() { nft_ctx_free(ctx_); }
-
-std::string Firewall::Run(const std::string& script) {
-  int rc = nft_run_cmd_from_buffer(ctx_, script.c_str());
-  std::string output = nft_ctx_get_output_buffer(ctx_);
-  std::string errors = nft_ctx_get_error_buffer(ctx_);
-  if (rc != 0) {
-    while (!errors.empty() && errors.back() == '\n') errors.pop_back();
-    ErrorCode code = ErrorCode::kInternal;
-    if (errors.find("Operation not permitted") != std::string::npos) {
-      code = ErrorCode::kPermissionDenied;
-    } else if (errors.find("Operation not supported") != std::string::npos ||
-               errors.find("Protocol not supported") != std::string::npos) {
-      code = ErrorCode::kUnavailable;
-    }
-    Fail(code, "nftables refused the ephemera table: {}", errors);
-  }
-  return output;
-}
-
 void Firewall::Apply(const FirewallPolicy& policy, const std::vector<FirewallEntry>& entries) {
-  std::lock_guard lock(mutex_);
-  Run(BuildFirewallScript(policy, entries));
+  nft_.Run(BuildFirewallScript(policy, entries), "the ephemera table");
 }
 
 void Firewall::Remove() {
-  std::lock_guard lock(mutex_);
-  Run(fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", kTable));
+  nft_.Run(fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", kTable),
+           "the ephemera table");
 }
 
 std::string Firewall::List() {
-  std::lock_guard lock(mutex_);
   try {
-    return Run(fmt::format("list table inet {}", kTable));
+    return nft_.Run(fmt::format("list table inet {}", kTable), "the ephemera table");
   } catch (const Error&) {
     return "";
   }

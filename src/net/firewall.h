@@ -1,19 +1,17 @@
 // The nftables table ephemera owns ("inet ephemera"), written through
 // libnftables. The whole table is replaced in one atomic transaction from
 // the list of sandbox networks, so it is always exactly what the daemon
-// knows: a sandbox may reach its gateway for DHCP (and ping) and nothing
+// knows: a sandbox may reach its gateway for DHCP, DNS (and ping) and nothing
 // else on the host, sandboxes never reach each other, spoofed sources are
 // dropped (on the way to the host as well as through it), and outbound NAT
 // is on only when configured, and then only to public addresses.
 #pragma once
 
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/ipv4.h"
-
-struct nft_ctx;
+#include "net/nft.h"
 
 namespace ephemera {
 
@@ -45,11 +43,6 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
 
 class Firewall {
  public:
-  Firewall();
-  ~Firewall();
-  Firewall(const Firewall&) = delete;
-  Firewall& operator=(const Firewall&) = delete;
-
   // Replaces the table atomically. kPermissionDenied without CAP_NET_ADMIN,
   // kUnavailable when the kernel lacks nf_tables.
   void Apply(const FirewallPolicy& policy, const std::vector<FirewallEntry>& entries);
@@ -61,10 +54,7 @@ class Firewall {
   static constexpr std::string_view kTable = "ephemera";
 
  private:
-  std::string Run(const std::string& script);
-
-  std::mutex mutex_;
-  nft_ctx* ctx_;
+  NftContext nft_;
 };
 
 }  // namespace ephemera

@@ -67,6 +67,7 @@ json ToJson(const SandboxNetwork& n) {
             {"guest_port", n.guest_port},
             {"mode", ModeName(n.mode)}};
   if (n.shared_guest) j["shared_guest"] = n.shared_guest->str();
+  j["egress"] = n.egress.Text();
   if (!n.peer.empty()) j["peer"] = n.peer;
   if (!n.exposed.empty()) {
     json ports = json::array();
@@ -90,6 +91,14 @@ SandboxNetwork FromJson(const json& j, const AddressPool& pool) {
   if (j.contains("shared_guest"))
     n.shared_guest = Ipv4::Parse(j["shared_guest"].get<std::string>());
   n.peer = j.value("peer", std::string());
+  // Records from before egress rules: what they had, all.
+  if (auto egress = j.find("egress"); egress != j.end()) {
+    try {
+      n.egress = ParseEgress(egress->get<std::string>());
+    } catch (const Error& e) {
+      Fail(ErrorCode::kFailedPrecondition, "recorded egress: {}", e.what());
+    }
+  }
   if (auto ports = j.find("exposed"); ports != j.end()) {
     auto port_number = [](const json& p, const char* key) {
       const auto value = p.at(key).get<std::int64_t>();
@@ -186,7 +195,28 @@ void NetworkManager::ApplyFirewallLocked() {
   }
   FirewallPolicy policy{config_.pool, config_.outbound_nat, {}, config_.nat_allow};
   if (config_.outbound_nat) policy.host_subnets = HostConnectedSubnets();
+  // The egress table first: a new sandbox's restrictions exist before the
+  // main table lets its traffic through.
+  std::vector<EgressEntry> egress;
+  for (const auto& [id, n] : networks_) {
+    if (n.mode != LinkMode::kShared) egress.push_back({n.tap, n.egress});
+  }
+  egress_firewall_.Apply(egress);
   firewall_.Apply(policy, entries);
+}
+
+void CheckEgressForLink(LinkMode mode, const EgressPolicy& egress) {
+  if (mode == LinkMode::kShared && egress.mode != EgressMode::kAll) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "egress '{}' cannot be enforced on a shared bridge (network mode 'shared'): its owner's "
+         "rules apply",
+         EgressModeName(egress.mode));
+  }
+  if (mode != LinkMode::kTap && !egress.domains.empty()) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "egress allow-lists with domain names need the daemon's own DNS, which only VM "
+         "sandboxes on a TAP have; list addresses or CIDRs instead");
+  }
 }
 
 // TAP, its sysctls and dnsmasq, each made only if missing (so Reconcile can
@@ -215,13 +245,20 @@ void NetworkManager::BuildHostSide(const SandboxNetwork& n, NetworkReconcileRepo
   SetSysctl(fmt::format("net.ipv6.conf.{}.disable_ipv6", n.tap), "1");
   if (n.mode == LinkMode::kVeth) return;  // the container driver addresses the peer: no DHCP
   if (!DhcpServerRunning(DirOf(n.id))) {
-    StartDhcpServer({config_.dnsmasq_binary, n.tap, n.subnet, config_.dns_servers, DirOf(n.id)});
+    DhcpServerSpec dhcp{config_.dnsmasq_binary, n.tap,       n.subnet,
+                        config_.dns_servers,    DirOf(n.id), std::nullopt};
+    if (n.egress.mode == EgressMode::kAllow) {
+      dhcp.dns = DnsService{config_.dns_servers, n.egress.domains, EgressNftsetTarget(n.tap)};
+    }
+    StartDhcpServer(dhcp);
     if (report) report->restored.push_back("dnsmasq for " + n.tap);
   }
 }
 
 SandboxNetwork NetworkManager::Setup(const SandboxId& id,
-                                     const std::optional<DerivedSubnet>& derive, LinkMode mode) {
+                                     const std::optional<DerivedSubnet>& derive, LinkMode mode,
+                                     const EgressPolicy& egress) {
+  CheckEgressForLink(mode, egress);
   std::lock_guard lock(mutex_);
   if (networks_.count(id) || fs::exists(DirOf(id))) {
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
@@ -232,6 +269,7 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
       0,    22,
       mode, {}};
   if (mode == LinkMode::kVeth) network.peer = VethPeerNameFor(network.tap);
+  network.egress = egress;
   bool checked = false;  // past the checks: from here on, whatever is there is ours
   try {
     if (mode != LinkMode::kShared) {
@@ -481,6 +519,7 @@ void NetworkManager::TeardownAll() {
   for (const auto& [id, n] : networks_) ids.push_back(id);
   for (const auto& id : ids) TeardownLocked(id);
   firewall_.Remove();
+  egress_firewall_.Remove();
 }
 
 }  // namespace ephemera

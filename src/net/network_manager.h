@@ -16,10 +16,12 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/egress.h"
 #include "core/ipv4.h"
 #include "core/sandbox.h"
 #include "core/sandbox_id.h"
 #include "net/address_pool.h"
+#include "net/egress_firewall.h"
 #include "net/firewall.h"
 #include "net/port_forwarder.h"
 
@@ -46,6 +48,7 @@ struct SandboxNetwork {
   // name of its own (CreateContainerLink in net/veth.h).
   std::string peer;
   std::vector<ExposedPort> exposed;  // by guest port, ascending
+  EgressPolicy egress = {};          // kShared: always kAll (the bridge's owner rules it)
   Ipv4 guest() const { return shared_guest ? *shared_guest : subnet.guest(); }
 };
 
@@ -64,6 +67,11 @@ struct NetworkReconcileReport {
   // resolve; never made here.
   std::vector<SandboxId> lost;
 };
+
+// kFailedPrecondition when a link of `mode` cannot enforce `egress`: a
+// shared bridge takes only kAll (its owner's rules apply), and domain names
+// need the daemon's DNS, which only a TAP has.
+void CheckEgressForLink(LinkMode mode, const EgressPolicy& egress);
 
 // network.json, the record of one network (pure: exposed for tests).
 std::string NetworkRecordJson(const SandboxNetwork& network);
@@ -87,7 +95,7 @@ class SandboxNetworks {
     return {};
   }
   virtual SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
-                               LinkMode mode = LinkMode::kTap) = 0;
+                               LinkMode mode = LinkMode::kTap, const EgressPolicy& egress = {}) = 0;
   // kShared: the guest's address, learnt after it booted; opens the forward
   // and returns the host port.
   virtual std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) = 0;
@@ -122,11 +130,14 @@ class NetworkManager : public SandboxNetworks {
   // is known (SetGuestAddress); kVeth: the /30, rules and forward, no
   // device and no DHCP (the container driver makes the veth pair and
   // addresses it, CreateContainerLink in net/veth.h; the rules match the
-  // host end's name, so they apply once it appears).
+  // host end's name, so they apply once it appears). `egress` is enforced
+  // for every mode but kShared (which takes only kAll); an allow-list's
+  // domains need the daemon's DNS, so kTap alone (kFailedPrecondition
+  // otherwise).
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
+                       LinkMode mode = LinkMode::kTap, const EgressPolicy& egress = {}) override;
   // Open forwards and the host-side device's rx + tx byte counters.
   NetworkActivity Activity(const SandboxId& id) const override;
-  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive = {},
-                       LinkMode mode = LinkMode::kTap) override;
   std::uint16_t SetGuestAddress(const SandboxId& id, Ipv4 guest) override;
   // Removes every piece of it; unknown or half-made networks are fine.
   void Teardown(const SandboxId& id) override;
@@ -141,7 +152,7 @@ class NetworkManager : public SandboxNetworks {
   // veth network whose host end is absent is kept as it is
   // (NetworkReconcileReport::lost).
   NetworkReconcileReport Reconcile() override;
-  // Tears down every network and deletes the nftables table.
+  // Tears down every network and deletes the nftables tables.
   void TeardownAll();
 
   static std::string MacFor(const SandboxId& id);
@@ -157,6 +168,7 @@ class NetworkManager : public SandboxNetworks {
   NetworkConfig config_;
   AddressPool pool_;
   Firewall firewall_;
+  EgressFirewall egress_firewall_;
   std::unique_ptr<PortForwarder> forwarder_;
   mutable std::mutex mutex_;
   std::map<SandboxId, SandboxNetwork> networks_;

@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 
 namespace ephemera {
@@ -99,13 +101,17 @@ ALTER TABLE sandboxes ADD COLUMN ttl_left INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE sandboxes ADD COLUMN idle_timeout INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 10: egress rules (older sandboxes had what outbound NAT gave)
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT 'all';
+)sql",
 };
 
 constexpr char kColumns[] =
     "id, state, reason, image, image_sha256, memory_mib, vcpus, owner, token_sha256, tap, subnet, "
     "guest_ip, host_port, username, host_key_fingerprint, created_at, expires_at, kind, driver, "
     "mac, network, iso_path, run_id, machine, host_key, overhead_mib, name, paused_at, ttl_left, "
-    "idle_timeout";
+    "idle_timeout, egress";
 
 // What changes after a sandbox is recorded, bound in this order by
 // BindMutable (for both INSERT and UPDATE).
@@ -176,6 +182,13 @@ Sandbox ReadRow(const sqlite::Statement& row) {
   s.paused_at = row.OptionalInt(27);
   s.ttl_left_seconds = row.Int(28);
   s.spec.idle_timeout_seconds = row.Int(29);
+  try {
+    s.spec.egress = ParseEgress(row.Text(30));
+  } catch (const Error& e) {
+    // Only a hand-edited row gets here: the strictest reading of it.
+    spdlog::warn("sandbox {}: stored egress unreadable ({}): taken as none", s.id.str(), e.what());
+    s.spec.egress = EgressPolicy{EgressMode::kNone, {}, {}};
+  }
   return s;
 }
 
@@ -281,8 +294,8 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
   auto insert = db_.Prepare(
       fmt::format("INSERT INTO sandboxes (id, state, image, memory_mib, vcpus, owner, "
                   "token_sha256, created_at, kind, driver, run_id, machine, "
-                  "overhead_mib, name, idle_timeout, {}) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  "overhead_mib, name, idle_timeout, egress, {}) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   kMutableColumns));
   insert.Bind(1, s.id.str())
       .Bind(2, StateName(s.state))
@@ -298,8 +311,9 @@ void Store::Insert(const Sandbox& s, std::optional<std::size_t> limit,
       .Bind(12, s.spec.machine)
       .Bind(13, std::int64_t{s.overhead_mib})
       .Bind(14, s.name)
-      .Bind(15, s.spec.idle_timeout_seconds);
-  BindMutable(insert, 16, s);
+      .Bind(15, s.spec.idle_timeout_seconds)
+      .Bind(16, s.spec.egress.Text());
+  BindMutable(insert, 17, s);
   RunInsert(insert, "sandbox " + s.id.str());
   tx.Commit();
 }

@@ -25,7 +25,9 @@
 #include "core/netdev.h"
 #include "core/subprocess.h"
 #include "core/tracked_process.h"
+#include "core/unique_fd.h"
 #include "net/dhcp_server.h"
+#include "net/egress_firewall.h"
 #include "net/network_manager.h"
 #include "net/sysctl.h"
 #include "net/tap.h"
@@ -207,6 +209,153 @@ TEST_F(NetworkTest, ReconcileAfterACrashRestoresRecordedAndRemovesStray) {
   EXPECT_TRUE(IsTunTapDevice(n.tap));
   EXPECT_THAT(Output({"ss", "-Hulpn"}), HasSubstr("%" + n.tap + ":67"));
   EXPECT_THAT(Output({"nft", "list", "table", "inet", "ephemera"}), HasSubstr(n.tap));
+}
+
+// A DNS query for `name`'s A records to `server`:53 over UDP: the answer's
+// rcode and addresses (RFC 1035 wire format, names compressed or not).
+struct DnsAnswer {
+  int rcode = -1;
+  std::vector<std::string> addresses;
+};
+
+DnsAnswer QueryA(const std::string& server, const std::string& name) {
+  std::string query("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00", 12);
+  for (std::size_t start = 0; start <= name.size();) {
+    std::size_t end = std::min(name.find('.', start), name.size());
+    query += static_cast<char>(end - start);
+    query += name.substr(start, end - start);
+    start = end + 1;
+  }
+  query += std::string("\x00\x00\x01\x00\x01", 5);
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(53);
+  to.sin_addr.s_addr = htonl(Ipv4::Parse(server).value);
+  timeval timeout{3, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (::sendto(fd.get(), query.data(), query.size(), 0, reinterpret_cast<sockaddr*>(&to),
+               sizeof to) < 0) {
+    return {};
+  }
+  unsigned char reply[512];
+  const ssize_t n = ::recv(fd.get(), reply, sizeof reply, 0);
+  DnsAnswer answer;
+  if (n < 12) return answer;
+  answer.rcode = reply[3] & 0x0f;
+  const int count = reply[6] << 8 | reply[7];
+  std::size_t at = query.size();  // the question, echoed
+  auto skip_name = [&] {
+    while (at < static_cast<std::size_t>(n) && reply[at] != 0) {
+      if ((reply[at] & 0xc0) == 0xc0) {
+        at += 1;
+        break;
+      }
+      at += reply[at] + 1;
+    }
+    at += 1;
+  };
+  for (int i = 0; i < count && at + 10 < static_cast<std::size_t>(n); ++i) {
+    skip_name();
+    const int type = reply[at] << 8 | reply[at + 1];
+    const int length = reply[at + 8] << 8 | reply[at + 9];
+    at += 10;
+    if (type == 1 && length == 4 && at + 4 <= static_cast<std::size_t>(n)) {
+      answer.addresses.push_back(
+          fmt::format("{}.{}.{}.{}", reply[at], reply[at + 1], reply[at + 2], reply[at + 3]));
+    }
+    at += length;
+  }
+  return answer;
+}
+
+TEST_F(NetworkTest, AnAllowListsDnsServesItsDomainsAloneAndFillsItsSetForGood) {
+  // The upstream resolver: a dnsmasq on 198.51.100.1 that knows two names.
+  RunChecked({"ip", "link", "add", "upst0", "type", "veth", "peer", "name", "upst1"});
+  RunChecked({"ip", "addr", "add", "198.51.100.1/24", "dev", "upst0"});
+  RunChecked({"ip", "link", "set", "upst0", "up"});
+  RunChecked({"ip", "link", "set", "upst1", "up"});
+  test::TempDir upstream;
+  RunChecked({"dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--interface=upst0",
+              "--bind-interfaces", "--except-interface=lo", "--address=/example.test/203.0.113.10",
+              "--address=/other.test/203.0.113.11",
+              "--pid-file=" + (upstream.path() / "pid").string()});
+  struct Cleanup {
+    fs::path pidfile;
+    ~Cleanup() {
+      if (auto p = TrackedProcess::Find(pidfile, pidfile.parent_path())) p->Stop(2s);
+      RunProcess({"ip", "link", "del", "upst0"});
+    }
+  } cleanup{upstream.path() / "pid"};
+
+  NetworkConfig config = TestNetworkConfig();
+  config.dns_servers = {Ipv4::Parse("198.51.100.1")};
+  manager_ = std::make_unique<NetworkManager>(state_.path(), config);
+  SandboxNetwork allowed =
+      manager_->Setup(SandboxId::Generate(), {}, LinkMode::kTap,
+                      MakeEgressPolicy("allow", {"example.test", "192.0.2.0/24"}));
+  SandboxNetwork closed =
+      manager_->Setup(SandboxId::Generate(), {}, LinkMode::kTap, MakeEgressPolicy("none", {}));
+  // DNS on the allow-list's gateway only.
+  EXPECT_THAT(Output({"ss", "-Hulpn", "sport", "= :53"}),
+              HasSubstr(allowed.subnet.gateway().str()));
+  EXPECT_THAT(Output({"ss", "-Hulpn", "sport", "= :53"}),
+              Not(HasSubstr(closed.subnet.gateway().str())));
+
+  const std::string gateway = allowed.subnet.gateway().str();
+  DnsAnswer yes = QueryA(gateway, "www.example.test");
+  EXPECT_EQ(yes.rcode, 0);
+  EXPECT_THAT(yes.addresses, ::testing::ElementsAre("203.0.113.10"));
+  DnsAnswer no = QueryA(gateway, "other.test");
+  EXPECT_EQ(no.rcode, 3);  // NXDOMAIN: never asked upstream
+  EXPECT_TRUE(no.addresses.empty());
+
+  const std::string set_name = EgressDnsSet(allowed.tap);
+  auto learnt = [&] { return Output({"nft", "list", "set", "inet", "ephemera_egress", set_name}); };
+  EXPECT_THAT(learnt(), HasSubstr("203.0.113.10"));
+  EXPECT_THAT(learnt(), Not(HasSubstr("203.0.113.11")));
+  std::string table = Output({"nft", "list", "table", "inet", "ephemera_egress"});
+  EXPECT_THAT(table, HasSubstr("\"" + allowed.tap + "\" : jump allow_" + allowed.tap));
+  EXPECT_THAT(table, HasSubstr("\"" + closed.tap + "\" : drop"));
+  EXPECT_THAT(table, HasSubstr("192.0.2.0/24"));
+
+  // Another sandbox coming and going, and a restart, keep what was learnt.
+  manager_->Teardown(closed.id);
+  manager_.reset();
+  manager_ = std::make_unique<NetworkManager>(state_.path(), config);
+  manager_->Reconcile();
+  EXPECT_THAT(learnt(), HasSubstr("203.0.113.10"));
+  table = Output({"nft", "list", "table", "inet", "ephemera_egress"});
+  EXPECT_THAT(table, Not(HasSubstr(closed.tap)));
+  ASSERT_TRUE(manager_->Find(allowed.id));
+  EXPECT_EQ(manager_->Find(allowed.id)->egress.Text(), "allow 192.0.2.0/24 example.test");
+
+  manager_->Teardown(allowed.id);
+  table = Output({"nft", "list", "table", "inet", "ephemera_egress"});
+  EXPECT_THAT(table, Not(HasSubstr(allowed.tap)));
+  EXPECT_THAT(table, Not(HasSubstr("set ")));
+  manager_->TeardownAll();
+  EXPECT_FALSE(RunProcess({"nft", "list", "table", "inet", "ephemera_egress"}).ok());
+}
+
+TEST_F(NetworkTest, EgressThatTheLinkCannotEnforceIsRefusedBeforeAnythingIsMade) {
+  try {
+    manager_->Setup(SandboxId::Generate(), {}, LinkMode::kVeth,
+                    MakeEgressPolicy("allow", {"example.test"}));
+    ADD_FAILURE() << "a veth took an allow-list with a domain";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("domain names"));
+  }
+  try {
+    manager_->Setup(SandboxId::Generate(), {}, LinkMode::kShared, MakeEgressPolicy("none", {}));
+    ADD_FAILURE() << "a shared bridge took egress none";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition);
+    EXPECT_THAT(e.what(), HasSubstr("shared bridge"));
+  }
+  EXPECT_TRUE(manager_->List().empty());
+  EXPECT_TRUE(fs::is_empty(state_.path() / "net"));
 }
 
 TEST_F(NetworkTest, TeardownAllRemovesTheTable) {

@@ -481,6 +481,35 @@ TEST(RouterTest, InvalidUtf8InATargetGetsAnAnswerNotACrash) {
 namespace ephemera {
 namespace {
 
+TEST(WireTest, CreateRequestsTakeEgressAsAModeOrAnAllowList) {
+  EXPECT_FALSE(ParseCreateRequest("{}").egress);
+  EXPECT_EQ(ParseCreateRequest(R"({"egress": "none"})").egress->mode, EgressMode::kNone);
+  CreateRequest r = ParseCreateRequest(
+      R"({"egress": {"mode": "allow", "allow": ["example.test", "203.0.113.0/24"]}})");
+  ASSERT_TRUE(r.egress);
+  EXPECT_EQ(r.egress->Text(), "allow 203.0.113.0/24 example.test");
+  ExpectError([] { ParseCreateRequest(R"({"egress": "allow"})"); }, ErrorCode::kInvalidArgument,
+              "at least one entry");
+  ExpectError([] { ParseCreateRequest(R"({"egress": 3})"); }, ErrorCode::kInvalidArgument,
+              "'egress' must be");
+  ExpectError([] { ParseCreateRequest(R"({"egress": {"mode": "allow", "allow": "x.test"}})"); },
+              ErrorCode::kInvalidArgument, "'egress.allow' must be an array");
+  ExpectError([] { ParseCreateRequest(R"({"egress": {"mode": "allow", "allow": [7]}})"); },
+              ErrorCode::kInvalidArgument, "must hold strings");
+  ExpectError([] { ParseCreateRequest(R"({"egress": {"allow": ["x.test"]}})"); },
+              ErrorCode::kInvalidArgument, "'egress.mode'");
+  ExpectError([] { ParseCreateRequest(R"({"egress": {"mode": "all", "ports": [1]}})"); },
+              ErrorCode::kInvalidArgument, "unknown field 'ports'");
+  ExpectError([] { ParseCreateRequest(R"({"egress": {"mode": "allow", "allow": ["x"]}})"); },
+              ErrorCode::kInvalidArgument, "egress allow entry 'x'");
+
+  Sandbox s(SandboxId::Generate());
+  s.spec.egress = *r.egress;
+  nlohmann::json j = SandboxToJson(s, "h");
+  EXPECT_EQ(j["egress"]["mode"], "allow");
+  EXPECT_EQ(j["egress"]["allow"], nlohmann::json::array({"203.0.113.0/24", "example.test"}));
+}
+
 TEST(WireTest, CreateRequestsTakeAPairAndARunMachine) {
   CreateRequest r =
       ParseCreateRequest(R"({"kernel":"docker://r.example/k:1","rootfs":"docker://r.example/r:1",)"

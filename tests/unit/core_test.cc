@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "core/egress.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/random.h"
@@ -28,6 +29,41 @@ TEST(TextTest, EscapeForLogLeavesOneSafeLine) {
             "\\n[info] sandbox destroyed\\x1b[2J");
   EXPECT_EQ(EscapeForLog(std::string("\xff\x00", 2)), "\\xff\\x00");
   EXPECT_EQ(EscapeForLog("0123456789", 4), "...6789");
+}
+
+TEST(EgressPolicyTest, AllowListsTakeAddressesCidrsAndDomainsInACanonicalForm) {
+  EgressPolicy p = MakeEgressPolicy(
+      "allow", {"Example.TEST.", "10.1.0.0/16", "203.0.113.7", "example.test", "a-b.c9.org"});
+  EXPECT_EQ(p.mode, EgressMode::kAllow);
+  EXPECT_EQ(p.Text(), "allow 10.1.0.0/16 203.0.113.7/32 a-b.c9.org example.test");
+  EXPECT_EQ(ParseEgress(p.Text()), p);
+  EXPECT_EQ(ParseEgress("none").mode, EgressMode::kNone);
+  EXPECT_EQ(ParseEgress("all").mode, EgressMode::kAll);
+  EXPECT_TRUE(MakeEgressPolicy("all", {}).Entries().empty());
+}
+
+TEST(EgressPolicyTest, BadModesAndEntriesAreNamed) {
+  auto error_of = [](std::string_view mode, std::vector<std::string> allow) -> std::string {
+    try {
+      MakeEgressPolicy(mode, allow);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_THAT(error_of("some", {}), ::testing::HasSubstr("not one of none, all, allow"));
+  EXPECT_THAT(error_of("allow", {}), ::testing::HasSubstr("at least one entry"));
+  EXPECT_THAT(error_of("none", {"example.test"}), ::testing::HasSubstr("takes no allow-list"));
+  for (const char* bad : {"10.0.0.1/8", "300.1.1.1", "localhost", "-a.test", "a..test", "a_b.test",
+                          "*.example.test", "exa mple.test", "1.2.3.4/33", ""}) {
+    EXPECT_THAT(error_of("allow", {bad}), ::testing::HasSubstr("egress allow entry")) << bad;
+  }
+  EXPECT_THAT(error_of("allow", {std::string(64, 'a') + ".test"}),
+              ::testing::HasSubstr("egress allow entry"));
+  EXPECT_THAT(error_of("allow", std::vector<std::string>(kMaxEgressEntries + 1, "a.test")),
+              ::testing::HasSubstr("at most 64"));
+  EXPECT_THROW(ParseEgress(""), Error);
 }
 
 TEST(SandboxIdTest, GeneratedIdsAreValidDistinctUuid4) {

@@ -115,10 +115,11 @@ class FakeVms : public VmDriver {
 class FakeNetworks : public SandboxNetworks {
  public:
   std::uint16_t SetGuestAddress(const SandboxId&, Ipv4) override { return 10999; }
-  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive,
-                       LinkMode) override {
+  SandboxNetwork Setup(const SandboxId& id, const std::optional<DerivedSubnet>& derive, LinkMode,
+                       const EgressPolicy& egress = {}) override {
     std::lock_guard lock(mutex);
     last_derive = derive;
+    last_egress = egress;
     if (fail_setup) Fail(ErrorCode::kResourceExhausted, "fake: address pool exhausted");
     SandboxNetwork n{id,
                      "eph" + id.ShortName(),
@@ -177,6 +178,7 @@ class FakeNetworks : public SandboxNetworks {
   std::uint32_t next = 0;
   bool fail_setup = false;
   std::optional<DerivedSubnet> last_derive;
+  EgressPolicy last_egress;
 };
 
 class FakeProvisioner : public Provisioner {
@@ -205,6 +207,10 @@ class FakeProvisioner : public Provisioner {
     last_agent_socket = request.socket;
     last_agent_token = request.token;
     last_new_token = request.new_token;
+    last_agent_dns.clear();
+    if (request.network) {
+      for (const Ipv4& server : request.network->dns) last_agent_dns.push_back(server.str());
+    }
     ProvisionRequest as_ssh;
     as_ssh.host = request.host;
     return Run(as_ssh);
@@ -217,6 +223,7 @@ class FakeProvisioner : public Provisioner {
   std::filesystem::path last_agent_socket;
   std::string last_agent_token;
   std::string last_new_token;
+  std::vector<std::string> last_agent_dns;
   std::string refused_agent_token;
   std::atomic<int> running{0}, max_running{0};
   std::chrono::milliseconds delay{0};
@@ -321,6 +328,20 @@ TEST_F(TwoDriverEngineTest, EachKindGoesToItsDriver) {
   engine().Destroy(v.sandbox.id, std::nullopt);
   ExpectNothingLeft();
   EXPECT_TRUE(containers_.vms.empty());
+}
+
+TEST_F(TwoDriverEngineTest, AContainerTakesAddressesInItsAllowListButNoNames) {
+  options_.outbound_nat = true;
+  engine();  // the two-driver engine, which ExpectCreateFails then uses
+  CreateRequest named{.kind = SandboxKind::kContainer,
+                      .egress = MakeEgressPolicy("allow", {"example.test"})};
+  ExpectCreateFails(named, ErrorCode::kFailedPrecondition, "domain names");
+  CreateRequest addressed{.kind = SandboxKind::kContainer,
+                          .egress = MakeEgressPolicy("allow", {"203.0.113.0/24"})};
+  CreateResult c = engine().Create(addressed);
+  EXPECT_EQ(networks_.last_egress.Text(), "allow 203.0.113.0/24");
+  engine().Destroy(c.sandbox.id, std::nullopt);
+  ExpectNothingLeft();
 }
 
 TEST_F(TwoDriverEngineTest, AnOutOfMemoryKillIsRecorded) {
@@ -794,6 +815,40 @@ TEST_F(EngineTest, ReaperDestroysExpiredAndStoppedSandboxes) {
   EXPECT_TRUE(store_.Get(staying.sandbox.id));
   EXPECT_EQ(vms_.vms.size(), 1u);
   EXPECT_EQ(networks_.live.size(), 1u);
+}
+
+TEST_F(EngineTest, EgressDefaultsToWhatTheHostAllowsAndMoreNeedsOutboundNat) {
+  // Outbound NAT off: sandboxes reach nothing, and cannot ask for more.
+  CreateResult closed = engine().Create({});
+  EXPECT_EQ(closed.sandbox.spec.egress.mode, EgressMode::kNone);
+  EXPECT_EQ(networks_.last_egress.mode, EgressMode::kNone);
+  EXPECT_EQ(store_.Get(closed.sandbox.id)->spec.egress.mode, EgressMode::kNone);
+  engine().Destroy(closed.sandbox.id, std::nullopt);
+  ExpectCreateFails({.egress = MakeEgressPolicy("all", {})}, ErrorCode::kFailedPrecondition,
+                    "network.outbound_nat");
+  ExpectCreateFails({.egress = MakeEgressPolicy("allow", {"example.test"})},
+                    ErrorCode::kFailedPrecondition, "outbound NAT");
+}
+
+TEST_F(EngineTest, AnAllowListReachesTheNetworkTheStoreAndTheGuestsResolver) {
+  options_.outbound_nat = true;
+  options_.dns_servers = {Ipv4::Parse("1.1.1.1")};
+  MakeAgentImage(1);
+  vms_.secrets = true;
+  vms_.agent = true;
+  CreateResult open = engine().Create({.image = "agent"});
+  EXPECT_EQ(open.sandbox.spec.egress.mode, EgressMode::kAll);
+  EXPECT_THAT(provisioner_.last_agent_dns, ::testing::ElementsAre("1.1.1.1"));
+  const EgressPolicy allow = MakeEgressPolicy("allow", {"example.test", "203.0.113.0/24"});
+  CreateResult listed = engine().Create({.image = "agent", .egress = allow});
+  EXPECT_EQ(networks_.last_egress, allow);
+  EXPECT_EQ(store_.Get(listed.sandbox.id)->spec.egress, allow);
+  // Its names resolve through its gateway alone, which fills its set.
+  const SandboxNetwork net = *networks_.Find(listed.sandbox.id);
+  EXPECT_THAT(provisioner_.last_agent_dns, ::testing::ElementsAre(net.subnet.gateway().str()));
+  engine().Destroy(open.sandbox.id, std::nullopt);
+  engine().Destroy(listed.sandbox.id, std::nullopt);
+  ExpectNothingLeft();
 }
 
 TEST_F(EngineTest, TheIdleTimeoutReapsAnUnusedSandboxAndKeepsABusyOne) {

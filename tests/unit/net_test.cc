@@ -18,6 +18,7 @@
 #include "core/unique_fd.h"
 #include "net/address_pool.h"
 #include "net/dhcp_server.h"
+#include "net/egress_firewall.h"
 #include "net/firewall.h"
 #include "net/network_manager.h"
 #include "net/port_forwarder.h"
@@ -266,6 +267,96 @@ TEST(DnsmasqTest, ServesExactlyTheGuestOnItsTapWithoutDns) {
   EXPECT_THAT(args, Contains("--pid-file=/var/lib/ephemera/net/x/dnsmasq.pid"));
 }
 
+TEST(NetworkRecordTest, EgressIsRecordedAndOldRecordsHadAll) {
+  AddressPool pool(Ipv4Cidr::Parse("172.16.0.0/16"));
+  SandboxId id = SandboxId::Generate();
+  SandboxNetwork n{id, TapNameFor(id), pool.Allocate(id), NetworkManager::MacFor(id), 10001, 22};
+  n.egress = MakeEgressPolicy("allow", {"example.test", "203.0.113.0/24"});
+  std::string text = NetworkRecordJson(n);
+  EXPECT_EQ(ParseNetworkRecord(text, pool).egress, n.egress);
+  nlohmann::json j = nlohmann::json::parse(text);
+  j.erase("egress");
+  EXPECT_EQ(ParseNetworkRecord(j.dump(), pool).egress.mode, EgressMode::kAll);
+  j["egress"] = "allow nothing";
+  EXPECT_THROW(ParseNetworkRecord(j.dump(), pool), Error);
+}
+
+TEST(DnsmasqTest, AnAllowListGetsDnsOnTheGatewayForItsDomainsAlone) {
+  DhcpServerSpec spec{"dnsmasq",
+                      "eph1234abcd",
+                      Subnet30{5, Ipv4::Parse("172.16.0.20")},
+                      {Ipv4::Parse("1.1.1.1"), Ipv4::Parse("9.9.9.9")},
+                      "/var/lib/ephemera/net/x",
+                      DnsService{{Ipv4::Parse("1.1.1.1"), Ipv4::Parse("9.9.9.9")},
+                                 {"example.test", "b.example"},
+                                 EgressNftsetTarget("eph1234abcd")}};
+  auto args = BuildDnsmasqArgs(spec);
+  EXPECT_THAT(args, Contains("--port=53"));
+  EXPECT_THAT(args, ::testing::Not(Contains("--port=0")));
+  // The gateway is the guest's only resolver.
+  EXPECT_THAT(args, Contains("--dhcp-option=option:dns-server,172.16.0.21"));
+  EXPECT_THAT(args, Contains("--server=/example.test/1.1.1.1"));
+  EXPECT_THAT(args, Contains("--server=/b.example/9.9.9.9"));
+  EXPECT_THAT(args, Contains("--address=/#/"));  // anything else: NXDOMAIN
+  EXPECT_THAT(args,
+              Contains("--nftset=/example.test/b.example/4#inet#ephemera_egress#dns_eph1234abcd"));
+  EXPECT_THAT(args, Contains("--no-resolv"));
+  // Only CIDRs: DNS answers nothing, and fills no set.
+  spec.dns->domains.clear();
+  args = BuildDnsmasqArgs(spec);
+  EXPECT_THAT(args, Contains("--address=/#/"));
+  for (const std::string& a : args) {
+    EXPECT_EQ(a.rfind("--nftset", 0), std::string::npos) << a;
+    EXPECT_EQ(a.rfind("--server", 0), std::string::npos) << a;
+  }
+}
+
+TEST(EgressFirewallTest, ScriptRestrictsListedDevicesAndKeepsLearntAddresses) {
+  std::vector<EgressEntry> entries = {
+      {"ephaaaaaaaa", MakeEgressPolicy("allow", {"example.test", "203.0.113.0/24"})},
+      {"ephbbbbbbbb", MakeEgressPolicy("none", {})},
+      {"ephcccccccc", MakeEgressPolicy("all", {})},
+      {"ephr-x", MakeEgressPolicy("allow", {"198.51.100.7"})}};
+  std::string script = BuildEgressScript(entries, {"ephdddddddd", "ephaaaaaaaa"});
+  // The skeleton is made idempotently and runs after the main table.
+  EXPECT_THAT(script, HasSubstr("add table inet ephemera_egress\n"));
+  EXPECT_THAT(script, HasSubstr("priority filter - 5; policy accept;"));
+  EXPECT_THAT(script, HasSubstr("ct state established,related accept"));
+  EXPECT_THAT(script, HasSubstr("iifname vmap @by_device"));
+  // An allow-list: its networks refilled, its DNS set made but never flushed.
+  EXPECT_THAT(script,
+              HasSubstr("add set inet ephemera_egress dns_ephaaaaaaaa { type ipv4_addr; }"));
+  EXPECT_THAT(script, ::testing::Not(HasSubstr("flush set inet ephemera_egress dns_")));
+  EXPECT_THAT(script, HasSubstr("flush set inet ephemera_egress net_ephaaaaaaaa"));
+  EXPECT_THAT(script,
+              HasSubstr("add element inet ephemera_egress net_ephaaaaaaaa { 203.0.113.0/24 }"));
+  EXPECT_THAT(script, HasSubstr("add rule inet ephemera_egress allow_ephaaaaaaaa ip daddr "
+                                "@dns_ephaaaaaaaa accept"));
+  EXPECT_THAT(script, HasSubstr("add rule inet ephemera_egress allow_ephaaaaaaaa drop"));
+  // Names nft cannot take are spelt out.
+  EXPECT_THAT(script, HasSubstr("allow_ephrx2dx"));
+  EXPECT_THAT(script, HasSubstr("\"ephaaaaaaaa\" : jump allow_ephaaaaaaaa"));
+  EXPECT_THAT(script, HasSubstr("\"ephbbbbbbbb\" : drop"));
+  EXPECT_THAT(script, ::testing::Not(HasSubstr("ephcccccccc")));  // all: nothing to do
+  // What a gone device had is removed; one still restricted is kept.
+  EXPECT_THAT(script, HasSubstr("delete chain inet ephemera_egress allow_ephdddddddd"));
+  EXPECT_THAT(script, HasSubstr("delete set inet ephemera_egress dns_ephdddddddd"));
+  EXPECT_THAT(script, ::testing::Not(HasSubstr("delete set inet ephemera_egress dns_ephaaaaaaaa")));
+  EXPECT_LT(script.find("flush map"), script.find("delete chain"));
+  // Nothing restricted: the skeleton alone, with an empty map.
+  EXPECT_THAT(BuildEgressScript({}, {}), ::testing::Not(HasSubstr("add element")));
+}
+
+TEST(EgressFirewallTest, ListedDevicesAreReadBackFromTheTable) {
+  const std::string listing =
+      "table inet ephemera_egress {\n\tmap by_device {\n\t\ttype ifname : verdict\n\t}\n"
+      "\tset dns_ephaaaaaaaa {\n\t\ttype ipv4_addr\n\t}\n"
+      "\tset net_ephbbbbbbbb {\n\t\ttype ipv4_addr\n\t}\n"
+      "\tchain forward {\n\t}\n\tchain allow_ephaaaaaaaa {\n\t}\n}\n";
+  EXPECT_THAT(EgressDevicesListed(listing), ::testing::ElementsAre("ephaaaaaaaa", "ephbbbbbbbb"));
+  EXPECT_TRUE(EgressDevicesListed("").empty());
+}
+
 TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
   std::vector<FirewallEntry> entries = {{"ephaaaaaaaa", Subnet30{0, Ipv4::Parse("172.16.0.0")}},
                                         {"ephbbbbbbbb", Subnet30{1, Ipv4::Parse("172.16.0.4")}}};
@@ -280,6 +371,10 @@ TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
   auto input =
       off.substr(off.find("chain input"), off.find("chain forward") - off.find("chain input"));
   EXPECT_THAT(input, HasSubstr("iifname . ip saddr != @endpoints drop"));
+  // DNS to its own gateway (an allow-list's resolver), nothing else of the host.
+  EXPECT_THAT(
+      input,
+      HasSubstr("iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept"));
   EXPECT_LT(input.find("udp sport 68"), input.find("ip saddr != @endpoints"));  // DHCP from 0.0.0.0
   EXPECT_THAT(off, ::testing::Not(HasSubstr("nat_blocked")));
   FirewallPolicy nat{Ipv4Cidr::Parse("172.16.0.0/16"),

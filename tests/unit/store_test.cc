@@ -66,6 +66,29 @@ TEST_F(StoreTest, ReopeningKeepsDataAndDoesNotRemigrate) {
   EXPECT_EQ(again.Get(s.id)->image_sha256, s.image_sha256);
 }
 
+TEST_F(StoreTest, EgressRulesAreKeptAndAnUnreadableOneReadsAsNone) {
+  Sandbox s = MakeSandbox();
+  s.spec.egress = MakeEgressPolicy("allow", {"example.test", "203.0.113.0/24"});
+  Sandbox plain = MakeSandbox();
+  {
+    Store store(path_);
+    store.Insert(s);
+    store.Insert(plain);
+  }
+  {
+    Store store(path_);
+    EXPECT_EQ(store.Get(s.id)->spec.egress, s.spec.egress);
+    EXPECT_EQ(store.Get(plain.id)->spec.egress.mode, EgressMode::kAll);
+  }
+  {
+    sqlite::Database raw(path_);
+    raw.Exec("UPDATE sandboxes SET egress = 'allow ../x' WHERE id = '" + s.id.str() + "'");
+  }
+  Store store(path_);
+  EXPECT_EQ(store.Get(s.id)->spec.egress.mode, EgressMode::kNone);
+  EXPECT_EQ(store.List().size(), 2u);  // the row is still there and listed
+}
+
 TEST_F(StoreTest, NewerSchemaIsRefused) {
   { Store store(path_); }
   {
