@@ -262,6 +262,11 @@ CreateResult Engine::Create(const CreateRequest& request) {
 CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool slot_held) {
   std::string driver_name;
   VmDriver& driver = DriverFor(v.spec.kind, &driver_name);
+  // A shared bridge's traffic is its owner's to rule: ephemera enforces
+  // nothing there, and says so (all) unless asked for more.
+  if (!request.egress && driver.link_mode() == LinkMode::kShared) {
+    v.spec.egress = EgressPolicy{EgressMode::kAll, {}, {}};
+  }
   CheckEgressForLink(driver.link_mode(), v.spec.egress);  // before anything is recorded
   CheckFreeDisk();
   auto t0 = Clock::now();

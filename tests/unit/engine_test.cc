@@ -65,6 +65,9 @@ class FakeVms : public VmDriver {
     return info;
   }
   LinkMode link_mode() const override { return mode; }
+  Ipv4 WaitForAddress(const SandboxId&, std::chrono::milliseconds) override {
+    return Ipv4::Parse("192.168.123.5");  // kShared: what the bridge's DHCP gave
+  }
   void OnOutOfMemory(OutOfMemoryListener listener) override { out_of_memory = std::move(listener); }
   VmInfo Start(const VmSpec& spec) override {
     std::lock_guard lock(mutex);
@@ -828,6 +831,14 @@ TEST_F(EngineTest, EgressDefaultsToWhatTheHostAllowsAndMoreNeedsOutboundNat) {
                     "network.outbound_nat");
   ExpectCreateFails({.egress = MakeEgressPolicy("allow", {"example.test"})},
                     ErrorCode::kFailedPrecondition, "outbound NAT");
+  // A shared bridge (libvirt's network) rules its own traffic: all, as
+  // far as ephemera goes, and nothing else can be asked.
+  vms_.mode = LinkMode::kShared;
+  CreateResult shared = engine().Create({});
+  EXPECT_EQ(shared.sandbox.spec.egress.mode, EgressMode::kAll);
+  engine().Destroy(shared.sandbox.id, std::nullopt);
+  ExpectCreateFails({.egress = MakeEgressPolicy("none", {})}, ErrorCode::kFailedPrecondition,
+                    "shared bridge");
 }
 
 TEST_F(EngineTest, AnAllowListReachesTheNetworkTheStoreAndTheGuestsResolver) {
