@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "cli/parse.h"
+#include "client/parse.h"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -35,7 +35,7 @@ struct Tally {
 };
 
 template <typename Stream>
-void Loop(Stream& stream, const ephemera::cli::ServerUrl& target, const std::string& token,
+void Loop(Stream& stream, const ephemera::client::ServerUrl& target, const std::string& token,
           Clock::time_point end, Tally& tally) {
   http::request<http::empty_body> request{http::verb::get, "/v1/status", 11};
   request.set(http::field::host, target.authority());
@@ -60,8 +60,8 @@ void Loop(Stream& stream, const ephemera::cli::ServerUrl& target, const std::str
   tally.failures += failures;
 }
 
-void Client(const ephemera::cli::ServerUrl& target, const std::string& token, Clock::time_point end,
-            Tally& tally) {
+void Client(const ephemera::client::ServerUrl& target, const std::string& token,
+            Clock::time_point end, Tally& tally) {
   try {
     asio::io_context io;
     asio::ip::tcp::resolver resolver(io);
@@ -92,9 +92,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: api_bench URL [--token T] [--connections N] [--seconds S]\n");
     return 2;
   }
-  ephemera::cli::ServerUrl target;
+  ephemera::client::ServerUrl target;
   try {
-    target = ephemera::cli::ParseServerUrl(argv[1]);
+    target = ephemera::client::ParseServerUrl(argv[1]);
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "api_bench: %s\n", e.what());
     return 2;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/api_client.h"
+#include "cli/transport.h"
 
 namespace ephemera::cli {
 
@@ -32,16 +32,5 @@ int RunExec(const ClientMaker& make_client, const Headers& token, const std::str
 
 // "ID:PATH" split; false when `text` names a local path.
 bool SplitGuestPath(const std::string& text, std::string& id, std::string& path);
-
-// Copies between this host (a file; "-" for stdout when reading) and a
-// guest path. A guest folder comes as a tar; `tar` sends a local tar to be
-// unpacked into the guest folder. A local file is written whole or not at all.
-void CopyFromGuest(ApiClient& client, const Headers& token, const std::string& id,
-                   const std::string& guest_path, const std::string& local);
-void CopyToGuest(ApiClient& client, const Headers& token, const std::string& local,
-                 const std::string& id, const std::string& guest_path, bool tar);
-
-// Percent-encodes text for one path segment or query value.
-std::string PathSegment(const std::string& text);
 
 }  // namespace ephemera::cli

@@ -10,14 +10,12 @@
 #include <fstream>
 #include <iostream>
 
-#include "cli/api_client.h"
 #include "cli/guest_commands.h"
 #include "cli/inventory.h"
-#include "cli/parse.h"
 #include "cli/progress.h"
 #include "cli/remembered.h"
 #include "cli/sandbox_access.h"
-#include "cli/servers.h"
+#include "cli/transport.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
 #include "cli/remembered.h"
 
-#include "cli/private_file.h"
+#include "cli/transport.h"
 
 namespace ephemera::cli {
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/private_file.h"
+#include "cli/transport.h"
 
 namespace ephemera::cli {
 

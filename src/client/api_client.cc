@@ -1,4 +1,4 @@
-#include "cli/api_client.h"
+#include "client/api_client.h"
 
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -12,10 +12,10 @@
 #include <cstdio>
 #include <limits>
 
-#include "cli/servers.h"
+#include "client/servers.h"
 #include "core/asio_step.h"
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -419,4 +419,4 @@ nlohmann::json ApiClient::Perform(Message& request, const LineFn& on_line, const
   return json;
 }
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

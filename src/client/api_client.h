@@ -1,4 +1,5 @@
-// The CLI's HTTP client for the daemon's /v1 API: on the local unix socket,
+// libephemera-client's HTTP client for the daemon's /v1 API (the `ephemera`
+// command's too): on the local unix socket,
 // or on a remote server over http:// or https://. Over https the server's
 // certificate must match the one pinned for it in servers.json (recorded on
 // first contact) or the one demanded with --pin; the check happens during
@@ -18,21 +19,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/parse.h"
-#include "cli/private_file.h"
+#include "client/parse.h"
+#include "client/private_file.h"
+#include "ephemera/client_error.h"
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 // A failed request: the server's message (or why it could not be reached).
-class ApiError : public std::runtime_error {
- public:
-  ApiError(unsigned status, const std::string& message)
-      : std::runtime_error(message), status_(status) {}
-  unsigned status() const { return status_; }  // 0 when the daemon could not be reached
-
- private:
-  unsigned status_;
-};
+using ApiError = Error;
 
 // The server's certificate is not the pinned or demanded one; nothing was sent.
 class CertificateRejected : public ApiError {
@@ -104,4 +98,4 @@ class ApiClient {
   bool token_remembered_ = false;
 };
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

@@ -1,18 +1,20 @@
 #include "ephemera/client.h"
 
-#include "cli/guest_commands.h"
+#include "client/api_client.h"
+#include "client/parse.h"
+#include "client/transfer.h"
 #include "core/base64.h"
 
 namespace ephemera::client {
 
-using cli::ClientOptions;
-using cli::CopyFromGuest;
-using cli::CopyToGuest;
-using cli::Headers;
-using cli::NormalizeFingerprint;
-using cli::ParseServerUrl;
-using cli::PathSegment;
 using nlohmann::json;
+
+// The transport, kept out of the public header.
+class Client::Transport {
+ public:
+  explicit Transport(ClientOptions options) : api(std::move(options)) {}
+  ApiClient api;
+};
 
 namespace {
 
@@ -48,34 +50,38 @@ std::string SandboxPath(const std::string& id) { return "/v1/sandboxes/" + PathS
 
 }  // namespace
 
-Client::Client(Options options) : api_(ToClientOptions(options)) {}
+Client::Client(Options options)
+    : transport_(std::make_unique<Transport>(ToClientOptions(options))) {}
+
+Client::~Client() = default;
 
 Sandbox Client::Create(const json& request) {
-  return ToSandbox(api_.Request("POST", "/v1/sandboxes", request.dump()));
+  return ToSandbox(transport_->api.Request("POST", "/v1/sandboxes", request.dump()));
 }
 
 std::vector<Sandbox> Client::List() {
   std::vector<Sandbox> list;
   for (const json& record :
-       api_.Request("GET", "/v1/sandboxes").value("sandboxes", json::array())) {
+       transport_->api.Request("GET", "/v1/sandboxes").value("sandboxes", json::array())) {
     list.push_back(ToSandbox(record));
   }
   return list;
 }
 
 Sandbox Client::Show(const std::string& id) {
-  return ToSandbox(api_.Request("GET", SandboxPath(id)));
+  return ToSandbox(transport_->api.Request("GET", SandboxPath(id)));
 }
 
 void Client::Destroy(const std::string& id, const std::string& token) {
-  api_.Request("DELETE", SandboxPath(id), "", TokenHeader(token));
+  transport_->api.Request("DELETE", SandboxPath(id), "", TokenHeader(token));
 }
 
 Sandbox Client::Extend(const std::string& id, std::optional<long long> ttl_seconds,
                        const std::string& token) {
   json body = json::object();
   if (ttl_seconds) body["ttl_seconds"] = *ttl_seconds;
-  return ToSandbox(api_.Request("PATCH", SandboxPath(id), body.dump(), TokenHeader(token)));
+  return ToSandbox(
+      transport_->api.Request("PATCH", SandboxPath(id), body.dump(), TokenHeader(token)));
 }
 
 ExecResult Client::Exec(const std::string& id, const std::vector<std::string>& argv,
@@ -87,40 +93,43 @@ ExecResult Client::Exec(const std::string& id, const std::vector<std::string>& a
   if (options.stdin_data) body["stdin"] = *options.stdin_data;
   if (options.timeout_seconds > 0) body["timeout_seconds"] = options.timeout_seconds;
   ExecResult result;
-  api_.Request("POST", SandboxPath(id) + "/exec", body.dump(), TokenHeader(options.token),
-               [&](std::string_view line) {
-                 json event = json::parse(line, nullptr, false);
-                 if (!event.is_object()) return;
-                 for (const char* name : {"stdout", "stderr"}) {
-                   if (!event.contains(name) || !event[name].is_string()) continue;
-                   std::optional<std::string> bytes = Base64Decode(event[name].get<std::string>());
-                   if (!bytes) throw Error(0, "the daemon sent output that is not base64");
-                   const bool out = name[3] == 'o';
-                   const auto& callback = out ? options.on_stdout : options.on_stderr;
-                   if (callback) {
-                     callback(*bytes);
-                   } else {
-                     (out ? result.out : result.err) += *bytes;
-                   }
-                 }
-                 if (event.contains("exit") && event["exit"].is_object()) {
-                   const json& exit = event["exit"];
-                   if (exit.contains("code")) result.exit_code = exit["code"].get<int>();
-                   if (exit.contains("signal")) result.signal = exit["signal"].get<int>();
-                   result.timed_out = exit.value("timed_out", false);
-                 }
-               });
+  transport_->api.Request("POST", SandboxPath(id) + "/exec", body.dump(),
+                          TokenHeader(options.token), [&](std::string_view line) {
+                            json event = json::parse(line, nullptr, false);
+                            if (!event.is_object()) return;
+                            for (const char* name : {"stdout", "stderr"}) {
+                              if (!event.contains(name) || !event[name].is_string()) continue;
+                              std::optional<std::string> bytes =
+                                  Base64Decode(event[name].get<std::string>());
+                              if (!bytes)
+                                throw Error(0, "the daemon sent output that is not base64");
+                              const bool out = name[3] == 'o';
+                              const auto& callback = out ? options.on_stdout : options.on_stderr;
+                              if (callback) {
+                                callback(*bytes);
+                              } else {
+                                (out ? result.out : result.err) += *bytes;
+                              }
+                            }
+                            if (event.contains("exit") && event["exit"].is_object()) {
+                              const json& exit = event["exit"];
+                              if (exit.contains("code")) result.exit_code = exit["code"].get<int>();
+                              if (exit.contains("signal"))
+                                result.signal = exit["signal"].get<int>();
+                              result.timed_out = exit.value("timed_out", false);
+                            }
+                          });
   return result;
 }
 
 void Client::Upload(const std::string& id, const std::filesystem::path& local,
                     const std::string& guest_path, const std::string& token) {
-  CopyToGuest(api_, TokenHeader(token), local.string(), id, guest_path, false);
+  CopyToGuest(transport_->api, TokenHeader(token), local.string(), id, guest_path, false);
 }
 
 void Client::Download(const std::string& id, const std::string& guest_path,
                       const std::filesystem::path& local, const std::string& token) {
-  CopyFromGuest(api_, TokenHeader(token), id, guest_path, local.string());
+  CopyFromGuest(transport_->api, TokenHeader(token), id, guest_path, local.string());
 }
 
 }  // namespace ephemera::client

@@ -1,4 +1,4 @@
-#include "cli/parse.h"
+#include "client/parse.h"
 
 #include <arpa/inet.h>
 
@@ -7,7 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 namespace {
 
@@ -189,4 +189,4 @@ std::string Hex(const unsigned char* data, std::size_t size) {
   return out;
 }
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

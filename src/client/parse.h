@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 // An ephemerad API server: http://HOST[:PORT] or https://HOST[:PORT].
 struct ServerUrl {
@@ -34,4 +34,4 @@ std::string NormalizeFingerprint(std::string_view text);
 // Lower-case hex of bytes.
 std::string Hex(const unsigned char* data, std::size_t size);
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

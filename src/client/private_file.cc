@@ -1,4 +1,4 @@
-#include "cli/private_file.h"
+#include "client/private_file.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -11,7 +11,7 @@
 #include <random>
 #include <stdexcept>
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 namespace fs = std::filesystem;
 
@@ -115,4 +115,4 @@ void WritePrivateFile(const fs::path& file, const std::string& text) {
   }
 }
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

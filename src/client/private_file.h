@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 std::filesystem::path ConfigDir();  // $XDG_CONFIG_HOME/ephemera or ~/.config/ephemera
 
@@ -30,4 +30,4 @@ std::optional<std::string> ReadPrivateFile(const std::filesystem::path& file);
 // Replaces the file atomically with `text`, mode 0600 from the start.
 void WritePrivateFile(const std::filesystem::path& file, const std::string& text);
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

@@ -1,13 +1,13 @@
-#include "cli/servers.h"
+#include "client/servers.h"
 
 #include <ctime>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
-#include "cli/parse.h"
+#include "client/parse.h"
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -126,4 +126,4 @@ bool ServerStore::Forget(const std::string& server) {
   return true;
 }
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

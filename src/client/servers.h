@@ -17,9 +17,9 @@
 #include <optional>
 #include <string>
 
-#include "cli/private_file.h"
+#include "client/private_file.h"
 
-namespace ephemera::cli {
+namespace ephemera::client {
 
 struct ServerEntry {
   std::optional<std::string> certificate_sha256;  // 64 lower-case hex digits
@@ -50,4 +50,4 @@ class ServerStore {
   std::filesystem::path file_;
 };
 
-}  // namespace ephemera::cli
+}  // namespace ephemera::client

@@ -16,9 +16,7 @@
 #include <mutex>
 #include <thread>
 
-#include "cli/api_client.h"
-#include "cli/parse.h"
-#include "cli/servers.h"
+#include "cli/transport.h"
 #include "unit/test_files.h"
 
 namespace ephemera::cli {

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "api/http_server.h"
-#include "cli/api_client.h"
 #include "cli/progress.h"
+#include "client/api_client.h"
 #include "core/fs.h"
 #include "unit/test_files.h"
 
@@ -44,7 +44,7 @@ TEST(StreamingTest, LinesArriveWhileTheHandlerWorksAndTheLastIsTheAnswer) {
         }
         return JsonAnswer(R"({"done":true})");
       }));
-  cli::ApiClient client(socket);
+  client::ApiClient client(socket);
   std::vector<std::string> lines;
   nlohmann::json answer = client.Request("POST", "/stream", "", {}, [&](std::string_view line) {
     lines.emplace_back(line);
@@ -62,7 +62,7 @@ TEST(StreamingTest, LinesArriveWhileTheHandlerWorksAndTheLastIsTheAnswer) {
       if (line.find("\"n\":1") != std::string_view::npos) again.set_value();
     });
     ADD_FAILURE() << "no error";
-  } catch (const cli::ApiError& e) {
+  } catch (const client::ApiError& e) {
     EXPECT_STREQ(e.what(), "gone");
   }
   // A handler that never sends answers as usual, to a streaming reader too.

@@ -1,5 +1,5 @@
-// libephemera-client: ephemerad's /v1 API for C++ programs, on the same
-// transport as the `ephemera` command (cli/api_client.h): the local unix socket, or a remote
+// libephemera-client: ephemerad's /v1 API for C++ programs (and the
+// transport the `ephemera` command is built on): the local unix socket, or a remote
 // server over https:// (its certificate pinned on first contact, or given)
 // or http://, with an access token.
 //
@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,11 +24,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/api_client.h"
+#include "client/api_client.h"
 
 namespace ephemera::client {
-
-using Error = cli::ApiError;
 
 struct Options {
   std::filesystem::path socket = "/run/ephemera/ephemera.sock";  // without a server
@@ -69,6 +68,9 @@ struct ExecResult {
 class Client {
  public:
   explicit Client(Options options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
 
   // POST /v1/sandboxes with `request` ({"image", "memory_mib", "ttl_seconds", ...}).
   Sandbox Create(const nlohmann::json& request = nlohmann::json::object());
@@ -87,7 +89,8 @@ class Client {
                 const std::filesystem::path& local, const std::string& token = "");
 
  private:
-  cli::ApiClient api_;
+  class Transport;
+  std::unique_ptr<Transport> transport_;
 };
 
 }  // namespace ephemera::client
