@@ -53,15 +53,6 @@ std::optional<std::pair<int, int>> TerminalSize() {
   return std::pair<int, int>{size.ws_row, size.ws_col};
 }
 
-void WriteAll(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw ApiError(0, std::string("cannot write the output: ") + std::strerror(errno));
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
 // Feeds this process's stdin to the program, and its terminal's size when
 // it changes, until stdin ends or `stop`.
 void FeedInput(ApiClient client, Headers token, std::string base, bool tty,
@@ -139,7 +130,7 @@ int RunExec(const ClientMaker& make_client, const Headers& token, const std::str
            {std::pair{"stdout", STDOUT_FILENO}, {"stderr", STDERR_FILENO}}) {
         if (event.contains(name) && event[name].is_string()) {
           std::optional<std::string> bytes = Base64Decode(event[name].get<std::string>());
-          if (bytes) WriteAll(fd, *bytes);
+          if (bytes) WriteAll(fd, *bytes, "the output");
         }
       }
       if (event.contains("exit")) end = event["exit"];

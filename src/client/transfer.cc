@@ -11,18 +11,16 @@
 
 namespace ephemera::client {
 
-namespace {
-
-void WriteAll(int fd, std::string_view bytes) {
+void WriteAll(int fd, std::string_view bytes, std::string_view what) {
   while (!bytes.empty()) {
     ssize_t n = ::write(fd, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw ApiError(0, std::string("cannot write: ") + std::strerror(errno));
+    if (n <= 0) {
+      throw ApiError(0, "cannot write " + std::string(what) + ": " + std::strerror(errno));
+    }
     bytes.remove_prefix(static_cast<std::size_t>(n));
   }
 }
-
-}  // namespace
 
 std::string PathSegment(const std::string& text) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
@@ -47,7 +45,7 @@ void CopyFromGuest(ApiClient& client, const Headers& token, const std::string& i
   try {
     client.Download(
         "/v1/sandboxes/" + PathSegment(id) + "/files?path=" + PathSegment(guest_path),
-        [&](std::string_view bytes) { WriteAll(fd, bytes); }, token);
+        [&](std::string_view bytes) { WriteAll(fd, bytes, local); }, token);
   } catch (...) {
     if (!to_stdout) {
       ::close(fd);

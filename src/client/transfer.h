@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "client/api_client.h"
 
@@ -16,6 +17,9 @@ void CopyFromGuest(ApiClient& client, const Headers& token, const std::string& i
                    const std::string& guest_path, const std::string& local);
 void CopyToGuest(ApiClient& client, const Headers& token, const std::string& local,
                  const std::string& id, const std::string& guest_path, bool tar);
+
+// Writes all of `bytes` to `fd`; ApiError naming `what` when it cannot.
+void WriteAll(int fd, std::string_view bytes, std::string_view what);
 
 // Percent-encodes text for one path segment or query value.
 std::string PathSegment(const std::string& text);
