@@ -86,17 +86,46 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, Request& 
                   const ClientOptions& options, const std::string& where, const LineFn& on_line,
                   const DataFn& on_data) {
   const Timeouts& t = options.timeouts;
-  beast::error_code ec = RunStep(
+  auto failed = [&](beast::error_code ec, std::chrono::milliseconds timeout) {
+    return ApiError(
+        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, timeout));
+  };
+  beast::flat_buffer buffer;
+  http::serializer<true, typename Request::body_type, typename Request::fields_type> serializer{
+      request};
+  beast::error_code ec;
+  if (beast::iequals(request[http::field::expect], "100-continue")) {
+    // The header alone first: a server that refuses the request (too large,
+    // no such sandbox) says so before any of the body is sent, and its
+    // answer is what the caller sees, not a broken pipe.
+    ec = RunStep(
+        io, t.write,
+        [&](auto done) {
+          http::async_write_header(stream, serializer,
+                                   [done](beast::error_code e, std::size_t) mutable { done(e); });
+        },
+        cancel);
+    if (ec) throw failed(ec, t.write);
+    http::response_parser<http::string_body> interim;
+    interim.body_limit(options.max_response_body);
+    ec = RunStep(
+        io, t.response,
+        [&](auto done) {
+          http::async_read(stream, buffer, interim,
+                           [done](beast::error_code e, std::size_t) mutable { done(e); });
+        },
+        cancel);
+    if (ec) throw failed(ec, t.response);
+    if (interim.get().result() != http::status::continue_) return interim.release();
+  }
+  ec = RunStep(
       io, t.write,
       [&](auto done) {
-        http::async_write(stream, request,
+        http::async_write(stream, serializer,
                           [done](beast::error_code e, std::size_t) mutable { done(e); });
       },
       cancel);
-  if (ec)
-    throw ApiError(
-        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.write));
-  beast::flat_buffer buffer;
+  if (ec) throw failed(ec, t.write);
   http::response_parser<http::string_body> parser;
   if (!on_line && !on_data) {
     parser.body_limit(options.max_response_body);
@@ -258,6 +287,7 @@ nlohmann::json ApiClient::Upload(const std::string& method, const std::string& t
   beast::error_code ec;
   request.body().open(file.c_str(), beast::file_mode::scan, ec);
   if (ec) throw ApiError(0, "cannot read " + file.string() + ": " + ec.message());
+  request.set(http::field::expect, "100-continue");
   request.prepare_payload();
   return Perform(request, {}, {});
 }

@@ -54,6 +54,8 @@ Client::Client(Options options)
     : transport_(std::make_unique<Transport>(ToClientOptions(options))) {}
 
 Client::~Client() = default;
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
 
 Sandbox Client::Create(const json& request) {
   return ToSandbox(transport_->api.Request("POST", "/v1/sandboxes", request.dump()));

@@ -130,10 +130,10 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
          v.spec.idle_timeout_seconds, options_.max_ttl.count());
   }
   v.spec.egress = request.egress.value_or(DefaultEgress());
-  if (v.spec.egress.mode != EgressMode::kNone && !options_.outbound_nat) {
+  if (!v.spec.egress.domains.empty() && options_.dns_servers.empty()) {
     Fail(ErrorCode::kFailedPrecondition,
-         "egress '{}' needs outbound NAT, which this host has off (network.outbound_nat)",
-         EgressModeName(v.spec.egress.mode));
+         "egress allow-lists with domain names need an upstream resolver, and this host lists "
+         "none (network.dns_servers)");
   }
   if (request.run_id.has_value() != request.machine.has_value()) {
     Fail(ErrorCode::kInvalidArgument, "'run_id' and 'name' go together");
@@ -266,6 +266,12 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
   // nothing there, and says so (all) unless asked for more.
   if (!request.egress && driver.link_mode() == LinkMode::kShared) {
     v.spec.egress = EgressPolicy{EgressMode::kAll, {}, {}};
+  }
+  if (driver.link_mode() != LinkMode::kShared && v.spec.egress.mode != EgressMode::kNone &&
+      !options_.outbound_nat) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "egress '{}' needs outbound NAT, which this host has off (network.outbound_nat)",
+         EgressModeName(v.spec.egress.mode));
   }
   CheckEgressForLink(driver.link_mode(), v.spec.egress);  // before anything is recorded
   CheckFreeDisk();

@@ -18,11 +18,10 @@ using std::chrono::milliseconds;
 
 std::optional<CreateResult> Engine::TakeFromPool(const CreateRequest& request, const Validated& v) {
   // What a member cannot carry: another kind, a pipeline's derived address,
-  // the client's own keys (installed at provisioning), egress rules of its
-  // own (its network is made with the default's).
+  // the client's own keys (installed at provisioning), egress asked for by
+  // name (a member's network has what a create naming none gets).
   if (v.spec.kind != SandboxKind::kVm || !v.spec.run_id.empty() ||
-      !request.authorized_keys.empty() || request.owner == kPoolOwner ||
-      !(v.spec.egress == DefaultEgress())) {
+      !request.authorized_keys.empty() || request.owner == kPoolOwner || request.egress) {
     return std::nullopt;
   }
   Pool* pool = nullptr;

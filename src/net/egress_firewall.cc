@@ -11,17 +11,22 @@ namespace ephemera {
 
 namespace {
 
-// Interface names may hold characters nft names may not; device names are
-// unique, and so are these.
+// Interface names may hold characters nft names may not: each such one,
+// and '_' itself, becomes '_' and two hex digits, so distinct devices keep
+// distinct names.
 std::string NameSuffix(const std::string& device) {
   std::string out;
   for (char c : device) {
-    const bool plain =
-        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-    out += plain ? std::string(1, c) : fmt::format("x{:02x}", static_cast<unsigned char>(c));
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    out += plain ? std::string(1, c) : fmt::format("_{:02x}", static_cast<unsigned char>(c));
   }
   return out;
 }
+
+// A guest walking wildcard names cannot grow it without bound: answers
+// beyond this many addresses are not added (dnsmasq logs it), so those
+// names stay closed.
+constexpr std::string_view kDnsSetSpec = "{ type ipv4_addr; size 65536; }";
 
 std::string ChainName(const std::string& device) { return "allow_" + NameSuffix(device); }
 std::string NetworkSet(const std::string& device) { return "net_" + NameSuffix(device); }
@@ -85,8 +90,8 @@ std::string BuildEgressScript(const std::vector<EgressEntry>& entries,
         "add chain {0} allow_{1}\nflush chain {0} allow_{1}\ndelete chain {0} allow_{1}\n"
         "add set {0} net_{1} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
         "delete set {0} net_{1}\n"
-        "add set {0} dns_{1} {{ type ipv4_addr; }}\ndelete set {0} dns_{1}\n",
-        table, suffix);
+        "add set {0} dns_{1} {2}\ndelete set {0} dns_{1}\n",
+        table, suffix, kDnsSetSpec);
   }
   std::string verdicts;
   for (const EgressEntry& e : entries) {
@@ -96,10 +101,10 @@ std::string BuildEgressScript(const std::vector<EgressEntry>& entries,
       const std::string chain = ChainName(e.device), nets = NetworkSet(e.device),
                         dns = EgressDnsSet(e.device);
       script += fmt::format(
-          "add set {0} {1} {{ type ipv4_addr; }}\n"
+          "add set {0} {1} {3}\n"
           "add set {0} {2} {{ type ipv4_addr; flags interval; auto-merge; }}\n"
           "flush set {0} {2}\n",
-          table, dns, nets);
+          table, dns, nets, kDnsSetSpec);
       if (!e.policy.networks.empty()) {
         std::string list;
         for (const Ipv4Cidr& c : e.policy.networks) list += (list.empty() ? "" : ", ") + c.str();
@@ -122,8 +127,21 @@ std::string BuildEgressScript(const std::vector<EgressEntry>& entries,
 }
 
 void EgressFirewall::Apply(const std::vector<EgressEntry>& entries) {
-  std::vector<std::string> stale = EgressDevicesListed(List());
-  nft_.Run(BuildEgressScript(entries, stale), kWhat);
+  // Terse: the names are what matters, not the addresses learnt.
+  std::string listing;
+  try {
+    listing = nft_.Run(fmt::format("list table inet {}", kTable), kWhat, /*terse=*/true);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInternal) throw;  // absent: nothing stale
+  }
+  nft_.Run(BuildEgressScript(entries, EgressDevicesListed(listing)), kWhat);
+}
+
+void EgressFirewall::ForgetLearnt(const std::string& device) {
+  const std::string set = EgressDnsSet(device);
+  nft_.Run(fmt::format("add table inet {0}\nadd set inet {0} {1} {2}\nflush set inet {0} {1}\n",
+                       kTable, set, kDnsSetSpec),
+           kWhat);
 }
 
 void EgressFirewall::Remove() {

@@ -40,6 +40,9 @@ std::string BuildEgressScript(const std::vector<EgressEntry>& entries,
 class EgressFirewall {
  public:
   void Apply(const std::vector<EgressEntry>& entries);
+  // Empties what `device`'s DNS set learnt: a device name can come back (a
+  // pipeline's rerun), and must not inherit the previous sandbox's.
+  void ForgetLearnt(const std::string& device);
   void Remove();  // the whole table; absent is fine
   std::string List();
 

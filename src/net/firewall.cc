@@ -43,12 +43,16 @@ const std::vector<std::string_view> kNatBlockedRanges = {
 
 std::string BuildFirewallScript(const FirewallPolicy& policy,
                                 const std::vector<FirewallEntry>& entries) {
-  std::string taps, endpoints, gateways;
+  std::string taps, endpoints, gateways, dns_gateways;
   for (const auto& e : entries) {
     const char* sep = taps.empty() ? "" : ", ";
     taps += fmt::format("{}\"{}\"", sep, e.tap);
     endpoints += fmt::format("{}\"{}\" . {}", sep, e.tap, e.subnet.guest().str());
     gateways += fmt::format("{}\"{}\" . {}", sep, e.tap, e.subnet.gateway().str());
+    if (e.serves_dns) {
+      dns_gateways += fmt::format("{}\"{}\" . {}", dns_gateways.empty() ? "" : ", ", e.tap,
+                                  e.subnet.gateway().str());
+    }
   }
   auto elements = [](const std::string& list) {
     return list.empty() ? std::string() : fmt::format("\t\telements = {{ {} }}\n", list);
@@ -84,6 +88,7 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
       "\tset taps {{\n\t\ttype ifname\n{1}\t}}\n"
       "\tset endpoints {{\n\t\ttype ifname . ipv4_addr\n{2}\t}}\n"
       "\tset gateways {{\n\t\ttype ifname . ipv4_addr\n{3}\t}}\n"
+      "\tset dns_gateways {{\n\t\ttype ifname . ipv4_addr\n{6}\t}}\n"
       "{4}"
       "\tchain input {{\n"
       "\t\ttype filter hook input priority filter - 10; policy accept;\n"
@@ -94,8 +99,9 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
       "\t\tiifname . ip saddr != @endpoints drop\n"
       "\t\tct state established,related accept\n"
       "\t\tiifname . ip daddr @gateways icmp type echo-request accept\n"
-      // DNS, where the gateway serves it (an egress allow-list's).
-      "\t\tiifname . ip daddr @gateways meta l4proto {{ tcp, udp }} th dport 53 accept\n"
+      // DNS, only where the gateway serves it (an egress allow-list's):
+      // elsewhere a resolver of the host's own must stay out of reach.
+      "\t\tiifname . ip daddr @dns_gateways meta l4proto {{ tcp, udp }} th dport 53 accept\n"
       "\t\tdrop\n"
       "\t}}\n"
       "\tchain forward {{\n"
@@ -108,7 +114,7 @@ std::string BuildFirewallScript(const FirewallPolicy& policy,
       "\t\t{5}\n"
       "\t}}\n",
       Firewall::kTable, elements(taps), elements(endpoints), elements(gateways), nat_sets,
-      nat_rules);
+      nat_rules, elements(dns_gateways));
   if (policy.outbound_nat) {
     script += fmt::format(
         "\tchain postrouting {{\n"

@@ -1,7 +1,8 @@
 // The nftables table ephemera owns ("inet ephemera"), written through
 // libnftables. The whole table is replaced in one atomic transaction from
 // the list of sandbox networks, so it is always exactly what the daemon
-// knows: a sandbox may reach its gateway for DHCP, DNS (and ping) and nothing
+// knows: a sandbox may reach its gateway for DHCP (and ping; DNS where the
+// gateway serves it) and nothing
 // else on the host, sandboxes never reach each other, spoofed sources are
 // dropped (on the way to the host as well as through it), and outbound NAT
 // is on only when configured, and then only to public addresses.
@@ -18,6 +19,7 @@ namespace ephemera {
 struct FirewallEntry {
   std::string tap;
   Subnet30 subnet;
+  bool serves_dns = false;  // its gateway answers DNS (an egress allow-list's resolver)
 };
 
 struct FirewallPolicy {

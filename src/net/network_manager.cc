@@ -162,6 +162,16 @@ NetworkManager::NetworkManager(fs::path state_dir, NetworkConfig config,
          "dnsmasq-base)",
          config_.dnsmasq_binary);
   }
+  // Domain allow-lists need dnsmasq's --nftset (2.87 on, built with it).
+  ProcessResult version =
+      RunProcess({config_.dnsmasq_binary, "--version"}, std::chrono::seconds(10));
+  dnsmasq_nftset_ = version.ok() && version.out.find(" nftset") != std::string::npos;
+  if (!dnsmasq_nftset_) {
+    spdlog::warn(
+        "network: {} has no nftset support: egress allow-lists take addresses and CIDRs "
+        "only, no domain names",
+        config_.dnsmasq_binary);
+  }
   if (config_.outbound_nat) {
     std::string previous = SetSysctl("net.ipv4.ip_forward", "1");
     spdlog::info(
@@ -191,7 +201,11 @@ void NetworkManager::ApplyFirewallLocked() {
   std::vector<FirewallEntry> entries;
   // A shared bridge is the driver's to isolate (libvirt's nwfilter).
   for (const auto& [id, n] : networks_) {
-    if (n.mode != LinkMode::kShared) entries.push_back({n.tap, n.subnet});
+    if (n.mode != LinkMode::kShared) {
+      // Only a TAP's dnsmasq serves DNS (an allow-list's, BuildHostSide).
+      entries.push_back(
+          {n.tap, n.subnet, n.mode == LinkMode::kTap && n.egress.mode == EgressMode::kAllow});
+    }
   }
   FirewallPolicy policy{config_.pool, config_.outbound_nat, {}, config_.nat_allow};
   if (config_.outbound_nat) policy.host_subnets = HostConnectedSubnets();
@@ -259,6 +273,12 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
                                      const std::optional<DerivedSubnet>& derive, LinkMode mode,
                                      const EgressPolicy& egress) {
   CheckEgressForLink(mode, egress);
+  if (!egress.domains.empty() && !dnsmasq_nftset_) {
+    Fail(ErrorCode::kFailedPrecondition,
+         "egress allow-lists with domain names need dnsmasq with nftset support (2.87 or later), "
+         "which this host lacks ({}); list addresses or CIDRs instead",
+         config_.dnsmasq_binary);
+  }
   std::lock_guard lock(mutex_);
   if (networks_.count(id) || fs::exists(DirOf(id))) {
     Fail(ErrorCode::kAlreadyExists, "sandbox {} already has a network", id.str());
@@ -285,6 +305,7 @@ SandboxNetwork NetworkManager::Setup(const SandboxId& id,
     checked = true;
     MakeDirs(DirOf(id), 0700);
     Record(network);  // before the host is touched: a crash from here on is reconciled
+    if (egress.mode == EgressMode::kAllow) egress_firewall_.ForgetLearnt(network.tap);
     BuildHostSide(network, nullptr);
     networks_.insert_or_assign(id, network);
     if (mode != LinkMode::kShared) {
@@ -399,7 +420,15 @@ void NetworkManager::TeardownLocked(const SandboxId& id) {
       // unreadable or absent: the id's name is all there is to go by
     }
   }
-  if (networks_.erase(id)) ApplyFirewallLocked();
+  if (networks_.erase(id)) {
+    // The rest of the teardown goes on regardless: its pieces are ours to
+    // remove, and the next change or restart applies the rules again.
+    try {
+      ApplyFirewallLocked();
+    } catch (const Error& e) {
+      spdlog::error("network {}: firewall not updated on teardown: {}", id.str(), e.what());
+    }
+  }
   // A TAP or veth is ours to delete; a bridge of that name is the VM
   // driver's (libvirt removes its network's own). Deleting a veth's host
   // end deletes its peer too, inside the container's namespace; absent is
@@ -518,8 +547,15 @@ void NetworkManager::TeardownAll() {
   std::vector<SandboxId> ids;
   for (const auto& [id, n] : networks_) ids.push_back(id);
   for (const auto& id : ids) TeardownLocked(id);
-  firewall_.Remove();
+  // Both tables, even when the first cannot go.
+  std::optional<Error> failed;
+  try {
+    firewall_.Remove();
+  } catch (const Error& e) {
+    failed = e;
+  }
   egress_firewall_.Remove();
+  if (failed) throw *failed;
 }
 
 }  // namespace ephemera

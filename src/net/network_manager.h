@@ -169,6 +169,7 @@ class NetworkManager : public SandboxNetworks {
   AddressPool pool_;
   Firewall firewall_;
   EgressFirewall egress_firewall_;
+  bool dnsmasq_nftset_ = false;  // its --nftset works (domain allow-lists)
   std::unique_ptr<PortForwarder> forwarder_;
   mutable std::mutex mutex_;
   std::map<SandboxId, SandboxNetwork> networks_;

@@ -14,8 +14,9 @@ NftContext::NftContext() : ctx_(nft_ctx_new(NFT_CTX_DEFAULT)) {
 
 NftContext::~NftContext() { nft_ctx_free(ctx_); }
 
-std::string NftContext::Run(const std::string& script, std::string_view what) {
+std::string NftContext::Run(const std::string& script, std::string_view what, bool terse) {
   std::lock_guard lock(mutex_);
+  nft_ctx_output_set_flags(ctx_, terse ? NFT_CTX_OUTPUT_TERSE : 0);
   int rc = nft_run_cmd_from_buffer(ctx_, script.c_str());
   std::string output = nft_ctx_get_output_buffer(ctx_);
   std::string errors = nft_ctx_get_error_buffer(ctx_);

@@ -18,8 +18,9 @@ class NftContext {
 
   // Runs `script`; returns what nft printed. kPermissionDenied without
   // CAP_NET_ADMIN, kUnavailable when the kernel lacks nf_tables,
-  // kInternal otherwise; `what` names the table for the message.
-  std::string Run(const std::string& script, std::string_view what);
+  // kInternal otherwise; `what` names the table for the message. `terse`:
+  // listings leave out set elements.
+  std::string Run(const std::string& script, std::string_view what, bool terse = false);
 
  private:
   std::mutex mutex_;

@@ -83,7 +83,7 @@ class EgressTest : public test::DaemonTest {
   // A command in the guest through the daemon's exec API: its stdout and
   // exit code (-1 when the timeout killed it).
   std::pair<std::string, int> InGuest(const std::string& id, const std::string& script) {
-    json request = {{"argv", {"bash", "-c", script}}, {"timeout_seconds", 8}};
+    json request = {{"argv", {"bash", "-c", script}}, {"timeout_seconds", 4}};
     test::CurlResult r =
         test::Curl({"--unix-socket", socket_.string(), "-X", "POST", "--data-binary",
                     request.dump(), "http://localhost/v1/sandboxes/" + id + "/exec"});
@@ -138,8 +138,12 @@ TEST_F(EgressTest, AnAllowListedNameIsReachedAndNothingElseIs) {
   EXPECT_FALSE(Fetch(id, "other.test"));
   EXPECT_FALSE(Fetch(id, "203.0.113.11"));
   EXPECT_FALSE(Fetch(id, "203.0.113.53"));
-  EXPECT_THAT(InGuest(id, "busybox nslookup other.test 203.0.113.53 2>&1").first,
-              ::testing::Not(HasSubstr("203.0.113.11")));
+  // The same question to its own resolver and to the internet's: only the
+  // first is answered.
+  EXPECT_THAT(InGuest(id, "busybox nslookup example.test " + gateway.str() + " 2>&1").first,
+              HasSubstr("203.0.113.10"));
+  EXPECT_THAT(InGuest(id, "busybox nslookup example.test 203.0.113.53 2>&1").first,
+              ::testing::Not(HasSubstr("203.0.113.10")));
 
   // Without rules, the same internet is there.
   EXPECT_TRUE(Fetch(open_id, "203.0.113.11"));

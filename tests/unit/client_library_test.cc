@@ -66,6 +66,12 @@ class ClientLibraryTest : public ::testing::Test {
       sink.Abort();  // as a download that fails half-way
       return HttpResponse{http::status::ok, 11};
     }
+    if (request.method() == http::verb::put &&
+        target.rfind("/v1/sandboxes/sb-1/files?path=%2Ftmp%2Fsmall&mode=", 0) == 0) {
+      last_upload_ = request.body();
+      last_expect_ = std::string(request[http::field::expect]);
+      return Answer(http::status::ok, {{"path", "/tmp/small"}});
+    }
     if (request.method() == http::verb::delete_ && target == "/v1/sandboxes/sb-1") {
       return Answer(http::status::ok, {{"id", "sb-1"}, {"state", "destroyed"}});
     }
@@ -82,8 +88,30 @@ class ClientLibraryTest : public ::testing::Test {
   test::TempDir dir_;
   std::string last_token_;
   json last_exec_;
+  std::string last_upload_, last_expect_;
   HttpServer server_;
 };
+
+TEST_F(ClientLibraryTest, ARefusedUploadGetsTheServersAnswerNotABrokenPipe) {
+  // Far more than the server takes (max_body) and than a socket buffers:
+  // sent whole, it would meet a closed connection.
+  const std::filesystem::path big = dir_.path() / "big";
+  std::ofstream(big) << std::string(8 << 20, 'x');
+  client::Client c = Client();
+  try {
+    c.Upload("sb-1", big, "/tmp/big");
+    ADD_FAILURE() << "uploaded";
+  } catch (const client::Error& e) {
+    EXPECT_EQ(e.status(), 413u);
+    EXPECT_STREQ(e.what(), "request body too large");
+  }
+  // One the server takes goes through the same 100 Continue.
+  const std::filesystem::path small = dir_.path() / "small";
+  std::ofstream(small) << "a small file";
+  c.Upload("sb-1", small, "/tmp/small");
+  EXPECT_EQ(last_upload_, "a small file");
+  EXPECT_EQ(last_expect_, "100-continue");
+}
 
 TEST_F(ClientLibraryTest, CreateExecAndDestroyAsTheDaemonAnswers) {
   client::Client c = Client();

@@ -829,7 +829,7 @@ TEST_F(EngineTest, EgressDefaultsToWhatTheHostAllowsAndMoreNeedsOutboundNat) {
   engine().Destroy(closed.sandbox.id, std::nullopt);
   ExpectCreateFails({.egress = MakeEgressPolicy("all", {})}, ErrorCode::kFailedPrecondition,
                     "network.outbound_nat");
-  ExpectCreateFails({.egress = MakeEgressPolicy("allow", {"example.test"})},
+  ExpectCreateFails({.egress = MakeEgressPolicy("allow", {"203.0.113.0/24"})},
                     ErrorCode::kFailedPrecondition, "outbound NAT");
   // A shared bridge (libvirt's network) rules its own traffic: all, as
   // far as ephemera goes, and nothing else can be asked.
@@ -837,6 +837,9 @@ TEST_F(EngineTest, EgressDefaultsToWhatTheHostAllowsAndMoreNeedsOutboundNat) {
   CreateResult shared = engine().Create({});
   EXPECT_EQ(shared.sandbox.spec.egress.mode, EgressMode::kAll);
   engine().Destroy(shared.sandbox.id, std::nullopt);
+  CreateResult named_all = engine().Create({.egress = MakeEgressPolicy("all", {})});
+  EXPECT_EQ(named_all.sandbox.spec.egress.mode, EgressMode::kAll);
+  engine().Destroy(named_all.sandbox.id, std::nullopt);
   ExpectCreateFails({.egress = MakeEgressPolicy("none", {})}, ErrorCode::kFailedPrecondition,
                     "shared bridge");
 }
@@ -847,6 +850,14 @@ TEST_F(EngineTest, AnAllowListReachesTheNetworkTheStoreAndTheGuestsResolver) {
   MakeAgentImage(1);
   vms_.secrets = true;
   vms_.agent = true;
+  {
+    // Names need an upstream to ask.
+    options_.dns_servers.clear();
+    ExpectCreateFails({.image = "agent", .egress = MakeEgressPolicy("allow", {"example.test"})},
+                      ErrorCode::kFailedPrecondition, "network.dns_servers");
+    options_.dns_servers = {Ipv4::Parse("1.1.1.1")};
+    engine_.reset();
+  }
   CreateResult open = engine().Create({.image = "agent"});
   EXPECT_EQ(open.sandbox.spec.egress.mode, EgressMode::kAll);
   EXPECT_THAT(provisioner_.last_agent_dns, ::testing::ElementsAre("1.1.1.1"));

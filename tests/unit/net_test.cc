@@ -324,8 +324,9 @@ TEST(EgressFirewallTest, ScriptRestrictsListedDevicesAndKeepsLearntAddresses) {
   EXPECT_THAT(script, HasSubstr("ct state established,related accept"));
   EXPECT_THAT(script, HasSubstr("iifname vmap @by_device"));
   // An allow-list: its networks refilled, its DNS set made but never flushed.
-  EXPECT_THAT(script,
-              HasSubstr("add set inet ephemera_egress dns_ephaaaaaaaa { type ipv4_addr; }"));
+  EXPECT_THAT(
+      script,
+      HasSubstr("add set inet ephemera_egress dns_ephaaaaaaaa { type ipv4_addr; size 65536; }"));
   EXPECT_THAT(script, ::testing::Not(HasSubstr("flush set inet ephemera_egress dns_")));
   EXPECT_THAT(script, HasSubstr("flush set inet ephemera_egress net_ephaaaaaaaa"));
   EXPECT_THAT(script,
@@ -334,7 +335,7 @@ TEST(EgressFirewallTest, ScriptRestrictsListedDevicesAndKeepsLearntAddresses) {
                                 "@dns_ephaaaaaaaa accept"));
   EXPECT_THAT(script, HasSubstr("add rule inet ephemera_egress allow_ephaaaaaaaa drop"));
   // Names nft cannot take are spelt out.
-  EXPECT_THAT(script, HasSubstr("allow_ephrx2dx"));
+  EXPECT_THAT(script, HasSubstr("allow_ephr_2dx"));
   EXPECT_THAT(script, HasSubstr("\"ephaaaaaaaa\" : jump allow_ephaaaaaaaa"));
   EXPECT_THAT(script, HasSubstr("\"ephbbbbbbbb\" : drop"));
   EXPECT_THAT(script, ::testing::Not(HasSubstr("ephcccccccc")));  // all: nothing to do
@@ -371,10 +372,17 @@ TEST(FirewallTest, ScriptIsolatesSandboxesAndNatIsOptional) {
   auto input =
       off.substr(off.find("chain input"), off.find("chain forward") - off.find("chain input"));
   EXPECT_THAT(input, HasSubstr("iifname . ip saddr != @endpoints drop"));
-  // DNS to its own gateway (an allow-list's resolver), nothing else of the host.
-  EXPECT_THAT(
-      input,
-      HasSubstr("iifname . ip daddr @gateways meta l4proto { tcp, udp } th dport 53 accept"));
+  // DNS only to a gateway that serves it (an allow-list's resolver): a
+  // resolver of the host's own stays out of reach.
+  EXPECT_THAT(input, HasSubstr("iifname . ip daddr @dns_gateways meta l4proto { tcp, udp } th "
+                               "dport 53 accept"));
+  EXPECT_THAT(input, ::testing::Not(HasSubstr("@gateways meta l4proto")));
+  EXPECT_THAT(off, HasSubstr("set dns_gateways {\n\t\ttype ifname . ipv4_addr\n\t}"));
+  std::vector<FirewallEntry> with_dns = entries;
+  with_dns[1].serves_dns = true;
+  EXPECT_THAT(BuildFirewallScript({Ipv4Cidr::Parse("172.16.0.0/16"), false}, with_dns),
+              HasSubstr("set dns_gateways {\n\t\ttype ifname . ipv4_addr\n\t\telements = { "
+                        "\"ephbbbbbbbb\" . 172.16.0.5 }"));
   EXPECT_LT(input.find("udp sport 68"), input.find("ip saddr != @endpoints"));  // DHCP from 0.0.0.0
   EXPECT_THAT(off, ::testing::Not(HasSubstr("nat_blocked")));
   FirewallPolicy nat{Ipv4Cidr::Parse("172.16.0.0/16"),

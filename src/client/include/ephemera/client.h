@@ -24,7 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/api_client.h"
+#include "ephemera/client_error.h"
 
 namespace ephemera::client {
 
@@ -69,8 +69,8 @@ class Client {
  public:
   explicit Client(Options options = {});
   ~Client();
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
 
   // POST /v1/sandboxes with `request` ({"image", "memory_mib", "ttl_seconds", ...}).
   Sandbox Create(const nlohmann::json& request = nlohmann::json::object());
