@@ -86,76 +86,42 @@ Response Exchange(asio::io_context& io, Stream& stream, Cancel cancel, Request& 
                   const ClientOptions& options, const std::string& where, const LineFn& on_line,
                   const DataFn& on_data) {
   const Timeouts& t = options.timeouts;
-  auto failed = [&](beast::error_code ec, std::chrono::milliseconds timeout) {
-    return ApiError(
-        0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, timeout));
+  // One bounded step of the exchange: `start` begins the operation with the
+  // completion handler it is given.
+  auto step = [&](std::chrono::milliseconds timeout, auto start) {
+    beast::error_code ec = RunStep(
+        io, timeout,
+        [&](auto done) { start([done](beast::error_code e, std::size_t) mutable { done(e); }); },
+        cancel);
+    if (ec) {
+      throw ApiError(
+          0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, timeout));
+    }
   };
   beast::flat_buffer buffer;
   http::serializer<true, typename Request::body_type, typename Request::fields_type> serializer{
       request};
-  beast::error_code ec;
   if (beast::iequals(request[http::field::expect], "100-continue")) {
     // The header alone first: a server that refuses the request (too large,
     // no such sandbox) says so before any of the body is sent, and its
     // answer is what the caller sees, not a broken pipe.
-    ec = RunStep(
-        io, t.write,
-        [&](auto done) {
-          http::async_write_header(stream, serializer,
-                                   [done](beast::error_code e, std::size_t) mutable { done(e); });
-        },
-        cancel);
-    if (ec) throw failed(ec, t.write);
+    step(t.write, [&](auto handler) { http::async_write_header(stream, serializer, handler); });
     http::response_parser<http::string_body> interim;
     interim.body_limit(options.max_response_body);
-    ec = RunStep(
-        io, t.response,
-        [&](auto done) {
-          http::async_read(stream, buffer, interim,
-                           [done](beast::error_code e, std::size_t) mutable { done(e); });
-        },
-        cancel);
-    if (ec) throw failed(ec, t.response);
+    step(t.response, [&](auto handler) { http::async_read(stream, buffer, interim, handler); });
     if (interim.get().result() != http::status::continue_) return interim.release();
   }
-  ec = RunStep(
-      io, t.write,
-      [&](auto done) {
-        http::async_write(stream, serializer,
-                          [done](beast::error_code e, std::size_t) mutable { done(e); });
-      },
-      cancel);
-  if (ec) throw failed(ec, t.write);
+  step(t.write, [&](auto handler) { http::async_write(stream, serializer, handler); });
   http::response_parser<http::string_body> parser;
   if (!on_line && !on_data) {
     parser.body_limit(options.max_response_body);
-    ec = RunStep(
-        io, t.response,
-        [&](auto done) {
-          http::async_read(stream, buffer, parser,
-                           [done](beast::error_code e, std::size_t) mutable { done(e); });
-        },
-        cancel);
-    if (ec) {
-      throw ApiError(
-          0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
-    }
+    step(t.response, [&](auto handler) { http::async_read(stream, buffer, parser, handler); });
     return parser.release();
   }
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // what is handed on is not kept
   std::string last_line;
   while (!parser.is_done()) {
-    ec = RunStep(
-        io, t.response,
-        [&](auto done) {
-          http::async_read_some(stream, buffer, parser,
-                                [done](beast::error_code e, std::size_t) mutable { done(e); });
-        },
-        cancel);
-    if (ec) {
-      throw ApiError(
-          0, "talking to ephemerad at " + where + " failed: " + DescribeStepError(ec, t.response));
-    }
+    step(t.response, [&](auto handler) { http::async_read_some(stream, buffer, parser, handler); });
     if (!parser.is_header_done()) continue;
     std::string& body = parser.get().body();
     const bool ok = parser.get().result_int() / 100 == 2;

@@ -128,12 +128,7 @@ std::string BuildEgressScript(const std::vector<EgressEntry>& entries,
 
 void EgressFirewall::Apply(const std::vector<EgressEntry>& entries) {
   // Terse: the names are what matters, not the addresses learnt.
-  std::string listing;
-  try {
-    listing = nft_.Run(fmt::format("list table inet {}", kTable), kWhat, /*terse=*/true);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::kInternal) throw;  // absent: nothing stale
-  }
+  const std::string listing = nft_.ListTable(kTable, /*terse=*/true);
   nft_.Run(BuildEgressScript(entries, EgressDevicesListed(listing)), kWhat);
 }
 
@@ -144,17 +139,6 @@ void EgressFirewall::ForgetLearnt(const std::string& device) {
            kWhat);
 }
 
-void EgressFirewall::Remove() {
-  nft_.Run(fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", kTable), kWhat);
-}
-
-std::string EgressFirewall::List() {
-  try {
-    return nft_.Run(fmt::format("list table inet {}", kTable), kWhat);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::kInternal) throw;
-    return "";  // absent
-  }
-}
+void EgressFirewall::Remove() { nft_.DeleteTable(kTable); }
 
 }  // namespace ephemera

@@ -44,7 +44,6 @@ class EgressFirewall {
   // pipeline's rerun), and must not inherit the previous sandbox's.
   void ForgetLearnt(const std::string& device);
   void Remove();  // the whole table; absent is fine
-  std::string List();
 
   static constexpr std::string_view kTable = "ephemera_egress";
 

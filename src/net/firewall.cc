@@ -131,17 +131,8 @@ void Firewall::Apply(const FirewallPolicy& policy, const std::vector<FirewallEnt
   nft_.Run(BuildFirewallScript(policy, entries), "the ephemera table");
 }
 
-void Firewall::Remove() {
-  nft_.Run(fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", kTable),
-           "the ephemera table");
-}
+void Firewall::Remove() { nft_.DeleteTable(kTable); }
 
-std::string Firewall::List() {
-  try {
-    return nft_.Run(fmt::format("list table inet {}", kTable), "the ephemera table");
-  } catch (const Error&) {
-    return "";
-  }
-}
+std::string Firewall::List() { return nft_.ListTable(kTable); }
 
 }  // namespace ephemera

@@ -1,5 +1,6 @@
 #include "net/nft.h"
 
+#include <fmt/format.h>
 #include <nftables/libnftables.h>
 
 #include "core/error.h"
@@ -32,6 +33,21 @@ std::string NftContext::Run(const std::string& script, std::string_view what, bo
     Fail(code, "nftables refused {}: {}", what, errors);
   }
   return output;
+}
+
+void NftContext::DeleteTable(std::string_view name) {
+  // "table ... {}" first makes the delete valid when the table is absent.
+  Run(fmt::format("table inet {0} {{}}\ndelete table inet {0}\n", name),
+      fmt::format("the {} table", name));
+}
+
+std::string NftContext::ListTable(std::string_view name, bool terse) {
+  try {
+    return Run(fmt::format("list table inet {}", name), fmt::format("the {} table", name), terse);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kInternal) throw;
+    return "";  // absent
+  }
 }
 
 }  // namespace ephemera

@@ -21,6 +21,10 @@ class NftContext {
   // kInternal otherwise; `what` names the table for the message. `terse`:
   // listings leave out set elements.
   std::string Run(const std::string& script, std::string_view what, bool terse = false);
+  // Deletes table `inet <name>`; absent is fine (idempotent).
+  void DeleteTable(std::string_view name);
+  // `list table inet <name>` (terse: without set elements), or "" when absent.
+  std::string ListTable(std::string_view name, bool terse = false);
 
  private:
   std::mutex mutex_;
