@@ -198,10 +198,11 @@ std::string Engine::AgentTokenFor(const SandboxId& id) const {
 
 bool Engine::UsesAgent(const Validated& v, const VmDriver& driver) const {
   // The agent sets the guest's address itself: only for the /30s the
-  // daemon hands out, not a shared bridge whose DHCP picks it.
+  // daemon hands out (on a TAP, or a libvirt network of the sandbox's own
+  // whose DHCP would lease the same), not a shared bridge whose DHCP picks it.
   return v.spec.kind == SandboxKind::kVm && v.image.has_agent &&
          v.image.format == ImageFormat::kKernel && driver.supports_agent() &&
-         driver.link_mode() == LinkMode::kTap;
+         (driver.link_mode() == LinkMode::kTap || driver.link_mode() == LinkMode::kBridge);
 }
 
 void Engine::CheckFreeDisk() const {

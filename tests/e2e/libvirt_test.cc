@@ -114,8 +114,25 @@ TEST_F(LibvirtTest, CreateLoginVirshInteropDestroyLeavesNothing) {
   EXPECT_THAT(Virsh("dumpxml " + id), HasSubstr("https://ephemera.dev/xmlns/sandbox/1"));
   // virsh console attaches to the guest's serial pty; virtlogd logs it too.
   EXPECT_THAT(Virsh("ttyconsole " + id), ::testing::StartsWith("/dev/pts/"));
+  // The guest agent took its identity over its libvirt channel.
   EXPECT_THAT(ReadFile(state_.path() / "state" / "libvirt" / id / "serial.log"),
-              HasSubstr("EPHEMERA_SSHD_READY"));
+              HasSubstr("EPHEMERA_AGENT_READY"));
+  EXPECT_THAT(Virsh("dumpxml " + id), HasSubstr("name='org.ephemera.agent.0' state='connected'"));
+  // Its token went to QEMU by a file that is gone now, never by the XML.
+  EXPECT_THAT(Virsh("dumpxml " + id), Not(HasSubstr("agent_token'>")));
+  EXPECT_FALSE(fs::exists(state_.path() / "state" / "libvirt" / id / "fw_cfg-0"));
+  // Programs and files through that channel, as under the qemu driver.
+  ProcessResult r =
+      RunProcess(Cli({"exec", id, "--", "sh", "-c", "echo out; echo err >&2; exit 7"}), 60s);
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  WriteFileAtomic(state_.path() / "up.txt", "through libvirt\n", 0644);
+  r = RunProcess(Cli({"cp", (state_.path() / "up.txt").string(), id + ":/tmp/up.txt"}), 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  r = RunProcess(Cli({"cp", id + ":/tmp/up.txt", (state_.path() / "down.txt").string()}), 60s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(ReadFile(state_.path() / "down.txt"), "through libvirt\n");
   EXPECT_EQ(json::parse(Output(Cli({"show", "--json", id})))["running"], true);
   EXPECT_THAT(Virsh("net-list --name"), HasSubstr("eph-" + id.substr(0, 8)));
   // Transient: nothing of it is defined persistently.

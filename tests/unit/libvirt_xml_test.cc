@@ -69,12 +69,55 @@ TEST_F(DomainXmlTest, AKernelImageBootsDirectlyOnQ35UnderTcgWithItsOverlay) {
   EXPECT_THAT(BuildDomainXml(domain_), Not(HasSubstr("<tcg>")));
 }
 
-TEST_F(DomainXmlTest, ASecretGuestFileIsRefusedNotPutOnQemusCommandLine) {
-  spec_.guest_files.push_back(
-      {"opt/ephemera/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n", true});
+TEST_F(DomainXmlTest, ASecretGuestFileGoesByPathNeverInline) {
+  const std::string key = "-----BEGIN OPENSSH PRIVATE KEY-----\n";
+  spec_.guest_files.push_back({"opt/ephemera/ssh_host_ed25519_key", key, true});
+  // Without a file of its own it would end up on QEMU's command line.
   Error e = test::ErrorOf([&] { BuildDomainXml(domain_); });
   EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
   EXPECT_THAT(e.what(), HasSubstr("opt/ephemera/ssh_host_ed25519_key is secret"));
+
+  domain_.secret_files = {{"opt/ephemera/ssh_host_ed25519_key", "/var/lib/e/id/fw_cfg-0"}};
+  std::string xml = BuildDomainXml(domain_);
+  EXPECT_THAT(xml, HasSubstr("<entry name='opt/ephemera/ssh_host_ed25519_key' "
+                             "file='/var/lib/e/id/fw_cfg-0'/>"));
+  EXPECT_THAT(xml, HasSubstr("<entry name='opt/ephemera/endpoint_authorized_keys'>ssh-ed25519 "
+                             "AAAA x\n</entry>"));
+  EXPECT_THAT(xml, Not(HasSubstr("PRIVATE KEY")));
+}
+
+TEST_F(DomainXmlTest, TheAgentsChannelIsAVirtioPortWhosePathLibvirtPicks) {
+  EXPECT_THAT(BuildDomainXml(domain_), Not(HasSubstr("<channel")));
+  spec_.agent_channel = true;
+  EXPECT_THAT(BuildDomainXml(domain_),
+              HasSubstr("<channel type='unix'>\n      <source mode='bind'/>\n      <target "
+                        "type='virtio' name='org.ephemera.agent.0'/>\n    </channel>"));
+}
+
+TEST(AgentSocketInDomainXmlTest, TakesTheAgentsChannelAloneFromALiveDomain) {
+  // As libvirt 9.0 shows a running domain (virsh dumpxml).
+  const std::string live = R"(<domain type='qemu' id='3'>
+  <devices>
+    <channel type='unix'>
+      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-x/org.qemu.guest_agent.0'/>
+      <target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/>
+      <alias name='channel0'/>
+    </channel>
+    <channel type='unix'>
+      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-3-x/org.ephemera.agent.0'/>
+      <target type='virtio' name='org.ephemera.agent.0' state='connected'/>
+      <alias name='channel1'/>
+      <address type='virtio-serial' controller='0' bus='0' port='2'/>
+    </channel>
+  </devices>
+</domain>)";
+  EXPECT_EQ(AgentSocketInDomainXml(live),
+            "/var/lib/libvirt/qemu/channel/target/domain-3-x/org.ephemera.agent.0");
+  EXPECT_EQ(AgentSocketInDomainXml("<domain><devices/></domain>"), "");
+  // The defined form, before libvirt picked a path, has none either.
+  EXPECT_EQ(AgentSocketInDomainXml("<channel type='unix'>\n<source mode='bind'/>\n<target "
+                                   "type='virtio' name='org.ephemera.agent.0'/>"),
+            "");
 }
 
 TEST_F(DomainXmlTest, FollowsAnweddolsContainerDomain) {

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <regex>
+
 #include "core/error.h"
 #include "core/text.h"
 
@@ -34,17 +37,26 @@ std::string BuildDomainXml(const LibvirtDomain& d) {
   line(fmt::format("  <currentMemory unit='MiB'>{}</currentMemory>", spec.memory_mib));
   line(fmt::format("  <vcpu>{}</vcpu>", spec.vcpus));
   if (!spec.guest_files.empty()) {
-    // Per-sandbox files (the endpoint's authorized key) through fw_cfg, as
-    // the qemu driver hands them; public values only, since libvirt passes
-    // them on QEMU's command line.
+    // Per-sandbox files through fw_cfg, as the qemu driver hands them.
+    // Public ones inline; secret ones (the agent's token, a host key) by
+    // the path of a file libvirt labels for QEMU, which reads it at start.
     line("  <sysinfo type='fwcfg'>");
     for (const auto& file : spec.guest_files) {
-      if (file.secret) {
-        Fail(ErrorCode::kInvalidArgument,
-             "guest file {} is secret, and libvirt would put it on QEMU's command line", file.name);
+      if (!file.secret) {
+        line(fmt::format("    <entry name='{}'>{}</entry>", XmlEscape(file.name),
+                         XmlEscape(file.content)));
+        continue;
       }
-      line(fmt::format("    <entry name='{}'>{}</entry>", XmlEscape(file.name),
-                       XmlEscape(file.content)));
+      auto found = std::find_if(d.secret_files.begin(), d.secret_files.end(),
+                                [&](const auto& entry) { return entry.first == file.name; });
+      if (found == d.secret_files.end()) {
+        Fail(ErrorCode::kInvalidArgument,
+             "guest file {} is secret and has no file of its own: libvirt would put it on "
+             "QEMU's command line",
+             file.name);
+      }
+      line(fmt::format("    <entry name='{}' file='{}'/>", XmlEscape(file.name),
+                       XmlEscape(found->second.string())));
     }
     line("  </sysinfo>");
   }
@@ -127,6 +139,14 @@ std::string BuildDomainXml(const LibvirtDomain& d) {
   line("    <console type='pty'>");
   line("      <target type='serial' port='0'/>");
   line("    </console>");
+  if (spec.agent_channel) {
+    // The agent's port, off the guest's network; libvirt picks the socket's
+    // path (a folder its QEMU user may write) and shows it in the live XML.
+    line("    <channel type='unix'>");
+    line("      <source mode='bind'/>");
+    line(fmt::format("      <target type='virtio' name='{}'/>", kAgentChannelName));
+    line("    </channel>");
+  }
   line("    <memballoon model='virtio'/>");
   line("    <rng model='virtio'>");
   line("      <backend model='random'>/dev/urandom</backend>");
@@ -134,6 +154,22 @@ std::string BuildDomainXml(const LibvirtDomain& d) {
   line("  </devices>");
   line("</domain>");
   return x;
+}
+
+std::filesystem::path AgentSocketInDomainXml(std::string_view xml) {
+  // libvirt writes the source before the target within each <channel>.
+  static const std::regex channel(
+      "<channel type='unix'>\\s*<source mode='bind' path='([^']+)'/>\\s*"
+      "<target type='virtio' name='([^']+)'");
+  for (std::cregex_iterator it(xml.data(), xml.data() + xml.size(), channel), end; it != end;
+       ++it) {
+    // Under libvirt's channel folder, named by the domain's number and
+    // name (our UUID): nothing in it needs unescaping.
+    if ((*it)[2].str() == kAgentChannelName && (*it)[1].str().find('&') == std::string::npos) {
+      return (*it)[1].str();
+    }
+  }
+  return {};
 }
 
 std::string BuildNetworkXml(const LibvirtNetwork& n) {

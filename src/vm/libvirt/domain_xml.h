@@ -35,9 +35,17 @@ struct LibvirtDomain {
   std::string network;
   std::string filter;
   std::vector<std::pair<std::string, std::string>> filter_parameters;
+  // Where each secret guest file (by name) waits for QEMU to read it:
+  // referenced by path, never inlined, so that no command line or domain
+  // XML holds its content.
+  std::vector<std::pair<std::string, std::filesystem::path>> secret_files;
 };
 
 std::string BuildDomainXml(const LibvirtDomain& domain);
+
+// The host end of the guest agent's channel in a live domain's XML, where
+// libvirt chose its path; empty when the domain has none.
+std::filesystem::path AgentSocketInDomainXml(std::string_view xml);
 
 struct LibvirtNetwork {
   std::string name;    // the libvirt network's name

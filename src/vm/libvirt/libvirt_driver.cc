@@ -2,6 +2,7 @@
 
 #include <libvirt/virterror.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -247,9 +248,18 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
       domain.network = shared_network_;
       domain.filter = FilterNameFor(spec.id);
     }
+    // Secret files wait for QEMU, which reads them as it starts (libvirt
+    // hands each to its user), and go as soon as it has.
+    for (const GuestFile& file : spec.guest_files) {
+      if (!file.secret) continue;
+      fs::path path = dir / fmt::format("fw_cfg-{}", domain.secret_files.size());
+      WriteFileAtomic(path, file.content, 0600);
+      domain.secret_files.emplace_back(file.name, path);
+    }
     WriteFileAtomic(dir / "domain.xml", BuildDomainXml(domain), 0600);
     auto conn = connection_->Get();
     Domain dom(virDomainCreateXML(conn.get(), ReadFile(dir / "domain.xml").c_str(), 0));
+    for (const auto& secret : domain.secret_files) ::unlink(secret.second.c_str());
     if (!dom) FailLibvirt(fmt::format("libvirt refused to start domain {}", spec.id.str()));
     WriteFileAtomic(dir / "mac", spec.nic->mac, 0600);
     spdlog::info("vm {}: started as libvirt domain ({} MiB, {} vCPU, {}, network {})",
@@ -286,6 +296,8 @@ VmInfo LibvirtDriver::Inspect(const SandboxId& id) {
   }
   info.state = StateOf(state);
   if (info.state != VmState::kShutoff) {
+    LibvirtString xml(virDomainGetXMLDesc(dom.get(), 0));
+    if (xml) info.agent_socket = AgentSocketInDomainXml(xml.get());
     // Local libvirt keeps QEMU's pid here (for figures only; 0 elsewhere).
     try {
       info.pid = std::stoi(ReadFile("/run/libvirt/qemu/" + id.str() + ".pid"));

@@ -48,6 +48,9 @@ class LibvirtDriver : public VmDriver {
   void OnStopped(std::function<void(const SandboxId&)> listener) override;
   std::string Health() const override;
   Ipv4 WaitForAddress(const SandboxId& id, std::chrono::milliseconds timeout) override;
+  // Secret files by path, read by QEMU at its start and removed then.
+  bool passes_secret_files() const override { return true; }
+  bool supports_agent() const override { return true; }
 
   // Destroy returns once the domain is gone; its network, filter and files
   // go right after, on a thread of the driver's. True once all have.
