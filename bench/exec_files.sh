@@ -1,36 +1,46 @@
 #!/usr/bin/env bash
-# Programs and files through the guest agent against SSH, in one run,
-# inside a private network namespace, under TCG, on one default-image
-# sandbox:
+# Programs and files through the daemon's channel (the guest agent for a
+# VM, the runtime's exec and the container's root for a container) against
+# SSH, in one run, inside a private network namespace, under TCG, on one
+# default-image sandbox of KIND (vm, or container):
 #   - exec round trip of `true`: POST /v1/sandboxes/{id}/exec over the local
 #     socket (curl's own time, its process start excluded), p50 and p99 of
 #     RUNS, against `ssh host true` with a key (the ssh client's whole run);
 #   - upload: PUT /v1/sandboxes/{id}/files of SIZE MiB against `scp` of the
 #     same file, MB/s; download (GET) against scp back.
 # The two kinds alternate, so the machine's drift hits both alike.
-#   bench/exec_files.sh [-n RUNS] [-s SIZE_MIB]
+#   bench/exec_files.sh [-n RUNS] [-s SIZE_MIB] [-k KIND]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=30
 size=32
-while getopts "n:s:" opt; do
+kind=vm
+while getopts "n:s:k:" opt; do
   case $opt in
     n) runs=$OPTARG ;;
     s) size=$OPTARG ;;
-    *) echo "usage: $0 [-n RUNS] [-s SIZE_MIB]" >&2; exit 2 ;;
+    k) kind=$OPTARG ;;
+    *) echo "usage: $0 [-n RUNS] [-s SIZE_MIB] [-k vm|container]" >&2; exit 2 ;;
   esac
 done
+case $kind in
+  vm) memory=256 ;;
+  container) memory=256 ;;  # its writable layer, a tmpfs, is charged to it
+  *) echo "$0: KIND is vm or container" >&2; exit 2 ;;
+esac
 # shellcheck source=scripts/lib/daemon-in-netns.sh
 . scripts/lib/daemon-in-netns.sh
 in_private_netns "$0" "$@"
 work=$(mktemp -d)
+chmod 0711 "$work"  # a container's runtime reaches its rootfs as the container's root
 trap 'stop_daemon 2>/dev/null || true; rm -rf "$work"' EXIT
 start_daemon "$work"
 sock=$work/ephemera.sock
 api() { curl -sS --unix-socket "$sock" "$@"; }
 
 ssh-keygen -q -t ed25519 -N '' -f "$work/key"
-api -X POST -d "$(jq -nc --arg k "$(cat "$work/key.pub")" '{memory_mib: 256, ssh_keys: [$k]}')" \
+api -X POST -d "$(jq -nc --arg k "$(cat "$work/key.pub")" --arg kind "$kind" --argjson m "$memory" \
+  '{kind: $kind, memory_mib: $m, ssh_keys: [$k]}')" \
   http://localhost/v1/sandboxes >"$work/create.json"
 id=$(jq -r .id "$work/create.json")
 port=$(jq -r .port "$work/create.json")

@@ -80,7 +80,7 @@ HttpResponse RunExec(const Call& call) {
     Fail(ErrorCode::kInvalidArgument, "exec answers in streamed lines: this door cannot");
   }
   std::shared_ptr<GuestExec> exec = call.c.engine->StartExec(id, parsed.request, token);
-  AgentStream& stream = *exec->stream;
+  GuestStream& stream = *exec->stream;
   if (parsed.stdin_data) {
     stream.Write(*parsed.stdin_data, Clock::now() + kInputTimeout);
     stream.CloseInput();
@@ -90,7 +90,7 @@ HttpResponse RunExec(const Call& call) {
     return JsonResponse(200, json::object());
   }
   for (;;) {
-    AgentEvent event;
+    GuestEvent event;
     try {
       event = stream.Next(Clock::now() + kCallerCheck);
     } catch (const Error& e) {
@@ -101,8 +101,8 @@ HttpResponse RunExec(const Call& call) {
       stream.Signal(SIGKILL);
       return JsonResponse(200, json::object());
     }
-    if (event.kind == AgentEvent::Kind::kEnd) return JsonResponse(200, ExitToJson(event.end));
-    const char* name = event.kind == AgentEvent::Kind::kStdout ? "stdout" : "stderr";
+    if (event.kind == GuestEvent::Kind::kEnd) return JsonResponse(200, ExitToJson(event.end));
+    const char* name = event.kind == GuestEvent::Kind::kStdout ? "stdout" : "stderr";
     if (!call.sink->Send(kNdjson, Line({{name, Base64Encode(event.data)}}))) {
       // The caller went away: so does its process (and its group).
       spdlog::info("sandbox {}: exec {} lost its caller; killing it", id.str(), exec->id);
@@ -164,8 +164,8 @@ HttpResponse DownloadFile(const Call& call) {
   const char* type = download.tar ? "application/x-tar" : "application/octet-stream";
   std::uint64_t sent = 0;
   for (;;) {
-    AgentEvent event = download.stream->Next(Clock::now() + kForever);
-    if (event.kind == AgentEvent::Kind::kEnd) {
+    GuestEvent event = download.stream->Next(Clock::now() + kForever);
+    if (event.kind == GuestEvent::Kind::kEnd) {
       const bool failed = !EndError(event.end).empty() || (download.tar && EndExit(event.end) != 0);
       if (!failed) break;
       spdlog::warn("sandbox {}: download of {} failed after {} bytes: {}", id.str(),
@@ -179,7 +179,7 @@ HttpResponse DownloadFile(const Call& call) {
       call.sink->Abort();
       return JsonResponse(200, json::object());
     }
-    if (event.kind == AgentEvent::Kind::kStderr) continue;  // tar's warnings
+    if (event.kind == GuestEvent::Kind::kStderr) continue;  // tar's warnings
     if (call.sink == nullptr) Fail(ErrorCode::kInvalidArgument, "this door cannot stream");
     if (!call.sink->Send(type, event.data)) return JsonResponse(200, json::object());
     sent += event.data.size();
@@ -206,18 +206,18 @@ HttpResponse UploadFile(const Call& call) {
   }
   std::optional<std::string> token = ActingToken(call, id, "writing files");
   HttpBodySource* body = call.sink ? call.sink->body() : nullptr;
-  std::shared_ptr<AgentStream> stream = call.c.engine->Upload(id, upload, token);
+  std::shared_ptr<GuestStream> stream = call.c.engine->Upload(id, upload, token);
   // The stream's events are taken while the body goes in: a tar that
   // writes warnings would otherwise fill its output window and stop
   // reading its input.
   std::string errors;  // a tar's stderr
-  AgentEvent end;
+  GuestEvent end;
   std::thread drain([&] {
     try {
       for (;;) {
-        AgentEvent event = stream->Next(Clock::now() + kForever);
-        if (event.kind == AgentEvent::Kind::kStderr && errors.size() < 4096) errors += event.data;
-        if (event.kind == AgentEvent::Kind::kEnd) {
+        GuestEvent event = stream->Next(Clock::now() + kForever);
+        if (event.kind == GuestEvent::Kind::kStderr && errors.size() < 4096) errors += event.data;
+        if (event.kind == GuestEvent::Kind::kEnd) {
           end = std::move(event);
           return;
         }

@@ -1,5 +1,7 @@
 #include "container/container_driver.h"
 
+#include "container/container_channel.h"
+
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <poll.h>
@@ -324,6 +326,27 @@ VmInfo ContainerDriver::Inspect(const SandboxId& id) {
     info.pid = running->init->pid();
   }
   return info;
+}
+
+std::shared_ptr<GuestChannel> ContainerDriver::ChannelTo(const SandboxId& id) {
+  ContainerAccess access;
+  {
+    std::lock_guard lock(mutex_);
+    auto running = running_.find(id);
+    auto slot = slots_.find(id);
+    if (running == running_.end() || running->second->exited || !running->second->init ||
+        slot == slots_.end()) {
+      Fail(ErrorCode::kFailedPrecondition, "container {} is not running", id.str());
+    }
+    access.init = running->second->init->pid();
+    access.host_root = options_.config.uid_base + slot->second * kUidsPerContainer;
+  }
+  access.id = id.str();
+  access.bundle = DirOf(id) / "bundle";
+  access.scratch = DirOf(id) / "exec";
+  MakeDirs(access.scratch, 0700);
+  access.cgroup_procs = options_.cgroups->ProcsFiles(CgroupName(id));
+  return std::make_shared<ContainerChannel>(*runtime_, std::move(access));
 }
 
 bool ContainerDriver::WaitExited(const SandboxId& id, std::chrono::milliseconds timeout) {

@@ -62,6 +62,9 @@ class ContainerDriver : public VmDriver {
 
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
+  // Programs through the runtime's exec, files through the container's
+  // root (container_channel.h). kFailedPrecondition when it is not running.
+  std::shared_ptr<GuestChannel> ChannelTo(const SandboxId& id) override;
   // SIGTERM to the container's init (sshd), which ends the container.
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
   void Destroy(const SandboxId& id) override;

@@ -50,6 +50,16 @@ std::vector<std::string> OciRuntime::Command(std::initializer_list<std::string> 
   return argv;
 }
 
+SpawnSpec OciRuntime::ExecSpec(const std::string& id,
+                               const std::vector<std::string>& options) const {
+  SpawnSpec spec;
+  spec.argv = Command({"exec"});
+  spec.argv.insert(spec.argv.end(), options.begin(), options.end());
+  spec.argv.push_back(id);
+  spec.hidden_mounts = options_.hidden_mounts;
+  return spec;
+}
+
 pid_t OciRuntime::Create(const std::string& id, const fs::path& bundle, int output_fd,
                          int output_reader, const std::vector<std::string>& cgroup_procs) {
   const fs::path pid_file = bundle / "init.pid";

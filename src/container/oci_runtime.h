@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "core/subprocess.h"
+
 namespace ephemera {
 
 struct OciRuntimeOptions {
@@ -50,6 +52,10 @@ class OciRuntime {
   void Delete(const std::string& id);
   std::optional<OciState> State(const std::string& id);  // nullopt: unknown
   std::vector<std::string> List();
+
+  // How to run `exec <options> <id>` (a process joining the container),
+  // to be spawned by the caller: it streams that process's input and output.
+  SpawnSpec ExecSpec(const std::string& id, const std::vector<std::string>& options) const;
 
   const std::filesystem::path& binary() const { return options_.binary; }
 

@@ -248,6 +248,12 @@ std::vector<std::string> Cgroups::Create(const std::string& name,
   return procs;
 }
 
+std::vector<std::string> Cgroups::ProcsFiles(const std::string& name) const {
+  std::vector<std::string> procs;
+  for (const auto& base : bases_) procs.push_back((base / name / "cgroup.procs").string());
+  return procs;
+}
+
 std::vector<pid_t> Cgroups::Pids(const std::string& name) const {
   std::vector<pid_t> pids;
   if (bases_.empty()) return pids;

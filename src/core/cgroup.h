@@ -50,6 +50,8 @@ class Cgroups {
   // Creates the cgroup `name` (a sandbox id) in every hierarchy and applies
   // the limits. Idempotent. Returns the cgroup.procs files to write a pid to.
   std::vector<std::string> Create(const std::string& name, const CgroupLimits& limits) const;
+  // The cgroup.procs files of `name` (made before), one per hierarchy.
+  std::vector<std::string> ProcsFiles(const std::string& name) const;
   // Kills whatever still runs in `name` and removes it everywhere;
   // absent is fine. kInternal if it cannot be emptied.
   void Remove(const std::string& name) const;

@@ -1,5 +1,8 @@
 #include "core/fs.h"
 
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,6 +89,32 @@ void MakeDirs(const fs::path& path, unsigned mode) {
 RemoveOnExit::~RemoveOnExit() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(
+      ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
+                       const std::string& what) {
+  UniqueFd fd(OpenInRoot(root, path, O_RDONLY));
+  if (!fd) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
+  std::string content;
+  char buffer[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
+    if (n == 0) break;
+    content.append(buffer, static_cast<std::size_t>(n));
+    if (content.size() > limit) {
+      Fail(ErrorCode::kFailedPrecondition, "{}: /{} is over {} bytes", what, path, limit);
+    }
+  }
+  return content;
 }
 
 }  // namespace ephemera

@@ -1,6 +1,8 @@
 // Small file-system helpers whose failures carry the path in the message.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -34,5 +36,16 @@ class RemoveOnExit {
 };
 // Creates a directory (and parents) with `mode` on the last component.
 void MakeDirs(const std::filesystem::path& path, unsigned mode = 0700);
+
+// Opens `path` (relative) below the directory `root` as if it were "/":
+// symlinks, absolute ones too, and ".." never lead out of it. -1 and errno
+// on failure.
+int OpenInRoot(int root, const std::string& path, std::uint64_t flags);
+
+// The content of file `path` below `root` (resolved as OpenInRoot does);
+// kFailedPrecondition naming `what` and the path when it cannot be read or
+// is over `limit` bytes.
+std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
+                       const std::string& what);
 
 }  // namespace ephemera

@@ -25,6 +25,7 @@
 
 #include "core/sandbox.h"
 #include "engine/guest_exec.h"
+#include "guest/agent_link.h"
 #include "guest/provisioner.h"
 #include "image/catalog.h"
 #include "image/oci/importer.h"
@@ -310,7 +311,7 @@ class Engine {
                          const std::optional<std::string>& token);
   // Write the bytes (or the tar) to the stream, then CloseInput; its end says
   // whether all is in place.
-  std::shared_ptr<AgentStream> Upload(const SandboxId& id, const GuestUpload& upload,
+  std::shared_ptr<GuestStream> Upload(const SandboxId& id, const GuestUpload& upload,
                                       const std::optional<std::string>& token);
 
   std::optional<Sandbox> Get(const SandboxId& id);
@@ -425,6 +426,7 @@ class Engine {
   // The sandbox's lasting connection to its guest agent, opened on first
   // use; dropped (its streams ended) when the sandbox pauses or goes.
   std::shared_ptr<AgentLink> AgentLinkFor(const Sandbox& sandbox);
+  std::shared_ptr<GuestChannel> ChannelFor(const Sandbox& sandbox);
   void DropAgentLink(const SandboxId& id);
   // kFailedPrecondition while a pause, resume or destroy of it runs.
   void CheckNotMoving(const SandboxId& id);

@@ -1,11 +1,13 @@
-// Programs and files in a sandbox's guest (docs/api.md, "Exec and files"):
-// through the guest agent's streams, on one lasting connection per sandbox.
-// Never the user's password, never the guest's network.
+// Programs and files in a sandbox's guest (README, "Exec and files"): on
+// the driver's own channel (a container's runtime), else through the guest
+// agent's streams, on one lasting connection per sandbox. Never the user's
+// password, never the guest's network.
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
 #include "core/random.h"
 #include "engine/engine.h"
+#include "guest/agent_channel.h"
 
 namespace ephemera {
 
@@ -102,31 +104,34 @@ void Engine::DropAgentLink(const SandboxId& id) {
   link->Close();
 }
 
+std::shared_ptr<GuestChannel> Engine::ChannelFor(const Sandbox& sandbox) {
+  if (auto channel = DriverOf(sandbox).ChannelTo(sandbox.id)) return channel;
+  return std::make_shared<AgentChannel>(AgentLinkFor(sandbox));
+}
+
 std::shared_ptr<GuestExec> Engine::StartExec(const SandboxId& id, const ExecRequest& request,
                                              const std::optional<std::string>& token) {
   if (request.argv.empty() || request.argv[0].empty()) {
     Fail(ErrorCode::kInvalidArgument, "'argv' must name a program");
   }
   Sandbox sandbox = ReadySandbox(id, token);
-  json message{{"op", "exec"},
-               {"argv", request.argv},
-               {"user", request.user.empty() ? sandbox.username : request.user},
-               {"tty", request.tty},
-               {"stdin", request.stdin_open}};
-  if (message["user"] == "") message["user"] = "root";  // an image without a client account
-  if (!request.env.empty()) message["env"] = request.env;
-  if (!request.cwd.empty()) message["cwd"] = request.cwd;
-  if (request.tty) {
-    message["rows"] = request.rows;
-    message["cols"] = request.cols;
-  }
-  if (request.timeout_seconds > 0) message["timeout_ms"] = request.timeout_seconds * 1000;
+  GuestCommand command;
+  command.argv = request.argv;
+  command.env = request.env;
+  command.cwd = request.cwd;
+  command.user = request.user.empty() ? sandbox.username : request.user;
+  if (command.user.empty()) command.user = "root";  // an image without a client account
+  command.tty = request.tty;
+  command.rows = request.rows;
+  command.cols = request.cols;
+  command.timeout_ms = request.timeout_seconds * 1000;
+  command.stdin_open = request.stdin_open;
   NoteActivity(id);
   auto exec = std::make_shared<GuestExec>(id);
   exec->id = RandomString(16, "0123456789abcdef");
   exec->tty = request.tty;
   exec->stdin_open = request.stdin_open || request.tty;
-  exec->stream = AgentLinkFor(sandbox)->Start(std::move(message), Soon());
+  exec->stream = ChannelFor(sandbox)->Exec(command, Soon());
   exec->pid = exec->stream->started().value("pid", 0);
   std::lock_guard lock(agent_links_mutex_);
   std::erase_if(execs_, [](const auto& entry) { return entry.second.expired(); });
@@ -151,62 +156,55 @@ GuestDownload Engine::Download(const SandboxId& id, const std::string& path,
   CheckGuestPath(path);
   Sandbox sandbox = ReadySandbox(id, token);
   NoteActivity(id);
-  auto link = AgentLinkFor(sandbox);
+  auto channel = ChannelFor(sandbox);
   // The guest resolves the path (its links, its ".."): the host never does.
-  json info = link->Call({{"op", "stat"}, {"path", path}}, Soon());
   GuestDownload download;
-  if (info.value("type", "") == "directory") {
+  if (channel->Stat(path, Soon()).directory) {
     download.tar = true;
-    download.stream = link->Start(
-        {{"op", "exec"}, {"argv", {"tar", "-c", "-f", "-", "-C", path, "."}}, {"user", "root"}},
-        Soon());
+    GuestCommand tar;
+    tar.argv = {"tar", "-c", "-f", "-", "-C", path, "."};
+    tar.user = "root";
+    download.stream = channel->Exec(tar, Soon());
   } else {
-    download.stream = link->Start({{"op", "read"}, {"path", path}}, Soon());
+    download.stream = channel->Read(path, Soon());
     download.size = download.stream->started().value("size", std::uint64_t{0});
   }
   return download;
 }
 
-std::shared_ptr<AgentStream> Engine::Upload(const SandboxId& id, const GuestUpload& upload,
+std::shared_ptr<GuestStream> Engine::Upload(const SandboxId& id, const GuestUpload& upload,
                                             const std::optional<std::string>& token) {
   CheckGuestPath(upload.path);
   Sandbox sandbox = ReadySandbox(id, token);
   NoteActivity(id);
-  auto link = AgentLinkFor(sandbox);
+  auto channel = ChannelFor(sandbox);
   if (upload.tar) {
     // Unpacked by the guest's tar, as its owner (root unless named), into
     // the folder, made first if need be.
-    const std::string user = upload.owner.empty()
-                                 ? (sandbox.username.empty() ? "root" : sandbox.username)
-                                 : upload.owner;
-    auto mkdir = link->Start(
-        {{"op", "exec"}, {"argv", {"mkdir", "-p", "--", upload.path}}, {"user", user}}, Soon());
+    GuestCommand mkdir;
+    mkdir.argv = {"mkdir", "-p", "--", upload.path};
+    mkdir.user = upload.owner.empty() ? (sandbox.username.empty() ? "root" : sandbox.username)
+                                      : upload.owner;
+    auto made = channel->Exec(mkdir, Soon());
     std::string errors;
     for (;;) {
-      AgentEvent event = mkdir->Next(Soon());
-      if (event.kind == AgentEvent::Kind::kStderr && errors.size() < 1024) errors += event.data;
-      if (event.kind != AgentEvent::Kind::kEnd) continue;
+      GuestEvent event = made->Next(Soon());
+      if (event.kind == GuestEvent::Kind::kStderr && errors.size() < 1024) errors += event.data;
+      if (event.kind != GuestEvent::Kind::kEnd) continue;
       if (event.end.value("exit", -1) != 0) {
         Fail(ErrorCode::kFailedPrecondition, "the guest cannot make the folder {}: {}", upload.path,
              errors.empty() ? event.end.dump() : errors);
       }
       break;
     }
-    return link->Start({{"op", "exec"},
-                        {"argv", {"tar", "-x", "-f", "-", "-C", upload.path}},
-                        {"user", user},
-                        {"stdin", true}},
-                       Soon());
+    GuestCommand tar = mkdir;
+    tar.argv = {"tar", "-x", "-f", "-", "-C", upload.path};
+    tar.stdin_open = true;
+    return channel->Exec(tar, Soon());
   }
-  json message{{"op", "write"}, {"path", upload.path}};
-  if (upload.mode) message["mode"] = *upload.mode;
   // The client's own by default, as what its execs make.
-  if (!upload.owner.empty()) {
-    message["owner"] = upload.owner;
-  } else if (!sandbox.username.empty()) {
-    message["owner"] = sandbox.username;
-  }
-  return link->Start(std::move(message), Soon());
+  return channel->Write(upload.path, upload.mode,
+                        upload.owner.empty() ? sandbox.username : upload.owner, Soon());
 }
 
 }  // namespace ephemera

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/sandbox_id.h"
-#include "guest/agent_link.h"
+#include "guest/guest_stream.h"
 
 namespace ephemera {
 
@@ -36,14 +36,14 @@ struct GuestExec {
   int pid = 0;
   bool tty = false;
   bool stdin_open = false;  // started to be fed (stdin true, or a terminal)
-  std::shared_ptr<AgentStream> stream;
+  std::shared_ptr<GuestStream> stream;
 };
 
 // A file or folder read from a guest: its bytes, or a tar of the folder.
 struct GuestDownload {
   bool tar = false;
   std::optional<std::uint64_t> size;  // a file's
-  std::shared_ptr<AgentStream> stream;
+  std::shared_ptr<GuestStream> stream;
 };
 
 struct GuestUpload {

@@ -123,7 +123,7 @@ void AgentLink::ReadLoop() {
   closed_ = true;
   for (auto& [id, stream] : streams_) {
     if (!stream->end_) {
-      stream->end_ = AgentEvent{AgentEvent::Kind::kEnd, "",
+      stream->end_ = GuestEvent{GuestEvent::Kind::kEnd, "",
                                 json{{"error", "the guest agent's channel closed"}}};
     }
   }
@@ -163,7 +163,7 @@ void AgentLink::Dispatch(const std::string& line) {
                                  ": output past the window (flow control ignored)");
       }
       stream.events_.push_back(
-          {name[3] == 'o' ? AgentEvent::Kind::kStdout : AgentEvent::Kind::kStderr,
+          {name[3] == 'o' ? GuestEvent::Kind::kStdout : GuestEvent::Kind::kStderr,
            std::move(*bytes),
            {}});
     }
@@ -177,7 +177,7 @@ void AgentLink::Dispatch(const std::string& line) {
       end != message.end() && end->is_boolean() && end->get<bool>()) {
     message.erase("stream");
     message.erase("end");
-    stream.end_ = AgentEvent{AgentEvent::Kind::kEnd, "", std::move(message)};
+    stream.end_ = GuestEvent{GuestEvent::Kind::kEnd, "", std::move(message)};
   }
   changed_.notify_all();
 }
@@ -261,7 +261,7 @@ std::shared_ptr<AgentStream> AgentLink::Start(json request, Clock::time_point de
     // Refused: nothing runs. Timed out: it may run yet, and the kill its
     // destructor sends must reach it.
     if (e.code() != ErrorCode::kTimeout) {
-      stream->end_ = AgentEvent{AgentEvent::Kind::kEnd, "", json{{"error", "not started"}}};
+      stream->end_ = GuestEvent{GuestEvent::Kind::kEnd, "", json{{"error", "not started"}}};
     }
     throw;
   }
@@ -284,7 +284,7 @@ bool AgentStream::ended() {
   return end_.has_value() && events_.empty();
 }
 
-AgentEvent AgentStream::Next(Clock::time_point deadline) {
+GuestEvent AgentStream::Next(Clock::time_point deadline) {
   std::uint64_t ack;
   {
     std::lock_guard lock(link_->mutex_);
@@ -302,7 +302,7 @@ AgentEvent AgentStream::Next(Clock::time_point deadline) {
     Fail(ErrorCode::kTimeout, "the guest sent nothing in time on stream {}", id_);
   }
   if (events_.empty()) return *end_;
-  AgentEvent event = std::move(events_.front());
+  GuestEvent event = std::move(events_.front());
   events_.pop_front();
   queued_ -= event.data.size();
   to_ack_ = event.data.size();

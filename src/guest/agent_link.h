@@ -26,45 +26,36 @@
 #include <nlohmann/json.hpp>
 
 #include "core/unique_fd.h"
+#include "guest/guest_stream.h"
 
 namespace ephemera {
 
 class AgentLink;
 
-// What a stream says: output, or its end with the agent's fields
-// ("exit" | "signal" [+ "timed_out"] for a process, "size" for a file,
-// "error" when it failed or the channel closed).
-struct AgentEvent {
-  enum class Kind { kStdout, kStderr, kEnd } kind = Kind::kEnd;
-  std::string data;
-  nlohmann::json end;
-};
-
-class AgentStream {
+class AgentStream : public GuestStream {
  public:
-  using Clock = std::chrono::steady_clock;
   static constexpr std::uint64_t kInputWindow = 1 << 20;
   static constexpr std::size_t kInputPiece = 192 * 1024;
   // The agent's output window plus a chunk: more unacked output is a guest
   // that ignores flow control, and its channel is closed.
   static constexpr std::uint64_t kOutputLimit = (1 << 20) + (512 << 10);
 
-  ~AgentStream();
+  ~AgentStream() override;
   std::uint64_t id() const { return id_; }
   // The answer that started it (a process's "pid", a file's "size", ...).
-  const nlohmann::json& started() const { return started_; }
+  const nlohmann::json& started() const override { return started_; }
   // The next event, acking the output the previous call returned. After
   // the end, the end again. kTimeout past `deadline`.
-  AgentEvent Next(Clock::time_point deadline);
+  GuestEvent Next(Clock::time_point deadline) override;
   // Input for a process's stdin or a file being written. kTimeout when the
   // agent takes none of it before `deadline`; kFailedPrecondition once the
   // stream ended.
-  void Write(std::string_view data, Clock::time_point deadline);
-  void CloseInput();
-  void Resize(std::uint16_t rows, std::uint16_t cols, Clock::time_point deadline);
+  void Write(std::string_view data, Clock::time_point deadline) override;
+  void CloseInput() override;
+  void Resize(std::uint16_t rows, std::uint16_t cols, Clock::time_point deadline) override;
   // To the process's group; nothing once it ended.
-  void Signal(int signal);
-  bool ended();
+  void Signal(int signal) override;
+  bool ended() override;
 
  private:
   friend class AgentLink;
@@ -75,8 +66,8 @@ class AgentStream {
   std::uint64_t id_;
   nlohmann::json started_;
   // Guarded by the link's mutex.
-  std::deque<AgentEvent> events_;
-  std::optional<AgentEvent> end_;
+  std::deque<GuestEvent> events_;
+  std::optional<GuestEvent> end_;
   std::uint64_t sent_ = 0;     // input bytes sent
   std::uint64_t written_ = 0;  // ... and written by the agent
   std::uint64_t to_ack_ = 0;   // output handed out, not acked yet

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/sandbox.h"
+#include "guest/guest_stream.h"
 #include "vm/vm.h"
 
 namespace ephemera {
@@ -41,6 +43,13 @@ class VmDriver {
 
   // Whether Start gives a VM the guest agent's channel (VmSpec::agent_channel).
   virtual bool supports_agent() const { return false; }
+
+  // Programs and files in a running guest that the driver reaches itself
+  // (a container's runtime); nullptr where the guest agent is the way in.
+  virtual std::shared_ptr<GuestChannel> ChannelTo(const SandboxId& id) {
+    (void)id;
+    return nullptr;
+  }
 
   // The hypervisor's own description of a running VM (libvirt's domain
   // XML), for users who know it; empty where there is none.

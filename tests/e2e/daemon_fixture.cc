@@ -9,6 +9,9 @@
 
 #include <thread>
 
+#include <sstream>
+
+#include "core/base64.h"
 #include "core/cgroup.h"
 #include "core/fs.h"
 #include "core/subprocess.h"
@@ -82,6 +85,28 @@ void DaemonTest::StopDaemon(int sig) {
   int status = 0;
   ::waitpid(daemon_, &status, 0);
   daemon_ = -1;
+}
+
+CurlResult DaemonTest::Api(const std::string& method, const std::string& path,
+                           std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--unix-socket", socket_.string(), "-X", method};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.push_back("http://localhost" + path);
+  return Curl(args);
+}
+
+DaemonTest::ExecResult DaemonTest::Exec(const std::string& id, const json& request) {
+  CurlResult r = Api("POST", "/v1/sandboxes/" + id + "/exec", {"--data-binary", request.dump()});
+  EXPECT_EQ(r.status, 200) << r.body;
+  ExecResult result;
+  std::istringstream lines(r.body);
+  for (std::string line; std::getline(lines, line);) {
+    json event = json::parse(line);
+    if (event.contains("stdout")) result.out += *Base64Decode(event["stdout"].get<std::string>());
+    if (event.contains("stderr")) result.err += *Base64Decode(event["stderr"].get<std::string>());
+    if (event.contains("exit")) result.exit = event["exit"];
+  }
+  return result;
 }
 
 json DaemonTest::Create(const std::vector<std::string>& extra) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "e2e/http_client.h"
 #include "unit/test_files.h"
 
 namespace ephemera::test {
@@ -20,6 +21,17 @@ class DaemonTest : public ::testing::Test {
  protected:
   void SetUp() override;
   void TearDown() override;
+
+  // A request to the local socket's API.
+  CurlResult Api(const std::string& method, const std::string& path,
+                 std::vector<std::string> extra = {});
+  // An exec's answer (POST .../exec), stdout and stderr decoded from its
+  // NDJSON events.
+  struct ExecResult {
+    std::string out, err;
+    nlohmann::json exit;
+  };
+  ExecResult Exec(const std::string& id, const nlohmann::json& request);
 
   // Extra YAML lines for the config (the defaults are fine for most tests).
   virtual std::string ExtraConfig() const { return ""; }

@@ -26,31 +26,6 @@ using ::testing::HasSubstr;
 
 class ExecTest : public test::DaemonTest {
  protected:
-  CurlResult Api(const std::string& method, const std::string& path,
-                 std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--unix-socket", socket_.string(), "-X", method};
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back("http://localhost" + path);
-    return Curl(args);
-  }
-  // The NDJSON lines of an exec answer, stdout and stderr decoded.
-  struct ExecResult {
-    std::string out, err;
-    json exit;
-  };
-  ExecResult Exec(const std::string& id, const json& request) {
-    CurlResult r = Api("POST", "/v1/sandboxes/" + id + "/exec", {"--data-binary", request.dump()});
-    EXPECT_EQ(r.status, 200) << r.body;
-    ExecResult result;
-    std::istringstream lines(r.body);
-    for (std::string line; std::getline(lines, line);) {
-      json event = json::parse(line);
-      if (event.contains("stdout")) result.out += *Base64Decode(event["stdout"].get<std::string>());
-      if (event.contains("stderr")) result.err += *Base64Decode(event["stderr"].get<std::string>());
-      if (event.contains("exit")) result.exit = event["exit"];
-    }
-    return result;
-  }
   // The daemon's peak resident memory (VmHWM), in KiB.
   long PeakMemoryKib() const {
     std::ifstream status("/proc/" + std::to_string(daemon_) + "/status");

@@ -299,32 +299,6 @@ class LayerApplier {
 
 }  // namespace
 
-int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
-  open_how how{};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(
-      ::syscall(SYS_openat2, root, path.empty() ? "." : path.c_str(), &how, sizeof how));
-}
-
-std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
-                       const std::string& what) {
-  UniqueFd fd(OpenInRoot(root, path, O_RDONLY));
-  if (!fd) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
-  std::string content;
-  char buffer[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n < 0) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
-    if (n == 0) break;
-    content.append(buffer, static_cast<std::size_t>(n));
-    if (content.size() > limit) {
-      Fail(ErrorCode::kFailedPrecondition, "{}: /{} is over {} bytes", what, path, limit);
-    }
-  }
-  return content;
-}
-
 std::vector<std::string> ListInRoot(int root, const std::string& path) {
   std::vector<std::string> names;
   int fd = OpenInRoot(root, path, O_RDONLY | O_DIRECTORY);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/fs.h"
 #include "core/unique_fd.h"
 
 namespace ephemera::oci {
@@ -43,17 +44,6 @@ class RootfsWriter {
   UniqueFd root_fd_;
   LayerLimits limits_;
 };
-
-// Opens `path` (relative) below the directory `root` as if it were "/":
-// symlinks, absolute ones too, and ".." never lead out of it. -1 and errno
-// on failure.
-int OpenInRoot(int root, const std::string& path, std::uint64_t flags);
-
-// The content of file `path` below `root` (resolved as OpenInRoot does);
-// kFailedPrecondition naming `what` and the path when it cannot be read or
-// is over `limit` bytes.
-std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
-                       const std::string& what);
 
 // The names in directory `path` below `root` (resolved as OpenInRoot
 // does); none when it is not a directory there.
