@@ -49,6 +49,7 @@ HttpResponse ProtocolError(http::error ec_kind) {
 }
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::size_t kStreamedBodyRead = 256 * 1024;
 
 struct Shared {
   HttpServerOptions options;
@@ -135,6 +136,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (shared_.options.streams_body && shared_.options.streams_body(head)) {
       body_parser_.emplace(std::move(*header_parser_));
       body_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+      // Beast reads what the buffer has room for (512 bytes at the least):
+      // room for whole pieces, or a streamed body costs a read per 512.
+      buffer_.reserve(kStreamedBodyRead);
       request_ = std::move(head);
       return Dispatch(/*slow=*/true);
     }

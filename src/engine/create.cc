@@ -372,6 +372,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     store_.Transition(sandbox.id, SandboxState::kProvisioning);
 
     ProvisionResult provisioned;
+    std::shared_ptr<const SshKeyPair> exec_key;
     try {
       if (through_agent) {
         AgentProvisionRequest provision;
@@ -420,6 +421,12 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
         provision.endpoint.password = options_.endpoint_password;
         provision.sshd_timeout = options_.sshd_timeout;
         provision.authorized_keys = request.authorized_keys;
+        // Without an agent, the daemon's own way in for exec and files:
+        // a key of its own for the client account, held in memory only.
+        if (v.spec.kind == SandboxKind::kVm) {
+          exec_key = std::make_shared<const SshKeyPair>(SshKeyPair::Generate());
+          provision.authorized_keys.push_back(exec_key->PublicKeyLine() + " ephemera-daemon");
+        }
         provisioned = provisioner_.Run(provision);
       }
     } catch (const Error& e) {
@@ -431,6 +438,14 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     result.phases.sshd_up = provisioned.sshd_wait;
     result.phases.provision = provisioned.setup;
 
+    if (exec_key) {
+      std::lock_guard lock(agent_links_mutex_);
+      ssh_targets_[sandbox.id] = SshTarget{.host = sandbox.guest_ip,
+                                           .port = net.guest_port,
+                                           .user = provisioned.credentials.username,
+                                           .key = exec_key,
+                                           .host_key = provisioned.host_key};
+    }
     sandbox.username = provisioned.credentials.username;
     sandbox.host_key_fingerprint = provisioned.host_key_fingerprint;
     sandbox.host_key = provisioned.host_key;

@@ -11,6 +11,10 @@ namespace ephemera {
 
 void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
   DropAgentLink(id);
+  {
+    std::lock_guard lock(agent_links_mutex_);
+    ssh_targets_.erase(id);
+  }
   ForgetActivity(id);
   driver.Destroy(id);
   networks_.Teardown(id);

@@ -27,6 +27,7 @@
 #include "engine/guest_exec.h"
 #include "guest/agent_link.h"
 #include "guest/provisioner.h"
+#include "guest/ssh_channel.h"
 #include "image/catalog.h"
 #include "image/oci/importer.h"
 #include "net/network_manager.h"
@@ -523,6 +524,8 @@ class Engine {
   // One connect at a time per sandbox (with agent_links_mutex_).
   std::map<SandboxId, std::shared_ptr<std::mutex>> agent_opening_;
   std::map<SandboxId, std::shared_ptr<AgentLink>> agent_links_;
+  // The daemon's SSH way into sandboxes without an agent (memory only).
+  std::map<SandboxId, SshTarget> ssh_targets_;
   std::map<std::string, std::weak_ptr<GuestExec>> execs_;  // with agent_links_mutex_
 
   struct Activity {

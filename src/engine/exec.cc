@@ -64,8 +64,9 @@ std::shared_ptr<AgentLink> Engine::AgentLinkFor(const Sandbox& sandbox) {
   VmInfo vm = DriverOf(sandbox).Inspect(sandbox.id);
   if (vm.agent_socket.empty()) {
     Fail(ErrorCode::kFailedPrecondition,
-         "sandbox {} has no guest agent (its image carries none, or its driver does not reach "
-         "one): exec and files need it",
+         "sandbox {} has no way in for exec and files: its image has no guest agent (or its "
+         "driver reaches none), and the daemon's SSH key for it is gone (kept in memory only, "
+         "it does not outlive a restart)",
          sandbox.id.str());
   }
   auto link = AgentLink::Open(vm.agent_socket, AgentTokenFor(sandbox.id), Soon());
@@ -106,6 +107,11 @@ void Engine::DropAgentLink(const SandboxId& id) {
 
 std::shared_ptr<GuestChannel> Engine::ChannelFor(const Sandbox& sandbox) {
   if (auto channel = DriverOf(sandbox).ChannelTo(sandbox.id)) return channel;
+  {
+    std::lock_guard lock(agent_links_mutex_);
+    auto target = ssh_targets_.find(sandbox.id);
+    if (target != ssh_targets_.end()) return std::make_shared<SshChannel>(target->second);
+  }
   return std::make_shared<AgentChannel>(AgentLinkFor(sandbox));
 }
 
@@ -163,7 +169,7 @@ GuestDownload Engine::Download(const SandboxId& id, const std::string& path,
     download.tar = true;
     GuestCommand tar;
     tar.argv = {"tar", "-c", "-f", "-", "-C", path, "."};
-    tar.user = "root";
+    tar.user = channel->PrivilegedUser();
     download.stream = channel->Exec(tar, Soon());
   } else {
     download.stream = channel->Read(path, Soon());

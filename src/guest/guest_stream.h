@@ -83,6 +83,8 @@ class GuestChannel {
   virtual std::shared_ptr<GuestStream> Write(const std::string& path, std::optional<mode_t> mode,
                                              const std::string& owner,
                                              Clock::time_point deadline) = 0;
+  // Who runs what needs to read anything (a folder packed as tar).
+  virtual std::string PrivilegedUser() const { return "root"; }
 };
 
 }  // namespace ephemera

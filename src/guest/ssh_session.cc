@@ -74,6 +74,8 @@ SshSession::SshSession(const std::string& host, std::uint16_t port, const std::s
 
 SshSession::~SshSession() = default;
 
+ssh_session SshSession::raw() const { return impl_->session; }
+
 std::string SshSession::HostKeyFingerprint() const {
   return KeyFingerprint(impl_->host_key.get(), impl_->where);
 }

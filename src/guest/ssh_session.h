@@ -8,6 +8,8 @@
 
 #include "guest/credentials.h"
 
+struct ssh_session_struct;
+
 namespace ephemera {
 
 struct CommandResult {
@@ -38,6 +40,9 @@ class SshSession {
 
   // Runs `command`; kTimeout past `timeout`. Output is bounded.
   CommandResult Execute(const std::string& command, std::chrono::milliseconds timeout);
+
+  // libssh's session, for a stream that owns this object (ssh_channel.cc).
+  ssh_session_struct* raw() const;
 
  private:
   struct Impl;

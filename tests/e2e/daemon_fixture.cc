@@ -109,6 +109,64 @@ DaemonTest::ExecResult DaemonTest::Exec(const std::string& id, const json& reque
   return result;
 }
 
+void DaemonTest::ExpectExecsBehaveAsDockerExec(const std::string& id, const std::string& user) {
+  using ::testing::HasSubstr;
+  // Through the CLI, as docker exec: both streams, the status passed on.
+  ProcessResult r =
+      RunProcess(Cli({"exec", id, "--", "sh", "-c", "echo out; echo err >&2; exit 7"}), 60s);
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  // The client's own account by default; another when asked.
+  EXPECT_EQ(RunProcess(Cli({"exec", id, "--", "id", "-un"}), 60s).out, user + "\n");
+  EXPECT_EQ(RunProcess(Cli({"exec", "-u", "root", "-e", "GREETING=hi", "-w", "/tmp", id, "--", "sh",
+                            "-c", "echo $(id -un) $GREETING $(pwd)"}),
+                       60s)
+                .out,
+            "root hi /tmp\n");
+
+  // stdin: streamed from the CLI's own, and given whole in the request.
+  std::string cli;
+  for (const std::string& arg : Cli({"exec", "-i", id, "--", "tr", "a-z", "A-Z"})) cli += " " + arg;
+  r = RunProcess({"bash", "-c", "printf 'round trip' |" + cli}, 60s);
+  EXPECT_EQ(r.out, "ROUND TRIP") << r.err;
+  ExecResult e = Exec(id, {{"argv", {"cat"}}, {"stdin", "given whole"}});
+  EXPECT_EQ(e.out, "given whole");
+  EXPECT_EQ(e.exit["code"], 0);
+
+  // A terminal of the size asked for.
+  e = Exec(id, {{"argv", {"stty", "size"}}, {"tty", true}, {"rows", 33}, {"cols", 101}});
+  EXPECT_EQ(e.out, "33 101\r\n");
+
+  // A timeout kills the process and its children.
+  e = Exec(id, {{"argv", {"sh", "-c", "sleep 300 & echo $!; wait"}}, {"timeout_seconds", 2}});
+  EXPECT_EQ(e.exit["timed_out"], true);
+  EXPECT_EQ(e.exit["signal"], 9);
+  const std::string child = e.out.substr(0, e.out.find('\n'));
+  ASSERT_FALSE(child.empty());
+  e = Exec(id, {{"argv",
+                 {"sh", "-c",
+                  "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /proc/" + child +
+                      " ] || exit 0; sleep 0.5; done; exit 1"}}});
+  EXPECT_EQ(e.exit["code"], 0) << "the timed-out exec's child " << child << " still runs";
+  r = RunProcess(Cli({"exec", "--timeout", "1", id, "--", "sleep", "60"}), 60s);
+  EXPECT_EQ(r.exit_code, 124);
+
+  // Bad requests get clear errors; the daemon goes on.
+  CurlResult bad =
+      Api("POST", "/v1/sandboxes/" + id + "/exec", {"--data-binary", R"({"argv": []})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("'argv' must be a non-empty list of strings"));
+  bad = Api("POST", "/v1/sandboxes/" + id + "/exec",
+            {"--data-binary", R"({"argv": ["no-such-program"]})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("cannot execute no-such-program"));
+  bad = Api("POST", "/v1/sandboxes/" + id + "/exec",
+            {"--data-binary", R"({"argv": ["true"], "user": "nobody-here"})"});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(bad.body, HasSubstr("no such user"));
+}
+
 json DaemonTest::Create(const std::vector<std::string>& extra) {
   std::vector<std::string> args = {"create", "--json", "--ttl", "600"};
   args.insert(args.end(), extra.begin(), extra.end());

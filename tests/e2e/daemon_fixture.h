@@ -32,6 +32,11 @@ class DaemonTest : public ::testing::Test {
     nlohmann::json exit;
   };
   ExecResult Exec(const std::string& id, const nlohmann::json& request);
+  // What every sandbox's exec does, whatever carries it: both streams and
+  // the status through the CLI, users, environment and folder, stdin
+  // streamed and given whole, a terminal's size, a timeout that kills the
+  // children too, and clear errors for bad requests.
+  void ExpectExecsBehaveAsDockerExec(const std::string& id, const std::string& user);
 
   // Extra YAML lines for the config (the defaults are fine for most tests).
   virtual std::string ExtraConfig() const { return ""; }

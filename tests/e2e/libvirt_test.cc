@@ -263,6 +263,9 @@ TEST_F(SharedLibvirtTest, SandboxesOnTheSharedBridgeCannotReachEachOther) {
   CommandResult tcp = client.Execute(sudo + "busybox nc -w 2 " + other + " 22 </dev/null", 30s);
   EXPECT_THAT(tcp.out, Not(HasSubstr("SSH-"))) << "TCP reached the other sandbox";
   EXPECT_THAT(Virsh("nwfilter-list"), HasSubstr("ephemera-" + a["id"].get<std::string>()));
+  // No agent on a shared bridge: exec goes over SSH with the daemon's own key.
+  ProcessResult r = RunProcess(Cli({"exec", a["id"], "--", "id", "-un"}), 60s);
+  EXPECT_EQ(r.out, a["username"].get<std::string>() + "\n") << r.err;
   Output(Cli({"destroy", a["id"]}));
   Output(Cli({"destroy", b["id"]}));
   ExpectNothingLeftInLibvirt();

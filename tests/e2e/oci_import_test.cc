@@ -44,6 +44,52 @@ std::string QemuCommandLineOf(const std::string& id) {
 }
 
 class OciImportTest : public test::DaemonTest {
+ public:
+  // Exec and files in a sandbox whose image has no agent: through the
+  // daemon's own key, as the client account.
+  void ExpectExecAndFilesOverSsh(const json& s) {
+    const std::string id = s["id"], user = s["username"];
+    ProcessResult r =
+        RunProcess(Cli({"exec", id, "--", "sh", "-c", "echo out; echo err >&2; exit 7"}), 60s);
+    EXPECT_EQ(r.exit_code, 7) << r.err;
+    EXPECT_EQ(r.out, "out\n");
+    EXPECT_EQ(r.err, "err\n");
+    r = RunProcess(Cli({"exec", "-e", "GREETING=it's me", "-w", "/tmp", id, "--", "sh", "-c",
+                        "echo $(id -un) \"$GREETING\" $(pwd)"}),
+                   60s);
+    EXPECT_EQ(r.out, user + " it's me /tmp\n") << r.err;
+    ExecResult e = Exec(id, {{"argv", {"cat"}}, {"stdin", "given whole"}});
+    EXPECT_EQ(e.out, "given whole");
+    EXPECT_EQ(e.exit["code"], 0);
+    e = Exec(id, {{"argv", {"stty", "size"}}, {"tty", true}, {"rows", 33}, {"cols", 101}});
+    EXPECT_EQ(e.out, "33 101\r\n");
+    // A timeout kills the program's whole group.
+    e = Exec(id, {{"argv", {"sh", "-c", "sleep 300 & echo $!; wait"}}, {"timeout_seconds", 2}});
+    EXPECT_EQ(e.exit["timed_out"], true);
+    const std::string child = e.out.substr(0, e.out.find('\n'));
+    ASSERT_FALSE(child.empty());
+    e = Exec(id, {{"argv",
+                   {"sh", "-c",
+                    "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /proc/" + child +
+                        " ] || exit 0; sleep 0.5; done; exit 1"}}});
+    EXPECT_EQ(e.exit["code"], 0) << "the timed-out exec's child " << child << " still runs";
+    // The client account is all the key reaches.
+    test::CurlResult root = Api("POST", "/v1/sandboxes/" + id + "/exec",
+                                {"--data-binary", R"({"argv": ["id"], "user": "root"})"});
+    EXPECT_EQ(root.status, 400);
+    EXPECT_THAT(root.body, HasSubstr("client account"));
+    // Files both ways, the mode kept, the client's.
+    WriteFileAtomic(state_.path() / "up.txt", "over ssh\n", 0640);
+    r = RunProcess(Cli({"cp", (state_.path() / "up.txt").string(), id + ":/tmp/up.txt"}), 60s);
+    ASSERT_TRUE(r.ok()) << r.err;
+    EXPECT_EQ(Exec(id, {{"argv", {"stat", "-c", "%a %U", "/tmp/up.txt"}}}).out,
+              "640 " + user + "\n");
+    r = RunProcess(Cli({"cp", id + ":/tmp/up.txt", (state_.path() / "down.txt").string()}), 60s);
+    ASSERT_TRUE(r.ok()) << r.err;
+    EXPECT_EQ(ReadFile(state_.path() / "down.txt"), "over ssh\n");
+    EXPECT_EQ(Api("GET", "/v1/sandboxes/" + id + "/files?path=/tmp/none").status, 404);
+  }
+
  protected:
   void SetUp() override {
     // QEMU's own uid reaches the imported files below the test's folder.
@@ -147,6 +193,7 @@ TEST_F(OciImportTest, ADebianRootfsWithSystemdGetsTheGuestContractAndNoWellKnown
   EXPECT_EQ(shadow.out, "root !\nendpoint !\n") << shadow.err;
   SshSession as_root(s["host"], s["port"].get<std::uint16_t>(), "root", 30s);
   EXPECT_FALSE(as_root.AuthenticateWithPassword("root"));
+  ExpectExecAndFilesOverSsh(s);
   Output(Cli({"destroy", s["id"]}));
   ExpectNothingLeft();
 }
