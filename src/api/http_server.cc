@@ -143,6 +143,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       return Dispatch(/*slow=*/true);
     }
     body_parser_.reset();
+    buffer_.shrink_to_fit();  // a streamed body's room, kept no longer than it
     // Checked here, before any of it is read: the string body would reserve
     // a declared length up front.
     if (auto length = header_parser_->content_length();

@@ -1,11 +1,14 @@
 #include "container/container_channel.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -15,6 +18,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <sstream>
 
@@ -102,6 +106,8 @@ class ProcessStream : public GuestStream {
     fs::path pid_file;
     std::vector<fs::path> files;  // removed at the end
     Clock::time_point kill_at = Clock::time_point::max();
+    std::string pid_namespace;              // the container's (/proc/PID/ns/pid)
+    std::vector<std::string> cgroup_procs;  // where its processes are listed
   };
 
   explicit ProcessStream(Parts parts) : p_(std::move(parts)) {
@@ -111,13 +117,26 @@ class ProcessStream : public GuestStream {
   }
 
   ~ProcessStream() override {
+    KillAll(SIGKILL);
+    std::lock_guard lock(kill_mutex_);
     if (!reaped_) {
-      KillAll(SIGKILL);
       int status;
       while (::waitpid(p_.runtime.pid, &status, 0) < 0 && errno == EINTR) {
       }
+      reaped_ = true;
     }
     for (const fs::path& file : p_.files) ::unlink(file.c_str());
+  }
+
+  // The terminal's master, which the runtime sends to `listener`.
+  void AttachTerminal(int listener, Clock::time_point deadline, std::uint16_t rows,
+                      std::uint16_t cols) {
+    p_.terminal = ReceiveTerminal(listener, p_.runtime, deadline);
+    p_.output = UniqueFd(::fcntl(p_.terminal.get(), F_DUPFD_CLOEXEC, 0));
+    p_.input = UniqueFd(::fcntl(p_.terminal.get(), F_DUPFD_CLOEXEC, 0));
+    SetNonBlocking(p_.terminal.get());
+    winsize size{rows, cols, 0, 0};
+    ::ioctl(p_.terminal.get(), TIOCSWINSZ, &size);
   }
 
   const json& started() const override { return started_; }
@@ -217,28 +236,80 @@ class ProcessStream : public GuestStream {
   // The runtime's own group, and the process's: the runtime puts it in a
   // session of its own (whose leader stays outside the container), which
   // holds what it started too.
-  // A caller's signal goes to the process alone when it is known (the
-  // runtime passes its status on); a timeout's kill goes everywhere.
+  // A caller's signal goes to the exec's processes alone (the runtime
+  // passes the status on); a timeout's kill takes the runtime too. The
+  // exec's processes are those of the container's cgroup in its session
+  // (which the runtime opened for it) or below it: found there, a pid that
+  // was reused elsewhere on the host is never hit.
   void KillAll(int signal, bool runtime_too = true) {
-    bool reached = false;
+    std::lock_guard lock(kill_mutex_);
+    if (reaped_) return;
+    LearnProcess();
+    if (exec_pid_ > 1) {
+      for (pid_t pid : CgroupPids()) {
+        if (pid == exec_pid_ || (session_ > 1 && ::getsid(pid) == session_) ||
+            Descends(pid, exec_pid_)) {
+          ::kill(pid, signal);
+        }
+      }
+    }
+    if (runtime_too || exec_pid_ <= 1) ::kill(-p_.runtime.pid, signal);
+  }
+
+  // The exec's pid (from the runtime's pid file, checked to be in the
+  // container's pid namespace) and its session.
+  void LearnProcess() {
+    if (exec_pid_ > 1) return;
     try {
       const long pid = std::stol(ReadFile(p_.pid_file));
-      if (pid > 1) {
-        const pid_t group = ::getpgid(static_cast<pid_t>(pid));
-        if (group > 1 && group != ::getpgrp()) ::kill(-group, signal);
-        reached = ::kill(static_cast<pid_t>(pid), signal) == 0;
-      }
+      if (pid <= 1 || pid > std::numeric_limits<pid_t>::max()) return;
+      std::error_code ec;
+      const auto ns = fs::read_symlink(fmt::format("/proc/{}/ns/pid", pid), ec);
+      if (ec || ns.string() != p_.pid_namespace) return;
+      exec_pid_ = static_cast<pid_t>(pid);
+      session_ = ::getsid(exec_pid_);
     } catch (const std::exception&) {
-      // Not started yet, or gone: the runtime's group is all there is.
+      // Not started yet: the runtime's group is all there is.
     }
-    if (runtime_too || !reached) ::kill(-p_.runtime.pid, signal);
+  }
+
+  std::vector<pid_t> CgroupPids() const {
+    std::vector<pid_t> pids;
+    for (const std::string& file : p_.cgroup_procs) {
+      try {
+        std::istringstream in(ReadFile(file));
+        for (pid_t pid; in >> pid;) pids.push_back(pid);
+      } catch (const std::exception&) {
+        // A hierarchy that lists nothing for it.
+      }
+    }
+    return pids;
+  }
+
+  static bool Descends(pid_t pid, pid_t ancestor) {
+    for (int depth = 0; depth < 64 && pid > 1; ++depth) {
+      std::string status;
+      try {
+        status = ReadFile(fmt::format("/proc/{}/status", pid));
+      } catch (const std::exception&) {
+        return false;
+      }
+      const std::size_t at = status.find("\nPPid:");
+      if (at == std::string::npos) return false;
+      pid = static_cast<pid_t>(std::strtol(status.c_str() + at + 7, nullptr, 10));
+      if (pid == ancestor) return true;
+    }
+    return false;
   }
 
   GuestEvent Finish() {
     int status = 0;
-    while (::waitpid(p_.runtime.pid, &status, 0) < 0 && errno == EINTR) {
+    {
+      std::lock_guard lock(kill_mutex_);
+      while (::waitpid(p_.runtime.pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      reaped_ = true;
     }
-    reaped_ = true;
     json end;
     if (timed_out_) {
       end = {{"signal", SIGKILL}, {"timed_out", true}};
@@ -259,9 +330,11 @@ class ProcessStream : public GuestStream {
   Parts p_;
   json started_ = json::object();
   std::mutex input_mutex_;
+  std::mutex kill_mutex_;  // kills against the reap, so no reused pid is hit
+  bool reaped_ = false;
+  pid_t exec_pid_ = 0, session_ = 0;
   std::atomic<bool> ended_{false};
   bool exited_ = false;  // Next's alone, as the rest below
-  bool reaped_ = false;
   bool timed_out_ = false;
   std::optional<GuestEvent> end_;
 };
@@ -392,6 +465,33 @@ class FileWriteStream : public GuestStream {
   std::optional<GuestEvent> end_;
 };
 
+// The kernel's own file systems, where the daemon (host root) would read
+// what the container's root may not (kallsyms, firmware serials).
+void RefuseKernelFileSystem(int fd, const std::string& path) {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) FailErrno("cannot tell the file system of " + path, errno);
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case PROC_SUPER_MAGIC:
+    case SYSFS_MAGIC:
+    case DEBUGFS_MAGIC:
+    case TRACEFS_MAGIC:
+    case SECURITYFS_MAGIC:
+    case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC:
+    case BPF_FS_MAGIC:
+    case DEVPTS_SUPER_MAGIC:
+    case PSTOREFS_MAGIC:
+    case EFIVARFS_MAGIC:
+    case SELINUX_MAGIC:
+    case SMACK_MAGIC:
+      Fail(ErrorCode::kFailedPrecondition,
+           "{} is on one of the kernel's own file systems: read or write it with an exec",
+           EscapeForLog(path, 200));
+    default:
+      return;
+  }
+}
+
 bool IsExecutableInRoot(int root, const std::string& path) {
   UniqueFd fd(OpenInRoot(root, Relative(path), O_PATH));
   struct stat st {};
@@ -451,6 +551,11 @@ UniqueFd ContainerChannel::OpenRoot() const {
   UniqueFd root(
       ::open(fmt::format("/proc/{}/root", access_.init).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) FailErrno("cannot reach the container's root", errno, ErrorCode::kUnavailable);
+  // Still its init (not a process that took the pid after it ended).
+  if (!access_.init_pidfd ||
+      ::syscall(SYS_pidfd_send_signal, access_.init_pidfd->get(), 0, nullptr, 0) != 0) {
+    Fail(ErrorCode::kFailedPrecondition, "container {} is not running", access_.id);
+  }
   return root;
 }
 
@@ -533,48 +638,44 @@ std::shared_ptr<GuestStream> ContainerChannel::Exec(const GuestCommand& command,
   if (command.timeout_ms > 0) {
     parts.kill_at = Clock::now() + std::chrono::milliseconds(command.timeout_ms);
   }
-  parts.runtime = Spawn(spec);
+  parts.pid_namespace = access_.pid_namespace;
+  parts.cgroup_procs = access_.cgroup_procs;
   try {
-    if (command.tty) {
-      parts.terminal = ReceiveTerminal(console.get(), parts.runtime, deadline);
-      parts.output = UniqueFd(::fcntl(parts.terminal.get(), F_DUPFD_CLOEXEC, 0));
-      parts.input = UniqueFd(::fcntl(parts.terminal.get(), F_DUPFD_CLOEXEC, 0));
-      winsize size{command.rows, command.cols, 0, 0};
-      ::ioctl(parts.terminal.get(), TIOCSWINSZ, &size);
-    }
+    parts.runtime = Spawn(spec);
   } catch (...) {
-    ::kill(-parts.runtime.pid, SIGKILL);
-    int status;
-    ::waitpid(parts.runtime.pid, &status, 0);
     for (const fs::path& file : parts.files) ::unlink(file.c_str());
     throw;
   }
-  return std::make_shared<ProcessStream>(std::move(parts));
+  // From here the stream owns the runtime and the files: a failure below
+  // ends both with it.
+  auto stream = std::make_shared<ProcessStream>(std::move(parts));
+  if (command.tty) stream->AttachTerminal(console.get(), deadline, command.rows, command.cols);
+  return stream;
+}
+
+UniqueFd ContainerChannel::OpenInContainer(const std::string& path, int flags) const {
+  UniqueFd root = OpenRoot();
+  UniqueFd fd(OpenInRoot(root.get(), Relative(path), static_cast<std::uint64_t>(flags)));
+  if (!fd) {
+    if (errno == ENOENT || errno == ENOTDIR) {
+      Fail(ErrorCode::kNotFound, "no {} in the container", EscapeForLog(path, 200));
+    }
+    FailErrno(fmt::format("cannot reach {} in the container", EscapeForLog(path, 200)), errno,
+              ErrorCode::kFailedPrecondition);
+  }
+  return fd;
 }
 
 GuestFileType ContainerChannel::Stat(const std::string& path, Clock::time_point) {
-  UniqueFd root = OpenRoot();
-  UniqueFd fd(OpenInRoot(root.get(), Relative(path), O_PATH));
-  if (!fd) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      Fail(ErrorCode::kNotFound, "no {} in the container", path);
-    FailErrno(fmt::format("cannot reach {} in the container", path), errno,
-              ErrorCode::kFailedPrecondition);
-  }
+  UniqueFd fd = OpenInContainer(path, O_PATH);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat " + path, errno);
   return GuestFileType{S_ISDIR(st.st_mode)};
 }
 
 std::shared_ptr<GuestStream> ContainerChannel::Read(const std::string& path, Clock::time_point) {
-  UniqueFd root = OpenRoot();
-  UniqueFd fd(OpenInRoot(root.get(), Relative(path), O_RDONLY | O_NOCTTY | O_NONBLOCK));
-  if (!fd) {
-    if (errno == ENOENT || errno == ENOTDIR)
-      Fail(ErrorCode::kNotFound, "no {} in the container", path);
-    FailErrno(fmt::format("cannot read {} in the container", path), errno,
-              ErrorCode::kFailedPrecondition);
-  }
+  UniqueFd fd = OpenInContainer(path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+  RefuseKernelFileSystem(fd.get(), path);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) FailErrno("cannot stat " + path, errno);
   if (!S_ISREG(st.st_mode)) {
@@ -604,6 +705,7 @@ std::shared_ptr<GuestStream> ContainerChannel::Write(const std::string& path,
     FailErrno(fmt::format("cannot reach /{} in the container", folder), errno,
               ErrorCode::kFailedPrecondition);
   }
+  RefuseKernelFileSystem(dir.get(), path);
   const std::string temp =
       "." + name.substr(0, 200) + ".ephemera-" + RandomString(8, "0123456789abcdef");
   UniqueFd file(::openat(dir.get(), temp.c_str(),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "container/oci_runtime.h"
+#include "core/unique_fd.h"
 #include "guest/guest_stream.h"
 
 namespace ephemera {
@@ -21,6 +22,8 @@ namespace ephemera {
 struct ContainerAccess {
   std::string id;                         // the runtime's name for it
   pid_t init = 0;                         // its init, on the host
+  std::shared_ptr<UniqueFd> init_pidfd;   // ... pinned: its pid is checked against it
+  std::string pid_namespace;              // its init's /proc/PID/ns/pid link
   uid_t host_root = 0;                    // the host uid (and gid) of its root
   std::filesystem::path bundle;           // its config.json: the process spec execs start from
   std::filesystem::path scratch;          // the daemon's: process specs, consoles, pid files
@@ -53,6 +56,8 @@ class ContainerChannel : public GuestChannel {
 
  private:
   UniqueFd OpenRoot() const;
+  // `path` below the container's root; kNotFound when it is not there.
+  UniqueFd OpenInContainer(const std::string& path, int flags) const;
   ContainerUser User(int root, const std::string& user) const;
 
   const OciRuntime& runtime_;

@@ -339,9 +339,16 @@ std::shared_ptr<GuestChannel> ContainerDriver::ChannelTo(const SandboxId& id) {
       Fail(ErrorCode::kFailedPrecondition, "container {} is not running", id.str());
     }
     access.init = running->second->init->pid();
+    access.init_pidfd =
+        std::make_shared<UniqueFd>(::fcntl(running->second->init->pidfd(), F_DUPFD_CLOEXEC, 0));
     access.host_root = options_.config.uid_base + slot->second * kUidsPerContainer;
   }
   access.id = id.str();
+  std::error_code ec;
+  access.pid_namespace = fs::read_symlink(fmt::format("/proc/{}/ns/pid", access.init), ec);
+  if (ec || !*access.init_pidfd) {
+    Fail(ErrorCode::kFailedPrecondition, "container {} is not running", id.str());
+  }
   access.bundle = DirOf(id) / "bundle";
   access.scratch = DirOf(id) / "exec";
   MakeDirs(access.scratch, 0700);

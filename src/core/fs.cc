@@ -101,8 +101,15 @@ int OpenInRoot(int root, const std::string& path, std::uint64_t flags) {
 
 std::string ReadInRoot(int root, const std::string& path, std::size_t limit,
                        const std::string& what) {
-  UniqueFd fd(OpenInRoot(root, path, O_RDONLY));
+  // Non-blocking to open, and a regular file only: a FIFO put there by
+  // whoever owns the tree would hold the reader for ever.
+  UniqueFd fd(OpenInRoot(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
   if (!fd) FailErrno(what + ": cannot read /" + path, errno, ErrorCode::kFailedPrecondition);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    Fail(ErrorCode::kFailedPrecondition, "{}: /{} is not a regular file", what, path);
+  }
+  ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
   std::string content;
   char buffer[1 << 16];
   for (;;) {

@@ -440,11 +440,12 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
 
     if (exec_key) {
       std::lock_guard lock(agent_links_mutex_);
-      ssh_targets_[sandbox.id] = SshTarget{.host = sandbox.guest_ip,
-                                           .port = net.guest_port,
-                                           .user = provisioned.credentials.username,
-                                           .key = exec_key,
-                                           .host_key = provisioned.host_key};
+      ssh_channels_[sandbox.id] =
+          std::make_shared<SshChannel>(SshTarget{.host = sandbox.guest_ip,
+                                                 .port = net.guest_port,
+                                                 .user = provisioned.credentials.username,
+                                                 .key = exec_key,
+                                                 .host_key = provisioned.host_key});
     }
     sandbox.username = provisioned.credentials.username;
     sandbox.host_key_fingerprint = provisioned.host_key_fingerprint;

@@ -11,10 +11,15 @@ namespace ephemera {
 
 void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
   DropAgentLink(id);
+  std::shared_ptr<SshChannel> ssh;
   {
     std::lock_guard lock(agent_links_mutex_);
-    ssh_targets_.erase(id);
+    if (auto it = ssh_channels_.find(id); it != ssh_channels_.end()) {
+      ssh = std::move(it->second);
+      ssh_channels_.erase(it);
+    }
   }
+  if (ssh) ssh->Close();  // its streams end: the guest will not answer them
   ForgetActivity(id);
   driver.Destroy(id);
   networks_.Teardown(id);

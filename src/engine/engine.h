@@ -525,7 +525,7 @@ class Engine {
   std::map<SandboxId, std::shared_ptr<std::mutex>> agent_opening_;
   std::map<SandboxId, std::shared_ptr<AgentLink>> agent_links_;
   // The daemon's SSH way into sandboxes without an agent (memory only).
-  std::map<SandboxId, SshTarget> ssh_targets_;
+  std::map<SandboxId, std::shared_ptr<SshChannel>> ssh_channels_;
   std::map<std::string, std::weak_ptr<GuestExec>> execs_;  // with agent_links_mutex_
 
   struct Activity {

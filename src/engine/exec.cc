@@ -109,8 +109,8 @@ std::shared_ptr<GuestChannel> Engine::ChannelFor(const Sandbox& sandbox) {
   if (auto channel = DriverOf(sandbox).ChannelTo(sandbox.id)) return channel;
   {
     std::lock_guard lock(agent_links_mutex_);
-    auto target = ssh_targets_.find(sandbox.id);
-    if (target != ssh_targets_.end()) return std::make_shared<SshChannel>(target->second);
+    auto ssh = ssh_channels_.find(sandbox.id);
+    if (ssh != ssh_channels_.end()) return ssh->second;
   }
   return std::make_shared<AgentChannel>(AgentLinkFor(sandbox));
 }

@@ -8,12 +8,15 @@
 // A program runs through `sh -c` in the account's login folder; the shell
 // first reports its pid, which sshd made the leader of a session of its
 // own, so a timeout or a signal reaches the whole group (through a second
-// connection's `kill`).
+// connection's `kill`). A file is written to a fresh name beside its place
+// and renamed over it by a second command, only once the daemon has sent
+// all of it and the guest holds exactly that many bytes.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,8 @@
 #include "guest/guest_stream.h"
 
 namespace ephemera {
+
+class SshStream;
 
 struct SshTarget {
   std::string host;
@@ -38,9 +43,10 @@ std::string ShellQuote(const std::string& word);
 // reported first (on stderr), then its environment, its folder, the program.
 std::string ShellCommandFor(const GuestCommand& command);
 
-class SshChannel : public GuestChannel {
+class SshChannel : public GuestChannel, public std::enable_shared_from_this<SshChannel> {
  public:
   explicit SshChannel(SshTarget target) : target_(std::move(target)) {}
+  ~SshChannel() override { Close(); }
 
   // kInvalidArgument for a user other than the client account.
   std::shared_ptr<GuestStream> Exec(const GuestCommand& command,
@@ -52,8 +58,17 @@ class SshChannel : public GuestChannel {
                                      const std::string& owner, Clock::time_point deadline) override;
   std::string PrivilegedUser() const override { return target_.user; }
 
+  // Ends every stream still open (its connection cut: a destroyed VM never
+  // answers) and refuses new ones. Idempotent.
+  void Close();
+
  private:
+  std::shared_ptr<GuestStream> Track(std::shared_ptr<SshStream> stream);
+
   SshTarget target_;
+  std::mutex mutex_;
+  bool closed_ = false;
+  std::vector<std::weak_ptr<SshStream>> streams_;
 };
 
 }  // namespace ephemera

@@ -229,6 +229,12 @@ TEST_F(ContainerTest, ProgramsAndFilesGoThroughTheRuntimeInsideTheContainer) {
   EXPECT_THAT(got.body, HasSubstr(user + ":"));  // the container's file, not the host's
   got = Api("GET", "/v1/sandboxes/" + id + "/files?path=/tmp/no-such-file");
   EXPECT_EQ(got.status, 404);
+  // Not the kernel's files: the daemon would read them as the host's root.
+  for (const char* kernel : {"/proc/kallsyms", "/sys/kernel/notes", "/tmp/top/proc/1/status"}) {
+    got = Api("GET", "/v1/sandboxes/" + id + "/files?path=" + kernel);
+    EXPECT_EQ(got.status, 409) << kernel;
+    EXPECT_THAT(got.body, HasSubstr("kernel's own file systems")) << kernel;
+  }
 
   // Folders travel as tar, packed and unpacked by the container's tar.
   r = RunProcess(Cli({"cp", id + ":/etc/ssh", (here / "ssh.tar").string()}), 60s);

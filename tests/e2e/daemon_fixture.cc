@@ -109,6 +109,20 @@ DaemonTest::ExecResult DaemonTest::Exec(const std::string& id, const json& reque
   return result;
 }
 
+void DaemonTest::ExpectATimeoutKillsTheWholeGroup(const std::string& id) {
+  ExecResult e =
+      Exec(id, {{"argv", {"sh", "-c", "sleep 300 & echo $!; wait"}}, {"timeout_seconds", 2}});
+  EXPECT_EQ(e.exit["timed_out"], true);
+  EXPECT_EQ(e.exit["signal"], 9);
+  const std::string child = e.out.substr(0, e.out.find('\n'));
+  ASSERT_FALSE(child.empty());
+  e = Exec(id, {{"argv",
+                 {"sh", "-c",
+                  "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /proc/" + child +
+                      " ] || exit 0; sleep 0.5; done; exit 1"}}});
+  EXPECT_EQ(e.exit["code"], 0) << "the timed-out exec's child " << child << " still runs";
+}
+
 void DaemonTest::ExpectExecsBehaveAsDockerExec(const std::string& id, const std::string& user) {
   using ::testing::HasSubstr;
   // Through the CLI, as docker exec: both streams, the status passed on.
@@ -138,17 +152,7 @@ void DaemonTest::ExpectExecsBehaveAsDockerExec(const std::string& id, const std:
   e = Exec(id, {{"argv", {"stty", "size"}}, {"tty", true}, {"rows", 33}, {"cols", 101}});
   EXPECT_EQ(e.out, "33 101\r\n");
 
-  // A timeout kills the process and its children.
-  e = Exec(id, {{"argv", {"sh", "-c", "sleep 300 & echo $!; wait"}}, {"timeout_seconds", 2}});
-  EXPECT_EQ(e.exit["timed_out"], true);
-  EXPECT_EQ(e.exit["signal"], 9);
-  const std::string child = e.out.substr(0, e.out.find('\n'));
-  ASSERT_FALSE(child.empty());
-  e = Exec(id, {{"argv",
-                 {"sh", "-c",
-                  "for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /proc/" + child +
-                      " ] || exit 0; sleep 0.5; done; exit 1"}}});
-  EXPECT_EQ(e.exit["code"], 0) << "the timed-out exec's child " << child << " still runs";
+  ExpectATimeoutKillsTheWholeGroup(id);
   r = RunProcess(Cli({"exec", "--timeout", "1", id, "--", "sleep", "60"}), 60s);
   EXPECT_EQ(r.exit_code, 124);
 

@@ -37,6 +37,8 @@ class DaemonTest : public ::testing::Test {
   // streamed and given whole, a terminal's size, a timeout that kills the
   // children too, and clear errors for bad requests.
   void ExpectExecsBehaveAsDockerExec(const std::string& id, const std::string& user);
+  // An exec that times out is killed with the children it started.
+  void ExpectATimeoutKillsTheWholeGroup(const std::string& id);
 
   // Extra YAML lines for the config (the defaults are fine for most tests).
   virtual std::string ExtraConfig() const { return ""; }

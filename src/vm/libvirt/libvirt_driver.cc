@@ -250,6 +250,13 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
     }
     // Secret files wait for QEMU, which reads them as it starts (libvirt
     // hands each to its user), and go as soon as it has.
+    // Gone on every way out, whatever throws before QEMU has read them.
+    struct SecretFiles {
+      const std::vector<std::pair<std::string, fs::path>>& files;
+      ~SecretFiles() {
+        for (const auto& secret : files) ::unlink(secret.second.c_str());
+      }
+    } secret_files{domain.secret_files};
     for (const GuestFile& file : spec.guest_files) {
       if (!file.secret) continue;
       fs::path path = dir / fmt::format("fw_cfg-{}", domain.secret_files.size());
@@ -259,7 +266,6 @@ VmInfo LibvirtDriver::Start(const VmSpec& spec) {
     WriteFileAtomic(dir / "domain.xml", BuildDomainXml(domain), 0600);
     auto conn = connection_->Get();
     Domain dom(virDomainCreateXML(conn.get(), ReadFile(dir / "domain.xml").c_str(), 0));
-    for (const auto& secret : domain.secret_files) ::unlink(secret.second.c_str());
     if (!dom) FailLibvirt(fmt::format("libvirt refused to start domain {}", spec.id.str()));
     WriteFileAtomic(dir / "mac", spec.nic->mac, 0600);
     spdlog::info("vm {}: started as libvirt domain ({} MiB, {} vCPU, {}, network {})",
