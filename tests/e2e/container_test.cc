@@ -43,7 +43,7 @@ class ContainerTest : public test::DaemonTest {
   }
   std::string ExtraConfig() const override {
     return "container: {uid_base: " + std::to_string(kUidBase) +
-           ", max_pids: 64, disk_mib: 64}\nlimits: {max_sandboxes: 8}\n";
+           ", max_pids: 64, disk_mib: 256}\nlimits: {max_sandboxes: 8}\n";
   }
 
   json CreateContainer() { return Create({"--kind", "container", "--memory", "128"}); }
@@ -170,7 +170,8 @@ TEST_F(ContainerTest, CreateLoginIsolationLimitsDestroyLeavesNothing) {
 }
 
 TEST_F(ContainerTest, ProgramsAndFilesGoThroughTheRuntimeInsideTheContainer) {
-  json s = CreateContainer();
+  // Room for a 200 MiB file in its writable layer, which its memory pays for.
+  json s = Create({"--kind", "container", "--memory", "384"});
   const std::string id = s["id"];
   const std::string user = s["username"];
 
@@ -200,19 +201,15 @@ TEST_F(ContainerTest, ProgramsAndFilesGoThroughTheRuntimeInsideTheContainer) {
   e = Exec(id, {{"argv", {"sh", "-c", "kill -TERM $$"}}});
   EXPECT_EQ(e.exit, json({{"code", 143}, {"timed_out", false}}));
 
-  // Files both ways, with mode and owner (the client's by default).
+  ExpectLargeOutputStreamsInBoundedMemory(id);
+  ExpectAFileRoundTrip(id, 200, "root");
+  // Owned by the client by default.
   const fs::path here = state_.path();
-  RunChecked({"dd", "if=/dev/urandom", "of=" + (here / "up.bin").string(), "bs=1M", "count=8",
-              "status=none"});
-  fs::permissions(here / "up.bin", fs::perms(0640));
-  ProcessResult r = RunProcess(Cli({"cp", (here / "up.bin").string(), id + ":/tmp/up.bin"}), 60s);
+  WriteFileAtomic(here / "mine.txt", "mine\n", 0644);
+  ProcessResult r =
+      RunProcess(Cli({"cp", (here / "mine.txt").string(), id + ":/tmp/mine.txt"}), 60s);
   ASSERT_TRUE(r.ok()) << r.err;
-  const std::string sha = RunChecked({"sha256sum", (here / "up.bin").string()}).out.substr(0, 64);
-  e = Exec(id, {{"argv", {"sh", "-c", "sha256sum /tmp/up.bin; stat -c '%a %U' /tmp/up.bin"}}});
-  EXPECT_EQ(e.out, sha + "  /tmp/up.bin\n640 " + user + "\n");
-  r = RunProcess(Cli({"cp", id + ":/tmp/up.bin", (here / "down.bin").string()}), 60s);
-  ASSERT_TRUE(r.ok()) << r.err;
-  EXPECT_EQ(RunChecked({"sha256sum", (here / "down.bin").string()}).out.substr(0, 64), sha);
+  EXPECT_EQ(Exec(id, {{"argv", {"stat", "-c", "%U", "/tmp/mine.txt"}}}).out, user + "\n");
 
   // Paths resolve inside the container: its links and "..", never the host's.
   const std::string marker = "ephemera-container-test-" + id;

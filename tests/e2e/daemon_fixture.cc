@@ -9,6 +9,7 @@
 
 #include <thread>
 
+#include <fstream>
 #include <sstream>
 
 #include "core/base64.h"
@@ -107,6 +108,47 @@ DaemonTest::ExecResult DaemonTest::Exec(const std::string& id, const json& reque
     if (event.contains("exit")) result.exit = event["exit"];
   }
   return result;
+}
+
+long DaemonTest::PeakMemoryKib() const {
+  std::ifstream status("/proc/" + std::to_string(daemon_) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+void DaemonTest::ExpectLargeOutputStreamsInBoundedMemory(const std::string& id) {
+  const long before = PeakMemoryKib();
+  std::string line;
+  for (const std::string& arg : Cli({"exec", id, "--", "head", "-c", "104857600", "/dev/zero"})) {
+    line += arg + " ";
+  }
+  ProcessResult r = RunProcess({"bash", "-c", line + "| wc -c"}, 300s);
+  EXPECT_EQ(r.out, "104857600\n") << r.err;
+  const long after = PeakMemoryKib();
+  EXPECT_LT(after - before, 16 * 1024)
+      << "peak memory went from " << before << " to " << after << " KiB";
+}
+
+void DaemonTest::ExpectAFileRoundTrip(const std::string& id, unsigned mib,
+                                      const std::string& user) {
+  const fs::path up = state_.path() / "up.bin", down = state_.path() / "down.bin";
+  RunChecked({"dd", "if=/dev/urandom", "of=" + up.string(), "bs=1M", "count=" + std::to_string(mib),
+              "status=none"});
+  fs::permissions(up, fs::perms(0640));
+  const std::string sha = RunChecked({"sha256sum", up.string()}, 60s).out.substr(0, 64);
+  ProcessResult r = RunProcess(Cli({"cp", up.string(), id + ":/tmp/up.bin"}), 300s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  ExecResult e = Exec(id, {{"argv", {"sh", "-c", "sha256sum /tmp/up.bin; stat -c %a /tmp/up.bin"}},
+                           {"user", user}});
+  EXPECT_EQ(e.out, sha + "  /tmp/up.bin\n640\n");
+  r = RunProcess(Cli({"cp", id + ":/tmp/up.bin", down.string()}), 300s);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(fs::file_size(down), std::uint64_t{mib} << 20);
+  EXPECT_EQ(RunChecked({"sha256sum", down.string()}, 60s).out.substr(0, 64), sha);
+  fs::remove(up);
+  fs::remove(down);
 }
 
 void DaemonTest::ExpectATimeoutKillsTheWholeGroup(const std::string& id) {

@@ -37,6 +37,14 @@ class DaemonTest : public ::testing::Test {
   // streamed and given whole, a terminal's size, a timeout that kills the
   // children too, and clear errors for bad requests.
   void ExpectExecsBehaveAsDockerExec(const std::string& id, const std::string& user);
+  // 100 MiB of an exec's output reach the client while the daemon's peak
+  // memory grows by less than 16 MiB.
+  void ExpectLargeOutputStreamsInBoundedMemory(const std::string& id);
+  // MIB MiB of random bytes up to /tmp (mode kept) and back down, their
+  // SHA-256 the same on both sides; `user` checks it in the guest.
+  void ExpectAFileRoundTrip(const std::string& id, unsigned mib, const std::string& user);
+  // The daemon's peak resident memory (VmHWM), in KiB.
+  long PeakMemoryKib() const;
   // An exec that times out is killed with the children it started.
   void ExpectATimeoutKillsTheWholeGroup(const std::string& id);
 
