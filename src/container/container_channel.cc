@@ -50,12 +50,6 @@ std::string Relative(const std::string& path) {
 
 void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-std::pair<UniqueFd, UniqueFd> Pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) FailErrno("cannot make a pipe", errno);
-  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
 // The terminal's master end, which the runtime sends to its console socket.
 UniqueFd ReceiveTerminal(int listener, const SpawnedProcess& runtime, Clock::time_point deadline) {
   pollfd fds[2] = {{listener, POLLIN, 0}, {runtime.pidfd.get(), POLLIN, 0}};
@@ -106,8 +100,9 @@ class ProcessStream : public GuestStream {
     fs::path pid_file;
     std::vector<fs::path> files;  // removed at the end
     Clock::time_point kill_at = Clock::time_point::max();
-    std::string pid_namespace;              // the container's (/proc/PID/ns/pid)
-    std::vector<std::string> cgroup_procs;  // where its processes are listed
+    std::string pid_namespace;               // the container's (/proc/PID/ns/pid)
+    std::shared_ptr<const Cgroups> cgroups;  // where its processes are listed
+    std::string cgroup;
   };
 
   explicit ProcessStream(Parts parts) : p_(std::move(parts)) {
@@ -246,7 +241,7 @@ class ProcessStream : public GuestStream {
     if (reaped_) return;
     LearnProcess();
     if (exec_pid_ > 1) {
-      for (pid_t pid : CgroupPids()) {
+      for (pid_t pid : p_.cgroups->Pids(p_.cgroup)) {
         if (pid == exec_pid_ || (session_ > 1 && ::getsid(pid) == session_) ||
             Descends(pid, exec_pid_)) {
           ::kill(pid, signal);
@@ -271,19 +266,6 @@ class ProcessStream : public GuestStream {
     } catch (const std::exception&) {
       // Not started yet: the runtime's group is all there is.
     }
-  }
-
-  std::vector<pid_t> CgroupPids() const {
-    std::vector<pid_t> pids;
-    for (const std::string& file : p_.cgroup_procs) {
-      try {
-        std::istringstream in(ReadFile(file));
-        for (pid_t pid; in >> pid;) pids.push_back(pid);
-      } catch (const std::exception&) {
-        // A hierarchy that lists nothing for it.
-      }
-    }
-    return pids;
   }
 
   static bool Descends(pid_t pid, pid_t ancestor) {
@@ -617,18 +599,18 @@ std::shared_ptr<GuestStream> ContainerChannel::Exec(const GuestCommand& command,
     options.insert(options.end(), {"--console-socket", socket.string()});
   }
   SpawnSpec spec = runtime_.ExecSpec(access_.id, options);
-  spec.cgroup_procs = access_.cgroup_procs;
-  auto [errors_read, errors_write] = Pipe();
+  spec.cgroup_procs = access_.cgroups->ProcsFiles(access_.cgroup);
+  auto [errors_read, errors_write] = MakePipe();
   UniqueFd input_read, output_write;
   if (command.tty) {
     spec.fds = {{errors_write.get(), 1}, {errors_write.get(), 2}};
   } else {
-    auto [output_r, output_w] = Pipe();
+    auto [output_r, output_w] = MakePipe();
     parts.output = std::move(output_r);
     output_write = std::move(output_w);
     spec.fds = {{output_write.get(), 1}, {errors_write.get(), 2}};
     if (command.stdin_open) {
-      auto [input_r, input_w] = Pipe();
+      auto [input_r, input_w] = MakePipe();
       parts.input = std::move(input_w);
       input_read = std::move(input_r);
       spec.fds.emplace_back(input_read.get(), 0);
@@ -639,7 +621,8 @@ std::shared_ptr<GuestStream> ContainerChannel::Exec(const GuestCommand& command,
     parts.kill_at = Clock::now() + std::chrono::milliseconds(command.timeout_ms);
   }
   parts.pid_namespace = access_.pid_namespace;
-  parts.cgroup_procs = access_.cgroup_procs;
+  parts.cgroups = access_.cgroups;
+  parts.cgroup = access_.cgroup;
   try {
     parts.runtime = Spawn(spec);
   } catch (...) {

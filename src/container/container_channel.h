@@ -14,20 +14,22 @@
 #include <vector>
 
 #include "container/oci_runtime.h"
+#include "core/cgroup.h"
 #include "core/unique_fd.h"
 #include "guest/guest_stream.h"
 
 namespace ephemera {
 
 struct ContainerAccess {
-  std::string id;                         // the runtime's name for it
-  pid_t init = 0;                         // its init, on the host
-  std::shared_ptr<UniqueFd> init_pidfd;   // ... pinned: its pid is checked against it
-  std::string pid_namespace;              // its init's /proc/PID/ns/pid link
-  uid_t host_root = 0;                    // the host uid (and gid) of its root
-  std::filesystem::path bundle;           // its config.json: the process spec execs start from
-  std::filesystem::path scratch;          // the daemon's: process specs, consoles, pid files
-  std::vector<std::string> cgroup_procs;  // its cgroup, which every exec joins
+  std::string id;                          // the runtime's name for it
+  pid_t init = 0;                          // its init, on the host
+  std::shared_ptr<UniqueFd> init_pidfd;    // ... pinned: its pid is checked against it
+  std::string pid_namespace;               // its init's /proc/PID/ns/pid link
+  uid_t host_root = 0;                     // the host uid (and gid) of its root
+  std::filesystem::path bundle;            // its config.json: the process spec execs start from
+  std::filesystem::path scratch;           // the daemon's: process specs, consoles, pid files
+  std::shared_ptr<const Cgroups> cgroups;  // where its cgroup is, which every exec joins
+  std::string cgroup;
 };
 
 // A user of the container, from its /etc/passwd (or a bare uid).

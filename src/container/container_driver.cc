@@ -265,9 +265,7 @@ void ContainerDriver::Build(const VmSpec& spec, unsigned slot) {
   // drains into console.log with its bound (a container must not fill the
   // host's disk). The pipe is the container root's, so that its init can
   // reopen its output as /dev/console.
-  int ends[2];
-  if (::pipe2(ends, O_CLOEXEC) != 0) FailErrno("cannot make the container's console pipe", errno);
-  UniqueFd console_read(ends[0]), console(ends[1]);
+  auto [console_read, console] = MakePipe();
   if (::fchown(console.get(), root, root) != 0) FailErrno("cannot chown the console pipe", errno);
 
   RuntimeSpecInput in;
@@ -352,7 +350,8 @@ std::shared_ptr<GuestChannel> ContainerDriver::ChannelTo(const SandboxId& id) {
   access.bundle = DirOf(id) / "bundle";
   access.scratch = DirOf(id) / "exec";
   MakeDirs(access.scratch, 0700);
-  access.cgroup_procs = options_.cgroups->ProcsFiles(CgroupName(id));
+  access.cgroups = options_.cgroups;
+  access.cgroup = CgroupName(id);
   return std::make_shared<ContainerChannel>(*runtime_, std::move(access));
 }
 

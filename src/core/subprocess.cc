@@ -42,18 +42,13 @@ std::optional<fs::path> FindProgram(const std::string& name) {
   return std::nullopt;
 }
 
-namespace {
-
-struct Pipe {
-  UniqueFd read;
-  UniqueFd write;
-};
-
 Pipe MakePipe() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) FailErrno("pipe2", errno);
+  if (::pipe2(fds, O_CLOEXEC) != 0) FailErrno("cannot make a pipe", errno);
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
+
+namespace {
 
 int WaitChild(pid_t pid, int* status) {
   for (;;) {

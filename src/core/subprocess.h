@@ -38,6 +38,13 @@ ProcessResult RunChecked(const std::vector<std::string>& argv,
 
 // A long-lived child (QEMU) started with exactly the descriptors it is
 // given, in cgroups, as an unprivileged user, in a session of its own.
+// Both ends close-on-exec.
+struct Pipe {
+  UniqueFd read;
+  UniqueFd write;
+};
+Pipe MakePipe();
+
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0]: a path, or a name looked up like FindProgram
   // (descriptor here, number in the child): everything else is closed; 0 is
