@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cctype>
+
 #include "api/wire.h"
 #include "core/sandbox_id.h"
 
@@ -142,6 +144,36 @@ struct Outcome {
 Outcome Dispatch(const AnweddolContext& c, std::string_view verb, const json& parameters,
                  const Peer& peer);
 
+// The verb as a metric's label: one of Anweddol's, or "other" (the rest
+// are the caller's text).
+std::string KnownVerb(std::string_view verb) {
+  for (std::string_view known : {"CREATE", "DESTROY", "STAT"}) {
+    if (verb == known) return std::string(known);
+  }
+  return "other";
+}
+
+// An answer's message as a label: "ok", "bad_request", "refused"...
+std::string OutcomeLabel(const json& response) {
+  std::string message = response.value("message", std::string());
+  message = message.substr(0, message.find(" ("));
+  for (std::string_view m : {kAnweddolOk, kAnweddolBadAuth, kAnweddolBadRequest, kAnweddolRefused,
+                             kAnweddolUnavailable, kAnweddolInternal}) {
+    if (message == m) {
+      std::string label;
+      for (char ch : m) {
+        if (ch == ' ') {
+          label += '_';
+        } else {
+          label += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        }
+      }
+      return label;
+    }
+  }
+  return "other";
+}
+
 }  // namespace
 
 json AnweddolResponse(bool success, std::string_view message, const json& data,
@@ -153,7 +185,9 @@ json AnweddolResponse(bool success, std::string_view message, const json& data,
 
 json HandleAnweddolVerb(const AnweddolContext& c, std::string_view verb, const json& parameters,
                         const Peer& peer) {
-  return Dispatch(c, verb, parameters, peer).response;
+  json response = Dispatch(c, verb, parameters, peer).response;
+  if (c.requests) c.requests->Add({c.door, KnownVerb(verb), OutcomeLabel(response)});
+  return response;
 }
 
 namespace {

@@ -20,6 +20,9 @@ struct AnweddolContext {
   AccessControl* access = nullptr;  // required: these doors are always remote
   std::string version;
   SandboxKind kind = SandboxKind::kVm;  // what these doors hand out (anweddol.kind)
+  // Requests by door, verb and outcome (router.h's RegisterRequestMetrics).
+  CounterFamily* requests = nullptr;
+  std::string door = "anweddol_classic";
 };
 
 // Anweddol's response messages.

@@ -41,4 +41,9 @@ HttpResponse SignalExec(const Call& call);
 HttpResponse DownloadFile(const Call& call);
 HttpResponse UploadFile(const Call& call);
 
+// Metrics, events and usage (observe_routes.cc).
+HttpResponse GetMetrics(const Call& call);
+HttpResponse StreamEvents(const Call& call);
+HttpResponse GetUsage(const Call& call);
+
 }  // namespace ephemera::routes

@@ -334,6 +334,10 @@ struct Route {
 // the first with the request's method wins: literal segments go first.
 constexpr Route kRoutes[] = {
     {http::verb::get, "/v1/status", false, GetStatus},
+    {http::verb::get, "/metrics", false, routes::GetMetrics},
+    // Followers stay as long as they like: on a slow worker each.
+    {http::verb::get, "/v1/events", true, routes::StreamEvents},
+    {http::verb::get, "/v1/usage", false, routes::GetUsage},
     {http::verb::get, "/v1/images", false, ListImages},
     {http::verb::post, "/v1/images", true, ImportImage},
     {http::verb::post, "/v1/images/prune", false, PruneImages},
@@ -413,7 +417,7 @@ const Route& FindRoute(const HttpRequest& request, PathParams& params) {
 }
 
 HttpResponse Dispatch(const ApiContext& c, const HttpRequest& request, const Peer& peer,
-                      HttpChunkSink* sink) {
+                      HttpChunkSink* sink, std::string& verb) {
   std::optional<Caller> caller;
   if (!peer.local) {
     if (!c.access) Fail(ErrorCode::kInternal, "a remote front door without access control");
@@ -427,6 +431,7 @@ HttpResponse Dispatch(const ApiContext& c, const HttpRequest& request, const Pee
   }
   PathParams params;
   const Route& route = FindRoute(request, params);
+  verb = fmt::format("{} {}", std::string(http::to_string(route.method)), route.path);
   return route.handler(Call{c, request, caller, sink, params[0], params[1]});
 }
 
@@ -460,10 +465,36 @@ bool IsSlowApiRequest(const HttpRequest& request) {
   return false;
 }
 
+namespace {
+HttpResponse AnswerApiRequest(const ApiContext& context, const HttpRequest& request,
+                              const Peer& peer, HttpChunkSink* sink, std::string& verb);
+}  // namespace
+
+CounterFamily& RegisterRequestMetrics(MetricsRegistry& registry) {
+  return registry.Counter("ephemera_requests_total",
+                          "Front-door requests by door, verb (an API route, or an Anweddol "
+                          "verb) and status.",
+                          {"door", "verb", "status"});
+}
+
 HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& request,
                               const Peer& peer, HttpChunkSink* sink) {
+  // Routes nobody has are counted together: their paths are the caller's.
+  std::string verb = "other";
+  HttpResponse response = AnswerApiRequest(context, request, peer, sink, verb);
+  if (context.requests) {
+    context.requests->Add({peer.local ? std::string("socket") : context.door, verb,
+                           std::to_string(response.result_int())});
+  }
+  return response;
+}
+
+namespace {
+
+HttpResponse AnswerApiRequest(const ApiContext& context, const HttpRequest& request,
+                              const Peer& peer, HttpChunkSink* sink, std::string& verb) {
   try {
-    return Dispatch(context, request, peer, sink);
+    return Dispatch(context, request, peer, sink, verb);
   } catch (const RateLimitedError& e) {
     HttpResponse response = Json(http::status::too_many_requests, ErrorToJson(e));
     response.set(http::field::retry_after, std::to_string(e.retry_after().count()));
@@ -493,5 +524,7 @@ HttpResponse HandleApiRequest(const ApiContext& context, const HttpRequest& requ
                                 : ForRemoteCaller(Error(ErrorCode::kInternal, ""))));
   }
 }
+
+}  // namespace
 
 }  // namespace ephemera

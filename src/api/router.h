@@ -13,6 +13,11 @@
 //   /v1/images[/{name}|/prune]           list (remote: names and digests);
 //       import, inspect, remove, prune (local socket)
 //   /v1/tokens[/{id}]                    access tokens (local socket only)
+//   /v1/events?since=&follow=            the event log, then new events as
+//       server-sent events (root on the local socket)
+//   /v1/usage                            what each sandbox uses now
+//   /metrics                             Prometheus metrics (root on the
+//       local socket, or on metrics.listen)
 // Errors are {"error": {"code", "message"}} with a matching HTTP status.
 #pragma once
 
@@ -47,6 +52,28 @@ class FrontDoors {
   nlohmann::json doors_ = nlohmann::json::object();
 };
 
+// Long-lived streams a door allows at once (events.max_subscribers).
+class StreamSlots {
+ public:
+  explicit StreamSlots(std::size_t max) : max_(max) {}
+  bool TryTake() {
+    std::lock_guard lock(mutex_);
+    if (taken_ >= max_) return false;
+    ++taken_;
+    return true;
+  }
+  void Give() {
+    std::lock_guard lock(mutex_);
+    --taken_;
+  }
+  std::size_t max() const { return max_; }
+
+ private:
+  std::mutex mutex_;
+  const std::size_t max_;
+  std::size_t taken_ = 0;
+};
+
 struct ApiContext {
   Engine* engine = nullptr;
   std::string client_host;  // the host name clients use to reach forwarded ports
@@ -60,7 +87,16 @@ struct ApiContext {
   // SO_PEERCRED); throws kPermissionDenied for a uid that may not. None:
   // only root may use the local socket.
   std::function<Caller(std::uint32_t uid)> local_user;
+  // Open /v1/events streams; none: no limit.
+  StreamSlots* event_streams = nullptr;
+  // Requests by door, verb and status (ephemera_requests_total); the door
+  // is "socket" for the local socket, `door` for TCP peers.
+  CounterFamily* requests = nullptr;
+  std::string door = "https";
 };
+
+// The family ApiContext::requests counts in, registered in `registry`.
+CounterFamily& RegisterRequestMetrics(MetricsRegistry& registry);
 
 // With a sink, POST /v1/images that accepts application/x-ndjson answers
 // in lines as the import goes: {"progress": {reference, layer, layers,

@@ -462,6 +462,13 @@ std::uint16_t ParsePortNumber(std::string_view text) {
   return static_cast<std::uint16_t>(value);
 }
 
+json EventToJson(const Event& event) {
+  json out = {{"seq", event.seq}, {"at", event.at}, {"type", event.kind}, {"detail", event.detail}};
+  if (!event.sandbox_id.empty()) out["sandbox"] = event.sandbox_id;
+  if (!event.cause.empty()) out["cause"] = event.cause;
+  return out;
+}
+
 json AccessTokenToJson(const AccessToken& t) {
   auto optional_time = [](const std::optional<UnixSeconds>& at) {
     return at ? json(Iso8601(*at)) : json(nullptr);

@@ -67,6 +67,10 @@ std::map<std::string, std::string> ParseQuery(std::string_view target,
 // A file mode in octal ("0644", "755"): kInvalidArgument past 07777.
 mode_t ParseFileMode(std::string_view text);
 
+// An event of the log as /v1/events and the hooks give it:
+// {"seq", "at", "type", "sandbox"?, "detail", "cause"?}.
+nlohmann::json EventToJson(const Event& event);
+
 // A token as GET returns it: never the secret or its hash.
 nlohmann::json AccessTokenToJson(const AccessToken& token);
 

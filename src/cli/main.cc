@@ -12,6 +12,7 @@
 
 #include "cli/guest_commands.h"
 #include "cli/inventory.h"
+#include "cli/observe_commands.h"
 #include "cli/progress.h"
 #include "cli/remembered.h"
 #include "cli/sandbox_access.h"
@@ -557,6 +558,23 @@ int main(int argc, char** argv) {
       ->required()
       ->type_name("URL")
       ->check(Valid(ParseServerUrl, "URL"));
+
+  ephemera::cli::EventsOptions events_options;
+  auto* events = app.add_subcommand(
+      "events", "print the daemon's event log (--follow: then new events as they happen)");
+  events->add_flag("-f,--follow", events_options.follow, "keep printing new events");
+  events->add_option("--since", events_options.since, "start after this sequence number")
+      ->type_name("SEQ")
+      ->check(CLI::NonNegativeNumber);
+  double top_interval = 2;
+  bool top_once = false;
+  auto* top = app.add_subcommand(
+      "top", "a live view of sandboxes: CPU, memory, network bytes, age, time left");
+  top->add_option("--interval", top_interval, "seconds between frames")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  top->add_flag("--once", top_once, "print one frame and exit");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -710,6 +728,14 @@ int main(int argc, char** argv) {
       } else {
         std::printf("destroyed %s\n", id.c_str());
       }
+    } else if (events->parsed()) {
+      events_options.json = as_json;
+      ApiClient client = target.Client();
+      return ephemera::cli::RunEvents(client, events_options);
+    } else if (top->parsed()) {
+      ApiClient client = target.Client();
+      return ephemera::cli::RunTop(
+          client, {std::chrono::milliseconds(static_cast<long>(top_interval * 1000)), top_once});
     } else if (status->parsed()) {
       json r = target.Client().Request("GET", "/v1/status");
       if (as_json) {

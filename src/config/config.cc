@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "core/fs.h"
 
 namespace ephemera {
@@ -36,13 +38,21 @@ namespace {
 
 // Walks one YAML mapping, remembering which keys were read so that the
 // rest can be reported as unknown.
+//
+// With `keys`, every key read is also recorded there as ConfigKeys() lists
+// it: a list's items as KEY[], a map's entries as KEY.<name>.
 class Section {
  public:
-  Section(const YAML::Node& node, std::string path) : node_(node), path_(std::move(path)) {
+  Section(const YAML::Node& node, std::string path, std::vector<std::string>* keys = nullptr,
+          std::string doc_path = "")
+      : node_(node), path_(std::move(path)), keys_(keys), doc_path_(std::move(doc_path)) {
     if (node_ && !node_.IsNull() && !node_.IsMap()) {
       Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a mapping", Display());
     }
   }
+
+  // Records this mapping's keys as one placeholder (hooks.on.<event>).
+  void RecordKeysAs(std::string placeholder) { doc_key_ = std::move(placeholder); }
 
   std::string KeyPath(std::string_view key) const {
     return path_.empty() ? std::string(key) : fmt::format("{}.{}", path_, key);
@@ -111,18 +121,21 @@ class Section {
     return true;
   }
 
-  Section Child(std::string_view key) { return Section(Take(key), KeyPath(key)); }
+  Section Child(std::string_view key) {
+    return Section(TakeSection(key), KeyPath(key), keys_, DocPath(key));
+  }
 
   // A list of mappings, each a Section of its own (KEY[0], KEY[1], ...).
   std::vector<Section> ChildList(std::string_view key) {
-    YAML::Node value = Take(key);
+    YAML::Node value = TakeSection(key);
     std::vector<Section> out;
     if (!value) return out;
     if (!value.IsSequence()) {
       Fail(ErrorCode::kInvalidArgument, "config key '{}': expected a list", KeyPath(key));
     }
     for (std::size_t i = 0; i < value.size(); ++i) {
-      out.emplace_back(value[i], fmt::format("{}[{}]", KeyPath(key), i));
+      out.emplace_back(value[i], fmt::format("{}[{}]", KeyPath(key), i), keys_,
+                       DocPath(key) + "[]");
       if (!value[i].IsMap()) {
         Fail(ErrorCode::kInvalidArgument, "config key '{}[{}]': expected a mapping", KeyPath(key),
              i);
@@ -133,7 +146,7 @@ class Section {
 
   // The keys of a mapping whose keys are names (images: NAME: {...}).
   std::vector<std::pair<std::string, Section>> ChildMap(std::string_view key) {
-    YAML::Node value = Take(key);
+    YAML::Node value = TakeSection(key);
     std::vector<std::pair<std::string, Section>> out;
     if (!value) return out;
     if (!value.IsMap()) {
@@ -145,7 +158,8 @@ class Section {
         Fail(ErrorCode::kInvalidArgument, "config key '{}.{}': expected a mapping", KeyPath(key),
              name);
       }
-      out.emplace_back(name, Section(entry.second, KeyPath(key) + "." + name));
+      out.emplace_back(
+          name, Section(entry.second, KeyPath(key) + "." + name, keys_, DocPath(key) + ".<name>"));
     }
     return out;
   }
@@ -168,7 +182,19 @@ class Section {
     return "string";
   }
   std::string Display() const { return path_.empty() ? "<top>" : path_; }
+  std::string DocPath(std::string_view key) const {
+    std::string_view shown = doc_key_.empty() ? key : std::string_view(doc_key_);
+    return doc_path_.empty() ? std::string(shown) : fmt::format("{}.{}", doc_path_, shown);
+  }
+  // A key that holds a value (not a section of its own).
   YAML::Node Take(std::string_view key) {
+    if (keys_) {
+      std::string path = DocPath(key);
+      if (std::find(keys_->begin(), keys_->end(), path) == keys_->end()) keys_->push_back(path);
+    }
+    return TakeSection(key);
+  }
+  YAML::Node TakeSection(std::string_view key) {
     read_.insert(std::string(key));
     if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     YAML::Node value = node_[std::string(key)];
@@ -179,6 +205,9 @@ class Section {
   YAML::Node node_;
   std::string path_;
   std::set<std::string> read_;
+  std::vector<std::string>* keys_;
+  std::string doc_path_;
+  std::string doc_key_;
 };
 
 void ReadPath(Section& section, std::string_view key, std::filesystem::path& out) {
@@ -381,6 +410,31 @@ void ReadImages(Section& top, std::map<std::string, ImageSource>& out) {
   }
 }
 
+void ReadHooks(Section& hooks, HooksConfig& out) {
+  Section on = hooks.Child("on");
+  on.RecordKeysAs("<event>");
+  std::vector<std::string_view> types(event_type::kAll.begin(), event_type::kAll.end());
+  types.push_back("*");
+  for (std::string_view type : types) {
+    std::vector<std::string> paths;
+    if (!on.ReadList(type, paths)) continue;
+    for (const std::string& path : paths) {
+      if (path.empty() || path[0] != '/') {
+        Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' must be an absolute path",
+             on.KeyPath(type), path.substr(0, 200));
+      }
+      out.on[std::string(type)].push_back(path);
+    }
+  }
+  on.RejectUnknown();
+  hooks.ReadUnsigned("timeout_seconds", out.timeout_seconds, 1, 3600);
+  hooks.ReadUnsigned("max_running", out.max_running, 1, 256);
+  hooks.ReadUnsigned("max_queued", out.max_queued, 1, 1u << 20);
+  ReadOptionalPath(hooks, "before_create", out.before_create);
+  hooks.ReadUnsigned("before_create_timeout_seconds", out.before_create_timeout_seconds, 1, 600);
+  hooks.RejectUnknown();
+}
+
 }  // namespace
 
 std::string ListenAddress::str() const {
@@ -419,7 +473,10 @@ ListenAddress ListenAddress::Parse(std::string_view text) {
   return out;
 }
 
-Config ParseConfig(std::string_view yaml_text) {
+namespace {
+
+// ParseConfig; with `keys`, also records every key it reads (ConfigKeys).
+Config ParseWithKeys(std::string_view yaml_text, std::vector<std::string>* keys) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml_text));
@@ -427,7 +484,7 @@ Config ParseConfig(std::string_view yaml_text) {
     Fail(ErrorCode::kInvalidArgument, "config is not valid YAML: {}", e.what());
   }
   Config config;
-  Section top(root, "");
+  Section top(root, "", keys);
   ReadPath(top, "state_dir", config.state_dir);
   ReadPath(top, "image_dir", config.image_dir);
   ReadPath(top, "socket", config.socket);
@@ -578,8 +635,35 @@ Config ParseConfig(std::string_view yaml_text) {
   container.ReadUnsigned("image_idle_seconds", config.container.image_idle_seconds, 0, 86400);
   container.RejectUnknown();
 
+  Section metrics = top.Child("metrics");
+  ReadListen(metrics, "listen", config.metrics.listen);
+  metrics.Read("per_sandbox", config.metrics.per_sandbox);
+  metrics.RejectUnknown();
+  Section events = top.Child("events");
+  events.ReadUnsigned("max_subscribers", config.events.max_subscribers, 1, 1024);
+  events.RejectUnknown();
+  Section hooks = top.Child("hooks");
+  ReadHooks(hooks, config.hooks);
+
   top.RejectUnknown();
   return config;
+}
+
+}  // namespace
+
+Config ParseConfig(std::string_view yaml_text) { return ParseWithKeys(yaml_text, nullptr); }
+
+std::vector<std::string> ConfigKeys() {
+  // One entry in each list and map, so that their entries' keys are read.
+  std::vector<std::string> keys;
+  ParseWithKeys(R"(
+registries: [{host: registry.example}]
+pool: [{}]
+images: {name: {rootfs: "docker://registry.example/rootfs"}}
+hooks: {on: {created: [/bin/true]}}
+)",
+                &keys);
+  return keys;
 }
 
 Config LoadConfigFile(const std::filesystem::path& path) {

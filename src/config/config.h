@@ -25,6 +25,7 @@ std::string_view MachineTypeName(MachineType machine);
 struct LogConfig {
   std::string level = "info";   // trace|debug|info|warn|error
   std::string format = "text";  // text|json
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct VmConfig {
@@ -57,7 +58,13 @@ struct VmConfig {
   // the daemon starts the kernel's ksmd. Off: QEMU marks nothing, so VMs
   // share no page through KSM even where ksmd runs for others.
   bool ksm = false;
+  bool operator==(const VmConfig&) const = default;
 };
+
+// core/ipv4.h gives Ipv4Cidr no operator== of its own; config equality needs one.
+inline bool operator==(const Ipv4Cidr& a, const Ipv4Cidr& b) {
+  return a.base == b.base && a.prefix == b.prefix;
+}
 
 struct NetworkConfig {
   // /30 subnets for sandboxes are carved from here.
@@ -79,12 +86,14 @@ struct NetworkConfig {
   // The libvirt driver's shared mode: the libvirt network (or its bridge)
   // every sandbox joins.
   std::string bridge = "virbr0";
+  bool operator==(const NetworkConfig&) const = default;
 };
 
 struct DefaultsConfig {
   std::string image = "default";
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
+  bool operator==(const DefaultsConfig&) const = default;
 };
 
 struct LimitsConfig {
@@ -106,6 +115,7 @@ struct LimitsConfig {
   unsigned max_paused_seconds = 86400;
   unsigned max_paused_per_owner = 4;
   unsigned max_exposed_ports = 16;  // per sandbox, besides SSH's
+  bool operator==(const LimitsConfig&) const = default;
 };
 
 // "ADDR:PORT" or "[IPv6]:PORT" for a TCP listener; the address is numeric.
@@ -115,6 +125,7 @@ struct ListenAddress {
   std::string str() const;
   // kInvalidArgument naming the text.
   static ListenAddress Parse(std::string_view text);
+  bool operator==(const ListenAddress&) const = default;
 };
 
 // The /v1 API for other machines (HTTPS), and who may use the remote doors.
@@ -130,6 +141,7 @@ struct RemoteConfig {
   unsigned rate_limit_burst = 60;
   unsigned max_connections = 256;  // per front door
   unsigned max_connections_per_address = 32;
+  bool operator==(const RemoteConfig&) const = default;
 };
 
 // Front doors for unmodified Anweddol clients.
@@ -140,6 +152,7 @@ struct AnweddolConfig {
   bool one_time_keys = false;               // a fresh server RSA key per connection
   unsigned rsa_bits = 4096;
   SandboxKind kind = SandboxKind::kVm;  // what the Anweddol doors hand out
+  bool operator==(const AnweddolConfig&) const = default;
 };
 
 // A registry docker:// references may name (one `registries:` entry).
@@ -148,6 +161,7 @@ struct RegistryEntry {
   bool insecure = false;                   // plain HTTP
   std::filesystem::path ca_file;           // empty: the system's CA store
   std::filesystem::path credentials_file;  // an auth.json (docker/podman login's format)
+  bool operator==(const RegistryEntry&) const = default;
 };
 
 // An image by its two OCI references (one `images:` entry): imported on
@@ -155,6 +169,7 @@ struct RegistryEntry {
 struct ImageSource {
   std::string kernel, rootfs;  // references, checked when parsed; no kernel: the rootfs's own
   unsigned headroom_mib = 1024;
+  bool operator==(const ImageSource&) const = default;
 };
 
 struct PullConfig {
@@ -164,6 +179,7 @@ struct PullConfig {
   // create could import again (images: entries, --kernel/--rootfs pairs)
   // are evicted least recently used first when it is over.
   unsigned cache_max_mib = 0;
+  bool operator==(const PullConfig&) const = default;
 };
 
 // The file front door for local users (wirt) and their use of the local
@@ -179,6 +195,7 @@ struct WirtConfig {
   bool mail = false;                      // errors also mailed to the user and root
   std::string sendmail = "/usr/sbin/sendmail";
   unsigned workers = 8;  // requests of different VMs in progress at once
+  bool operator==(const WirtConfig&) const = default;
 };
 
 // Container sandboxes: an OCI runtime (crun, or runc) runs each in its own
@@ -199,6 +216,7 @@ struct ContainerConfig {
   unsigned io_weight = 100;  // 1..10000, relative to other sandboxes
   // An image's read-only mount stays this long after its last container.
   unsigned image_idle_seconds = 300;
+  bool operator==(const ContainerConfig&) const = default;
 };
 
 // A warm pool (`pool:`): sandboxes of one image and size kept booted and
@@ -208,6 +226,35 @@ struct PoolEntry {
   unsigned memory_mib = 256;
   unsigned vcpus = 1;
   unsigned size = 1;
+  bool operator==(const PoolEntry&) const = default;
+};
+
+// Prometheus metrics: GET /metrics on the local socket, and on a listener
+// of its own when `listen` is set (plain HTTP: for a monitoring network).
+struct MetricsConfig {
+  std::optional<ListenAddress> listen;
+  bool per_sandbox = true;  // CPU, memory and network series for each sandbox
+  bool operator==(const MetricsConfig&) const = default;
+};
+
+// The event stream (GET /v1/events).
+struct EventsConfig {
+  unsigned max_subscribers = 16;  // streams open at once; more get 503
+  bool operator==(const EventsConfig&) const = default;
+};
+
+// Programs run on events (`hooks:`), each with the event as one JSON object
+// on its stdin. They never delay or fail what the event tells of, except
+// before_create, whose non-zero exit (or timeout) refuses the create.
+struct HooksConfig {
+  // Event type (core/event_types.h) or "*" -> absolute paths of executables.
+  std::map<std::string, std::vector<std::filesystem::path>> on;
+  unsigned timeout_seconds = 30;  // then the hook is killed (its process group)
+  unsigned max_running = 4;       // hooks running at once
+  unsigned max_queued = 256;  // waiting to run; past that, an event's hooks are dropped (logged)
+  std::filesystem::path before_create;  // empty: none
+  unsigned before_create_timeout_seconds = 5;
+  bool operator==(const HooksConfig&) const = default;
 };
 
 struct Config {
@@ -234,11 +281,22 @@ struct Config {
   PullConfig pull;
   WirtConfig wirt;
   ContainerConfig container;
+  MetricsConfig metrics;
+  EventsConfig events;
+  HooksConfig hooks;
+  bool operator==(const Config&) const = default;
 };
 
 // Parses YAML text; throws kInvalidArgument naming the offending key.
 Config ParseConfig(std::string_view yaml_text);
 // Reads and parses a file; a missing file is kNotFound.
 Config LoadConfigFile(const std::filesystem::path& path);
+
+// Every key ParseConfig accepts, as a dotted path in the order it reads
+// them ("state_dir", "limits.max_sandboxes"), a list's entries as
+// "pool[].image", a map's as "images.<name>.rootfs" and "hooks.on.<event>".
+// Recorded by the parser itself, so documentation checked against it
+// cannot drift.
+std::vector<std::string> ConfigKeys();
 
 }  // namespace ephemera

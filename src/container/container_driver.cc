@@ -326,6 +326,16 @@ VmInfo ContainerDriver::Inspect(const SandboxId& id) {
   return info;
 }
 
+std::optional<ResourceUsage> ContainerDriver::Usage(const SandboxId& id) {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = running_.find(id);
+    if (it == running_.end() || it->second->exited) return std::nullopt;
+  }
+  CgroupUsage u = options_.cgroups->Usage(CgroupName(id));
+  return ResourceUsage{static_cast<double>(u.cpu_usec) / 1e6, u.memory_bytes};
+}
+
 std::shared_ptr<GuestChannel> ContainerDriver::ChannelTo(const SandboxId& id) {
   ContainerAccess access;
   {

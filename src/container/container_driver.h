@@ -62,6 +62,7 @@ class ContainerDriver : public VmDriver {
 
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
+  std::optional<ResourceUsage> Usage(const SandboxId& id) override;
   // Programs through the runtime's exec, files through the container's
   // root (container_channel.h). kFailedPrecondition when it is not running.
   std::shared_ptr<GuestChannel> ChannelTo(const SandboxId& id) override;

@@ -61,15 +61,27 @@ int WaitChild(pid_t pid, int* status) {
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
                          std::size_t max_output) {
+  return RunProcess(argv, RunOptions{timeout, max_output, std::nullopt, false});
+}
+
+ProcessResult RunProcess(const std::vector<std::string>& argv, const RunOptions& options) {
+  const auto timeout = options.timeout;
+  const std::size_t max_output = options.max_output;
   if (argv.empty()) Fail(ErrorCode::kInternal, "RunProcess: empty argv");
   auto program = FindProgram(argv[0]);
   if (!program) Fail(ErrorCode::kUnavailable, "program '{}' not found", argv[0]);
 
   Pipe out = MakePipe();
   Pipe err = MakePipe();
+  std::optional<Pipe> in;
+  if (options.stdin_data) in = MakePipe();
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (in) {
+    posix_spawn_file_actions_adddup2(&actions, in->read.get(), 0);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  }
   posix_spawn_file_actions_adddup2(&actions, out.write.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), 2);
   // Nothing else is inherited: a daemonized QEMU or dnsmasq must not keep
@@ -86,7 +98,12 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
   sigemptyset(&none);
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  if (options.own_process_group) {
+    posix_spawnattr_setpgroup(&attr, 0);
+    flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  posix_spawnattr_setflags(&attr, flags);
 
   std::vector<char*> cargv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -99,13 +116,26 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
     FailErrno(fmt::format("cannot start {}", program->string()), rc, ErrorCode::kUnavailable);
   out.write.reset();
   err.write.reset();
+  std::string_view to_write;
+  if (in) {
+    in->read.reset();
+    ::fcntl(in->write.get(), F_SETFL, O_NONBLOCK);
+    to_write = *options.stdin_data;
+  }
 
   ProcessResult result;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  pollfd fds[2] = {{out.read.get(), POLLIN, 0}, {err.read.get(), POLLIN, 0}};
+  pollfd fds[3] = {{out.read.get(), POLLIN, 0},
+                   {err.read.get(), POLLIN, 0},
+                   {in ? in->write.get() : -1, POLLOUT, 0}};
   std::string* sinks[2] = {&result.out, &result.err};
   int open_streams = 2;
   bool timed_out = false;
+  auto close_stdin = [&] {
+    fds[2].fd = -1;
+    if (in) in->write.reset();
+  };
+  if (in && to_write.empty()) close_stdin();
   while (open_streams > 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -113,8 +143,14 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
       timed_out = true;
       break;
     }
-    int n = ::poll(fds, 2, static_cast<int>(left.count()));
+    int n = ::poll(fds, 3, static_cast<int>(left.count()));
     if (n < 0 && errno != EINTR) break;
+    if (fds[2].fd >= 0 && (fds[2].revents & (POLLOUT | POLLHUP | POLLERR))) {
+      // A program that does not read its stdin gets what fits, then EOF.
+      ssize_t put = ::write(fds[2].fd, to_write.data(), to_write.size());
+      if (put > 0) to_write.remove_prefix(static_cast<std::size_t>(put));
+      if (to_write.empty() || (put < 0 && errno != EAGAIN && errno != EINTR)) close_stdin();
+    }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       char buffer[8192];
@@ -129,9 +165,11 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
       sinks[i]->append(buffer, std::min(room, static_cast<std::size_t>(got)));
     }
   }
-  if (timed_out) ::kill(pid, SIGKILL);
+  if (timed_out) ::kill(options.own_process_group ? -pid : pid, SIGKILL);
   int status = 0;
   WaitChild(pid, &status);
+  // Whatever of its group is left (a background child holding no pipe).
+  if (options.own_process_group) ::kill(-pid, SIGKILL);
   if (timed_out) {
     Fail(ErrorCode::kTimeout, "{} did not finish within {} ms", argv[0], timeout.count());
   }

@@ -31,6 +31,16 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
                          std::size_t max_output = 1 << 20);
 
+// RunProcess with more: bytes for its stdin (else /dev/null), and a process
+// group of its own that a timeout kills whole (a hook's children too).
+struct RunOptions {
+  std::chrono::milliseconds timeout = std::chrono::seconds(30);
+  std::size_t max_output = 1 << 20;
+  std::optional<std::string> stdin_data;
+  bool own_process_group = false;
+};
+ProcessResult RunProcess(const std::vector<std::string>& argv, const RunOptions& options);
+
 // Like RunProcess, but a non-zero exit throws kInternal (or `code`) quoting
 // the program's stderr.
 ProcessResult RunChecked(const std::vector<std::string>& argv,

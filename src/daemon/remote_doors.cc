@@ -21,13 +21,53 @@ IpFilter Filter(const RemoteConfig& remote) {
   }
 }
 
+// The metrics listener's answer: /metrics, or 404 / 405.
+HttpResponse MetricsAnswer(Engine& engine, const HttpRequest& request) {
+  namespace http = boost::beast::http;
+  std::string_view target(request.target().data(), request.target().size());
+  target = target.substr(0, target.find('?'));
+  HttpResponse response(http::status::ok, request.version());
+  if (target != "/metrics") {
+    response.result(http::status::not_found);
+    response.set(http::field::content_type, "text/plain");
+    response.body() = "only /metrics is here\n";
+  } else if (request.method() != http::verb::get && request.method() != http::verb::head) {
+    response.result(http::status::method_not_allowed);
+    response.set(http::field::allow, "GET, HEAD");
+  } else {
+    response.set(http::field::content_type, std::string(kMetricsContentType));
+    response.body() = engine.metrics().Render();
+  }
+  response.prepare_payload();
+  return response;
+}
+
 }  // namespace
 
 RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_context,
                          FrontDoors& directory) {
   const RemoteConfig& r = config.remote;
   const AnweddolConfig& a = config.anweddol;
-  if (!r.listen && !a.listen && !a.web_listen) return;
+  nlohmann::json metrics_door = nlohmann::json::object();
+  if (config.metrics.listen) {
+    // Plain HTTP, GET /metrics alone: for a monitoring network, which the
+    // operator chooses by the address.
+    HttpServerOptions metrics_options;
+    metrics_options.idle_timeout = std::chrono::seconds(30);
+    metrics_options.io_timeout = std::chrono::seconds(15);
+    metrics_options.workers = 2;
+    metrics_options.max_connections = 16;
+    metrics_options.max_connections_per_address = 8;
+    metrics_server_ = std::make_unique<HttpServer>(
+        HttpListener::Tcp(Endpoint(*config.metrics.listen), nullptr), metrics_options,
+        [&engine](const HttpRequest& q, const Peer&) { return MetricsAnswer(engine, q); });
+    metrics_door["metrics"] = {{"listen", metrics_server_->address()}};
+    spdlog::info("metrics on http://{}/metrics", metrics_server_->address());
+  }
+  if (!r.listen && !a.listen && !a.web_listen) {
+    directory.Set(std::move(metrics_door));
+    return;
+  }
   AccessPolicy policy{r.access_tokens, Filter(r), static_cast<double>(r.rate_limit_per_minute),
                       static_cast<double>(r.rate_limit_burst)};
   access_ = std::make_unique<AccessControl>(std::move(policy), engine);
@@ -49,11 +89,12 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
   http_options.max_connections_per_address = r.max_connections_per_address;
   http_options.idle_timeout = std::chrono::seconds(30);
   http_options.io_timeout = std::chrono::seconds(15);
-  nlohmann::json doors = nlohmann::json::object();
+  nlohmann::json doors = std::move(metrics_door);
 
   if (r.listen) {
     api_context_ = local_context;
     api_context_.access = access_.get();
+    api_context_.door = https ? "https" : "http";
     HttpServerOptions api_options = http_options;
     api_options.is_slow = IsSlowApiRequest;
     api_options.streams_body = StreamsApiRequestBody;
@@ -67,14 +108,17 @@ RemoteDoors::RemoteDoors(const Config& config, Engine& engine, ApiContext local_
     if (!https) spdlog::warn("/v1 on {} is plain HTTP (insecure_http)", api_server_->address());
     spdlog::info("remote /v1 API on {}{}", https ? "https://" : "http://", api_server_->address());
   }
-  anweddol_context_ = {&engine, access_.get(), local_context.version, a.kind};
+  anweddol_context_ = {&engine, access_.get(),          local_context.version,
+                       a.kind,  local_context.requests, "anweddol_classic"};
+  anweddol_web_context_ = anweddol_context_;
+  anweddol_web_context_.door = "anweddol_web";
   if (a.web_listen) {
     HttpServerOptions web_options = http_options;
     web_options.is_slow = IsSlowAnweddolWebRequest;
     web_server_ = std::make_unique<HttpServer>(
         HttpListener::Tcp(Endpoint(*a.web_listen), a.web_tls ? tls_ : nullptr, Admission()),
         web_options, [this](const HttpRequest& q, const Peer& p) {
-          return HandleAnweddolWebRequest(anweddol_context_, q, p);
+          return HandleAnweddolWebRequest(anweddol_web_context_, q, p);
         });
     doors["anweddol_web"] = {{"listen", web_server_->address()}, {"tls", a.web_tls}};
     if (!a.web_tls && r.access_tokens) {

@@ -1,5 +1,5 @@
-// The front doors other machines use: HTTPS /v1, and Anweddol's web and
-// classic protocols. They share one access control, one TLS identity and
+// The front doors other machines use: HTTPS /v1, Anweddol's web and
+// classic protocols, and the metrics listener. They share one access control, one TLS identity and
 // the engine; each runs its own accept loop and workers.
 #pragma once
 
@@ -35,7 +35,9 @@ class RemoteDoors {
   std::optional<TlsIdentity> identity_;
   std::shared_ptr<boost::asio::ssl::context> tls_;
   ApiContext api_context_;
-  AnweddolContext anweddol_context_;
+  AnweddolContext anweddol_context_;      // the classic protocol's
+  AnweddolContext anweddol_web_context_;  // the web protocol's
+  std::unique_ptr<HttpServer> metrics_server_;
   // Servers last: they stop (and drain their handlers) before the rest goes.
   std::unique_ptr<HttpServer> api_server_;
   std::unique_ptr<HttpServer> web_server_;

@@ -1,4 +1,5 @@
 #include "daemon/serve.h"
+#include "core/event_types.h"
 
 #include <signal.h>
 #include <systemd/sd-daemon.h>
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/random.h"
+#include "daemon/hooks.h"
 #include "daemon/remote_doors.h"
 #include "engine/engine.h"
 #include "guest/provisioner.h"
@@ -75,6 +77,7 @@ EngineOptions EngineOptionsFrom(const Config& c, const AccelChoice& accel) {
   }
   for (const PoolEntry& p : c.pools) o.pools.push_back({p.image, p.memory_mib, p.vcpus, p.size});
   o.snapshots = c.vm.snapshots;
+  o.per_sandbox_metrics = c.metrics.per_sandbox;
   o.dns_servers = c.network.dns_servers;
   o.outbound_nat = c.network.outbound_nat;
   o.max_sandboxes = c.limits.max_sandboxes;
@@ -227,6 +230,15 @@ int Serve(const Config& config) {
   EngineOptions engine_options = EngineOptionsFrom(config, accel);
   engine_options.agent_key = LoadOrMakeSecret(config.state_dir / "agent.key");
   Engine engine(engine_options, store, images, drivers, networks, provisioner);
+  // Hooks hear every event from here on (reconcile's too); the feed holds
+  // them as long as it may publish.
+  auto hooks = std::make_shared<Hooks>(config.hooks, &engine.metrics());
+  store.feed().AddListener([hooks](const Event& event) { hooks->OnEvent(event); });
+  if (hooks->has_before_create()) {
+    engine.SetCreateVeto([hooks](const CreateRequest& request, const SandboxSpec& spec) {
+      return hooks->BeforeCreate(request, spec);
+    });
+  }
   // The file front door: made (and its instances adopted) before reconcile,
   // so that it hears of every instance that ends from then on.
   wirt::EngineBackend wirt_backend(engine);
@@ -245,7 +257,7 @@ int Serve(const Config& config) {
   spdlog::info("reconcile: {} action(s)", report.actions.size());
   engine.StartReaper();
   engine.StartPool();
-  store.AddEvent("daemon_start", "", kVersion);
+  store.AddEvent(event_type::kDaemonStarted, "", kVersion);
   if (wirt) {
     wirt->Start();
     spdlog::info("wirt: watching the trees of group {}'s members ({} folders)", config.wirt.group,
@@ -256,6 +268,9 @@ int Serve(const Config& config) {
   ApiContext context{&engine,  ClientHost(config),
                      kVersion, fmt::format("{} ({})", AccelName(accel.accel), accel.reason),
                      nullptr,  &front_doors};
+  StreamSlots event_streams(config.events.max_subscribers);
+  context.event_streams = &event_streams;
+  context.requests = &RegisterRequestMetrics(engine.metrics());
   HttpListener local_listener = HttpListener::Unix(config.socket, config.socket_mode);
   if (config.wirt.enabled) {
     // Members of the group reach the local socket and act as themselves.
@@ -280,7 +295,9 @@ int Serve(const Config& config) {
   spdlog::info("received {}, stopping", strsignal(sig));
   sd_notify(0, "STOPPING=1");
   // No request may start a sandbox while they are being destroyed: close
-  // the doors first (each finishes the requests it is serving).
+  // the doors first (each finishes the requests it is serving; event
+  // streams end).
+  store.feed().Close();
   server.reset();
   remote.reset();
   if (wirt) wirt->Stop();
@@ -291,7 +308,8 @@ int Serve(const Config& config) {
   } else {
     spdlog::info("sandboxes keep running and are adopted at the next start");
   }
-  store.AddEvent("daemon_stop", "", strsignal(sig));
+  store.AddEvent(event_type::kDaemonStopped, "", strsignal(sig));
+  hooks->Stop();
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "core/random.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
@@ -57,7 +58,7 @@ IssuedAccessToken Engine::AddAccessToken(const NewAccessToken& request) {
   LoadAccessTokensLocked();
   store_.InsertToken(t);
   tokens_by_hash_[t.token_sha256] = t;
-  store_.AddEvent("token_add", "", t.id);
+  store_.AddEvent(event_type::kTokenAdded, "", t.id);
   spdlog::info("access token {} ('{}') added", t.id, t.name);
   return issued;
 }
@@ -80,7 +81,7 @@ AccessToken Engine::SetAccessTokenEnabled(const std::string& id, bool enabled) {
     if (token.id != id) continue;
     store_.SetTokenEnabled(id, enabled);
     token.enabled = enabled;
-    store_.AddEvent(enabled ? "token_enable" : "token_disable", "", id);
+    store_.AddEvent(enabled ? event_type::kTokenEnabled : event_type::kTokenDisabled, "", id);
     spdlog::info("access token {} {}", id, enabled ? "enabled" : "disabled");
     return token;
   }
@@ -94,7 +95,7 @@ void Engine::DeleteAccessToken(const std::string& id) {
     if (it->second.id != id) continue;
     store_.DeleteToken(id);
     tokens_by_hash_.erase(it);
-    store_.AddEvent("token_delete", "", id);
+    store_.AddEvent(event_type::kTokenDeleted, "", id);
     spdlog::info("access token {} deleted", id);
     return;
   }

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "core/random.h"
 #include "core/sha256.h"
 #include "core/text.h"
@@ -255,9 +256,25 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
 }
 
 CreateResult Engine::Create(const CreateRequest& request) {
-  Validated v = Validate(request);
-  if (auto pooled = TakeFromPool(request, v)) return std::move(*pooled);
-  return CreateNew(request, std::move(v), false);
+  std::string kind(KindName(request.kind.value_or(SandboxKind::kVm)));
+  bool vetoed = false;
+  try {
+    Validated v = Validate(request);
+    if (create_veto_) {
+      if (auto refusal = create_veto_(request, v.spec)) {
+        vetoed = true;
+        spdlog::info("create for {} refused: {}", request.owner, *refusal);
+        Fail(ErrorCode::kPermissionDenied, "{}", *refusal);
+      }
+    }
+    std::optional<CreateResult> result = TakeFromPool(request, v);
+    if (!result) result = CreateNew(request, std::move(v), false);
+    CountCreate(*result);
+    return std::move(*result);
+  } catch (const Error& e) {
+    create_failures_->Add({kind, vetoed ? "vetoed" : std::string(ErrorCodeName(e.code()))});
+    throw;
+  }
 }
 
 CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool slot_held) {
@@ -314,7 +331,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
   } creating{this, sandbox.id};
   store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit, options_.host_memory_mib,
                 options_.sandbox_overhead_mib, request.owner_memory_mib);
-  store_.AddEvent("create", sandbox.id.str(), v.spec.image);
+  store_.AddEvent(event_type::kCreated, sandbox.id.str(), v.spec.image);
 
   CreateResult result{sandbox, "", token, "", {}};
   try {
@@ -456,15 +473,15 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     result.password = provisioned.credentials.password;
     result.host_key = provisioned.host_key;
   } catch (const Error& e) {
-    Rollback(sandbox.id, driver, e.what());
+    Rollback(sandbox.id, driver, e.what(), e.code());
     throw;
   } catch (const std::exception& e) {
-    Rollback(sandbox.id, driver, e.what());
+    Rollback(sandbox.id, driver, e.what(), ErrorCode::kInternal);
     Fail(ErrorCode::kInternal, "create failed: {}", e.what());
   }
   result.sandbox = sandbox;
   result.phases.total = duration_cast<milliseconds>(Clock::now() - t0);
-  store_.AddEvent("ready", sandbox.id.str(),
+  store_.AddEvent(event_type::kReady, sandbox.id.str(),
                   fmt::format("{} ms ({})", result.phases.total.count(), result.phases.start));
   spdlog::info(
       "sandbox {}: ready in {} ms from {} (network {} ms, vm {} ms, sshd {} ms, provision {} ms)",
@@ -474,7 +491,8 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
   return result;
 }
 
-void Engine::Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason) {
+void Engine::Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason,
+                      ErrorCode code) {
   spdlog::warn("sandbox {}: create failed, rolling back: {}", id.str(), reason);
   try {
     TearDownHost(id, driver);
@@ -490,7 +508,7 @@ void Engine::Rollback(const SandboxId& id, VmDriver& driver, const std::string& 
     }
     return;
   }
-  ForgetRecord(id, "create_failed", reason);
+  ForgetRecord(id, event_type::kFailed, reason, std::string(ErrorCodeName(code)));
 }
 
 }  // namespace ephemera

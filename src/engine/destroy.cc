@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
 
@@ -25,8 +26,8 @@ void Engine::TearDownHost(const SandboxId& id, VmDriver& driver) {
   networks_.Teardown(id);
 }
 
-void Engine::ForgetRecord(const SandboxId& id, const std::string& event,
-                          const std::string& detail) {
+void Engine::ForgetRecord(const SandboxId& id, std::string_view event, const std::string& detail,
+                          const std::string& cause) {
   std::optional<Sandbox> gone;
   try {
     if (gone_listener_) gone = store_.Get(id);
@@ -45,8 +46,9 @@ void Engine::ForgetRecord(const SandboxId& id, const std::string& event,
     std::lock_guard lock(bookkeeping_mutex_);
     unrecorded_.erase(id);
   }
+  removals_->Add({std::string(event), cause});
   try {
-    store_.AddEvent(event, id.str(), detail);
+    store_.AddEvent(event, id.str(), detail, cause);
   } catch (const Error& e) {
     spdlog::warn("sandbox {}: event '{}' not recorded: {}", id.str(), event, e.what());
   }
@@ -59,7 +61,9 @@ void Engine::RetryRecordRemovals() {
     std::lock_guard lock(bookkeeping_mutex_);
     pending = unrecorded_;
   }
-  for (const auto& id : pending) ForgetRecord(id, "destroy", "record removed late");
+  for (const auto& id : pending) {
+    ForgetRecord(id, event_type::kDestroyed, "record removed late", "record_removed_late");
+  }
 }
 
 void CheckClientToken(const Sandbox& sandbox, const std::string& token) {
@@ -80,7 +84,7 @@ Sandbox Engine::GetWithToken(const SandboxId& id, const std::string& token) {
 
 void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& token,
                      const std::string& reason, bool graceful,
-                     const std::function<bool(const Sandbox&)>& still_due) {
+                     const std::function<bool(const Sandbox&)>& still_due, const Removal& removal) {
   if (Hidden(id)) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
@@ -134,14 +138,14 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
     }
   }
   TearDownHost(id, driver);
-  ForgetRecord(id, "destroy", reason);
+  ForgetRecord(id, removal.event, reason, removal.cause);
   spdlog::info("sandbox {}: destroyed ({})", id.str(), reason);
 }
 
 void Engine::DestroyAll(const std::string& reason) {
   for (const auto& s : store_.List()) {
     try {
-      Destroy(s.id, std::nullopt, reason);
+      Destroy(s.id, std::nullopt, reason, false, {}, {event_type::kDestroyed, "daemon_stop"});
     } catch (const Error& e) {
       spdlog::error("sandbox {}: destroy failed: {}", s.id.str(), e.what());
     }

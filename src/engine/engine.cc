@@ -1,4 +1,5 @@
 #include "engine/engine.h"
+#include "core/event_types.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -18,12 +19,13 @@ Engine::Engine(EngineOptions options, Store& store, ImageCatalog& images, Engine
       create_slots_(static_cast<std::ptrdiff_t>(
           std::clamp<std::size_t>(options_.max_parallel_creates, 1, 1024))),
       started_(std::chrono::steady_clock::now()) {
+  RegisterMetrics();
   // A VM that stops by itself is reaped at once, not at the next pass.
   for (auto& [name, driver] : drivers_.by_name) {
     driver->OnOutOfMemory([this](const SandboxId& id, std::uint64_t kills) {
       try {
         store_.AddEvent(
-            "out_of_memory", id.str(),
+            event_type::kOutOfMemory, id.str(),
             fmt::format("the OOM killer ended {} process(es) at its memory limit", kills));
       } catch (const Error& e) {
         spdlog::warn("sandbox {}: out-of-memory event not recorded: {}", id.str(), e.what());
@@ -102,7 +104,7 @@ void Engine::FillRunning(Sandbox& sandbox) {
   }
 }
 
-void Engine::NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail) {
+void Engine::NoteEvent(std::string_view kind, const SandboxId& id, const std::string& detail) {
   try {
     store_.AddEvent(kind, id.str(), detail);
   } catch (const Error& e) {
@@ -237,7 +239,7 @@ oci::ImportResult Engine::ImportImage(const ImageImport& import,
                result.cached ? "already imported" : "imported",
                request.kernel ? request.kernel->str() : "its own kernel", request.rootfs.str(),
                result.dir.string());
-  store_.AddEvent("image", "", import.name);
+  store_.AddEvent(event_type::kImageImported, "", import.name);
   return result;
 }
 

@@ -23,6 +23,8 @@
 #include <tuple>
 #include <vector>
 
+#include "core/event_types.h"
+#include "core/metrics.h"
 #include "core/sandbox.h"
 #include "engine/guest_exec.h"
 #include "guest/agent_link.h"
@@ -125,6 +127,8 @@ struct EngineOptions {
   // Guest ports a sandbox may expose on host ports besides SSH's.
   std::size_t max_exposed_ports = 16;
   std::vector<PoolSpec> pools;
+  // /metrics shows each sandbox's CPU, memory and network bytes.
+  bool per_sandbox_metrics = true;
   // Creates of agent images start from snapshot templates (the qemu driver),
   // each made in the background by the first create of its image and size.
   bool snapshots = false;
@@ -225,6 +229,26 @@ struct ReconcileReport {
 std::string PairImageName(const std::optional<oci::ImageReference>& kernel,
                           const oci::ImageReference& rootfs);
 
+// Why a sandbox goes, for its event and the metrics: the event type
+// (destroyed, reaped, expired) and a short cause for programs.
+struct Removal {
+  std::string_view event = event_type::kDestroyed;
+  std::string cause = "request";
+};
+
+// What a sandbox uses now, as its driver and network count it.
+struct SandboxUsage {
+  Sandbox sandbox;
+  std::optional<ResourceUsage> resources;  // none: its driver cannot tell
+  std::uint64_t received_bytes = 0;        // by the guest, through its host-side device
+  std::uint64_t sent_bytes = 0;
+};
+
+// Asked before any create (a request's or a pool's hand-out) with what it
+// would make: a reason refuses it (kPermissionDenied), nullopt lets it go.
+using CreateVeto =
+    std::function<std::optional<std::string>(const CreateRequest&, const SandboxSpec&)>;
+
 // Holds a counting-semaphore slot for its lifetime (the engine's slots for
 // heavy work: creates, pauses, resumes).
 template <typename Semaphore>
@@ -263,7 +287,8 @@ class Engine {
   // it (extended meanwhile, paused) is kept. The reaper's.
   void Destroy(const SandboxId& id, const std::optional<std::string>& token,
                const std::string& reason = "destroyed by request", bool graceful = false,
-               const std::function<bool(const Sandbox&)>& still_due = {});
+               const std::function<bool(const Sandbox&)>& still_due = {},
+               const Removal& removal = {});
 
   // Saves a ready sandbox's whole state to disk and ends its VM, freeing
   // its host memory; its time to live stops until Resume, and it is
@@ -380,6 +405,21 @@ class Engine {
 
   static constexpr std::size_t kTokenLength = 255;
 
+  // Set before the front doors open.
+  void SetCreateVeto(CreateVeto veto) { create_veto_ = std::move(veto); }
+
+  // The event log after `after_seq`, oldest first; and its new entries as
+  // they are added.
+  std::vector<Event> Events(std::int64_t after_seq, std::size_t limit) {
+    return store_.Events(after_seq, limit);
+  }
+  std::unique_ptr<EventFeed::Subscription> FollowEvents() { return store_.feed().Subscribe(); }
+
+  // Each ready or paused sandbox with what it uses now.
+  std::vector<SandboxUsage> Usage();
+  // The engine's counters and gauges; the front doors add theirs (metrics.cc).
+  MetricsRegistry& metrics() { return metrics_; }
+
  private:
   struct Validated {
     Image image;
@@ -396,7 +436,7 @@ class Engine {
   std::uint64_t EnforceImageCacheLimit(const std::string& keep);
   // Marks an image used now (the cache evicts the least recently used).
   void TouchImage(const std::string& name);
-  void Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason);
+  void Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason, ErrorCode code);
   void TearDownHost(const SandboxId& id, VmDriver& driver);
   // The driver a sandbox was made with; kUnavailable if this daemon does
   // not run it (any more).
@@ -442,7 +482,8 @@ class Engine {
   Sandbox ReadySandbox(const SandboxId& id, const std::optional<std::string>& token);
   // Removes the record, or keeps it for the reaper to retry if the store
   // cannot write (the host side is already gone).
-  void ForgetRecord(const SandboxId& id, const std::string& event, const std::string& detail);
+  void ForgetRecord(const SandboxId& id, std::string_view event, const std::string& detail,
+                    const std::string& cause);
   void RetryRecordRemovals();
   bool Hidden(const SandboxId& id);
 
@@ -515,10 +556,21 @@ class Engine {
   std::int64_t CheckedTtl(std::optional<std::int64_t> ttl_seconds) const;
   // Adds to the event log after the change it tells of is done: a store
   // that cannot take it (a full disk) costs a warning, not the answer.
-  void NoteEvent(const std::string& kind, const SandboxId& id, const std::string& detail);
+  void NoteEvent(std::string_view kind, const SandboxId& id, const std::string& detail);
   std::set<SandboxId> unrecorded_;
 
   SandboxGoneListener gone_listener_;
+  CreateVeto create_veto_;
+
+  // metrics.cc
+  void RegisterMetrics();
+  void CollectMetrics(MetricsWriter& out);
+  void CountCreate(const CreateResult& result);
+  MetricsRegistry metrics_;
+  CounterFamily* creates_ = nullptr;
+  CounterFamily* create_failures_ = nullptr;
+  HistogramFamily* create_phases_ = nullptr;
+  CounterFamily* removals_ = nullptr;
 
   std::mutex agent_links_mutex_;
   // One connect at a time per sandbox (with agent_links_mutex_).

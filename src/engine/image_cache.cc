@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "engine/engine.h"
 
 namespace ephemera {
@@ -79,7 +80,7 @@ std::uint64_t Engine::EnforceImageCacheLimit(const std::string& keep) {
     }
     spdlog::info("image cache: evicted {} (over pull.cache_max_mib = {} MiB)", name,
                  *options_.image_cache_max_mib);
-    store_.AddEvent("image_evicted", "", name);
+    store_.AddEvent(event_type::kImageEvicted, "", name);
     oci::PruneBlobStore(images_.dir(), options_.blob_min_age);
     used = AllocatedBytes(images_.dir());
   }

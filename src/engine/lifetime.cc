@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "engine/engine.h"
 #include "engine/moving_guard.h"
 
@@ -34,7 +35,7 @@ Sandbox Engine::SetTimeToLive(const SandboxId& id, std::optional<std::int64_t> t
          StateName(record.state));
   }
   store_.Update(record);
-  NoteEvent("ttl", id, fmt::format("{} s left", ttl));
+  NoteEvent(event_type::kTtlChanged, id, fmt::format("{} s left", ttl));
   spdlog::info("sandbox {}: time to live set to {} s{}", id.str(), ttl,
                record.state == SandboxState::kPaused ? " (from its resume)" : "");
   return record;
@@ -57,7 +58,8 @@ ExposedPort Engine::ExposePort(const SandboxId& id, std::uint16_t guest_port,
          id.str(), guest_port, network->host_port);
   }
   const std::uint16_t host_port = networks_.ExposePort(id, guest_port, options_.max_exposed_ports);
-  NoteEvent("expose", id, fmt::format("guest port {} on host port {}", guest_port, host_port));
+  NoteEvent(event_type::kPortExposed, id,
+            fmt::format("guest port {} on host port {}", guest_port, host_port));
   spdlog::info("sandbox {}: guest port {} exposed on host port {}", id.str(), guest_port,
                host_port);
   return {guest_port, host_port};
@@ -72,7 +74,7 @@ void Engine::UnexposePort(const SandboxId& id, std::uint16_t guest_port,
          id.str(), guest_port);
   }
   networks_.UnexposePort(id, guest_port);
-  NoteEvent("unexpose", id, fmt::format("guest port {}", guest_port));
+  NoteEvent(event_type::kPortClosed, id, fmt::format("guest port {}", guest_port));
   spdlog::info("sandbox {}: guest port {} no longer exposed", id.str(), guest_port);
 }
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "engine/engine.h"
 #include "engine/moving_guard.h"
 
@@ -94,7 +95,7 @@ Sandbox Engine::Pause(const SandboxId& id, const std::optional<std::string>& tok
     throw;
   }
   const auto ms = duration_cast<milliseconds>(Clock::now() - t0).count();
-  NoteEvent("pause", id, fmt::format("{} ms", ms));
+  NoteEvent(event_type::kPaused, id, fmt::format("{} ms", ms));
   spdlog::info("sandbox {}: paused in {} ms ({} s of its time to live left)", id.str(), ms,
                record.ttl_left_seconds);
   return record;
@@ -130,7 +131,7 @@ Sandbox Engine::Resume(const SandboxId& id, const std::optional<std::string>& to
   }
   SyncGuestClock(record, driver);
   const auto ms = duration_cast<milliseconds>(Clock::now() - t0).count();
-  NoteEvent("resume", id, fmt::format("{} ms", ms));
+  NoteEvent(event_type::kResumed, id, fmt::format("{} ms", ms));
   spdlog::info("sandbox {}: resumed in {} ms", id.str(), ms);
   record.running = true;
   return record;

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
 
@@ -69,8 +70,9 @@ std::optional<CreateResult> Engine::TakeFromPool(const CreateRequest& request, c
     result.phases.total = duration_cast<milliseconds>(Clock::now() - t0);
     result.phases.start = "pool";
     try {
-      store_.AddEvent("create", sandbox.id.str(), v.spec.image + " (warm pool)");
-      store_.AddEvent("ready", sandbox.id.str(), fmt::format("{} ms", result.phases.total.count()));
+      store_.AddEvent(event_type::kCreated, sandbox.id.str(), v.spec.image + " (warm pool)");
+      store_.AddEvent(event_type::kReady, sandbox.id.str(),
+                      fmt::format("{} ms", result.phases.total.count()));
     } catch (const Error& e) {
       spdlog::warn("sandbox {}: events not recorded: {}", sandbox.id.str(), e.what());
     }
@@ -111,7 +113,9 @@ void Engine::FillPoolsOnce() {
         pool.ready.push_back({member.id, std::move(made.password), std::move(made.host_key)});
       }
     }
-    if (!keep) Destroy(member.id, std::nullopt, "the warm pool stopped");
+    if (!keep)
+      Destroy(member.id, std::nullopt, "the warm pool stopped", false, {},
+              {event_type::kDestroyed, "pool_stopped"});
   }
 }
 
@@ -168,7 +172,8 @@ void Engine::StopPool() {
   // Their credentials end with this process: nobody could use them.
   for (const SandboxId& id : members) {
     try {
-      Destroy(id, std::nullopt, "the warm pool stopped");
+      Destroy(id, std::nullopt, "the warm pool stopped", false, {},
+              {event_type::kDestroyed, "pool_stopped"});
     } catch (const Error& e) {
       spdlog::warn("warm pool: member {}: {}", id.str(), e.what());
     }

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/event_types.h"
 #include "engine/engine.h"
 
 namespace ephemera {
@@ -58,7 +59,7 @@ ReconcileReport Engine::Reconcile() {
       continue;
     }
     try {
-      Destroy(s.id, std::nullopt, reason);
+      Destroy(s.id, std::nullopt, reason, false, {}, {event_type::kReaped, "reconcile"});
       note(fmt::format("destroyed sandbox {}: {}", s.id.str(), reason));
     } catch (const Error& e) {
       // Marked destroying if it got that far: the reaper tries again.

@@ -458,11 +458,16 @@ NetworkActivity NetworkManager::Activity(const SandboxId& id) const {
   activity.connections = forwarder_->ConnectionCount(id);
   // The device's own counters; a shared bridge's (kShared) are everyone's.
   if (network->mode != LinkMode::kShared && !network->tap.empty()) {
-    for (const char* counter : {"rx_bytes", "tx_bytes"}) {
-      std::ifstream in("/sys/class/net/" + network->tap + "/statistics/" + counter);
+    auto counter = [&](const char* name) {
+      std::ifstream in("/sys/class/net/" + network->tap + "/statistics/" + name);
       std::uint64_t bytes = 0;
-      if (in >> bytes) activity.traffic_bytes += bytes;
-    }
+      in >> bytes;
+      return bytes;
+    };
+    // The host side's transmit is what the guest receives.
+    activity.received_bytes = counter("tx_bytes");
+    activity.sent_bytes = counter("rx_bytes");
+    activity.traffic_bytes = activity.received_bytes + activity.sent_bytes;
   }
   return activity;
 }

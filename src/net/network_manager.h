@@ -85,6 +85,9 @@ SandboxNetwork ParseNetworkRecord(const std::string& text, const AddressPool& po
 struct NetworkActivity {
   std::size_t connections = 0;      // forwarded connections open now (SSH's, exposed ports')
   std::uint64_t traffic_bytes = 0;  // through its host-side device since it was made
+  // The same, by direction as the guest sees it.
+  std::uint64_t received_bytes = 0;
+  std::uint64_t sent_bytes = 0;
 };
 
 class SandboxNetworks {

@@ -24,6 +24,7 @@ class Database {
   void Exec(std::string_view sql);
   Statement Prepare(std::string_view sql);
   std::int64_t Changes() const { return sqlite3_changes64(db_); }
+  std::int64_t LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
   sqlite3* handle() { return db_; }
 
  private:

@@ -105,6 +105,21 @@ ALTER TABLE sandboxes ADD COLUMN idle_timeout INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT 'all';
 )sql",
+    // 11: events get a cause for programs, and the names of core/event_types.h
+    R"sql(
+ALTER TABLE events ADD COLUMN cause TEXT NOT NULL DEFAULT '';
+UPDATE events SET kind = 'expired' WHERE kind = 'destroy' AND detail LIKE 'time to live expired%';
+UPDATE events SET kind = 'reaped' WHERE kind = 'destroy' AND (detail LIKE 'the guest shut down%'
+  OR detail LIKE 'idle for %' OR detail LIKE 'its VM is gone%');
+UPDATE events SET kind = CASE kind
+  WHEN 'create' THEN 'created' WHEN 'create_failed' THEN 'failed' WHEN 'destroy' THEN 'destroyed'
+  WHEN 'pause' THEN 'paused' WHEN 'resume' THEN 'resumed' WHEN 'ttl' THEN 'ttl_changed'
+  WHEN 'expose' THEN 'port_exposed' WHEN 'unexpose' THEN 'port_closed'
+  WHEN 'image' THEN 'image_imported' WHEN 'token_add' THEN 'token_added'
+  WHEN 'token_enable' THEN 'token_enabled' WHEN 'token_disable' THEN 'token_disabled'
+  WHEN 'token_delete' THEN 'token_deleted' WHEN 'daemon_start' THEN 'daemon_started'
+  WHEN 'daemon_stop' THEN 'daemon_stopped' ELSE kind END;
+)sql",
 };
 
 constexpr char kColumns[] =
@@ -488,25 +503,33 @@ void Store::Delete(const SandboxId& id) {
   db_.Prepare("DELETE FROM sandboxes WHERE id = ?").Bind(1, id.str()).Run();
 }
 
-void Store::AddEvent(const std::string& kind, const std::string& sandbox_id,
-                     const std::string& detail) {
+Event Store::AddEvent(std::string_view kind, const std::string& sandbox_id,
+                      const std::string& detail, const std::string& cause) {
+  Event event{0, NowUnix(), sandbox_id, std::string(kind), detail, cause};
   std::lock_guard lock(mutex_);
-  db_.Prepare("INSERT INTO events (at, sandbox_id, kind, detail) VALUES (?,?,?,?)")
-      .Bind(1, NowUnix())
+  db_.Prepare("INSERT INTO events (at, sandbox_id, kind, detail, cause) VALUES (?,?,?,?,?)")
+      .Bind(1, event.at)
       .Bind(2, sandbox_id)
-      .Bind(3, kind)
+      .Bind(3, event.kind)
       .Bind(4, detail)
+      .Bind(5, cause)
       .Run();
+  event.seq = db_.LastInsertRowId();
+  // Under the lock: followers see the log's order.
+  feed_.Publish(event);
+  return event;
 }
 
 std::vector<Event> Store::Events(std::int64_t after_seq, std::size_t limit) {
   std::lock_guard lock(mutex_);
   auto stmt = db_.Prepare(
-      "SELECT seq, at, sandbox_id, kind, detail FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
+      "SELECT seq, at, sandbox_id, kind, detail, cause FROM events WHERE seq > ? ORDER BY seq "
+      "LIMIT ?");
   stmt.Bind(1, after_seq).Bind(2, static_cast<std::int64_t>(limit));
   std::vector<Event> events;
   while (stmt.Step()) {
-    events.push_back({stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Text(3), stmt.Text(4)});
+    events.push_back(
+        {stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Text(3), stmt.Text(4), stmt.Text(5)});
   }
   return events;
 }

@@ -12,17 +12,10 @@
 #include <vector>
 
 #include "core/sandbox.h"
+#include "store/event_feed.h"
 #include "store/sqlite.h"
 
 namespace ephemera {
-
-struct Event {
-  std::int64_t seq = 0;
-  UnixSeconds at = 0;
-  std::string sandbox_id;  // empty for daemon-wide events
-  std::string kind;
-  std::string detail;
-};
 
 // A credential for the remote front doors. Only its SHA-256 is kept.
 struct AccessToken {
@@ -108,8 +101,13 @@ class Store {
   void SetAutostart(std::uint32_t uid, const std::string& name, bool on);
   std::vector<std::pair<std::uint32_t, std::string>> ListAutostart();
 
-  void AddEvent(const std::string& kind, const std::string& sandbox_id, const std::string& detail);
+  // Appends to the event log (kind: core/event_types.h) and publishes it
+  // to feed()'s followers, in the log's order.
+  Event AddEvent(std::string_view kind, const std::string& sandbox_id, const std::string& detail,
+                 const std::string& cause = "");
   std::vector<Event> Events(std::int64_t after_seq = 0, std::size_t limit = 1000);
+  // The log's entries as they are added.
+  EventFeed& feed() { return feed_; }
 
  private:
   void Migrate();
@@ -119,6 +117,7 @@ class Store {
 
   std::mutex mutex_;
   sqlite::Database db_;
+  EventFeed feed_;
 };
 
 }  // namespace ephemera

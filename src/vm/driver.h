@@ -70,6 +70,13 @@ class VmDriver {
   }
 
   // Whether Pause and Resume work.
+  // What the sandbox uses now; nullopt when it is not running or the
+  // driver cannot tell.
+  virtual std::optional<ResourceUsage> Usage(const SandboxId& id) {
+    (void)id;
+    return std::nullopt;
+  }
+
   virtual bool supports_pause() const { return false; }
 
   // Saves the running VM's whole state (memory, devices) to a file of its

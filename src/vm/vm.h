@@ -71,4 +71,13 @@ struct VmInfo {
   std::optional<Ipv4> guest_ip;        // when the driver learnt it (LinkMode::kShared)
 };
 
+// What a running sandbox's processes use (its QEMU, or its container).
+struct ResourceUsage {
+  double cpu_seconds = 0;  // since it started
+  std::uint64_t memory_bytes = 0;
+};
+
+// A process's CPU time and resident memory from /proc; nullopt once it is gone.
+std::optional<ResourceUsage> UsageOfProcess(pid_t pid);
+
 }  // namespace ephemera

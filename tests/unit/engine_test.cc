@@ -749,8 +749,69 @@ TEST_F(EngineTest, RollsBackWhenProvisioningFails) {
   provisioner_.fail = true;
   ExpectCreateFails({}, ErrorCode::kFailedPrecondition, "setup script failed");
   bool logged = false;
-  for (const auto& e : store_.Events()) logged |= e.kind == "create_failed";
+  for (const auto& e : store_.Events()) {
+    logged |= e.kind == "failed" && e.cause == "failed_precondition" &&
+              e.detail.find("setup script failed") != std::string::npos;
+  }
   EXPECT_TRUE(logged);
+}
+
+TEST_F(EngineTest, MetricsCountCreatesFailuresPhasesAndRemovalsByCause) {
+  options_.per_sandbox_metrics = true;
+  ExpectCreateFails({.memory_mib = 64}, ErrorCode::kInvalidArgument, "memory_mib 64");
+  provisioner_.fail = true;
+  ExpectCreateFails({}, ErrorCode::kFailedPrecondition, "setup script failed");
+  provisioner_.fail = false;
+  CreateResult kept = engine().Create({});
+  CreateResult expiring = engine().Create({.ttl_seconds = 1});
+  CreateResult destroyed = engine().Create({});
+  engine().Destroy(destroyed.sandbox.id, std::nullopt);
+  engine().StartReaper();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (store_.Get(expiring.sandbox.id) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  const std::string text = engine().metrics().Render();
+  for (const char* line : {
+           "ephemera_creates_total{kind=\"vm\",start=\"boot\"} 3\n",
+           "ephemera_create_failures_total{kind=\"vm\",cause=\"invalid_argument\"} 1\n",
+           "ephemera_create_failures_total{kind=\"vm\",cause=\"failed_precondition\"} 1\n",
+           "ephemera_create_phase_seconds_count{kind=\"vm\",phase=\"total\"} 3\n",
+           "ephemera_create_phase_seconds_count{kind=\"vm\",phase=\"provision\"} 3\n",
+           "ephemera_removals_total{event=\"destroyed\",cause=\"request\"} 1\n",
+           "ephemera_removals_total{event=\"expired\",cause=\"ttl\"} 1\n",
+           "ephemera_removals_total{event=\"failed\",cause=\"failed_precondition\"} 1\n",
+           "ephemera_sandboxes{state=\"ready\",kind=\"vm\"} 1\n",
+           "ephemera_sandboxes{state=\"ready\",kind=\"container\"} 0\n",
+           "ephemera_sandboxes_limit 3\n",
+           "ephemera_driver_up{driver=\"qemu\"} 1\n",
+       }) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+  }
+  std::vector<std::string> kinds;
+  for (const Event& e : store_.Events()) {
+    if (e.sandbox_id == expiring.sandbox.id.str()) kinds.push_back(e.kind + ":" + e.cause);
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"created:", "ready:", "expired:ttl"}));
+  EXPECT_EQ(store_.Events().back().sandbox_id, expiring.sandbox.id.str());
+  engine().Destroy(kept.sandbox.id, std::nullopt);
+}
+
+TEST_F(EngineTest, AVetoRefusesACreateBeforeAnythingIsMade) {
+  std::vector<std::string> asked;
+  engine().SetCreateVeto([&](const CreateRequest& request, const SandboxSpec& spec) {
+    asked.push_back(request.owner + "/" + spec.image);
+    return request.owner == "mallory" ? std::optional<std::string>("mallory may not")
+                                      : std::nullopt;
+  });
+  ExpectCreateFails({.owner = "mallory"}, ErrorCode::kPermissionDenied, "mallory may not");
+  ExpectNothingLeft();
+  CreateResult ok = engine().Create({.owner = "alice"});
+  EXPECT_EQ(asked, (std::vector<std::string>{"mallory/default", "alice/default"}));
+  EXPECT_NE(engine().metrics().Render().find(
+                "ephemera_create_failures_total{kind=\"vm\",cause=\"vetoed\"} 1\n"),
+            std::string::npos);
+  engine().Destroy(ok.sandbox.id, std::nullopt);
 }
 
 TEST_F(EngineTest, BadRequestsAreRejectedBeforeAnythingIsMade) {

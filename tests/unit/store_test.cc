@@ -266,6 +266,37 @@ TEST_F(StoreTest, EventsAreOrderedAndPaged) {
   EXPECT_EQ(rest[0].kind, "destroy");
 }
 
+TEST_F(StoreTest, EventsArePublishedToFollowersInOrderWithTheirSeqAndCause) {
+  Store store(path_);
+  auto follower = store.feed().Subscribe();
+  Event added = store.AddEvent("failed", "a", "setup failed", "timeout");
+  std::optional<Event> heard = follower->Next(std::chrono::seconds(1));
+  ASSERT_TRUE(heard);
+  EXPECT_EQ(heard->seq, added.seq);
+  EXPECT_EQ(heard->cause, "timeout");
+  EXPECT_EQ(store.Events().back().cause, "timeout");
+  EXPECT_EQ(store.Events().back().seq, added.seq);
+}
+
+TEST_F(StoreTest, OldEventNamesAreMigratedToTheCurrentTypes) {
+  { Store store(path_); }
+  {
+    sqlite::Database raw(path_);
+    raw.Exec("ALTER TABLE events DROP COLUMN cause");
+    raw.Exec("PRAGMA user_version = 10");
+    raw.Exec(
+        "INSERT INTO events (at, sandbox_id, kind, detail) VALUES "
+        "(1, 'a', 'create', 'default'), (2, 'a', 'destroy', 'time to live expired'), "
+        "(3, 'b', 'destroy', 'the guest shut down'), (4, 'c', 'destroy', 'destroyed by request'), "
+        "(5, '', 'daemon_start', '0.1.0'), (6, 'c', 'create_failed', 'x')");
+  }
+  Store store(path_);
+  std::vector<std::string> kinds;
+  for (const Event& e : store.Events()) kinds.push_back(e.kind);
+  EXPECT_EQ(kinds, (std::vector<std::string>{"created", "expired", "reaped", "destroyed",
+                                             "daemon_started", "failed"}));
+}
+
 TEST_F(StoreTest, UnopenablePathIsUnavailable) {
   try {
     Store store(dir_.path() / "missing" / "dir" / "state.db");

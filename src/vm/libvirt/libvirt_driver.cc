@@ -313,6 +313,26 @@ VmInfo LibvirtDriver::Inspect(const SandboxId& id) {
   return info;
 }
 
+std::optional<ResourceUsage> LibvirtDriver::Usage(const SandboxId& id) {
+  auto conn = connection_->Get();
+  Domain dom(virDomainLookupByUUIDString(conn.get(), id.str().c_str()));
+  if (!dom) return std::nullopt;
+  virDomainInfo info{};
+  if (virDomainGetInfo(dom.get(), &info) < 0 || info.state != VIR_DOMAIN_RUNNING) {
+    return std::nullopt;
+  }
+  ResourceUsage usage;
+  usage.cpu_seconds = static_cast<double>(info.cpuTime) / 1e9;
+  // QEMU's resident memory; the guest's size where the driver does not say.
+  usage.memory_bytes = std::uint64_t{info.memory} * 1024;
+  virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
+  const int n = virDomainMemoryStats(dom.get(), stats, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+  for (int i = 0; i < n; ++i) {
+    if (stats[i].tag == VIR_DOMAIN_MEMORY_STAT_RSS) usage.memory_bytes = stats[i].val * 1024;
+  }
+  return usage;
+}
+
 std::string LibvirtDriver::DescribeXml(const SandboxId& id) {
   auto conn = connection_->Get();
   Domain dom(virDomainLookupByUUIDString(conn.get(), id.str().c_str()));

@@ -42,6 +42,7 @@ class LibvirtDriver : public VmDriver {
   VmInfo Start(const VmSpec& spec) override;
   std::string DescribeXml(const SandboxId& id) override;
   VmInfo Inspect(const SandboxId& id) override;
+  std::optional<ResourceUsage> Usage(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
   void Destroy(const SandboxId& id) override;
   std::vector<SandboxId> List() override;

@@ -677,6 +677,20 @@ std::shared_ptr<TrackedProcess> QemuDriver::Process(const SandboxId& id, const V
   return processes_.emplace(id, process).first->second;
 }
 
+std::optional<ResourceUsage> QemuDriver::Usage(const SandboxId& id) {
+  VmDir dir = VmDir::For(vms_dir(), id);
+  auto process = Process(id, dir);
+  if (!process || !process->Alive()) return std::nullopt;
+  // The cgroup counts QEMU's threads and its helpers; without one, QEMU alone.
+  if (options_.cgroups) {
+    CgroupUsage u = options_.cgroups->Usage(CgroupName(id));
+    if (u.memory_bytes != 0 || u.cpu_usec != 0) {
+      return ResourceUsage{static_cast<double>(u.cpu_usec) / 1e6, u.memory_bytes};
+    }
+  }
+  return UsageOfProcess(process->pid());
+}
+
 VmInfo QemuDriver::Inspect(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
   std::error_code ec;

@@ -53,6 +53,7 @@ class QemuDriver : public VmDriver {
   VmInfo Resume(const SandboxId& id) override;
   VmInfo Start(const VmSpec& spec) override;
   VmInfo Inspect(const SandboxId& id) override;
+  std::optional<ResourceUsage> Usage(const SandboxId& id) override;
   bool Shutdown(const SandboxId& id, std::chrono::milliseconds timeout) override;
   void Destroy(const SandboxId& id) override;
   std::vector<SandboxId> List() override;
