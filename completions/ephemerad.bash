@@ -53,7 +53,7 @@ _ephemerad() {
       return
       ;;
     --log-level) values="trace debug info warn error" ;;
-    --log-format) values="text json" ;;
+    --log-format) values="text json journal" ;;
     *)
       if [[ " ${takes_value//$'\n'/ } " == *" $prev "* ]]; then
         return

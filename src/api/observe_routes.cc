@@ -40,7 +40,7 @@ std::int64_t ParseSeq(std::string_view text, std::string_view what) {
 // as Last-Event-ID when it reconnects), its type as the event name.
 std::string EventMessage(const Event& event) {
   return fmt::format("id: {}\nevent: {}\ndata: {}\n\n", event.seq, event.kind,
-                     EventToJson(event).dump());
+                     EventToJson(event).dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 class StreamSlot {
@@ -128,7 +128,11 @@ HttpResponse StreamEvents(const Call& call) {
       if (e.code() != ErrorCode::kResourceExhausted) break;  // the daemon stops
       // Too far behind for the feed: caught up from the log instead.
       spdlog::info("events: a follower fell behind at {}; catching up from the log", last);
-      subscription = engine.FollowEvents();
+      try {
+        subscription = engine.FollowEvents();
+      } catch (const Error&) {
+        break;  // the daemon stops
+      }
       if (last < 0) last = 0;
       if (!send_backlog()) return {};
       continue;
@@ -151,8 +155,9 @@ HttpResponse StreamEvents(const Call& call) {
 
 HttpResponse GetUsage(const Call& call) {
   json list = json::array();
-  for (const SandboxUsage& u : call.c.engine->Usage()) {
-    if (call.caller && u.sandbox.owner != call.caller->owner) continue;
+  std::optional<std::string> owner;
+  if (call.caller) owner = call.caller->owner;
+  for (const SandboxUsage& u : call.c.engine->Usage(owner)) {
     json item = {{"id", u.sandbox.id.str()},
                  {"name", u.sandbox.name},
                  {"kind", KindName(u.sandbox.spec.kind)},

@@ -530,7 +530,7 @@ Config ParseWithKeys(std::string_view yaml_text, std::vector<std::string>* keys)
 
   Section log = top.Child("log");
   ReadChoice(log, "level", config.log.level, {"trace", "debug", "info", "warn", "error"});
-  ReadChoice(log, "format", config.log.format, {"text", "json"});
+  ReadChoice(log, "format", config.log.format, {"text", "json", "journal"});
   log.RejectUnknown();
 
   Section vm = top.Child("vm");
@@ -640,7 +640,7 @@ Config ParseWithKeys(std::string_view yaml_text, std::vector<std::string>* keys)
   metrics.Read("per_sandbox", config.metrics.per_sandbox);
   metrics.RejectUnknown();
   Section events = top.Child("events");
-  events.ReadUnsigned("max_subscribers", config.events.max_subscribers, 1, 1024);
+  events.ReadUnsigned("max_subscribers", config.events.max_subscribers, 1, 256);
   events.RejectUnknown();
   Section hooks = top.Child("hooks");
   ReadHooks(hooks, config.hooks);

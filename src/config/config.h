@@ -23,8 +23,10 @@ std::string_view AccelName(Accel accel);
 std::string_view MachineTypeName(MachineType machine);
 
 struct LogConfig {
-  std::string level = "info";   // trace|debug|info|warn|error
-  std::string format = "text";  // text|json
+  std::string level = "info";  // trace|debug|info|warn|error
+  // text (the journal, with structured fields, when stderr is the
+  // journal's) | json (one object a line) | journal
+  std::string format = "text";
   bool operator==(const LogConfig&) const = default;
 };
 
@@ -239,7 +241,8 @@ struct MetricsConfig {
 
 // The event stream (GET /v1/events).
 struct EventsConfig {
-  unsigned max_subscribers = 16;  // streams open at once; more get 503
+  // Streams open at once (each holds a thread of its own); more get 429.
+  unsigned max_subscribers = 16;
   bool operator==(const EventsConfig&) const = default;
 };
 

@@ -200,21 +200,27 @@ void MetricsWriter::Sample(const std::vector<std::pair<std::string_view, std::st
 
 CounterFamily& MetricsRegistry::Counter(std::string name, std::string help,
                                         std::vector<std::string> labels) {
-  auto family =
-      std::make_unique<CounterFamily>(std::move(name), std::move(help), std::move(labels));
   std::lock_guard lock(mutex_);
-  counters_.push_back(std::move(family));
+  CheckUnusedLocked(name);
+  names_.insert(name);
+  counters_.push_back(
+      std::make_unique<CounterFamily>(std::move(name), std::move(help), std::move(labels)));
   return *counters_.back();
 }
 
 HistogramFamily& MetricsRegistry::Histogram(std::string name, std::string help,
                                             std::vector<std::string> labels,
                                             std::vector<double> bounds) {
-  auto family = std::make_unique<HistogramFamily>(std::move(name), std::move(help),
-                                                  std::move(labels), std::move(bounds));
   std::lock_guard lock(mutex_);
-  histograms_.push_back(std::move(family));
+  CheckUnusedLocked(name);
+  names_.insert(name);
+  histograms_.push_back(std::make_unique<HistogramFamily>(std::move(name), std::move(help),
+                                                          std::move(labels), std::move(bounds)));
   return *histograms_.back();
+}
+
+void MetricsRegistry::CheckUnusedLocked(const std::string& name) const {
+  if (names_.count(name)) Fail(ErrorCode::kInternal, "metric family {} is registered twice", name);
 }
 
 void MetricsRegistry::AddCollector(std::function<void(MetricsWriter&)> collector) {

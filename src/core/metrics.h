@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -84,7 +85,10 @@ class MetricsRegistry {
   std::string Render() const;
 
  private:
+  void CheckUnusedLocked(const std::string& name) const;
+
   mutable std::mutex mutex_;
+  std::set<std::string> names_;
   std::vector<std::unique_ptr<CounterFamily>> counters_;
   std::vector<std::unique_ptr<HistogramFamily>> histograms_;
   std::vector<std::function<void(MetricsWriter&)>> collectors_;

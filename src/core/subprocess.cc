@@ -166,10 +166,18 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const RunOptions&
     }
   }
   if (timed_out) ::kill(options.own_process_group ? -pid : pid, SIGKILL);
+  if (options.own_process_group) {
+    // Whatever of its group is left (a background child holding no pipe)
+    // goes with it; killed while the leader is not yet reaped, so that its
+    // group id cannot have passed to someone else.
+    siginfo_t info{};
+    while (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT) < 0 &&
+           errno == EINTR) {
+    }
+    ::kill(-pid, SIGKILL);
+  }
   int status = 0;
   WaitChild(pid, &status);
-  // Whatever of its group is left (a background child holding no pipe).
-  if (options.own_process_group) ::kill(-pid, SIGKILL);
   if (timed_out) {
     Fail(ErrorCode::kTimeout, "{} did not finish within {} ms", argv[0], timeout.count());
   }

@@ -31,8 +31,9 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
                          std::size_t max_output = 1 << 20);
 
-// RunProcess with more: bytes for its stdin (else /dev/null), and a process
-// group of its own that a timeout kills whole (a hook's children too).
+// RunProcess with more: bytes for its stdin (else /dev/null; the caller
+// ignores SIGPIPE, as the daemon does), and a process group of its own that
+// is killed whole when the program ends or times out (a hook's children too).
 struct RunOptions {
   std::chrono::milliseconds timeout = std::chrono::seconds(30);
   std::size_t max_output = 1 << 20;

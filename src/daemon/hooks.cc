@@ -67,6 +67,14 @@ void Hooks::Count(const std::string& type, const char* result) {
 }
 
 void Hooks::OnEvent(const Event& event) {
+  try {
+    Queue(event);
+  } catch (const std::exception& e) {
+    spdlog::error("hooks: event {} (seq {}) not queued: {}", event.kind, event.seq, e.what());
+  }
+}
+
+void Hooks::Queue(const Event& event) {
   std::vector<std::filesystem::path> programs;
   for (const std::string& key : {event.kind, std::string("*")}) {
     auto it = config_.on.find(key);
@@ -74,7 +82,8 @@ void Hooks::OnEvent(const Event& event) {
       programs.insert(programs.end(), it->second.begin(), it->second.end());
   }
   if (programs.empty()) return;
-  const std::string input = EventToJson(event).dump();
+  const std::string input =
+      EventToJson(event).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::size_t dropped = 0;
   {
     std::lock_guard lock(mutex_);
@@ -152,10 +161,10 @@ std::optional<std::string> Hooks::BeforeCreate(const CreateRequest& request,
   nlohmann::json input = {{"type", "before_create"},
                           {"request", CreateRequestToJson(request, spec)}};
   try {
-    ProcessResult r =
-        RunProcess({program, "before_create"},
-                   RunOptions{std::chrono::seconds(config_.before_create_timeout_seconds),
-                              64 * 1024, input.dump(), true});
+    ProcessResult r = RunProcess(
+        {program, "before_create"},
+        RunOptions{std::chrono::seconds(config_.before_create_timeout_seconds), 64 * 1024,
+                   input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), true});
     if (!r.err.empty())
       spdlog::info("hook {} (before_create): stderr: {}", program, Excerpt(r.err));
     if (r.ok()) {

@@ -48,6 +48,7 @@ class Hooks {
     std::string type;
     std::string input;  // the event as JSON
   };
+  void Queue(const Event& event);
   void Work();
   void Run(const Job& job);
   void Count(const std::string& type, const char* result);

@@ -32,6 +32,11 @@ int main(int argc, char** argv) {
   app.add_option("--image-dir", image_dir, "image cache directory (overrides image_dir)");
   std::string socket;
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides log.level)");
+  std::string log_format;
+  app.add_option("--log-format", log_format,
+                 "text|json|journal (overrides log.format; text goes to the journal, with "
+                 "structured fields, when stderr is the journal's)")
+      ->check(CLI::IsMember({"text", "json", "journal"}));
   app.add_option("--socket", socket, "local API socket (overrides socket)");
   std::string listen, anweddol_listen, anweddol_web_listen;
   bool insecure_http = false, no_access_tokens = false;
@@ -69,6 +74,7 @@ int main(int argc, char** argv) {
     if (!state_dir.empty()) config.state_dir = std::filesystem::absolute(state_dir);
     if (!image_dir.empty()) config.image_dir = std::filesystem::absolute(image_dir);
     if (!log_level.empty()) config.log.level = log_level;
+    if (!log_format.empty()) config.log.format = log_format;
     if (!socket.empty()) config.socket = std::filesystem::absolute(socket);
     auto flag_address = [](const char* flag, const std::string& text) {
       try {

@@ -234,6 +234,11 @@ int Serve(const Config& config) {
   // them as long as it may publish.
   auto hooks = std::make_shared<Hooks>(config.hooks, &engine.metrics());
   store.feed().AddListener([hooks](const Event& event) { hooks->OnEvent(event); });
+  // On every way out, before the engine (whose registry they count in) goes.
+  struct HooksStop {
+    std::shared_ptr<Hooks> hooks;
+    ~HooksStop() { hooks->Stop(); }
+  } hooks_stop{hooks};
   if (hooks->has_before_create()) {
     engine.SetCreateVeto([hooks](const CreateRequest& request, const SandboxSpec& spec) {
       return hooks->BeforeCreate(request, spec);
@@ -280,6 +285,9 @@ int Serve(const Config& config) {
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;
   local_options.is_slow = IsSlowApiRequest;
+  // Event streams hold a slow worker each for as long as they follow:
+  // creates and execs keep the usual number besides.
+  local_options.slow_workers += config.events.max_subscribers;
   local_options.streams_body = StreamsApiRequestBody;
   auto server = std::make_unique<HttpServer>(
       local_listener, local_options,

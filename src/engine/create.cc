@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/event_types.h"
+#include "core/log_context.h"
 #include "core/random.h"
 #include "core/sha256.h"
 #include "core/text.h"
@@ -110,7 +111,7 @@ std::string Engine::ResolveImage(const CreateRequest& request) {
   return name;
 }
 
-Engine::Validated Engine::Validate(const CreateRequest& request) {
+Engine::Validated Engine::Validate(const CreateRequest& request, bool ask_veto) {
   Validated v;
   v.spec.kind = request.kind.value_or(SandboxKind::kVm);
   v.spec.memory_mib = request.memory_mib.value_or(options_.default_memory_mib);
@@ -154,6 +155,12 @@ Engine::Validated Engine::Validate(const CreateRequest& request) {
   if (keys_bytes > kMaxAuthorizedKeysBytes) {
     Fail(ErrorCode::kInvalidArgument, "'ssh_keys' take {} bytes (at most {})", keys_bytes,
          kMaxAuthorizedKeysBytes);
+  }
+  // Asked before an image is pulled for it: the name asked for (none for a
+  // kernel and rootfs pair, whose references the request carries).
+  if (ask_veto) {
+    v.spec.image = request.image.value_or(request.rootfs ? "" : options_.default_image);
+    AskVeto(request, v.spec);
   }
   v.spec.image = ResolveImage(request);
   TouchImage(v.spec.image);
@@ -255,24 +262,37 @@ VmSpec Engine::MakeVmSpec(const Sandbox& sandbox, const Image& image, const Sand
   return spec;
 }
 
+namespace {
+
+// A create the veto refused (counted apart from other permission errors).
+class VetoedError : public Error {
+ public:
+  explicit VetoedError(const std::string& why) : Error(ErrorCode::kPermissionDenied, why) {}
+};
+
+}  // namespace
+
+void Engine::AskVeto(const CreateRequest& request, const SandboxSpec& spec) {
+  if (!create_veto_) return;
+  if (auto refusal = create_veto_(request, spec)) {
+    spdlog::info("create for {} refused: {}", request.owner, *refusal);
+    throw VetoedError(*refusal);
+  }
+}
+
 CreateResult Engine::Create(const CreateRequest& request) {
   std::string kind(KindName(request.kind.value_or(SandboxKind::kVm)));
-  bool vetoed = false;
   try {
-    Validated v = Validate(request);
-    if (create_veto_) {
-      if (auto refusal = create_veto_(request, v.spec)) {
-        vetoed = true;
-        spdlog::info("create for {} refused: {}", request.owner, *refusal);
-        Fail(ErrorCode::kPermissionDenied, "{}", *refusal);
-      }
-    }
+    Validated v = Validate(request, true);
     std::optional<CreateResult> result = TakeFromPool(request, v);
     if (!result) result = CreateNew(request, std::move(v), false);
     CountCreate(*result);
     return std::move(*result);
+  } catch (const VetoedError&) {
+    create_failures_->Add({kind, "vetoed"});
+    throw;
   } catch (const Error& e) {
-    create_failures_->Add({kind, vetoed ? "vetoed" : std::string(ErrorCodeName(e.code()))});
+    create_failures_->Add({kind, std::string(ErrorCodeName(e.code()))});
     throw;
   }
 }
@@ -332,11 +352,13 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
   store_.Insert(sandbox, options_.max_sandboxes, request.owner_limit, options_.host_memory_mib,
                 options_.sandbox_overhead_mib, request.owner_memory_mib);
   store_.AddEvent(event_type::kCreated, sandbox.id.str(), v.spec.image);
+  LogScope log_scope(sandbox.id.str(), request.owner, "wait_for_slot");
 
   CreateResult result{sandbox, "", token, "", {}};
   try {
     std::optional<SlotGuard<decltype(create_slots_)>> slot;
     if (!slot_held) slot.emplace(create_slots_);
+    LogScope::SetPhase("network");
     auto t1 = Clock::now();
     const LinkMode mode = driver.link_mode();
     std::optional<DerivedSubnet> derive;
@@ -360,6 +382,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     sandbox.host_port = net.host_port;
     store_.Update(sandbox);
     result.phases.network = duration_cast<milliseconds>(Clock::now() - t1);
+    LogScope::SetPhase("vm_start");
 
     auto t2 = Clock::now();
     GuestSecrets secrets{SshKeyPair::Generate(), std::nullopt, ""};
@@ -387,6 +410,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
     store_.Update(sandbox);
     result.phases.vm_start = duration_cast<milliseconds>(Clock::now() - t2);
     store_.Transition(sandbox.id, SandboxState::kProvisioning);
+    LogScope::SetPhase("provision");
 
     ProvisionResult provisioned;
     std::shared_ptr<const SshKeyPair> exec_key;
@@ -493,6 +517,7 @@ CreateResult Engine::CreateNew(const CreateRequest& request, Validated v, bool s
 
 void Engine::Rollback(const SandboxId& id, VmDriver& driver, const std::string& reason,
                       ErrorCode code) {
+  LogScope::SetPhase("rollback");
   spdlog::warn("sandbox {}: create failed, rolling back: {}", id.str(), reason);
   try {
     TearDownHost(id, driver);

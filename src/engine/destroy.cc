@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/event_types.h"
+#include "core/log_context.h"
 #include "core/sha256.h"
 #include "engine/engine.h"
 
@@ -89,6 +90,7 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
   auto sandbox = store_.Get(id);
   if (!sandbox) Fail(ErrorCode::kNotFound, "no sandbox {}", id.str());
   if (token) CheckClientToken(*sandbox, *token);
+  LogScope log_scope(id.str(), sandbox->owner, "destroy");
   {
     // A pause or resume under way finishes first (and none starts now),
     // so that neither brings back a VM this tears down.

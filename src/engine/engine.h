@@ -415,8 +415,8 @@ class Engine {
   }
   std::unique_ptr<EventFeed::Subscription> FollowEvents() { return store_.feed().Subscribe(); }
 
-  // Each ready or paused sandbox with what it uses now.
-  std::vector<SandboxUsage> Usage();
+  // Each ready or paused sandbox (of `owner`, when given) with what it uses now.
+  std::vector<SandboxUsage> Usage(const std::optional<std::string>& owner = std::nullopt);
   // The engine's counters and gauges; the front doors add theirs (metrics.cc).
   MetricsRegistry& metrics() { return metrics_; }
 
@@ -425,7 +425,10 @@ class Engine {
     Image image;
     SandboxSpec spec;
   };
-  Validated Validate(const CreateRequest& request);
+  // `ask_veto`: a caller's create, which the veto (SetCreateVeto) is asked
+  // about once the request is checked and before any image is pulled.
+  Validated Validate(const CreateRequest& request, bool ask_veto = false);
+  void AskVeto(const CreateRequest& request, const SandboxSpec& spec);
   // The image a create names, imported first when it is configured by its
   // references (images:) or given as a kernel + rootfs pair.
   std::string ResolveImage(const CreateRequest& request);

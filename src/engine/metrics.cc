@@ -58,10 +58,10 @@ void Engine::CountCreate(const CreateResult& result) {
   create_phases_->Observe({kind, "total"}, Seconds(p.total));
 }
 
-std::vector<SandboxUsage> Engine::Usage() {
+std::vector<SandboxUsage> Engine::Usage(const std::optional<std::string>& owner) {
   std::vector<SandboxUsage> out;
   for (Sandbox& s : ListRecorded()) {
-    if (s.owner == kPoolOwner) continue;
+    if (s.owner == kPoolOwner || (owner && s.owner != *owner)) continue;
     if (s.state != SandboxState::kReady && s.state != SandboxState::kPaused) continue;
     SandboxUsage usage{s, std::nullopt, 0, 0};
     if (s.state == SandboxState::kReady) {

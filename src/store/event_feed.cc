@@ -60,7 +60,14 @@ void EventFeed::AddListener(std::function<void(const Event&)> listener) {
 void EventFeed::Publish(const Event& event) {
   {
     std::lock_guard lock(state_->mutex);
-    for (const auto& listener : state_->listeners) listener(event);
+    for (const auto& listener : state_->listeners) {
+      // A listener's failure is its own: the event is logged already, and
+      // the followers still get it.
+      try {
+        listener(event);
+      } catch (const std::exception&) {
+      }
+    }
     for (Subscription* s : state_->followers) {
       if (s->lagged_) continue;
       if (s->queue_.size() >= s->capacity_) {

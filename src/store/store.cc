@@ -108,9 +108,21 @@ ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT 'all';
     // 11: events get a cause for programs, and the names of core/event_types.h
     R"sql(
 ALTER TABLE events ADD COLUMN cause TEXT NOT NULL DEFAULT '';
-UPDATE events SET kind = 'expired' WHERE kind = 'destroy' AND detail LIKE 'time to live expired%';
-UPDATE events SET kind = 'reaped' WHERE kind = 'destroy' AND (detail LIKE 'the guest shut down%'
-  OR detail LIKE 'idle for %' OR detail LIKE 'its VM is gone%');
+UPDATE events SET kind = 'expired', cause = CASE
+    WHEN detail LIKE 'time to live expired%' THEN 'ttl' ELSE 'paused_too_long' END
+  WHERE kind = 'destroy' AND (detail LIKE 'time to live expired%'
+    OR detail LIKE 'paused for longer than %');
+UPDATE events SET kind = 'reaped', cause = CASE
+    WHEN detail LIKE 'the guest shut down%' THEN 'guest_shutdown'
+    WHEN detail LIKE 'idle for %' THEN 'idle'
+    WHEN detail LIKE 'its VM is gone%' THEN 'vm_gone'
+    WHEN detail LIKE 'its saved state is gone%' THEN 'saved_state_gone'
+    WHEN detail LIKE 'its creation did not finish%' THEN 'unfinished_create'
+    ELSE 'unfinished_teardown' END
+  WHERE kind = 'destroy' AND (detail LIKE 'the guest shut down%' OR detail LIKE 'idle for %'
+    OR detail LIKE 'its VM is gone%' OR detail LIKE 'its saved state is gone%'
+    OR detail LIKE 'its creation did not finish%' OR detail LIKE 'unfinished teardown%');
+UPDATE events SET cause = 'request' WHERE kind = 'destroy' AND detail = 'destroyed by request';
 UPDATE events SET kind = CASE kind
   WHEN 'create' THEN 'created' WHEN 'create_failed' THEN 'failed' WHEN 'destroy' THEN 'destroyed'
   WHEN 'pause' THEN 'paused' WHEN 'resume' THEN 'resumed' WHEN 'ttl' THEN 'ttl_changed'

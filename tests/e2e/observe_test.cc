@@ -105,9 +105,14 @@ TEST_F(ObserveTest, MetricsEventsAndHooksFollowSandboxesFromCreateToDestroy) {
   const fs::path follow_out = state_.path() / "events.ndjson";
   auto follower = std::make_unique<Follower>(Cli({"events", "--follow", "--json"}), follow_out);
   auto second = std::make_unique<Follower>(Cli({"events", "--follow"}), state_.path() / "second");
-  std::this_thread::sleep_for(500ms);
-  // Past events.max_subscribers: refused, not queued.
-  test::CurlResult third = Api("GET", "/v1/events", {"-m", "5"});
+  // Past events.max_subscribers (once both followers hold theirs): refused,
+  // not queued.
+  test::CurlResult third;
+  for (int i = 0; i < 100; ++i) {
+    third = Api("GET", "/v1/events", {"-m", "5", "--get", "--data", "follow=0"});
+    if (third.status == 429) break;
+    std::this_thread::sleep_for(100ms);
+  }
   EXPECT_EQ(third.status, 429) << third.body;
   EXPECT_THAT(third.body, HasSubstr("events.max_subscribers"));
 

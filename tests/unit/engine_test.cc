@@ -767,8 +767,15 @@ TEST_F(EngineTest, MetricsCountCreatesFailuresPhasesAndRemovalsByCause) {
   CreateResult destroyed = engine().Create({});
   engine().Destroy(destroyed.sandbox.id, std::nullopt);
   engine().StartReaper();
+  // The row goes first, then the counters and the event: waited for last.
+  auto expired = [&] {
+    for (const Event& e : store_.Events()) {
+      if (e.sandbox_id == expiring.sandbox.id.str() && e.kind == "expired") return true;
+    }
+    return false;
+  };
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (store_.Get(expiring.sandbox.id) && std::chrono::steady_clock::now() < deadline) {
+  while (!expired() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
   }
   const std::string text = engine().metrics().Render();

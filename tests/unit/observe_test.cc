@@ -13,6 +13,7 @@
 #include "core/metrics.h"
 #include "core/subprocess.h"
 #include "daemon/hooks.h"
+#include "daemon/logging.h"
 #include "store/event_feed.h"
 #include "unit/test_files.h"
 
@@ -195,19 +196,25 @@ TEST(HooksTest, EachEventsHooksGetItAsJsonOnStdinAndItsTypeAsArgument) {
 TEST(HooksTest, ASlowHookIsKilledAtItsTimeoutAndAFullQueueDropsWithoutWaiting) {
   test::TempDir dir;
   HooksConfig config;
-  config.on["ready"] = {Script(dir, "slow", "sleep 30")};
+  const auto started = dir.path() / "started";
+  config.on["ready"] = {Script(dir, "slow", "touch " + started.string() + "; sleep 30")};
   config.timeout_seconds = 1;
   config.max_running = 1;
   config.max_queued = 2;
   MetricsRegistry metrics;
   Hooks hooks(config, &metrics);
   hooks.OnEvent(MakeEvent(1));
-  std::this_thread::sleep_for(300ms);  // the one worker runs it
+  WaitForFile(started);  // the one worker runs it
   const auto start = std::chrono::steady_clock::now();
   for (int i = 2; i <= 6; ++i) hooks.OnEvent(MakeEvent(i));
   // Queuing never waits for a hook.
   EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms);
-  std::this_thread::sleep_for(1200ms);
+  const std::string timeout = "ephemera_hooks_total{event=\"ready\",result=\"timeout\"} 1";
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (metrics.Render().find(timeout) == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
   const std::string text = metrics.Render();
   EXPECT_NE(text.find("ephemera_hooks_total{event=\"ready\",result=\"timeout\"} 1"),
             std::string::npos)
@@ -300,6 +307,33 @@ TEST(TopTest, AFrameShowsCpuFromTwoSamplesAndHumanSizes) {
   EXPECT_EQ(cli::HumanBytes(3.0 * (1ull << 30)), "3.0G");
   EXPECT_EQ(cli::HumanDuration(42), "42s");
   EXPECT_EQ(cli::HumanDuration(90000), "1d01h");
+}
+
+TEST(LoggingTest, JournalFieldsCarryTheThreadsSandboxOwnerAndPhase) {
+  const std::string id = "0b5ad6c2-8f7e-4f6e-9a59-5d1f0c9e2a11";
+  auto fields = JournalFields("plain", spdlog::level::warn, LogScope::Current());
+  EXPECT_EQ(fields, (std::vector<std::string>{"MESSAGE=plain", "PRIORITY=4",
+                                              "SYSLOG_IDENTIFIER=ephemerad"}));
+  {
+    LogScope scope(id, "uid:1000", "network");
+    LogScope::SetPhase("provision");
+    fields = JournalFields("x", spdlog::level::info, LogScope::Current());
+    EXPECT_EQ(fields,
+              (std::vector<std::string>{"MESSAGE=x", "PRIORITY=6", "SYSLOG_IDENTIFIER=ephemerad",
+                                        "SANDBOX_ID=" + id, "OWNER=uid:1000", "PHASE=provision"}));
+    {
+      LogScope inner("other", "alice");
+      EXPECT_EQ(LogScope::Current().sandbox, "other");
+    }
+    EXPECT_EQ(LogScope::Current().phase, "provision");  // the outer scope is back
+  }
+  EXPECT_TRUE(LogScope::Current().sandbox.empty());
+  // Without a scope, a sandbox the message names is taken.
+  fields = JournalFields("reaper: sandbox " + id + ": its VM is gone", spdlog::level::err, {});
+  EXPECT_EQ(fields.back(), "SANDBOX_ID=" + id);
+  EXPECT_EQ(fields[1], "PRIORITY=3");
+  EXPECT_EQ(SandboxNamedIn("sandbox 0b5ad6c2: short"), "");
+  EXPECT_EQ(SandboxNamedIn("no sandbox here, sandbox " + id), id);
 }
 
 }  // namespace

@@ -288,13 +288,15 @@ TEST_F(StoreTest, OldEventNamesAreMigratedToTheCurrentTypes) {
         "INSERT INTO events (at, sandbox_id, kind, detail) VALUES "
         "(1, 'a', 'create', 'default'), (2, 'a', 'destroy', 'time to live expired'), "
         "(3, 'b', 'destroy', 'the guest shut down'), (4, 'c', 'destroy', 'destroyed by request'), "
-        "(5, '', 'daemon_start', '0.1.0'), (6, 'c', 'create_failed', 'x')");
+        "(5, '', 'daemon_start', '0.1.0'), (6, 'c', 'create_failed', 'x'), "
+        "(7, 'd', 'destroy', 'paused for longer than limits.max_paused_seconds')");
   }
   Store store(path_);
   std::vector<std::string> kinds;
-  for (const Event& e : store.Events()) kinds.push_back(e.kind);
-  EXPECT_EQ(kinds, (std::vector<std::string>{"created", "expired", "reaped", "destroyed",
-                                             "daemon_started", "failed"}));
+  for (const Event& e : store.Events()) kinds.push_back(e.kind + ":" + e.cause);
+  EXPECT_EQ(kinds, (std::vector<std::string>{
+                       "created:", "expired:ttl", "reaped:guest_shutdown", "destroyed:request",
+                       "daemon_started:", "failed:", "expired:paused_too_long"}));
 }
 
 TEST_F(StoreTest, UnopenablePathIsUnavailable) {

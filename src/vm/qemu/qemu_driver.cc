@@ -681,12 +681,11 @@ std::optional<ResourceUsage> QemuDriver::Usage(const SandboxId& id) {
   VmDir dir = VmDir::For(vms_dir(), id);
   auto process = Process(id, dir);
   if (!process || !process->Alive()) return std::nullopt;
-  // The cgroup counts QEMU's threads and its helpers; without one, QEMU alone.
+  // The cgroup counts QEMU's threads and its helpers; without one, QEMU
+  // alone. Never one then the other: the CPU counter would seem to reset.
   if (options_.cgroups) {
     CgroupUsage u = options_.cgroups->Usage(CgroupName(id));
-    if (u.memory_bytes != 0 || u.cpu_usec != 0) {
-      return ResourceUsage{static_cast<double>(u.cpu_usec) / 1e6, u.memory_bytes};
-    }
+    return ResourceUsage{static_cast<double>(u.cpu_usec) / 1e6, u.memory_bytes};
   }
   return UsageOfProcess(process->pid());
 }
