@@ -17,6 +17,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl clang libclang-rt-dev python3
   # wirt tests and benchmark: real users and groups (useradd, gpasswd), setpriv
   passwd util-linux
+  # the systemd unit is checked with systemd-analyze verify
+  systemd
   # programs the daemon drives
   qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 openssh-client
   # container sandboxes: the OCI runtime (runc: the alternative runtime)
