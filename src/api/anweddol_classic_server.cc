@@ -22,6 +22,7 @@
 #include "api/anweddol_classic_channel.h"
 #include "api/peer_limits.h"
 #include "api/rate_limiter.h"
+#include "api/wire.h"
 #include "core/error.h"
 
 namespace ephemera {
@@ -481,7 +482,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Respond(json response) {
-    std::string text = response.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string text = JsonText(response);
     message_ = aw::EncodeMessage(session_.key, next_iv_, text, aw::RandomIv());
     OPENSSL_cleanse(text.data(), text.size());
     Write(message_.header, "response header", [this] {

@@ -40,7 +40,7 @@ std::int64_t ParseSeq(std::string_view text, std::string_view what) {
 // as Last-Event-ID when it reconnects), its type as the event name.
 std::string EventMessage(const Event& event) {
   return fmt::format("id: {}\nevent: {}\ndata: {}\n\n", event.seq, event.kind,
-                     EventToJson(event).dump(-1, ' ', false, json::error_handler_t::replace));
+                     JsonText(EventToJson(event)));
 }
 
 class StreamSlot {
@@ -68,11 +68,7 @@ HttpResponse GetMetrics(const Call& call) {
     Fail(ErrorCode::kPermissionDenied,
          "metrics are for root on the local socket, or on metrics.listen");
   }
-  HttpResponse response(http::status::ok, call.request.version());
-  response.set(http::field::content_type, std::string(kMetricsContentType));
-  response.body() = call.c.engine->metrics().Render();
-  response.prepare_payload();
-  return response;
+  return MetricsResponse(call.c.engine->metrics(), call.request.version());
 }
 
 HttpResponse StreamEvents(const Call& call) {
@@ -182,3 +178,16 @@ HttpResponse GetUsage(const Call& call) {
 }
 
 }  // namespace ephemera::routes
+
+namespace ephemera {
+
+HttpResponse MetricsResponse(const MetricsRegistry& registry, unsigned http_version) {
+  namespace http = boost::beast::http;
+  HttpResponse response(http::status::ok, http_version);
+  response.set(http::field::content_type, std::string(kMetricsContentType));
+  response.body() = registry.Render();
+  response.prepare_payload();
+  return response;
+}
+
+}  // namespace ephemera

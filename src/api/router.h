@@ -95,6 +95,9 @@ struct ApiContext {
   std::string door = "https";
 };
 
+// GET /metrics' answer: the registry rendered in the text format.
+HttpResponse MetricsResponse(const MetricsRegistry& registry, unsigned http_version);
+
 // The family ApiContext::requests counts in, registered in `registry`.
 CounterFamily& RegisterRequestMetrics(MetricsRegistry& registry);
 

@@ -491,12 +491,16 @@ json ErrorToJson(const Error& error) {
       {"error", {{"code", std::string(ErrorCodeName(error.code()))}, {"message", error.what()}}}};
 }
 
+std::string JsonText(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 HttpResponse JsonResponse(unsigned status, const json& body) {
   namespace http = boost::beast::http;
   HttpResponse response{static_cast<http::status>(status), 11};
   response.set(http::field::content_type, "application/json");
   response.set(http::field::cache_control, "no-store");
-  response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  response.body() = JsonText(body) + "\n";
   return response;
 }
 

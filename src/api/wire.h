@@ -85,6 +85,9 @@ bool RevealsInternals(ErrorCode code);
 // The same error with a message fit for a remote caller: what kind of
 // failure it is, and that the daemon's log has the rest.
 Error ForRemoteCaller(const Error& error);
+// `value` as one line of JSON; bytes that are not UTF-8 (a request's, a
+// guest's) are replaced rather than thrown on.
+std::string JsonText(const nlohmann::json& value);
 // An HTTP answer with `body` as JSON, never cached. Bytes that are not
 // UTF-8 (echoed from a request) are replaced rather than thrown on.
 HttpResponse JsonResponse(unsigned status, const nlohmann::json& body);

@@ -82,8 +82,7 @@ void Hooks::Queue(const Event& event) {
       programs.insert(programs.end(), it->second.begin(), it->second.end());
   }
   if (programs.empty()) return;
-  const std::string input =
-      EventToJson(event).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const std::string input = JsonText(EventToJson(event));
   std::size_t dropped = 0;
   {
     std::lock_guard lock(mutex_);
@@ -161,10 +160,10 @@ std::optional<std::string> Hooks::BeforeCreate(const CreateRequest& request,
   nlohmann::json input = {{"type", "before_create"},
                           {"request", CreateRequestToJson(request, spec)}};
   try {
-    ProcessResult r = RunProcess(
-        {program, "before_create"},
-        RunOptions{std::chrono::seconds(config_.before_create_timeout_seconds), 64 * 1024,
-                   input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), true});
+    ProcessResult r =
+        RunProcess({program, "before_create"},
+                   RunOptions{std::chrono::seconds(config_.before_create_timeout_seconds),
+                              64 * 1024, JsonText(input), true});
     if (!r.err.empty())
       spdlog::info("hook {} (before_create): stderr: {}", program, Excerpt(r.err));
     if (r.ok()) {

@@ -13,14 +13,13 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "api/wire.h"
+
 namespace ephemera {
 
 namespace {
 
-std::string Quoted(std::string_view text) {
-  return nlohmann::json(std::string(text))
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+std::string Quoted(std::string_view text) { return JsonText(nlohmann::json(std::string(text))); }
 
 // %* : the message as a JSON string literal (quoted and escaped), so JSON
 // lines stay valid whatever a message contains.

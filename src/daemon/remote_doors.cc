@@ -26,17 +26,17 @@ HttpResponse MetricsAnswer(Engine& engine, const HttpRequest& request) {
   namespace http = boost::beast::http;
   std::string_view target(request.target().data(), request.target().size());
   target = target.substr(0, target.find('?'));
-  HttpResponse response(http::status::ok, request.version());
+  if (target == "/metrics" &&
+      (request.method() == http::verb::get || request.method() == http::verb::head)) {
+    return MetricsResponse(engine.metrics(), request.version());
+  }
+  HttpResponse response(http::status::not_found, request.version());
   if (target != "/metrics") {
-    response.result(http::status::not_found);
     response.set(http::field::content_type, "text/plain");
     response.body() = "only /metrics is here\n";
-  } else if (request.method() != http::verb::get && request.method() != http::verb::head) {
+  } else {
     response.result(http::status::method_not_allowed);
     response.set(http::field::allow, "GET, HEAD");
-  } else {
-    response.set(http::field::content_type, std::string(kMetricsContentType));
-    response.body() = engine.metrics().Render();
   }
   response.prepare_payload();
   return response;

@@ -258,12 +258,19 @@ EngineStatus Engine::Status() {
       {},
       {}};
   for (const auto& [name, driver] : drivers_.by_name) status.drivers[name] = driver->Health();
+  status.pools = PoolStatuses();
   std::lock_guard lock(pool_mutex_);
-  for (const Pool& pool : pools_) {
-    status.pools.push_back({pool.spec, pool.ready.size(), pool.hits, pool.misses});
-  }
   for (const auto& [family, state] : snapshot_families_) status.snapshots.push_back(state.status);
   return status;
+}
+
+std::vector<PoolStatus> Engine::PoolStatuses() {
+  std::lock_guard lock(pool_mutex_);
+  std::vector<PoolStatus> pools;
+  for (const Pool& pool : pools_) {
+    pools.push_back({pool.spec, pool.ready.size(), pool.hits, pool.misses});
+  }
+  return pools;
 }
 
 }  // namespace ephemera

@@ -569,6 +569,9 @@ class Engine {
   void RegisterMetrics();
   void CollectMetrics(MetricsWriter& out);
   void CountCreate(const CreateResult& result);
+  // What each ready or paused sandbox among `sandboxes` uses (pool members left out).
+  std::vector<SandboxUsage> UsageOf(std::vector<Sandbox> sandboxes);
+  std::vector<PoolStatus> PoolStatuses();
   MetricsRegistry metrics_;
   CounterFamily* creates_ = nullptr;
   CounterFamily* create_failures_ = nullptr;

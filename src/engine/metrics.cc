@@ -59,9 +59,15 @@ void Engine::CountCreate(const CreateResult& result) {
 }
 
 std::vector<SandboxUsage> Engine::Usage(const std::optional<std::string>& owner) {
+  std::vector<Sandbox> recorded = ListRecorded();
+  if (owner) std::erase_if(recorded, [&](const Sandbox& s) { return s.owner != *owner; });
+  return UsageOf(std::move(recorded));
+}
+
+std::vector<SandboxUsage> Engine::UsageOf(std::vector<Sandbox> sandboxes) {
   std::vector<SandboxUsage> out;
-  for (Sandbox& s : ListRecorded()) {
-    if (s.owner == kPoolOwner || (owner && s.owner != *owner)) continue;
+  for (Sandbox& s : sandboxes) {
+    if (s.owner == kPoolOwner) continue;
     if (s.state != SandboxState::kReady && s.state != SandboxState::kPaused) continue;
     SandboxUsage usage{s, std::nullopt, 0, 0};
     if (s.state == SandboxState::kReady) {
@@ -80,8 +86,9 @@ std::vector<SandboxUsage> Engine::Usage(const std::optional<std::string>& owner)
 }
 
 void Engine::CollectMetrics(MetricsWriter& out) {
+  std::vector<Sandbox> recorded = ListRecorded();  // one read of the store per scrape
   std::map<std::pair<SandboxState, SandboxKind>, std::size_t> counts;
-  for (const Sandbox& s : ListRecorded()) ++counts[{s.state, s.spec.kind}];
+  for (const Sandbox& s : recorded) ++counts[{s.state, s.spec.kind}];
   out.Family("ephemera_sandboxes", "gauge", "Sandboxes recorded, by state and kind.");
   for (SandboxKind kind : kKinds) {
     for (SandboxState state : kStates) {
@@ -100,13 +107,7 @@ void Engine::CollectMetrics(MetricsWriter& out) {
     out.Sample({{"driver", name}}, driver->Health() == "ok" ? 1 : 0);
   }
 
-  std::vector<PoolStatus> pools;
-  {
-    std::lock_guard lock(pool_mutex_);
-    for (const Pool& pool : pools_) {
-      pools.push_back({pool.spec, pool.ready.size(), pool.hits, pool.misses});
-    }
-  }
+  const std::vector<PoolStatus> pools = PoolStatuses();
   if (!pools.empty()) {
     auto labels = [](const PoolSpec& spec) {
       return std::vector<std::pair<std::string_view, std::string>>{
@@ -126,7 +127,7 @@ void Engine::CollectMetrics(MetricsWriter& out) {
   }
 
   if (!options_.per_sandbox_metrics) return;
-  std::vector<SandboxUsage> usage = Usage();
+  std::vector<SandboxUsage> usage = UsageOf(std::move(recorded));
   auto labels = [](const Sandbox& s) {
     return std::vector<std::pair<std::string_view, std::string>>{
         {"sandbox", s.id.str()}, {"kind", std::string(KindName(s.spec.kind))}};
