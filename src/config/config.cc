@@ -220,6 +220,13 @@ void ReadPath(Section& section, std::string_view key, std::filesystem::path& out
   out = text;
 }
 
+void CheckGroupName(std::string_view key, const std::string& group) {
+  if (group.empty() || group.size() > 64 || group.find_first_of(": \t\n/") != std::string::npos) {
+    Fail(ErrorCode::kInvalidArgument, "config key '{}': '{}' is not a group name", key,
+         group.substr(0, 64));
+  }
+}
+
 void ReadChoice(Section& section, std::string_view key, std::string& out,
                 const std::vector<std::string>& choices) {
   std::map<std::string, std::string> map;
@@ -497,6 +504,8 @@ Config ParseWithKeys(std::string_view yaml_text, std::vector<std::string>* keys)
          "config key 'socket_mode': '{}' is not an octal mode such as 0660", mode);
   }
   config.socket_mode = parsed_mode;
+  top.Read("socket_group", config.socket_group);
+  if (!config.socket_group.empty()) CheckGroupName("socket_group", config.socket_group);
   top.Read("client_host", config.client_host);
   top.Read("destroy_on_exit", config.destroy_on_exit);
   top.Read("endpoint_password", config.endpoint_password);
@@ -591,11 +600,7 @@ Config ParseWithKeys(std::string_view yaml_text, std::vector<std::string>* keys)
   Section wirt = top.Child("wirt");
   wirt.Read("enabled", config.wirt.enabled);
   wirt.Read("group", config.wirt.group);
-  if (config.wirt.group.empty() || config.wirt.group.size() > 64 ||
-      config.wirt.group.find_first_of(": \t\n/") != std::string::npos) {
-    Fail(ErrorCode::kInvalidArgument, "config key 'wirt.group': '{}' is not a group name",
-         config.wirt.group.substr(0, 64));
-  }
+  CheckGroupName("wirt.group", config.wirt.group);
   wirt.ReadUnsigned("max_sandboxes_per_user", config.wirt.max_sandboxes_per_user, 0, 1024);
   wirt.ReadUnsigned("max_memory_mib_per_user", config.wirt.max_memory_mib_per_user, 0, 1u << 24);
   unsigned log_max_kib = static_cast<unsigned>(config.wirt.log_max_bytes / 1024);

@@ -14,7 +14,8 @@
 
 namespace {
 
-constexpr char kDefaultConfig[] = "/etc/ephemera/config.yaml";
+// Under the installation's sysconfdir (CMake's GNUInstallDirs).
+constexpr char kDefaultConfig[] = EPHEMERA_CONFIG_FILE;
 
 }  // namespace
 

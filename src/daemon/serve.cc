@@ -5,6 +5,8 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <optional>
+
 #include <spdlog/spdlog.h>
 
 #include "api/http_server.h"
@@ -154,17 +156,32 @@ wirt::ServiceOptions WirtOptionsFrom(const Config& c) {
   return o;
 }
 
-// Who a non-root process on the local socket is: a member of wirt.group
-// acts as "uid:N" within the per-user limits.
-void ServeLocalUsers(const Config& c, gid_t gid, ApiContext& context) {
-  const std::string group = c.wirt.group;
+// The local socket's group: socket_group when it exists, else wirt.group
+// while wirt is on; none leaves the socket to root.
+struct SocketGroup {
+  std::string name;
+  gid_t gid = 0;
+};
+std::optional<SocketGroup> LocalSocketGroup(const Config& c, const wirt::Service* wirt) {
+  if (!c.socket_group.empty()) {
+    if (auto gid = wirt::GroupId(c.socket_group)) return SocketGroup{c.socket_group, *gid};
+    spdlog::info("socket_group '{}' does not exist: {}", c.socket_group,
+                 wirt ? "the socket is wirt.group's" : "only root may use the socket");
+  }
+  if (wirt) return SocketGroup{c.wirt.group, wirt->gid()};
+  return std::nullopt;
+}
+
+// Who a non-root process on the local socket is: a member of the socket's
+// group acts as "uid:N" within the per-user limits.
+void ServeLocalUsers(const Config& c, const SocketGroup& group, ApiContext& context) {
   Caller limits;
   if (c.wirt.max_sandboxes_per_user) limits.owner_limit = c.wirt.max_sandboxes_per_user;
   if (c.wirt.max_memory_mib_per_user) limits.owner_memory_mib = c.wirt.max_memory_mib_per_user;
   limits.local_user = true;
-  context.local_user = [gid, group, limits](std::uint32_t uid) {
-    if (!wirt::MemberByUid(uid, gid)) {
-      Fail(ErrorCode::kPermissionDenied, "uid {} is not a member of group {}", uid, group);
+  context.local_user = [group, limits](std::uint32_t uid) {
+    if (!wirt::MemberByUid(uid, group.gid)) {
+      Fail(ErrorCode::kPermissionDenied, "uid {} is not a member of group {}", uid, group.name);
     }
     Caller caller = limits;
     caller.owner = UserOwner(uid);
@@ -277,10 +294,11 @@ int Serve(const Config& config) {
   context.event_streams = &event_streams;
   context.requests = &RegisterRequestMetrics(engine.metrics());
   HttpListener local_listener = HttpListener::Unix(config.socket, config.socket_mode);
-  if (config.wirt.enabled) {
+  if (auto group = LocalSocketGroup(config, wirt.get())) {
     // Members of the group reach the local socket and act as themselves.
-    ServeLocalUsers(config, wirt->gid(), context);
-    local_listener.socket_group = wirt->gid();
+    ServeLocalUsers(config, *group, context);
+    local_listener.socket_group = group->gid;
+    spdlog::info("local socket: root and group {}'s members", group->name);
   }
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;

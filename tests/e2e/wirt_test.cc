@@ -16,6 +16,7 @@
 #include "guest/credentials.h"
 #include "guest/ssh_session.h"
 #include "support/test_users.h"
+#include "wirt/members.h"
 
 namespace ephemera::test {
 namespace {
@@ -42,7 +43,9 @@ class WirtTest : public DaemonTest {
   }
   std::string ExtraConfig() const override {
     // Anyone may connect: whom the daemon serves is decided by SO_PEERCRED.
-    return "socket_mode: '0666'\nwirt: {enabled: true, group: " + users_->group() + "}\n";
+    // No socket_group: the socket is wirt.group's (whatever groups the host has).
+    return "socket_mode: '0666'\nsocket_group: ''\nwirt: {enabled: true, group: " +
+           users_->group() + "}\n";
   }
 
   // The wirt command as the user; its stdout, or the test fails.
@@ -165,6 +168,66 @@ TEST_F(WirtTest, LocalSocketPeersSeeAndDestroyOnlyTheirOwn) {
   EXPECT_EQ(own_destroy_status, 0) << own_destroy;
   ASSERT_EQ(List().size(), 1u);
   EXPECT_EQ(List()[0]["id"], alices);
+}
+
+// socket_group without wirt: the socket is the group's, its members use it
+// as themselves (a container each: no guest to boot), others cannot connect.
+class SocketGroupTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    users_ = std::make_unique<TestUsers>(homes_.path() / "home");
+    dana_ = users_->Add("d");
+    erin_ = users_->Add("e", /*member=*/false);
+    fs::permissions(state_.path(), fs::perms::others_exec, fs::perm_options::add);
+    DaemonTest::SetUp();
+  }
+  void TearDown() override {
+    DaemonTest::TearDown();
+    users_.reset();
+  }
+  std::string ExtraConfig() const override { return "socket_group: " + users_->group() + "\n"; }
+  std::pair<int, std::string> Ephemera(const TestUser& user, const std::string& args) {
+    const fs::path out = user.home / ".ephemera.out";
+    int status = users_->RunAs(user, std::string(EPHEMERA_CLI) + " --socket " + socket_.string() +
+                                         " " + args + " > " + out.string() + " 2>&1");
+    std::string text = fs::exists(out) ? ReadFile(out) : "";
+    fs::remove(out);
+    return {status, text};
+  }
+
+  TempDir homes_;
+  std::unique_ptr<TestUsers> users_;
+  TestUser dana_, erin_;
+};
+
+TEST_F(SocketGroupTest, MembersUseTheSocketAsThemselvesAndOthersCannotConnect) {
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, wirt::GroupId(users_->group()).value());
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+
+  auto [erin_status, erin_out] = Ephemera(erin_, "list --json");
+  EXPECT_NE(erin_status, 0);
+  EXPECT_THAT(erin_out, HasSubstr("ermission denied"));
+
+  json roots = Create({"--kind", "container", "--memory", "128"});
+  auto [create_status, created] =
+      Ephemera(dana_, "create --json --kind container --memory 128 --ttl 600");
+  ASSERT_EQ(create_status, 0) << created << DaemonLog();
+  const std::string danas = json::parse(created)["id"];
+  auto [list_status, listed] = Ephemera(dana_, "list --json");
+  ASSERT_EQ(list_status, 0) << listed;
+  ASSERT_EQ(json::parse(listed).size(), 1u) << listed;
+  EXPECT_EQ(json::parse(listed)[0]["id"], danas);
+  EXPECT_EQ(json::parse(listed)[0]["owner_uid"], dana_.uid);
+  auto [destroy_status, destroyed] = Ephemera(dana_, "destroy " + roots["id"].get<std::string>());
+  EXPECT_NE(destroy_status, 0);
+  EXPECT_THAT(destroyed, HasSubstr("no sandbox"));
+  EXPECT_EQ(List().size(), 2u);
+  auto [own_status, own] = Ephemera(dana_, "destroy " + danas);
+  EXPECT_EQ(own_status, 0) << own;
+  Output(Cli({"destroy", roots["id"]}));
+  ExpectNothingLeft();
 }
 
 }  // namespace

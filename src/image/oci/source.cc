@@ -161,7 +161,10 @@ LocalImage ReadDockerArchive(const ImageReference& ref, const fs::path& staging)
              EscapeForLog(name, 200),
              archive_error_string(a) ? archive_error_string(a) : "unknown error");
       }
-      ::ftruncate(fd.get(), archive_entry_size(entry));
+      // A hole at the end is no data block: the size comes from the header.
+      if (::ftruncate(fd.get(), archive_entry_size(entry)) != 0) {
+        FailErrno("cannot size " + out.string(), errno);
+      }
       if (!sparse && hashed == archive_entry_size(entry)) digests[name] = digest.HexFinal();
       members[name] = out;
     }
