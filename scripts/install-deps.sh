@@ -31,8 +31,11 @@ packages=(
   xorriso isolinux syslinux-common openssl
   # OCI registry tests: a real registry (TLS + htpasswd) and the field's image tools
   docker-registry skopeo umoci apache2-utils
-  # a Debian root filesystem with systemd for the foreign-rootfs tests
+  # a Debian root filesystem with systemd for the foreign-rootfs tests, and
+  # the fresh root the Debian packages are installed in
   mmdebstrap
+  # the Debian packages: their build (dpkg-buildpackage, dh) and check
+  dpkg-dev debhelper lintian
 )
 
 SUDO=""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, integration and end-to-end tests (real QEMU guests,
 # dnsmasq and nftables, in private network namespaces) on a release build, then the unit tests again under
-# AddressSanitizer + UBSan, then each libFuzzer target for a bounded time. Needs root.
+# AddressSanitizer + UBSan, then each libFuzzer target for a bounded time, then builds the
+# Debian packages, checks them with lintian and installs them in a fresh Debian root. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,10 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== fuzzing (libFuzzer, ${EPHEMERA_FUZZ_SECONDS:-30} s per target)"
 EPHEMERA_FUZZ_BUILD=build-asan bash scripts/fuzz.sh
+
+echo "== Debian packages: dpkg-buildpackage, lintian, install in a fresh Debian root"
+bash scripts/package.sh build-package
+debs=(build-package/ephemera_*.deb build-package/ephemera-client_*.deb)
+# The root with the packages' dependencies comes from the mirror once (cached).
+bash tests/package/chroot_install.sh --prepare "${debs[@]}"
+bash tests/package/chroot_install.sh "${debs[@]}"
