@@ -1,4 +1,4 @@
-# bash completion for ephemerad(8): its options and the check command.
+# bash completion for ephemerad(8): its options and the check and cleanup commands.
 # tests/rules/completion_drift.sh holds it to the binary's --help.
 # shellcheck shell=bash
 
@@ -30,8 +30,8 @@ _ephemerad() {
         [[ ${words[i + 1]} == = ]] && ((i++))
         ((i++))
       fi
-    elif [[ -z $command && $word == check ]]; then
-      command=check
+    elif [[ -z $command && ($word == check || $word == cleanup) ]]; then
+      command=$word
     fi
   done
 
@@ -59,9 +59,13 @@ _ephemerad() {
         return
       fi
       if [[ $cur == -* ]]; then
-        [[ $command == check ]] && values=$check_options || values=$options
+        case $command in
+          check) values=$check_options ;;
+          cleanup) values="--help" ;;
+          *) values=$options ;;
+        esac
       elif [[ -z $command ]]; then
-        values="check"
+        values="check cleanup"
       fi
       ;;
   esac

@@ -17,10 +17,15 @@ out=$(realpath -m "${1:-build-package}")
 version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 
 # The source tree is copied to a fixed place: Debian's flags name the build
-# path (-ffile-prefix-map), so the compiler cache hits from any clone.
-work=/var/tmp/ephemera-package
+# path (-ffile-prefix-map), so the compiler cache hits from any clone. It
+# is under /var/cache (only root writes there), and one build at a time
+# uses it.
+work=/var/cache/ephemera-package-build
 src=$work/ephemera-$version
-rm -rf "$work"
+install -d -m 0700 "$work"
+exec 9>"$work.lock"
+flock 9
+find "$work" -mindepth 1 -delete
 mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard |
   tar -C "$repo" --null -T - -cf - | tar -C "$src" -xf -
@@ -50,10 +55,10 @@ fi
 changes=$work/ephemera_${version}_$(dpkg --print-architecture).changes
 
 echo "== lintian"
-lintian --fail-on error --display-info --no-tag-display-limit "$changes"
+lintian --fail-on error --display-info --tag-display-limit 0 "$changes"
 
-rm -rf "$out"
 mkdir -p "$out"
+rm -f "$out"/*.deb "$out"/*.changes
 # The packages, without their debug symbols' (dbgsym).
 find "$work" -maxdepth 1 -name '*.deb' ! -name '*-dbgsym_*' -exec cp {} "$out"/ \;
 ls -l "$out"/*.deb

@@ -2,7 +2,9 @@
 # namespace (its TAPs, dnsmasq and guests touch no real network).
 #   in_private_netns "$0" "$@"     re-executes the caller inside one
 #   start_daemon WORK [YAML...]    config in WORK, ephemerad started, socket up;
-#                                  sets $daemon and the function e (the CLI)
+#                                  sets $daemon and the function e (the CLI);
+#                                  ephemerad runs under the command in the
+#                                  array daemon_wrapper when it is set
 #   stop_daemon                    SIGTERM and wait, ends what a dead daemon
 #                                  left in the namespace; removes WORK
 
@@ -24,7 +26,7 @@ in_private_netns() {
 start_daemon() {
   daemon_work=$1
   shift
-  daemon_bin=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build/src
+  daemon_bin=${EPHEMERA_BUILD_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}/src
   export XDG_CONFIG_HOME=$daemon_work/client
   {
     echo "state_dir: $daemon_work/state"
@@ -34,7 +36,8 @@ start_daemon() {
     echo "destroy_on_exit: true"
     for line in "$@"; do echo "$line"; done
   } >"$daemon_work/config.yaml"
-  "$daemon_bin/daemon/ephemerad" --config "$daemon_work/config.yaml" 2>"$daemon_work/ephemerad.log" &
+  ${daemon_wrapper[@]+"${daemon_wrapper[@]}"} "$daemon_bin/daemon/ephemerad" \
+    --config "$daemon_work/config.yaml" 2>"$daemon_work/ephemerad.log" &
   daemon=$!
   for _ in $(seq 100); do e status >/dev/null 2>&1 && return 0; sleep 0.05; done
   echo "ephemerad did not start:" >&2

@@ -514,7 +514,9 @@ struct HttpServer::Impl {
     if (listener.socket_group && ::chown(path.c_str(), 0, *listener.socket_group) != 0) {
       FailErrno(fmt::format("cannot give {} its group", path.string()), errno);
     }
-    ::chmod(path.c_str(), listener.socket_mode);
+    if (::chmod(path.c_str(), listener.socket_mode) != 0) {
+      FailErrno(fmt::format("cannot set {}'s mode", path.string()), errno);
+    }
     AcceptUnix();
   }
 

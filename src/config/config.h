@@ -266,10 +266,10 @@ struct Config {
   std::filesystem::path socket = "/run/ephemera/ephemera.sock";
   unsigned socket_mode = 0660;
   // Members of this group may use the socket, each as themselves (owner
-  // "uid:N", within wirt's per-user limits). A group that does not exist
-  // leaves the socket to root, or to wirt.group while wirt is on; empty:
-  // only wirt.group (when on) or root.
-  std::string socket_group = "ephemera";
+  // "uid:N", within wirt's per-user limits); it must exist. Empty:
+  // wirt.group while wirt is on, else "ephemera" (the group the Debian
+  // package makes) if it exists, else root only.
+  std::string socket_group;
   // The host name or address clients use to reach forwarded ports; empty:
   // network.forward_address, or this host's name when that is 0.0.0.0.
   std::string client_host;

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <string_view>
 
 #include "config/config.h"
 #include "core/error.h"
@@ -16,6 +17,9 @@ namespace {
 
 // Under the installation's sysconfdir (CMake's GNUInstallDirs).
 constexpr char kDefaultConfig[] = EPHEMERA_CONFIG_FILE;
+// Where a packaged ephemerad reads it: one found there by a daemon built
+// for another prefix is most likely meant for it.
+constexpr char kDebianConfig[] = "/etc/ephemera/config.yaml";
 
 }  // namespace
 
@@ -64,6 +68,11 @@ int main(int argc, char** argv) {
   check_cmd->add_option("--boot-timeout", boot_timeout_s, "seconds to wait for the guest")
       ->capture_default_str();
 
+  CLI::App* cleanup_cmd = app.add_subcommand(
+      "cleanup",
+      "with no ephemerad running: destroy every sandbox it left (VMs, containers, networks), "
+      "then exit");
+
   CLI11_PARSE(app, argc, argv);
   try {
     Config config;
@@ -95,6 +104,12 @@ int main(int argc, char** argv) {
     if (no_access_tokens) config.remote.access_tokens = false;
     SetupLogging(config.log.level, config.log.format);
 
+    if (config_path.empty() && std::string_view(kDefaultConfig) != kDebianConfig &&
+        std::filesystem::exists(kDebianConfig)) {
+      spdlog::warn("{} is not read: this ephemerad's configuration is {} (or --config)",
+                   kDebianConfig, kDefaultConfig);
+    }
+    if (cleanup_cmd->parsed()) return Serve(config, ServeMode::kCleanup);
     if (!check_cmd->parsed()) return Serve(config);
     {
       check.boot_timeout = std::chrono::seconds(boot_timeout_s);

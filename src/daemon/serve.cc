@@ -2,9 +2,12 @@
 #include "core/event_types.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -156,19 +159,24 @@ wirt::ServiceOptions WirtOptionsFrom(const Config& c) {
   return o;
 }
 
-// The local socket's group: socket_group when it exists, else wirt.group
-// while wirt is on; none leaves the socket to root.
+// The local socket's group (see Config::socket_group); none leaves the
+// socket to root.
 struct SocketGroup {
   std::string name;
   gid_t gid = 0;
 };
+constexpr char kPackageSocketGroup[] = "ephemera";
 std::optional<SocketGroup> LocalSocketGroup(const Config& c, const wirt::Service* wirt) {
   if (!c.socket_group.empty()) {
-    if (auto gid = wirt::GroupId(c.socket_group)) return SocketGroup{c.socket_group, *gid};
-    spdlog::info("socket_group '{}' does not exist: {}", c.socket_group,
-                 wirt ? "the socket is wirt.group's" : "only root may use the socket");
+    auto gid = wirt::GroupId(c.socket_group);
+    if (!gid) {
+      Fail(ErrorCode::kInvalidArgument, "config key 'socket_group': there is no group '{}'",
+           c.socket_group);
+    }
+    return SocketGroup{c.socket_group, *gid};
   }
   if (wirt) return SocketGroup{c.wirt.group, wirt->gid()};
+  if (auto gid = wirt::GroupId(kPackageSocketGroup)) return SocketGroup{kPackageSocketGroup, *gid};
   return std::nullopt;
 }
 
@@ -189,9 +197,28 @@ void ServeLocalUsers(const Config& c, const SocketGroup& group, ApiContext& cont
   };
 }
 
+// Whether a server answers on the unix socket (a stale file does not).
+bool SomeoneListensOn(const std::filesystem::path& socket) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket.native().size() >= sizeof address.sun_path) return false;
+  std::memcpy(address.sun_path, socket.c_str(), socket.native().size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) FailErrno("cannot make a unix socket", errno);
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+}
+
 }  // namespace
 
-int Serve(const Config& config) {
+int Serve(const Config& given, ServeMode mode) {
+  Config config = given;
+  if (mode == ServeMode::kCleanup) {
+    if (SomeoneListensOn(config.socket)) {
+      Fail(ErrorCode::kAlreadyExists, "an ephemerad serves on {}: stop it first",
+           config.socket.string());
+    }
+    config.wirt.enabled = false;  // its instances are sandboxes like the others
+  }
   // Signals are taken synchronously by this thread; every other thread
   // (created below) inherits the blocked mask.
   sigset_t signals;
@@ -273,10 +300,21 @@ int Serve(const Config& config) {
         [wirt](const Sandbox& gone, const std::string& why) { wirt->OnSandboxGone(gone, why); });
   }
 
+  // Before anything is adopted: a socket_group that does not exist stops here.
+  std::optional<SocketGroup> socket_group;
+  if (mode == ServeMode::kServe) socket_group = LocalSocketGroup(config, wirt.get());
+
   // Adopted first: reconcile then reports the instances that died meanwhile.
   if (wirt) wirt->Adopt();
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
+  if (mode == ServeMode::kCleanup) {
+    engine.DestroyAll("ephemerad cleanup");
+    networks.TeardownAll();
+    store.AddEvent(event_type::kDaemonStopped, "", "cleanup");
+    spdlog::info("cleanup: every sandbox is gone");
+    return 0;
+  }
   engine.StartReaper();
   engine.StartPool();
   store.AddEvent(event_type::kDaemonStarted, "", kVersion);
@@ -294,11 +332,11 @@ int Serve(const Config& config) {
   context.event_streams = &event_streams;
   context.requests = &RegisterRequestMetrics(engine.metrics());
   HttpListener local_listener = HttpListener::Unix(config.socket, config.socket_mode);
-  if (auto group = LocalSocketGroup(config, wirt.get())) {
+  if (socket_group) {
     // Members of the group reach the local socket and act as themselves.
-    ServeLocalUsers(config, *group, context);
-    local_listener.socket_group = group->gid;
-    spdlog::info("local socket: root and group {}'s members", group->name);
+    ServeLocalUsers(config, *socket_group, context);
+    local_listener.socket_group = socket_group->gid;
+    spdlog::info("local socket: root and group {}'s members", socket_group->name);
   }
   auto remote = std::make_unique<RemoteDoors>(config, engine, context, front_doors);
   HttpServerOptions local_options;

@@ -7,7 +7,13 @@
 
 namespace ephemera {
 
-// Returns the process exit code.
-int Serve(const Config& config);
+enum class ServeMode {
+  kServe,    // serve until SIGTERM/SIGINT
+  kCleanup,  // `ephemerad cleanup`: destroy every sandbox, then exit
+};
+
+// Returns the process exit code. kCleanup refuses to run while a daemon
+// answers on the socket, and opens no front door.
+int Serve(const Config& config, ServeMode mode = ServeMode::kServe);
 
 }  // namespace ephemera

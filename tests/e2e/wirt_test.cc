@@ -43,9 +43,8 @@ class WirtTest : public DaemonTest {
   }
   std::string ExtraConfig() const override {
     // Anyone may connect: whom the daemon serves is decided by SO_PEERCRED.
-    // No socket_group: the socket is wirt.group's (whatever groups the host has).
-    return "socket_mode: '0666'\nsocket_group: ''\nwirt: {enabled: true, group: " +
-           users_->group() + "}\n";
+    // No socket_group: the socket is wirt.group's.
+    return "socket_mode: '0666'\nwirt: {enabled: true, group: " + users_->group() + "}\n";
   }
 
   // The wirt command as the user; its stdout, or the test fails.
@@ -228,6 +227,22 @@ TEST_F(SocketGroupTest, MembersUseTheSocketAsThemselvesAndOthersCannotConnect) {
   EXPECT_EQ(own_status, 0) << own;
   Output(Cli({"destroy", roots["id"]}));
   ExpectNothingLeft();
+}
+
+// A socket_group the operator names must exist: the daemon stops at start,
+// naming it, and serves nothing.
+TEST(SocketGroupConfigTest, AGroupThatDoesNotExistStopsTheDaemonAtStart) {
+  TempDir dir;
+  WriteFileAtomic(dir.path() / "config.yaml",
+                  "state_dir: " + (dir.path() / "state").string() +
+                      "\nsocket: " + (dir.path() / "ephemera.sock").string() +
+                      "\nsocket_group: no-such-group-here\ncontainer: {enabled: false}\n",
+                  0600);
+  ProcessResult r = RunProcess({EPHEMERAD, "--config", (dir.path() / "config.yaml").string()}, 60s);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err,
+              HasSubstr("config key 'socket_group': there is no group 'no-such-group-here'"));
+  EXPECT_FALSE(fs::exists(dir.path() / "ephemera.sock"));
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ TEST(ConfigTest, EmptyDocumentGivesDefaults) {
   EXPECT_EQ(c.network.pool.str(), "172.16.0.0/16");
   EXPECT_EQ(c.socket, "/run/ephemera/ephemera.sock");
   EXPECT_EQ(c.socket_mode, 0660u);
-  EXPECT_EQ(c.socket_group, "ephemera");
+  EXPECT_EQ(c.socket_group, "");
   EXPECT_FALSE(c.destroy_on_exit);
   EXPECT_EQ(c.limits.max_sandboxes, 16u);
   ASSERT_EQ(c.network.dns_servers.size(), 1u);
@@ -91,7 +91,6 @@ TEST(ConfigTest, ErrorsNameTheKey) {
   ExpectConfigError("network: {pool: 'fd00::/64'}", "'network.pool'");
   ExpectConfigError("socket_mode: rw", "'socket_mode'");
   ExpectConfigError("socket_group: 'a b'", "'socket_group': 'a b' is not a group name");
-  EXPECT_EQ(ParseConfig("socket_group: ''").socket_group, "");
   EXPECT_EQ(ParseConfig("socket_group: kvm").socket_group, "kvm");
   ExpectConfigError("socket: run/x.sock", "'socket'");
   ExpectConfigError("limits: {max_sandboxes: 0}", "'limits.max_sandboxes'");
