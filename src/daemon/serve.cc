@@ -2,15 +2,15 @@
 #include "core/event_types.h"
 
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <sys/file.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <optional>
 
 #include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
 
 #include "api/http_server.h"
 #include "api/ip_filter.h"
@@ -197,28 +197,61 @@ void ServeLocalUsers(const Config& c, const SocketGroup& group, ApiContext& cont
   };
 }
 
-// Whether a server answers on the unix socket (a stale file does not).
-bool SomeoneListensOn(const std::filesystem::path& socket) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket.native().size() >= sizeof address.sun_path) return false;
-  std::memcpy(address.sun_path, socket.c_str(), socket.native().size());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) FailErrno("cannot make a unix socket", errno);
-  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+// One daemon, or one cleanup, per state folder: a lock held for the
+// process's life (closed on exec, so sandboxes never hold it).
+UniqueFd LockStateFolder(const std::filesystem::path& state_dir) {
+  UniqueFd lock = OpenFile(state_dir / "daemon.lock", O_RDWR | O_CREAT, 0600);
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      Fail(ErrorCode::kAlreadyExists, "another ephemerad (or its cleanup) uses {}: stop it first",
+           state_dir.string());
+    }
+    FailErrno("cannot lock " + (state_dir / "daemon.lock").string(), errno);
+  }
+  return lock;
+}
+
+// The cgroups sandboxes get. A serving daemon finds (and delegates) its
+// own and records where; cleanup, run from anywhere (a package's
+// maintainer script is in apt's cgroup), uses that record and never moves
+// itself. No record: no daemon ever made a sandbox cgroup here.
+std::shared_ptr<Cgroups> SandboxCgroups(const Config& c, ServeMode mode) {
+  const std::filesystem::path record = c.state_dir / "cgroups.json";
+  if (mode == ServeMode::kServe) {
+    auto cgroups = std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(c.state_dir)));
+    nlohmann::json j{{"unified", cgroups->unified()}, {"bases", nlohmann::json::array()}};
+    for (const auto& base : cgroups->bases()) j["bases"].push_back(base.string());
+    WriteFileAtomic(record, j.dump() + "\n", 0600);
+    return cgroups;
+  }
+  if (!std::filesystem::exists(record)) {
+    return std::make_shared<Cgroups>(false, std::vector<std::filesystem::path>{});
+  }
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ReadFile(record));
+    std::vector<std::filesystem::path> bases;
+    for (const auto& base : j.at("bases")) {
+      const std::filesystem::path path = base.get<std::string>();
+      if (!path.is_absolute() || path.lexically_normal() != path ||
+          !path.string().starts_with("/sys/fs/cgroup/")) {
+        Fail(ErrorCode::kInvalidArgument, "'{}' is not a cgroup folder", path.string());
+      }
+      bases.push_back(path);
+    }
+    return std::make_shared<Cgroups>(j.at("unified").get<bool>(), std::move(bases));
+  } catch (const nlohmann::json::exception& e) {
+    Fail(ErrorCode::kInvalidArgument, "{}: {}", record.string(), e.what());
+  } catch (const Error& e) {
+    Fail(ErrorCode::kInvalidArgument, "{}: {}", record.string(), e.what());
+  }
 }
 
 }  // namespace
 
 int Serve(const Config& given, ServeMode mode) {
   Config config = given;
-  if (mode == ServeMode::kCleanup) {
-    if (SomeoneListensOn(config.socket)) {
-      Fail(ErrorCode::kAlreadyExists, "an ephemerad serves on {}: stop it first",
-           config.socket.string());
-    }
-    config.wirt.enabled = false;  // its instances are sandboxes like the others
-  }
+  // Cleanup: wirt's instances are sandboxes like the others.
+  if (mode == ServeMode::kCleanup) config.wirt.enabled = false;
   // Signals are taken synchronously by this thread; every other thread
   // (created below) inherits the blocked mask.
   sigset_t signals;
@@ -229,20 +262,22 @@ int Serve(const Config& given, ServeMode mode) {
   ::signal(SIGPIPE, SIG_IGN);
 
   MakeDirs(config.state_dir, 0700);
+  const UniqueFd state_lock = LockStateFolder(config.state_dir);
   AccelChoice accel = ChooseAccel(config.vm.accel, ProbeKvm());
   spdlog::info("accelerator: {} ({})", AccelName(accel.accel), accel.reason);
   Store store(config.state_dir / "ephemera.db");
   ImageCatalog images(config.image_dir);
   // Digest the default image now (once per file version), not in the first create.
-  try {
-    Image image = images.Get(config.defaults.image);
-    spdlog::info("default image '{}' version {} sha256 {}", image.name, image.version,
-                 image.PrimarySha256());
-  } catch (const Error& e) {
-    spdlog::warn("default image: {}", e.what());
+  if (mode == ServeMode::kServe) {
+    try {
+      Image image = images.Get(config.defaults.image);
+      spdlog::info("default image '{}' version {} sha256 {}", image.name, image.version,
+                   image.PrimarySha256());
+    } catch (const Error& e) {
+      spdlog::warn("default image: {}", e.what());
+    }
   }
-  auto cgroups =
-      std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(config.state_dir)));
+  auto cgroups = SandboxCgroups(config, mode);
   spdlog::info("cgroups: {} sandboxes under {}", cgroups->unified() ? "v2," : "v1,",
                cgroups->bases().empty() ? "-" : cgroups->bases().front().string());
   QemuDriver vms({config.state_dir, config.vm, accel, cgroups});
@@ -309,9 +344,16 @@ int Serve(const Config& given, ServeMode mode) {
   ReconcileReport report = engine.Reconcile();
   spdlog::info("reconcile: {} action(s)", report.actions.size());
   if (mode == ServeMode::kCleanup) {
-    engine.DestroyAll("ephemerad cleanup");
-    networks.TeardownAll();
+    const std::size_t failed = engine.DestroyAll("ephemerad cleanup");
+    const std::size_t left = store.List().size();
     store.AddEvent(event_type::kDaemonStopped, "", "cleanup");
+    if (failed > 0 || left > 0) {
+      // Their networks stay with them: nothing of a sandbox goes half-way.
+      spdlog::error("cleanup: {} sandbox(es) could not be destroyed (above); {} left", failed,
+                    left);
+      return 1;
+    }
+    networks.TeardownAll();
     spdlog::info("cleanup: every sandbox is gone");
     return 0;
   }

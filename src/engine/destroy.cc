@@ -144,14 +144,17 @@ void Engine::Destroy(const SandboxId& id, const std::optional<std::string>& toke
   spdlog::info("sandbox {}: destroyed ({})", id.str(), reason);
 }
 
-void Engine::DestroyAll(const std::string& reason) {
+std::size_t Engine::DestroyAll(const std::string& reason) {
+  std::size_t failed = 0;
   for (const auto& s : store_.List()) {
     try {
       Destroy(s.id, std::nullopt, reason, false, {}, {event_type::kDestroyed, "daemon_stop"});
     } catch (const Error& e) {
       spdlog::error("sandbox {}: destroy failed: {}", s.id.str(), e.what());
+      ++failed;
     }
   }
+  return failed;
 }
 
 }  // namespace ephemera

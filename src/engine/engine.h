@@ -383,8 +383,9 @@ class Engine {
   // died with it). StopPool ends that and destroys the members.
   void StartPool();
   void StopPool();
-  // Destroys every sandbox (for destroy_on_exit).
-  void DestroyAll(const std::string& reason);
+  // Destroys every sandbox (for destroy_on_exit and cleanup); returns how
+  // many could not be destroyed (each is logged).
+  std::size_t DestroyAll(const std::string& reason);
 
   // The wirt VMs kept running (autostart), by owner uid and VM name.
   void SetAutostart(std::uint32_t uid, const std::string& name, bool on) {

@@ -26,13 +26,12 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-class WirtTest : public DaemonTest {
+// A daemon whose socket real users of a real group reach.
+class LocalUsersTest : public DaemonTest {
  protected:
   void SetUp() override {
     users_ = std::make_unique<TestUsers>(homes_.path() / "home");
-    alice_ = users_->Add("a");
-    bob_ = users_->Add("b");
-    carol_ = users_->Add("c", /*member=*/false);
+    AddUsers();
     // The users reach the socket in the test's state folder.
     fs::permissions(state_.path(), fs::perms::others_exec, fs::perm_options::add);
     DaemonTest::SetUp();
@@ -40,6 +39,28 @@ class WirtTest : public DaemonTest {
   void TearDown() override {
     DaemonTest::TearDown();
     users_.reset();
+  }
+  virtual void AddUsers() = 0;
+  // The ephemera command as the user on the daemon's socket: exit status and output.
+  std::pair<int, std::string> Ephemera(const TestUser& user, const std::string& args) {
+    const fs::path out = user.home / ".ephemera.out";
+    int status = users_->RunAs(user, std::string(EPHEMERA_CLI) + " --socket " + socket_.string() +
+                                         " " + args + " > " + out.string() + " 2>&1");
+    std::string text = fs::exists(out) ? ReadFile(out) : "";
+    fs::remove(out);
+    return {status, text};
+  }
+
+  TempDir homes_;
+  std::unique_ptr<TestUsers> users_;
+};
+
+class WirtTest : public LocalUsersTest {
+ protected:
+  void AddUsers() override {
+    alice_ = users_->Add("a");
+    bob_ = users_->Add("b");
+    carol_ = users_->Add("c", /*member=*/false);
   }
   std::string ExtraConfig() const override {
     // Anyone may connect: whom the daemon serves is decided by SO_PEERCRED.
@@ -57,15 +78,6 @@ class WirtTest : public DaemonTest {
     EXPECT_EQ(status, 0) << "wirt " << args << ":\n" << text << DaemonLog();
     return text;
   }
-  // The ephemera command as the user on the daemon's socket: exit status and output.
-  std::pair<int, std::string> Ephemera(const TestUser& user, const std::string& args) {
-    const fs::path out = user.home / ".ephemera.out";
-    int status = users_->RunAs(user, std::string(EPHEMERA_CLI) + " --socket " + socket_.string() +
-                                         " " + args + " > " + out.string() + " 2>&1");
-    std::string text = fs::exists(out) ? ReadFile(out) : "";
-    fs::remove(out);
-    return {status, text};
-  }
   json Credentials(const TestUser& user, const std::string& vm) {
     return json::parse(ReadFile(user.home / "wirt/info/vm" / vm / "credentials"));
   }
@@ -80,8 +92,6 @@ class WirtTest : public DaemonTest {
     return ssh.Execute("id -un", 30s).out;
   }
 
-  TempDir homes_;
-  std::unique_ptr<TestUsers> users_;
   TestUser alice_, bob_, carol_;
 };
 
@@ -171,31 +181,14 @@ TEST_F(WirtTest, LocalSocketPeersSeeAndDestroyOnlyTheirOwn) {
 
 // socket_group without wirt: the socket is the group's, its members use it
 // as themselves (a container each: no guest to boot), others cannot connect.
-class SocketGroupTest : public DaemonTest {
+class SocketGroupTest : public LocalUsersTest {
  protected:
-  void SetUp() override {
-    users_ = std::make_unique<TestUsers>(homes_.path() / "home");
+  void AddUsers() override {
     dana_ = users_->Add("d");
     erin_ = users_->Add("e", /*member=*/false);
-    fs::permissions(state_.path(), fs::perms::others_exec, fs::perm_options::add);
-    DaemonTest::SetUp();
-  }
-  void TearDown() override {
-    DaemonTest::TearDown();
-    users_.reset();
   }
   std::string ExtraConfig() const override { return "socket_group: " + users_->group() + "\n"; }
-  std::pair<int, std::string> Ephemera(const TestUser& user, const std::string& args) {
-    const fs::path out = user.home / ".ephemera.out";
-    int status = users_->RunAs(user, std::string(EPHEMERA_CLI) + " --socket " + socket_.string() +
-                                         " " + args + " > " + out.string() + " 2>&1");
-    std::string text = fs::exists(out) ? ReadFile(out) : "";
-    fs::remove(out);
-    return {status, text};
-  }
 
-  TempDir homes_;
-  std::unique_ptr<TestUsers> users_;
   TestUser dana_, erin_;
 };
 

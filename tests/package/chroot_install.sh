@@ -26,7 +26,7 @@ end_namespace_processes() {
   for pid in /proc/[0-9]*; do
     pid=${pid#/proc/}
     [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] && [ "$pid" != "$PPID" ] || continue
-    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$ns" ] && kill -KILL "$pid" 2>/dev/null
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$ns" ] && kill -KILL "$pid" 2>/dev/null || true
   done
   return 0
 }
@@ -88,10 +88,12 @@ inside() {
   id=$(python3 -c "import json, sys; print(json.loads(sys.argv[1])[\"id\"])" "$created")
   qemu=$(pgrep -f "qemu-system.*$id" | head -1)
   [ -n "$qemu" ] || { echo "no QEMU runs for $id" >&2; exit 1; }
-  if in_root ephemerad cleanup 2>/dev/null; then
+  if refused=$(in_root ephemerad cleanup 2>&1); then
     echo "ephemerad cleanup ran while the daemon served" >&2
     exit 1
   fi
+  [[ $refused == *"another ephemerad (or its cleanup) uses /var/lib/ephemera"* ]] ||
+    { echo "ephemerad cleanup failed otherwise: $refused" >&2; exit 1; }
   kill -TERM "$daemon"
   for _ in $(seq 300); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
   ! kill -0 "$daemon" 2>/dev/null || { echo "ephemerad did not stop" >&2; exit 1; }
@@ -100,6 +102,7 @@ inside() {
   echo "== again over itself (maintainer scripts run a second time)"
   in_root sh -c "cd /debs && apt-get install -y -q --reinstall --no-install-recommends ./*.deb" >/dev/null
   in_root getent group ephemera
+  kill -0 "$qemu" || { echo "the VM did not outlive an upgrade of the package" >&2; exit 1; }
 
   echo "== dpkg --purge (its prerm runs ephemerad cleanup)"
   in_root dpkg --purge ephemera ephemera-client

@@ -29,6 +29,13 @@ grep -qx "ProtectSystem=strict" "$unit" || { echo "$unit: ProtectSystem is not s
 work=$(mktemp -d /var/tmp/ephemera-confined.XXXXXX)
 chmod 0711 "$work"
 image_dir=${EPHEMERA_IMAGE_DIR:-/var/cache/ephemera/images}
+# The programs run from the work folder, as an installed daemon runs from
+# /usr/bin: a build under /tmp would vanish under the private /tmp.
+build=${EPHEMERA_BUILD_DIR:-$PWD/build}
+mkdir -p "$work/build/src/daemon" "$work/build/src/cli"
+cp "$build/src/daemon/ephemerad" "$work/build/src/daemon/"
+cp "$build/src/cli/ephemera" "$work/build/src/cli/"
+export EPHEMERA_BUILD_DIR=$work/build
 # The daemon's own mount namespace: ProtectSystem=strict (every mount
 # read-only but the API file systems /dev, /proc, /sys and the writable
 # paths) and PrivateTmp (a /tmp of its own); then the unit's capabilities.
@@ -43,10 +50,11 @@ confine='
     esac
   done
   mount -t tmpfs -o mode=1777 tmpfs /tmp
-  if touch /etc/.ephemera-confined /var/lib/.ephemera-confined /usr/.ephemera-confined 2>/dev/null; then
-    echo "the emulated ProtectSystem=strict left the system writable" >&2
-    exit 1
-  fi
+  for path in / /etc /usr /var /var/lib /var/cache /run /home; do
+    [ -e "$path" ] || continue
+    findmnt -rno OPTIONS --target "$path" | tr , "\n" | grep -qx ro ||
+      { echo "the emulated ProtectSystem=strict left $path writable" >&2; exit 1; }
+  done
   exec setpriv --bounding-set="$BOUNDING" --inh-caps=-all --ambient-caps=-all "$@"'
 daemon_wrapper=(env WORK="$work" IMAGES="$image_dir" BOUNDING="$bounding"
   unshare --mount --propagation private bash -c "$confine" confine ${no_new_privs[@]+"${no_new_privs[@]}"})
