@@ -114,6 +114,33 @@ std::string Cgroups::SubtreeFor(const fs::path& state_dir) {
 Cgroups::Cgroups(bool unified, std::vector<fs::path> bases)
     : unified_(unified), bases_(std::move(bases)) {}
 
+void Cgroups::Record(const fs::path& file) const {
+  std::string text = unified_ ? "v2\n" : "v1\n";
+  for (const auto& base : bases_) text += base.string() + "\n";
+  WriteFileAtomic(file, text, 0600);
+}
+
+Cgroups Cgroups::FromRecord(const fs::path& file) {
+  if (!fs::exists(file)) return Cgroups(false, {});
+  std::istringstream lines(ReadFile(file));
+  std::string version, line;
+  std::getline(lines, version);
+  if (version != "v1" && version != "v2") {
+    Fail(ErrorCode::kInvalidArgument, "{}: not a cgroup record", file.string());
+  }
+  std::vector<fs::path> bases;
+  while (std::getline(lines, line)) {
+    const fs::path base = line;
+    if (!base.is_absolute() || base.lexically_normal() != base ||
+        !line.starts_with("/sys/fs/cgroup/")) {
+      Fail(ErrorCode::kInvalidArgument, "{}: '{}' is not a cgroup folder", file.string(),
+           line.substr(0, 200));
+    }
+    bases.push_back(base);
+  }
+  return Cgroups(version == "v2", std::move(bases));
+}
+
 Cgroups Cgroups::Discover(const std::string& subtree) {
   std::vector<Mount> v1;
   std::optional<Mount> v2;

@@ -40,6 +40,13 @@ class Cgroups {
   // default one, a name derived from the folder otherwise, so that two
   // daemons (or a test) never reconcile each other's cgroups away.
   static std::string SubtreeFor(const std::filesystem::path& state_dir);
+  // Writes where sandbox cgroups are ("v1"/"v2", then a base a line), so
+  // that a later process can find them without discovering from its own
+  // cgroup (a cleanup run from a maintainer script is in apt's).
+  void Record(const std::filesystem::path& file) const;
+  // The hierarchies a Record names; none when the file does not exist.
+  // kInvalidArgument naming the file when it is not such a record.
+  static Cgroups FromRecord(const std::filesystem::path& file);
   // For tests: the hierarchies rooted at given directories.
   Cgroups(bool unified, std::vector<std::filesystem::path> bases);
 

@@ -10,8 +10,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
-
 #include "api/http_server.h"
 #include "api/ip_filter.h"
 #include "api/router.h"
@@ -212,38 +210,13 @@ UniqueFd LockStateFolder(const std::filesystem::path& state_dir) {
 }
 
 // The cgroups sandboxes get. A serving daemon finds (and delegates) its
-// own and records where; cleanup, run from anywhere (a package's
-// maintainer script is in apt's cgroup), uses that record and never moves
-// itself. No record: no daemon ever made a sandbox cgroup here.
+// own and records where; cleanup uses that record and never moves itself.
 std::shared_ptr<Cgroups> SandboxCgroups(const Config& c, ServeMode mode) {
-  const std::filesystem::path record = c.state_dir / "cgroups.json";
-  if (mode == ServeMode::kServe) {
-    auto cgroups = std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(c.state_dir)));
-    nlohmann::json j{{"unified", cgroups->unified()}, {"bases", nlohmann::json::array()}};
-    for (const auto& base : cgroups->bases()) j["bases"].push_back(base.string());
-    WriteFileAtomic(record, j.dump() + "\n", 0600);
-    return cgroups;
-  }
-  if (!std::filesystem::exists(record)) {
-    return std::make_shared<Cgroups>(false, std::vector<std::filesystem::path>{});
-  }
-  try {
-    const nlohmann::json j = nlohmann::json::parse(ReadFile(record));
-    std::vector<std::filesystem::path> bases;
-    for (const auto& base : j.at("bases")) {
-      const std::filesystem::path path = base.get<std::string>();
-      if (!path.is_absolute() || path.lexically_normal() != path ||
-          !path.string().starts_with("/sys/fs/cgroup/")) {
-        Fail(ErrorCode::kInvalidArgument, "'{}' is not a cgroup folder", path.string());
-      }
-      bases.push_back(path);
-    }
-    return std::make_shared<Cgroups>(j.at("unified").get<bool>(), std::move(bases));
-  } catch (const nlohmann::json::exception& e) {
-    Fail(ErrorCode::kInvalidArgument, "{}: {}", record.string(), e.what());
-  } catch (const Error& e) {
-    Fail(ErrorCode::kInvalidArgument, "{}: {}", record.string(), e.what());
-  }
+  const std::filesystem::path record = c.state_dir / "cgroups";
+  if (mode == ServeMode::kCleanup) return std::make_shared<Cgroups>(Cgroups::FromRecord(record));
+  auto cgroups = std::make_shared<Cgroups>(Cgroups::Discover(Cgroups::SubtreeFor(c.state_dir)));
+  cgroups->Record(record);
+  return cgroups;
 }
 
 }  // namespace
